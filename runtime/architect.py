@@ -1,0 +1,347 @@
+"""The architecture optimiser of DARTS: updates α, never the network weights w.
+
+Model interface (what the generated supernets provide):
+  - ``model.arch_parameters() -> dict[str, nn.Parameter]``: α per cell type, registered
+    parameters of the model (named ``alphas.<key>`` in ``named_parameters()``);
+  - every other parameter is a weight and is trained by the caller's SGD ``w_optimizer``.
+  - ``loss_fn(call, batch) -> Tensor``: ``call(*inputs)`` runs the forward pass. It is the model
+    itself for a real training step and a ``torch.func.functional_call`` on substituted tensors
+    inside the architect, which is what keeps this module independent of CNN vs RNN. The
+    second-order step calls it four times per step, so it must not carry state between calls
+    (an RNN's hidden state travels in the batch, not in the closure).
+
+Modes (Liu et al., "DARTS", ICLR 2019, Sect. 3.3 compares the bilevel search with the two
+single-data-set heuristics). Each search step the loop calls exactly one architect method,
+and ``Architect.updates_weights`` says whether the loop must still do its own w step::
+
+    mode        batches each step                   call                             w step
+    bilevel     train batch b_t, val batch b_v      step(b_t, b_v, lr)               loop, on b_t
+    coordinate  b_t, b_v both drawn from train∪val  step(b_t, b_v, lr)               loop, on b_t
+    joint       one batch b from train∪val          joint_step(b, w_grad_clip)       joint_step
+
+- ``bilevel``: α follows ∇α L_val(w*(α), α), with w*(α) approximated by w itself (``order=1``)
+  or by one virtual SGD step (``order=2``, Eq. 6-8 of the paper).
+- ``coordinate``: α and w alternate; the α step is the first-order gradient of the loss on the
+  second batch it is given, so it is computed exactly like first-order bilevel: what makes it
+  coordinate descent is that the loop draws both batches from the union of the two splits.
+- ``joint``: single-level optimisation, α and w move simultaneously: one backward pass at the
+  current (w, α) on one batch, then the α Adam step and the w SGD step. (The paper's ablation
+  moves α by SGD; the same Adam as in bilevel is used here so that only the objective differs.)
+
+The second-order recipe is the one of the reference implementation (quark0/darts,
+``cnn/architect.py`` and ``rnn/architect.py``):
+
+    g  = ∇w L_train(w, α)                                   (clipped to ``unrolled_clip``: RNN)
+    w' = w − η (momentum·buf + g + wd·w)                    the next SGD update, unapplied
+    dα = ∇α L_val(w', α),  v = ∇w' L_val(w', α)             (v clipped to ``unrolled_clip``: RNN)
+    R  = fd_scale / ‖v‖,   g± = ∇α L_train(w ± R v, α)      at the ORIGINAL weights w
+    arch gradient = dα − η·c·(g⁺ − g⁻) / (2R)
+
+where c = min(1, clip coefficient of g) (1 without clipping): w' depends on α through the
+clipped gradient, so the chain rule carries the same factor. The reference RNN code multiplies
+by the unclamped coefficient, which inflates the implicit term whenever no clipping happens.
+
+Unlike the reference, nothing is deep-copied and nothing of the real model changes except α:
+every forward pass of the architect is a ``functional_call`` on detached weight tensors and on
+fresh clones of the buffers, so BatchNorm running statistics and ``num_batches_tracked`` stay
+as they were (the reference's first-order step updated them on validation data), and neither
+w, w.grad, nor the w optimizer's momentum buffers are touched. The model's train/eval mode is
+whatever the caller set (the DARTS search keeps the supernet in train mode).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+LossFn = Callable[[Callable[..., Tensor], Any], Tensor]
+TensorDict = dict[str, Tensor]
+
+ARCH_MODES = ("bilevel", "coordinate", "joint")
+ARCH_ORDERS = (1, 2)
+# Added to the norm before dividing, as in torch.nn.utils.clip_grad_norm_ and the reference's
+# rnn `_clip`.
+CLIP_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """How α is optimised. Defaults: DARTS CNN search (quark0/darts cnn/train_search.py)."""
+
+    order: int = 1  # 1: first order (ξ = 0); 2: one unrolled SGD step (paper Eq. 7)
+    mode: str = "bilevel"  # one of ARCH_MODES, see the module docstring
+    lr: float = 3e-4  # --arch_learning_rate (CNN); the RNN search uses 3e-3
+    betas: tuple[float, float] = (0.5, 0.999)  # CNN architect; the RNN one keeps Adam's default
+    weight_decay: float = 1e-3  # --arch_weight_decay (CNN), --arch_wdecay (RNN)
+    unrolled_clip: float | None = None  # RNN search: --clip 0.25 on g and v (second order only)
+    fd_scale: float = 0.01  # r in R = r / ‖v‖ (`_hessian_vector_product`, r=1e-2)
+
+    def __post_init__(self) -> None:
+        if self.order not in ARCH_ORDERS:
+            raise ValueError(f"unknown order {self.order!r}; valid: {ARCH_ORDERS}")
+        if self.mode not in ARCH_MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(ARCH_MODES)}")
+        if self.order == 2 and self.mode != "bilevel":
+            raise ValueError(f"order 2 is bilevel only; mode {self.mode!r} takes order 1")
+        if self.fd_scale <= 0:
+            raise ValueError(f"fd_scale must be positive, got {self.fd_scale}")
+        if self.unrolled_clip is not None and self.unrolled_clip <= 0:
+            raise ValueError(f"unrolled_clip must be positive or None, got {self.unrolled_clip}")
+
+
+class Architect:
+    """Owns the Adam optimiser of α and computes the architecture gradient of `ArchConfig`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        w_optimizer: torch.optim.Optimizer,
+        loss_fn: LossFn,
+        cfg: ArchConfig | None = None,
+    ) -> None:
+        self.model = model
+        self.w_optimizer = w_optimizer
+        self.loss_fn = loss_fn
+        self.cfg = cfg if cfg is not None else ArchConfig()
+        alphas = model.arch_parameters()
+        self._alpha_names = _full_names(model, alphas)
+        alpha_full_names = set(self._alpha_names.values())
+        self._weight_names = [n for n, _ in model.named_parameters() if n not in alpha_full_names]
+        _reject_alphas_in(w_optimizer, alphas.values())
+        if self.cfg.order == 2:
+            _check_unrollable(w_optimizer)
+            self._weight_groups = _param_group_of_each(model, self._weight_names, w_optimizer)
+        self.optimizer = torch.optim.Adam(
+            alphas.values(),
+            lr=self.cfg.lr,
+            betas=self.cfg.betas,
+            weight_decay=self.cfg.weight_decay,
+        )
+
+    @property
+    def updates_weights(self) -> bool:
+        """True when `joint_step` also steps w, so the search loop must not."""
+        return self.cfg.mode == "joint"
+
+    def step(self, train_batch: Any, val_batch: Any, lr: float) -> dict[str, float]:
+        """One Adam step on α (bilevel and coordinate modes); w is left exactly as it was.
+
+        `lr` is η, the w optimizer's current learning rate (used by order 2 only). Returns
+        ``val_loss``, the loss on `val_batch` at the weights where ∇α was taken (w' for order 2),
+        and ``arch_grad_norm``.
+        """
+        grads, stats = self._arch_gradient(train_batch, val_batch, lr)
+        for key, alpha in self.model.arch_parameters().items():
+            alpha.grad = grads[key]
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return stats
+
+    def arch_gradient(self, train_batch: Any, val_batch: Any, lr: float) -> TensorDict:
+        """The gradient `step` would apply, keyed like ``arch_parameters()``; no side effects."""
+        return self._arch_gradient(train_batch, val_batch, lr)[0]
+
+    def joint_step(self, batch: Any, w_grad_clip: float | None = None) -> dict[str, float]:
+        """Joint mode: one backward on `batch` at (w, α), then the α and the w optimizer step.
+
+        This is a real training step: the model's own forward runs (BatchNorm statistics update
+        as in any training step). `w_grad_clip` clips the weight gradient's total norm first,
+        as the search loop does for its w step (DARTS: --grad_clip 5).
+        """
+        self._require_mode(("joint",), "joint_step", instead="step(train_batch, val_batch, lr)")
+        self.w_optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model, batch)
+        loss.backward()
+        if w_grad_clip is not None:
+            named = dict(self.model.named_parameters())
+            nn.utils.clip_grad_norm_([named[n] for n in self._weight_names], w_grad_clip)
+        self.optimizer.step()
+        self.w_optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"train_loss": loss.item()}
+
+    def hessian_vector_product(self, train_batch: Any, vector: Mapping[str, Tensor]) -> TensorDict:
+        """Central-difference estimate of ∇²_{α,w} L_train(w, α) · vector at the current w.
+
+        `vector` is keyed by the weights' names in ``named_parameters()``; the result is keyed
+        like ``arch_parameters()``.
+        """
+        weights, alphas = self._weights(), self._alphas()
+        return self._keyed(self._finite_difference(weights, alphas, vector, train_batch))
+
+    def state_dict(self) -> dict[str, Any]:
+        """A snapshot of the α optimiser's state, for resumable runs.
+
+        Deep-copied: torch's optimizer state_dict shares its tensors with the live state, which
+        the next step updates in place.
+        """
+        return copy.deepcopy(self.optimizer.state_dict())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
+
+    # -- gradients ---------------------------------------------------------------------------
+
+    def _arch_gradient(
+        self, train_batch: Any, val_batch: Any, lr: float
+    ) -> tuple[TensorDict, dict[str, float]]:
+        self._require_mode(("bilevel", "coordinate"), "step", instead="joint_step(batch)")
+        if self.cfg.order == 1:
+            grads, val_loss = self._first_order(val_batch)
+        else:
+            grads, val_loss = self._second_order(train_batch, val_batch, lr)
+        keyed = self._keyed(grads)
+        return keyed, {"val_loss": val_loss, "arch_grad_norm": _total_norm(keyed.values()).item()}
+
+    def _first_order(self, val_batch: Any) -> tuple[TensorDict, float]:
+        alphas = _leaves(self._alphas())
+        loss = self._loss_at(self._weights(), alphas, val_batch)
+        return _grad(loss, alphas), loss.item()
+
+    def _second_order(
+        self, train_batch: Any, val_batch: Any, lr: float
+    ) -> tuple[TensorDict, float]:
+        weights, alphas = self._weights(), self._alphas()
+        weight_leaves = _leaves(weights)
+        train_grads = _grad(self._loss_at(weight_leaves, alphas, train_batch), weight_leaves)
+        chain_coef = 1.0
+        if self.cfg.unrolled_clip is not None:
+            train_grads, chain_coef = _clip_total_norm(train_grads, self.cfg.unrolled_clip)
+        unrolled = _leaves(self._virtual_step(weights, train_grads, lr))
+        alpha_leaves = _leaves(alphas)
+        val_loss = self._loss_at(unrolled, alpha_leaves, val_batch)
+        val_grads = _grad(val_loss, {**alpha_leaves, **unrolled})
+        d_alpha = {n: val_grads[n] for n in alpha_leaves}
+        vector = {n: val_grads[n] for n in unrolled}
+        if self.cfg.unrolled_clip is not None:
+            vector, _ = _clip_total_norm(vector, self.cfg.unrolled_clip)
+        implicit = self._finite_difference(weights, alphas, vector, train_batch)
+        grads = {n: d_alpha[n] - lr * chain_coef * implicit[n] for n in d_alpha}
+        return grads, val_loss.item()
+
+    def _virtual_step(self, weights: TensorDict, grads: TensorDict, lr: float) -> TensorDict:
+        """The update SGD (momentum, weight decay, no dampening) would apply next, unapplied."""
+        named = dict(self.model.named_parameters())
+        stepped = {}
+        for name, w in weights.items():
+            group = self._weight_groups[name]
+            direction = grads[name] + group["weight_decay"] * w
+            buf = self._momentum_buffer(named[name])
+            if buf is not None and group["momentum"] != 0:
+                direction = group["momentum"] * buf + direction
+            stepped[name] = w - lr * direction
+        return stepped
+
+    def _momentum_buffer(self, param: nn.Parameter) -> Tensor | None:
+        # .get, not [], so that the optimizer's state (a defaultdict) gains no empty entry.
+        return self.w_optimizer.state.get(param, {}).get("momentum_buffer")
+
+    def _finite_difference(
+        self, weights: TensorDict, alphas: TensorDict, vector: Mapping[str, Tensor], batch: Any
+    ) -> TensorDict:
+        """(∇α L(w + R v, α) − ∇α L(w − R v, α)) / 2R with R = fd_scale / ‖v‖."""
+        norm = _total_norm(vector.values())
+        if norm == 0:
+            return {n: torch.zeros_like(a) for n, a in alphas.items()}
+        radius = self.cfg.fd_scale / norm
+        plus = {n: w + radius * vector[n] for n, w in weights.items()}
+        minus = {n: w - radius * vector[n] for n, w in weights.items()}
+        alpha_plus, alpha_minus = _leaves(alphas), _leaves(alphas)
+        grad_plus = _grad(self._loss_at(plus, alpha_plus, batch), alpha_plus)
+        grad_minus = _grad(self._loss_at(minus, alpha_minus, batch), alpha_minus)
+        return {n: (grad_plus[n] - grad_minus[n]) / (2 * radius) for n in alphas}
+
+    # -- functional evaluation ---------------------------------------------------------------
+
+    def _loss_at(self, weights: TensorDict, alphas: TensorDict, batch: Any) -> Tensor:
+        """loss_fn at substituted weights and α, on fresh buffer clones (the model stays as is)."""
+        buffers = {n: b.clone() for n, b in self.model.named_buffers()}
+        tensors = {**weights, **alphas, **buffers}
+
+        def call(*inputs: Any) -> Tensor:
+            return functional_call(self.model, tensors, inputs)
+
+        return self.loss_fn(call, batch)
+
+    def _weights(self) -> TensorDict:
+        named = dict(self.model.named_parameters())
+        return {n: named[n].detach() for n in self._weight_names}
+
+    def _alphas(self) -> TensorDict:
+        named = dict(self.model.named_parameters())
+        return {full: named[full].detach() for full in self._alpha_names.values()}
+
+    def _keyed(self, by_full_name: TensorDict) -> TensorDict:
+        return {key: by_full_name[full] for key, full in self._alpha_names.items()}
+
+    def _require_mode(self, modes: tuple[str, ...], method: str, instead: str) -> None:
+        if self.cfg.mode not in modes:
+            raise RuntimeError(
+                f"Architect.{method} is for mode {' or '.join(modes)}; "
+                f"mode {self.cfg.mode!r} uses Architect.{instead}"
+            )
+
+
+def _full_names(model: nn.Module, alphas: Mapping[str, nn.Parameter]) -> dict[str, str]:
+    """Map each arch_parameters() key to the parameter's name in named_parameters()."""
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    missing = [key for key, a in alphas.items() if id(a) not in name_of]
+    if missing:
+        raise ValueError(f"arch parameters {missing} are not registered parameters of the model")
+    return {key: name_of[id(a)] for key, a in alphas.items()}
+
+
+def _reject_alphas_in(w_optimizer: torch.optim.Optimizer, alphas: Iterable[nn.Parameter]) -> None:
+    alpha_ids = {id(a) for a in alphas}
+    for group in w_optimizer.param_groups:
+        if any(id(p) in alpha_ids for p in group["params"]):
+            raise ValueError("the w optimizer holds arch parameters; build it on model.weights()")
+
+
+def _check_unrollable(w_optimizer: torch.optim.Optimizer) -> None:
+    """The virtual step reproduces plain SGD with momentum and weight decay only."""
+    if not isinstance(w_optimizer, torch.optim.SGD):
+        raise TypeError(f"order 2 unrolls an SGD step; got {type(w_optimizer).__name__}")
+    for group in w_optimizer.param_groups:
+        if group.get("nesterov") or group.get("dampening", 0) != 0 or group.get("maximize"):
+            raise ValueError("order 2 supports SGD without nesterov, dampening or maximize")
+
+
+def _param_group_of_each(
+    model: nn.Module, names: list[str], w_optimizer: torch.optim.Optimizer
+) -> dict[str, dict[str, Any]]:
+    group_of = {id(p): g for g in w_optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    missing = [n for n in names if id(named[n]) not in group_of]
+    if missing:
+        raise ValueError(f"weights missing from the w optimizer (needed by order 2): {missing}")
+    return {n: group_of[id(named[n])] for n in names}
+
+
+def _leaves(tensors: Mapping[str, Tensor]) -> TensorDict:
+    """Fresh autograd leaves sharing storage with `tensors`."""
+    return {n: t.detach().requires_grad_(True) for n, t in tensors.items()}
+
+
+def _grad(loss: Tensor, wrt: TensorDict) -> TensorDict:
+    grads = torch.autograd.grad(
+        loss, list(wrt.values()), allow_unused=True, materialize_grads=True
+    )
+    return dict(zip(wrt, grads, strict=True))
+
+
+def _total_norm(tensors: Iterable[Tensor]) -> Tensor:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
+
+
+def _clip_total_norm(tensors: TensorDict, max_norm: float) -> tuple[TensorDict, float]:
+    """Scale to at most `max_norm` in total; also returns the applied coefficient (≤ 1)."""
+    coef = min(1.0, max_norm / (_total_norm(tensors.values()).item() + CLIP_EPS))
+    return {n: t * coef for n, t in tensors.items()}, coef

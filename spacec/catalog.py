@@ -1,0 +1,143 @@
+"""The compiler's torch-free catalogue of what a .space file may name.
+
+Each entry says which arguments a primitive, block or rule takes and of what type; the checker
+validates calls against it and the runtime's registries are tested to agree with it
+(tests/test_catalog.py), so the compiler never needs to import torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+INT = "int"
+NAMES = "names"  # a list of names, e.g. exclude=[none]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """An argument whose value is one of a few symbols, e.g. fn=tanh."""
+
+    options: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Signature:
+    args: dict[str, object]  # argument name -> INT | NAMES | Choice
+    defaults: dict[str, object] = field(default_factory=dict)
+    domain: str = "image"  # "image" (convolutional cells) or "sequence" (recurrent cells)
+    doc: str = ""
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(name for name in self.args if name not in self.defaults)
+
+
+ACTIVATIONS = Choice(("tanh", "relu", "sigmoid", "identity"))
+
+# Candidate operations on an edge (runtime/ops.py registers a builder under each name).
+PRIMITIVES: dict[str, Signature] = {
+    "zero": Signature({}, doc="the zero op: no connection (respects stride)"),
+    "identity": Signature({}, doc="skip connection; factorized reduce when the edge has stride 2"),
+    "max_pool": Signature({"kernel": INT}, doc="max pooling (BatchNorm after it in the supernet)"),
+    "avg_pool": Signature(
+        {"kernel": INT}, doc="average pooling (BatchNorm after it in the supernet)"
+    ),
+    "sep_conv": Signature({"kernel": INT}, doc="separable convolution, applied twice"),
+    "dil_conv": Signature({"kernel": INT, "dilation": INT}, doc="dilated separable convolution"),
+    "relu_conv_bn": Signature({"kernel": INT}, doc="ReLU, convolution, BatchNorm"),
+    "conv_7x1_1x7": Signature({}, doc="ReLU, 1x7 then 7x1 convolution, BatchNorm"),
+    "factorized_reduce": Signature({}, doc="two shifted 1x1 stride-2 convolutions, concatenated"),
+    "activation": Signature(
+        {"fn": ACTIVATIONS}, domain="sequence", doc="a recurrent edge: s + c * (fn(h) - s)"
+    ),
+}
+
+# Ops that stand for "no connection": derivation rules may exclude them, zero work in the supernet.
+ZERO_PRIMITIVES = frozenset({"zero"})
+
+# Non-searched ops over several sources at once: `fixed (a, b) -> n : op`.
+JOINT_PRIMITIVES: dict[str, Signature] = {
+    "highway_init": Signature(
+        {"fn": ACTIVATIONS},
+        domain="sequence",
+        doc="s0 = h + c0 * (fn(h0) - h) from one linear map of [x, h] (DARTS RNN)",
+    ),
+}
+
+# Weights shared by all incoming edges of a node: `share highway per node`.
+SHARED_BLOCKS: dict[str, Signature] = {
+    "highway": Signature(
+        {},
+        domain="sequence",
+        doc="one linear map hidden -> 2 hidden (gate c, candidate h) per node",
+    ),
+}
+
+SEARCH_NORMS: dict[str, Signature] = {
+    "batch_norm": Signature({}, domain="sequence", doc="BatchNorm (affine=False) on every node"),
+}
+
+COMBINES = ("sum",)
+REDUCES = ("concat", "mean")
+
+DERIVE_RULES: dict[str, Signature] = {
+    "topk": Signature(
+        {"k": INT, "exclude": NAMES},
+        defaults={"exclude": ()},
+        doc="keep the k strongest incoming edges of every node, then each edge's best op",
+    ),
+    "argmax": Signature(
+        {"exclude": NAMES}, defaults={"exclude": ()}, doc="keep the best op of every edge"
+    ),
+}
+
+# Macro-network blocks (runtime/blocks.py registers a builder under each name), by role.
+STEMS: dict[str, Signature] = {
+    "conv_bn": Signature({"kernel": INT, "channels": INT}, doc="convolution + BatchNorm"),
+}
+PREPROCESS: dict[str, Signature] = {
+    "relu_conv_bn": Signature(
+        {"kernel": INT}, doc="ReLU, convolution to the cell width, BatchNorm"
+    ),
+    "factorized_reduce": Signature({}, doc="halves the resolution, convolves to the cell width"),
+    "identity": Signature({}, doc="no preprocessing (channels must already match)"),
+}
+FIXED_BLOCKS: dict[str, Signature] = {
+    "res_block": Signature(
+        {"stride": INT}, defaults={"stride": 1}, doc="ResNet basic block; stride 2 doubles channels"
+    ),
+}
+HEADS: dict[str, Signature] = {
+    "classifier": Signature({"classes": INT}, doc="global average pooling + linear"),
+    "bn_relu_classifier": Signature(
+        {"classes": INT}, doc="BatchNorm + ReLU, global average pooling + linear"
+    ),
+}
+
+# Network kinds and their settings: key -> (role, required).
+NETWORK_SETTINGS: dict[str, dict[str, tuple[str, bool]]] = {
+    "image_classifier": {
+        "in_channels": ("int", False),
+        "channels": ("int", True),
+        "stem": ("stem", True),
+        "preprocess": ("preprocess", False),
+        "reduce_input": ("preprocess", False),
+        "head": ("head", True),
+    },
+    "language_model": {
+        "tokens": ("int", True),
+        "embedding": ("int", True),
+        "hidden": ("int", True),
+        "step": ("cell", True),
+        "decoder": ("decoder", True),
+    },
+}
+NETWORK_DOMAINS = {"image_classifier": "image", "language_model": "sequence"}
+DECODERS = ("tied", "untied")
+NETWORK_DEFAULTS = {
+    "image_classifier": {
+        "in_channels": 3,
+        "preprocess": ("relu_conv_bn", (("kernel", 1),)),
+        "reduce_input": ("factorized_reduce", ()),
+    },
+}

@@ -1,0 +1,792 @@
+"""AST -> checked space: every semantic rule of the language, with every error collected.
+
+`check` resolves names, evaluates parameters (with overrides), expands dense edges and `extends`,
+and validates calls against `spacec.catalog`. It reports all problems it can find in one
+`SpaceError`, each pointing at the offending text. It reads no files itself: imports are resolved
+through the `resolve` callback the loader passes in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from spacec import ast, catalog, spec
+from spacec.errors import NO_SPAN, Diagnostic, SpaceError, Span, suggest
+
+# resolve(import_decl, importing_path) -> (checked library space, its sources) or raises SpaceError
+Resolver = Callable[[ast.Import, str], spec.Space]
+
+_CELL_STATEMENT_GROUPS = {
+    ast.Inputs: "inputs",
+    ast.NodesCount: "nodes",
+    ast.NodesNamed: "nodes",
+    ast.DenseEdges: "edges",
+    ast.Edges: "edges",
+    ast.Fixed: "edges",
+    ast.Combine: "combine",
+    ast.Output: "output",
+    ast.Derive: "derive",
+    ast.Limit: "limit",
+    ast.Stride: "stride",
+    ast.Share: "share",
+    ast.SearchNorm: "search_norm",
+}
+_REPEATABLE_GROUPS = {"edges", "limit"}
+_REQUIRED_GROUPS = ("inputs", "nodes", "edges", "output", "derive")
+
+
+class _Invalid(Exception):
+    """Raised inside the checker to abandon one construct after its error was recorded."""
+
+
+def check(
+    tree: ast.SpaceFile,
+    overrides: Mapping[str, object] | None = None,
+    resolve: Resolver | None = None,
+    library: bool = False,
+) -> spec.Space:
+    """Check a parsed file. `library=True` checks a file imported for its op sets (no network)."""
+    return _Checker(tree, resolve, library).run(dict(overrides or {}))
+
+
+@dataclass
+class _Env:
+    values: dict[str, int | float]
+
+
+class _Checker:
+    def __init__(self, tree: ast.SpaceFile, resolve: Resolver | None, library: bool):
+        self.tree = tree
+        self.resolve = resolve
+        self.library = library
+        self.diagnostics: list[Diagnostic] = []
+        self.sources: dict[str, str] = {tree.path: tree.text}
+        self.params: dict[str, int | float] = {}
+        self.opsets: dict[str, spec.OpSet] = {}
+        self.opset_spans: dict[str, Span] = {}
+
+    # -- reporting --
+    def error(self, span: Span, message: str, hint: str = "") -> None:
+        self.diagnostics.append(Diagnostic(span, message, hint))
+
+    def fail(self, span: Span, message: str, hint: str = ""):
+        self.error(span, message, hint)
+        raise _Invalid
+
+    # -- driver --
+    def run(self, overrides: dict[str, object]) -> spec.Space:
+        items = self.tree.items
+        name = self._space_name(items)
+        self._params([i for i in items if isinstance(i, ast.Param)], overrides)
+        for item in items:
+            if isinstance(item, ast.Import):
+                self._import(item)
+        for item in items:
+            if isinstance(item, ast.OpSet):
+                self._opset(item)
+        cells = self._cells([i for i in items if isinstance(i, ast.CellDecl)])
+        network = self._network([i for i in items if isinstance(i, ast.NetworkDecl)], cells)
+        if self.diagnostics:
+            raise SpaceError(self.diagnostics, self.sources)
+        return spec.Space(
+            name=name,
+            path=self.tree.path,
+            sha256=hashlib.sha256(self.tree.text.encode()).hexdigest(),
+            params=tuple(self.params.items()),
+            opsets=tuple(self.opsets.values()),
+            cells=tuple(cells.values()),
+            network=network,
+        )
+
+    def _space_name(self, items) -> str:
+        decls = [i for i in items if isinstance(i, ast.SpaceDecl)]
+        for extra in decls[1:]:
+            self.error(extra.span, "a file declares its space name once")
+        if decls:
+            return decls[0].name.text
+        stem = self.tree.path.rsplit("/", 1)[-1].removesuffix(".space")
+        return stem if stem.isidentifier() else "space"
+
+    # -- parameters --
+    def _params(self, decls: list[ast.Param], overrides: dict[str, object]) -> None:
+        declared = {d.name.text for d in decls}
+        for key in overrides:
+            if key not in declared:
+                self.error(
+                    NO_SPAN, f"--set {key}: no such parameter", suggest(key, declared, "parameters")
+                )
+        for decl in decls:
+            if decl.name.text in self.params:
+                self.error(decl.name.span, f"duplicate parameter '{decl.name.text}'")
+                continue
+            if decl.name.text in overrides:
+                value = overrides[decl.name.text]
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    self.error(NO_SPAN, f"--set {decl.name.text}: expected a number, got {value!r}")
+                    continue
+            else:
+                try:
+                    value = self._number(decl.value)
+                except _Invalid:
+                    continue
+            self.params[decl.name.text] = value
+
+    def _number(self, expr: ast.Value) -> int | float:
+        return self._quantity(expr, integer=False).value
+
+    def _quantity(self, expr: ast.Value, integer: bool = True) -> spec.Quantity:
+        """Evaluate an expression over the parameters, keeping its Python rendering."""
+        if isinstance(expr, ast.Num):
+            if integer and not isinstance(expr.value, int):
+                self.fail(expr.span, f"expected an integer, got {expr.value}")
+            return spec.Quantity(expr.value, repr(expr.value))
+        if isinstance(expr, ast.Ref):
+            if expr.name not in self.params:
+                self.fail(
+                    expr.span,
+                    f"unknown parameter '{expr.name}'",
+                    suggest(expr.name, self.params, "parameters"),
+                )
+            value = self.params[expr.name]
+            if integer and not isinstance(value, int):
+                self.fail(expr.span, f"parameter '{expr.name}' is {value}, expected an integer")
+            return spec.Quantity(value, expr.name)
+        if isinstance(expr, ast.Neg):
+            inner = self._quantity(expr.operand, integer)
+            return spec.Quantity(-inner.value, f"-{inner.py}")
+        if isinstance(expr, ast.BinOp):
+            left = self._quantity(expr.left, integer)
+            right = self._quantity(expr.right, integer)
+            if expr.op == "//" and right.value == 0:
+                self.fail(expr.span, "division by zero")
+            value = {
+                "+": lambda a, b: a + b,
+                "-": lambda a, b: a - b,
+                "*": lambda a, b: a * b,
+                "//": lambda a, b: a // b,
+            }[expr.op](left.value, right.value)
+            return spec.Quantity(value, f"{_wrap(left.py)} {expr.op} {_wrap(right.py)}")
+        self.fail(_span_of(expr), "expected a number or an integer expression")
+
+    # -- imports and op sets --
+    def _import(self, decl: ast.Import) -> None:
+        if self.resolve is None:
+            self.error(decl.span, "imports are not available here (no file to import from)")
+            return
+        try:
+            library = self.resolve(decl, self.tree.path)
+        except SpaceError as error:
+            self.diagnostics.extend(error.diagnostics)
+            self.sources.update(error.sources)
+            return
+        available = {o.name: o for o in library.opsets}
+        for name in decl.names:
+            if name.text not in available:
+                self.error(
+                    name.span,
+                    f"'{decl.source.text}' defines no operation set '{name.text}'",
+                    suggest(name.text, available, "sets"),
+                )
+            elif self._claim_opset_name(name):
+                self.opsets[name.text] = available[name.text]
+
+    def _claim_opset_name(self, name: ast.Name) -> bool:
+        if name.text in self.opsets:
+            self.error(
+                name.span,
+                f"duplicate operation set '{name.text}'",
+                f"first defined at {self.opset_spans[name.text]}",
+            )
+            return False
+        self.opset_spans[name.text] = name.span
+        return True
+
+    def _opset(self, decl: ast.OpSet) -> None:
+        candidates: list[spec.Candidate] = []
+        seen: dict[str, Span] = {}
+        for op in decl.ops:
+            if op.name.text in seen:
+                self.error(
+                    op.name.span,
+                    f"duplicate operation '{op.name.text}' in set '{decl.name.text}'",
+                    f"first defined at {seen[op.name.text]}",
+                )
+                continue
+            seen[op.name.text] = op.name.span
+            try:
+                steps = tuple(
+                    self._step(call, catalog.PRIMITIVES, "primitive") for call in op.steps
+                )
+            except _Invalid:
+                continue
+            if len(steps) > 1 and any(s.primitive in catalog.ZERO_PRIMITIVES for s in steps):
+                self.error(op.span, "'zero' cannot be composed with other operations")
+                continue
+            candidates.append(spec.Candidate(op.name.text, steps, op.span.line))
+        if not decl.ops:
+            self.error(decl.name.span, f"operation set '{decl.name.text}' is empty")
+        if self._claim_opset_name(decl.name):
+            self.opsets[decl.name.text] = spec.OpSet(
+                decl.name.text, tuple(candidates), decl.span.line, self.tree.path
+            )
+
+    def _step(self, call: ast.Call, table: Mapping[str, catalog.Signature], what: str) -> spec.Step:
+        """Validate a call against a catalogue table and evaluate its arguments."""
+        name = call.name.text
+        if name not in table:
+            self.fail(call.name.span, f"unknown {what} '{name}'", suggest(name, table, f"{what}s"))
+        signature = table[name]
+        args: dict[str, object] = {}
+        for arg in call.args:
+            key = arg.name.text
+            if key not in signature.args:
+                valid = ", ".join(signature.args) or "none"
+                self.fail(
+                    arg.name.span,
+                    f"{name}() takes no argument '{key}'",
+                    f"valid arguments: {valid}",
+                )
+            if key in args:
+                self.fail(arg.name.span, f"{name}(): argument '{key}' given twice")
+            args[key] = self._argument(name, key, signature.args[key], arg.value)
+        missing = [k for k in signature.required if k not in args]
+        if missing:
+            self.fail(
+                call.span,
+                f"{name}() is missing argument{'s' if len(missing) > 1 else ''} "
+                + ", ".join(f"'{m}'" for m in missing),
+            )
+        for key, default in signature.defaults.items():
+            args.setdefault(key, default)
+        ordered = tuple((key, args[key]) for key in signature.args if key in args)
+        return spec.Step(name, ordered)
+
+    def _argument(self, fn: str, key: str, kind: object, value: ast.Value) -> object:
+        if kind == catalog.INT:
+            quantity = self._quantity(value)
+            if quantity.value < 1:
+                self.fail(
+                    _span_of(value), f"{fn}(): '{key}' must be positive, got {quantity.value}"
+                )
+            return quantity
+        if kind == catalog.NAMES:
+            if not isinstance(value, ast.ListValue) or not all(
+                isinstance(v, ast.Ref) for v in value.items
+            ):
+                self.fail(_span_of(value), f"{fn}(): '{key}' takes a list of names, e.g. [none]")
+            return tuple((v.name, v.span) for v in value.items)
+        assert isinstance(kind, catalog.Choice)
+        if not isinstance(value, ast.Ref) or value.name not in kind.options:
+            shown = value.name if isinstance(value, ast.Ref) else "this value"
+            self.fail(
+                _span_of(value),
+                f"{fn}(): '{key}' cannot be {shown}",
+                suggest(shown, kind.options, "choices"),
+            )
+        return value.name
+
+    # -- cells --
+    def _cells(self, decls: list[ast.CellDecl]) -> dict[str, spec.Cell]:
+        by_name: dict[str, ast.CellDecl] = {}
+        for decl in decls:
+            if decl.name.text in by_name:
+                self.error(
+                    decl.name.span,
+                    f"duplicate cell '{decl.name.text}'",
+                    f"first defined at {by_name[decl.name.text].name.span}",
+                )
+            else:
+                by_name[decl.name.text] = decl
+        cells: dict[str, spec.Cell] = {}
+        for name, decl in by_name.items():
+            try:
+                body = self._effective_body(decl, by_name, [])
+                cells[name] = self._cell(decl, body)
+            except _Invalid:
+                continue
+        return cells
+
+    def _effective_body(self, decl: ast.CellDecl, by_name, chain: list[str]) -> list:
+        """The cell's statements after `extends`: a statement group in the child replaces the parent's."""
+        if decl.parent is None:
+            return list(decl.body)
+        parent_name = decl.parent.text
+        if parent_name == decl.name.text or parent_name in chain:
+            self.fail(
+                decl.parent.span, f"cell '{decl.name.text}' extends itself through '{parent_name}'"
+            )
+        if parent_name not in by_name:
+            self.fail(
+                decl.parent.span,
+                f"unknown cell '{parent_name}'",
+                suggest(parent_name, by_name, "cells"),
+            )
+        inherited = self._effective_body(by_name[parent_name], by_name, [*chain, decl.name.text])
+        overridden = {_CELL_STATEMENT_GROUPS[type(s)] for s in decl.body}
+        return [s for s in inherited if _CELL_STATEMENT_GROUPS[type(s)] not in overridden] + list(
+            decl.body
+        )
+
+    def _cell(self, decl: ast.CellDecl, body: list) -> spec.Cell:
+        groups: dict[str, list] = {}
+        for stmt in body:
+            group = _CELL_STATEMENT_GROUPS[type(stmt)]
+            if group in groups and group not in _REPEATABLE_GROUPS and stmt in decl.body:
+                self.error(
+                    stmt.span, f"cell '{decl.name.text}' has more than one '{group}' statement"
+                )
+                continue
+            groups.setdefault(group, []).append(stmt)
+        missing = [g for g in _REQUIRED_GROUPS if g not in groups]
+        if missing:
+            self.fail(
+                decl.name.span,
+                f"cell '{decl.name.text}' has no "
+                + ", ".join(f"'{m}'" for m in missing)
+                + " statement"
+                + ("s" if len(missing) > 1 else ""),
+            )
+        inputs, nodes = self._cell_nodes(decl, groups["inputs"][0], groups["nodes"][0])
+        order = {name: i for i, name in enumerate(inputs + nodes)}
+        strides = self._strides(groups.get("stride", []), inputs)
+        edges, fixed, opset = self._cell_edges(decl, groups["edges"], inputs, nodes, order, strides)
+        combine = self._combine(groups.get("combine"))
+        reduce, output = self._output(groups["output"][0], nodes)
+        rule = self._rule(groups["derive"][0], groups.get("limit", []), opset, edges, nodes)
+        share = self._optional_step(
+            groups.get("share"), catalog.SHARED_BLOCKS, "shared block", "block"
+        )
+        norm = self._optional_step(
+            groups.get("search_norm"), catalog.SEARCH_NORMS, "normalisation", "norm"
+        )
+        reduction = any(s == 2 for s in strides.values())
+        return spec.Cell(
+            name=decl.name.text,
+            inputs=inputs,
+            nodes=nodes,
+            edges=edges,
+            fixed=fixed,
+            combine=combine,
+            reduce=reduce,
+            output=output,
+            rule=rule,
+            opset=opset.name,
+            share=share,
+            search_norm=norm,
+            reduction=reduction,
+            line=decl.span.line,
+        )
+
+    def _cell_nodes(
+        self, decl, inputs_stmt: ast.Inputs, nodes_stmt
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        seen: dict[str, Span] = {}
+        for name in inputs_stmt.names + getattr(nodes_stmt, "names", ()):
+            if name.text in seen:
+                self.error(name.span, f"duplicate node '{name.text}' in cell '{decl.name.text}'")
+            seen[name.text] = name.span
+        inputs = tuple(n.text for n in inputs_stmt.names)
+        if isinstance(nodes_stmt, ast.NodesCount):
+            if nodes_stmt.count < 1:
+                self.fail(nodes_stmt.span, "a cell needs at least one intermediate node")
+            nodes = tuple(f"n{i}" for i in range(nodes_stmt.count))
+            for clash in set(nodes) & set(inputs):
+                self.error(
+                    inputs_stmt.span, f"input '{clash}' clashes with the generated node name"
+                )
+        else:
+            nodes = tuple(dict.fromkeys(n.text for n in nodes_stmt.names))
+        return inputs, nodes
+
+    def _strides(self, stmts: list[ast.Stride], inputs: tuple[str, ...]) -> dict[str, int]:
+        strides = {name: 1 for name in inputs}
+        for stmt in stmts:
+            if stmt.value not in (1, 2):
+                self.error(stmt.span, f"stride must be 1 or 2, got {stmt.value}")
+                continue
+            for source in stmt.sources or ():
+                if source.text not in inputs:
+                    self.error(
+                        source.span,
+                        f"stride on edges leaving '{source.text}', which is not an input",
+                        f"stride applies to edges that leave an input node: {', '.join(inputs)}",
+                    )
+            names = [s.text for s in stmt.sources] if stmt.sources else list(inputs)
+            for name in names:
+                if name in strides:
+                    strides[name] = stmt.value
+        return strides
+
+    def _cell_edges(self, decl, stmts, inputs, nodes, order, strides):
+        searched: dict[tuple[str, str], tuple[str, int, Span]] = {}
+        fixed: list[spec.FixedEdge] = []
+        opsets: dict[str, Span] = {}
+
+        def known(name: ast.Name) -> str:
+            if name.text not in order:
+                self.fail(
+                    name.span,
+                    f"unknown node '{name.text}' in cell '{decl.name.text}'",
+                    suggest(name.text, order, "nodes"),
+                )
+            return name.text
+
+        def target(name: ast.Name) -> str:
+            dst = known(name)
+            if dst in inputs:
+                self.fail(
+                    name.span, f"edge into input node '{dst}'", "edges end at intermediate nodes"
+                )
+            return dst
+
+        def add(src: str, dst: str, src_span: Span, opset: ast.Name, line: int) -> None:
+            if order[src] >= order[dst]:
+                self.error(
+                    src_span,
+                    f"edge {src} -> {dst} goes from a later node to an earlier one",
+                    "cells are DAGs of ordered nodes: an edge must leave an earlier node",
+                )
+                return
+            if (src, dst) in searched:
+                self.error(src_span, f"duplicate edge {src} -> {dst}")
+                return
+            searched[(src, dst)] = (opset.text, line, src_span)
+            opsets.setdefault(opset.text, opset.span)
+
+        for stmt in stmts:
+            try:
+                if isinstance(stmt, ast.DenseEdges):
+                    start = order[known(stmt.start)] if stmt.start else 0
+                    self._need_opset(stmt.opset)
+                    for dst in nodes:
+                        for src in (inputs + nodes)[start : order[dst]]:
+                            add(src, dst, stmt.span, stmt.opset, stmt.span.line)
+                elif isinstance(stmt, ast.Edges):
+                    self._need_opset(stmt.opset)
+                    dst = target(stmt.target)
+                    for source in stmt.sources:
+                        add(known(source), dst, source.span, stmt.opset, stmt.span.line)
+                else:
+                    fixed.extend(self._fixed(stmt, known, target, order, strides))
+            except _Invalid:
+                continue
+        if len(opsets) > 1:
+            names = sorted(opsets)
+            self.fail(
+                opsets[names[1]],
+                f"cell '{decl.name.text}' mixes operation sets {', '.join(names)}",
+                "α has one column per candidate: every searched edge of a cell uses one set",
+            )
+        if not opsets:
+            self.fail(decl.name.span, f"cell '{decl.name.text}' has no searched edge")
+        opset = self.opsets[next(iter(opsets))]
+        fed = {dst for (_, dst) in searched} | {f.dst for f in fixed}
+        for node in nodes:
+            if node not in fed:
+                self.error(
+                    decl.name.span, f"node '{node}' of cell '{decl.name.text}' has no incoming edge"
+                )
+        rows = sorted(searched, key=lambda e: (order[e[1]], order[e[0]]))
+        edges = tuple(
+            spec.Edge(
+                src, dst, searched[(src, dst)][0], strides.get(src, 1), searched[(src, dst)][1]
+            )
+            for src, dst in rows
+        )
+        return edges, tuple(fixed), opset
+
+    def _need_opset(self, name: ast.Name) -> None:
+        if name.text not in self.opsets:
+            self.fail(
+                name.span,
+                f"unknown operation set '{name.text}'",
+                suggest(name.text, self.opsets, "sets"),
+            )
+
+    def _fixed(self, stmt: ast.Fixed, known, target, order, strides) -> list[spec.FixedEdge]:
+        dst = target(stmt.target)
+        sources = tuple(known(s) for s in stmt.sources)
+        for source, name in zip(sources, stmt.sources, strict=True):
+            if order[source] >= order[dst]:
+                self.fail(
+                    name.span, f"edge {source} -> {dst} goes from a later node to an earlier one"
+                )
+        if stmt.joint:
+            if len(stmt.steps) != 1:
+                self.fail(stmt.span, "a joint fixed edge takes a single operation")
+            step = self._step(stmt.steps[0], catalog.JOINT_PRIMITIVES, "joint operation")
+            stride = max(strides.get(s, 1) for s in sources)
+            return [spec.FixedEdge(sources, dst, (step,), True, stride, stmt.span.line)]
+        steps = tuple(self._step(call, catalog.PRIMITIVES, "primitive") for call in stmt.steps)
+        return [
+            spec.FixedEdge((s,), dst, steps, False, strides.get(s, 1), stmt.span.line)
+            for s in sources
+        ]
+
+    def _combine(self, stmts) -> str:
+        if not stmts:
+            return "sum"
+        name = stmts[0].name
+        if name.text not in catalog.COMBINES:
+            self.error(
+                name.span,
+                f"unknown combine '{name.text}'",
+                suggest(name.text, catalog.COMBINES, "combines"),
+            )
+        return name.text
+
+    def _output(self, stmt: ast.Output, nodes: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+        if stmt.reduce is None:
+            reduce = "node"
+        elif stmt.reduce.text not in catalog.REDUCES:
+            self.fail(
+                stmt.reduce.span,
+                f"unknown reduction '{stmt.reduce.text}'",
+                suggest(stmt.reduce.text, catalog.REDUCES, "reductions"),
+            )
+        else:
+            reduce = stmt.reduce.text
+        if stmt.nodes is None:
+            return reduce, nodes
+        for name in stmt.nodes:
+            if name.text not in nodes:
+                self.error(
+                    name.span,
+                    f"the output reduces over '{name.text}', which is not an intermediate node",
+                    suggest(name.text, nodes, "intermediate nodes"),
+                )
+        names = tuple(n.text for n in stmt.nodes)
+        if len(set(names)) != len(names):
+            self.error(stmt.span, "the output names a node twice")
+        return reduce, names
+
+    def _rule(
+        self, derive: ast.Derive, limits: list[ast.Limit], opset: spec.OpSet, edges, nodes
+    ) -> spec.Rule:
+        step = self._step(derive.rule, catalog.DERIVE_RULES, "derivation rule")
+        args = step.kwargs()
+        exclude = []
+        for op, span in args.get("exclude", ()):
+            if op not in opset.names:
+                self.error(
+                    span,
+                    f"derivation excludes '{op}', which is not in operation set '{opset.name}'",
+                    suggest(op, opset.names, "operations"),
+                )
+            exclude.append(op)
+        if len(set(exclude)) == len(opset.names):
+            self.error(derive.span, "the derivation excludes every operation of the set")
+        k = args["k"].value if "k" in args else 1
+        if step.primitive == "topk":
+            incoming = {node: sum(1 for e in edges if e.dst == node) for node in nodes}
+            for node, count in incoming.items():
+                if 0 < count < k:
+                    self.error(
+                        derive.rule.span,
+                        f"topk(k={k}) but node '{node}' has only {count} "
+                        f"candidate edge{'s' if count != 1 else ''}",
+                    )
+        checked_limits = []
+        for limit in limits:
+            if limit.op.text not in opset.names:
+                self.error(
+                    limit.op.span,
+                    f"limit on '{limit.op.text}', which is not in operation set '{opset.name}'",
+                    suggest(limit.op.text, opset.names, "operations"),
+                )
+            checked_limits.append((limit.op.text, limit.most))
+        return spec.Rule(step.primitive, k, tuple(exclude), tuple(checked_limits))
+
+    def _optional_step(self, stmts, table, what: str, attr: str) -> spec.Step | None:
+        if not stmts:
+            return None
+        return self._step(getattr(stmts[0], attr), table, what)
+
+    # -- the network --
+    def _network(
+        self, decls: list[ast.NetworkDecl], cells: dict[str, spec.Cell]
+    ) -> spec.Network | None:
+        if self.library:
+            return None
+        if not decls:
+            self.error(
+                Span(self.tree.path, 1, 1),
+                "the space declares no network",
+                "add `network image_classifier { ... }` or `network language_model { ... }`",
+            )
+            return None
+        for extra in decls[1:]:
+            self.error(extra.span, "a space declares one network")
+        decl = decls[0]
+        kind = decl.kind.text
+        if kind not in catalog.NETWORK_SETTINGS:
+            self.error(
+                decl.kind.span,
+                f"unknown network kind '{kind}'",
+                suggest(kind, catalog.NETWORK_SETTINGS, "kinds"),
+            )
+            return None
+        settings = self._settings(decl, kind, cells)
+        body = self._body(decl, kind, cells)
+        self._check_domains(kind, cells, decl)
+        return spec.Network(kind, tuple(settings.items()), body, decl.span.line)
+
+    def _settings(self, decl: ast.NetworkDecl, kind: str, cells) -> dict[str, object]:
+        schema = catalog.NETWORK_SETTINGS[kind]
+        settings: dict[str, object] = {}
+        for setting in decl.settings:
+            key = setting.key.text
+            if key not in schema:
+                self.error(
+                    setting.key.span,
+                    f"unknown setting '{key}' for a {kind}",
+                    suggest(key, schema, "settings"),
+                )
+                continue
+            if key in settings:
+                self.error(setting.key.span, f"setting '{key}' given twice")
+                continue
+            try:
+                settings[key] = self._setting_value(schema[key][0], setting.value, cells)
+            except _Invalid:
+                settings[key] = None
+        for key, (_, required) in schema.items():
+            if required and key not in settings:
+                self.error(decl.kind.span, f"the {kind} has no '{key}' setting")
+        for key, default in catalog.NETWORK_DEFAULTS.get(kind, {}).items():
+            if key not in settings:
+                settings[key] = (
+                    spec.Step(default[0], default[1])
+                    if isinstance(default, tuple)
+                    else spec.Quantity(default, repr(default))
+                )
+        return settings
+
+    def _setting_value(self, role: str, value: ast.Value, cells) -> object:
+        if role == "int":
+            return self._quantity(value)
+        if role in ("cell", "decoder"):
+            if not isinstance(value, ast.Ref | ast.Call) or (
+                isinstance(value, ast.Call) and value.args
+            ):
+                self.fail(_span_of(value), f"expected a {role} name")
+            name = value.name if isinstance(value, ast.Ref) else value.name.text
+            options = cells if role == "cell" else catalog.DECODERS
+            if name not in options:
+                self.fail(
+                    _span_of(value), f"unknown {role} '{name}'", suggest(name, options, f"{role}s")
+                )
+            return name
+        table = {"stem": catalog.STEMS, "preprocess": catalog.PREPROCESS, "head": catalog.HEADS}[
+            role
+        ]
+        call = value if isinstance(value, ast.Call) else _as_call(value)
+        if call is None:
+            self.fail(_span_of(value), f"expected a {role} block, e.g. {next(iter(table))}(...)")
+        return self._step(call, table, f"{role} block")
+
+    def _body(self, decl: ast.NetworkDecl, kind: str, cells) -> tuple:
+        if kind != "image_classifier":
+            for body in decl.bodies:
+                self.error(body.span, f"a {kind} has no body")
+            return ()
+        if len(decl.bodies) != 1:
+            span = decl.bodies[1].span if decl.bodies else decl.kind.span
+            self.error(span, "an image_classifier has exactly one 'body' statement")
+            return ()
+        items = []
+        for item in decl.bodies[0].items:
+            try:
+                items.append(self._body_item(item, cells))
+            except _Invalid:
+                continue
+        return tuple(items)
+
+    def _body_item(self, item: ast.BodyItem, cells) -> spec.CellRun | spec.FixedBlock:
+        if isinstance(item, ast.Block):
+            name = item.call.name.text
+            if name in cells and not item.call.args:
+                return spec.CellRun(name, spec.Quantity(1, "1"), None, (), item.span.line)
+            if name not in catalog.FIXED_BLOCKS:
+                self.fail(
+                    item.call.name.span,
+                    f"'{name}' is neither a cell nor a block",
+                    suggest(name, [*cells, *catalog.FIXED_BLOCKS], "cells and blocks"),
+                )
+            step = self._step(item.call, catalog.FIXED_BLOCKS, "block")
+            stride = step.kwargs().get("stride", spec.Quantity(1, "1")).value
+            if stride not in (1, 2):
+                self.fail(item.span, f"a block's stride must be 1 or 2, got {stride}")
+            return spec.FixedBlock(step, stride, item.span.line)
+        self._need_cell(item.cell, cells)
+        count = self._quantity(item.count)
+        if count.value < 1:
+            self.fail(_span_of(item.count), f"a cell run needs a positive count, got {count.value}")
+        positions: tuple[spec.Quantity, ...] = ()
+        if item.replace_with is not None:
+            self._need_cell(item.replace_with, cells)
+            positions = tuple(self._quantity(p) for p in item.positions.items)
+            for position, node in zip(positions, item.positions.items, strict=True):
+                if not 0 <= position.value < count.value:
+                    self.error(
+                        _span_of(node),
+                        f"position {position.value} is outside 0 .. {count.value - 1}",
+                    )
+            if len({p.value for p in positions}) != len(positions):
+                self.error(item.positions.span, "the same position is listed twice")
+        return spec.CellRun(
+            item.cell.text,
+            count,
+            item.replace_with and item.replace_with.text,
+            positions,
+            item.span.line,
+        )
+
+    def _need_cell(self, name: ast.Name, cells) -> None:
+        if name.text not in cells:
+            self.fail(name.span, f"unknown cell '{name.text}'", suggest(name.text, cells, "cells"))
+
+    def _check_domains(self, kind: str, cells: dict[str, spec.Cell], decl: ast.NetworkDecl) -> None:
+        domain = catalog.NETWORK_DOMAINS[kind]
+        for cell in cells.values():
+            opset = self.opsets[cell.opset]
+            for candidate in opset.candidates:
+                for step in candidate.steps:
+                    signature = catalog.PRIMITIVES[step.primitive]
+                    if step.primitive not in catalog.ZERO_PRIMITIVES and signature.domain != domain:
+                        self.error(
+                            Span(opset.source, candidate.line, 1),
+                            f"'{step.primitive}' is a {signature.domain} primitive; cell "
+                            f"'{cell.name}' belongs to a {kind}",
+                        )
+            if domain == "sequence":
+                if len(cell.inputs) != 2:
+                    self.error(
+                        decl.kind.span,
+                        f"a recurrent cell has two inputs (x_t, h_t-1); "
+                        f"'{cell.name}' has {len(cell.inputs)}",
+                    )
+                if cell.share is None:
+                    self.error(
+                        decl.kind.span,
+                        f"recurrent cell '{cell.name}' needs `share highway per node`",
+                    )
+                if cell.reduction:
+                    self.error(decl.kind.span, f"recurrent cell '{cell.name}' cannot have stride 2")
+
+
+def _wrap(py: str) -> str:
+    return f"({py})" if " " in py else py
+
+
+def _span_of(node) -> Span:
+    return node.span
+
+
+def _as_call(value: ast.Value) -> ast.Call | None:
+    if isinstance(value, ast.Ref):
+        name = ast.Name(value.name, value.span)
+        return ast.Call(name, (), value.span)
+    return None

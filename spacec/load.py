@@ -1,0 +1,212 @@
+"""Loading spaces: names and paths -> parsed, checked, compiled `CompiledSpace` objects.
+
+This is the one place (besides the CLI) that reads files. A space is named by a shipped name
+(`darts_cnn`) or by a path to a .space file; imports inside a space are resolved relative to the
+importing file, or by shipped name.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import linecache
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from types import ModuleType
+
+from spacec import ast, check, codegen, ir, parse, spec
+from spacec.errors import NO_SPAN, Diagnostic, SpaceError, Span, suggest
+
+SUFFIX = ".space"
+
+
+def shipped_spaces() -> dict[str, Path]:
+    """Name -> path of every space shipped with spacec."""
+    folder = resources.files("spacec.spaces")
+    found = {}
+    for entry in folder.iterdir():
+        if entry.name.endswith(SUFFIX):
+            found[entry.name.removesuffix(SUFFIX)] = Path(str(entry))
+    return dict(sorted(found.items()))
+
+
+def locate(name_or_path: str) -> Path:
+    """A shipped space's path, or the given path; SpaceError when neither exists."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    shipped = shipped_spaces()
+    if name_or_path in shipped:
+        return shipped[name_or_path]
+    if path.suffix == SUFFIX or "/" in name_or_path:
+        raise SpaceError([Diagnostic(_path_span(str(path)), "no such file")])
+    raise SpaceError(
+        [
+            Diagnostic(
+                _path_span(name_or_path),
+                f"no shipped space named '{name_or_path}' and no such file",
+                suggest(name_or_path, shipped, "spaces"),
+            )
+        ]
+    )
+
+
+def _path_span(path: str) -> Span:
+    return Span(path, 0, 0, 0)
+
+
+def read_source(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpaceError([Diagnostic(_path_span(str(path)), f"cannot read: {error}")]) from None
+
+
+def display_path(path: Path) -> str:
+    """Paths in messages and headers: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, int | float]:
+    """`--set C=36` strings -> {"C": 36}."""
+    overrides: dict[str, int | float] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise SpaceError([Diagnostic(NO_SPAN, f"--set {pair}: expected NAME=NUMBER")])
+        overrides[key] = _number(text.strip(), pair)
+    return overrides
+
+
+def _number(text: str, pair: str) -> int | float:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    raise SpaceError([Diagnostic(NO_SPAN, f"--set {pair}: '{text}' is not a number")])
+
+
+class _Importer:
+    """Resolves `import ... from` declarations, rejecting missing files, self-imports and cycles."""
+
+    def __init__(self, root: Path):
+        self.stack = [root.resolve()]
+
+    def __call__(self, decl: ast.Import, importing: str) -> spec.Space:
+        base = self.stack[-1].parent
+        if decl.is_path:
+            path = (base / decl.source.text).resolve()
+            if not path.is_file():
+                raise SpaceError(
+                    [Diagnostic(decl.source.span, f"import: no such file '{decl.source.text}'")]
+                )
+        else:
+            shipped = shipped_spaces()
+            if decl.source.text not in shipped:
+                raise SpaceError(
+                    [
+                        Diagnostic(
+                            decl.source.span,
+                            f"import: no shipped space '{decl.source.text}'",
+                            suggest(decl.source.text, shipped, "spaces"),
+                        )
+                    ]
+                )
+            path = shipped[decl.source.text].resolve()
+        if path == self.stack[-1]:
+            raise SpaceError([Diagnostic(decl.source.span, "a space cannot import itself")])
+        if path in self.stack:
+            raise SpaceError(
+                [Diagnostic(decl.source.span, f"import cycle through '{decl.source.text}'")]
+            )
+        text = read_source(path)
+        self.stack.append(path)
+        try:
+            return check.check(parse.parse(text, display_path(path)), resolve=self, library=True)
+        finally:
+            self.stack.pop()
+
+
+def compile_file(path: Path, overrides: dict | None = None) -> CompiledSpace:
+    text = read_source(path)
+    shown = display_path(path)
+    tree = parse.parse(text, shown)
+    checked = check.check(tree, overrides or {}, resolve=_Importer(path))
+    try:
+        built = ir.build(checked)
+    except SpaceError as error:
+        raise SpaceError(error.diagnostics, {shown: text}) from None
+    return CompiledSpace(checked, built, text)
+
+
+def load(name_or_path: str, **overrides) -> CompiledSpace:
+    """`spacec.load("darts_cnn", C=16)`: parse, check and compile a space."""
+    return compile_file(locate(name_or_path), overrides)
+
+
+@dataclass
+class CompiledSpace:
+    """A checked, compiled space: its IR, generated source, and the supernet it describes."""
+
+    spec: spec.Space
+    ir: ir.IR
+    text: str
+    _module: ModuleType | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def dag(self) -> dict:
+        """The IR: cell type -> networkx.DiGraph (schema in spacec/ir.py)."""
+        return self.ir.cells
+
+    @cached_property
+    def source(self) -> str:
+        """The generated supernet module's source text."""
+        return codegen.generate(self.ir)
+
+    @property
+    def params(self) -> dict[str, int | float]:
+        return dict(self.spec.params)
+
+    def listing(self) -> str:
+        return ir.listing(self.ir)
+
+    def module(self) -> ModuleType:
+        """Import the generated supernet module (this imports torch)."""
+        if self._module is None:
+            self._module = load_generated(self.source, f"{self.name}_supernet")
+        return self._module
+
+    def supernet(self, **kwargs):
+        """An instance of the generated supernet (`nn.Module`), at the compiled parameters."""
+        network_params = {name for name, _ in codegen._network_params(self.spec)}
+        defaults = {k: v for k, v in self.spec.params if k in network_params}
+        return self.module().Network(**{**defaults, **kwargs})
+
+
+def load_generated(source: str, stem: str) -> ModuleType:
+    """Execute generated source as a module whose tracebacks show its real lines."""
+    import hashlib
+
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    filename = f"<spacec-generated {stem} {digest}>.py"
+    name = f"spacec_generated.{stem}_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    module_spec = importlib.util.spec_from_loader(name, loader=None, origin=filename)
+    module = importlib.util.module_from_spec(module_spec)
+    module.__file__ = filename
+    exec(compile(source, filename, "exec"), module.__dict__)
+    sys.modules[name] = module
+    return module

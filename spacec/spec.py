@@ -1,0 +1,156 @@
+"""The checked space: what `spacec.check` produces from an AST once every rule holds.
+
+Names are resolved, parameters evaluated, cells expanded (dense edges listed, `extends` applied);
+integer expressions that the generated network evaluates at construction keep a Python rendering
+(`Quantity.py`) built only from validated identifiers, numbers and operators.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """An integer known at compile time, with the Python expression that computes it from params."""
+
+    value: int
+    py: str
+
+
+@dataclass(frozen=True)
+class Step:
+    """One primitive with its arguments (argument values are ints, names or tuples of names)."""
+
+    primitive: str
+    args: tuple[tuple[str, object], ...] = ()
+
+    def kwargs(self) -> dict[str, object]:
+        return dict(self.args)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    steps: tuple[Step, ...]
+    line: int
+
+    @property
+    def is_zero(self) -> bool:
+        from spacec.catalog import ZERO_PRIMITIVES
+
+        return len(self.steps) == 1 and self.steps[0].primitive in ZERO_PRIMITIVES
+
+
+@dataclass(frozen=True)
+class OpSet:
+    name: str
+    candidates: tuple[Candidate, ...]
+    line: int
+    source: str  # the file that defined it (differs from the space's file when imported)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.candidates)
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A searched edge: softmax-mixed candidates of `opset`; its row in α is its index."""
+
+    src: str
+    dst: str
+    opset: str
+    stride: int
+    line: int
+
+
+@dataclass(frozen=True)
+class FixedEdge:
+    """A non-searched edge; `joint` means one op over all `sources` together."""
+
+    sources: tuple[str, ...]
+    dst: str
+    steps: tuple[Step, ...]
+    joint: bool
+    stride: int
+    line: int
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: str  # "topk" | "argmax"
+    k: int
+    exclude: tuple[str, ...]
+    limits: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    inputs: tuple[str, ...]
+    nodes: tuple[str, ...]
+    edges: tuple[Edge, ...]  # in α row order: by destination node, then source in declared order
+    fixed: tuple[FixedEdge, ...]
+    combine: str
+    reduce: str  # "concat" | "mean" | "node"
+    output: tuple[str, ...]
+    rule: Rule
+    opset: str  # every searched edge of a cell draws from one set: the α columns
+    share: Step | None
+    search_norm: Step | None
+    reduction: bool  # stride 2 on the edges that leave the inputs
+    line: int
+
+
+@dataclass(frozen=True)
+class CellRun:
+    """`cell * count with other at [positions]` in the macro body."""
+
+    cell: str
+    count: Quantity
+    replace_with: str | None
+    positions: tuple[Quantity, ...]
+    line: int
+
+
+@dataclass(frozen=True)
+class FixedBlock:
+    step: Step
+    stride: int
+    line: int
+
+
+@dataclass(frozen=True)
+class Network:
+    kind: str
+    # key -> Quantity (ints), Step (blocks), or str (cell names, symbols)
+    settings: tuple[tuple[str, object], ...]
+    body: tuple[CellRun | FixedBlock, ...]
+    line: int
+
+    def get(self, key: str, default=None):
+        return dict(self.settings).get(key, default)
+
+
+@dataclass(frozen=True)
+class Space:
+    name: str
+    path: str
+    sha256: str
+    params: tuple[tuple[str, int | float], ...]  # resolved values in declaration order
+    opsets: tuple[OpSet, ...]
+    cells: tuple[Cell, ...]
+    network: Network
+
+    def cell(self, name: str) -> Cell:
+        return next(c for c in self.cells if c.name == name)
+
+    def opset(self, name: str) -> OpSet:
+        return next(o for o in self.opsets if o.name == name)
+
+    @property
+    def domain(self) -> str:
+        from spacec.catalog import NETWORK_DOMAINS
+
+        return NETWORK_DOMAINS[self.network.kind]

@@ -1,0 +1,502 @@
+"""Tests of runtime/recurrent.py against hand-written DARTS RNN cells (quark0/darts rnn/)."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from runtime.recurrent import (
+    ACTIVATIONS,
+    INITRANGE,
+    HighwayInit,
+    LockedDropout,
+    NodeNorm,
+    RecurrentLM,
+    SharedHighway,
+    dropout_mask,
+    embedded_dropout,
+    highway_edge,
+    mix_edges,
+    repackage_hidden,
+)
+
+# rnn/genotypes.py
+PRIMITIVES = ("none", "tanh", "relu", "sigmoid", "identity")
+COLUMNS = tuple((k, name) for k, name in enumerate(PRIMITIVES) if name != "none")
+DARTS_V2 = (("sigmoid", 0), ("relu", 1), ("relu", 1), ("identity", 1), ("tanh", 2),
+            ("sigmoid", 5), ("tanh", 3), ("relu", 5))
+NO_DROPOUT = {"dropout": 0.0, "dropouth": 0.0, "dropoutx": 0.0, "dropouti": 0.0, "dropoute": 0.0}
+
+
+class TinySupernet(RecurrentLM):
+    """What the compiler generates for a dense search cell of `steps` nodes."""
+
+    def __init__(self, ntoken: int, ninp: int, nhid: int, steps: int = 3, **kwargs) -> None:
+        super().__init__(ntoken, ninp, nhid, **kwargs)
+        self.init_node = HighwayInit(ninp, nhid)
+        self.node_maps = nn.ModuleList(SharedHighway(nhid) for _ in range(steps))
+        self.norm = NodeNorm(nhid)  # one for s0 and all nodes, as the reference's `self.bn`
+        edges = steps * (steps + 1) // 2
+        alpha = 1e-3 * torch.randn(edges, len(PRIMITIVES))
+        self.alphas = nn.ParameterDict({"recurrent": nn.Parameter(alpha)})
+
+    def arch_parameters(self) -> dict[str, nn.Parameter]:
+        return dict(self.alphas)
+
+    def step_context(self) -> torch.Tensor:
+        return F.softmax(self.alphas["recurrent"], dim=-1)
+
+    def cell_step(self, x_t, h_prev, x_mask, h_mask, probs):
+        states = self.norm(self.init_node(x_t, h_prev, x_mask, h_mask)).unsqueeze(0)
+        offset = 0
+        for node, node_map in enumerate(self.node_maps):
+            c, h = node_map(states, h_mask)
+            rows = probs[offset : offset + node + 1]
+            s = self.norm(mix_edges(states, c, h, rows, COLUMNS))
+            states = torch.cat([states, s.unsqueeze(0)])
+            offset += node + 1
+        return states[1:].mean(dim=0)
+
+
+class TinyDerived(RecurrentLM):
+    """What the compiler generates for a derived cell (rnn/model.py DARTSCell)."""
+
+    def __init__(self, ntoken: int, ninp: int, nhid: int, recurrent=DARTS_V2, **kwargs) -> None:
+        super().__init__(ntoken, ninp, nhid, **kwargs)
+        self.recurrent = recurrent
+        self.init_node = HighwayInit(ninp, nhid)
+        self.node_maps = nn.ModuleList(SharedHighway(nhid) for _ in recurrent)
+
+    def cell_step(self, x_t, h_prev, x_mask, h_mask, context):
+        states = [self.init_node(x_t, h_prev, x_mask, h_mask)]
+        for (fn, source), node_map in zip(self.recurrent, self.node_maps, strict=True):
+            c, h = node_map(states[source], h_mask)
+            states.append(highway_edge(states[source], c, h, fn))
+        return torch.stack(states[1:]).mean(dim=0)
+
+
+def weight_count(model: nn.Module) -> int:
+    alphas = {id(p) for p in getattr(model, "alphas", {}).values()} if hasattr(model, "alphas") else set()
+    return sum(p.numel() for p in model.parameters() if id(p) not in alphas)
+
+
+def tokens(steps: int, batch: int, ntoken: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(ntoken, (steps, batch), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tensors here are tiny: on a loaded machine, intra-op threads cost far more than they give.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def supernet() -> TinySupernet:
+    torch.manual_seed(0)
+    return TinySupernet(ntoken=11, ninp=6, nhid=6, steps=3)
+
+
+# ---- activations --------------------------------------------------------------------------------
+
+
+def test_activations_are_the_reference_four():
+    x = torch.linspace(-3, 3, 13)
+    assert sorted(ACTIVATIONS) == ["identity", "relu", "sigmoid", "tanh"]
+    assert torch.equal(ACTIVATIONS["tanh"](x), torch.tanh(x))
+    assert torch.equal(ACTIVATIONS["relu"](x), torch.relu(x))
+    assert torch.equal(ACTIVATIONS["sigmoid"](x), torch.sigmoid(x))
+    assert ACTIVATIONS["identity"](x) is x
+
+
+def test_unknown_activation_lists_the_known_ones():
+    with pytest.raises(KeyError) as info:
+        ACTIVATIONS["gelu"]
+    assert str(info.value) == "unknown activation 'gelu'; known: identity, relu, sigmoid, tanh"
+    with pytest.raises(KeyError, match="known: identity"):
+        HighwayInit(4, 4, fn="gelu")
+
+
+# ---- cell blocks --------------------------------------------------------------------------------
+
+
+def test_highway_init_is_the_reference_formula():
+    torch.manual_seed(1)
+    init = HighwayInit(ninp=3, nhid=4, fn="relu")
+    assert init.weight.shape == (7, 8)
+    assert init.weight.abs().max() <= INITRANGE
+    x, h = torch.randn(5, 3), torch.randn(5, 4)
+    x_mask, h_mask = dropout_mask((5, 3), 0.5), dropout_mask((5, 4), 0.5)
+    ch = torch.cat([x * x_mask, h * h_mask], dim=-1) @ init.weight
+    c0, h0 = ch[:, :4].sigmoid(), ch[:, 4:].relu()
+    assert torch.allclose(init(x, h, x_mask, h_mask), h + c0 * (h0 - h))
+    ch = torch.cat([x, h], dim=-1) @ init.weight
+    assert torch.allclose(init(x, h), h + ch[:, :4].sigmoid() * (ch[:, 4:].relu() - h))
+
+
+def test_shared_highway_masks_its_input_and_keeps_leading_dims():
+    torch.manual_seed(2)
+    node_map = SharedHighway(4)
+    states, h_mask = torch.randn(3, 5, 4), dropout_mask((5, 4), 0.25)
+    c, h = node_map(states, h_mask)
+    assert c.shape == h.shape == (3, 5, 4)
+    for i in range(3):
+        ch = (states[i] * h_mask) @ node_map.weight
+        assert torch.allclose(c[i], ch[:, :4].sigmoid())
+        assert torch.allclose(h[i], ch[:, 4:])
+    c2, h2 = node_map(states[0])
+    assert c2.shape == (5, 4)
+    assert torch.allclose(h2, states[0] @ node_map.weight[:, 4:])
+
+
+def test_mix_edges_equals_an_explicit_double_loop():
+    torch.manual_seed(3)
+    n, batch, nhid = 3, 4, 5
+    states, c, h = torch.randn(n, batch, nhid), torch.rand(n, batch, nhid), torch.randn(n, batch, nhid)
+    weights = torch.softmax(torch.randn(n, len(PRIMITIVES)), dim=-1)
+    expected = torch.zeros(batch, nhid)
+    for i in range(n):
+        for k, name in enumerate(PRIMITIVES):
+            if name != "none":
+                edge = highway_edge(states[i], c[i], h[i], name)
+                expected += weights[i, k] * edge
+    assert torch.allclose(mix_edges(states, c, h, weights, COLUMNS), expected, atol=1e-6)
+    assert torch.equal(mix_edges(states, c, h, weights, ()), torch.zeros(batch, nhid))
+
+
+def test_mix_edges_rejects_mismatched_weight_rows():
+    states = torch.zeros(2, 3, 4)
+    with pytest.raises(ValueError, match="3 rows of weights for 2 source states"):
+        mix_edges(states, states, states, torch.zeros(3, 5), COLUMNS)
+
+
+def test_node_norm_is_batch_norm_without_affine():
+    norm = NodeNorm(7)
+    assert isinstance(norm, nn.BatchNorm1d)
+    assert not norm.affine and list(norm.parameters()) == []
+    out = norm(torch.randn(16, 7) * 3 + 2)
+    assert torch.allclose(out.mean(0), torch.zeros(7), atol=1e-5)
+
+
+def test_search_cell_matches_the_reference_cell(supernet):
+    # DARTSCellSearch.cell, transcribed: one loop over PRIMITIVES per node, masked map input.
+    model = supernet
+    x, h_prev = torch.randn(4, 6), torch.randn(4, 6)
+    x_mask, h_mask = dropout_mask((4, 6), 0.75), dropout_mask((4, 6), 0.25)
+    probs = F.softmax(model.alphas["recurrent"], dim=-1)
+    bn = model.norm
+    xh = torch.cat([x * x_mask, h_prev * h_mask], dim=-1) @ model.init_node.weight
+    s0 = bn(h_prev + xh[:, :6].sigmoid() * (xh[:, 6:].tanh() - h_prev))
+    states, offset = s0.unsqueeze(0), 0
+    for i, node_map in enumerate(model.node_maps):
+        ch = (states * h_mask).view(-1, 6).mm(node_map.weight).view(i + 1, -1, 12)
+        c, h = ch[..., :6].sigmoid(), ch[..., 6:]
+        s = torch.zeros_like(s0)
+        for k, name in enumerate(PRIMITIVES):
+            if name == "none":
+                continue
+            unweighted = states + c * (ACTIVATIONS[name](h) - states)
+            s += torch.sum(probs[offset : offset + i + 1, k][:, None, None] * unweighted, dim=0)
+        states = torch.cat([states, bn(s).unsqueeze(0)])
+        offset += i + 1
+    expected = states[-3:].mean(dim=0)
+    assert torch.equal(model.cell_step(x, h_prev, x_mask, h_mask, probs), expected)
+
+
+def test_derived_cell_matches_the_reference_cell():
+    # DARTSCell.cell with DARTS_V2, transcribed.
+    torch.manual_seed(4)
+    model = TinyDerived(ntoken=9, ninp=5, nhid=5)
+    x, h_prev, h_mask = torch.randn(3, 5), torch.randn(3, 5), dropout_mask((3, 5), 0.25)
+    xh = torch.cat([x, h_prev * h_mask], dim=-1) @ model.init_node.weight
+    states = [h_prev + xh[:, :5].sigmoid() * (xh[:, 5:].tanh() - h_prev)]
+    for i, (name, pred) in enumerate(DARTS_V2):
+        ch = (states[pred] * h_mask) @ model.node_maps[i].weight
+        c, h = ch[:, :5].sigmoid(), ACTIVATIONS[name](ch[:, 5:])
+        states.append(states[pred] + c * (h - states[pred]))
+    expected = torch.mean(torch.stack([states[i] for i in range(1, 9)], -1), -1)
+    got = model.cell_step(x, h_prev, None, h_mask, None)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+# ---- dropout ------------------------------------------------------------------------------------
+
+
+def test_dropout_mask_values_and_rate():
+    mask = dropout_mask((200, 50), 0.75, generator=torch.Generator().manual_seed(0))
+    assert set(mask.unique().tolist()) == {0.0, 4.0}
+    assert abs((mask > 0).float().mean().item() - 0.25) < 0.02
+    assert torch.equal(dropout_mask((3, 4), 0.0), torch.ones(3, 4))
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        dropout_mask((3, 4), 1.0)
+
+
+def test_locked_dropout_shares_its_mask_across_time():
+    drop = LockedDropout()
+    x = torch.ones(7, 4, 9)
+    out = drop(x, 0.5)
+    assert set(out.unique().tolist()) <= {0.0, 2.0}
+    assert all(torch.equal(out[t], out[0]) for t in range(7))
+    assert 0 < (out == 0).sum() < out.numel()
+    assert drop(x, 0.0) is x
+    drop.eval()
+    assert drop(x, 0.5) is x
+
+
+def test_locked_dropout_generator_makes_it_reproducible():
+    x = torch.randn(3, 5, 6)
+    first = LockedDropout()(x, 0.3, generator=torch.Generator().manual_seed(7))
+    second = LockedDropout()(x, 0.3, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(first, second)
+    assert LockedDropout.mask(x.shape, 0.3).shape == (1, 5, 6)
+
+
+def test_embedded_dropout_drops_whole_words_and_rescales():
+    torch.manual_seed(5)
+    embed = nn.Embedding(10, 4)
+    words = torch.arange(10).repeat(6, 1)  # every word in every row
+    out = embedded_dropout(embed, words, 0.5, generator=torch.Generator().manual_seed(1))
+    for word in range(10):
+        column = out[:, word]
+        assert torch.equal(column, column[:1].expand_as(column))  # same fate everywhere
+        kept = torch.allclose(column[0], embed.weight[word] * 2)
+        assert kept or torch.equal(column[0], torch.zeros(4))
+    dropped = (out[0] == 0).all(dim=-1).sum().item()
+    assert 0 < dropped < 10
+    assert torch.equal(embedded_dropout(embed, words, 0.0), embed(words))
+
+
+# ---- the language model -------------------------------------------------------------------------
+
+
+def test_forward_shapes_and_reference_layout(supernet):
+    model = supernet
+    hidden = model.init_hidden(4)
+    assert len(hidden) == 1 and hidden[0].shape == (1, 4, 6) and not hidden[0].any()
+    log_prob, new_hidden, raw, dropped = model(tokens(5, 4, 11), hidden, return_h=True)
+    assert log_prob.shape == (5, 4, 11)
+    assert torch.allclose(log_prob.exp().sum(-1), torch.ones(5, 4), atol=1e-5)
+    assert len(new_hidden) == 1 and new_hidden[0].shape == (1, 4, 6)
+    assert len(raw) == len(dropped) == 1
+    assert raw[0].shape == dropped[0].shape == (5, 4, 6)
+    assert torch.equal(new_hidden[0][0], raw[0][-1])
+    assert len(model(tokens(5, 4, 11), hidden)) == 2
+
+
+def test_forward_rejects_bad_hidden_and_empty_input(supernet):
+    with pytest.raises(ValueError, match=r"shape \(1, 4, 6\)"):
+        supernet(tokens(3, 4, 11), supernet.init_hidden(3))
+    with pytest.raises(ValueError, match="no time steps"):
+        supernet(torch.zeros(0, 4, dtype=torch.long), supernet.init_hidden(4))
+
+
+def test_eval_forward_is_the_reference_computation(supernet):
+    model = supernet.eval()
+    data = tokens(4, 3, 11)
+    hidden = [torch.randn(1, 3, 6)]
+    log_prob, _ = model(data, hidden)
+    h, outs = hidden[0][0], []
+    for t in range(4):
+        h = model.cell_step(model.encoder(data[t]), h, None, None, model.step_context())
+        outs.append(h)
+    logits = model.decoder(torch.stack(outs).view(-1, 6))
+    assert torch.allclose(log_prob, F.log_softmax(logits, -1).view(4, 3, 11), atol=1e-6)
+
+
+def test_gradient_reaches_alpha_w0_and_every_shared_map(supernet):
+    model = supernet.train()
+    model.dropoute = 0.1  # exercise every dropout on the way
+    log_prob, _ = model(tokens(6, 5, 11), model.init_hidden(5))
+    F.nll_loss(log_prob.view(-1, 11), tokens(6, 5, 11, seed=1).view(-1)).backward()
+    grads = {
+        "alpha": model.alphas["recurrent"].grad,
+        "W0": model.init_node.weight.grad,
+        "encoder": model.encoder.weight.grad,
+        "decoder bias": model.decoder.bias.grad,
+        **{f"W{i + 1}": m.weight.grad for i, m in enumerate(model.node_maps)},
+    }
+    for name, grad in grads.items():
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_masks_are_drawn_once_per_forward_and_only_in_training():
+    seen = []
+
+    class Recording(TinyDerived):
+        def cell_step(self, x_t, h_prev, x_mask, h_mask, context):
+            seen.append((x_mask, h_mask))
+            return super().cell_step(x_t, h_prev, x_mask, h_mask, context)
+
+    torch.manual_seed(6)
+    model = Recording(ntoken=7, ninp=4, nhid=4)
+    model(tokens(5, 3, 7), model.init_hidden(3))
+    assert len(seen) == 5
+    x_mask, h_mask = seen[0]
+    assert x_mask.shape == h_mask.shape == (3, 4)
+    assert all(x is x_mask and h is h_mask for x, h in seen)
+    seen.clear()
+    model.eval()(tokens(5, 3, 7), model.init_hidden(3))
+    assert all(x is None and h is None for x, h in seen)
+
+
+def test_eval_is_deterministic_and_training_is_not(supernet):
+    data, hidden = tokens(5, 4, 11), supernet.init_hidden(4)
+    supernet.train()
+    assert not torch.equal(supernet(data, hidden)[0], supernet(data, hidden)[0])
+    supernet.eval()
+    assert torch.equal(supernet(data, hidden)[0], supernet(data, hidden)[0])
+
+
+def test_hidden_state_carries_across_calls(supernet):
+    model = supernet.eval()
+    data = tokens(8, 3, 11)
+    whole, whole_hidden = model(data, model.init_hidden(3))
+    first, hidden = model(data[:5], model.init_hidden(3))
+    second, last_hidden = model(data[5:], repackage_hidden(hidden))
+    assert torch.allclose(torch.cat([first, second]), whole, atol=1e-6)
+    assert torch.allclose(last_hidden[0], whole_hidden[0], atol=1e-6)
+
+
+def test_repackage_hidden_detaches_and_keeps_containers(supernet):
+    _, hidden = supernet(tokens(3, 4, 11), supernet.init_hidden(4))
+    assert hidden[0].grad_fn is not None
+    detached = repackage_hidden(hidden)
+    assert isinstance(detached, list) and detached[0].grad_fn is None
+    assert not detached[0].requires_grad and torch.equal(detached[0], hidden[0])
+    nested = repackage_hidden((hidden[0], [hidden[0]]))
+    assert isinstance(nested, tuple) and isinstance(nested[1], list)
+    assert nested[1][0].grad_fn is None
+    with pytest.raises(TypeError, match="Tensor or a list/tuple"):
+        repackage_hidden({"h": hidden[0]})
+
+
+def test_tied_weights_are_one_tensor(supernet):
+    assert supernet.decoder.weight is supernet.encoder.weight
+    assert supernet.encoder.weight.abs().max() <= INITRANGE
+    assert not supernet.decoder.bias.any()
+    untied = TinySupernet(ntoken=11, ninp=6, nhid=6, tied=False)
+    assert untied.decoder.weight is not untied.encoder.weight
+    assert untied.decoder.weight.abs().max() <= INITRANGE
+
+
+def test_tied_weights_need_equal_sizes_but_untied_do_not():
+    with pytest.raises(ValueError, match="ninp == nhid"):
+        TinySupernet(ntoken=11, ninp=4, nhid=6)
+    model = TinySupernet(ntoken=11, ninp=4, nhid=6, tied=False)
+    log_prob, hidden = model(tokens(3, 2, 11), model.init_hidden(2))
+    assert log_prob.shape == (3, 2, 11) and hidden[0].shape == (1, 2, 6)
+
+
+def test_dropout_rates_are_validated():
+    with pytest.raises(ValueError, match="dropouth must be in"):
+        TinySupernet(ntoken=11, ninp=6, nhid=6, dropouth=1.0)
+
+
+def test_defaults_are_the_search_scripts():
+    model = TinySupernet(ntoken=11, ninp=6, nhid=6)
+    rates = (model.dropout, model.dropouth, model.dropoutx, model.dropouti, model.dropoute)
+    assert rates == (0.75, 0.25, 0.75, 0.2, 0.0)
+
+
+@pytest.mark.parametrize("ntoken, nhid, steps", [(11, 6, 3), (7, 4, 2)])
+def test_parameter_count_formula(ntoken, nhid, steps):
+    model = TinySupernet(ntoken=ntoken, ninp=nhid, nhid=nhid, steps=steps)
+    expected = ntoken * nhid + (2 * nhid) ** 2 + steps * nhid * 2 * nhid + ntoken
+    assert weight_count(model) == expected
+    assert model.alphas["recurrent"].numel() == steps * (steps + 1) // 2 * len(PRIMITIVES)
+    untied = TinySupernet(ntoken=ntoken, ninp=nhid, nhid=nhid, steps=steps, tied=False)
+    assert weight_count(untied) == expected + ntoken * nhid
+
+
+def test_parameter_counts_of_the_paper_models():
+    # Search supernet, PTB (train_search.py: 300/300): α is a loose Variable in the reference.
+    search = TinySupernet(ntoken=10000, ninp=300, nhid=300, steps=8)
+    assert weight_count(search) == 3_000_000 + 360_000 + 1_440_000 + 10_000 == 4_810_000
+    del search
+    # Evaluation model (train.py: 850/850), the paper's 23M.
+    evaluation = TinyDerived(ntoken=10000, ninp=850, nhid=850)
+    assert weight_count(evaluation) == 8_500_000 + 2_890_000 + 11_560_000 + 10_000 == 22_960_000
+
+
+def test_supernet_works_under_functional_call(supernet):
+    # The architect runs the model through torch.func.functional_call on substituted tensors.
+    model = supernet.eval()
+    data, hidden = tokens(4, 3, 11), model.init_hidden(3)
+    params = {name: p.detach().clone() for name, p in model.named_parameters()}
+    params["alphas.recurrent"] = params["alphas.recurrent"] * 10
+    direct = model(data, hidden)[0]
+    substituted = functional_call(model, params, (data, hidden))[0]
+    assert not torch.allclose(direct, substituted)
+    with torch.no_grad():
+        model.alphas["recurrent"].mul_(10)
+    assert torch.allclose(model(data, hidden)[0], substituted, atol=1e-6)
+
+
+def test_modules_pickle_with_their_activation():
+    init = pickle.loads(pickle.dumps(HighwayInit(3, 4, fn="identity")))
+    assert init.fn == "identity" and "fn=identity" in repr(init)
+
+
+def batchify(corpus: torch.Tensor, batch: int) -> torch.Tensor:
+    return corpus[: corpus.numel() // batch * batch].view(batch, -1).t().contiguous()
+
+
+def perplexity(model: RecurrentLM, data: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        log_prob, _ = model(data[:-1], model.init_hidden(data.shape[1]))
+        loss = F.nll_loss(log_prob.view(-1, model.ntoken), data[1:].reshape(-1))
+    return math.exp(loss.item())
+
+
+def train(model: RecurrentLM, data: torch.Tensor, steps: int = 30, bptt: int = 8) -> list[float]:
+    """The reference recipe (rnn/train.py: SGD lr 20, --clip 0.25, hidden carried and detached).
+
+    Returns the training perplexity of every step.
+    """
+    optimizer = torch.optim.SGD(model.parameters(), lr=20.0)
+    hidden, history = model.init_hidden(data.shape[1]), []
+    for step in range(steps):
+        start = (step * bptt) % (data.shape[0] - bptt - 1)
+        inputs, targets = data[start : start + bptt], data[start + 1 : start + 1 + bptt]
+        model.train()
+        hidden = repackage_hidden(hidden)
+        log_prob, hidden = model(inputs, hidden)
+        loss = F.nll_loss(log_prob.view(-1, model.ntoken), targets.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        optimizer.step()
+        history.append(math.exp(loss.item()))
+    return history
+
+
+def test_perplexity_falls_on_a_two_word_corpus():
+    torch.manual_seed(0)
+    data = batchify(torch.tensor([0, 1] * 62), batch=4)  # "a b a b ...", [31, 4]
+    model = TinyDerived(ntoken=2, ninp=8, nhid=8, **NO_DROPOUT)
+    before = perplexity(model, data)
+    train(model, data)
+    assert before > 1.9
+    assert perplexity(model, data) < 1.1
+
+
+def test_supernet_training_perplexity_falls_on_a_cyclic_corpus():
+    # Not "a b a b": with two distinct inputs per batch, a BatchNorm'd feature is the sign of a
+    # difference, so the supernet's loss jumps whenever that difference crosses zero. Five
+    # words in five phases keep it smooth. Training mode: in eval the one shared NodeNorm
+    # (as in the reference) applies running statistics pooled over s0 and every node.
+    torch.manual_seed(0)
+    data = batchify(torch.arange(5).repeat(42), batch=8)  # "a b c d e a ...", [26, 8]
+    model = TinySupernet(ntoken=5, ninp=8, nhid=8, steps=2, **NO_DROPOUT)
+    history = train(model, data)
+    assert history[0] > 4.5
+    assert max(history[-3:]) < 1.5
