@@ -330,3 +330,25 @@ def preset(name: str) -> Genotype:
     close = difflib.get_close_matches(name, PRESETS, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
     raise GenotypeError(f"unknown preset {name!r}; {hint}known presets: {', '.join(PRESETS)}")
+
+
+def resolve(reference: str) -> Genotype:
+    """A genotype from a preset name, a genotype JSON file, or a run directory holding one."""
+    from pathlib import Path
+
+    if reference in PRESETS:
+        return PRESETS[reference]
+    path = Path(reference).expanduser()
+    if path.is_dir():
+        path = path / "genotype.json"
+    if not path.is_file():
+        known = ", ".join(PRESETS)
+        raise GenotypeError(f"{reference}: neither a preset ({known}) nor a genotype JSON file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise GenotypeError(f"{path}: cannot read: {error}") from None
+    try:
+        return Genotype.from_json(text)
+    except GenotypeError as error:
+        raise GenotypeError(f"{path}: {error}") from None

@@ -81,12 +81,16 @@ def repeat(cell: str, count: int, replace_with: str | None = None, positions: Se
 def plan(
     body: Sequence[str | BlockItem],
     cells: Mapping[str, CellShape],
-    stem_channels: int,
+    stems: int | Sequence[tuple[int, bool]],
     channels: int,
 ) -> list[PlannedCell | PlannedBlock]:
-    """Walk the body once, tracking widths and resolutions of every output so far."""
-    history: list[tuple[int, int]] = [(stem_channels, 0)]  # (channels, reduction level)
-    width, level = channels, 0
+    """Walk the body once, tracking widths and resolutions of every output so far.
+
+    `stems` is the stem's output channels, or (channels, halves the resolution) per stem when a
+    list of stems feeds the first cells (DARTS ImageNet: stem0 at 1/4, stem1 at 1/8).
+    """
+    history = stem_history(stems)  # (channels, reduction level) of every output so far
+    width, level = channels, history[-1][1]
     planned: list[PlannedCell | PlannedBlock] = []
     for index, item in enumerate(body):
         if isinstance(item, BlockItem):
@@ -113,5 +117,15 @@ def plan(
     return planned
 
 
-def final_channels(planned: Sequence[PlannedCell | PlannedBlock], stem_channels: int) -> int:
-    return planned[-1].out_channels if planned else stem_channels
+def stem_history(stems: int | Sequence[tuple[int, bool]]) -> list[tuple[int, int]]:
+    if isinstance(stems, int):
+        return [(stems, 0)]
+    history, level = [], 0
+    for index, (stem_channels, reduces) in enumerate(stems):
+        level += 1 if reduces and index else 0
+        history.append((stem_channels, level))
+    return history
+
+
+def final_channels(planned: Sequence[PlannedCell | PlannedBlock], stems) -> int:
+    return planned[-1].out_channels if planned else stem_history(stems)[-1][0]

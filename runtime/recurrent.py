@@ -296,8 +296,13 @@ class RecurrentLM(nn.Module, abc.ABC):
         super().__init__()
         if tied and ninp != nhid:
             raise ValueError(f"tied weights need ninp == nhid, got ninp={ninp}, nhid={nhid}")
-        rates = {"dropout": dropout, "dropouth": dropouth, "dropoutx": dropoutx,
-                 "dropouti": dropouti, "dropoute": dropoute}
+        rates = {
+            "dropout": dropout,
+            "dropouth": dropouth,
+            "dropoutx": dropoutx,
+            "dropouti": dropouti,
+            "dropoute": dropoute,
+        }
         for name, rate in rates.items():
             _check_rate(name, rate)
         self.ntoken = ntoken

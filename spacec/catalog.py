@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 INT = "int"
 NAMES = "names"  # a list of names, e.g. exclude=[none]
+INDEX = "index"  # a non-negative integer (a position)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,17 @@ DERIVE_RULES: dict[str, Signature] = {
 # Macro-network blocks (runtime/blocks.py registers a builder under each name), by role.
 STEMS: dict[str, Signature] = {
     "conv_bn": Signature({"kernel": INT, "channels": INT}, doc="convolution + BatchNorm"),
+    "stem_imagenet": Signature(
+        {"channels": INT}, doc="DARTS ImageNet stem0: two stride-2 3x3 convolutions (stride 4)"
+    ),
+    "stem_imagenet_1": Signature(
+        {"channels": INT}, doc="DARTS ImageNet stem1: ReLU, stride-2 3x3 convolution, BatchNorm"
+    ),
 }
+# Stems whose output is at half the resolution of the previous stem's (a list of stems feeds the
+# first cells like earlier cells' outputs would).
+REDUCING_STEMS = frozenset({"stem_imagenet_1"})
+STEM_STRIDES = {"conv_bn": 1, "stem_imagenet": 4, "stem_imagenet_1": 2}
 PREPROCESS: dict[str, Signature] = {
     "relu_conv_bn": Signature(
         {"kernel": INT}, doc="ReLU, convolution to the cell width, BatchNorm"
@@ -114,6 +125,17 @@ HEADS: dict[str, Signature] = {
     ),
 }
 
+# Auxiliary classifiers of the evaluation network (ignored by the supernet): `after` is the body
+# position whose output they read (DARTS: the cell at 2/3 of the depth).
+AUXILIARY_HEADS: dict[str, Signature] = {
+    "auxiliary_cifar": Signature(
+        {"after": INDEX, "classes": INT}, doc="DARTS AuxiliaryHeadCIFAR (8x8 input)"
+    ),
+    "auxiliary_imagenet": Signature(
+        {"after": INDEX, "classes": INT}, doc="DARTS AuxiliaryHeadImageNet (7x7 input)"
+    ),
+}
+
 # Network kinds and their settings: key -> (role, required).
 NETWORK_SETTINGS: dict[str, dict[str, tuple[str, bool]]] = {
     "image_classifier": {
@@ -123,6 +145,8 @@ NETWORK_SETTINGS: dict[str, dict[str, tuple[str, bool]]] = {
         "preprocess": ("preprocess", False),
         "reduce_input": ("preprocess", False),
         "head": ("head", True),
+        "auxiliary": ("auxiliary", False),
+        "image_size": ("int", False),
     },
     "language_model": {
         "tokens": ("int", True),
@@ -137,6 +161,7 @@ DECODERS = ("tied", "untied")
 NETWORK_DEFAULTS = {
     "image_classifier": {
         "in_channels": 3,
+        "image_size": 32,
         "preprocess": ("relu_conv_bn", (("kernel", 1),)),
         "reduce_input": ("factorized_reduce", ()),
     },

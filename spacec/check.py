@@ -264,11 +264,13 @@ class _Checker:
         return spec.Step(name, ordered)
 
     def _argument(self, fn: str, key: str, kind: object, value: ast.Value) -> object:
-        if kind == catalog.INT:
+        if kind in (catalog.INT, catalog.INDEX):
             quantity = self._quantity(value)
-            if quantity.value < 1:
+            if quantity.value < (0 if kind == catalog.INDEX else 1):
                 self.fail(
-                    _span_of(value), f"{fn}(): '{key}' must be positive, got {quantity.value}"
+                    _span_of(value),
+                    f"{fn}(): '{key}' must be {'non-negative' if kind == catalog.INDEX else 'positive'}, "
+                    f"got {quantity.value}",
                 )
             return quantity
         if kind == catalog.NAMES:
@@ -679,9 +681,16 @@ class _Checker:
                     _span_of(value), f"unknown {role} '{name}'", suggest(name, options, f"{role}s")
                 )
             return name
-        table = {"stem": catalog.STEMS, "preprocess": catalog.PREPROCESS, "head": catalog.HEADS}[
-            role
-        ]
+        if role == "stem" and isinstance(value, ast.ListValue):
+            if not value.items:
+                self.fail(value.span, "a stem list needs at least one stem")
+            return tuple(self._setting_value("stem", item, cells) for item in value.items)
+        table = {
+            "stem": catalog.STEMS,
+            "preprocess": catalog.PREPROCESS,
+            "head": catalog.HEADS,
+            "auxiliary": catalog.AUXILIARY_HEADS,
+        }[role]
         call = value if isinstance(value, ast.Call) else _as_call(value)
         if call is None:
             self.fail(_span_of(value), f"expected a {role} block, e.g. {next(iter(table))}(...)")

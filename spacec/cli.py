@@ -81,7 +81,10 @@ def compile_space(space: str, sets: tuple[str, ...]):
 
 
 set_option = click.option(
-    "--set", "sets", multiple=True, metavar="NAME=VALUE",
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="NAME=VALUE",
     help="Override a parameter of the space (repeatable), e.g. --set C=36 --set layers=20.",
 )
 
@@ -116,27 +119,49 @@ def _summary(path: Path) -> str:
 def check(space: str, sets: tuple[str, ...]) -> None:
     """Check SPACE (a shipped name or a .space path); report every error, compiler-style."""
     compiled = compile_space(space, sets)
-    cells = ", ".join(f"{name} [{len(c.edges)}, {len(compiled.spec.opset(c.opset).candidates)}]"
-                      for name, c in ((c.name, c) for c in compiled.spec.cells))
+    cells = ", ".join(
+        f"{name} [{len(c.edges)}, {len(compiled.spec.opset(c.opset).candidates)}]"
+        for name, c in ((c.name, c) for c in compiled.spec.cells)
+    )
     click.echo(f"{compiled.spec.path}: ok ({compiled.name}: {cells})")
 
 
 @main.command("compile")
 @click.argument("space")
 @set_option
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to this file instead of standard output.")
-@click.option("--emit", type=click.Choice(["source", "dag", "dot", "listing"]), default="source",
-              show_default=True, help="source: the PyTorch supernet module; dag: each cell's DAG "
-              "as node-link JSON; dot: Graphviz; listing: the IR as text.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of standard output.",
+)
+@click.option(
+    "--genotype",
+    metavar="GENOTYPE",
+    help="Emit the standalone derived network for this genotype (a preset such as "
+    "DARTS_V2, a genotype.json file or a run directory) instead of the supernet.",
+)
+@click.option(
+    "--emit",
+    type=click.Choice(["source", "dag", "dot", "listing"]),
+    default="source",
+    show_default=True,
+    help="source: the PyTorch supernet module; dag: each cell's DAG "
+    "as node-link JSON; dot: Graphviz; listing: the IR as text.",
+)
 @user_errors
-def compile_command(space: str, sets: tuple[str, ...], output: Path | None, emit: str) -> None:
-    """Compile SPACE into a readable PyTorch supernet module (or print its IR)."""
+def compile_command(
+    space: str, sets: tuple[str, ...], genotype: str | None, output: Path | None, emit: str
+) -> None:
+    """Compile SPACE into a readable PyTorch supernet module (or print its IR).
+
+    With --genotype, emit the derived network instead: a standalone module importing only torch.
+    """
     from spacec import ir
 
     compiled = compile_space(space, sets)
     text = {
-        "source": lambda: compiled.source,
+        "source": lambda: compiled.discrete_source(genotype) if genotype else compiled.source,
         "dag": lambda: ir.to_json(compiled.ir),
         "dot": lambda: ir.to_dot(compiled.ir),
         "listing": compiled.listing,
@@ -157,12 +182,19 @@ def write_output(text: str, output: Path | None) -> None:
 @main.command()
 @click.argument("space")
 @set_option
+@click.option(
+    "--genotype",
+    metavar="GENOTYPE",
+    help="Also report the derived network of this genotype: parameters and FLOPs.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @user_errors
-def info(space: str, sets: tuple[str, ...], as_json: bool) -> None:
+def info(space: str, sets: tuple[str, ...], genotype: str | None, as_json: bool) -> None:
     """Size and shape of SPACE's supernet: weights, α shapes, ops, nodes and edges per cell."""
     compiled = compile_space(space, sets)
     report = space_report(compiled)
+    if genotype:
+        report["derived"] = derived_report(compiled, genotype)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -170,8 +202,30 @@ def info(space: str, sets: tuple[str, ...], as_json: bool) -> None:
     click.echo(f"parameters: {', '.join(f'{k}={v}' for k, v in report['parameters'].items())}")
     click.echo(f"supernet weights: {report['supernet_weights']:,}")
     for name, cell in report["cells"].items():
-        click.echo(f"cell {name}: α {cell['alpha_shape']}, {cell['nodes']} nodes, {cell['edges']} searched "
-                   f"edges{', reduction' if cell['reduction'] else ''}; ops: {', '.join(cell['ops'])}")
+        click.echo(
+            f"cell {name}: α {cell['alpha_shape']}, {cell['nodes']} nodes, {cell['edges']} searched "
+            f"edges{', reduction' if cell['reduction'] else ''}; ops: {', '.join(cell['ops'])}"
+        )
+    if "derived" in report:
+        derived = report["derived"]
+        click.echo(
+            f"derived network ({derived['genotype']}): {derived['parameters']:,} parameters "
+            f"(excluding the auxiliary head), {derived['multiply_adds'] / 1e6:.1f}M multiply-adds "
+            f"at {derived['input_shape']}"
+        )
+
+
+def derived_report(compiled, reference: str) -> dict:
+    from runtime.flops import count_parameters, multiply_adds
+
+    network = compiled.discrete_network(reference)
+    shape = compiled.input_shape
+    return {
+        "genotype": reference,
+        "parameters": count_parameters(network),
+        "multiply_adds": multiply_adds(network, shape),
+        "input_shape": list(shape),
+    }
 
 
 def space_report(compiled) -> dict:

@@ -38,6 +38,7 @@ def environment() -> jinja2.Environment:
     env.filters["py"] = py_literal
     env.filters["sum_lines"] = sum_lines
     env.filters["py_field"] = py_field
+    env.filters["py_assign"] = py_assign
     return env
 
 
@@ -56,7 +57,8 @@ def py_literal(value) -> str:
     if isinstance(value, spec.Quantity):
         return str(value.value)
     if isinstance(value, str):
-        return json.dumps(value)  # a valid Python literal, double-quoted as ruff formats it
+        # Quoted as ruff formats it: double quotes unless the text holds some.
+        return repr(value) if '"' in value and "'" not in value else json.dumps(value)
     if isinstance(value, int | float | bool) or value is None:
         return repr(value)
     if isinstance(value, tuple | list):
@@ -128,6 +130,16 @@ class Namespace:
         self.taken.add(candidate)
         self.names[wanted] = candidate
         return candidate
+
+
+def py_assign(value, target: str, indent: int, width: int = 100) -> str:
+    """`target = literal`, one element per line when too long (as ruff does)."""
+    pad = " " * indent
+    line = f"{pad}{target} = {py_literal(value)}"
+    if len(line) <= width or not isinstance(value, tuple):
+        return line
+    items = "".join(f"{pad}    {py_literal(item)},\n" for item in value)
+    return f"{pad}{target} = (\n{items}{pad})"
 
 
 def class_name(cell: str) -> str:
@@ -322,7 +334,9 @@ def _network_view(space: spec.Space) -> dict:
     network = space.network
     view: dict = {"kind": network.kind, "line": network.line}
     for key, value in network.settings:
-        view[key] = _setting_view(value)
+        view[key] = None if key == "stem" else _setting_view(value)
+    if network.kind == "image_classifier":
+        view["stems"] = _stems_view(space)
     body = []
     for item in network.body:
         if isinstance(item, spec.FixedBlock):
@@ -351,6 +365,29 @@ def _network_view(space: spec.Space) -> dict:
     return view
 
 
+def _stems_view(space: spec.Space) -> list[dict]:
+    """Each stem: the builder, its input channels (the previous stem's output) and output."""
+    from spacec import catalog
+    from spacec import ir as irmod
+
+    views, in_channels = [], _setting_view(space.network.get("in_channels"))
+    for step in irmod.stems(space):
+        args = {k: v.py for k, v in step.args if k != "channels"}
+        out = step.kwargs()["channels"].py
+        views.append(
+            {
+                "name": step.primitive,
+                "in": in_channels,
+                "out": out,
+                "args": args,
+                "stride": catalog.STEM_STRIDES[step.primitive],
+                "reduces": step.primitive in catalog.REDUCING_STEMS,
+            }
+        )
+        in_channels = out
+    return views
+
+
 def _setting_view(value):
     if isinstance(value, spec.Quantity):
         return value.py
@@ -362,3 +399,234 @@ def _setting_view(value):
             },
         }
     return value
+
+
+# ---- the discrete (derived) network ----------------------------------------------------------
+DISCRETE_TEMPLATES = {"image_classifier": "discrete_image.py.j2"}
+
+
+def generate_discrete(ir: irmod.IR, genotype, source_label: str | None = None) -> str:
+    """Render the standalone derived network for `genotype` (a runtime.genotype.Genotype).
+
+    The genotype must fit the space (runtime.derive.check_genotype); the macro layout is the IR's,
+    at the parameters the space was compiled with.
+    """
+    from runtime.derive import CellRule, check_genotype
+    from runtime.genotype import GenotypeError
+
+    space = ir.space
+    if space.network.kind not in DISCRETE_TEMPLATES:
+        raise GenotypeError(f"no discrete-network generator for a {space.network.kind} yet")
+    rules = {cell.name: CellRule(**_rule_dict(cell, space)) for cell in space.cells}
+    problems = check_genotype(genotype, rules)
+    if problems:
+        raise GenotypeError(
+            f"the genotype does not fit space '{space.name}':\n  " + "\n  ".join(problems)
+        )
+    template = environment().get_template(DISCRETE_TEMPLATES[space.network.kind])
+    return template.render(**_discrete_context(ir, genotype, source_label or space.path))
+
+
+def _rule_dict(cell: spec.Cell, space: spec.Space) -> dict:
+    rule = cell.rule
+    return {
+        "inputs": cell.inputs,
+        "nodes": cell.nodes,
+        "edges": tuple((e.src, e.dst) for e in cell.edges),
+        "ops": space.opset(cell.opset).names,
+        "kind": rule.kind,
+        "k": rule.k,
+        "exclude": frozenset(rule.exclude),
+        "limits": rule.limits,
+        "output": cell.output,
+        "reduce": cell.reduce,
+        "fixed": tuple((f.steps[0].primitive, src, f.dst) for f in cell.fixed for src in f.sources),
+    }
+
+
+def _call(primitive: str, args: dict, *positional) -> str:
+    pieces = [str(p) for p in positional] + [f"{k}={py_literal(v)}" for k, v in args.items()]
+    return f"{primitive}({', '.join(pieces)})"
+
+
+def _op_build(steps, stride: int, used: set[str]) -> str:
+    """Source that builds one derived edge's op at width C."""
+    calls = []
+    for index, step in enumerate(steps):
+        primitive, args = step
+        used.add(primitive)
+        step_stride = stride if index == 0 else 1
+        if primitive == "zero":
+            calls.append(f"Zero(C, C, {step_stride})")
+        else:
+            calls.append(_call(primitive, dict(args), "C", "C", step_stride, True))
+    return calls[0] if len(calls) == 1 else f"nn.Sequential({', '.join(calls)})"
+
+
+def _discrete_context(ir: irmod.IR, genotype, source_label: str) -> dict:
+    space = ir.space
+    used: set[str] = set()
+    names = Namespace(
+        MODULE_GLOBALS
+        | {
+            "GENOTYPE",
+            "Zero",
+            "FactorizedReduce",
+            "cell_input",
+            "drop_path",
+            "AuxiliaryHead",
+            "ResNetBasicBlock",
+        }
+        | set(catalog_primitives())
+    )
+    cells = [
+        _discrete_cell_view(
+            space.cell(c.name), ir.cells[c.name], genotype.cell(c.name), space, names, used
+        )
+        for c in space.cells
+    ]
+    classes = {view["name"]: view["cls"] for view in cells}
+    network = space.network
+    body, body_inputs = [], []
+    for item in ir.layout:
+        if hasattr(item, "C"):
+            inputs = tuple((s.channels, s.behind) for s in item.inputs)
+            body.append(
+                {"index": item.index, "build": f"{classes[item.name]}(inputs={inputs}, C={item.C})"}
+            )
+            body_inputs.append(len(item.inputs))
+        else:
+            used.add(item.name)
+            if item.name == "res_block":
+                used.add("relu_conv_bn")
+            build = _call(
+                item.name, dict(item.args), item.in_channels, item.out_channels, item.stride, True
+            )
+            body.append({"index": item.index, "build": build})
+            body_inputs.append(0)
+    stems, in_channels = [], network.get("in_channels").value
+    for step in irmod.stems(space):
+        from spacec import catalog
+
+        used.add(step.primitive)
+        out = step.kwargs()["channels"].value
+        args = {k: v.value for k, v in step.args if k != "channels"}
+        stems.append(
+            _call(
+                step.primitive, args, in_channels, out, catalog.STEM_STRIDES[step.primitive], True
+            )
+        )
+        in_channels = out
+    final = ir.layout[-1].out_channels if ir.layout else in_channels
+    head = network.get("head")
+    used.add(head.primitive)
+    auxiliary = None
+    if network.get("auxiliary") is not None:
+        aux = network.get("auxiliary")
+        after = aux.kwargs()["after"].value
+        used.add(aux.primitive)
+        auxiliary = {
+            "after": after,
+            "build": f"{aux.primitive}({ir.layout[after].out_channels}, "
+            f"{aux.kwargs()['classes'].value})",
+        }
+    preprocess, reduce_input = network.get("preprocess"), network.get("reduce_input")
+    used |= {preprocess.primitive, reduce_input.primitive}
+    pre_args = {k: v.value for k, v in preprocess.args}
+    red_args = {k: v.value for k, v in reduce_input.args}
+    return {
+        "version": __version__,
+        "source": source_label,
+        "file": source_label.rsplit("/", 1)[-1],
+        "sha256": space.sha256,
+        "space": space,
+        "params": list(space.params),
+        "params_text": ", ".join(f"{k}={v}" for k, v in space.params),
+        "genotype_literal": py_literal(json.dumps(genotype.to_dict(), separators=(", ", ": "))),
+        "used": used,
+        "cells": cells,
+        "network": {"line": network.line},
+        "stems": stems,
+        "body": body,
+        "body_inputs": tuple(body_inputs),
+        "max_inputs": max([n for n in body_inputs if n] or [1]),
+        "auxiliary": auxiliary,
+        "head": _call(head.primitive, {}, final, head.kwargs()["classes"].value),
+        "preprocess_call": _call(preprocess.primitive, pre_args, "C_in", "C", 1, True),
+        "reduce_input_call": _call(reduce_input.primitive, red_args, "C_in", "C", 2, True),
+        "preprocess_doc": f"{preprocess.primitive}, or {reduce_input.primitive} when it is a "
+        "reduction behind",
+    }
+
+
+def catalog_primitives() -> list[str]:
+    from spacec import catalog
+
+    return [
+        *catalog.PRIMITIVES,
+        *catalog.STEMS,
+        *catalog.PREPROCESS,
+        *catalog.FIXED_BLOCKS,
+        *catalog.HEADS,
+        *catalog.AUXILIARY_HEADS,
+    ]
+
+
+def _discrete_cell_view(
+    cell: spec.Cell, graph: nx.DiGraph, chosen, space: spec.Space, names: Namespace, used: set[str]
+) -> dict:
+    opset = space.opset(cell.opset)
+    steps_of = {
+        c.name: tuple(
+            (s.primitive, {k: getattr(v, "value", v) for k, v in s.args}) for s in c.steps
+        )
+        for c in opset.candidates
+    }
+    local = Namespace(MODULE_GLOBALS | FUNCTION_LOCALS | {"drop_prob"})
+    var = {name: local.create(name) for name in cell.inputs + cell.nodes}
+    edges, terms = [], {node: [] for node in cell.nodes}
+    for fixed in cell.fixed:
+        for src in fixed.sources:
+            attr = f"fixed_{var[src]}_{var[fixed.dst]}"
+            steps = tuple(
+                (s.primitive, {k: getattr(v, "value", v) for k, v in s.args}) for s in fixed.steps
+            )
+            edges.append(
+                {
+                    "attr": attr,
+                    "build": _op_build(steps, fixed.stride, used),
+                    "op": " >> ".join(s[0] for s in steps),
+                    "src_name": src,
+                    "dst_name": fixed.dst,
+                }
+            )
+            terms[fixed.dst].append(f"self.{attr}({var[src]})")
+    for number, (op, src, dst) in enumerate(
+        e
+        for e in chosen.edges
+        if e[1:] in graph.edges and graph.edges[e[1], e[2]]["kind"] == "searched"
+    ):
+        stride = graph.edges[src, dst]["stride"]
+        attr = f"edge_{number}"
+        edges.append(
+            {
+                "attr": attr,
+                "build": _op_build(steps_of[op], stride, used),
+                "op": op,
+                "src_name": src,
+                "dst_name": dst,
+            }
+        )
+        plain_identity = steps_of[op] == (("identity", {}),) and stride == 1
+        call = f"self.{attr}({var[src]})"
+        terms[dst].append(call if plain_identity else f"self.drop({call}, drop_prob)")
+    return {
+        "name": cell.name,
+        "cls": names.create(class_name(cell.name)),
+        "line": cell.line,
+        "inputs": [var[n] for n in cell.inputs],
+        "edges": edges,
+        "nodes": [{"name": var[n], "terms": terms[n] or ["0"]} for n in cell.nodes],
+        "reduce": cell.reduce,
+        "output": [var[n] for n in cell.output],
+    }

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from runtime import layout
-from spacec import spec
+from spacec import catalog, spec
 from spacec.errors import Diagnostic, SpaceError, Span
 
 OUTPUT = "output"
@@ -152,13 +152,25 @@ def body_sequence(space: spec.Space) -> list:
     return sequence
 
 
+def stems(space: spec.Space) -> list[spec.Step]:
+    stem = space.network.get("stem")
+    return list(stem) if isinstance(stem, tuple) else [stem]
+
+
+def stem_outputs(space: spec.Space) -> list[tuple[int, bool]]:
+    """(channels, halves the resolution) of each stem, at the compiled parameters."""
+    return [
+        (step.kwargs()["channels"].value, step.primitive in catalog.REDUCING_STEMS)
+        for step in stems(space)
+    ]
+
+
 def plan_body(space: spec.Space, cells: dict[str, nx.DiGraph]) -> list:
     network = space.network
-    stem = network.get("stem")
     return layout.plan(
         body_sequence(space),
         cell_shapes(space),
-        stem_channels=stem.kwargs()["channels"].value,
+        stem_outputs(space),
         channels=network.get("channels").value,
     )
 
@@ -208,6 +220,17 @@ def _lint_layout(ir: IR) -> list[Diagnostic]:
     where = Span(ir.space.path, network.line, 1)
     identity = network.get("preprocess").primitive == "identity"
     problems = []
+    auxiliary = network.get("auxiliary")
+    if auxiliary is not None:
+        after = auxiliary.kwargs()["after"].value
+        if after >= len(ir.layout):
+            problems.append(
+                Diagnostic(
+                    where,
+                    f"the auxiliary head reads body position {after}, "
+                    f"but the body has {len(ir.layout)} items",
+                )
+            )
     for item in ir.layout:
         if isinstance(item, layout.PlannedBlock):
             continue

@@ -65,7 +65,11 @@ def read_source(path: Path) -> str:
 
 
 def display_path(path: Path) -> str:
-    """Paths in messages and headers: relative to the working directory when inside it."""
+    """Paths in messages and headers: `spaces/NAME.space` for a shipped space (the same bytes
+    wherever spacec is installed), else relative to the working directory when inside it."""
+    shipped = {p.resolve(): name for name, p in shipped_spaces().items()}
+    if path.resolve() in shipped:
+        return f"spaces/{path.name}"
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
@@ -186,6 +190,26 @@ class CompiledSpace:
         if self._module is None:
             self._module = load_generated(self.source, f"{self.name}_supernet")
         return self._module
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the network's input (image spaces)."""
+        network = self.spec.network
+        size = network.get("image_size").value
+        return (network.get("in_channels").value, size, size)
+
+    def discrete_source(self, genotype) -> str:
+        """Source of the standalone derived network for a genotype (object, preset, file, run dir)."""
+        from runtime.genotype import Genotype, resolve
+
+        if not isinstance(genotype, Genotype):
+            genotype = resolve(str(genotype))
+        return codegen.generate_discrete(self.ir, genotype)
+
+    def discrete_network(self, genotype, **kwargs):
+        """An instance of the derived network (imports torch)."""
+        source = self.discrete_source(genotype)
+        return load_generated(source, f"{self.name}_derived").Network(**kwargs)
 
     def supernet(self, **kwargs):
         """An instance of the generated supernet (`nn.Module`), at the compiled parameters."""
