@@ -332,10 +332,21 @@ def preset(name: str) -> Genotype:
     raise GenotypeError(f"unknown preset {name!r}; {hint}known presets: {', '.join(PRESETS)}")
 
 
-def resolve(reference: str) -> Genotype:
-    """A genotype from a preset name, a genotype JSON file, or a run directory holding one."""
+# The reference code names its recurrent cells DARTS_V1, DARTS_V2 and DARTS too (rnn/genotypes.py):
+# for a recurrent space those names mean the recurrent presets.
+SPACE_ALIASES = {
+    "darts_rnn": {"DARTS": "DARTS_RNN", "DARTS_V2": "DARTS_RNN", "DARTS_V1": "DARTS_RNN_V1"},
+}
+
+
+def resolve(reference: str, space: str | None = None) -> Genotype:
+    """A genotype from a preset name, a genotype JSON file, or a run directory holding one.
+
+    With `space`, preset names are read the way that space's paper code reads them.
+    """
     from pathlib import Path
 
+    reference = SPACE_ALIASES.get(space or "", {}).get(reference, reference)
     if reference in PRESETS:
         return PRESETS[reference]
     path = Path(reference).expanduser()

@@ -402,7 +402,10 @@ def _setting_view(value):
 
 
 # ---- the discrete (derived) network ----------------------------------------------------------
-DISCRETE_TEMPLATES = {"image_classifier": "discrete_image.py.j2"}
+DISCRETE_TEMPLATES = {
+    "image_classifier": "discrete_image.py.j2",
+    "language_model": "discrete_sequence.py.j2",
+}
 
 
 def generate_discrete(ir: irmod.IR, genotype, source_label: str | None = None) -> str:
@@ -424,7 +427,62 @@ def generate_discrete(ir: irmod.IR, genotype, source_label: str | None = None) -
             f"the genotype does not fit space '{space.name}':\n  " + "\n  ".join(problems)
         )
     template = environment().get_template(DISCRETE_TEMPLATES[space.network.kind])
-    return template.render(**_discrete_context(ir, genotype, source_label or space.path))
+    context = _discrete_context if space.network.kind == "image_classifier" else _recurrent_context
+    return template.render(**context(ir, genotype, source_label or space.path))
+
+
+def _recurrent_context(ir: irmod.IR, genotype, source_label: str) -> dict:
+    space = ir.space
+    names = Namespace(MODULE_GLOBALS | {"GENOTYPE"})
+    cells = []
+    for cell in space.cells:
+        chosen = genotype.cell(cell.name)
+        opset = space.opset(cell.opset)
+        fn_of = {c.name: _activation(c) for c in opset.candidates}
+        local = Namespace(MODULE_GLOBALS | FUNCTION_LOCALS)
+        var = {name: local.create(name) for name in cell.inputs + cell.nodes}
+        searched = {(e.src, e.dst) for e in cell.edges}
+        nodes = []
+        for node in cell.nodes:
+            joint = next((f for f in cell.fixed if f.dst == node and f.joint), None)
+            edges = [
+                {"src": var[src], "fn": fn_of[op]}
+                for op, src, dst in chosen.edges
+                if dst == node and (src, dst) in searched
+            ]
+            nodes.append(
+                {
+                    "name": var[node],
+                    "joint": {"fn": dict(joint.steps[0].args)["fn"]} if joint else None,
+                    "edges": edges,
+                }
+            )
+        cells.append(
+            {
+                "name": cell.name,
+                "cls": names.create(class_name(cell.name)),
+                "line": cell.line,
+                "inputs": [var[n] for n in cell.inputs],
+                "nodes": nodes,
+                "reduce": cell.reduce,
+                "output": [var[n] for n in cell.output],
+            }
+        )
+    network = _network_view(space)
+    step_cls = next(c["cls"] for c in cells if c["name"] == network["step"])
+    return {
+        "version": __version__,
+        "source": source_label,
+        "file": source_label.rsplit("/", 1)[-1],
+        "sha256": space.sha256,
+        "space": space,
+        "params": list(space.params),
+        "network_params": _network_params(space),
+        "genotype_literal": py_literal(json.dumps(genotype.to_dict(), separators=(", ", ": "))),
+        "cells": cells,
+        "network": network,
+        "step_cls": step_cls,
+    }
 
 
 def _rule_dict(cell: spec.Cell, space: spec.Space) -> dict:

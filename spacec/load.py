@@ -203,7 +203,7 @@ class CompiledSpace:
         from runtime.genotype import Genotype, resolve
 
         if not isinstance(genotype, Genotype):
-            genotype = resolve(str(genotype))
+            genotype = resolve(str(genotype), self.name)
         return codegen.generate_discrete(self.ir, genotype)
 
     def discrete_network(self, genotype, **kwargs):
