@@ -27,6 +27,8 @@ class Signature:
     defaults: dict[str, object] = field(default_factory=dict)
     domain: str = "image"  # "image" (convolutional cells) or "sequence" (recurrent cells)
     doc: str = ""
+    odd: tuple[str, ...] = ()  # integer arguments that must be odd (padding k // 2 keeps the size)
+    fixed_stride: int | None = None  # the only stride the primitive supports
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -39,15 +41,21 @@ ACTIVATIONS = Choice(("tanh", "relu", "sigmoid", "identity"))
 PRIMITIVES: dict[str, Signature] = {
     "zero": Signature({}, doc="the zero op: no connection (respects stride)"),
     "identity": Signature({}, doc="skip connection; factorized reduce when the edge has stride 2"),
-    "max_pool": Signature({"kernel": INT}, doc="max pooling (BatchNorm after it in the supernet)"),
-    "avg_pool": Signature(
-        {"kernel": INT}, doc="average pooling (BatchNorm after it in the supernet)"
+    "max_pool": Signature(
+        {"kernel": INT}, odd=("kernel",), doc="max pooling (BatchNorm after it in the supernet)"
     ),
-    "sep_conv": Signature({"kernel": INT}, doc="separable convolution, applied twice"),
-    "dil_conv": Signature({"kernel": INT, "dilation": INT}, doc="dilated separable convolution"),
-    "relu_conv_bn": Signature({"kernel": INT}, doc="ReLU, convolution, BatchNorm"),
+    "avg_pool": Signature(
+        {"kernel": INT}, odd=("kernel",), doc="average pooling (BatchNorm after it in the supernet)"
+    ),
+    "sep_conv": Signature({"kernel": INT}, odd=("kernel",), doc="separable convolution, twice"),
+    "dil_conv": Signature(
+        {"kernel": INT, "dilation": INT}, odd=("kernel",), doc="dilated separable convolution"
+    ),
+    "relu_conv_bn": Signature({"kernel": INT}, odd=("kernel",), doc="ReLU, convolution, BatchNorm"),
     "conv_7x1_1x7": Signature({}, doc="ReLU, 1x7 then 7x1 convolution, BatchNorm"),
-    "factorized_reduce": Signature({}, doc="two shifted 1x1 stride-2 convolutions, concatenated"),
+    "factorized_reduce": Signature(
+        {}, fixed_stride=2, doc="two shifted 1x1 stride-2 convolutions, concatenated"
+    ),
     "activation": Signature(
         {"fn": ACTIVATIONS}, domain="sequence", doc="a recurrent edge: s + c * (fn(h) - s)"
     ),
@@ -108,10 +116,16 @@ REDUCING_STEMS = frozenset({"stem_imagenet_1"})
 STEM_STRIDES = {"conv_bn": 1, "stem_imagenet": 4, "stem_imagenet_1": 2}
 PREPROCESS: dict[str, Signature] = {
     "relu_conv_bn": Signature(
-        {"kernel": INT}, doc="ReLU, convolution to the cell width, BatchNorm"
+        {"kernel": INT}, odd=("kernel",), doc="ReLU, convolution to the cell width, BatchNorm"
     ),
-    "factorized_reduce": Signature({}, doc="halves the resolution, convolves to the cell width"),
     "identity": Signature({}, doc="no preprocessing (channels must already match)"),
+}
+# How an input one reduction behind a cell is brought to its resolution (stride 2).
+REDUCE_INPUTS: dict[str, Signature] = {
+    "factorized_reduce": Signature({}, doc="halves the resolution, convolves to the cell width"),
+    "relu_conv_bn": Signature(
+        {"kernel": INT}, odd=("kernel",), doc="ReLU, stride-2 convolution to the cell width, BN"
+    ),
 }
 FIXED_BLOCKS: dict[str, Signature] = {
     "res_block": Signature(
@@ -143,7 +157,7 @@ NETWORK_SETTINGS: dict[str, dict[str, tuple[str, bool]]] = {
         "channels": ("int", True),
         "stem": ("stem", True),
         "preprocess": ("preprocess", False),
-        "reduce_input": ("preprocess", False),
+        "reduce_input": ("reduce_input", False),
         "head": ("head", True),
         "auxiliary": ("auxiliary", False),
         "image_size": ("int", False),
@@ -166,3 +180,114 @@ NETWORK_DEFAULTS = {
         "reduce_input": ("factorized_reduce", ()),
     },
 }
+
+# Sizes past which a space is surely a mistake (and compiling it would exhaust memory).
+MAX_NODES = 256
+MAX_CELLS = 10_000
+
+# Names a parameter cannot take: they become keyword arguments and locals of the generated
+# network's constructor and body(), next to these names of the generated code.
+RESERVED_PARAMETERS = frozenset(
+    {
+        "self",
+        "super",
+        "nn",
+        "torch",
+        "blocks",
+        "layout",
+        "ops",
+        "recurrent",
+        "body",
+        "sequence",
+        "stems",
+        "preprocess",
+        "reduce_input",
+        "cells",
+        "features",
+        "new_alphas",
+        "dropouts",
+        "CELL_SHAPES",
+        "CELL_TYPES",
+        "RULES",
+        "SPACE",
+        "SOURCE_SHA256",
+        "MAX_INPUTS",
+        "Network",
+        "CellRule",
+        "SearchSpaceMixin",
+        "cell_input",
+        "partial",
+        "annotations",
+    }
+)
+
+# Cell names key α in an nn.ParameterDict, which refuses the names of its own attributes.
+MODULE_ATTRIBUTES = frozenset(
+    {
+        "T_destination",
+        "add_module",
+        "apply",
+        "bfloat16",
+        "buffers",
+        "call_super_init",
+        "children",
+        "clear",
+        "compile",
+        "copy",
+        "cpu",
+        "cuda",
+        "double",
+        "dump_patches",
+        "eval",
+        "extra_repr",
+        "float",
+        "forward",
+        "fromkeys",
+        "get",
+        "get_buffer",
+        "get_extra_state",
+        "get_parameter",
+        "get_submodule",
+        "half",
+        "ipu",
+        "items",
+        "keys",
+        "load_state_dict",
+        "modules",
+        "mtia",
+        "named_buffers",
+        "named_children",
+        "named_modules",
+        "named_parameters",
+        "parameters",
+        "pop",
+        "popitem",
+        "register_backward_hook",
+        "register_buffer",
+        "register_forward_hook",
+        "register_forward_pre_hook",
+        "register_full_backward_hook",
+        "register_full_backward_pre_hook",
+        "register_load_state_dict_post_hook",
+        "register_load_state_dict_pre_hook",
+        "register_module",
+        "register_parameter",
+        "register_state_dict_post_hook",
+        "register_state_dict_pre_hook",
+        "requires_grad_",
+        "set_extra_state",
+        "set_submodule",
+        "setdefault",
+        "share_memory",
+        "state_dict",
+        "to",
+        "to_empty",
+        "train",
+        "training",
+        "type",
+        "update",
+        "values",
+        "xpu",
+        "zero_grad",
+    }
+)

@@ -9,6 +9,7 @@ through the `resolve` callback the loader passes in.
 from __future__ import annotations
 
 import hashlib
+import keyword
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -66,6 +67,9 @@ class _Checker:
         self.params: dict[str, int | float] = {}
         self.opsets: dict[str, spec.OpSet] = {}
         self.opset_spans: dict[str, Span] = {}
+        # Names whose definition already failed: later uses stay silent, so one mistake gives
+        # one error instead of a cascade of "unknown ..." reports.
+        self.failed: set[tuple[str, str]] = set()
 
     # -- reporting --
     def error(self, span: Span, message: str, hint: str = "") -> None:
@@ -121,6 +125,9 @@ class _Checker:
             if decl.name.text in self.params:
                 self.error(decl.name.span, f"duplicate parameter '{decl.name.text}'")
                 continue
+            if not self._legal_parameter_name(decl.name):
+                self.failed.add(("param", decl.name.text))
+                continue
             if decl.name.text in overrides:
                 value = overrides[decl.name.text]
                 if isinstance(value, bool) or not isinstance(value, int | float):
@@ -130,8 +137,23 @@ class _Checker:
                 try:
                     value = self._number(decl.value)
                 except _Invalid:
+                    self.failed.add(("param", decl.name.text))
                     continue
             self.params[decl.name.text] = value
+
+    def _legal_parameter_name(self, name: ast.Name) -> bool:
+        """Parameters become Python keyword arguments of the generated network."""
+        text = name.text
+        if keyword.iskeyword(text) or text.startswith("_") or text in catalog.RESERVED_PARAMETERS:
+            self.error(
+                name.span,
+                f"'{text}' cannot name a parameter",
+                "parameters become Python arguments of the generated network; Python "
+                "keywords, names starting with '_' and names the generated code uses "
+                "are reserved",
+            )
+            return False
+        return True
 
     def _number(self, expr: ast.Value) -> int | float:
         return self._quantity(expr, integer=False).value
@@ -143,6 +165,8 @@ class _Checker:
                 self.fail(expr.span, f"expected an integer, got {expr.value}")
             return spec.Quantity(expr.value, repr(expr.value))
         if isinstance(expr, ast.Ref):
+            if ("param", expr.name) in self.failed:
+                raise _Invalid
             if expr.name not in self.params:
                 self.fail(
                     expr.span,
@@ -180,6 +204,7 @@ class _Checker:
         except SpaceError as error:
             self.diagnostics.extend(error.diagnostics)
             self.sources.update(error.sources)
+            self.failed.update(("opset", name.text) for name in decl.names)
             return
         available = {o.name: o for o in library.opsets}
         for name in decl.names:
@@ -224,7 +249,9 @@ class _Checker:
             if len(steps) > 1 and any(s.primitive in catalog.ZERO_PRIMITIVES for s in steps):
                 self.error(op.span, "'zero' cannot be composed with other operations")
                 continue
-            candidates.append(spec.Candidate(op.name.text, steps, op.span.line))
+            candidates.append(
+                spec.Candidate(op.name.text, steps, op.span.line, op.steps[0].span.column)
+            )
         if not decl.ops:
             self.error(decl.name.span, f"operation set '{decl.name.text}' is empty")
         if self._claim_opset_name(decl.name):
@@ -258,6 +285,13 @@ class _Checker:
                 f"{name}() is missing argument{'s' if len(missing) > 1 else ''} "
                 + ", ".join(f"'{m}'" for m in missing),
             )
+        for key in signature.odd:
+            if key in args and args[key].value % 2 == 0:
+                self.fail(
+                    call.span,
+                    f"{name}(): '{key}' must be odd, got {args[key].value}",
+                    "padding k // 2 keeps the resolution only for odd sizes",
+                )
         for key, default in signature.defaults.items():
             args.setdefault(key, default)
         ordered = tuple((key, args[key]) for key in signature.args if key in args)
@@ -304,11 +338,22 @@ class _Checker:
         cells: dict[str, spec.Cell] = {}
         for name, decl in by_name.items():
             try:
+                self._legal_cell_name(decl.name)
                 body = self._effective_body(decl, by_name, [])
                 cells[name] = self._cell(decl, body)
             except _Invalid:
-                continue
+                self.failed.add(("cell", name))
         return cells
+
+    def _legal_cell_name(self, name: ast.Name) -> None:
+        """Cell names key α in an nn.ParameterDict and name generated classes."""
+        if name.text.startswith("_") or name.text in catalog.MODULE_ATTRIBUTES:
+            self.fail(
+                name.span,
+                f"'{name.text}' cannot name a cell",
+                "it clashes with an attribute of torch's ParameterDict that holds α; "
+                "names starting with '_' are reserved too",
+            )
 
     def _effective_body(self, decl: ast.CellDecl, by_name, chain: list[str]) -> list:
         """The cell's statements after `extends`: a statement group in the child replaces the parent's."""
@@ -385,6 +430,9 @@ class _Checker:
         self, decl, inputs_stmt: ast.Inputs, nodes_stmt
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         seen: dict[str, Span] = {}
+        count = getattr(nodes_stmt, "count", None) or len(getattr(nodes_stmt, "names", ()))
+        if count > catalog.MAX_NODES:
+            self.fail(nodes_stmt.span, f"{count} nodes; a cell has at most {catalog.MAX_NODES}")
         for name in inputs_stmt.names + getattr(nodes_stmt, "names", ()):
             if name.text in seen:
                 self.error(name.span, f"duplicate node '{name.text}' in cell '{decl.name.text}'")
@@ -457,6 +505,7 @@ class _Checker:
             searched[(src, dst)] = (opset.text, line, src_span)
             opsets.setdefault(opset.text, opset.span)
 
+        broken = False
         for stmt in stmts:
             try:
                 if isinstance(stmt, ast.DenseEdges):
@@ -473,9 +522,11 @@ class _Checker:
                 else:
                     fixed.extend(self._fixed(stmt, known, target, order, strides))
             except _Invalid:
-                continue
+                broken = True  # reported already; the cell's edges are incomplete
+        if broken:
+            raise _Invalid
         if len(opsets) > 1:
-            names = sorted(opsets)
+            names = list(opsets)  # in the order the cell uses them
             self.fail(
                 opsets[names[1]],
                 f"cell '{decl.name.text}' mixes operation sets {', '.join(names)}",
@@ -484,6 +535,14 @@ class _Checker:
         if not opsets:
             self.fail(decl.name.span, f"cell '{decl.name.text}' has no searched edge")
         opset = self.opsets[next(iter(opsets))]
+        for edge in fixed:
+            for src in edge.sources:
+                if (src, edge.dst) in searched:
+                    self.error(
+                        searched[(src, edge.dst)][2],
+                        f"edge {src} -> {edge.dst} is both searched and fixed",
+                    )
+        self._check_fixed_strides(opset, searched, strides)
         fed = {dst for (_, dst) in searched} | {f.dst for f in fixed}
         for node in nodes:
             if node not in fed:
@@ -499,7 +558,25 @@ class _Checker:
         )
         return edges, tuple(fixed), opset
 
+    def _check_fixed_strides(self, opset: spec.OpSet, searched, strides) -> None:
+        """Primitives that only work at one stride (factorized_reduce: 2) on edges of another."""
+        for candidate in opset.candidates:
+            fixed_stride = catalog.PRIMITIVES[candidate.steps[0].primitive].fixed_stride
+            if fixed_stride is None:
+                continue
+            for (src, dst), (_, _, span) in searched.items():
+                if strides.get(src, 1) != fixed_stride:
+                    self.error(
+                        span,
+                        f"'{candidate.name}' ({candidate.steps[0].primitive}) needs "
+                        f"stride {fixed_stride}, but edge {src} -> {dst} has stride "
+                        f"{strides.get(src, 1)}",
+                    )
+                    return
+
     def _need_opset(self, name: ast.Name) -> None:
+        if ("opset", name.text) in self.failed:
+            raise _Invalid
         if name.text not in self.opsets:
             self.fail(
                 name.span,
@@ -643,7 +720,7 @@ class _Checker:
             if key not in schema:
                 self.error(
                     setting.key.span,
-                    f"unknown setting '{key}' for a {kind}",
+                    f"unknown setting '{key}' for {_article(kind)}",
                     suggest(key, schema, "settings"),
                 )
                 continue
@@ -675,6 +752,8 @@ class _Checker:
             ):
                 self.fail(_span_of(value), f"expected a {role} name")
             name = value.name if isinstance(value, ast.Ref) else value.name.text
+            if role == "cell" and ("cell", name) in self.failed:
+                raise _Invalid
             options = cells if role == "cell" else catalog.DECODERS
             if name not in options:
                 self.fail(
@@ -688,6 +767,7 @@ class _Checker:
         table = {
             "stem": catalog.STEMS,
             "preprocess": catalog.PREPROCESS,
+            "reduce_input": catalog.REDUCE_INPUTS,
             "head": catalog.HEADS,
             "auxiliary": catalog.AUXILIARY_HEADS,
         }[role]
@@ -699,7 +779,7 @@ class _Checker:
     def _body(self, decl: ast.NetworkDecl, kind: str, cells) -> tuple:
         if kind != "image_classifier":
             for body in decl.bodies:
-                self.error(body.span, f"a {kind} has no body")
+                self.error(body.span, f"{_article(kind)} has no body")
             return ()
         if len(decl.bodies) != 1:
             span = decl.bodies[1].span if decl.bodies else decl.kind.span
@@ -731,6 +811,8 @@ class _Checker:
             return spec.FixedBlock(step, stride, item.span.line)
         self._need_cell(item.cell, cells)
         count = self._quantity(item.count)
+        if count.value > catalog.MAX_CELLS:
+            self.fail(_span_of(item.count), f"{count.value} cells; at most {catalog.MAX_CELLS}")
         if count.value < 1:
             self.fail(_span_of(item.count), f"a cell run needs a positive count, got {count.value}")
         positions: tuple[spec.Quantity, ...] = ()
@@ -754,6 +836,8 @@ class _Checker:
         )
 
     def _need_cell(self, name: ast.Name, cells) -> None:
+        if ("cell", name.text) in self.failed:
+            raise _Invalid
         if name.text not in cells:
             self.fail(name.span, f"unknown cell '{name.text}'", suggest(name.text, cells, "cells"))
 
@@ -766,11 +850,36 @@ class _Checker:
                     signature = catalog.PRIMITIVES[step.primitive]
                     if step.primitive not in catalog.ZERO_PRIMITIVES and signature.domain != domain:
                         self.error(
-                            Span(opset.source, candidate.line, 1),
+                            Span(
+                                opset.source, candidate.line, candidate.column, len(step.primitive)
+                            ),
                             f"'{step.primitive}' is a {signature.domain} primitive; cell "
-                            f"'{cell.name}' belongs to a {kind}",
+                            f"'{cell.name}' belongs to {_article(kind)}",
+                        )
+            for edge in cell.fixed:
+                table = catalog.JOINT_PRIMITIVES if edge.joint else catalog.PRIMITIVES
+                for step in edge.steps:
+                    if table[step.primitive].domain != domain:
+                        self.error(
+                            Span(self.tree.path, edge.line, 1),
+                            f"'{step.primitive}' is a {table[step.primitive].domain} "
+                            f"primitive; cell '{cell.name}' belongs to {_article(kind)}",
                         )
             if domain == "sequence":
+                if any(not edge.joint for edge in cell.fixed):
+                    self.error(
+                        decl.kind.span,
+                        f"recurrent cell '{cell.name}': fixed edges must be "
+                        "joint initial-state edges, e.g. `fixed (x, h_prev) -> s0 : "
+                        "highway_init(fn=tanh)`",
+                    )
+                if cell.reduce == "concat":
+                    self.error(
+                        decl.kind.span,
+                        f"recurrent cell '{cell.name}': the output of a "
+                        "recurrent cell is a mean or a single node (the hidden state keeps "
+                        "its width)",
+                    )
                 if len(cell.inputs) != 2:
                     self.error(
                         decl.kind.span,
@@ -784,6 +893,10 @@ class _Checker:
                     )
                 if cell.reduction:
                     self.error(decl.kind.span, f"recurrent cell '{cell.name}' cannot have stride 2")
+
+
+def _article(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
 def _wrap(py: str) -> str:

@@ -9,8 +9,10 @@ and marks lines with `# file.space:LINE`. Same IR and parameters -> same bytes.
 from __future__ import annotations
 
 import builtins
+import itertools
 import json
 import keyword
+import re
 from functools import lru_cache
 
 import jinja2
@@ -39,6 +41,7 @@ def environment() -> jinja2.Environment:
     env.filters["sum_lines"] = sum_lines
     env.filters["py_field"] = py_field
     env.filters["py_assign"] = py_assign
+    env.filters["with_comment"] = with_comment
     return env
 
 
@@ -118,17 +121,15 @@ class Namespace:
 
     def __init__(self, taken=()):
         self.taken = set(taken) | set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
-        self.names: dict[str, str] = {}
 
     def create(self, wanted: str) -> str:
-        if wanted in self.names:
-            return self.names[wanted]
+        """A fresh name: two requests for the same name get two different names."""
+        wanted = wanted.lstrip("_") or "name"  # no __dunder__ or class-private mangling
         candidate, n = wanted, 0
         while candidate in self.taken or not candidate.isidentifier():
             n += 1
             candidate = f"{wanted}_{n}"
         self.taken.add(candidate)
-        self.names[wanted] = candidate
         return candidate
 
 
@@ -140,6 +141,19 @@ def py_assign(value, target: str, indent: int, width: int = 100) -> str:
         return line
     items = "".join(f"{pad}    {py_literal(item)},\n" for item in value)
     return f"{pad}{target} = (\n{items}{pad})"
+
+
+def comment_safe(text: str) -> str:
+    """A file name as it may appear in generated comments and docstrings: no quotes, no
+    newlines, no backslashes, whatever the name on disk holds."""
+    return re.sub(r"[^\w.\-+ ]", "_", text)
+
+
+def with_comment(code: str, comment: str, indent: int, width: int = 100) -> str:
+    """`code  # comment`, or the comment on its own line above when that is too long."""
+    pad = " " * indent
+    line = f"{pad}{code}  # {comment}"
+    return line if len(line) <= width else f"{pad}# {comment}\n{pad}{code}"
 
 
 def class_name(cell: str) -> str:
@@ -155,8 +169,8 @@ def generate(ir: irmod.IR, source_label: str | None = None) -> str:
 
 def _context(ir: irmod.IR, source_label: str) -> dict:
     space = ir.space
-    file = source_label.rsplit("/", 1)[-1]
-    names = Namespace(MODULE_GLOBALS)
+    file = comment_safe(source_label.rsplit("/", 1)[-1])
+    names = Namespace(MODULE_GLOBALS | {name for name, _ in space.params})
     opsets = [_opset_view(space.opset(name), names) for name in _used_opsets(space)]
     consts = {view["name"]: view for view in opsets}
     return {
@@ -186,12 +200,18 @@ def _opset_view(opset: spec.OpSet, names: Namespace) -> dict:
         "const": names.create(opset.name.upper()),
         "steps_const": names.create(opset.name.upper() + "_STEPS"),
         "line": opset.line,
-        "file": opset.source.rsplit("/", 1)[-1],
+        "file": comment_safe(opset.source.rsplit("/", 1)[-1]),
         "candidates": [
-            {"name": c.name, "steps": [_step_literal(s) for s in c.steps], "line": c.line}
+            {"name": c.name, "steps": _steps_literal(c.steps), "line": c.line}
             for c in opset.candidates
         ],
     }
+
+
+def _steps_literal(steps: tuple[spec.Step, ...]) -> str:
+    """A candidate's steps as a tuple literal, the way ruff formats it."""
+    items = [_step_literal(step) for step in steps]
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
 
 def _step_literal(step: spec.Step) -> str:
@@ -205,6 +225,7 @@ def _cell_view(
     opset = space.opset(cell.opset)
     zero_columns = {i for i, c in enumerate(opset.candidates) if c.is_zero}
     local = Namespace(MODULE_GLOBALS | FUNCTION_LOCALS)
+    fixed_numbers = itertools.count()
     var = {name: local.create(name) for name in cell.inputs + cell.nodes}
     nodes = []
     for node in cell.nodes:
@@ -230,7 +251,9 @@ def _cell_view(
                 "rows": (searched[0][1]["row"], searched[-1][1]["row"] + 1) if searched else None,
                 "fixed": [
                     {
+                        "attr": f"fixed_{next(fixed_numbers)}",
                         "src": var[src],
+                        "src_name": src,
                         "stride": data["stride"],
                         "line": data["line"],
                         "steps": py_literal(tuple((s[0], dict(s[1])) for s in data["steps"])),
@@ -433,7 +456,7 @@ def generate_discrete(ir: irmod.IR, genotype, source_label: str | None = None) -
 
 def _recurrent_context(ir: irmod.IR, genotype, source_label: str) -> dict:
     space = ir.space
-    names = Namespace(MODULE_GLOBALS | {"GENOTYPE"})
+    names = Namespace(MODULE_GLOBALS | {"GENOTYPE"} | {name for name, _ in space.params})
     cells = []
     for cell in space.cells:
         chosen = genotype.cell(cell.name)
@@ -473,7 +496,7 @@ def _recurrent_context(ir: irmod.IR, genotype, source_label: str) -> dict:
     return {
         "version": __version__,
         "source": source_label,
-        "file": source_label.rsplit("/", 1)[-1],
+        "file": comment_safe(source_label.rsplit("/", 1)[-1]),
         "sha256": space.sha256,
         "space": space,
         "params": list(space.params),
@@ -595,7 +618,7 @@ def _discrete_context(ir: irmod.IR, genotype, source_label: str) -> dict:
     return {
         "version": __version__,
         "source": source_label,
-        "file": source_label.rsplit("/", 1)[-1],
+        "file": comment_safe(source_label.rsplit("/", 1)[-1]),
         "sha256": space.sha256,
         "space": space,
         "params": list(space.params),
@@ -643,9 +666,10 @@ def _discrete_cell_view(
     local = Namespace(MODULE_GLOBALS | FUNCTION_LOCALS | {"drop_prob"})
     var = {name: local.create(name) for name in cell.inputs + cell.nodes}
     edges, terms = [], {node: [] for node in cell.nodes}
+    fixed_numbers = itertools.count()
     for fixed in cell.fixed:
         for src in fixed.sources:
-            attr = f"fixed_{var[src]}_{var[fixed.dst]}"
+            attr = f"fixed_{next(fixed_numbers)}"
             steps = tuple(
                 (s.primitive, {k: getattr(v, "value", v) for k, v in s.args}) for s in fixed.steps
             )

@@ -58,8 +58,8 @@ def _path_span(path: str) -> Span:
 
 
 def read_source(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
+    try:  # bytes, so CRLF files keep their bytes and the header's sha256 is the file's
+        return path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise SpaceError([Diagnostic(_path_span(str(path)), f"cannot read: {error}")]) from None
 

@@ -34,6 +34,7 @@ class Candidate:
     name: str
     steps: tuple[Step, ...]
     line: int
+    column: int = 1
 
     @property
     def is_zero(self) -> bool:

@@ -1,0 +1,394 @@
+"""Malformed spaces: every error is a SpaceError at the right line and column, rendered with a caret.
+
+The table edits one line of a small valid space (BASE) or appends to it, so each case's expected
+position reads off BASE's line numbers. Every case runs the whole pipeline (parse, check, IR lint)
+through `spacec.load` on a temporary file.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import pytest
+from click.testing import CliRunner
+
+import spacec
+from spacec.cli import main
+from spacec.errors import SpaceError
+from spacec.load import parse_overrides
+
+BASE = """\
+space tiny
+param C = 8
+ops o {
+    none = zero
+    skip = identity
+    conv = sep_conv(kernel=3)
+}
+cell normal {
+    inputs a, b
+    nodes 2
+    edges dense : o
+    output concat(*)
+    derive topk(k=2, exclude=[none])
+}
+network image_classifier {
+    channels C
+    stem conv_bn(kernel=3, channels=C)
+    body normal * 2
+    head classifier(classes=10)
+}
+"""
+APPENDED_LINE = BASE.count("\n") + 1  # the first line of text appended to BASE
+
+
+def edit(old: str, new: str) -> str:
+    assert BASE.count(old) == 1, f"{old!r} must occur once in BASE"
+    return BASE.replace(old, new)
+
+
+def append(text: str) -> str:
+    return BASE + text + "\n"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    text: str
+    message: str
+    line: int
+    column: int
+    files: dict[str, str] = field(default_factory=dict)  # more files next to t.space
+    where: str = "t.space"  # the file the error is in
+
+
+CONV = "    conv = sep_conv(kernel=3)"
+EDGES = "    edges dense : o"
+OUTPUT = "    output concat(*)"
+DERIVE = "    derive topk(k=2, exclude=[none])"
+BODY = "    body normal * 2"
+OPSET = BASE[BASE.index("ops o {") : BASE.index("}\n") + 2]
+
+
+def importing(source: str) -> str:
+    """BASE with its op set `o` imported from `source` (line 1) instead of defined."""
+    return f"import o from {source}\n" + BASE.replace(OPSET, "")
+
+
+# fmt: off
+CASES = [
+    # ---- syntax ----
+    Case("syntax-missing-equals", edit(CONV, "    conv sep_conv(kernel=3)"),
+         "unexpected 'sep_conv'; expected '='", 6, 10),
+    Case("syntax-missing-comma", edit("kernel=3, channels=C", "kernel=3 channels=C"),
+         "unexpected 'channels'; expected ')' or ','", 17, 27),
+    Case("syntax-slash", edit("param C = 8", "param C = 8 / 2"), "unexpected character '/'", 2, 13),
+    Case("syntax-end-of-file", BASE.rstrip("}\n") + "\n", "unexpected end of file; expected", 19, 31),
+    # ---- calls against the catalogue ----
+    Case("unknown-primitive", edit(CONV, "    conv = sep_con(kernel=3)"),
+         "unknown primitive 'sep_con'", 6, 12),
+    Case("wrong-argument", edit(CONV, "    conv = sep_conv(size=3)"),
+         "sep_conv() takes no argument 'size'", 6, 21),
+    Case("missing-argument", edit(CONV, "    conv = dil_conv(kernel=3)"),
+         "dil_conv() is missing argument 'dilation'", 6, 12),
+    Case("argument-twice", edit(CONV, "    conv = sep_conv(kernel=3, kernel=5)"),
+         "argument 'kernel' given twice", 6, 31),
+    Case("argument-not-positive", edit(CONV, "    conv = sep_conv(kernel=0)"),
+         "'kernel' must be positive, got 0", 6, 28),
+    Case("argument-not-integer", edit(CONV, "    conv = sep_conv(kernel=2.5)"),
+         "expected an integer, got 2.5", 6, 28),
+    Case("argument-bad-choice", edit(CONV, "    conv = activation(fn=softplus)"),
+         "activation(): 'fn' cannot be softplus", 6, 26),
+    Case("zero-composed", edit(CONV, "    conv = zero >> sep_conv(kernel=3)"),
+         "'zero' cannot be composed", 6, 5),
+    # ---- names: parameters, op sets, ops, cells, nodes ----
+    Case("unknown-parameter", edit("    channels C", "    channels D"),
+         "unknown parameter 'D'", 16, 14),
+    Case("duplicate-parameter", edit("param C = 8", "param C = 8  param C = 4"),
+         "duplicate parameter 'C'", 2, 20),
+    Case("duplicate-op-set", append("ops o { x = zero }"),
+         "duplicate operation set 'o'", APPENDED_LINE, 5),
+    Case("empty-op-set", append("ops e { }"), "operation set 'e' is empty", APPENDED_LINE, 5),
+    Case("duplicate-op-in-set", edit("    skip = identity", "    none = identity"),
+         "duplicate operation 'none' in set 'o'", 5, 5),
+    Case("unknown-op-set", edit(EDGES, "    edges dense : oo"),
+         "unknown operation set 'oo'", 11, 19),
+    Case("duplicate-cell",
+         append("cell normal { inputs a nodes 1 edges dense : o output n0 derive argmax }"),
+         "duplicate cell 'normal'", APPENDED_LINE, 6),
+    Case("duplicate-node", edit("    inputs a, b", "    inputs a, a"),
+         "duplicate node 'a' in cell 'normal'", 9, 15),
+    Case("input-named-like-a-generated-node", edit("    inputs a, b", "    inputs n0, b"),
+         "input 'n0' clashes with the generated node name", 9, 5),
+    Case("unknown-node", edit(EDGES, EDGES + "  edge zz -> n1 : o"),
+         "unknown node 'zz' in cell 'normal'", 11, 27),
+    Case("unknown-cell-in-body", edit(BODY, "    body normall * 2"), "unknown cell 'normall'", 18, 10),
+    Case("neither-cell-nor-block", edit(BODY, BODY + ", conv_block"),
+         "'conv_block' is neither a cell nor a block", 18, 22),
+    Case("extends-unknown-cell", append("cell r extends nrm { stride 2 from inputs }"),
+         "unknown cell 'nrm'", APPENDED_LINE, 16),
+    Case("extends-itself", append("cell r extends r { stride 2 from inputs }"),
+         "cell 'r' extends itself", APPENDED_LINE, 16),
+    Case("space-named-twice", edit("space tiny", "space tiny space other"),
+         "a file declares its space name once", 1, 12),
+    # ---- the cell graph ----
+    Case("edge-from-later-node", edit(EDGES, EDGES + "  edge n1 -> n0 : o"),
+         "edge n1 -> n0 goes from a later node to an earlier one", 11, 27),
+    Case("edge-to-itself", edit(EDGES, EDGES + "  edge n0 -> n0 : o"),
+         "edge n0 -> n0 goes from a later node", 11, 27),
+    Case("edge-into-input", edit(EDGES, EDGES + "  edge n0 -> a : o"),
+         "edge into input node 'a'", 11, 33),
+    Case("duplicate-edge", edit(EDGES, EDGES + "  edge a -> n0 : o"), "duplicate edge a -> n0", 11, 27),
+    Case("mixed-op-sets",
+         edit(EDGES, "    edge a, b -> n0 : o  edge a, b, n0 -> n1 : p") + "ops p { z = zero }\n",
+         "cell 'normal' mixes operation sets o, p", 11, 48),
+    Case("no-intermediate-node", edit("    nodes 2", "    nodes 0"),
+         "a cell needs at least one intermediate node", 10, 5),
+    Case("missing-statement", edit(DERIVE, ""), "cell 'normal' has no 'derive' statement", 8, 6),
+    Case("statement-twice", edit(OUTPUT, OUTPUT + "  output n1"),
+         "cell 'normal' has more than one 'output' statement", 12, 23),
+    Case("output-over-undefined-node", edit(OUTPUT, "    output concat(n0, n7)"),
+         "the output reduces over 'n7', which is not an intermediate node", 12, 23),
+    Case("output-names-node-twice", edit(OUTPUT, "    output concat(n0, n0)"),
+         "the output names a node twice", 12, 5),
+    Case("unknown-reduction", edit(OUTPUT, "    output stack(*)"), "unknown reduction 'stack'", 12, 12),
+    Case("stride-from-non-input", edit(OUTPUT, OUTPUT + "  stride 2 from n0"),
+         "stride on edges leaving 'n0', which is not an input", 12, 37),
+    Case("stride-not-1-or-2", edit(OUTPUT, OUTPUT + "  stride 3 from inputs"),
+         "stride must be 1 or 2, got 3", 12, 23),
+    # ---- derivation ----
+    Case("topk-larger-than-candidates", edit(DERIVE, "    derive topk(k=3, exclude=[none])"),
+         "topk(k=3) but node 'n0' has only 2 candidate edges", 13, 12),
+    Case("exclude-not-in-set", edit(DERIVE, "    derive topk(k=2, exclude=[nothing])"),
+         "derivation excludes 'nothing', which is not in operation set 'o'", 13, 31),
+    Case("exclude-everything", edit(DERIVE, "    derive topk(k=2, exclude=[none, skip, conv])"),
+         "the derivation excludes every operation of the set", 13, 5),
+    Case("limit-not-in-set", edit(DERIVE, DERIVE + "  limit sep <= 2"),
+         "limit on 'sep', which is not in operation set 'o'", 13, 45),
+    Case("unknown-derivation-rule", edit(DERIVE, "    derive best"),
+         "unknown derivation rule 'best'", 13, 12),
+    # ---- the network ----
+    Case("unknown-network-setting", edit("    channels C", "    channels C  dropout 3"),
+         "unknown setting 'dropout'", 16, 17),
+    Case("setting-twice", edit("    channels C", "    channels C  channels 4"),
+         "setting 'channels' given twice", 16, 17),
+    Case("unknown-network-kind", edit("network image_classifier", "network image_classifer"),
+         "unknown network kind 'image_classifer'", 15, 9),
+    Case("missing-setting", edit("    head classifier(classes=10)", ""),
+         "the image_classifier has no 'head' setting", 15, 9),
+    Case("no-network", BASE.split("network")[0], "the space declares no network", 1, 1),
+    Case("division-by-zero", edit("param C = 8", "param C = 8 // 0"), "division by zero", 2, 11),
+    Case("division-by-zero-in-body", edit(BODY, "    body normal * (2 // (C - C))"),
+         "division by zero", 18, 20),
+    Case("position-out-of-range", edit(BODY, BODY + " with normal at [2]"),
+         "position 2 is outside 0 .. 1", 18, 37),
+    Case("negative-position", edit(BODY, BODY + " with normal at [-1]"),
+         "position -1 is outside 0 .. 1", 18, 37),
+    Case("position-twice", edit(BODY, BODY + " with normal at [1, 1]"),
+         "the same position is listed twice", 18, 36),
+    Case("unknown-replacement-cell", edit(BODY, BODY + " with reduce at [1]"),
+         "unknown cell 'reduce'", 18, 26),
+    Case("cell-run-count-zero", edit(BODY, "    body normal * 0"),
+         "a cell run needs a positive count, got 0", 18, 19),
+    Case("block-stride-3", edit(BODY, BODY + ", res_block(stride=3)"),
+         "a block's stride must be 1 or 2, got 3", 18, 22),
+    # IR lint: the layout cannot feed a 24-channel stem into identity-preprocessed 8-wide cells.
+    Case("preprocess-identity-width",
+         edit("channels=C)", "channels=3 * C)  preprocess identity"),
+         "`preprocess identity` needs inputs of 8 channels", 15, 1),
+    # ---- imports (files next to t.space) ----
+    Case("import-missing-file", importing('"missing.space"'),
+         "import: no such file 'missing.space'", 1, 15),
+    Case("import-itself", importing('"t.space"'), "a space cannot import itself", 1, 15),
+    Case("import-cycle", importing('"lib.space"'), "import cycle through 't.space'",
+         1, 15, files={"lib.space": 'import o from "t.space"\n'}, where="lib.space"),
+    Case("import-unknown-shipped-space", importing("dartz_cnn"),
+         "import: no shipped space 'dartz_cnn'", 1, 15),
+    Case("import-undefined-set", importing("darts_cnn"),
+         "'darts_cnn' defines no operation set 'o'", 1, 8),
+    Case("error-inside-imported-file", importing('"lib.space"'),
+         "unknown primitive 'identiti'", 2, 12,
+         files={"lib.space": "ops o { none = zero\n    skip = identiti }\n"}, where="lib.space"),
+]
+# A candidate from the wrong domain should be flagged at the primitive, like every other call.
+DOMAIN_CASE = Case("primitive-of-another-domain", edit(CONV, "    conv = activation(fn=tanh)"),
+                   "'activation' is a sequence primitive", 6, 12)
+# fmt: on
+
+TABLE = [pytest.param(case, id=case.id) for case in CASES] + [
+    pytest.param(
+        DOMAIN_CASE,
+        id=DOMAIN_CASE.id,
+    )
+]
+
+
+def load_case(case: Case, tmp_path):
+    for name, text in case.files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    path = tmp_path / "t.space"
+    path.write_text(case.text, encoding="utf-8")
+    return spacec.load(str(path))
+
+
+def test_table_is_large_enough():
+    assert len(CASES) >= 25
+    assert len({case.id for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", TABLE)
+def test_malformed_space_reports_position_and_snippet(case: Case, tmp_path):
+    with pytest.raises(SpaceError) as caught:
+        load_case(case, tmp_path)
+    error = caught.value
+    matching = [d for d in error.diagnostics if case.message in d.message]
+    assert matching, f"no diagnostic says {case.message!r}:\n{error}"
+    diagnostic = matching[0]
+    assert diagnostic.span.path.endswith(case.where)
+    assert (diagnostic.span.line, diagnostic.span.column) == (case.line, case.column), str(error)
+    # Rendered compiler-style: `path:line:col: error: message`, the source line, a caret line.
+    rendered = diagnostic.render(error.sources).splitlines()
+    assert rendered[0] == f"{diagnostic.span}: error: {diagnostic.message}"
+    source_line = (tmp_path / case.where).read_text().splitlines()[case.line - 1]
+    assert rendered[1] == "    " + source_line
+    caret = rendered[2]
+    assert caret.startswith("    " + " " * (case.column - 1) + "^")
+    assert set(caret.strip()) <= {"^", "~"}
+    assert len(caret.strip()) == max(diagnostic.span.length, 1)
+    assert "\n".join(rendered) in str(error)
+
+
+def test_every_table_edit_changes_base():
+    assert all(case.text != BASE for case in CASES)
+
+
+def test_base_is_valid(tmp_path):
+    (tmp_path / "t.space").write_text(BASE)
+    compiled = spacec.load(str(tmp_path / "t.space"))
+    assert [cell.name for cell in compiled.spec.cells] == ["normal"]
+
+
+def test_hints_name_the_closest_choice(tmp_path):
+    case = next(c for c in CASES if c.id == "unknown-primitive")
+    with pytest.raises(SpaceError) as caught:
+        load_case(case, tmp_path)
+    assert "hint: did you mean 'sep_conv'? known primitives:" in str(caught.value)
+
+
+# ---- several errors at once --------------------------------------------------------------------
+def test_all_errors_of_a_file_are_reported_sorted_by_position(tmp_path):
+    text = BASE
+    text = text.replace(DERIVE, "    derive topk(k=2, exclude=[nothing])")  # 13:31
+    text = text.replace("    channels C", "    channels D")  # 16:14
+    text = text.replace(CONV, "    conv = sep_conv(size=3)")  # 6:21
+    text = text.replace("param C = 8", "param C = 8  param C = 9")  # 2:20
+    (tmp_path / "t.space").write_text(text)
+    with pytest.raises(SpaceError) as caught:
+        spacec.load(str(tmp_path / "t.space"))
+    positions = [(d.span.line, d.span.column) for d in caught.value.diagnostics]
+    assert positions == [(2, 20), (6, 21), (13, 31), (16, 14)]
+    rendered = str(caught.value)
+    order = [rendered.index(f"t.space:{line}:{column}:") for line, column in positions]
+    assert order == sorted(order)
+
+
+# ---- parameter overrides ---------------------------------------------------------------------
+def test_unknown_set_parameter_names_the_known_ones(tmp_path):
+    (tmp_path / "t.space").write_text(BASE)
+    with pytest.raises(SpaceError) as caught:
+        spacec.load(str(tmp_path / "t.space"), D=3)
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.message == "--set D: no such parameter"
+    assert (diagnostic.span.line, diagnostic.span.column) == (0, 0)
+    assert str(caught.value) == (
+        "<command line>: error: --set D: no such parameter\nhint: known parameters: C"
+    )
+
+
+def test_set_float_for_an_integer_points_at_its_uses(tmp_path):
+    (tmp_path / "t.space").write_text(BASE)
+    with pytest.raises(SpaceError) as caught:
+        spacec.load(str(tmp_path / "t.space"), C=2.5)
+    assert [(d.span.line, d.span.column) for d in caught.value.diagnostics] == [(16, 14), (17, 37)]
+    assert "parameter 'C' is 2.5, expected an integer" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        (["C"], "--set C: expected NAME=NUMBER"),
+        (["=3"], "--set =3: expected NAME=NUMBER"),
+        (["C=abc"], "--set C=abc: 'abc' is not a number"),
+        (["1C=3"], "expected NAME=NUMBER"),
+    ],
+)
+def test_malformed_set_option(pairs, message):
+    with pytest.raises(SpaceError) as caught:
+        parse_overrides(pairs)
+    assert str(caught.value).startswith("<command line>: error: --set ")
+    assert message in str(caught.value)
+
+
+def test_set_option_values():
+    assert parse_overrides(["C=36", "lr = 0.5"]) == {"C": 36, "lr": 0.5}
+
+
+# ---- no error cascades -----------------------------------------------------------------------
+CASCADES = [
+    pytest.param(edit(OUTPUT, "    output stack(*)"), id="invalid-cell-then-used-in-body"),
+    pytest.param(edit("param C = 8", "param C = 8 // 0"), id="invalid-parameter-then-used"),
+    pytest.param(edit(EDGES, "    edges dense : oo"), id="unknown-op-set-in-a-cell"),
+    pytest.param(importing('"missing.space"'), id="failed-import-then-used"),
+]
+
+
+@pytest.mark.parametrize("text", CASCADES)
+def test_one_mistake_gives_one_error(text, tmp_path):
+    (tmp_path / "t.space").write_text(text)
+    with pytest.raises(SpaceError) as caught:
+        spacec.load(str(tmp_path / "t.space"))
+    assert len(caught.value.diagnostics) == 1, str(caught.value)
+
+
+# ---- the command line ------------------------------------------------------------------------
+BAD = edit(CONV, "    conv = sep_con(kernel=3)")
+
+
+def test_cli_check_of_a_bad_space_exits_2_without_traceback(tmp_path):
+    (tmp_path / "bad.space").write_text(BAD)
+    result = CliRunner().invoke(main, ["check", str(tmp_path / "bad.space")])
+    assert result.exit_code == 2, result.output
+    assert "bad.space:6:12: error: unknown primitive 'sep_con'" in result.stderr
+    assert "^~~~~~~" in result.stderr
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def test_cli_unknown_set_parameter_exits_2():
+    result = CliRunner().invoke(main, ["check", "darts_cnn", "--set", "widht=3"])
+    assert result.exit_code == 2
+    assert "--set widht: no such parameter" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_cli_missing_file_exits_2(tmp_path):
+    result = CliRunner().invoke(main, ["compile", str(tmp_path / "nowhere.space")])
+    assert result.exit_code == 2
+    assert "no such file" in result.stderr
+
+
+def test_real_process_check_of_a_bad_space(tmp_path):
+    (tmp_path / "bad.space").write_text(BAD)
+    done = subprocess.run(
+        [sys.executable, "-m", "spacec.cli", "check", "bad.space"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.startswith("bad.space:6:12: error: unknown primitive 'sep_con'\n")
+    assert "Traceback" not in done.stderr

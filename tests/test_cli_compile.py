@@ -1,0 +1,143 @@
+"""The compiler's command line: list, check, compile (source, dag, dot, listing) and info."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import networkx as nx
+import pytest
+from click.testing import CliRunner
+
+import spacec
+from spacec import __version__
+from spacec.cli import main
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+SHIPPED = sorted(spacec.shipped_spaces())
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def spacec_cli(*args: str) -> str:
+    """Run the CLI in-process; return its standard output (asserting exit status 0)."""
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    return result.stdout
+
+
+def test_version():
+    assert __version__ in spacec_cli("--version")
+
+
+def test_list_names_every_shipped_space_with_its_summary():
+    lines = spacec_cli("list").splitlines()
+    assert [line.split()[0] for line in lines] == SHIPPED
+    for line in lines:
+        assert len(line.split(None, 1)) == 2, f"no summary: {line!r}"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_check_shipped_space(name, compiled):
+    out = spacec_cli("check", name)
+    assert out.startswith(f"spaces/{name}.space: ok ({name}: ")
+    for cell in compiled(name).spec.cells:
+        assert f"{cell.name} [{len(cell.edges)}, " in out
+
+
+def test_compile_to_a_file_writes_the_module(tmp_path, compiled):
+    target = tmp_path / "out" / "darts_cnn_supernet.py"  # the folder does not exist yet
+    assert spacec_cli("compile", "darts_cnn", "-o", str(target)) == ""
+    assert target.read_text() == compiled("darts_cnn").source
+    assert [p.name for p in target.parent.iterdir()] == [target.name]  # no temporary left over
+
+
+def test_compile_to_stdout_is_the_source(compiled):
+    assert spacec_cli("compile", "nas_bench_201") == compiled("nas_bench_201").source
+
+
+def test_shipped_name_and_path_give_the_same_output():
+    path = str(spacec.shipped_spaces()["darts_cnn"])
+    for emit in ("source", "listing", "dag", "dot"):
+        assert spacec_cli("compile", "darts_cnn", "--emit", emit) == spacec_cli(
+            "compile", path, "--emit", emit
+        )
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_emit_dag_is_node_link_json_per_cell(name, compiled):
+    data = json.loads(spacec_cli("compile", name, "--emit", "dag"))
+    space = compiled(name)
+    assert data["space"] == name and data["sha256"] == space.spec.sha256
+    assert set(data["cells"]) == set(space.dag)
+    for cell, link in data["cells"].items():
+        graph = nx.node_link_graph(link, edges="edges")
+        original = space.dag[cell]
+        assert graph.is_directed()
+        assert set(graph.nodes) == set(original.nodes)
+        assert set(graph.edges) == set(original.edges)
+        for u, v, attrs in original.edges(data=True):
+            assert graph.edges[u, v]["kind"] == attrs["kind"]
+            if attrs["kind"] == "searched":
+                assert graph.edges[u, v]["row"] == attrs["row"]
+        assert graph.graph["ops"] == list(original.graph["ops"])
+
+
+def test_emit_dot_has_a_cluster_per_cell(compiled):
+    dot = spacec_cli("compile", "darts_cnn", "--emit", "dot")
+    assert dot.startswith('digraph "darts_cnn" {\n') and dot.endswith("}\n")
+    assert dot.count("{") == dot.count("}")
+    for cell in ("normal", "reduce"):
+        assert f'subgraph "cluster_{cell}" {{' in dot
+        for row in range(14):
+            assert f'[style=dashed, label="α{row}"];' in dot
+    assert dot.count("style=dashed") == 28
+    assert dot.count("color=gray") == 8  # 4 output edges per cell
+
+
+def test_emit_listing_matches_the_golden_file():
+    golden = GOLDEN / "darts_cnn.listing"
+    listing = spacec_cli("compile", "darts_cnn", "--emit", "listing")
+    assert listing == golden.read_text(encoding="utf-8"), (
+        "the darts_cnn IR listing changed; if intended, review and regenerate with\n"
+        "  spacec compile darts_cnn --emit listing > tests/golden/darts_cnn.listing"
+    )
+
+
+def test_info_json_reports_weights_and_alpha_shapes():
+    report = json.loads(spacec_cli("info", "darts_cnn", "--json"))
+    assert report["space"] == "darts_cnn"
+    assert report["supernet_weights"] == 1_930_618
+    assert report["alpha_parameters"] == 2 * 14 * 8
+    assert report["parameters"] == {"C": 16, "layers": 8, "classes": 10, "stem_multiplier": 3}
+    assert {name: cell["alpha_shape"] for name, cell in report["cells"].items()} == {
+        "normal": [14, 8],
+        "reduce": [14, 8],
+    }
+    assert report["cells"]["reduce"]["reduction"] and not report["cells"]["normal"]["reduction"]
+    assert report["cells"]["normal"]["ops"][0] == "none"
+
+
+def test_set_overrides_change_the_weight_count():
+    default = json.loads(spacec_cli("info", "darts_cnn", "--json", "--set", "layers=5"))
+    narrow = json.loads(
+        spacec_cli("info", "darts_cnn", "--json", "--set", "layers=5", "--set", "C=8")
+    )
+    assert narrow["parameters"]["C"] == 8 and default["parameters"]["C"] == 16
+    assert narrow["supernet_weights"] < default["supernet_weights"]
+    assert narrow["cells"] == default["cells"]  # the DAGs do not depend on the width
+
+
+def test_info_text():
+    out = spacec_cli(
+        "info", "darts_rnn", "--set", "ntoken=100", "--set", "ninp=8", "--set", "nhid=8"
+    )
+    assert "space darts_rnn (spaces/darts_rnn.space)" in out
+    assert "cell recurrent: α [36, 5], 9 nodes, 36 searched edges; ops: none, tanh" in out
+
+
+def test_set_changes_the_compiled_source():
+    source = spacec_cli("compile", "darts_cnn", "--set", "C=8")
+    assert "def __init__(self, C=8, layers=8, classes=10, stem_multiplier=3):" in source
+    assert "# parameters: C=8, layers=8, classes=10, stem_multiplier=3" in source
