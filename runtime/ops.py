@@ -72,6 +72,53 @@ def _check_positive(op: str, what: str, value: int) -> None:
         raise ValueError(f"{op}: {what} must be a positive integer, got {value!r}")
 
 
+class PointwiseConv2d(nn.Conv2d):
+    """A 1x1 convolution; with stride s it convolves the input subsampled by s, which is the
+    same arithmetic. This also keeps strided 1x1 convolutions off a oneDNN path whose backward
+    corrupts the heap on channels_last inputs (seen with torch 2.14.1 on the CPU: glibc aborts
+    with "free(): invalid next size" in FactorizedReduce's backward)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_size != (1, 1) or self.padding != (0, 0) or self.stride == (1, 1):
+            return super().forward(x)
+        sampled = x[:, :, :: self.stride[0], :: self.stride[1]]
+        sampled = sampled.contiguous(memory_format=torch.channels_last)
+        return F.conv2d(sampled, self.weight, self.bias, 1, 0, self.dilation, self.groups)
+
+
+class DilatedDepthwiseConv2d(nn.Conv2d):
+    """A dilated depthwise convolution computed on polyphase sub-images. Same parameters, same
+    result (up to summation order) as nn.Conv2d, much faster to differentiate on the CPU.
+
+    With dilation d, stride 1 and "same" padding, the output at phase (p, q) (pixels with
+    i % d == p, j % d == q) depends only on the input's phase (p, q), through an undilated
+    convolution with padding (k - 1) // 2; with stride d only phase (0, 0) is read. The d * d
+    phases are stacked on the batch axis, so one undilated depthwise convolution, whose backward
+    oneDNN computes several times faster than the dilated one's, does the work.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.dilation[0]
+        k, stride = self.kernel_size[0], self.stride[0]
+        n, c, h, w = x.shape
+        polyphase = (
+            d > 1 and self.dilation == (d, d) and self.kernel_size == (k, k) and k % 2 == 1
+            and self.padding == (d * (k - 1) // 2,) * 2 and self.stride == (stride, stride)
+            and stride in (1, d) and h % d == 0 and w % d == 0 and self.groups == c
+        )  # fmt: skip
+        if not polyphase:
+            return super().forward(x)
+        pad = (k - 1) // 2
+        if stride == d:
+            return F.conv2d(x[:, :, ::d, ::d], self.weight, self.bias, 1, pad, 1, self.groups)
+        # Work in NHWC views so channels_last inputs stay channels_last without copies in conv2d.
+        nhwc = x.permute(0, 2, 3, 1).reshape(n, h // d, d, w // d, d, c)
+        phases = nhwc.permute(0, 2, 4, 1, 3, 5).reshape(n * d * d, h // d, w // d, c)
+        out = F.conv2d(phases.permute(0, 3, 1, 2), self.weight, self.bias, 1, pad, 1, self.groups)
+        out = out.permute(0, 2, 3, 1).reshape(n, d, d, h // d, w // d, c)
+        return out.permute(0, 3, 1, 4, 2, 5).reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+
 class Zero(nn.Module):
     """DARTS 'none': zeros shaped like the op's output, still attached to the input's graph."""
 
@@ -103,8 +150,8 @@ class FactorizedReduce(nn.Module):
         if C_out % 2:
             raise ValueError(f"factorized_reduce: C_out must be even, got {C_out}")
         self.relu = _input_relu(input_relu)
-        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
-        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
+        self.conv_1 = PointwiseConv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
+        self.conv_2 = PointwiseConv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,7 +174,10 @@ class ReLUConvBN(nn.Module):
         super().__init__()
         self.op = nn.Sequential(
             _input_relu(input_relu),
-            nn.Conv2d(C_in, C_out, kernel, stride=stride, padding=padding, bias=False),
+            # A 1x1 kernel takes the subsampling route (see PointwiseConv2d); others are plain.
+            (PointwiseConv2d if kernel == 1 else nn.Conv2d)(
+                C_in, C_out, kernel, stride=stride, padding=padding, bias=False
+            ),
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
@@ -152,7 +202,7 @@ class DilConv(nn.Module):
         super().__init__()
         self.op = nn.Sequential(
             _input_relu(input_relu),
-            nn.Conv2d(
+            DilatedDepthwiseConv2d(
                 C_in,
                 C_in,
                 kernel,

@@ -208,8 +208,11 @@ def test_composition_reduces_in_its_first_step_only():
 
 
 def test_wrong_argument_names_the_primitive_and_its_arguments():
-    with pytest.raises(TypeError, match=r"dil_conv\(\) got unexpected argument\(s\) size; "
-                       r"valid arguments: kernel, dilation"):
+    with pytest.raises(
+        TypeError,
+        match=r"dil_conv\(\) got unexpected argument\(s\) size; "
+        r"valid arguments: kernel, dilation",
+    ):
         build_op([("dil_conv", {"kernel": 3, "size": 2})], C, C, 1, False)
     with pytest.raises(TypeError, match=r"sep_conv\(\) missing argument\(s\) kernel"):
         build_op([("sep_conv", {})], C, C, 1, False)
@@ -268,9 +271,7 @@ def test_mixed_edge_equals_the_naive_weighted_sum(candidate_set, stride):
     out = edge(x, alpha.softmax(0))
     grads = torch.autograd.grad(out.square().sum(), [x, alpha, *edge.parameters()])
     expected = sum(w * op(x) for w, op in zip(alpha.softmax(0), naive, strict=True))
-    expected_grads = torch.autograd.grad(
-        expected.square().sum(), [x, alpha, *naive.parameters()]
-    )
+    expected_grads = torch.autograd.grad(expected.square().sum(), [x, alpha, *naive.parameters()])
 
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
     for got, want in zip(grads, expected_grads, strict=True):
@@ -352,7 +353,13 @@ def test_auxiliary_heads_match_darts():
     assert n_params(cifar) == 404746
     assert n_params(imagenet) == 404746 - 1536
     assert [type(m).__name__ for m in imagenet.features] == [
-        "ReLU", "AvgPool2d", "Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "ReLU"
+        "ReLU",
+        "AvgPool2d",
+        "Conv2d",
+        "BatchNorm2d",
+        "ReLU",
+        "Conv2d",
+        "ReLU",
     ]
 
 
@@ -361,3 +368,47 @@ def test_stems_are_always_affine_and_check_their_stride():
     assert stem[1].affine and n_params(stem) == 3 * 48 * 9 + 2 * 48
     with pytest.raises(ValueError, match="stride 4"):
         BLOCKS["stem_imagenet"].builder(3, 48, 2, True)
+
+
+# ---- the faster, same-arithmetic convolutions ---------------------------------------------------
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    ("kernel", "stride", "size"), [(3, 1, 8), (5, 1, 8), (3, 2, 8), (5, 2, 6), (3, 1, 7)]
+)
+def test_dilated_depthwise_matches_nn_conv2d(kernel, stride, size, channels_last):
+    from runtime.ops import DilatedDepthwiseConv2d
+
+    torch.manual_seed(0)
+    C, pad = 4, 2 * (kernel - 1) // 2
+    fast = DilatedDepthwiseConv2d(C, C, kernel, stride, pad, dilation=2, groups=C, bias=False)
+    plain = nn.Conv2d(C, C, kernel, stride, pad, dilation=2, groups=C, bias=False).double()
+    fast = fast.double()
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(2, C, size, size, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = fast(x1), plain(x2)
+    torch.testing.assert_close(y1, y2)
+    (y1 * y1).sum().backward()
+    (y2 * y2).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad)
+    torch.testing.assert_close(fast.weight.grad, plain.weight.grad)
+
+
+@pytest.mark.parametrize("size", [8, 7])
+def test_pointwise_stride_two_matches_nn_conv2d(size):
+    from runtime.ops import PointwiseConv2d
+
+    torch.manual_seed(0)
+    fast = PointwiseConv2d(6, 4, 1, stride=2, padding=0, bias=False).double()
+    plain = nn.Conv2d(6, 4, 1, stride=2, padding=0, bias=False).double()
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 6, size, size, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last
+    )
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    torch.testing.assert_close(fast(x1), plain(x2))
+    fast(x1).pow(2).sum().backward()
+    plain(x2).pow(2).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad)
