@@ -73,6 +73,9 @@ _KNOWN_ERRORS = (
     ("runtime.config", "ConfigError"),
     ("runtime.checkpoint", "CheckpointError"),
     ("runtime.train", "TrainingError"),
+    ("runtime.run", "TrainingError"),
+    ("runtime.show", "DrawingError"),
+    ("runtime.export", "ExportError"),
 )
 
 
@@ -101,8 +104,10 @@ def main(verbose: int) -> None:
 @main.command("list")
 def list_spaces() -> None:
     """The spaces shipped with spacec, one line each."""
-    for name, path in shipped_spaces().items():
-        click.echo(f"{name:<16} {_summary(path)}")
+    spaces = shipped_spaces()
+    width = max(map(len, spaces), default=0) + 2
+    for name, path in spaces.items():
+        click.echo(f"{name:<{width}}{_summary(path)}")
 
 
 def _summary(path: Path) -> str:
@@ -256,6 +261,18 @@ def space_report(compiled) -> dict:
         "cells": cells,
     }
 
+
+from spacec.cli_search import derive, search  # noqa: E402
+
+main.add_command(search)
+main.add_command(derive)
+
+from spacec.cli_train import export_command, select_command, show, train  # noqa: E402
+
+main.add_command(train)
+main.add_command(select_command)
+main.add_command(show)
+main.add_command(export_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -28,7 +28,9 @@ def test_genotype_module_is_pure_python():
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
-    assert imported <= {"__future__", "difflib", "json", "collections", "dataclasses", "typing"}
+    assert imported <= {
+        "__future__", "difflib", "json", "collections", "dataclasses", "typing", "pathlib"
+    }
 
 
 def test_preset_names():

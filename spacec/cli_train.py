@@ -1,0 +1,208 @@
+"""`spacec train`, `spacec select`, `spacec show` and `spacec export`: derived networks.
+
+Registered on the `spacec` group at the bottom of spacec/cli.py. Like spacec.cli_search, this
+module imports the runtime (torch) only when a command runs, so `import spacec` stays torch-free.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from spacec.cli_search import _reject_with_resume, _space_reference, set_option, user_errors
+from spacec.load import parse_overrides
+
+# CLI option -> dotted config key (runtime.train.TrainConfig); unset options keep the preset's.
+OPTION_KEYS = {
+    "data": "data.name",
+    "data_dir": "data.data_dir",
+    "seed": "run.seed",
+    "epochs": "optim.epochs",
+    "batch_size": "data.batch_size",
+    "limit": "data.limit",
+    "device": "run.device",
+    "out": "run.out",
+    "checkpoint_every": "run.checkpoint_every",
+    "threads": "run.threads",
+}
+EXPORT_FORMATS = ("torchscript", "onnx")
+
+
+def _config_overrides(space: str | None, sets: tuple[str, ...], assignments: tuple[str, ...],
+                      options: dict[str, Any]) -> dict[str, Any]:
+    """The command line's options as dotted overrides of a training configuration."""
+    from runtime.config import parse_assignment
+
+    overrides: dict[str, Any] = dict(parse_assignment(text) for text in assignments)
+    if space is not None:
+        overrides["space.name"] = _space_reference(space)
+    for option, key in OPTION_KEYS.items():
+        value = options.get(option)
+        if value is None:
+            continue
+        if option == "data_dir":
+            value = str(Path(value).expanduser().resolve())
+        elif option == "out":
+            value = str(value)
+        overrides[key] = value
+    for name, value in parse_overrides(sets).items():
+        overrides[f"space.overrides.{name}"] = value
+    return overrides
+
+
+def _training_options(command):
+    """Options shared by train and select."""
+    options = [
+        click.option("--data", help="Dataset: sample (embedded CIFAR-10 subset), cifar10, "
+                     "imagefolder, imagenet."),
+        click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Where the dataset lives (cifar10 is downloaded there when absent)."),
+        click.option("--seed", type=int, help="Seed of weights, data order and augmentation."),
+        click.option("--epochs", type=int, help="Training epochs."),
+        click.option("--batch-size", type=int, help="Images per batch."),
+        click.option("--limit", type=int, help="Use only the first N training images."),
+        click.option("--device", help="cpu, cuda or cuda:N."),
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+                     help="Parent folder of the run directory.  [config default: runs]"),
+        click.option("--checkpoint-every", type=int, help="Also checkpoint every N steps."),
+        click.option("--threads", type=int, help="CPU threads for torch."),
+        set_option,
+        click.option("--cfg", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
+                     help="Set any config field (repeatable), e.g. --cfg optim.lr=0.05."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@click.command()
+@click.argument("space", required=False)
+@click.option("--genotype", metavar="GENOTYPE",
+              help="The architecture: a preset (DARTS_V2), a genotype.json file or a search "
+                   "run directory.")
+@click.option("--config", "config_name", default="quick", show_default=True,
+              help="A preset (quick: minutes on a laptop; paper: the DARTS CIFAR-10 "
+                   "evaluation; imagenet: the mobile setting) or a YAML file.")
+@_training_options
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
+              help="Continue the run in this directory from its last checkpoint.")
+@click.pass_context
+@user_errors
+def train(ctx: click.Context, space: str | None, genotype: str | None, config_name: str,
+          sets: tuple[str, ...], assignments: tuple[str, ...], resume: Path | None, quiet: bool,
+          **options: Any) -> None:
+    """Train the derived network of a genotype in SPACE from scratch (DARTS Sect. 3.2).
+
+    Writes a run directory (config.yaml, genotype.json, metrics.jsonl, checkpoint.pt, best.pt,
+    report.json) and prints the report: test accuracy, parameters, multiply-adds, time.
+    """
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from runtime.train import (
+        describe_report,
+        load_train_config,
+        resume_training,
+        start_training,
+    )
+
+    with logging_redirect_tqdm():
+        if resume is not None:
+            _reject_with_resume(ctx)
+            result = resume_training(resume, device=options["device"], quiet=quiet)
+        else:
+            if space is None or genotype is None:
+                raise click.UsageError("give a SPACE and --genotype GENOTYPE (or --resume RUN_DIR)")
+            cfg = load_train_config(config_name,
+                                    _config_overrides(space, sets, assignments, options))
+            result = start_training(cfg, genotype, quiet=quiet)
+    for line in describe_report(result.report):
+        click.echo(line)
+
+
+@click.command("select")
+@click.argument("candidates", nargs=-1, required=True)
+@click.option("--space", help="Space for candidates that are not run directories "
+              "(a run directory's own space is used otherwise).  [config default: darts_cnn]")
+@click.option("--config", "config_name", default="quick", show_default=True,
+              help="A selection preset (quick; paper: 100 epochs on CIFAR-10, C=16, 8 cells) "
+                   "or a YAML file.")
+@_training_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the JSON summary here.")
+@user_errors
+def select_command(candidates: tuple[str, ...], space: str | None, config_name: str,
+                   sets: tuple[str, ...], assignments: tuple[str, ...], output: Path | None,
+                   quiet: bool, **options: Any) -> None:
+    """Pick the best of several search runs by validation accuracy (DARTS Sect. 3.2).
+
+    Each CANDIDATE (a search run directory, a genotype.json or a preset) is trained briefly from
+    scratch and evaluated on a held-out part of the training set, never on the test set.
+    """
+    import json
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from runtime.select import describe_selection, load_select_config, select
+    from spacec.files import atomic_write_text
+
+    cfg = load_select_config(config_name, _config_overrides(space, sets, assignments, options))
+    with logging_redirect_tqdm():
+        summary = select(candidates, cfg, quiet=quiet)
+    if output is not None:
+        atomic_write_text(output, json.dumps(summary, indent=2) + "\n")
+    for line in describe_selection(summary):
+        click.echo(line)
+
+
+@click.command()
+@click.argument("reference")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="The drawing (.png, .svg or .pdf). Without it, a run directory gets "
+                   "cell_<type>.png (and alpha_<type>.png for a search) inside it.")
+@click.option("--cell", "cells", multiple=True, metavar="TYPE",
+              help="Draw only this cell type (repeatable).")
+@click.option("--engine", type=click.Choice(["auto", "dot", "matplotlib"]), default="auto",
+              show_default=True, help="auto: Graphviz's dot when installed, else matplotlib.")
+@user_errors
+def show(reference: str, output: Path | None, cells: tuple[str, ...], engine: str) -> None:
+    """Draw the cells of a genotype: a preset, a genotype.json file or a run directory."""
+    from runtime.genotype import resolve
+    from runtime.show import draw_genotype, draw_run
+
+    if output is None:
+        if not Path(reference).expanduser().is_dir():
+            raise click.UsageError(f"{reference} is not a run directory; say where to draw it "
+                                   "with -o FILE (.png, .svg or .pdf)")
+        if cells or engine != "auto":
+            raise click.UsageError("--cell and --engine apply with -o FILE")
+        written = draw_run(Path(reference).expanduser())
+    else:
+        written = [draw_genotype(resolve(reference), output, cells or None, engine)]
+    for path in written:
+        click.echo(str(path))
+
+
+@click.command("export")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), required=True,
+              help="torchscript (torch.jit.trace) or onnx (needs the 'export' extra).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The exported file.")
+@click.option("--checkpoint", "which", type=click.Choice(["last", "best"]), default="last",
+              show_default=True, help="For a run directory: checkpoint.pt (the final weights) "
+                                      "or best.pt (the epoch with the best test accuracy).")
+@user_errors
+def export_command(source: Path, fmt: str, output: Path, which: str) -> None:
+    """Export a trained network (a `spacec train` run directory or checkpoint file).
+
+    The exported model is run on a random batch and must match PyTorch's outputs.
+    """
+    from runtime.export import export
+
+    result = export(source, fmt, output, which)
+    check = ("not checked numerically" if result.max_abs_diff is None
+             else f"max |Δ| vs PyTorch {result.max_abs_diff:.2e} ({result.checked_with})")
+    click.echo(f"wrote {result.path} ({result.format}; {check})")

@@ -1,0 +1,178 @@
+"""Search configuration: presets, YAML round trips, overrides, and the errors a user can make."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from runtime.architect import ARCH_MODES, ARCH_ORDERS, ArchConfig
+from runtime.config import (
+    SCHEDULES,
+    ConfigError,
+    OptimConfig,
+    RunConfig,
+    SearchConfig,
+    SpaceConfig,
+    apply_overrides,
+    from_dict,
+    load_config,
+    parse_assignment,
+    presets,
+    read_config,
+    to_dict,
+    to_yaml,
+    write_config,
+)
+from runtime.data import ImageData
+from runtime.search import LR_SCHEDULES
+from spacec import cli_search
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_presets_ship_quick_and_paper():
+    assert {"quick", "paper"} <= set(presets())
+
+
+def test_paper_preset_is_the_papers_setting():
+    cfg = load_config("paper")
+    assert cfg.optim == OptimConfig()  # train_search.py: 50 epochs, lr 0.025 -> 0.001, ...
+    assert cfg.data.batch_size == 64 and cfg.data.name == "sample"
+    assert cfg.space == SpaceConfig()  # darts_cnn at its declared C=16, layers=8
+    assert cfg.arch == ArchConfig(order=2)
+
+
+def test_quick_preset_is_a_small_real_search():
+    cfg = load_config("quick")
+    assert cfg.space.name == "darts_cnn"
+    assert cfg.optim.epochs >= 1 and cfg.arch.mode == "bilevel"
+    assert cfg.data.name == "sample"
+
+
+def test_yaml_round_trip_of_every_field(tmp_path):
+    cfg = SearchConfig(
+        space=SpaceConfig(name="nas_bench_201", overrides={"C": 4}, optional_overrides={"N": 1}),
+        data=ImageData(batch_size=8, limit=40, train_portion=0.625, cutout=4),
+        optim=OptimConfig(epochs=3, lr=0.05, grad_clip=None, schedule="constant"),
+        arch=ArchConfig(order=2, betas=(0.9, 0.99), unrolled_clip=0.25),
+        run=RunConfig(seed=7, out=str(tmp_path), checkpoint_every=3, threads=1),
+    )
+    assert from_dict(yaml.safe_load(to_yaml(cfg))) == cfg
+    path = tmp_path / "config.yaml"
+    write_config(cfg, path)
+    assert read_config(path) == cfg
+    assert to_dict(read_config(path)) == to_dict(cfg)
+
+
+def test_defaults_round_trip_and_missing_sections_take_defaults():
+    assert from_dict(to_dict(SearchConfig())) == SearchConfig()
+    assert from_dict({}) == SearchConfig()
+    assert from_dict(None) == SearchConfig()
+
+
+def test_exponent_without_dot_reads_as_a_number(tmp_path):
+    # PyYAML reads 3e-4 as a string.
+    cfg = load_config(str(write(tmp_path, "optim:\n  weight_decay: 3e-4\n")))
+    assert cfg.optim.weight_decay == pytest.approx(3e-4)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("optim:\n  epoch: 3\n", "optim: unknown key(s) epoch; valid: epochs"),
+        ("optimiser:\n  epochs: 3\n", "top level: unknown key(s) optimiser"),
+        ("optim:\n  epochs: three\n", "optim.epochs: expected an integer, got 'three'"),
+        ("optim:\n  epochs: 2.5\n", "optim.epochs: expected an integer"),
+        ("data:\n  download: 1\n", "data.download: expected true or false"),
+        ("run:\n  seed: true\n", "run.seed: expected an integer, got True"),
+        ("optim:\n  epochs: 0\n", "optim: epochs must be >= 1, got 0"),
+        ("optim:\n  lr: .nan\n", "optim.lr: expected a finite number, got nan"),
+        ("optim:\n  lr: -1\n", "optim: lr must be > 0"),
+        ("optim:\n  schedule: step\n", "optim: unknown schedule 'step'; valid: cosine, constant"),
+        ("arch:\n  order: 3\n", "arch: unknown order 3"),
+        ("arch:\n  betas: [0.5]\n", "arch.betas: expected a list of 2 values"),
+        ("data:\n  name: cifar10\n", "data: dataset 'cifar10' needs data_dir"),
+        ("data:\n  batch_size: 0\n", "data: batch_size must be >= 1"),
+        ("run:\n  device: gpu\n", "run: device must be cpu, cuda or cuda:N"),
+        ("space:\n  overrides: {C: big}\n", "space.overrides.C: expected a number"),
+        ("task: video\n", "task: unknown task 'video'; valid: image"),
+        ("optim: 3\n", "optim: expected a mapping"),
+        ("- 1\n", "expected a mapping of sections"),
+        ("optim: [\n", "not valid YAML"),
+    ],
+)
+def test_errors_name_the_file_and_the_key(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    assert str(path) in str(caught.value)
+    assert expected in str(caught.value)
+
+
+def test_unknown_preset_lists_the_presets():
+    with pytest.raises(ConfigError, match="no such preset or file; presets: .*quick"):
+        load_config("fastest")
+
+
+def test_overrides_set_dotted_and_nested_keys():
+    raw = {"space": {"overrides": {"C": 8}}, "optim": {"epochs": 3}}
+    merged = apply_overrides(raw, {"arch.order": 2, "space.overrides.layers": 5, "task": "image"})
+    assert merged == {"space": {"overrides": {"C": 8, "layers": 5}}, "optim": {"epochs": 3},
+                      "arch": {"order": 2}, "task": "image"}
+    assert raw == {"space": {"overrides": {"C": 8}}, "optim": {"epochs": 3}}  # not modified
+
+
+@pytest.mark.parametrize(("key", "message"), [
+    ("optimiser.lr", "expected task or SECTION.KEY"),
+    ("optim", "expected task or SECTION.KEY"),
+    ("optim..lr", "empty key"),
+    ("optim.lr.x", "optim.lr is not a mapping"),
+])
+def test_bad_override_keys(key, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides({"optim": {"lr": 0.1}}, {key: 1})
+
+
+def test_an_override_with_a_bad_value_names_the_key():
+    with pytest.raises(ConfigError, match=r"\(with overrides\): optim: epochs must be >= 1"):
+        load_config("quick", {"optim.epochs": 0})
+
+
+def test_parse_assignment_reads_yaml_values():
+    assert parse_assignment("optim.lr=0.05") == ("optim.lr", 0.05)
+    assert parse_assignment("run.threads=null") == ("run.threads", None)
+    assert parse_assignment("arch.betas=[0.9, 0.99]") == ("arch.betas", [0.9, 0.99])
+    with pytest.raises(ConfigError, match="expected SECTION.KEY=VALUE"):
+        parse_assignment("optim.lr")
+
+
+def test_cli_options_map_onto_config_fields(tmp_path):
+    data_dir = tmp_path / "images"
+    options = {"data": "imagefolder", "data_dir": data_dir, "order": "2", "seed": 3,
+               "out": Path("runs"), "epochs": None, "batch_size": 16}
+    cfg = cli_search.search_config("nas_bench_201", "paper", ("C=4",), ("optim.lr=0.1",), options)
+    assert cfg.data.name == "imagefolder" and cfg.data.data_dir == str(data_dir.resolve())
+    assert cfg.arch.order == 2 and cfg.run.seed == 3 and cfg.run.out == "runs"
+    assert cfg.data.batch_size == 16 and cfg.optim.epochs == 50
+    assert cfg.space.name == "nas_bench_201" and cfg.space.overrides == {"C": 4}
+    assert cfg.optim.lr == 0.1
+
+
+def test_a_space_path_is_recorded_absolute(tmp_path, monkeypatch):
+    space = Path(__file__).parents[1] / "spaces" / "nas_bench_201.space"
+    (tmp_path / "my.space").write_text(space.read_text())
+    monkeypatch.chdir(tmp_path)
+    cfg = cli_search.search_config("my.space", "quick", (), (), {})
+    assert cfg.space.name == str(tmp_path / "my.space")
+
+
+def test_choices_agree_with_the_runtime():
+    assert cli_search.MODES == ARCH_MODES
+    assert tuple(int(order) for order in cli_search.ORDERS) == ARCH_ORDERS
+    assert tuple(LR_SCHEDULES) == SCHEDULES
