@@ -204,7 +204,7 @@ def from_dict(data: Any, source: str = "<config>") -> SearchConfig:
         raise ConfigError(f"{source}: task: {error}") from None
     classes = {**_SECTION_CLASSES, "data": data_class}
     sections = {
-        name: _build(classes[name], data.get(name), source, name) for name in SECTIONS
+        name: build_section(classes[name], data.get(name), source, name) for name in SECTIONS
     }
     return SearchConfig(task=task, **sections)
 
@@ -218,7 +218,7 @@ def _reject_unknown(data: Mapping, valid: tuple[str, ...] | list[str], source: s
         )
 
 
-def _build(cls: type, data: Any, source: str, section: str) -> Any:
+def build_section(cls: type, data: Any, source: str, section: str) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):

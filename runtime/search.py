@@ -401,12 +401,12 @@ def derive_from_run(path: Path, epoch: int | None = None) -> tuple[Genotype, int
     if chosen not in saved:
         raise DerivationError(f"{run_dir.path}: no α after epoch {chosen}; saved epochs: "
                               f"{', '.join(map(str, saved))}")
-    compiled = _run_space(run_dir)
+    compiled = run_space(run_dir)
     alphas = read_alphas(run_dir.alphas_path(chosen))
     return derive(compiled.name, alphas, compiled.module().RULES), chosen
 
 
-def _run_space(run_dir: RunDir) -> CompiledSpace:
+def run_space(run_dir: RunDir) -> CompiledSpace:
     record_path = run_dir.path / SPACE_RECORD
     if record_path.is_file():
         record = _read_json(record_path)

@@ -261,7 +261,10 @@ def draw_alpha(alpha: Sequence[Sequence[float]], ops: Sequence[str],
     figure = Figure(figsize=(1.2 + 0.75 * len(ops), 1.2 + 0.32 * len(edges)),
                     layout="constrained")
     ax = figure.subplots()
-    image = ax.imshow(weights, cmap="viridis", vmin=0.0, aspect="auto")
+    # The data's own range: early in a search all weights sit near 1/ops, and a 0-based scale
+    # would paint them one colour.
+    flat = [w for row in weights for w in row]
+    image = ax.imshow(weights, cmap="viridis", vmin=min(flat), vmax=max(flat), aspect="auto")
     ax.set_xticks(range(len(ops)), labels=list(ops), rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(edges)), labels=[f"{src}→{dst}" for src, dst in edges], fontsize=8)
     ax.set_xlabel("operation")
@@ -290,14 +293,14 @@ show_run = draw_run
 def _draw_run_alphas(run_dir: Path) -> list[Path]:
     """The last epoch's α heatmaps of a search run (none for a training run)."""
     from runtime.run import RunDir
-    from runtime.search import _run_space, read_alphas
+    from runtime.search import read_alphas, run_space
 
     runs = RunDir(run_dir)
     epochs = runs.alpha_epochs() if runs.config_path.is_file() else []
     if not epochs:
         return []
     alphas = read_alphas(runs.alphas_path(epochs[-1]))
-    rules = _run_space(runs).module().RULES
+    rules = run_space(runs).module().RULES
     written = []
     for name, rule in rules.items():
         if name not in alphas:

@@ -40,8 +40,8 @@ from runtime.config import (
     ConfigError,
     RunConfig,
     SpaceConfig,
-    _build,
     apply_overrides,
+    build_section,
     read_yaml,
 )
 from runtime.data import ImageData, ImageInfo, eval_loaders, start_epoch
@@ -178,7 +178,7 @@ def config_from_dict(data: Any, source: str = "<config>") -> TrainConfig:
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {', '.join(unknown)}; "
                           f"valid: {', '.join(SECTIONS)}")
-    return TrainConfig(**{name: _build(cls, data.get(name), source, name)
+    return TrainConfig(**{name: build_section(cls, data.get(name), source, name)
                           for name, cls in SECTIONS.items()})
 
 

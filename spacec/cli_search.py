@@ -101,16 +101,20 @@ def search(ctx: click.Context, space: str | None, config_name: str, sets: tuple[
 
     with logging_redirect_tqdm():
         if resume is not None:
-            _reject_with_resume(ctx)
+            reject_with_resume(ctx)
             result = resume_search(resume, device=options["device"], quiet=quiet)
         else:
             cfg = search_config(space, config_name, sets, assignments, options)
             result = start_search(cfg, quiet=quiet)
+    from runtime.show import draw_run
+
+    pictures = draw_run(result.run_dir)  # the derived cells and the α heatmaps, as PNG
     click.echo(str(result.genotype))
+    click.echo(f"pictures: {', '.join(path.name for path in pictures)}")
     click.echo(f"run directory: {result.run_dir}")
 
 
-def _reject_with_resume(ctx: click.Context) -> None:
+def reject_with_resume(ctx: click.Context) -> None:
     given = [
         name for name in ctx.params
         if name not in RESUME_OPTIONS
@@ -136,7 +140,7 @@ def search_config(space: str | None, config_name: str, sets: tuple[str, ...],
 
     overrides: dict[str, Any] = dict(parse_assignment(text) for text in assignments)
     if space is not None:
-        overrides["space.name"] = _space_reference(space)
+        overrides["space.name"] = space_reference(space)
     for option, key in OPTION_KEYS.items():
         value = options.get(option)
         if value is None:
@@ -153,7 +157,7 @@ def search_config(space: str | None, config_name: str, sets: tuple[str, ...],
     return load_config(config_name, overrides)
 
 
-def _space_reference(space: str) -> str:
+def space_reference(space: str) -> str:
     """A path stays valid from any folder (for --resume and derive); shipped names stay names."""
     path = Path(space).expanduser()
     return str(path.resolve()) if path.is_file() else space

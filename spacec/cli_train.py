@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from spacec.cli_search import _reject_with_resume, _space_reference, set_option, user_errors
+from spacec.cli_search import reject_with_resume, set_option, space_reference, user_errors
 from spacec.load import parse_overrides
 
 # CLI option -> dotted config key (runtime.train.TrainConfig); unset options keep the preset's.
@@ -37,7 +37,7 @@ def _config_overrides(space: str | None, sets: tuple[str, ...], assignments: tup
 
     overrides: dict[str, Any] = dict(parse_assignment(text) for text in assignments)
     if space is not None:
-        overrides["space.name"] = _space_reference(space)
+        overrides["space.name"] = space_reference(space)
     for option, key in OPTION_KEYS.items():
         value = options.get(option)
         if value is None:
@@ -110,7 +110,7 @@ def train(ctx: click.Context, space: str | None, genotype: str | None, config_na
 
     with logging_redirect_tqdm():
         if resume is not None:
-            _reject_with_resume(ctx)
+            reject_with_resume(ctx)
             result = resume_training(resume, device=options["device"], quiet=quiet)
         else:
             if space is None or genotype is None:

@@ -357,6 +357,10 @@ def test_cli_search_and_derive_on_darts_cnn(tmp_path):
     assert run.name.startswith("darts_cnn-")
     assert result.output.startswith("space darts_cnn\nnormal:\n")
     assert result.output.rstrip().endswith(f"run directory: {run}")
+    # The run directory holds its pictures: the derived cells and the α heatmaps.
+    assert {p.name for p in run.glob("*.png")} == {
+        "cell_normal.png", "cell_reduce.png", "alpha_normal.png", "alpha_reduce.png"
+    }
     genotype = Genotype.from_json((run / "genotype.json").read_text())
     assert str(genotype) in result.output
     derived = runner.invoke(main, ["derive", str(run), "--json"])
