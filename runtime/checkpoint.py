@@ -9,14 +9,15 @@ a torn file. Its ``format`` entry is `FORMAT`; ``kind`` says which loop wrote it
 
 from __future__ import annotations
 
-import os
+import io
 import pickle
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from spacec.files import atomic_write_bytes
 
 FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -28,18 +29,9 @@ class CheckpointError(Exception):
 
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     """Write `state` (with ``format`` added) to `path` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
 
 
 def load_checkpoint(
@@ -55,8 +47,17 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: no checkpoint (missing file)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError, KeyError,
-            AttributeError, TypeError, UnicodeDecodeError) as error:
+    except (
+        OSError,
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+        ValueError,
+        KeyError,
+        AttributeError,
+        TypeError,
+        UnicodeDecodeError,
+    ) as error:
         raise CheckpointError(
             f"{path}: unreadable checkpoint ({type(error).__name__}: {_first_line(error)})"
         ) from None

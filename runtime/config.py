@@ -1,7 +1,8 @@
 """Configuration of an architecture search: one frozen dataclass per concern, read from YAML.
 
 A `SearchConfig` composes ``space`` (`SpaceConfig`), ``data`` (the task's data config:
-`runtime.data.ImageData` for the image task), ``optim`` (`OptimConfig`, the weights' SGD),
+`runtime.data.ImageData` for the image task, `runtime.language.LanguageData` for the
+sequence task), ``optim`` (`OptimConfig`, the weights' SGD),
 ``arch`` (`runtime.architect.ArchConfig`, α's Adam) and ``run`` (`RunConfig`: seed, device,
 checkpoints). The YAML form has one mapping per section plus ``task``::
 
@@ -15,18 +16,20 @@ checkpoints). The YAML form has one mapping per section plus ``task``::
 Sections and keys may be left out (their defaults apply); an unknown key, a value of the wrong
 type, or one a dataclass rejects raises `ConfigError` naming the file and the key. Presets are
 YAML files shipped in ``runtime/configs`` (``search_<name>.yaml``); `load_config` takes a preset
-name or a path, then dotted overrides (``{"arch.order": 2}``) from the command line.
+name or a path, then dotted overrides (``{"arch.order": 2}``) from the command line; a
+sequence space's presets are ``search_rnn_<name>.yaml`` (`domain_preset`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import numbers
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -71,6 +74,24 @@ class SpaceConfig:
                 raise ValueError(f"{label}: parameter names must be identifiers, got {bad}")
 
 
+def check_sgd_settings(cfg: Any, schedules: Iterable[str]) -> None:
+    """The checks every SGD section shares (search and training): ValueError on a bad value."""
+    if cfg.epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {cfg.epochs}")
+    if cfg.lr <= 0:
+        raise ValueError(f"lr must be > 0, got {cfg.lr}")
+    if not 0 <= cfg.lr_min <= cfg.lr:
+        raise ValueError(f"lr_min must lie in [0, lr={cfg.lr}], got {cfg.lr_min}")
+    if not 0 <= cfg.momentum < 1:
+        raise ValueError(f"momentum must lie in [0, 1), got {cfg.momentum}")
+    if cfg.weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    if cfg.grad_clip is not None and cfg.grad_clip <= 0:
+        raise ValueError(f"grad_clip must be > 0 or null, got {cfg.grad_clip}")
+    if cfg.schedule not in schedules:
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: {', '.join(schedules)}")
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     """The weights' optimiser and its schedule. Defaults: quark0/darts cnn/train_search.py."""
@@ -84,20 +105,7 @@ class OptimConfig:
     schedule: str = "cosine"  # CosineAnnealingLR(epochs, eta_min=lr_min); "constant" keeps lr
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.lr_min <= self.lr:
-            raise ValueError(f"lr_min must lie in [0, lr={self.lr}], got {self.lr_min}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        check_sgd_settings(self, SCHEDULES)
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,10 @@ def register_data_config(task: str, cls: type) -> None:
 
 register_data_config("image", ImageData)
 
+# Tasks defined outside this module, imported on first use: they register their data config
+# themselves, and import the loops that import this module.
+TASK_MODULES = {"sequence": "runtime.language"}
+
 
 @dataclass(frozen=True)
 class SearchConfig:
@@ -159,8 +171,11 @@ class SearchConfig:
 
 
 def data_config_class(task: str) -> type:
+    if task not in DATA_CONFIGS and task in TASK_MODULES:
+        importlib.import_module(TASK_MODULES[task])
     if task not in DATA_CONFIGS:
-        raise ValueError(f"unknown task {task!r}; valid: {', '.join(DATA_CONFIGS)}")
+        valid = sorted({*DATA_CONFIGS, *TASK_MODULES})
+        raise ValueError(f"unknown task {task!r}; valid: {', '.join(valid)}")
     return DATA_CONFIGS[task]
 
 
@@ -357,6 +372,19 @@ def presets() -> dict[str, Path]:
         if name.startswith(PRESET_PREFIX) and name.endswith(PRESET_SUFFIX):
             found[name[len(PRESET_PREFIX):-len(PRESET_SUFFIX)]] = Path(str(entry))
     return dict(sorted(found.items()))
+
+
+# A preset named for a space of this domain means the domain's own preset when there is one:
+# `spacec search darts_rnn` (quick) reads search_rnn_quick.yaml, `--config paper` the rnn paper.
+DOMAIN_PRESET_PREFIXES = {"sequence": "rnn_"}
+
+
+def domain_preset(name: str, domain: str, available: Iterable[str]) -> str:
+    """The preset `name` stands for in a space of `domain`, among the `available` names."""
+    prefix = DOMAIN_PRESET_PREFIXES.get(domain, "")
+    if prefix and not name.startswith(prefix) and prefix + name in set(available):
+        return prefix + name
+    return name
 
 
 def locate_config(name_or_path: str) -> Path:

@@ -23,11 +23,11 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,8 @@ from runtime.config import (
     SpaceConfig,
     apply_overrides,
     build_section,
+    check_sgd_settings,
+    data_config_class,
     read_yaml,
 )
 from runtime.data import ImageData, ImageInfo, eval_loaders, start_epoch
@@ -75,7 +77,7 @@ REPORT_NAME = "report.json"
 SPACE_RECORD = "space.json"  # the same record a search run keeps (runtime.search)
 PRESET_SUFFIX = ".yaml"
 TRAIN_PREFIX = "train_"
-SCHEDULES = ("cosine", "exponential")
+SCHEDULES = ("cosine", "exponential", "constant")
 CHECKPOINT_KEYS = ("config", "genotype", "split", "space_sha256", "space_source",
                     "space_params", "input_shape", "epoch", "step", "model", "optimizer", "meter",
                     "epoch_seconds", "wall_seconds", "best", "rng")
@@ -100,6 +102,7 @@ class TrainOptimConfig:
     grad_clip: float | None = 5.0  # --grad_clip 5
     # "cosine": CosineAnnealingLR(epochs, lr_min) (train.py); "exponential": StepLR(decay_period,
     # gamma) (train_imagenet.py). Both stepped at the start of an epoch: epoch 0 trains at lr.
+    # "constant": lr throughout (DARTS rnn/train.py).
     schedule: str = "cosine"
     gamma: float = 0.97  # exponential only: train_imagenet.py --gamma 0.97
     decay_period: int = 1  # exponential only: train_imagenet.py --decay_period 1
@@ -107,22 +110,12 @@ class TrainOptimConfig:
     # --auxiliary --auxiliary_weight 0.4; 0 builds the network without its auxiliary head.
     auxiliary_weight: float = 0.4
     drop_path_prob: float = 0.2  # --drop_path_prob 0.2, reached linearly at the last epoch
+    # Sequence task: NT-ASGD, switch to averaged SGD once the validation loss is worse than the
+    # best of all but the last `nonmono` epochs (rnn/train.py --nonmono 5); None: SGD throughout.
+    nonmono: int | None = None
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.lr_min <= self.lr:
-            raise ValueError(f"lr_min must lie in [0, lr={self.lr}], got {self.lr_min}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        check_sgd_settings(self, SCHEDULES)
         if not 0 < self.gamma <= 1:
             raise ValueError(f"gamma must lie in (0, 1], got {self.gamma}")
         if self.decay_period < 1:
@@ -133,6 +126,8 @@ class TrainOptimConfig:
             raise ValueError(f"auxiliary_weight must be >= 0, got {self.auxiliary_weight}")
         if not 0 <= self.drop_path_prob < 1:
             raise ValueError(f"drop_path_prob must lie in [0, 1), got {self.drop_path_prob}")
+        if self.nonmono is not None and self.nonmono < 1:
+            raise ValueError(f"nonmono must be >= 1 or null, got {self.nonmono}")
 
 
 @dataclass(frozen=True)
@@ -142,10 +137,17 @@ class TrainConfig:
     The sections are those of a search's configuration (runtime.config) less ``arch``.
     """
 
+    task: str = "image"  # the space's domain; picks the data config and the trainer
     space: SpaceConfig = field(default_factory=SpaceConfig)
-    data: ImageData = field(default_factory=ImageData)
+    data: Any = field(default_factory=ImageData)  # runtime.config.DATA_CONFIGS[task]
     optim: TrainOptimConfig = field(default_factory=TrainOptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        expected = data_config_class(self.task)
+        if not isinstance(self.data, expected):
+            raise ValueError(f"task {self.task!r} takes data of type {expected.__name__}, "
+                             f"got {type(self.data).__name__}")
 
 
 SECTIONS: dict[str, type] = {
@@ -157,7 +159,8 @@ SECTIONS: dict[str, type] = {
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return {name: _plain(dataclasses.asdict(getattr(cfg, name))) for name in SECTIONS}
+    sections = {name: _plain(dataclasses.asdict(getattr(cfg, name))) for name in SECTIONS}
+    return {"task": cfg.task, **sections}
 
 
 def _plain(value: Any) -> Any:
@@ -174,12 +177,17 @@ def config_from_dict(data: Any, source: str = "<config>") -> TrainConfig:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
-    unknown = [str(key) for key in data if key not in SECTIONS]
+    unknown = [str(key) for key in data if key not in ("task", *SECTIONS)]
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {', '.join(unknown)}; "
-                          f"valid: {', '.join(SECTIONS)}")
-    return TrainConfig(**{name: build_section(cls, data.get(name), source, name)
-                          for name, cls in SECTIONS.items()})
+                          f"valid: task, {', '.join(SECTIONS)}")
+    task = data.get("task", TrainConfig.task)
+    try:
+        classes = {**SECTIONS, "data": data_config_class(task)}
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{source}: task: {error}") from None
+    return TrainConfig(task=task, **{name: build_section(cls, data.get(name), source, name)
+                                     for name, cls in classes.items()})
 
 
 def presets(prefix: str = TRAIN_PREFIX) -> dict[str, Path]:
@@ -228,6 +236,7 @@ def exponential_lr(epoch: int, cfg: TrainOptimConfig) -> float:
 LR_SCHEDULES: dict[str, Callable[[int, TrainOptimConfig], float]] = {
     "cosine": lambda epoch, cfg: cosine_lr(epoch, cfg.epochs, cfg.lr, cfg.lr_min),
     "exponential": exponential_lr,
+    "constant": lambda epoch, cfg: cfg.lr,
 }
 
 
@@ -319,33 +328,50 @@ class Best:
 
 
 class Trainer:
-    """One training run: the network, its optimiser, the data and the position."""
+    """One training run: the network, its optimiser, the data and the position.
+
+    This class trains image classifiers (task ``image``). Another task trains through the same
+    loop with a subclass registered for it (`register_trainer`; runtime.language's
+    `LanguageTrainer` for ``sequence``), which overrides `build`, the data hooks
+    (`_attach_data`, `_data_state`, `_start_epoch`, `_batches`, `_step`), `evaluate`, the
+    end-of-epoch hooks (`_record_extras`, `_update_best`, `_after_evaluation`), `report` and
+    `report_lines`.
+    """
+
+    TASK: ClassVar[str] = "image"
+    BEST: ClassVar[type] = Best  # the record of the best epoch, as kept in checkpoints
+    CHECKPOINT_KEYS: ClassVar[tuple[str, ...]] = CHECKPOINT_KEYS
 
     def __init__(self, cfg: TrainConfig, compiled: CompiledSpace, genotype: Genotype,
-                 network: nn.Module, loaders: tuple[DataLoader, DataLoader, ImageInfo],
-                 split: EvalSplit, device: torch.device) -> None:
+                 network: nn.Module, data: Any, split: EvalSplit, device: torch.device) -> None:
         self.cfg = cfg
         self.compiled = compiled
         self.genotype = genotype
         self.network = network
-        self.train_loader, self.eval_loader, self.info = loaders
         self.split = split
         self.device = device
         optim = cfg.optim
         self.optimizer = torch.optim.SGD(network.parameters(), lr=optim.lr,
                                          momentum=optim.momentum, weight_decay=optim.weight_decay)
-        self.auxiliary_weight = cfg.optim.auxiliary_weight
-        if self.auxiliary_weight > 0 and getattr(network, "auxiliary_head", None) is None:
-            log.warning("space %s has no auxiliary head; auxiliary_weight %g is ignored",
-                        compiled.name, self.auxiliary_weight)
-            self.auxiliary_weight = 0.0
-        self.steps_per_epoch = len(self.train_loader)
+        self._attach_data(data)
         self.epoch = 0  # 0-based epoch in progress (== epochs finished)
         self.step = 0  # steps finished in that epoch
         self.meter = Meter()
         self.epoch_seconds = 0.0
         self.wall_seconds = 0.0  # training and evaluation time of every finished epoch
-        self.best = Best()
+        self.best = self.BEST()
+
+    def _attach_data(self, loaders: tuple[DataLoader, DataLoader, ImageInfo]) -> None:
+        """What `build` opened: here (training loader, evaluation loader, info)."""
+        self.train_loader, self.eval_loader, self.info = loaders
+        if self.cfg.optim.nonmono is not None:
+            raise ConfigError("optim.nonmono (NT-ASGD) applies to language models; set it to null")
+        self.auxiliary_weight = self.cfg.optim.auxiliary_weight
+        if self.auxiliary_weight > 0 and getattr(self.network, "auxiliary_head", None) is None:
+            log.warning("space %s has no auxiliary head; auxiliary_weight %g is ignored",
+                        self.compiled.name, self.auxiliary_weight)
+            self.auxiliary_weight = 0.0
+        self.steps_per_epoch = len(self.train_loader)
 
     @classmethod
     def build(cls, cfg: TrainConfig, genotype: Genotype, split: EvalSplit = TEST_SPLIT) -> Trainer:
@@ -382,7 +408,7 @@ class Trainer:
             "space_sha256": self.compiled.spec.sha256,
             "space_source": str(locate(self.cfg.space.name).resolve()),
             "space_params": dict(self.compiled.spec.params),
-            "input_shape": list(input_shape(self.info)),
+            **self._data_state(),
             "epoch": self.epoch,
             "step": self.step,
             "model": self.network.state_dict(),
@@ -405,7 +431,7 @@ class Trainer:
             self.network.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.meter.load_state_dict(state["meter"])
-            self.best = Best(**state["best"])
+            self.best = self.BEST(**state["best"])
         except (RuntimeError, ValueError, KeyError, TypeError) as error:
             raise CheckpointError(f"{where}: does not fit this run "
                                   f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
@@ -416,6 +442,10 @@ class Trainer:
             raise CheckpointError(f"{where}: step {self.step} is outside an epoch of "
                                   f"{self.steps_per_epoch} steps")
         restore_rng(state["rng"])
+
+    def _data_state(self) -> dict[str, Any]:
+        """Checkpoint entries about the data (export reads the input shape)."""
+        return {"input_shape": list(input_shape(self.info))}
 
     def save(self, path: Path) -> None:
         save_checkpoint(path, self.state_dict())
@@ -435,18 +465,15 @@ class Trainer:
         lr = learning_rate(epoch, self.cfg.optim)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.network.drop_path_prob = drop_path_prob(epoch, epochs,
-                                                     self.cfg.optim.drop_path_prob)
+        self._start_epoch(epoch)
         self.network.train()
         every = self.cfg.run.checkpoint_every
         started = time.perf_counter()
-        start_epoch(self.train_loader, epoch, self.step)
         with progress_bar(self.steps_per_epoch, self.step, f"epoch {epoch + 1}/{epochs}",
                           show) as bar:
-            for images, labels in self.train_loader:
+            for batch in self._batches(epoch):
                 where = f"epoch {epoch + 1} step {self.step + 1}"
-                self._step(images.to(self.device, non_blocking=True),
-                           labels.to(self.device, non_blocking=True), where)
+                self._step(batch, lr, where)
                 self.step += 1
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in self.meter.means().items()},
@@ -463,10 +490,23 @@ class Trainer:
         self.epoch_seconds += time.perf_counter() - started
         self._finish_epoch(run_dir, lr)
 
+    def _start_epoch(self, epoch: int) -> None:
+        self.network.drop_path_prob = drop_path_prob(epoch, self.cfg.optim.epochs,
+                                                     self.cfg.optim.drop_path_prob)
+
+    def _batches(self, epoch: int) -> Iterator[Any]:
+        """The batches of `epoch` from step `self.step` on, on the device."""
+        start_epoch(self.train_loader, epoch, self.step)
+        for images, labels in self.train_loader:
+            yield (images.to(self.device, non_blocking=True),
+                   labels.to(self.device, non_blocking=True))
+
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, labels, label_smoothing=self.cfg.optim.label_smoothing)
 
-    def _step(self, images: torch.Tensor, labels: torch.Tensor, where: str) -> None:
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], lr: float, where: str) -> None:
+        """One training step at the epoch's learning rate `lr` (already set)."""
+        images, labels = batch
         self.optimizer.zero_grad(set_to_none=True)
         logits, logits_aux = self.network.forward_with_auxiliary(images)
         loss = self._loss(logits, labels)
@@ -512,22 +552,36 @@ class Trainer:
             **{f"train_{k}": v for k, v in self.meter.means().items()},
             **{f"{self.split.name}_{k}": v for k, v in scores.items()},
             "lr": lr,
-            "drop_path_prob": self.network.drop_path_prob,
+            **self._record_extras(),
             "seconds": round(self.epoch_seconds, 3),
         }
         run_dir.append_metrics(record)
         self.wall_seconds += self.epoch_seconds
         self.epoch, self.step = number, 0
         self.meter, self.epoch_seconds = Meter(), 0.0
-        improved = scores["acc"] > self.best.accuracy
+        improved = self._update_best(scores, number)
         if improved:
-            self.best = Best(scores["acc"], number)
             # best.pt first: a crash before checkpoint.pt re-runs this epoch and rewrites both.
             self.save(run_dir.path / BEST_NAME)
+        self._after_evaluation(scores)
         self.save(run_dir.checkpoint_path)
         shown = {k: v for k, v in record.items() if k not in ("epoch", "epochs", "steps")}
         log.info("epoch %d/%d: %s%s", number, record["epochs"], format_metrics(shown),
                  " (best)" if improved else "")
+
+    def _record_extras(self) -> dict[str, Any]:
+        return {"drop_path_prob": self.network.drop_path_prob}
+
+    def _update_best(self, scores: Mapping[str, float], epoch: int) -> bool:
+        """Keep `scores` of 1-based `epoch` if they beat the best so far; True if they did."""
+        if scores["acc"] <= self.best.accuracy:
+            return False
+        self.best = Best(scores["acc"], epoch)
+        return True
+
+    def _after_evaluation(self, scores: Mapping[str, float]) -> None:
+        """After an epoch's evaluation and best.pt, before its checkpoint (NT-ASGD's switch)."""
+        return None
 
     # -- the report ----------------------------------------------------------------------------
 
@@ -555,6 +609,66 @@ class Trainer:
             "input_shape": list(shape),
             "wall_seconds": round(self.wall_seconds, 3),
         }
+
+    @staticmethod
+    def report_lines(report: Mapping[str, Any]) -> list[str]:
+        """The report as lines for a terminal."""
+        split = report["split"]
+        best, last = report.get(f"best_{split}_acc"), report.get(f"last_{split}_acc")
+
+        def percent(value: float | None) -> str:
+            return "n/a" if value is None else f"{100 * value:.2f}%"
+
+        return [
+            f"run directory: {report['run_dir']}",
+            f"{report['space']} ({', '.join(f'{k}={v}' for k, v in report['space_params'].items())})"
+            f" on {report['data']}, {report['epochs']} epochs",
+            f"{split} accuracy: best {percent(best)} (epoch {report['best_epoch']}), "
+            f"last {percent(last)}",
+            f"parameters: {report['parameters']:,} (excluding the auxiliary head)",
+            f"multiply-adds: {report['multiply_adds'] / 1e6:.1f}M at "
+            f"{tuple(report['input_shape'])}",
+            f"wall time: {report['wall_seconds']:.1f} s",
+        ]
+
+
+TRAINERS: dict[str, type[Trainer]] = {}
+
+
+def register_trainer(task: str) -> Callable[[type[Trainer]], type[Trainer]]:
+    def register(cls: type[Trainer]) -> type[Trainer]:
+        if task in TRAINERS:
+            raise ValueError(f"a trainer for task {task!r} is already registered")
+        cls.TASK = task
+        TRAINERS[task] = cls
+        return cls
+
+    return register
+
+
+register_trainer("image")(Trainer)
+
+
+def trainer_class(task: str) -> type[Trainer]:
+    """The trainer of `task` (a task defined in another module is imported on first use)."""
+    try:
+        data_config_class(task)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if task not in TRAINERS:
+        raise ConfigError(f"no trainer for task {task!r}; valid: {', '.join(TRAINERS)}")
+    return TRAINERS[task]
+
+
+def space_trainer(cfg: TrainConfig) -> tuple[type[Trainer], CompiledSpace]:
+    """The trainer for the configured space, and the space as declared; ConfigError when the
+    configuration's task is not the space's domain."""
+    plain = compile_file(locate(cfg.space.name).resolve())
+    if plain.spec.domain != cfg.task:
+        raise ConfigError(f"space {plain.name} is a {plain.spec.domain} space; the configuration's "
+                          f"task is {cfg.task!r} (use a {plain.spec.domain} preset, or set task: "
+                          f"{plain.spec.domain} and matching data)")
+    return trainer_class(cfg.task), plain
 
 
 # ---------------------------------------------------------------- run directories
@@ -584,9 +698,10 @@ def start_training(cfg: TrainConfig, genotype: Genotype | str, quiet: bool = Tru
 
     `run_dir`: train into this (new or empty) folder instead of a fresh one under run.out.
     """
+    trainer_cls, plain = space_trainer(cfg)
     if not isinstance(genotype, Genotype):
-        genotype = resolve(str(genotype))
-    trainer = Trainer.build(cfg, genotype, split)
+        genotype = resolve(str(genotype), plain.name)
+    trainer = trainer_cls.build(cfg, genotype, split)
     if run_dir is None:
         folder = RunDir.create(Path(cfg.run.out), f"train-{trainer.compiled.name}")
     else:
@@ -606,7 +721,8 @@ def resume_training(path: Path, device: str | None = None, quiet: bool = True) -
     if not run_dir.config_path.is_file():
         raise ConfigError(f"{path}: not a run directory (no {run_dir.config_path.name})")
     cfg = read_train_config(run_dir.config_path)
-    state = load_checkpoint(run_dir.checkpoint_path, CHECKPOINT_KIND, CHECKPOINT_KEYS)
+    trainer_cls, _ = space_trainer(cfg)
+    state = load_checkpoint(run_dir.checkpoint_path, CHECKPOINT_KIND, trainer_cls.CHECKPOINT_KEYS)
     if state["config"] != config_to_dict(cfg):
         raise CheckpointError(f"{run_dir.checkpoint_path}: written by a different configuration "
                               f"than {run_dir.config_path}")
@@ -616,7 +732,7 @@ def resume_training(path: Path, device: str | None = None, quiet: bool = True) -
         raise CheckpointError(f"{run_dir.checkpoint_path}: {error}") from None
     if device is not None:
         cfg = replace(cfg, run=replace(cfg.run, device=device))
-    trainer = Trainer.build(cfg, genotype, TEST_SPLIT)
+    trainer = trainer_cls.build(cfg, genotype, TEST_SPLIT)
     trainer.load_state_dict(state, run_dir.checkpoint_path)
     run_dir.keep_metrics_through(trainer.epoch)
     log.info("resuming %s at epoch %d, step %d", run_dir.path, trainer.epoch + 1, trainer.step)
@@ -625,20 +741,4 @@ def resume_training(path: Path, device: str | None = None, quiet: bool = True) -
 
 def describe_report(report: Mapping[str, Any]) -> list[str]:
     """The report as lines for a terminal."""
-    split = report["split"]
-    best, last = report.get(f"best_{split}_acc"), report.get(f"last_{split}_acc")
-
-    def percent(value: float | None) -> str:
-        return "n/a" if value is None else f"{100 * value:.2f}%"
-
-    return [
-        f"run directory: {report['run_dir']}",
-        f"{report['space']} ({', '.join(f'{k}={v}' for k, v in report['space_params'].items())})"
-        f" on {report['data']}, {report['epochs']} epochs",
-        f"{split} accuracy: best {percent(best)} (epoch {report['best_epoch']}), "
-        f"last {percent(last)}",
-        f"parameters: {report['parameters']:,} (excluding the auxiliary head)",
-        f"multiply-adds: {report['multiply_adds'] / 1e6:.1f}M at {tuple(report['input_shape'])}",
-        f"wall time: {report['wall_seconds']:.1f} s",
-    ]
-
+    return trainer_class(report.get("task", Trainer.TASK)).report_lines(report)

@@ -11,27 +11,27 @@ from typing import Any
 
 import click
 
-from spacec.cli_search import reject_with_resume, set_option, space_reference, user_errors
+from spacec.cli_search import OPTION_KEYS as SEARCH_OPTION_KEYS
+from spacec.cli_search import (
+    reject_with_resume,
+    set_option,
+    space_preset,
+    space_reference,
+    user_errors,
+)
 from spacec.load import parse_overrides
 
-# CLI option -> dotted config key (runtime.train.TrainConfig); unset options keep the preset's.
+# CLI option -> dotted config key (runtime.train.TrainConfig): the search's options without the
+# architecture optimiser's; unset options keep the preset's values.
 OPTION_KEYS = {
-    "data": "data.name",
-    "data_dir": "data.data_dir",
-    "seed": "run.seed",
-    "epochs": "optim.epochs",
-    "batch_size": "data.batch_size",
-    "limit": "data.limit",
-    "device": "run.device",
-    "out": "run.out",
-    "checkpoint_every": "run.checkpoint_every",
-    "threads": "run.threads",
+    key: dotted for key, dotted in SEARCH_OPTION_KEYS.items() if not dotted.startswith("arch.")
 }
 EXPORT_FORMATS = ("torchscript", "onnx")
 
 
-def _config_overrides(space: str | None, sets: tuple[str, ...], assignments: tuple[str, ...],
-                      options: dict[str, Any]) -> dict[str, Any]:
+def _config_overrides(
+    space: str | None, sets: tuple[str, ...], assignments: tuple[str, ...], options: dict[str, Any]
+) -> dict[str, Any]:
     """The command line's options as dotted overrides of a training configuration."""
     from runtime.config import parse_assignment
 
@@ -55,22 +55,37 @@ def _config_overrides(space: str | None, sets: tuple[str, ...], assignments: tup
 def _training_options(command):
     """Options shared by train and select."""
     options = [
-        click.option("--data", help="Dataset: sample (embedded CIFAR-10 subset), cifar10, "
-                     "imagefolder, imagenet."),
-        click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                     help="Where the dataset lives (cifar10 is downloaded there when absent)."),
+        click.option(
+            "--data",
+            help="Dataset: sample (embedded CIFAR-10 subset; a WikiText-2 slice for a sequence "
+            "space), cifar10, imagefolder, imagenet; ptb, wikitext2 (sequence spaces).",
+        ),
+        click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Where the dataset lives (cifar10 is downloaded there when absent; ptb, "
+            "wikitext2: a folder with train.txt, valid.txt and test.txt).",
+        ),
         click.option("--seed", type=int, help="Seed of weights, data order and augmentation."),
         click.option("--epochs", type=int, help="Training epochs."),
         click.option("--batch-size", type=int, help="Images per batch."),
         click.option("--limit", type=int, help="Use only the first N training images."),
         click.option("--device", help="cpu, cuda or cuda:N."),
-        click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-                     help="Parent folder of the run directory.  [config default: runs]"),
+        click.option(
+            "--out",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Parent folder of the run directory.  [config default: runs]",
+        ),
         click.option("--checkpoint-every", type=int, help="Also checkpoint every N steps."),
         click.option("--threads", type=int, help="CPU threads for torch."),
         set_option,
-        click.option("--cfg", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
-                     help="Set any config field (repeatable), e.g. --cfg optim.lr=0.05."),
+        click.option(
+            "--cfg",
+            "assignments",
+            multiple=True,
+            metavar="SECTION.KEY=VALUE",
+            help="Set any config field (repeatable), e.g. --cfg optim.lr=0.05.",
+        ),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
     ]
     for option in reversed(options):
@@ -80,20 +95,39 @@ def _training_options(command):
 
 @click.command()
 @click.argument("space", required=False)
-@click.option("--genotype", metavar="GENOTYPE",
-              help="The architecture: a preset (DARTS_V2), a genotype.json file or a search "
-                   "run directory.")
-@click.option("--config", "config_name", default="quick", show_default=True,
-              help="A preset (quick: minutes on a laptop; paper: the DARTS CIFAR-10 "
-                   "evaluation; imagenet: the mobile setting) or a YAML file.")
+@click.option(
+    "--genotype",
+    metavar="GENOTYPE",
+    help="The architecture: a preset (DARTS_V2), a genotype.json file or a search run directory.",
+)
+@click.option(
+    "--config",
+    "config_name",
+    default="quick",
+    show_default=True,
+    help="A preset (quick: minutes on a laptop; paper: the DARTS CIFAR-10 "
+    "evaluation, or PTB for a sequence space, whose presets are rnn_quick and rnn_paper; "
+    "imagenet: the mobile setting) or a YAML file.",
+)
 @_training_options
-@click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
-              help="Continue the run in this directory from its last checkpoint.")
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Continue the run in this directory from its last checkpoint.",
+)
 @click.pass_context
 @user_errors
-def train(ctx: click.Context, space: str | None, genotype: str | None, config_name: str,
-          sets: tuple[str, ...], assignments: tuple[str, ...], resume: Path | None, quiet: bool,
-          **options: Any) -> None:
+def train(
+    ctx: click.Context,
+    space: str | None,
+    genotype: str | None,
+    config_name: str,
+    sets: tuple[str, ...],
+    assignments: tuple[str, ...],
+    resume: Path | None,
+    quiet: bool,
+    **options: Any,
+) -> None:
     """Train the derived network of a genotype in SPACE from scratch (DARTS Sect. 3.2).
 
     Writes a run directory (config.yaml, genotype.json, metrics.jsonl, checkpoint.pt, best.pt,
@@ -104,6 +138,7 @@ def train(ctx: click.Context, space: str | None, genotype: str | None, config_na
     from runtime.train import (
         describe_report,
         load_train_config,
+        presets,
         resume_training,
         start_training,
     )
@@ -115,8 +150,10 @@ def train(ctx: click.Context, space: str | None, genotype: str | None, config_na
         else:
             if space is None or genotype is None:
                 raise click.UsageError("give a SPACE and --genotype GENOTYPE (or --resume RUN_DIR)")
-            cfg = load_train_config(config_name,
-                                    _config_overrides(space, sets, assignments, options))
+            cfg = load_train_config(
+                space_preset(config_name, space, presets()),
+                _config_overrides(space, sets, assignments, options),
+            )
             result = start_training(cfg, genotype, quiet=quiet)
     for line in describe_report(result.report):
         click.echo(line)
@@ -124,18 +161,36 @@ def train(ctx: click.Context, space: str | None, genotype: str | None, config_na
 
 @click.command("select")
 @click.argument("candidates", nargs=-1, required=True)
-@click.option("--space", help="Space for candidates that are not run directories "
-              "(a run directory's own space is used otherwise).  [config default: darts_cnn]")
-@click.option("--config", "config_name", default="quick", show_default=True,
-              help="A selection preset (quick; paper: 100 epochs on CIFAR-10, C=16, 8 cells) "
-                   "or a YAML file.")
+@click.option(
+    "--space",
+    help="Space for candidates that are not run directories "
+    "(a run directory's own space is used otherwise).  [config default: darts_cnn]",
+)
+@click.option(
+    "--config",
+    "config_name",
+    default="quick",
+    show_default=True,
+    help="A selection preset (quick; paper: 100 epochs on CIFAR-10, C=16, 8 cells) or a YAML file.",
+)
 @_training_options
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the JSON summary here.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the JSON summary here.",
+)
 @user_errors
-def select_command(candidates: tuple[str, ...], space: str | None, config_name: str,
-                   sets: tuple[str, ...], assignments: tuple[str, ...], output: Path | None,
-                   quiet: bool, **options: Any) -> None:
+def select_command(
+    candidates: tuple[str, ...],
+    space: str | None,
+    config_name: str,
+    sets: tuple[str, ...],
+    assignments: tuple[str, ...],
+    output: Path | None,
+    quiet: bool,
+    **options: Any,
+) -> None:
     """Pick the best of several search runs by validation accuracy (DARTS Sect. 3.2).
 
     Each CANDIDATE (a search run directory, a genotype.json or a preset) is trained briefly from
@@ -159,13 +214,23 @@ def select_command(candidates: tuple[str, ...], space: str | None, config_name: 
 
 @click.command()
 @click.argument("reference")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="The drawing (.png, .svg or .pdf). Without it, a run directory gets "
-                   "cell_<type>.png (and alpha_<type>.png for a search) inside it.")
-@click.option("--cell", "cells", multiple=True, metavar="TYPE",
-              help="Draw only this cell type (repeatable).")
-@click.option("--engine", type=click.Choice(["auto", "dot", "matplotlib"]), default="auto",
-              show_default=True, help="auto: Graphviz's dot when installed, else matplotlib.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The drawing (.png, .svg or .pdf). Without it, a run directory gets "
+    "cell_<type>.png (and alpha_<type>.png for a search) inside it.",
+)
+@click.option(
+    "--cell", "cells", multiple=True, metavar="TYPE", help="Draw only this cell type (repeatable)."
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "dot", "matplotlib"]),
+    default="auto",
+    show_default=True,
+    help="auto: Graphviz's dot when installed, else matplotlib.",
+)
 @user_errors
 def show(reference: str, output: Path | None, cells: tuple[str, ...], engine: str) -> None:
     """Draw the cells of a genotype: a preset, a genotype.json file or a run directory."""
@@ -174,8 +239,10 @@ def show(reference: str, output: Path | None, cells: tuple[str, ...], engine: st
 
     if output is None:
         if not Path(reference).expanduser().is_dir():
-            raise click.UsageError(f"{reference} is not a run directory; say where to draw it "
-                                   "with -o FILE (.png, .svg or .pdf)")
+            raise click.UsageError(
+                f"{reference} is not a run directory; say where to draw it "
+                "with -o FILE (.png, .svg or .pdf)"
+            )
         if cells or engine != "auto":
             raise click.UsageError("--cell and --engine apply with -o FILE")
         written = draw_run(Path(reference).expanduser())
@@ -187,13 +254,29 @@ def show(reference: str, output: Path | None, cells: tuple[str, ...], engine: st
 
 @click.command("export")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), required=True,
-              help="torchscript (torch.jit.trace) or onnx (needs the 'export' extra).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The exported file.")
-@click.option("--checkpoint", "which", type=click.Choice(["last", "best"]), default="last",
-              show_default=True, help="For a run directory: checkpoint.pt (the final weights) "
-                                      "or best.pt (the epoch with the best test accuracy).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(EXPORT_FORMATS),
+    required=True,
+    help="torchscript (torch.jit.trace) or onnx (needs the 'export' extra).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The exported file.",
+)
+@click.option(
+    "--checkpoint",
+    "which",
+    type=click.Choice(["last", "best"]),
+    default="last",
+    show_default=True,
+    help="For a run directory: checkpoint.pt (the final weights) "
+    "or best.pt (the epoch with the best test accuracy).",
+)
 @user_errors
 def export_command(source: Path, fmt: str, output: Path, which: str) -> None:
     """Export a trained network (a `spacec train` run directory or checkpoint file).
@@ -203,6 +286,9 @@ def export_command(source: Path, fmt: str, output: Path, which: str) -> None:
     from runtime.export import export
 
     result = export(source, fmt, output, which)
-    check = ("not checked numerically" if result.max_abs_diff is None
-             else f"max |Δ| vs PyTorch {result.max_abs_diff:.2e} ({result.checked_with})")
+    check = (
+        "not checked numerically"
+        if result.max_abs_diff is None
+        else f"max |Δ| vs PyTorch {result.max_abs_diff:.2e} ({result.checked_with})"
+    )
     click.echo(f"wrote {result.path} ({result.format}; {check})")
