@@ -174,7 +174,8 @@ class Search:
         task = task_class(cfg.task)(cfg.data, cfg.arch.mode, cfg.run.seed, device)
         overrides = space_overrides(plain.params, cfg, task.space_overrides(plain.params))
         compiled = compile_file(path, overrides)
-        model = compiled.supernet().to(device)
+        model = compiled.supernet(**task.model_kwargs()).to(device)
+        task.bind_model(model)
         log.info("space %s (%s), %s", compiled.name, compiled.spec.path, task.describe())
         return cls(cfg, compiled, task, model, device)
 
@@ -212,9 +213,10 @@ class Search:
                                   f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.epoch_seconds = float(state["epoch_seconds"])
-        if not 0 <= self.step < max(1, self.task.steps_per_epoch):
+        steps = self.task.steps_in_epoch(self.epoch)
+        if not 0 <= self.step < max(1, steps):
             raise CheckpointError(f"{where}: step {self.step} is outside an epoch of "
-                                  f"{self.task.steps_per_epoch} steps")
+                                  f"{steps} steps")
         restore_rng(state["rng"])
 
     def save(self, run_dir: RunDir) -> None:
@@ -235,7 +237,8 @@ class Search:
 
     def _run_epoch(self, run_dir: RunDir, show: bool,
                    on_step: Callable[[int], None] | None) -> None:
-        epoch, epochs, steps = self.epoch, self.cfg.optim.epochs, self.task.steps_per_epoch
+        epoch, epochs = self.epoch, self.cfg.optim.epochs
+        steps = self.task.steps_in_epoch(epoch)
         lr = self.learning_rate(epoch)
         every = self.cfg.run.checkpoint_every
         started = time.perf_counter()
@@ -293,11 +296,12 @@ class Search:
         val = self.task.evaluate(self.model)
         self.epoch_seconds += time.perf_counter() - evaluated
         genotype = self.model.genotype()
+        train = self.task.epoch_metrics(self.train_meter.means())
         record = {
             "epoch": number,
             "epochs": self.cfg.optim.epochs,
-            "steps": self.task.steps_per_epoch,
-            **{f"train_{k}": v for k, v in self.train_meter.means().items()},
+            "steps": self.task.steps_in_epoch(self.epoch),
+            **{f"train_{k}": v for k, v in train.items()},
             **{f"val_{k}": v for k, v in val.items()},
             **{f"arch_{k}": v for k, v in self.arch_meter.means().items()},
             "lr": lr,

@@ -6,7 +6,8 @@ architect differentiates (`loss`), the training loss with its metrics (`train_lo
 end-of-epoch validation (`evaluate`), per-step batch handling (`StepBatches.lr_scale`; state
 carried between steps goes in `state_dict`), and the space parameters the data fixes
 (`space_overrides`). Tasks are registered by name; the name is the domain of the spaces they
-serve (`spacec.catalog.NETWORK_DOMAINS`: "image", "sequence").
+serve (`spacec.catalog.NETWORK_DOMAINS`: "image", "sequence"; the sequence task is
+runtime.language's `LanguageTask`).
 
 Batch order, by architect mode (runtime.architect): ``bilevel`` draws the w batch from the
 weights split and the α batch from the architecture split; ``coordinate`` draws both from
@@ -69,6 +70,19 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def steps_per_epoch(self) -> int: ...
 
+    def steps_in_epoch(self, epoch: int) -> int:
+        """Steps of 0-based `epoch` (a text task's random BPTT lengths vary them by epoch)."""
+        return self.steps_per_epoch
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the supernet beyond the space's parameters (a text task's
+        dropouts)."""
+        return {}
+
+    def bind_model(self, model: nn.Module) -> None:
+        """Called once the model is built, before any batch (a text task's initial state)."""
+        return None
+
     @abc.abstractmethod
     def batches(self, epoch: int, start_step: int) -> Iterator[StepBatches]:
         """Steps `start_step`.. of 0-based `epoch`, on the task's device.
@@ -92,6 +106,10 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Validation metrics at the end of an epoch (no gradients)."""
+
+    def epoch_metrics(self, means: Mapping[str, float]) -> dict[str, float]:
+        """An epoch's mean training metrics as recorded (a text task adds perplexity)."""
+        return dict(means)
 
     def describe(self) -> str:
         return self.name

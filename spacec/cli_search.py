@@ -63,18 +63,22 @@ def user_errors(command: Callable) -> Callable:
 @click.argument("space", required=False)
 @click.option("--config", "config_name", default="quick", show_default=True,
               help="A preset (quick: a few minutes on 2 CPU cores; paper: the DARTS paper's "
-                   "settings) or a YAML file.")
-@click.option("--data", help="Dataset: sample (embedded CIFAR-10 subset), cifar10, imagefolder.")
+                   "settings; a sequence space's are rnn_quick and rnn_paper) or a YAML file.")
+@click.option("--data", help="Dataset: sample (embedded CIFAR-10 subset; a WikiText-2 slice for "
+              "a sequence space), cifar10, imagefolder; ptb, wikitext2 (sequence spaces).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where the dataset lives (cifar10 is downloaded there when absent).")
+              help="Where the dataset lives (cifar10 is downloaded there when absent; ptb, "
+                   "wikitext2: a folder with train.txt, valid.txt and test.txt).")
 @click.option("--order", type=click.Choice(ORDERS), help="1: first-order α gradient, "
               "2: second order (one unrolled SGD step).")
 @click.option("--mode", type=click.Choice(MODES), help="bilevel (DARTS), or the paper's "
               "ablations: coordinate descent or joint optimisation on train∪val.")
 @click.option("--seed", type=int, help="Seed of weights, α, data order and augmentation.")
 @click.option("--epochs", type=int, help="Search epochs.")
-@click.option("--batch-size", type=int, help="Images per batch (w and α batches alike).")
-@click.option("--limit", type=int, help="Use only the first N training images.")
+@click.option("--batch-size", type=int, help="Images (text: columns) per batch (w and α "
+              "batches alike).")
+@click.option("--limit", type=int, help="Use only the first N training images (text: the first "
+              "N tokens of each split).")
 @click.option("--device", help="cpu, cuda or cuda:N.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Parent folder of the run directory.  [config default: runs]")
@@ -136,11 +140,12 @@ def _option_name(ctx: click.Context, name: str) -> str:
 def search_config(space: str | None, config_name: str, sets: tuple[str, ...],
                   assignments: tuple[str, ...], options: dict[str, Any]):
     """The command line's options mapped onto the chosen preset or YAML file."""
-    from runtime.config import load_config, parse_assignment
+    from runtime.config import load_config, parse_assignment, presets
 
     overrides: dict[str, Any] = dict(parse_assignment(text) for text in assignments)
     if space is not None:
         overrides["space.name"] = space_reference(space)
+        config_name = space_preset(config_name, space, presets())
     for option, key in OPTION_KEYS.items():
         value = options.get(option)
         if value is None:
@@ -155,6 +160,14 @@ def search_config(space: str | None, config_name: str, sets: tuple[str, ...],
     for name, value in parse_overrides(sets).items():
         overrides[f"space.overrides.{name}"] = value
     return load_config(config_name, overrides)
+
+
+def space_preset(config_name: str, space: str, available: Any) -> str:
+    """The preset `config_name` means for SPACE: a sequence space's own (``rnn_quick``) if any."""
+    from runtime.config import domain_preset
+    from spacec.load import compile_file, locate
+
+    return domain_preset(config_name, compile_file(locate(space)).spec.domain, available)
 
 
 def space_reference(space: str) -> str:

@@ -68,8 +68,9 @@ def _training_options(command):
         ),
         click.option("--seed", type=int, help="Seed of weights, data order and augmentation."),
         click.option("--epochs", type=int, help="Training epochs."),
-        click.option("--batch-size", type=int, help="Images per batch."),
-        click.option("--limit", type=int, help="Use only the first N training images."),
+        click.option("--batch-size", type=int, help="Images (text: columns) per batch."),
+        click.option("--limit", type=int, help="Use only the first N training images (text: "
+                     "the first N tokens of each split)."),
         click.option("--device", help="cpu, cuda or cuda:N."),
         click.option(
             "--out",

@@ -1,0 +1,213 @@
+"""Tokens per second of the recurrent search and of the recurrent evaluation training.
+
+Three kinds of step, each the work the loops do per batch (runtime.search, runtime.train with
+the sequence task of runtime.language):
+
+- ``search1``: first-order α step (NLL on a valid segment) + w step (NLL + TAR, clip, SGD) on
+  the darts_rnn supernet;
+- ``search2``: the same with the second-order α step (unrolled SGD step, both gradients clipped);
+- ``train``: one w step of the derived network of the paper's cell (DARTS) at evaluation size.
+
+Tokens per second count the w batch (batch × bptt words) per second of a whole step, median
+over ``--steps`` steps after ``--warmup`` warm-ups, on random word ids (no data loading), the
+hidden state carried from step to step as in training. Every (device, kind) runs in its own
+subprocess so peak memory is that configuration's.
+
+The default run is short (a few steps at reduced batch) because the machine it was written on is
+shared by other jobs and its timings are noisy; for figures worth comparing, use more steps, the
+paper's batch (``--batch 256`` search, ``--train-batch 64``) and an otherwise idle machine:
+
+    python benchmarks/rnn_tokens.py                              # CPU (and CUDA when present)
+    python benchmarks/rnn_tokens.py --steps 10 --batch 256 --train-batch 64 --json out.json
+    python benchmarks/rnn_tokens.py --kinds train --train-size 200 --devices cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+KINDS = ("search1", "search2", "train")
+GIB = 2**30
+ROOT = Path(__file__).resolve().parents[1]
+# DARTS rnn/train_search.py and rnn/train.py: SGD lr 20 (scaled by seq_len / bptt, here 1),
+# weight decay 5e-7 (search) / 8e-7 (train), clip 0.25, PTB's 10,000 words, bptt 35.
+LR, SEARCH_WDECAY, TRAIN_WDECAY, CLIP, NTOKEN, BPTT = 20.0, 5e-7, 8e-7, 0.25, 10000, 35
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    parser.add_argument("--search-size", type=int, default=300,
+                        help="embedding = hidden size of the supernet (paper: 300)")
+    parser.add_argument("--train-size", type=int, default=850,
+                        help="embedding = hidden size of the derived network (paper: 850)")
+    parser.add_argument("--batch", type=int, default=32, help="search batch (paper: 256)")
+    parser.add_argument("--train-batch", type=int, default=16, help="training batch (paper: 64)")
+    parser.add_argument("--ntoken", type=int, default=NTOKEN, help="vocabulary (PTB: 10,000)")
+    parser.add_argument("--bptt", type=int, default=BPTT)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--devices", nargs="+", default=None,
+                        help="default: cpu, and cuda when available")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------- one measurement (subprocess)
+
+
+def build_step(job: dict, device):
+    """The model and a closure doing one step of `job['kind']` on fresh random segments."""
+    import torch
+
+    import spacec
+    from runtime.architect import ArchConfig, Architect
+    from runtime.language import (
+        HiddenCarry,
+        LanguageData,
+        TextBatch,
+        segment_loss,
+        training_loss,
+    )
+
+    cfg = LanguageData()  # the search's dropouts, AR 0 and TAR 1e-3
+    size, ntoken, bptt = job["size"], job["ntoken"], job["bptt"]
+    space = spacec.load("darts_rnn", ntoken=ntoken, ninp=size, nhid=size)
+    if job["kind"] == "train":
+        model = space.discrete_network("DARTS", **cfg.dropouts()).to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=LR, weight_decay=TRAIN_WDECAY)
+        params, architect = list(model.parameters()), None
+    else:
+        model = space.supernet(**cfg.dropouts()).to(device)
+        optimizer = torch.optim.SGD(model.weights(), lr=LR, weight_decay=SEARCH_WDECAY)
+        arch_cfg = ArchConfig(order=2 if job["kind"] == "search2" else 1, lr=3e-3,
+                              betas=(0.9, 0.999), unrolled_clip=CLIP)
+        params = model.weights()
+        architect = Architect(model, optimizer, segment_loss, arch_cfg)
+    carries = {"train": HiddenCarry(), "val": HiddenCarry()}
+
+    def segment(stream: str) -> TextBatch:
+        words = torch.randint(ntoken, (bptt + 1, job["batch"]), device=device)
+        carry = carries[stream]
+        hidden = carry.hidden if carry.hidden is not None else model.init_hidden(job["batch"])
+        return TextBatch(words[:-1], words[1:].reshape(-1), hidden, carry)
+
+    def step() -> None:
+        train = segment("train")
+        if architect is not None:
+            architect.step(train, segment("val"), LR)
+        optimizer.zero_grad(set_to_none=True)
+        training_loss(model, train, cfg).loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, CLIP)
+        optimizer.step()
+
+    return model, step
+
+
+def measure(job: dict) -> dict:
+    """Run one configuration in this process and return its figures."""
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    torch.manual_seed(0)
+    device = torch.device(job["device"])
+    model, step = build_step(job, device)
+    model.train()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(job["warmup"]):
+        step()
+    sync()
+    times = []
+    for _ in range(job["steps"]):
+        started = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - started)
+    median = statistics.median(times)
+    result = {**job, "median_s": median, "min_s": min(times),
+              "tokens_per_s": job["batch"] * job["bptt"] / median,
+              "weights": sum(p.numel() for n, p in model.named_parameters()
+                             if not n.startswith("alphas.")),
+              "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB}
+    if device.type == "cuda":
+        result["cuda_max_allocated_gib"] = torch.cuda.max_memory_allocated(device) / GIB
+    return result
+
+
+def run_in_subprocess(job: dict) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)],
+                          capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"measurement {job} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- table
+
+
+def table(results: list[dict]) -> str:
+    header = (f"{'device':<7}{'kind':<9}{'size':>5}{'batch':>6}{'weights':>12}{'median s':>10}"
+              f"{'tokens/s':>10}{'RSS GiB':>9}{'CUDA GiB':>10}")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        cuda = f"{r['cuda_max_allocated_gib']:.2f}" if "cuda_max_allocated_gib" in r else "-"
+        lines.append(f"{r['device']:<7}{r['kind']:<9}{r['size']:>5}{r['batch']:>6}"
+                     f"{r['weights']:>12,}{r['median_s']:>10.3f}{r['tokens_per_s']:>10.0f}"
+                     f"{r['peak_rss_gib']:>9.2f}{cuda:>10}")
+    return "\n".join(lines)
+
+
+def default_devices() -> list[str]:
+    import torch
+
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def jobs(args: argparse.Namespace, device: str) -> list[dict]:
+    common = {"device": device, "ntoken": args.ntoken, "bptt": args.bptt,
+              "threads": args.threads, "warmup": args.warmup, "steps": args.steps}
+    found = []
+    for kind in args.kinds:
+        train = kind == "train"
+        found.append({**common, "kind": kind,
+                      "size": args.train_size if train else args.search_size,
+                      "batch": args.train_batch if train else args.batch})
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(measure(json.loads(args.worker))))
+        return
+    results = []
+    for device in args.devices or default_devices():
+        for job in jobs(args, device):
+            results.append(run_in_subprocess(job))
+            print(f"measured {device} {job['kind']}: {results[-1]['tokens_per_s']:.0f} tokens/s",
+                  file=sys.stderr, flush=True)
+    print(f"darts_rnn, {args.ntoken} words, bptt {args.bptt}, {args.threads} CPU threads, median "
+          f"of {args.steps} steps after {args.warmup} warm-up(s); tokens = the w batch's words")
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
