@@ -31,7 +31,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 KINDS = ("search1", "search2", "train")
@@ -124,19 +123,9 @@ def measure(job: dict) -> dict:
     model, step = build_step(job, device)
     model.train()
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    from timing import step_seconds  # imports torch: only inside the measuring subprocess
 
-    for _ in range(job["warmup"]):
-        step()
-    sync()
-    times = []
-    for _ in range(job["steps"]):
-        started = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - started)
+    times = step_seconds(step, job["warmup"], job["steps"], device)
     median = statistics.median(times)
     result = {**job, "median_s": median, "min_s": min(times),
               "tokens_per_s": job["batch"] * job["bptt"] / median,

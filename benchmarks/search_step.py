@@ -22,7 +22,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 KINDS = ("weights", "first", "second")
@@ -93,19 +92,9 @@ def measure(job: dict) -> dict:
         torch.nn.utils.clip_grad_norm_(model.weights(), GRAD_CLIP)
         optimizer.step()
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    from timing import step_seconds  # imports torch: only inside the measuring subprocess
 
-    for _ in range(job["warmup"]):
-        step()
-    sync()
-    times = []
-    for _ in range(job["steps"]):
-        started = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - started)
+    times = step_seconds(step, job["warmup"], job["steps"], device)
     result = {**job, "median_s": statistics.median(times), "min_s": min(times),
               "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB}
     if device.type == "cuda":

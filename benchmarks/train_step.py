@@ -18,12 +18,12 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timing import step_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,20 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def median_seconds(step: Callable[[], None], warmup: int, steps: int, device: torch.device
                    ) -> float:
-    def synchronise() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(warmup):
-        step()
-    synchronise()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        synchronise()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(step_seconds(step, warmup, steps, device))
 
 
 def measure(args: argparse.Namespace, device: torch.device) -> dict:

@@ -191,15 +191,15 @@ def to_dict(cfg: SearchConfig) -> dict[str, Any]:
     """Plain YAML/JSON-ready data (tuples become lists), sections in a fixed order."""
     out: dict[str, Any] = {"task": cfg.task}
     for section in SECTIONS:
-        out[section] = _plain(dataclasses.asdict(getattr(cfg, section)))
+        out[section] = plain_data(dataclasses.asdict(getattr(cfg, section)))
     return out
 
 
-def _plain(value: Any) -> Any:
+def plain_data(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_data(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_data(v) for v in value]
     return value
 
 

@@ -44,6 +44,7 @@ from runtime.config import (
     build_section,
     check_sgd_settings,
     data_config_class,
+    plain_data,
     read_yaml,
 )
 from runtime.data import ImageData, ImageInfo, eval_loaders, start_epoch
@@ -159,16 +160,8 @@ SECTIONS: dict[str, type] = {
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
-    sections = {name: _plain(dataclasses.asdict(getattr(cfg, name))) for name in SECTIONS}
+    sections = {name: plain_data(dataclasses.asdict(getattr(cfg, name))) for name in SECTIONS}
     return {"task": cfg.task, **sections}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def config_from_dict(data: Any, source: str = "<config>") -> TrainConfig:
