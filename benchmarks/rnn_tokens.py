@@ -26,16 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
+from timing import peak_memory, run_in_subprocess, step_seconds
+
 KINDS = ("search1", "search2", "train")
-GIB = 2**30
-ROOT = Path(__file__).resolve().parents[1]
 # DARTS rnn/train_search.py and rnn/train.py: SGD lr 20 (scaled by seq_len / bptt, here 1),
 # weight decay 5e-7 (search) / 8e-7 (train), clip 0.25, PTB's 10,000 words, bptt 35.
 LR, SEARCH_WDECAY, TRAIN_WDECAY, CLIP, NTOKEN, BPTT = 20.0, 5e-7, 8e-7, 0.25, 10000, 35
@@ -123,7 +120,6 @@ def measure(job: dict) -> dict:
     model, step = build_step(job, device)
     model.train()
 
-    from timing import step_seconds  # imports torch: only inside the measuring subprocess
 
     times = step_seconds(step, job["warmup"], job["steps"], device)
     median = statistics.median(times)
@@ -131,20 +127,8 @@ def measure(job: dict) -> dict:
               "tokens_per_s": job["batch"] * job["bptt"] / median,
               "weights": sum(p.numel() for n, p in model.named_parameters()
                              if not n.startswith("alphas.")),
-              "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB}
-    if device.type == "cuda":
-        result["cuda_max_allocated_gib"] = torch.cuda.max_memory_allocated(device) / GIB
+              **peak_memory(device)}
     return result
-
-
-def run_in_subprocess(job: dict) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
-                                                                      os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)],
-                          capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"measurement {job} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------- table
@@ -188,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for device in args.devices or default_devices():
         for job in jobs(args, device):
-            results.append(run_in_subprocess(job))
+            results.append(run_in_subprocess(__file__, job))
             print(f"measured {device} {job['kind']}: {results[-1]['tokens_per_s']:.0f} tokens/s",
                   file=sys.stderr, flush=True)
     print(f"darts_rnn, {args.ntoken} words, bptt {args.bptt}, {args.threads} CPU threads, median "

@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import statistics
-import subprocess
 import sys
 from pathlib import Path
+
+from timing import peak_memory, run_in_subprocess, step_seconds
 
 KINDS = ("weights", "first", "second")
 # Reference implementation, 2 CPU threads, batch 16: seconds per step and peak RSS in GiB.
 TARGET_SECONDS = {"weights": 6.1, "first": 12.8, "second": 27.5}
 TARGET_RSS_GIB = {"weights": 3.0, "first": 3.0, "second": 3.8}
 TARGET_BATCH, TARGET_THREADS, TARGET_C, TARGET_LAYERS = 16, 2, 16, 8
-GIB = 2**30
-ROOT = Path(__file__).resolve().parents[1]
 # DARTS train_search.py: the w optimiser and its clip; CIFAR images.
 LR, MOMENTUM, WEIGHT_DECAY, GRAD_CLIP = 0.025, 0.9, 3e-4, 5.0
 IMAGE_SHAPE, CLASSES = (3, 32, 32), 10
@@ -92,24 +89,11 @@ def measure(job: dict) -> dict:
         torch.nn.utils.clip_grad_norm_(model.weights(), GRAD_CLIP)
         optimizer.step()
 
-    from timing import step_seconds  # imports torch: only inside the measuring subprocess
 
     times = step_seconds(step, job["warmup"], job["steps"], device)
     result = {**job, "median_s": statistics.median(times), "min_s": min(times),
-              "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB}
-    if device.type == "cuda":
-        result["cuda_max_allocated_gib"] = torch.cuda.max_memory_allocated(device) / GIB
+              **peak_memory(device)}
     return result
-
-
-def run_in_subprocess(job: dict) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
-                                                                      os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)],
-                          capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"measurement {job} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------- table
@@ -155,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
                 job = {"space": args.space, "C": args.C, "layers": args.layers, "batch": batch,
                        "kind": kind, "device": device, "threads": args.threads,
                        "warmup": args.warmup, "steps": args.steps}
-                results.append(run_in_subprocess(job))
+                results.append(run_in_subprocess(__file__, job))
                 print(f"measured {device} batch {batch} {kind}: "
                       f"{results[-1]['median_s']:.3f} s", file=sys.stderr, flush=True)
     print(f"{args.space}, C={args.C}, {args.layers} cells, {args.threads} CPU threads, median of "

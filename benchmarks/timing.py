@@ -1,18 +1,25 @@
-"""The timing loop every benchmark script shares: warm up, then time each step on its own."""
+"""What the benchmark scripts share: the timing loop, the memory readings, and running one
+measurement per subprocess (so each configuration's peak memory is its own)."""
 
 from __future__ import annotations
 
+import json
+import os
+import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-import torch
+GIB = 2**30
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def step_seconds(
-    step: Callable[[], None], warmup: int, steps: int, device: torch.device
-) -> list[float]:
+def step_seconds(step: Callable[[], None], warmup: int, steps: int, device) -> list[float]:
     """Wall seconds of each of `steps` calls of `step` after `warmup` untimed calls (CUDA work
     is waited for, so a step's time includes its kernels)."""
+    import torch  # only the measuring process needs it
 
     def synchronise() -> None:
         if device.type == "cuda":
@@ -28,3 +35,28 @@ def step_seconds(
         synchronise()
         times.append(time.perf_counter() - started)
     return times
+
+
+def peak_memory(device) -> dict[str, float]:
+    """This process's peak resident memory, and the peak CUDA allocation on a GPU, in GiB."""
+    memory = {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB}
+    if device.type == "cuda":
+        import torch
+
+        memory["cuda_max_allocated_gib"] = torch.cuda.max_memory_allocated(device) / GIB
+    return memory
+
+
+def run_in_subprocess(script: str, job: dict) -> dict:
+    """Run `script --worker JOB` in a fresh interpreter and return the JSON its last line prints."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, script, "--worker", json.dumps(job)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"measurement {job} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -74,6 +74,14 @@ class SpaceConfig:
                 raise ValueError(f"{label}: parameter names must be identifiers, got {bad}")
 
 
+def check_data_for_task(task: str, data: Any) -> None:
+    """The data section must be the kind the task reads (ValueError otherwise)."""
+    expected = data_config_class(task)
+    if not isinstance(data, expected):
+        raise ValueError(f"task {task!r} takes data of type {expected.__name__}, "
+                         f"got {type(data).__name__}")
+
+
 def check_sgd_settings(cfg: Any, schedules: Iterable[str]) -> None:
     """The checks every SGD section shares (search and training): ValueError on a bad value."""
     if cfg.epochs < 1:
@@ -164,10 +172,7 @@ class SearchConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
-        expected = data_config_class(self.task)
-        if not isinstance(self.data, expected):
-            raise ValueError(f"task {self.task!r} takes data of type {expected.__name__}, "
-                             f"got {type(self.data).__name__}")
+        check_data_for_task(self.task, self.data)
 
 
 def data_config_class(task: str) -> type:

@@ -36,6 +36,7 @@ from runtime.data import (
     search_loaders,
     start_epoch,
 )
+from runtime.registry import Registry, UnknownName
 from runtime.run import Meter
 
 log = logging.getLogger(__name__)
@@ -123,24 +124,24 @@ class Task(abc.ABC):
             raise ValueError(f"task {self.name!r} keeps no state, got keys {sorted(state)}")
 
 
-TASKS: dict[str, type[Task]] = {}
+TASKS = Registry("task")
 
 
 def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
+    """Register a Task class under the domain it serves (duplicate names are rejected)."""
+
     def register(cls: type[Task]) -> type[Task]:
-        if name in TASKS:
-            raise ValueError(f"task {name!r} is already registered")
         cls.name = name
-        TASKS[name] = cls
-        return cls
+        return TASKS.register(name)(cls)
 
     return register
 
 
 def task_class(name: str) -> type[Task]:
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
-    return TASKS[name]
+    try:
+        return TASKS[name].builder
+    except UnknownName as error:
+        raise ValueError(str(error)) from None
 
 
 # ---------------------------------------------------------------- image classification

@@ -42,6 +42,7 @@ from runtime.config import (
     SpaceConfig,
     apply_overrides,
     build_section,
+    check_data_for_task,
     check_sgd_settings,
     data_config_class,
     plain_data,
@@ -50,6 +51,7 @@ from runtime.config import (
 from runtime.data import ImageData, ImageInfo, eval_loaders, start_epoch
 from runtime.flops import count_parameters, multiply_adds
 from runtime.genotype import Genotype, GenotypeError, resolve
+from runtime.registry import Registry, UnknownName
 from runtime.run import (
     Meter,
     RunDir,
@@ -145,10 +147,7 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
-        expected = data_config_class(self.task)
-        if not isinstance(self.data, expected):
-            raise ValueError(f"task {self.task!r} takes data of type {expected.__name__}, "
-                             f"got {type(self.data).__name__}")
+        check_data_for_task(self.task, self.data)
 
 
 SECTIONS: dict[str, type] = {
@@ -625,16 +624,15 @@ class Trainer:
         ]
 
 
-TRAINERS: dict[str, type[Trainer]] = {}
+TRAINERS = Registry("trainer")
 
 
 def register_trainer(task: str) -> Callable[[type[Trainer]], type[Trainer]]:
+    """Register the training loop of a task (duplicate names are rejected)."""
+
     def register(cls: type[Trainer]) -> type[Trainer]:
-        if task in TRAINERS:
-            raise ValueError(f"a trainer for task {task!r} is already registered")
         cls.TASK = task
-        TRAINERS[task] = cls
-        return cls
+        return TRAINERS.register(task)(cls)
 
     return register
 
@@ -648,9 +646,10 @@ def trainer_class(task: str) -> type[Trainer]:
         data_config_class(task)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    if task not in TRAINERS:
-        raise ConfigError(f"no trainer for task {task!r}; valid: {', '.join(TRAINERS)}")
-    return TRAINERS[task]
+    try:
+        return TRAINERS[task].builder
+    except UnknownName as error:
+        raise ConfigError(str(error)) from None
 
 
 def space_trainer(cfg: TrainConfig) -> tuple[type[Trainer], CompiledSpace]:

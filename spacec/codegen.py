@@ -79,13 +79,19 @@ def py_literal(value) -> str:
 
 
 def py_field(value, key: str, indent: int, width: int = 100) -> str:
-    """`key=literal,` on one line, or one element per line when that is too long (as ruff does)."""
+    """`key=literal,` (a keyword argument), wrapped as ruff wraps it when too long."""
+    return _wrapped(f"{key}=", value, ",", indent, width)
+
+
+def _wrapped(prefix: str, value, suffix: str, indent: int, width: int) -> str:
+    """`prefix literal suffix` on one line, or a tuple one element per line when that is too
+    long (the way ruff formats it)."""
     pad = " " * indent
-    line = f"{pad}{key}={py_literal(value)},"
+    line = f"{pad}{prefix}{py_literal(value)}{suffix}"
     if len(line) <= width or not isinstance(value, tuple):
         return line
     items = "".join(f"{pad}    {py_literal(item)},\n" for item in value)
-    return f"{pad}{key}=(\n{items}{pad}),"
+    return f"{pad}{prefix}(\n{items}{pad}){suffix}"
 
 
 # Names the generated code itself uses at module level or inside generated functions.
@@ -134,13 +140,8 @@ class Namespace:
 
 
 def py_assign(value, target: str, indent: int, width: int = 100) -> str:
-    """`target = literal`, one element per line when too long (as ruff does)."""
-    pad = " " * indent
-    line = f"{pad}{target} = {py_literal(value)}"
-    if len(line) <= width or not isinstance(value, tuple):
-        return line
-    items = "".join(f"{pad}    {py_literal(item)},\n" for item in value)
-    return f"{pad}{target} = (\n{items}{pad})"
+    """`target = literal`, wrapped as ruff wraps it when too long."""
+    return _wrapped(f"{target} = ", value, "", indent, width)
 
 
 def comment_safe(text: str) -> str:
