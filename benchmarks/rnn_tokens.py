@@ -1,7 +1,7 @@
 """Tokens per second of the recurrent search and of the recurrent evaluation training.
 
-Three kinds of step, each the work the loops do per batch (runtime.search, runtime.train with
-the sequence task of runtime.language):
+Three kinds of step, each the work the loops do per batch (spacec.runtime.search.loop, spacec.runtime.train.loop with
+the sequence task of spacec.runtime.domains.text.language):
 
 - ``search1``: first-order α step (NLL on a valid segment) + w step (NLL + TAR, clip, SGD) on
   the darts_rnn supernet;
@@ -67,14 +67,14 @@ def build_step(job: dict, device):
     import torch
 
     import spacec
-    from runtime.architect import ArchConfig, Architect
-    from runtime.language import (
+    from spacec.runtime.domains.text.language import (
         HiddenCarry,
         LanguageData,
         TextBatch,
         segment_loss,
         training_loss,
     )
+    from spacec.runtime.search.architect import ArchConfig, Architect
 
     cfg = LanguageData()  # the search's dropouts, AR 0 and TAR 1e-3
     size, ntoken, bptt = job["size"], job["ntoken"], job["bptt"]

@@ -59,7 +59,7 @@ def measure(job: dict) -> dict:
     import torch.nn.functional as F
 
     import spacec
-    from runtime.architect import ArchConfig, Architect
+    from spacec.runtime.search.architect import ArchConfig, Architect
 
     torch.set_num_threads(job["threads"])
     torch.manual_seed(0)

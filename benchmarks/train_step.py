@@ -2,7 +2,7 @@
 
 The network is the derived network `spacec train --config paper` trains (darts_cnn at C=36, 20
 cells, DARTS_V2 by default, with its auxiliary head). A training step is the loop's work per
-batch (runtime.train): forward with the auxiliary head, both losses, backward, gradient
+batch (spacec.runtime.train.loop): forward with the auxiliary head, both losses, backward, gradient
 clipping, an SGD step, with drop path on. Inference is the eval-mode forward without gradients.
 Batches are random CIFAR-sized tensors (data loading is not timed); each figure is the batch
 size over the median time of ``--steps`` steps after ``--warmup`` warm-up steps.
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import spacec  # noqa: E402
-from runtime.flops import count_parameters  # noqa: E402
+from spacec.runtime.tools.flops import count_parameters  # noqa: E402
 
 # quark0/darts cnn/train.py: the optimiser, clip, auxiliary weight and final drop path.
 LR, MOMENTUM, WEIGHT_DECAY, GRAD_CLIP, AUXILIARY_WEIGHT, DROP_PATH = 0.025, 0.9, 3e-4, 5.0, 0.4, 0.2

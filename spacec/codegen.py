@@ -20,6 +20,9 @@ import networkx as nx
 
 from spacec import __version__, spec
 from spacec import ir as irmod
+from spacec.arch.derive import check_genotype
+from spacec.arch.genotype import GenotypeError
+from spacec.arch.rules import cell_rules, rule_fields
 
 TEMPLATES = {
     "image_classifier": "supernet_image.py.j2",
@@ -274,7 +277,6 @@ def _cell_view(
                 ),
             }
         )
-    rule = cell.rule
     return {
         "name": cell.name,
         "cls": names.create(class_name(cell.name)),
@@ -296,21 +298,7 @@ def _cell_view(
         "reduction": cell.reduction,
         "share": cell.share is not None,
         "search_norm": cell.search_norm is not None,
-        "rule": {
-            "inputs": cell.inputs,
-            "nodes": cell.nodes,
-            "edges": tuple((e.src, e.dst) for e in cell.edges),
-            "ops": opset.names,
-            "kind": rule.kind,
-            "k": rule.k,
-            "exclude": frozenset(rule.exclude),
-            "limits": rule.limits,
-            "output": cell.output,
-            "reduce": cell.reduce,
-            "fixed": tuple(
-                (f.steps[0].primitive, src, f.dst) for f in cell.fixed for src in f.sources
-            ),
-        },
+        "rule": rule_fields(cell, space),
     }
 
 
@@ -433,19 +421,15 @@ DISCRETE_TEMPLATES = {
 
 
 def generate_discrete(ir: irmod.IR, genotype, source_label: str | None = None) -> str:
-    """Render the standalone derived network for `genotype` (a runtime.genotype.Genotype).
+    """Render the standalone derived network for `genotype` (a spacec.arch.genotype.Genotype).
 
-    The genotype must fit the space (runtime.derive.check_genotype); the macro layout is the IR's,
+    The genotype must fit the space (spacec.arch.derive.check_genotype); the macro layout is the IR's,
     at the parameters the space was compiled with.
     """
-    from runtime.derive import CellRule, check_genotype
-    from runtime.genotype import GenotypeError
-
     space = ir.space
     if space.network.kind not in DISCRETE_TEMPLATES:
         raise GenotypeError(f"no discrete-network generator for a {space.network.kind} yet")
-    rules = {cell.name: CellRule(**_rule_dict(cell, space)) for cell in space.cells}
-    problems = check_genotype(genotype, rules)
+    problems = check_genotype(genotype, cell_rules(space))
     if problems:
         raise GenotypeError(
             f"the genotype does not fit space '{space.name}':\n  " + "\n  ".join(problems)
@@ -506,23 +490,6 @@ def _recurrent_context(ir: irmod.IR, genotype, source_label: str) -> dict:
         "cells": cells,
         "network": network,
         "step_cls": step_cls,
-    }
-
-
-def _rule_dict(cell: spec.Cell, space: spec.Space) -> dict:
-    rule = cell.rule
-    return {
-        "inputs": cell.inputs,
-        "nodes": cell.nodes,
-        "edges": tuple((e.src, e.dst) for e in cell.edges),
-        "ops": space.opset(cell.opset).names,
-        "kind": rule.kind,
-        "k": rule.k,
-        "exclude": frozenset(rule.exclude),
-        "limits": rule.limits,
-        "output": cell.output,
-        "reduce": cell.reduce,
-        "fixed": tuple((f.steps[0].primitive, src, f.dst) for f in cell.fixed for src in f.sources),
     }
 
 

@@ -55,8 +55,18 @@ class Diagnostic:
         return "\n".join(lines)
 
 
-class SpaceError(Exception):
+class ReportedError(Exception):
+    """Base of every error a user's input can cause: the command line prints its message and
+    exits with `exit_code`, never with a traceback. Each layer derives its own kinds from it
+    (data, configuration, checkpoints, genotypes, ...)."""
+
+    exit_code = 1
+
+
+class SpaceError(ReportedError):
     """One or more problems in a .space file (or in parameter overrides applied to it)."""
+
+    exit_code = 2
 
     def __init__(self, diagnostics: Iterable[Diagnostic], sources: Mapping[str, str] | None = None):
         self.diagnostics = tuple(sorted(diagnostics, key=lambda d: (d.span, d.message)))

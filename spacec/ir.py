@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from runtime import layout
 from spacec import catalog, spec
+from spacec.arch import layout
 from spacec.errors import Diagnostic, SpaceError, Span
 
 OUTPUT = "output"

@@ -17,6 +17,8 @@ from pathlib import Path
 from types import ModuleType
 
 from spacec import ast, check, codegen, ir, parse, spec
+from spacec.arch.derive import CellRule
+from spacec.arch.rules import cell_rules
 from spacec.errors import NO_SPAN, Diagnostic, SpaceError, Span, suggest
 
 SUFFIX = ".space"
@@ -185,6 +187,11 @@ class CompiledSpace:
     def listing(self) -> str:
         return ir.listing(self.ir)
 
+    @cached_property
+    def rules(self) -> dict[str, CellRule]:
+        """Cell type -> its derivation rule (pure: no torch)."""
+        return cell_rules(self.spec)
+
     def module(self) -> ModuleType:
         """Import the generated supernet module (this imports torch)."""
         if self._module is None:
@@ -200,7 +207,7 @@ class CompiledSpace:
 
     def discrete_source(self, genotype) -> str:
         """Source of the standalone derived network for a genotype (object, preset, file, run dir)."""
-        from runtime.genotype import Genotype, resolve
+        from spacec.arch.genotype import Genotype, resolve
 
         if not isinstance(genotype, Genotype):
             genotype = resolve(str(genotype), self.name)

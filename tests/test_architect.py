@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from runtime.architect import ArchConfig, Architect
+from spacec.runtime.search.architect import ArchConfig, Architect
 
 CELL_TYPES = ("normal", "reduce")
 ETA = 0.1  # w learning rate η; larger than DARTS' 0.025 so that the implicit term matters

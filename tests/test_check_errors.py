@@ -382,7 +382,7 @@ def test_cli_missing_file_exits_2(tmp_path):
 def test_real_process_check_of_a_bad_space(tmp_path):
     (tmp_path / "bad.space").write_text(BAD)
     done = subprocess.run(
-        [sys.executable, "-m", "spacec.cli", "check", "bad.space"],
+        [sys.executable, "-m", "spacec", "check", "bad.space"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

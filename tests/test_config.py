@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runtime.architect import ARCH_MODES, ARCH_ORDERS, ArchConfig
-from runtime.config import (
+from spacec.cli import options as cli_options
+from spacec.cli.search import search_config
+from spacec.runtime.domains.image.data import ImageData
+from spacec.runtime.run.config import (
     SCHEDULES,
     ConfigError,
     OptimConfig,
@@ -25,9 +27,8 @@ from runtime.config import (
     to_yaml,
     write_config,
 )
-from runtime.data import ImageData
-from runtime.search import LR_SCHEDULES
-from spacec import cli_search
+from spacec.runtime.search.architect import ARCH_MODES, ARCH_ORDERS, ArchConfig
+from spacec.runtime.search.loop import LR_SCHEDULES
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -156,7 +157,7 @@ def test_cli_options_map_onto_config_fields(tmp_path):
     data_dir = tmp_path / "images"
     options = {"data": "imagefolder", "data_dir": data_dir, "order": "2", "seed": 3,
                "out": Path("runs"), "epochs": None, "batch_size": 16}
-    cfg = cli_search.search_config("nas_bench_201", "paper", ("C=4",), ("optim.lr=0.1",), options)
+    cfg = search_config("nas_bench_201", "paper", ("C=4",), ("optim.lr=0.1",), options)
     assert cfg.data.name == "imagefolder" and cfg.data.data_dir == str(data_dir.resolve())
     assert cfg.arch.order == 2 and cfg.run.seed == 3 and cfg.run.out == "runs"
     assert cfg.data.batch_size == 16 and cfg.optim.epochs == 50
@@ -168,11 +169,11 @@ def test_a_space_path_is_recorded_absolute(tmp_path, monkeypatch):
     space = Path(__file__).parents[1] / "spaces" / "nas_bench_201.space"
     (tmp_path / "my.space").write_text(space.read_text())
     monkeypatch.chdir(tmp_path)
-    cfg = cli_search.search_config("my.space", "quick", (), (), {})
+    cfg = search_config("my.space", "quick", (), (), {})
     assert cfg.space.name == str(tmp_path / "my.space")
 
 
 def test_choices_agree_with_the_runtime():
-    assert cli_search.MODES == ARCH_MODES
-    assert tuple(int(order) for order in cli_search.ORDERS) == ARCH_ORDERS
+    assert cli_options.MODES == ARCH_MODES
+    assert tuple(int(order) for order in cli_options.ORDERS) == ARCH_ORDERS
     assert tuple(LR_SCHEDULES) == SCHEDULES

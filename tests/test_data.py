@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torchvision import datasets
 
-from runtime.data import (
+from spacec.runtime.domains.image.data import (
     CIFAR_MEAN,
     CIFAR_STD,
     Cutout,
@@ -27,8 +27,8 @@ from runtime.data import (
     search_loaders,
     start_epoch,
 )
-from runtime.samples import sample_path
-from runtime.samples.build_samples import build_cifar_sample, build_wikitext_sample
+from spacec.runtime.samples import sample_path
+from spacec.runtime.samples.build_samples import build_cifar_sample, build_wikitext_sample
 
 SHARED_DATA = Path("/work/shared/data")
 CIFAR_MINI = SHARED_DATA / "cifar10-mini" / "cifar-10-batches-py"

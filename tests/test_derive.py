@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.derive import (
+from spacec.arch.derive import (
     ARGMAX,
     TOPK,
     CellRule,
@@ -20,7 +20,7 @@ from runtime.derive import (
     derive,
     derive_cell,
 )
-from runtime.genotype import PRESETS, CellGenotype, Genotype, preset
+from spacec.arch.genotype import PRESETS, CellGenotype, Genotype, preset
 
 FAST = settings(max_examples=60, deadline=None, database=None)
 
@@ -63,14 +63,14 @@ SPACE_RULES = {
 
 
 def test_derive_module_is_pure_python():
-    source = (Path(__file__).parents[1] / "runtime" / "derive.py").read_text()
+    source = (Path(__file__).parents[1] / "spacec" / "arch" / "derive.py").read_text()
     tree = ast.parse(source)
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert imported <= {"__future__", "difflib", "logging", "math", "numbers", "collections",
-                        "dataclasses", "typing", "runtime"}
+                        "dataclasses", "typing", "spacec"}
 
 
 # --- an independent reference ---------------------------------------------------------------

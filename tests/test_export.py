@@ -1,4 +1,4 @@
-"""`spacec export`: TorchScript and ONNX files that reproduce the trained network (runtime.export)."""
+"""`spacec export`: TorchScript and ONNX files that reproduce the trained network (spacec.runtime.tools.export)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from runtime import export as export_module
-from runtime.export import ExportError, export, load_network, random_batch
-from runtime.train import load_train_config, start_training
 from spacec.cli import main
+from spacec.runtime.tools import export as export_module
+from spacec.runtime.tools.export import ExportError, export, load_network, random_batch
+from spacec.runtime.train.loop import load_train_config, start_training
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.genotype import (
+from spacec.arch.genotype import (
     PRESETS,
     REDUCTIONS,
     CellGenotype,
@@ -23,13 +23,14 @@ FAST = settings(max_examples=100, deadline=None, database=None)
 
 
 def test_genotype_module_is_pure_python():
-    tree = ast.parse((Path(__file__).parents[1] / "runtime" / "genotype.py").read_text())
+    tree = ast.parse((Path(__file__).parents[1] / "spacec" / "arch" / "genotype.py").read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert imported <= {
-        "__future__", "difflib", "json", "collections", "dataclasses", "typing", "pathlib"
+        "__future__", "difflib", "json", "collections", "dataclasses", "typing", "pathlib",
+        "spacec",
     }
 
 

@@ -1,6 +1,6 @@
 """The sequence task: DARTS' recurrent search and evaluation on word-level text.
 
-runtime.language through the shared loops (runtime.search, runtime.train) and the `spacec search`
+spacec.runtime.domains.text.language through the shared loops (spacec.runtime.search.loop, spacec.runtime.train.loop) and the `spacec search`
 / `spacec train` commands. Models are tiny (embedding = hidden = 8), corpora a few thousand
 tokens of the packaged WikiText-2 slice or a toy text; one torch thread.
 """
@@ -17,11 +17,12 @@ from click.testing import CliRunner
 from torch.func import functional_call
 
 import spacec
-from runtime.checkpoint import load_checkpoint
-from runtime.config import load_config, presets
-from runtime.data import DataError
-from runtime.derive import derive
-from runtime.language import (
+from spacec.arch.derive import derive
+from spacec.cli import main
+from spacec.cli.search import search_config
+from spacec.runtime.domains.image.data import DataError
+from spacec.runtime.domains.text.corpus import BPTT_MIN, batchify
+from spacec.runtime.domains.text.language import (
     HiddenCarry,
     LanguageData,
     LanguageTask,
@@ -36,16 +37,15 @@ from runtime.language import (
     text_batch,
     training_loss,
 )
-from runtime.recurrent import HighwayInit, SharedHighway
-from runtime.run import RunDir
-from runtime.search import CHECKPOINT_KIND as SEARCH_KIND
-from runtime.search import Search, resume_search, start_search
-from runtime.text import BPTT_MIN, batchify
-from runtime.train import CHECKPOINT_KIND as TRAIN_KIND
-from runtime.train import load_train_config, resume_training, start_training
-from runtime.train import presets as train_presets
-from spacec.cli import main
-from spacec.cli_search import search_config
+from spacec.runtime.nn.recurrent import HighwayInit, SharedHighway
+from spacec.runtime.run.checkpoint import load_checkpoint
+from spacec.runtime.run.common import RunDir
+from spacec.runtime.run.config import load_config, presets
+from spacec.runtime.search.loop import CHECKPOINT_KIND as SEARCH_KIND
+from spacec.runtime.search.loop import Search, resume_search, start_search
+from spacec.runtime.train.loop import CHECKPOINT_KIND as TRAIN_KIND
+from spacec.runtime.train.loop import load_train_config, resume_training, start_training
+from spacec.runtime.train.loop import presets as train_presets
 
 SIZE = 8
 NODES = tuple(f"s{index}" for index in range(1, 9))
@@ -506,7 +506,7 @@ def test_cli_train_darts_reports_perplexity(tmp_path):
 
 
 def resolve_darts():
-    from runtime.genotype import resolve
+    from spacec.arch.genotype import resolve
 
     return resolve("DARTS", "darts_rnn")
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from runtime.blocks import BLOCKS
-from runtime.ops import OPS, MixedEdge, build_op
-from runtime.registry import Registry, UnknownName
+from spacec.registry import Registry, UnknownName
+from spacec.runtime.nn.blocks import BLOCKS
+from spacec.runtime.nn.ops import OPS, MixedEdge, build_op
 
 N, C, H = 2, 4, 8  # tiny: batch, channels, spatial size
 
@@ -78,7 +78,7 @@ def test_unknown_name_lists_sorted_choices():
 
 
 def test_registry_does_not_import_torch():
-    code = "import sys, runtime.registry; assert 'torch' not in sys.modules"
+    code = "import sys, spacec.registry; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -376,7 +376,7 @@ def test_stems_are_always_affine_and_check_their_stride():
     ("kernel", "stride", "size"), [(3, 1, 8), (5, 1, 8), (3, 2, 8), (5, 2, 6), (3, 1, 7)]
 )
 def test_dilated_depthwise_matches_nn_conv2d(kernel, stride, size, channels_last):
-    from runtime.ops import DilatedDepthwiseConv2d
+    from spacec.runtime.nn.ops import DilatedDepthwiseConv2d
 
     torch.manual_seed(0)
     C, pad = 4, 2 * (kernel - 1) // 2
@@ -398,7 +398,7 @@ def test_dilated_depthwise_matches_nn_conv2d(kernel, stride, size, channels_last
 
 @pytest.mark.parametrize("size", [8, 7])
 def test_pointwise_stride_two_matches_nn_conv2d(size):
-    from runtime.ops import PointwiseConv2d
+    from spacec.runtime.nn.ops import PointwiseConv2d
 
     torch.manual_seed(0)
     fast = PointwiseConv2d(6, 4, 1, stride=2, padding=0, bias=False).double()

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from runtime.recurrent import (
+from spacec.runtime.nn.recurrent import (
     ACTIVATIONS,
     INITRANGE,
     HighwayInit,

@@ -14,22 +14,21 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from runtime.checkpoint import CheckpointError, load_checkpoint
-from runtime.config import ConfigError, from_dict, load_config
-from runtime.derive import DerivationError
-from runtime.genotype import Genotype
-from runtime.run import RunDir, TrainingError
-from runtime.search import (
+from spacec.arch.derive import DerivationError
+from spacec.arch.genotype import Genotype
+from spacec.cli import main
+from spacec.runtime.domains.task import ImageTask, LossOutput
+from spacec.runtime.run.checkpoint import CheckpointError, load_checkpoint
+from spacec.runtime.run.common import RunDir, TrainingError
+from spacec.runtime.run.config import ConfigError, from_dict, load_config
+from spacec.runtime.run.derivation import derive_from_alphas, derive_from_run
+from spacec.runtime.search.loop import (
     CHECKPOINT_KIND,
     Search,
     cosine_lr,
-    derive_from_alphas,
-    derive_from_run,
     resume_search,
     start_search,
 )
-from runtime.tasks import ImageTask, LossOutput
-from spacec.cli import main
 
 ETA0, ETA_MIN = 0.025, 0.001  # DARTS train_search.py --learning_rate, --learning_rate_min
 

@@ -1,4 +1,4 @@
-"""`spacec show`: drawings of genotypes (Graphviz or matplotlib) and α heatmaps (runtime.show)."""
+"""`spacec show`: drawings of genotypes (Graphviz or matplotlib) and α heatmaps (spacec.runtime.tools.show)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from runtime import show
-from runtime.genotype import resolve
-from runtime.show import (
+from spacec.arch.genotype import resolve
+from spacec.cli import main
+from spacec.runtime.tools import show
+from spacec.runtime.tools.show import (
     DrawingError,
     cell_layout,
     draw_alpha,
@@ -22,7 +23,6 @@ from runtime.show import (
     genotype_dot,
     softmax_rows,
 )
-from spacec.cli import main
 
 MAGIC = {".png": b"\x89PNG", ".pdf": b"%PDF", ".svg": b"<?xml"}
 
@@ -108,8 +108,8 @@ def test_alpha_heatmap(tmp_path):
 @pytest.fixture(scope="module")
 def search_run(tmp_path_factory):
     """A real (tiny) search run directory."""
-    from runtime.config import load_config
-    from runtime.search import start_search
+    from spacec.runtime.run.config import load_config
+    from spacec.runtime.search.loop import start_search
 
     threads = torch.get_num_threads()
     tmp_path = tmp_path_factory.mktemp("search")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from runtime.data import DataError
-from runtime.text import (
+from spacec.runtime.domains.image.data import DataError
+from spacec.runtime.domains.text.corpus import (
     BpttStep,
     Corpus,
     Vocabulary,

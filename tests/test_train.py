@@ -1,5 +1,5 @@
 """`spacec train` and `spacec select`: configuration, schedules, the loop, run directories,
-resuming, the NaN guard and clean errors for bad input (runtime.train, runtime.select)."""
+resuming, the NaN guard and clean errors for bad input (spacec.runtime.train.loop, spacec.runtime.tools.select)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from runtime import train as train_module
-from runtime.checkpoint import load_checkpoint
-from runtime.config import ConfigError
-from runtime.genotype import resolve
-from runtime.run import TrainingError
-from runtime.select import load_select_config, select
-from runtime.train import (
+from spacec.arch.genotype import resolve
+from spacec.cli import main
+from spacec.runtime.run.checkpoint import load_checkpoint
+from spacec.runtime.run.common import TrainingError
+from spacec.runtime.run.config import ConfigError
+from spacec.runtime.tools.select import load_select_config, select
+from spacec.runtime.train import loop as train_module
+from spacec.runtime.train.loop import (
     CHECKPOINT_KEYS,
     CHECKPOINT_KIND,
     TrainOptimConfig,
@@ -28,7 +29,6 @@ from runtime.train import (
     resume_training,
     start_training,
 )
-from spacec.cli import main
 
 TINY = {
     "space.overrides": {"C": 4, "layers": 3},
@@ -253,22 +253,22 @@ def test_label_smoothing_and_no_auxiliary(tmp_path):
 
 
 def test_select_never_reads_the_test_set(tmp_path, monkeypatch):
-    import runtime.data
+    import spacec.runtime.domains.image.data
 
     def no_test_set(*args, **kwargs):
         raise AssertionError("the selection protocol opened the test set")
 
     opened = []
-    original_open = runtime.data.SampleCIFAR10.__init__
+    original_open = spacec.runtime.domains.image.data.SampleCIFAR10.__init__
 
     def training_images_only(self, root, train=True, **kwargs):
         opened.append(train)
         assert train, "the selection protocol opened the test set"
         original_open(self, root, train=train, **kwargs)
 
-    monkeypatch.setattr(runtime.data, "eval_loaders", no_test_set)
+    monkeypatch.setattr(spacec.runtime.domains.image.data, "eval_loaders", no_test_set)
     monkeypatch.setattr(train_module, "eval_loaders", no_test_set)
-    monkeypatch.setattr(runtime.data.SampleCIFAR10, "__init__", training_images_only)
+    monkeypatch.setattr(spacec.runtime.domains.image.data.SampleCIFAR10, "__init__", training_images_only)
     search_run = tmp_path / "search-a"
     search_run.mkdir()
     (search_run / "genotype.json").write_text(resolve("DARTS_V1").to_json())

@@ -1,6 +1,6 @@
 """Rebuild the packaged sample datasets from their sources, byte for byte.
 
-    python -m runtime.samples.build_samples --cifar-dir DIR --wikitext-dir DIR
+    python -m spacec.runtime.samples.build_samples --cifar-dir DIR --wikitext-dir DIR
 
 ``--cifar-dir`` holds the project's ``cifar10-mini`` CIFAR-10 pickles ``data_batch_1``,
 ``test_batch`` and ``batches.meta`` (the first 350/80 images per class of the original

@@ -1,0 +1,478 @@
+"""Candidate operations of a DARTS cell edge, with the reference code's exact semantics.
+
+Source: Liu, Simonyan & Yang, "DARTS" (ICLR 2019), github.com/quark0/darts, files
+cnn/operations.py (the primitives), cnn/model_search.py (MixedOp) and cnn/model.py.
+Module structure mirrors the reference classes (`op` Sequentials, `conv_1`/`conv_2`/`bn`), so
+state_dict keys line up with checkpoints of the paper code.
+
+Every builder has one signature, `builder(C_in, C_out, stride, affine, **args) -> nn.Module`.
+Entry metadata, derived from that signature where possible:
+  args             names of the arguments a space file passes (all required)
+  leading_relu     the op starts with a ReLU; its builder takes `input_relu=False` to omit it
+  norm_in_supernet the search MixedOp follows it with BatchNorm2d(C, affine=False)
+  is_zero          the op outputs zeros (DARTS 'none')
+  fixed_stride     the only stride the op supports, or None for any stride
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spacec.registry import Entry, Registry, keyword_args
+
+OPS = Registry("operation")
+
+# The builder keyword that omits a leading ReLU; not a space-file argument.
+INPUT_RELU = "input_relu"
+
+Step = tuple[str, Mapping[str, Any]]
+Candidate = Sequence[Step]
+
+
+def _primitive(
+    name: str,
+    *,
+    norm_in_supernet: bool = False,
+    is_zero: bool = False,
+    fixed_stride: int | None = None,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register an op; `args` and `leading_relu` are read off the builder's keyword-only params."""
+
+    def store(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        return OPS.register(
+            name,
+            args=keyword_args(builder, exclude=(INPUT_RELU,)),
+            leading_relu=INPUT_RELU in keyword_args(builder),
+            norm_in_supernet=norm_in_supernet,
+            is_zero=is_zero,
+            fixed_stride=fixed_stride,
+        )(builder)
+
+    return store
+
+
+def _input_relu(enabled: bool) -> nn.Module:
+    # An Identity stand-in keeps Sequential indices, hence state_dict keys, unchanged.
+    return nn.ReLU(inplace=False) if enabled else nn.Identity()
+
+
+def _check_odd_kernel(op: str, kernel: int) -> None:
+    # Padding kernel // 2 keeps the spatial size only for odd kernels.
+    if not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"{op}: kernel must be a positive odd integer, got {kernel!r}")
+
+
+def _check_positive(op: str, what: str, value: int) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{op}: {what} must be a positive integer, got {value!r}")
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """A 1x1 convolution; with stride s it convolves the input subsampled by s, which is the
+    same arithmetic. This also keeps strided 1x1 convolutions off a oneDNN path whose backward
+    corrupts the heap on channels_last inputs (seen with torch 2.14.1 on the CPU: glibc aborts
+    with "free(): invalid next size" in FactorizedReduce's backward)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_size != (1, 1) or self.padding != (0, 0) or self.stride == (1, 1):
+            return super().forward(x)
+        sampled = x[:, :, :: self.stride[0], :: self.stride[1]]
+        sampled = sampled.contiguous(memory_format=torch.channels_last)
+        return F.conv2d(sampled, self.weight, self.bias, 1, 0, self.dilation, self.groups)
+
+
+class DilatedDepthwiseConv2d(nn.Conv2d):
+    """A dilated depthwise convolution computed on polyphase sub-images. Same parameters, same
+    result (up to summation order) as nn.Conv2d, much faster to differentiate on the CPU.
+
+    With dilation d, stride 1 and "same" padding, the output at phase (p, q) (pixels with
+    i % d == p, j % d == q) depends only on the input's phase (p, q), through an undilated
+    convolution with padding (k - 1) // 2; with stride d only phase (0, 0) is read. The d * d
+    phases are stacked on the batch axis, so one undilated depthwise convolution, whose backward
+    oneDNN computes several times faster than the dilated one's, does the work.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.dilation[0]
+        k, stride = self.kernel_size[0], self.stride[0]
+        n, c, h, w = x.shape
+        polyphase = (
+            d > 1 and self.dilation == (d, d) and self.kernel_size == (k, k) and k % 2 == 1
+            and self.padding == (d * (k - 1) // 2,) * 2 and self.stride == (stride, stride)
+            and stride in (1, d) and h % d == 0 and w % d == 0 and self.groups == c
+        )  # fmt: skip
+        if not polyphase:
+            return super().forward(x)
+        pad = (k - 1) // 2
+        if stride == d:
+            return F.conv2d(x[:, :, ::d, ::d], self.weight, self.bias, 1, pad, 1, self.groups)
+        # Work in NHWC views so channels_last inputs stay channels_last without copies in conv2d.
+        nhwc = x.permute(0, 2, 3, 1).reshape(n, h // d, d, w // d, d, c)
+        phases = nhwc.permute(0, 2, 4, 1, 3, 5).reshape(n * d * d, h // d, w // d, c)
+        out = F.conv2d(phases.permute(0, 3, 1, 2), self.weight, self.bias, 1, pad, 1, self.groups)
+        out = out.permute(0, 2, 3, 1).reshape(n, d, d, h // d, w // d, c)
+        return out.permute(0, 3, 1, 4, 2, 5).reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+
+class Zero(nn.Module):
+    """DARTS 'none': zeros shaped like the op's output, still attached to the input's graph."""
+
+    def __init__(self, C_in: int, C_out: int, stride: int) -> None:
+        super().__init__()
+        self.C_in = C_in
+        self.C_out = C_out
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride != 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.C_out == self.C_in:
+            return x.mul(0.0)
+        return x[:, :1].mul(0.0).expand(-1, self.C_out, -1, -1).contiguous()
+
+    def extra_repr(self) -> str:
+        return f"C_in={self.C_in}, C_out={self.C_out}, stride={self.stride}"
+
+
+class FactorizedReduce(nn.Module):
+    """Halve the spatial size with two offset 1x1 stride-2 convs, each giving C_out // 2 channels.
+
+    Like the reference, the two halves only line up for even input sizes.
+    """
+
+    def __init__(self, C_in: int, C_out: int, affine: bool, input_relu: bool = True) -> None:
+        super().__init__()
+        if C_out % 2:
+            raise ValueError(f"factorized_reduce: C_out must be even, got {C_out}")
+        self.relu = _input_relu(input_relu)
+        self.conv_1 = PointwiseConv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
+        self.conv_2 = PointwiseConv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(x)
+        out = torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1)
+        return self.bn(out)
+
+
+class ReLUConvBN(nn.Module):
+    def __init__(
+        self,
+        C_in: int,
+        C_out: int,
+        kernel: int,
+        stride: int,
+        padding: int,
+        affine: bool,
+        input_relu: bool = True,
+    ) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            _input_relu(input_relu),
+            # A 1x1 kernel takes the subsampling route (see PointwiseConv2d); others are plain.
+            (PointwiseConv2d if kernel == 1 else nn.Conv2d)(
+                C_in, C_out, kernel, stride=stride, padding=padding, bias=False
+            ),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class DilConv(nn.Module):
+    """ReLU, dilated depthwise conv, pointwise conv, BN."""
+
+    def __init__(
+        self,
+        C_in: int,
+        C_out: int,
+        kernel: int,
+        stride: int,
+        padding: int,
+        dilation: int,
+        affine: bool,
+        input_relu: bool = True,
+    ) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            _input_relu(input_relu),
+            DilatedDepthwiseConv2d(
+                C_in,
+                C_in,
+                kernel,
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=C_in,
+                bias=False,
+            ),
+            nn.Conv2d(C_in, C_out, 1, padding=0, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class SepConv(nn.Module):
+    """Two stacked ReLU-depthwise-pointwise-BN units; only the first one strides.
+
+    The reference applies the separable convolution twice (Liu et al. 2019, sec. A.1.1,
+    following Zoph et al. 2018); the channel change happens in the last pointwise conv.
+    """
+
+    def __init__(
+        self,
+        C_in: int,
+        C_out: int,
+        kernel: int,
+        stride: int,
+        padding: int,
+        affine: bool,
+        input_relu: bool = True,
+    ) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            _input_relu(input_relu),
+            nn.Conv2d(C_in, C_in, kernel, stride=stride, padding=padding, groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_in, 1, padding=0, bias=False),
+            nn.BatchNorm2d(C_in, affine=affine),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel, stride=1, padding=padding, groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_out, 1, padding=0, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+@_primitive("zero", is_zero=True)
+def zero(C_in: int, C_out: int, stride: int, affine: bool) -> nn.Module:
+    _check_positive("zero", "stride", stride)
+    return Zero(C_in, C_out, stride)
+
+
+@_primitive("identity")
+def identity(C_in: int, C_out: int, stride: int, affine: bool) -> nn.Module:
+    """DARTS 'skip_connect': the identity, or a FactorizedReduce where the edge reduces.
+
+    Its leading ReLU (reducing form only) is never shared: `leading_relu` is per entry, not
+    per stride, and one ReLU over a reduction-edge input is cheap.
+    """
+    if stride == 1:
+        if C_in != C_out:
+            raise ValueError(
+                f"identity cannot change channels ({C_in} -> {C_out}) at stride 1; "
+                "use relu_conv_bn(kernel=1)"
+            )
+        return nn.Identity()
+    if stride != 2:
+        raise ValueError(f"identity supports stride 1 or 2, got {stride}")
+    return FactorizedReduce(C_in, C_out, affine)
+
+
+def _same_channels(op: str, C_in: int, C_out: int) -> None:
+    if C_in != C_out:
+        raise ValueError(f"{op} cannot change channels ({C_in} -> {C_out})")
+
+
+@_primitive("max_pool", norm_in_supernet=True)
+def max_pool(C_in: int, C_out: int, stride: int, affine: bool, *, kernel: int) -> nn.Module:
+    _same_channels("max_pool", C_in, C_out)
+    _check_odd_kernel("max_pool", kernel)
+    return nn.MaxPool2d(kernel, stride=stride, padding=kernel // 2)
+
+
+@_primitive("avg_pool", norm_in_supernet=True)
+def avg_pool(C_in: int, C_out: int, stride: int, affine: bool, *, kernel: int) -> nn.Module:
+    _same_channels("avg_pool", C_in, C_out)
+    _check_odd_kernel("avg_pool", kernel)
+    return nn.AvgPool2d(kernel, stride=stride, padding=kernel // 2, count_include_pad=False)
+
+
+@_primitive("sep_conv")
+def sep_conv(
+    C_in: int, C_out: int, stride: int, affine: bool, *, kernel: int, input_relu: bool = True
+) -> nn.Module:
+    _check_odd_kernel("sep_conv", kernel)
+    return SepConv(C_in, C_out, kernel, stride, kernel // 2, affine, input_relu)
+
+
+@_primitive("dil_conv")
+def dil_conv(
+    C_in: int,
+    C_out: int,
+    stride: int,
+    affine: bool,
+    *,
+    kernel: int,
+    dilation: int,
+    input_relu: bool = True,
+) -> nn.Module:
+    _check_odd_kernel("dil_conv", kernel)
+    _check_positive("dil_conv", "dilation", dilation)
+    padding = dilation * (kernel - 1) // 2
+    return DilConv(C_in, C_out, kernel, stride, padding, dilation, affine, input_relu)
+
+
+@_primitive("relu_conv_bn")
+def relu_conv_bn(
+    C_in: int, C_out: int, stride: int, affine: bool, *, kernel: int, input_relu: bool = True
+) -> nn.Module:
+    _check_odd_kernel("relu_conv_bn", kernel)
+    return ReLUConvBN(C_in, C_out, kernel, stride, kernel // 2, affine, input_relu)
+
+
+@_primitive("conv_7x1_1x7")
+def conv_7x1_1x7(
+    C_in: int, C_out: int, stride: int, affine: bool, *, input_relu: bool = True
+) -> nn.Module:
+    # The reference keeps C channels throughout; with C_in != C_out the second conv changes
+    # them, as the last pointwise conv does in SepConv.
+    return nn.Sequential(
+        _input_relu(input_relu),
+        nn.Conv2d(C_in, C_in, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
+        nn.Conv2d(C_in, C_out, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
+        nn.BatchNorm2d(C_out, affine=affine),
+    )
+
+
+@_primitive("factorized_reduce", fixed_stride=2)
+def factorized_reduce(
+    C_in: int, C_out: int, stride: int, affine: bool, *, input_relu: bool = True
+) -> nn.Module:
+    if stride != 2:
+        raise ValueError(f"factorized_reduce always has stride 2, got {stride}")
+    return FactorizedReduce(C_in, C_out, affine, input_relu)
+
+
+def _checked_args(entry: Entry, args: Mapping[str, Any]) -> None:
+    expected = tuple(entry.meta["args"])
+    valid = ", ".join(expected) if expected else "none"
+    unexpected = sorted(set(args) - set(expected))
+    if unexpected:
+        raise TypeError(
+            f"{entry.name}() got unexpected argument(s) {', '.join(unexpected)}; "
+            f"valid arguments: {valid}"
+        )
+    missing = [name for name in expected if name not in args]
+    if missing:
+        raise TypeError(
+            f"{entry.name}() missing argument(s) {', '.join(missing)}; valid arguments: {valid}"
+        )
+
+
+def _build_step(
+    step: Step, C_in: int, C_out: int, stride: int, affine: bool, input_relu: bool
+) -> nn.Module:
+    name, args = step
+    entry = OPS[name]
+    _checked_args(entry, args)
+    if entry.meta["leading_relu"]:
+        return entry.builder(C_in, C_out, stride, affine, **args, input_relu=input_relu)
+    if not input_relu:
+        raise ValueError(f"{name} has no leading ReLU to omit")
+    return entry.builder(C_in, C_out, stride, affine, **args)
+
+
+def build_op(
+    steps: Candidate,
+    C_in: int,
+    C_out: int,
+    stride: int,
+    affine: bool,
+    *,
+    input_relu: bool = True,
+) -> nn.Module:
+    """Build a candidate `a >> b >> ...`: the first step maps (C_in, stride), the rest keep C_out.
+
+    `input_relu=False` omits the first step's leading ReLU (the caller applies it).
+    """
+    if not steps:
+        raise ValueError("a candidate needs at least one operation")
+    modules = [_build_step(steps[0], C_in, C_out, stride, affine, input_relu)]
+    modules += [_build_step(step, C_out, C_out, 1, affine, True) for step in steps[1:]]
+    return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+
+
+def is_zero_candidate(steps: Candidate) -> bool:
+    # Only an all-zero chain may be skipped: earlier non-zero steps could hold BatchNorm
+    # statistics that a forward pass updates.
+    return all(OPS[name].meta["is_zero"] for name, _ in steps)
+
+
+def leads_with_relu(steps: Candidate) -> bool:
+    return bool(steps) and OPS[steps[0][0]].meta["leading_relu"]
+
+
+def needs_supernet_norm(steps: Candidate) -> bool:
+    # The reference adds the norm after pools because their outputs, unlike the other
+    # candidates', are not batch-normalised; so it depends on the chain's last step.
+    return bool(steps) and OPS[steps[-1][0]].meta["norm_in_supernet"]
+
+
+def _supernet_candidate(
+    steps: Candidate, C_in: int, C_out: int, stride: int, affine: bool, input_relu: bool
+) -> nn.Module:
+    op = build_op(steps, C_in, C_out, stride, affine, input_relu=input_relu)
+    if needs_supernet_norm(steps):
+        return nn.Sequential(op, nn.BatchNorm2d(C_out, affine=False))
+    return op
+
+
+class MixedEdge(nn.Module):
+    """DARTS MixedOp: sum_i weights[i] * op_i(x), candidates in alpha column order.
+
+    Speedups that keep the reference's arithmetic:
+      * zero candidates are skipped, since weights[i] * 0 adds nothing (the reference would
+        turn inf/nan inputs into nan there; we do not). If every candidate is zero the naive
+        weighted sum is computed so the result still depends on `weights`.
+      * candidates whose first layer is a ReLU are built without it and share one relu(x).
+    `self.ops[i]` is column i (zero columns hold their parameter-free Zero module), so
+    state_dict keys are `ops.<column>.<...>` and match independently built candidates.
+    """
+
+    def __init__(
+        self,
+        candidates: Sequence[Candidate],
+        C_in: int,
+        C_out: int,
+        stride: int,
+        affine: bool = False,
+    ) -> None:
+        super().__init__()
+        if not candidates:
+            raise ValueError("a mixed edge needs at least one candidate")
+        self.ops = nn.ModuleList()
+        active = []
+        for column, steps in enumerate(candidates):
+            shares_relu = leads_with_relu(steps)
+            self.ops.append(
+                _supernet_candidate(steps, C_in, C_out, stride, affine, not shares_relu)
+            )
+            if not is_zero_candidate(steps):
+                active.append((column, shares_relu))
+        self._active: tuple[tuple[int, bool], ...] = tuple(active)
+        self._shares_relu = any(shares_relu for _, shares_relu in active)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        if weights.shape != (len(self.ops),):
+            raise ValueError(
+                f"expected {len(self.ops)} weights (one per candidate), got shape "
+                f"{tuple(weights.shape)}"
+            )
+        if not self._active:
+            return sum(w * op(x) for w, op in zip(weights, self.ops, strict=True))
+        relu_x = F.relu(x) if self._shares_relu else x
+        out = None
+        for column, takes_relu in self._active:
+            term = weights[column] * self.ops[column](relu_x if takes_relu else x)
+            out = term if out is None else out + term
+        return out

@@ -1,0 +1,406 @@
+"""Building blocks of the DARTS recurrent cell and the language model around it.
+
+Source: Liu, Simonyan & Yang, "DARTS" (ICLR 2019), github.com/quark0/darts: rnn/model.py
+(`DARTSCell`, `RNNModel`), rnn/model_search.py (`DARTSCellSearch`) and rnn/utils.py; the
+regularisers come from AWD-LSTM (Merity, Keskar & Socher, 2018, github.com/salesforce/awd-lstm-lm:
+locked_dropout.py, embed_regularize.py). Every formula below is the reference's, evaluated in the
+same order, so a cell built from these blocks reproduces the reference numerically.
+
+The compiler generates the cell topology (which node reads which) as a `RecurrentLM` subclass
+whose `cell_step` calls these blocks. A search cell (rnn/model_search.py) reads::
+
+    probs = step_context()                      # softmax(α), once per forward
+    s0 = norm(init(x_t, h_prev, x_mask, h_mask))          # HighwayInit, NodeNorm
+    states = s0[None]
+    for node j (own SharedHighway map_j, α rows `offset : offset + j`):
+        c, h = map_j(states, h_mask)            # every earlier state through node j's map
+        s_j = norm(mix_edges(states, c, h, probs[rows], columns))
+        states = cat([states, s_j[None]])
+    h_t = mean(states[-CONCAT:])
+
+The reference search cell has ONE BatchNorm (`self.bn`) applied to s0 and to every node, so its
+running statistics mix all of them; generated code reproduces that by sharing one `NodeNorm`.
+A derived cell (rnn/model.py) gives each node one input: ``highway_edge(s_i, *map_j(s_i, h_mask),
+fn)``, without normalisation.
+
+Shapes: B batch, T time steps, n states read by a node; `nhid` hidden, `ninp` embedding size.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spacec.registry import Registry
+
+# Range of the uniform init of every weight of the cell and of the (tied) embedding:
+# rnn/model.py `INITRANGE` (AWD-LSTM uses 0.1 for the embedding; DARTS uses 0.04 throughout).
+INITRANGE = 0.04
+
+Activation = Callable[[Tensor], Tensor]
+
+_ACTIVATION_REGISTRY = Registry("activation")
+
+
+# DARTSCell._get_activation; named functions (not lambdas) so that modules holding them pickle.
+@_ACTIVATION_REGISTRY.register("tanh")
+def _tanh(x: Tensor) -> Tensor:
+    return torch.tanh(x)
+
+
+@_ACTIVATION_REGISTRY.register("relu")
+def _relu(x: Tensor) -> Tensor:
+    return torch.relu(x)
+
+
+@_ACTIVATION_REGISTRY.register("sigmoid")
+def _sigmoid(x: Tensor) -> Tensor:
+    return torch.sigmoid(x)
+
+
+@_ACTIVATION_REGISTRY.register("identity")
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+class _ActivationTable(Mapping[str, Activation]):
+    """Read-only name -> function view of the registry; unknown names list the known ones."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def __getitem__(self, name: str) -> Activation:
+        return self._registry.get(name).builder
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._registry)
+
+    def __len__(self) -> int:
+        return len(self._registry)
+
+    def __repr__(self) -> str:
+        return f"ACTIVATIONS({', '.join(self._registry)})"
+
+
+ACTIVATIONS: Mapping[str, Activation] = _ActivationTable(_ACTIVATION_REGISTRY)
+
+
+def _uniform_weight(rows: int, cols: int) -> nn.Parameter:
+    return nn.Parameter(torch.empty(rows, cols).uniform_(-INITRANGE, INITRANGE))
+
+
+def _check_rate(name: str, rate: float) -> None:
+    # A rate of 1 would divide the kept units by zero.
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {rate!r}")
+
+
+def dropout_mask(
+    shape: Sequence[int],
+    p: float,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """A Bernoulli(1 - p) mask scaled by 1 / (1 - p), drawn as rnn/utils.py `mask2d` draws it.
+
+    The cell's x_mask [B, ninp] and h_mask [B, nhid] are such masks, drawn once per forward and
+    reused at every time step and (h_mask) on every node of the cell.
+    """
+    _check_rate("dropout rate", p)
+    keep = 1.0 - p
+    uniform = torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype)
+    return torch.floor(uniform + keep) / keep
+
+
+class HighwayInit(nn.Module):
+    """Node s0 = h + sigmoid(c0) * (fn(h0) - h), [c0, h0] = [x, h] W0 (`_compute_init_state`)."""
+
+    def __init__(self, ninp: int, nhid: int, fn: str = "tanh") -> None:
+        super().__init__()
+        self.ninp = ninp
+        self.nhid = nhid
+        self.fn = fn
+        self._activation = ACTIVATIONS[fn]
+        self.weight = _uniform_weight(ninp + nhid, 2 * nhid)
+
+    def forward(
+        self,
+        x: Tensor,
+        h_prev: Tensor,
+        x_mask: Tensor | None = None,
+        h_mask: Tensor | None = None,
+    ) -> Tensor:
+        # x [B, ninp], h_prev [B, nhid] -> s0 [B, nhid]; h_prev itself enters the highway unmasked.
+        x_in = x if x_mask is None else x * x_mask
+        h_in = h_prev if h_mask is None else h_prev * h_mask
+        c0, h0 = torch.split(torch.cat([x_in, h_in], dim=-1).mm(self.weight), self.nhid, dim=-1)
+        return h_prev + c0.sigmoid() * (self._activation(h0) - h_prev)
+
+    def extra_repr(self) -> str:
+        return f"ninp={self.ninp}, nhid={self.nhid}, fn={self.fn}"
+
+
+class SharedHighway(nn.Module):
+    """A node's map nhid -> 2 nhid (`_Ws[i]`), shared by all the node's incoming edges."""
+
+    def __init__(self, nhid: int) -> None:
+        super().__init__()
+        self.nhid = nhid
+        self.weight = _uniform_weight(nhid, 2 * nhid)
+
+    def forward(self, states: Tensor, h_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """states [..., B, nhid] -> (sigmoid gate c, candidate h), each shaped like `states`.
+
+        The map reads the masked states; the highway mixes the unmasked ones (`mix_edges`).
+        """
+        masked = states if h_mask is None else states * h_mask
+        ch = masked.reshape(-1, self.nhid).mm(self.weight)
+        c, h = torch.split(ch.view(*states.shape[:-1], 2 * self.nhid), self.nhid, dim=-1)
+        return c.sigmoid(), h
+
+    def extra_repr(self) -> str:
+        return f"nhid={self.nhid}"
+
+
+def highway_edge(state: Tensor, c: Tensor, h: Tensor, fn: str) -> Tensor:
+    """One discrete edge of a derived cell: state + c * (fn(h) - state); c is already a gate."""
+    return state + c * (ACTIVATIONS[fn](h) - state)
+
+
+def mix_edges(
+    states: Tensor,
+    c: Tensor,
+    h: Tensor,
+    weights: Tensor,
+    columns: Sequence[tuple[int, str]],
+) -> Tensor:
+    """A search node: sum over sources i and listed ops of weights[i, col] * highway(i, act).
+
+    states, c, h [n, B, nhid] (c, h from the node's `SharedHighway`); weights [n, n_ops], the
+    node's rows of softmax(α). `columns` lists (column of `weights`, activation name) for every
+    non-zero op, in the order the reference loops over PRIMITIVES; a 'none' column is simply not
+    listed, which is exactly its contribution. Returns [B, nhid].
+    """
+    if weights.shape[0] != states.shape[0]:
+        raise ValueError(
+            f"mix_edges: {weights.shape[0]} rows of weights for {states.shape[0]} source states"
+        )
+    mixed = torch.zeros_like(states[0])
+    for column, name in columns:
+        unweighted = states + c * (ACTIVATIONS[name](h) - states)
+        mixed = mixed + torch.sum(weights[:, column, None, None] * unweighted, dim=0)
+    return mixed
+
+
+class NodeNorm(nn.BatchNorm1d):
+    """BatchNorm1d(nhid, affine=False) over [B, nhid]: the search cell's `self.bn`."""
+
+    def __init__(self, nhid: int) -> None:
+        super().__init__(nhid, affine=False)
+
+
+class LockedDropout(nn.Module):
+    """Variational dropout (AWD-LSTM): one mask per sequence, shared by all time steps."""
+
+    @staticmethod
+    def mask(
+        shape: Sequence[int],
+        p: float,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """For x [T, B, D]: a mask [1, B, D] of Bernoulli(1 - p) / (1 - p), broadcast over T."""
+        _check_rate("dropout rate", p)
+        keep = 1.0 - p
+        mask = torch.empty((1, *shape[1:]), device=device, dtype=dtype)
+        return mask.bernoulli_(keep, generator=generator).div_(keep)
+
+    def forward(self, x: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
+        if not self.training or not p:
+            return x
+        return x * self.mask(x.shape, p, x.device, generator, x.dtype)
+
+
+def embedded_dropout(
+    embed: nn.Embedding,
+    words: Tensor,
+    dropout: float,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Embedding dropout (AWD-LSTM): drop whole word vectors, rescale the rest by 1 / (1 - p).
+
+    A dropped word is zero wherever it occurs in `words`. The caller passes 0 outside training.
+    """
+    weight = embed.weight
+    if dropout:
+        _check_rate("embedding dropout", dropout)
+        keep = 1.0 - dropout
+        rows = weight.new_empty((weight.shape[0], 1)).bernoulli_(keep, generator=generator)
+        weight = rows.div_(keep) * weight
+    return F.embedding(
+        words,
+        weight,
+        embed.padding_idx,
+        embed.max_norm,
+        embed.norm_type,
+        embed.scale_grad_by_freq,
+        embed.sparse,
+    )
+
+
+Hidden = Any  # a Tensor, or a list/tuple of them (nested)
+
+
+def repackage_hidden(hidden: Hidden) -> Hidden:
+    """Detach hidden state from the graph that produced it (truncated BPTT); same container."""
+    if isinstance(hidden, Tensor):
+        return hidden.detach()
+    if isinstance(hidden, (list, tuple)):
+        return type(hidden)(repackage_hidden(part) for part in hidden)
+    raise TypeError(f"hidden state must be a Tensor or a list/tuple of them, got {type(hidden)}")
+
+
+class RecurrentLM(nn.Module, abc.ABC):
+    """Embedding -> a recurrent cell unrolled over time -> (tied) decoder, as DARTS `RNNModel`.
+
+    Subclasses (generated code) own the cell's modules and implement `cell_step`. Dropout
+    defaults are those of the search, rnn/train_search.py; the evaluation script rnn/train.py
+    passes the same five values (its --dropoute is 0 too; 0.1 is only `RNNModel`'s unused
+    signature default).
+
+    Layouts follow the reference: `hidden` is a list holding one [1, B, nhid] tensor (see
+    `init_hidden`); `forward` returns log-probabilities [T, B, ntoken], and with `return_h` also
+    `raw_outputs` and `dropped_outputs`, lists holding one [T, B, nhid] tensor each (the cell's
+    outputs before and after output dropout, for activation regularisation).
+    """
+
+    def __init__(
+        self,
+        ntoken: int,
+        ninp: int,
+        nhid: int,
+        tied: bool = True,
+        dropout: float = 0.75,  # --dropout: locked, on the cell's output
+        dropouth: float = 0.25,  # --dropouth: h_mask, on h_{t-1} and every state a node map reads
+        dropoutx: float = 0.75,  # --dropoutx: x_mask, on x_t entering W0
+        dropouti: float = 0.2,  # --dropouti: locked, on the embedded input
+        dropoute: float = 0.0,  # --dropoute: whole word vectors of the embedding
+    ) -> None:
+        super().__init__()
+        if tied and ninp != nhid:
+            raise ValueError(f"tied weights need ninp == nhid, got ninp={ninp}, nhid={nhid}")
+        rates = {
+            "dropout": dropout,
+            "dropouth": dropouth,
+            "dropoutx": dropoutx,
+            "dropouti": dropouti,
+            "dropoute": dropoute,
+        }
+        for name, rate in rates.items():
+            _check_rate(name, rate)
+        self.ntoken = ntoken
+        self.ninp = ninp
+        self.nhid = nhid
+        self.tied = tied
+        self.dropout = dropout
+        self.dropouth = dropouth
+        self.dropoutx = dropoutx
+        self.dropouti = dropouti
+        self.dropoute = dropoute
+        self.lockdrop = LockedDropout()
+        self.encoder = nn.Embedding(ntoken, ninp)
+        self.decoder = nn.Linear(nhid, ntoken)
+        if tied:
+            self.decoder.weight = self.encoder.weight
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # RNNModel.init_weights
+        with torch.no_grad():
+            self.encoder.weight.uniform_(-INITRANGE, INITRANGE)
+            self.decoder.bias.zero_()
+            if not self.tied:
+                self.decoder.weight.uniform_(-INITRANGE, INITRANGE)
+
+    @abc.abstractmethod
+    def cell_step(
+        self,
+        x_t: Tensor,
+        h_prev: Tensor,
+        x_mask: Tensor | None,
+        h_mask: Tensor | None,
+        context: Any,
+    ) -> Tensor:
+        """One time step: x_t [B, ninp], h_prev [B, nhid] -> h_t [B, nhid].
+
+        Masks are None outside training; `context` is what `step_context` returned.
+        """
+
+    def step_context(self) -> Any:
+        """Computed once per forward and handed to every `cell_step` (a supernet: softmax(α))."""
+        return None
+
+    def init_hidden(self, bsz: int) -> list[Tensor]:
+        weight = self.encoder.weight
+        return [weight.new_zeros(1, bsz, self.nhid)]
+
+    def forward(
+        self, input: Tensor, hidden: Sequence[Tensor], return_h: bool = False
+    ) -> tuple[Tensor, list[Tensor]] | tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
+        """input [T, B] word ids, hidden [[1, B, nhid]] -> (log_prob [T, B, ntoken], hidden)."""
+        steps, batch = input.shape
+        if steps == 0:
+            raise ValueError("input has no time steps")
+        h_prev = self._initial_state(hidden, batch)
+        emb = embedded_dropout(self.encoder, input, self.dropoute if self.training else 0.0)
+        emb = self.lockdrop(emb, self.dropouti)
+        x_mask, h_mask = self._step_masks(batch, emb)
+        raw_output = self._unroll(emb, h_prev, x_mask, h_mask)
+        new_hidden = [raw_output[-1].unsqueeze(0)]
+        output = self.lockdrop(raw_output, self.dropout)
+        logits = self.decoder(output.view(-1, self.nhid))
+        log_prob = F.log_softmax(logits, dim=-1).view(steps, batch, self.ntoken)
+        if return_h:
+            return log_prob, new_hidden, [raw_output], [output]
+        return log_prob, new_hidden
+
+    def _initial_state(self, hidden: Sequence[Tensor], batch: int) -> Tensor:
+        if len(hidden) != 1 or tuple(hidden[0].shape) != (1, batch, self.nhid):
+            shapes = [tuple(h.shape) for h in hidden]
+            raise ValueError(
+                f"hidden must be [tensor of shape (1, {batch}, {self.nhid})], got shapes {shapes}"
+            )
+        return hidden[0][0]
+
+    def _step_masks(self, batch: int, emb: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        # DARTSCell.forward draws both masks in training even at rate 0 (then all ones).
+        if not self.training:
+            return None, None
+        x_mask = dropout_mask((batch, self.ninp), self.dropoutx, emb.device, dtype=emb.dtype)
+        h_mask = dropout_mask((batch, self.nhid), self.dropouth, emb.device, dtype=emb.dtype)
+        return x_mask, h_mask
+
+    def _unroll(
+        self, emb: Tensor, h_prev: Tensor, x_mask: Tensor | None, h_mask: Tensor | None
+    ) -> Tensor:
+        context = self.step_context()
+        outputs = []
+        h_t = h_prev
+        for x_t in emb:
+            h_t = self.cell_step(x_t, h_t, x_mask, h_mask, context)
+            outputs.append(h_t)
+        return torch.stack(outputs)
+
+    def extra_repr(self) -> str:
+        return (
+            f"ntoken={self.ntoken}, ninp={self.ninp}, nhid={self.nhid}, tied={self.tied}, "
+            f"dropout={self.dropout}, dropouth={self.dropouth}, dropoutx={self.dropoutx}, "
+            f"dropouti={self.dropouti}, dropoute={self.dropoute}"
+        )

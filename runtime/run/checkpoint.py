@@ -1,0 +1,78 @@
+"""Checkpoint files: written atomically, read back with every problem named.
+
+A checkpoint is one ``torch.save`` of a dict of plain data and tensors (read back with
+``weights_only=True``, so loading one never runs code from the file). Writing goes to a temporary
+file in the same folder, is flushed to disk, then renamed over the old checkpoint with
+``os.replace``: a crash at any moment leaves either the previous checkpoint or the new one, never
+a torn file. Its ``format`` entry is `FORMAT`; ``kind`` says which loop wrote it.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spacec.files import atomic_write_bytes
+from spacec.runtime.errors import CheckpointError
+
+FORMAT = 1
+
+
+
+
+def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
+    """Write `state` (with ``format`` added) to `path` atomically."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def load_checkpoint(
+    path: Path, kind: str, required: Iterable[str] = (), map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint`; CheckpointError unless it is whole.
+
+    `kind` must match the ``kind`` entry the writer stored; `required` lists entries that must be
+    present.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint (missing file)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (
+        OSError,
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+        ValueError,
+        KeyError,
+        AttributeError,
+        TypeError,
+        UnicodeDecodeError,
+    ) as error:
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint ({type(error).__name__}: {_first_line(error)})"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a checkpoint (holds a {type(state).__name__})")
+    if state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: checkpoint format {state.get('format')!r}, this version reads {FORMAT}"
+        )
+    if state.get("kind") != kind:
+        raise CheckpointError(f"{path}: a {state.get('kind')!r} checkpoint, expected {kind!r}")
+    missing = [key for key in required if key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
+    return state
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no details"

@@ -1,0 +1,440 @@
+"""Configuration of an architecture search: one frozen dataclass per concern, read from YAML.
+
+A `SearchConfig` composes ``space`` (`SpaceConfig`), ``data`` (the task's data config:
+`spacec.runtime.domains.image.data.ImageData` for the image task, `spacec.runtime.domains.text.language.LanguageData` for the
+sequence task), ``optim`` (`OptimConfig`, the weights' SGD),
+``arch`` (`spacec.runtime.search.architect.ArchConfig`, α's Adam) and ``run`` (`RunConfig`: seed, device,
+checkpoints). The YAML form has one mapping per section plus ``task``::
+
+    task: image
+    space: {name: darts_cnn, overrides: {C: 8}, optional_overrides: {}}
+    data: {name: sample, batch_size: 64, ...}        # fields of ImageData
+    optim: {epochs: 50, lr: 0.025, ...}
+    arch: {order: 1, mode: bilevel, ...}
+    run: {seed: 2, device: cpu, ...}
+
+Sections and keys may be left out (their defaults apply); an unknown key, a value of the wrong
+type, or one a dataclass rejects raises `ConfigError` naming the file and the key. Presets are
+YAML files shipped in ``runtime/configs`` (``search_<name>.yaml``); `load_config` takes a preset
+name or a path, then dotted overrides (``{"arch.order": 2}``) from the command line; a
+sequence space's presets are ``search_rnn_<name>.yaml`` (`domain_preset`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import numbers
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from spacec.runtime.domains.image.data import DataError, ImageData
+from spacec.runtime.errors import ConfigError
+from spacec.runtime.search.architect import ArchConfig
+
+PRESET_PREFIX = "search_"
+PRESET_SUFFIX = ".yaml"
+SCHEDULES = ("cosine", "constant")
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+
+
+# ---------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """Which search space to search and at which parameters."""
+
+    name: str = "darts_cnn"  # a shipped space name or a path to a .space file
+    # Parameter overrides (`--set C=8`); each must be a parameter the space declares.
+    overrides: dict[str, int | float] = field(default_factory=dict)
+    # Applied only to the parameters the space declares (the others are skipped), so that one
+    # preset can shrink several spaces (darts_cnn's `layers`, nas_bench_201's `N`).
+    optional_overrides: dict[str, int | float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("name must be a space name or a path")
+        for label, values in (("overrides", self.overrides),
+                              ("optional_overrides", self.optional_overrides)):
+            bad = [key for key in values if not str(key).isidentifier()]
+            if bad:
+                raise ValueError(f"{label}: parameter names must be identifiers, got {bad}")
+
+
+def check_data_for_task(task: str, data: Any) -> None:
+    """The data section must be the kind the task reads (ValueError otherwise)."""
+    expected = data_config_class(task)
+    if not isinstance(data, expected):
+        raise ValueError(f"task {task!r} takes data of type {expected.__name__}, "
+                         f"got {type(data).__name__}")
+
+
+def check_sgd_settings(cfg: Any, schedules: Iterable[str]) -> None:
+    """The checks every SGD section shares (search and training): ValueError on a bad value."""
+    if cfg.epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {cfg.epochs}")
+    if cfg.lr <= 0:
+        raise ValueError(f"lr must be > 0, got {cfg.lr}")
+    if not 0 <= cfg.lr_min <= cfg.lr:
+        raise ValueError(f"lr_min must lie in [0, lr={cfg.lr}], got {cfg.lr_min}")
+    if not 0 <= cfg.momentum < 1:
+        raise ValueError(f"momentum must lie in [0, 1), got {cfg.momentum}")
+    if cfg.weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    if cfg.grad_clip is not None and cfg.grad_clip <= 0:
+        raise ValueError(f"grad_clip must be > 0 or null, got {cfg.grad_clip}")
+    if cfg.schedule not in schedules:
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: {', '.join(schedules)}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The weights' optimiser and its schedule. Defaults: quark0/darts cnn/train_search.py."""
+
+    epochs: int = 50  # --epochs 50
+    lr: float = 0.025  # --learning_rate 0.025 (η₀)
+    lr_min: float = 0.001  # --learning_rate_min 0.001 (η_min of the cosine schedule)
+    momentum: float = 0.9  # --momentum 0.9
+    weight_decay: float = 3e-4  # --weight_decay 3e-4
+    grad_clip: float | None = 5.0  # --grad_clip 5 (total norm of the weight gradient)
+    schedule: str = "cosine"  # CosineAnnealingLR(epochs, eta_min=lr_min); "constant" keeps lr
+
+    def __post_init__(self) -> None:
+        check_sgd_settings(self, SCHEDULES)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how a run executes."""
+
+    seed: int = 2  # train_search.py --seed 2
+    device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
+    out: str = "runs"  # parent folder of run directories
+    checkpoint_every: int = 0  # also checkpoint every N steps (0: at the end of epochs only)
+    log_every: int = 50  # an INFO line every N steps (train_search.py --report_freq 50)
+    threads: int | None = None  # torch.set_num_threads; None leaves torch's default
+
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not _DEVICE.match(self.device):
+            raise ValueError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+        if not self.out:
+            raise ValueError("out must be a folder")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
+
+
+# Task name -> the dataclass its `data` section is read into. The task of a search is the
+# domain of its space (`spacec.catalog.NETWORK_DOMAINS`).
+DATA_CONFIGS: dict[str, type] = {}
+
+
+def register_data_config(task: str, cls: type) -> None:
+    if task in DATA_CONFIGS:
+        raise ValueError(f"a data config for task {task!r} is already registered")
+    DATA_CONFIGS[task] = cls
+
+
+register_data_config("image", ImageData)
+
+# Tasks defined outside this module, imported on first use: they register their data config
+# themselves, and import the loops that import this module.
+TASK_MODULES = {"sequence": "spacec.runtime.domains.text.language"}
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything that determines a search run."""
+
+    task: str = "image"
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    data: Any = field(default_factory=ImageData)  # DATA_CONFIGS[task]
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        check_data_for_task(self.task, self.data)
+
+
+def data_config_class(task: str) -> type:
+    if task not in DATA_CONFIGS and task in TASK_MODULES:
+        importlib.import_module(TASK_MODULES[task])
+    if task not in DATA_CONFIGS:
+        valid = sorted({*DATA_CONFIGS, *TASK_MODULES})
+        raise ValueError(f"unknown task {task!r}; valid: {', '.join(valid)}")
+    return DATA_CONFIGS[task]
+
+
+SECTIONS = ("space", "data", "optim", "arch", "run")
+_SECTION_CLASSES = {"space": SpaceConfig, "optim": OptimConfig, "arch": ArchConfig,
+                    "run": RunConfig}
+
+
+# ---------------------------------------------------------------- dict <-> dataclasses
+
+
+def to_dict(cfg: SearchConfig) -> dict[str, Any]:
+    """Plain YAML/JSON-ready data (tuples become lists), sections in a fixed order."""
+    out: dict[str, Any] = {"task": cfg.task}
+    for section in SECTIONS:
+        out[section] = plain_data(dataclasses.asdict(getattr(cfg, section)))
+    return out
+
+
+def plain_data(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v) for v in value]
+    return value
+
+
+def from_dict(data: Any, source: str = "<config>") -> SearchConfig:
+    """Build a `SearchConfig` from parsed YAML; `source` names the file in errors."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    _reject_unknown(data, ("task", *SECTIONS), source, where="top level")
+    task = data.get("task", SearchConfig.task)
+    if not isinstance(task, str):
+        raise ConfigError(f"{source}: task: expected a string, got {task!r}")
+    try:
+        data_class = data_config_class(task)
+    except ValueError as error:
+        raise ConfigError(f"{source}: task: {error}") from None
+    classes = {**_SECTION_CLASSES, "data": data_class}
+    sections = {
+        name: build_section(classes[name], data.get(name), source, name) for name in SECTIONS
+    }
+    return SearchConfig(task=task, **sections)
+
+
+def _reject_unknown(data: Mapping, valid: tuple[str, ...] | list[str], source: str,
+                    where: str) -> None:
+    unknown = [str(key) for key in data if key not in valid]
+    if unknown:
+        raise ConfigError(
+            f"{source}: {where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
+        )
+
+
+def build_section(cls: type, data: Any, source: str, section: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: {section}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    _reject_unknown(data, names, source, where=section)
+    values = {key: _convert(value, hints[key], f"{source}: {section}.{key}")
+              for key, value in data.items()}
+    try:
+        return cls(**values)
+    except (ValueError, TypeError, DataError) as error:
+        raise ConfigError(f"{source}: {section}: {error}") from None
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    """`value` checked against the type annotation `hint` (the few kinds configs use)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _convert(value, options[0], where)
+        if all(a in (int, float) for a in options):
+            return _number(value, where, integer=False)
+        raise ConfigError(f"{where}: unsupported annotation {hint}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        key_hint, value_hint = args
+        return {_convert(k, key_hint, where): _convert(v, value_hint, f"{where}.{k}")
+                for k, v in value.items()}
+    return _scalar(value, hint, where)
+
+
+def _scalar(value: Any, hint: Any, where: str) -> Any:
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        return _number(value, where, integer=True)
+    if hint is float:
+        return float(_number(value, where, integer=False))
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported annotation {hint}")
+
+
+def _number(value: Any, where: str, integer: bool) -> int | float:
+    if not integer and isinstance(value, str):
+        value = _float_text(value, where)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{where}: expected {kind}, got {value!r}")
+    if integer and not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _float_text(text: str, where: str) -> float:
+    # PyYAML (YAML 1.1) reads exponent notation without a dot, `3e-4`, as a string.
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{where}: expected a number, got {text!r}") from None
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of raw config `data` with dotted keys set: ``{"arch.order": 2, "task": "image"}``.
+
+    Keys may go deeper than a section (``space.overrides.C``). Values are left as given (they
+    are checked when the config is built); a key outside the known sections raises ConfigError.
+    """
+    merged = _copy_mappings(data)
+    for dotted, value in overrides.items():
+        path = dotted.split(".")
+        if path[0] not in (*SECTIONS, "task") or (path[0] == "task") != (len(path) == 1):
+            raise ConfigError(f"override {dotted}: expected task or SECTION.KEY "
+                              f"(sections: {', '.join(SECTIONS)})")
+        if not all(path):
+            raise ConfigError(f"override {dotted}: empty key")
+        node = merged
+        for depth, key in enumerate(path[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {dotted}: {'.'.join(path[:depth + 1])} is not a "
+                                  "mapping")
+            node = child
+        node[path[-1]] = value
+    return merged
+
+
+def _copy_mappings(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: _copy_mappings(value) if isinstance(value, Mapping) else value
+            for key, value in data.items()}
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """`optim.lr=0.05` -> ("optim.lr", 0.05): the value is read as YAML (numbers, lists, null)."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"{text!r}: expected SECTION.KEY=VALUE")
+    try:
+        return key, yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{text!r}: the value is not valid YAML ({error})") from None
+
+
+# ---------------------------------------------------------------- files
+
+
+def presets() -> dict[str, Path]:
+    """Preset name -> shipped YAML file."""
+    folder = resources.files("spacec.runtime.configs")
+    found = {}
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.startswith(PRESET_PREFIX) and name.endswith(PRESET_SUFFIX):
+            found[name[len(PRESET_PREFIX):-len(PRESET_SUFFIX)]] = Path(str(entry))
+    return dict(sorted(found.items()))
+
+
+# A preset named for a space of this domain means the domain's own preset when there is one:
+# `spacec search darts_rnn` (quick) reads search_rnn_quick.yaml, `--config paper` the rnn paper.
+DOMAIN_PRESET_PREFIXES = {"sequence": "rnn_"}
+
+
+def domain_preset(name: str, domain: str, available: Iterable[str]) -> str:
+    """The preset `name` stands for in a space of `domain`, among the `available` names."""
+    prefix = DOMAIN_PRESET_PREFIXES.get(domain, "")
+    if prefix and not name.startswith(prefix) and prefix + name in set(available):
+        return prefix + name
+    return name
+
+
+def locate_config(name_or_path: str) -> Path:
+    """A preset's file, or the given path."""
+    shipped = presets()
+    if name_or_path in shipped:
+        return shipped[name_or_path]
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    raise ConfigError(f"{name_or_path}: no such preset or file; presets: {', '.join(shipped)}")
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read ({error})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+
+
+def load_config(name_or_path: str = "quick",
+                overrides: Mapping[str, Any] | None = None) -> SearchConfig:
+    """A preset or YAML file, with dotted overrides applied."""
+    path = locate_config(name_or_path)
+    data = read_yaml(path)
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    merged = apply_overrides(data or {}, overrides or {})
+    source = str(path) if not overrides else f"{path} (with overrides)"
+    return from_dict(merged, source)
+
+
+def to_yaml(cfg: SearchConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False)
+
+
+def write_config(cfg: SearchConfig, path: Path) -> None:
+    from spacec.files import atomic_write_text
+
+    atomic_write_text(path, to_yaml(cfg))
+
+
+def read_config(path: Path) -> SearchConfig:
+    """A config written by `write_config` (a run directory's config.yaml)."""
+    return from_dict(read_yaml(path), str(path))

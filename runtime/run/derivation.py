@@ -1,0 +1,76 @@
+"""Genotypes from a run directory's α or from α in a JSON file (torch-free).
+
+`spacec derive` runs on these: the space is compiled from the run's space record and derived by
+its rules, with the compiler alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from spacec.arch.derive import DerivationError, derive
+from spacec.arch.genotype import Genotype
+from spacec.load import CompiledSpace, compile_file, locate
+from spacec.runtime.run.rundir import RunDir, open_run_dir
+
+log = logging.getLogger(__name__)
+
+
+def derive_from_run(path: Path, epoch: int | None = None) -> tuple[Genotype, int]:
+    """The genotype of a run's α after `epoch` (default: the latest), and that epoch."""
+    run_dir = open_run_dir(path)
+    saved = run_dir.alpha_epochs()
+    if not saved:
+        raise DerivationError(f"{run_dir.path}: no α saved yet")
+    chosen = saved[-1] if epoch is None else epoch
+    if chosen not in saved:
+        raise DerivationError(f"{run_dir.path}: no α after epoch {chosen}; saved epochs: "
+                              f"{', '.join(map(str, saved))}")
+    compiled = run_space(run_dir)
+    alphas = read_alphas(run_dir.alphas_path(chosen))
+    return derive(compiled.name, alphas, compiled.rules), chosen
+
+
+def run_space(run_dir: RunDir) -> CompiledSpace:
+    """The space as a run compiled it (from its space record)."""
+    record_path = run_dir.space_record_path
+    if not record_path.is_file():
+        raise DerivationError(f"{run_dir.path}: no {record_path.name} (not a search or "
+                              "training run directory)")
+    record = _read_json(record_path)
+    compiled = compile_file(locate(record["source"]), dict(record["params"]))
+    if compiled.spec.sha256 != record["sha256"]:
+        log.warning("%s changed since the run; deriving with its current rules",
+                    record["source"])
+    return compiled
+
+
+def derive_from_alphas(space: str, alphas_path: Path,
+                       overrides: Mapping[str, int | float] | None = None) -> Genotype:
+    """The genotype of α read from JSON ({cell type: [[...] per edge]}) for a space."""
+    compiled = compile_file(locate(space), dict(overrides or {}))
+    return derive(compiled.name, read_alphas(alphas_path), compiled.rules)
+
+
+def read_alphas(path: Path) -> dict[str, Any]:
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise DerivationError(f"{path}: expected {{cell type: [[...] per edge]}}, "
+                              f"got a {type(data).__name__}")
+    return data
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DerivationError(f"{path}: cannot read ({error})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DerivationError(f"{path}: not valid JSON (line {error.lineno} column "
+                              f"{error.colno}: {error.msg})") from None

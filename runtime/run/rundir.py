@@ -1,0 +1,147 @@
+"""The run directory: the one place that knows its layout (torch-free).
+
+A run directory holds::
+
+    config.yaml             the resolved configuration (read back by --resume)
+    space.json              the space as compiled for the run: source, sha256, parameters
+    metrics.jsonl           one JSON object per finished epoch
+    checkpoint.pt           everything needed to continue (spacec.runtime.run.checkpoint)
+    alphas/epoch_NNN.json   α after N epochs, {cell type: [[...] per edge]} (searches only)
+    genotype.json           the latest derived genotype (searches; the trained one for training)
+    best.pt, report.json    the best epoch's state and the final report (training only)
+
+Epochs are numbered from 1 in everything a user reads; epoch_000 is the initial α.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spacec.files import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.yaml"
+SPACE_RECORD = "space.json"
+METRICS_NAME = "metrics.jsonl"
+CHECKPOINT_NAME = "checkpoint.pt"
+ALPHAS_DIR = "alphas"
+GENOTYPE_NAME = "genotype.json"
+BEST_NAME = "best.pt"
+REPORT_NAME = "report.json"
+TIMESTAMP = "%Y%m%d-%H%M%S"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @classmethod
+    def create(cls, parent: Path, stem: str) -> RunDir:
+        """A new, empty ``parent/<stem>-<YYYYmmdd-HHMMSS>`` (suffixed -2, -3... if taken)."""
+        parent = Path(parent).expanduser()
+        parent.mkdir(parents=True, exist_ok=True)
+        base = f"{stem}-{time.strftime(TIMESTAMP)}"
+        for attempt in range(1, 1000):
+            path = parent / (base if attempt == 1 else f"{base}-{attempt}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            return cls(path.resolve())
+        raise FileExistsError(f"{parent / base}: too many runs started this second")
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_NAME
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_NAME
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT_NAME
+
+    @property
+    def genotype_path(self) -> Path:
+        return self.path / GENOTYPE_NAME
+
+    def alphas_path(self, epoch: int) -> Path:
+        return self.path / ALPHAS_DIR / f"epoch_{epoch:03d}.json"
+
+    def alpha_epochs(self) -> list[int]:
+        """Epochs with a saved α, ascending."""
+        folder = self.path / ALPHAS_DIR
+        epochs = []
+        for file in folder.glob("epoch_*.json"):
+            number = file.stem.removeprefix("epoch_")
+            if number.isdigit():
+                epochs.append(int(number))
+        return sorted(epochs)
+
+    def write_alphas(self, epoch: int, alphas: Mapping[str, Any]) -> None:
+        atomic_write_text(self.alphas_path(epoch), json.dumps(dict(alphas)) + "\n")
+
+    def write_json(self, path: Path, data: Any) -> None:
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+    def append_metrics(self, record: Mapping[str, Any]) -> None:
+        with self.metrics_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(dict(record)) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The metrics records; a torn last line (a crash while appending) is dropped."""
+        if not self.metrics_path.is_file():
+            return []
+        records = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s: skipping a malformed line", self.metrics_path)
+        return records
+
+    def write_space_record(self, space: Any, source: str) -> None:
+        """The space as compiled for this run (a `spacec.spec.Space`): where it came from (a
+        shipped name or an absolute path), its sha256 and its parameters."""
+        self.write_json(self.space_record_path, {
+            "name": space.name,
+            "source": source,
+            "sha256": space.sha256,
+            "params": dict(space.params),
+        })
+
+    @property
+    def space_record_path(self) -> Path:
+        return self.path / SPACE_RECORD
+
+    def keep_metrics_through(self, epoch: int) -> None:
+        """Drop records of epochs after `epoch` (written by a run that died before checkpointing)."""
+        records = self.read_metrics()
+        kept = [r for r in records if isinstance(r.get("epoch"), int) and r["epoch"] <= epoch]
+        if len(kept) != len(records):
+            log.info("dropping %d metrics record(s) after epoch %d", len(records) - len(kept), epoch)
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+
+
+def open_run_dir(path: Path) -> RunDir:
+    """An existing run directory; ConfigError when `path` is not one."""
+    from spacec.runtime.errors import ConfigError
+
+    run_dir = RunDir(Path(path).expanduser().resolve())
+    if not run_dir.config_path.is_file():
+        raise ConfigError(f"{path}: not a run directory (no {run_dir.config_path.name})")
+    return run_dir
+
+
+def is_run_dir(path: str | Path) -> bool:
+    return RunDir(Path(path).expanduser()).config_path.is_file()

@@ -1,0 +1,371 @@
+"""The DARTS search loop (Liu, Simonyan & Yang, ICLR 2019, Alg. 1) on any compiled space.
+
+Every step, as in quark0/darts cnn/train_search.py:
+
+1. α step on a validation batch through `spacec.runtime.search.architect.Architect` (first or second order;
+   the ablation modes as its docstring describes);
+2. w step on a training batch: SGD with momentum, weight decay, the gradient's total norm
+   clipped, the learning rate of the epoch's cosine schedule (`cosine_lr`).
+
+In joint mode one `Architect.joint_step` does both. At the end of every epoch the loop evaluates
+on the validation split, derives the genotype, writes α, the genotype and a metrics record to
+the run directory (spacec.runtime.run.common), and checkpoints; it can also checkpoint every N steps. A
+checkpoint holds everything a resumed run needs to continue exactly as an uninterrupted one:
+model (weights, α, BatchNorm buffers), both optimisers, the position (epoch, step), the partial
+epoch's metrics, the task's state and every RNG state. On CPU, a resumed run and an
+uninterrupted one with the same seed give identical α. Exceptions: ``num_workers > 0`` (worker
+augmentation restarts from the pass's seed on resume) and CUDA kernels that are not
+deterministic.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from spacec.arch.genotype import Genotype
+from spacec.load import CompiledSpace, compile_file, locate
+from spacec.runtime.domains.task import LossOutput, StepBatches, Task, task_class
+from spacec.runtime.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from spacec.runtime.run.common import (
+    Meter,
+    RunDir,
+    capture_rng,
+    check_finite,
+    format_metrics,
+    progress_bar,
+    progress_enabled,
+    resolve_device,
+    restore_rng,
+    seed_everything,
+)
+from spacec.runtime.run.config import ConfigError, SearchConfig, read_config, to_dict, write_config
+from spacec.runtime.run.rundir import open_run_dir
+from spacec.runtime.search.architect import Architect
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_KIND = "search"
+_CHECKPOINT_KEYS = ("config", "space_sha256", "epoch", "step", "model", "w_optimizer",
+                    "architect", "meters", "epoch_seconds", "task", "rng")
+
+
+# ---------------------------------------------------------------- learning-rate schedule
+
+
+def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
+    """η of 0-based `epoch` of `epochs`: η_min + (η₀ − η_min)(1 + cos(π·epoch/epochs)) / 2.
+
+    Epoch 0 trains at η₀ exactly, as DARTS' CosineAnnealingLR stepped at the start of each epoch.
+    """
+    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+def constant_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
+    return lr
+
+
+LR_SCHEDULES: dict[str, Callable[[int, int, float, float], float]] = {
+    "cosine": cosine_lr,
+    "constant": constant_lr,
+}
+
+
+# ---------------------------------------------------------------- the space
+
+
+def _space_path(name: str) -> Path:
+    return locate(name).resolve()
+
+
+def space_overrides(
+    declared: Mapping[str, int | float], cfg: SearchConfig, from_data: Mapping[str, int | float]
+) -> dict[str, int | float]:
+    """The parameter values a search compiles its space with (see SpaceConfig)."""
+    optional = {k: v for k, v in cfg.space.optional_overrides.items() if k in declared}
+    skipped = sorted(set(cfg.space.optional_overrides) - set(optional))
+    if skipped:
+        log.info("space %s does not declare %s; optional overrides skipped",
+                 cfg.space.name, ", ".join(skipped))
+    for name, value in from_data.items():
+        given = cfg.space.overrides.get(name, value)
+        if given != value:
+            raise ConfigError(f"space.overrides: {name}={given}, but the data has {name}={value}")
+    return {**optional, **from_data, **cfg.space.overrides}
+
+
+def _check_domain(compiled: CompiledSpace, task: str) -> None:
+    if compiled.spec.domain != task:
+        raise ConfigError(
+            f"space {compiled.name} is a {compiled.spec.domain} space; the configuration's "
+            f"task is {task!r} (set task: {compiled.spec.domain} and matching data)"
+        )
+
+
+# ---------------------------------------------------------------- the loop
+
+
+class _RecordedLoss:
+    """Architect loss_fn that keeps the metrics of its last call (joint_step calls it once)."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.last: LossOutput | None = None
+
+    def __call__(self, call: Callable[..., torch.Tensor], batch: Any) -> torch.Tensor:
+        out = self.task.loss_and_metrics(call, batch)
+        self.last = LossOutput(out.loss.detach(), out.metrics, out.weight)
+        return out.loss
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    run_dir: Path
+    genotype: Genotype
+    epochs: int
+
+
+class Search:
+    """One search: the supernet, its two optimisers, the task's data and the position."""
+
+    def __init__(self, cfg: SearchConfig, compiled: CompiledSpace, task: Task,
+                 model: nn.Module, device: torch.device) -> None:
+        self.cfg = cfg
+        self.compiled = compiled
+        self.task = task
+        self.model = model
+        self.device = device
+        optim = cfg.optim
+        self.w_optimizer = torch.optim.SGD(
+            model.weights(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
+        )
+        self.recorded = _RecordedLoss(task)
+        loss_fn = self.recorded if cfg.arch.mode == "joint" else task.loss
+        self.architect = Architect(model, self.w_optimizer, loss_fn, cfg.arch)
+        self.epoch = 0  # 0-based epoch in progress (== epochs finished)
+        self.step = 0  # steps finished in that epoch
+        self.train_meter = Meter()
+        self.arch_meter = Meter()
+        self.epoch_seconds = 0.0
+
+    @classmethod
+    def build(cls, cfg: SearchConfig) -> Search:
+        """Compile the space, open the data, build the supernet; nothing is written."""
+        try:
+            device = resolve_device(cfg.run.device)
+        except ValueError as error:
+            raise ConfigError(f"run.device: {error}") from None
+        if cfg.run.threads is not None:
+            torch.set_num_threads(cfg.run.threads)
+        seed_everything(cfg.run.seed)
+        path = _space_path(cfg.space.name)
+        plain = compile_file(path)
+        _check_domain(plain, cfg.task)
+        task = task_class(cfg.task)(cfg.data, cfg.arch.mode, cfg.run.seed, device)
+        overrides = space_overrides(plain.params, cfg, task.space_overrides(plain.params))
+        compiled = compile_file(path, overrides)
+        model = compiled.supernet(**task.model_kwargs()).to(device)
+        task.bind_model(model)
+        log.info("space %s (%s), %s", compiled.name, compiled.spec.path, task.describe())
+        return cls(cfg, compiled, task, model, device)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "kind": CHECKPOINT_KIND,
+            "config": to_dict(self.cfg),
+            "space_sha256": self.compiled.spec.sha256,
+            "epoch": self.epoch,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "w_optimizer": self.w_optimizer.state_dict(),
+            "architect": self.architect.state_dict(),
+            "meters": {"train": self.train_meter.state_dict(), "arch": self.arch_meter.state_dict()},
+            "epoch_seconds": self.epoch_seconds,
+            "task": self.task.state_dict(),
+            "rng": capture_rng(cuda=self.device.type == "cuda"),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], where: Path) -> None:
+        if state["space_sha256"] != self.compiled.spec.sha256:
+            raise CheckpointError(f"{where}: the space {self.compiled.spec.path} changed since the "
+                                  "checkpoint was written (its sha256 differs)")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.w_optimizer.load_state_dict(state["w_optimizer"])
+            self.architect.load_state_dict(state["architect"])
+            self.train_meter.load_state_dict(state["meters"]["train"])
+            self.arch_meter.load_state_dict(state["meters"]["arch"])
+            self.task.load_state_dict(state["task"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"{where}: does not fit this search "
+                                  f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.epoch_seconds = float(state["epoch_seconds"])
+        steps = self.task.steps_in_epoch(self.epoch)
+        if not 0 <= self.step < max(1, steps):
+            raise CheckpointError(f"{where}: step {self.step} is outside an epoch of "
+                                  f"{steps} steps")
+        restore_rng(state["rng"])
+
+    def save(self, run_dir: RunDir) -> None:
+        save_checkpoint(run_dir.checkpoint_path, self.state_dict())
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self, run_dir: RunDir, quiet: bool = True,
+            on_step: Callable[[int], None] | None = None) -> Genotype:
+        """Train until the last epoch; `on_step(global_step)` runs after every step."""
+        while self.epoch < self.cfg.optim.epochs:
+            self._run_epoch(run_dir, progress_enabled(quiet), on_step)
+        return self.model.genotype()
+
+    def learning_rate(self, epoch: int) -> float:
+        optim = self.cfg.optim
+        return LR_SCHEDULES[optim.schedule](epoch, optim.epochs, optim.lr, optim.lr_min)
+
+    def _run_epoch(self, run_dir: RunDir, show: bool,
+                   on_step: Callable[[int], None] | None) -> None:
+        epoch, epochs = self.epoch, self.cfg.optim.epochs
+        steps = self.task.steps_in_epoch(epoch)
+        lr = self.learning_rate(epoch)
+        every = self.cfg.run.checkpoint_every
+        started = time.perf_counter()
+        with progress_bar(steps, self.step, f"epoch {epoch + 1}/{epochs}", show) as bar:
+            for batches in self.task.batches(epoch, self.step):
+                where = f"epoch {epoch + 1} step {self.step + 1}"
+                self._step(batches, lr, where)
+                self.step += 1
+                global_step = epoch * steps + self.step
+                bar.update(1)
+                bar.set_postfix(self._postfix(), refresh=False)
+                if self.step % self.cfg.run.log_every == 0:
+                    log.info("%s/%d: %s", where, steps, format_metrics(self.train_meter.means()))
+                if every and global_step % every == 0 and self.step < steps:
+                    now = time.perf_counter()
+                    self.epoch_seconds += now - started
+                    started = now
+                    self.save(run_dir)
+                if on_step is not None:
+                    on_step(global_step)
+        self.epoch_seconds += time.perf_counter() - started
+        self._finish_epoch(run_dir, lr)
+
+    def _postfix(self) -> dict[str, str]:
+        return {name: f"{value:.3f}" for name, value in self.train_meter.means().items()}
+
+    def _step(self, batches: StepBatches, lr: float, where: str) -> None:
+        step_lr = lr * batches.lr_scale
+        for group in self.w_optimizer.param_groups:
+            group["lr"] = step_lr
+        if self.architect.updates_weights:
+            self.architect.joint_step(batches.train, w_grad_clip=self.cfg.optim.grad_clip)
+            out = self.recorded.last
+            check_finite(out.metrics["loss"], "the training loss (joint step)", where)
+            self.train_meter.update(out.metrics, out.weight)
+            return
+        stats = self.architect.step(batches.train, batches.val, step_lr)
+        check_finite(stats["val_loss"], "the validation loss (α step)", where)
+        self.arch_meter.update({"val_loss": stats["val_loss"]})
+        self._weight_step(batches.train, where)
+
+    def _weight_step(self, batch: Any, where: str) -> None:
+        self.w_optimizer.zero_grad(set_to_none=True)
+        out = self.task.train_loss(self.model, batch)
+        check_finite(out.metrics["loss"], "the training loss (w step)", where)
+        out.loss.backward()
+        if self.cfg.optim.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.weights(), self.cfg.optim.grad_clip)
+        self.w_optimizer.step()
+        self.train_meter.update(out.metrics, out.weight)
+
+    def _finish_epoch(self, run_dir: RunDir, lr: float) -> None:
+        number = self.epoch + 1
+        evaluated = time.perf_counter()
+        val = self.task.evaluate(self.model)
+        self.epoch_seconds += time.perf_counter() - evaluated
+        genotype = self.model.genotype()
+        train = self.task.epoch_metrics(self.train_meter.means())
+        record = {
+            "epoch": number,
+            "epochs": self.cfg.optim.epochs,
+            "steps": self.task.steps_in_epoch(self.epoch),
+            **{f"train_{k}": v for k, v in train.items()},
+            **{f"val_{k}": v for k, v in val.items()},
+            **{f"arch_{k}": v for k, v in self.arch_meter.means().items()},
+            "lr": lr,
+            "arch_lr": self.architect.optimizer.param_groups[0]["lr"],
+            "seconds": round(self.epoch_seconds, 3),
+            "genotype": genotype.to_dict(),
+        }
+        run_dir.write_alphas(number, alphas_as_lists(self.model))
+        run_dir.write_json(run_dir.genotype_path, genotype.to_dict())
+        run_dir.append_metrics(record)
+        self.epoch, self.step = number, 0
+        self.train_meter, self.arch_meter, self.epoch_seconds = Meter(), Meter(), 0.0
+        self.save(run_dir)
+        shown = {k: v for k, v in record.items() if k not in ("epoch", "epochs", "steps",
+                                                              "genotype")}
+        log.info("epoch %d/%d: %s", number, record["epochs"], format_metrics(shown))
+        log.info("genotype after epoch %d:\n%s", number, genotype)
+
+
+def alphas_as_lists(model: nn.Module) -> dict[str, list[list[float]]]:
+    return {name: alpha.detach().cpu().tolist() for name, alpha in model.arch_parameters().items()}
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def start_search(cfg: SearchConfig, quiet: bool = True,
+                 on_step: Callable[[int], None] | None = None) -> SearchResult:
+    """A new run: build everything (failing before anything is written), then search."""
+    search = Search.build(cfg)
+    run_dir = RunDir.create(Path(cfg.run.out), search.compiled.name)
+    log.info("run directory %s", run_dir.path)
+    write_config(cfg, run_dir.config_path)
+    run_dir.write_space_record(search.compiled.spec, search.cfg.space.name)
+    run_dir.write_alphas(0, alphas_as_lists(search.model))
+    search.save(run_dir)
+    genotype = search.run(run_dir, quiet, on_step)
+    return SearchResult(run_dir.path, genotype, search.epoch)
+
+
+def resume_search(path: Path, device: str | None = None, quiet: bool = True,
+                  on_step: Callable[[int], None] | None = None) -> SearchResult:
+    """Continue the run in `path` from its checkpoint; nothing is written if that cannot be read.
+
+    `device` overrides the recorded one (the result may then differ from an uninterrupted run).
+    """
+    run_dir = open_run_dir(path)
+    cfg = read_config(run_dir.config_path)
+    state = load_checkpoint(run_dir.checkpoint_path, CHECKPOINT_KIND, _CHECKPOINT_KEYS)
+    if _without_device(state["config"]) != _without_device(to_dict(cfg)):
+        raise CheckpointError(f"{run_dir.checkpoint_path}: written by a different configuration "
+                              f"than {run_dir.config_path}")
+    if device is not None:
+        cfg = replace(cfg, run=replace(cfg.run, device=device))
+    search = Search.build(cfg)
+    search.load_state_dict(state, run_dir.checkpoint_path)
+    run_dir.keep_metrics_through(search.epoch)
+    log.info("resuming %s at epoch %d, step %d", run_dir.path, search.epoch + 1, search.step)
+    genotype = search.run(run_dir, quiet, on_step)
+    return SearchResult(run_dir.path, genotype, search.epoch)
+
+
+def _without_device(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config dict minus run.device, which a resumed run may change."""
+    run = {k: v for k, v in config.get("run", {}).items() if k != "device"}
+    return {**config, "run": run}
+
+
+

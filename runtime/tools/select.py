@@ -1,0 +1,158 @@
+"""DARTS' selection protocol (Liu, Simonyan & Yang, ICLR 2019, Sect. 3.2).
+
+A search is run several times with different seeds; each run's derived cell is trained from
+scratch for a short period and the cell with the best validation accuracy is kept for the final
+evaluation. Validation means a held-out part of the TRAINING set: the first
+``floor(N · train_portion)`` training images train the network (augmented, as in training) and
+the rest are evaluated (test-time preprocessing), the same split a search uses. The test set is
+never opened: choosing a cell by its test accuracy would leak the test set into the model.
+
+Each candidate is trained by the one training loop (spacec.runtime.train.loop) into its own run directory
+under ``<run.out>/select-<time>/``; the summary goes to ``selection.json`` there, and the
+winner's genotype to ``genotype.json``, so that ``spacec train SPACE --genotype <that folder>``
+trains it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import DataLoader, Subset
+from torchvision import transforms
+
+from spacec.arch.genotype import Genotype, resolve
+from spacec.files import atomic_write_text
+from spacec.runtime.domains.image.data import ImageData, ImageInfo, image_source, search_loaders
+from spacec.runtime.run.common import RunDir
+from spacec.runtime.run.config import ConfigError
+from spacec.runtime.train.loop import (
+    EvalSplit,
+    TrainConfig,
+    TrainResult,
+    compile_for_training,
+    config_to_dict,
+    load_train_config,
+    start_training,
+)
+
+log = logging.getLogger(__name__)
+
+SELECT_PREFIX = "select_"
+SUMMARY_NAME = "selection.json"
+CRITERION = "last_val_acc"  # the validation accuracy after the last epoch of the short training
+
+
+def holdout_loaders(cfg: ImageData, seed: int) -> tuple[DataLoader, DataLoader, ImageInfo]:
+    """(training loader, validation loader, info) on a split of the training set only.
+
+    The training loader is the search's weights loader (augmented, shuffled by epoch); the
+    validation loader reads the other part with the test-time preprocessing, in order.
+    """
+    train_loader, held_out, info = search_loaders(cfg, seed)
+    source = image_source(cfg.name)
+    size = info.image_size
+    plain = transforms.Compose([*source.preprocess(size), transforms.ToTensor(),
+                                transforms.Normalize(source.mean, source.std)])
+    dataset = source.open(cfg, True, plain)
+    validation = Subset(dataset, list(held_out.sampler.indices))
+    val_loader = DataLoader(validation, batch_size=train_loader.batch_size, shuffle=False,
+                            num_workers=cfg.num_workers)
+    return train_loader, val_loader, info
+
+
+VALIDATION_SPLIT = EvalSplit("val", holdout_loaders)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    reference: str  # as given on the command line
+    label: str  # a folder-safe name
+    genotype: Genotype
+    space: str  # the space it is trained in: its run's space, else the configuration's
+
+
+def candidate(reference: str, index: int, default_space: str) -> Candidate:
+    """A genotype reference (run directory, genotype file, preset) and the space to train it in."""
+    genotype = resolve(reference)
+    path = Path(reference).expanduser()
+    space = default_space
+    record = RunDir(path).space_record_path
+    if path.is_dir() and record.is_file():
+        try:
+            space = json.loads(record.read_text(encoding="utf-8"))["source"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ConfigError(f"{record}: unreadable space record ({error})") from None
+    stem = path.name if path.name else reference
+    label = f"{index}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem)}"
+    return Candidate(reference, label, genotype, space)
+
+
+def load_select_config(name_or_path: str = "quick", overrides: dict[str, Any] | None = None
+                       ) -> TrainConfig:
+    """A selection preset (``select_quick``, ``select_paper``) or YAML file."""
+    return load_train_config(name_or_path, overrides, prefix=SELECT_PREFIX)
+
+
+def select(references: Sequence[str], cfg: TrainConfig, quiet: bool = True) -> dict[str, Any]:
+    """Train every candidate briefly, evaluate on the held-out split, pick the best.
+
+    Every genotype is checked against its space before any training starts.
+    """
+    if not references:
+        raise ConfigError("select needs at least one run directory or genotype")
+    candidates = [candidate(ref, index, cfg.space.name) for index, ref in enumerate(references)]
+    for entry in candidates:
+        compile_for_training(_config_for(cfg, entry), None).discrete_source(entry.genotype)
+    folder = RunDir.create(Path(cfg.run.out), "select")
+    log.info("selection directory %s", folder.path)
+    results = []
+    for entry in candidates:
+        log.info("candidate %s: training %s in %s", entry.label, entry.reference, entry.space)
+        result = start_training(_config_for(cfg, entry), entry.genotype, quiet,
+                                split=VALIDATION_SPLIT, run_dir=folder.path / entry.label)
+        results.append(_candidate_summary(entry, result))
+    winner = max(results, key=lambda r: r[CRITERION])  # the first of equals wins
+    summary = {
+        "criterion": CRITERION,
+        "config": config_to_dict(cfg),
+        "candidates": results,
+        "winner": {key: winner[key] for key in ("reference", "run_dir", CRITERION, "genotype")},
+        "selection_dir": str(folder.path),
+    }
+    atomic_write_text(folder.path / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+    folder.write_json(folder.genotype_path, winner["genotype"])
+    return summary
+
+
+def _config_for(cfg: TrainConfig, entry: Candidate) -> TrainConfig:
+    return replace(cfg, space=replace(cfg.space, name=entry.space))
+
+
+def _candidate_summary(entry: Candidate, result: TrainResult) -> dict[str, Any]:
+    report = result.report
+    return {
+        "reference": entry.reference,
+        "space": report["space"],
+        "run_dir": str(result.run_dir),
+        "last_val_acc": report["last_val_acc"],
+        "best_val_acc": report["best_val_acc"],
+        "best_epoch": report["best_epoch"],
+        "parameters": report["parameters"],
+        "genotype": entry.genotype.to_dict(),
+    }
+
+
+def describe_selection(summary: dict[str, Any]) -> list[str]:
+    lines = [f"{'candidate':<40} {'val acc (last)':>14} {'val acc (best)':>14}"]
+    for row in summary["candidates"]:
+        mark = " <- selected" if row["run_dir"] == summary["winner"]["run_dir"] else ""
+        lines.append(f"{row['reference']:<40} {100 * row['last_val_acc']:>13.2f}% "
+                     f"{100 * row['best_val_acc']:>13.2f}%{mark}")
+    lines.append(f"summary: {Path(summary['selection_dir']) / SUMMARY_NAME}")
+    return lines
