@@ -1,7 +1,7 @@
 """Tokens per second of the recurrent search and of the recurrent evaluation training.
 
 Three kinds of step, each the work the loops do per batch (spacec.runtime.search.loop, spacec.runtime.train.loop with
-the sequence task of spacec.runtime.domains.text.language):
+the sequence domain, spacec.runtime.domains.text):
 
 - ``search1``: first-order α step (NLL on a valid segment) + w step (NLL + TAR, clip, SGD) on
   the darts_rnn supernet;
@@ -67,7 +67,7 @@ def build_step(job: dict, device):
     import torch
 
     import spacec
-    from spacec.runtime.domains.text.language import (
+    from spacec.runtime.domains.text.data import (
         HiddenCarry,
         LanguageData,
         TextBatch,

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import spacec  # noqa: E402
-from spacec.runtime.tools.flops import count_parameters  # noqa: E402
+from spacec.runtime.nn.flops import count_parameters  # noqa: E402
 
 # quark0/darts cnn/train.py: the optimiser, clip, auxiliary weight and final drop path.
 LR, MOMENTUM, WEIGHT_DECAY, GRAD_CLIP, AUXILIARY_WEIGHT, DROP_PATH = 0.025, 0.9, 3e-4, 5.0, 0.4, 0.2

@@ -111,7 +111,7 @@ MODULE_GLOBALS = frozenset(
         "CellRule",
         "SearchSpaceMixin",
         "cell_input",
-        "new_alphas",
+        "relaxation_of",
         "SPACE",
         "SOURCE_SHA256",
         "CELL_TYPES",
@@ -122,7 +122,9 @@ MODULE_GLOBALS = frozenset(
         "body",
     }
 )
-FUNCTION_LOCALS = frozenset({"self", "weights", "x_mask", "h_mask", "C", "mixed", "plan", "super"})
+FUNCTION_LOCALS = frozenset(
+    {"self", "weights", "x_mask", "h_mask", "C", "mixed", "plan", "super", "relaxation"}
+)
 
 
 class Namespace:

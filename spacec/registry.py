@@ -58,6 +58,10 @@ class Registry:
 
         return store
 
+    def unregister(self, name: str) -> Entry:
+        """Remove `name` (a plug-in's, or a test's, registration) and return its entry."""
+        return self._entries.pop(name) if name in self._entries else self.get(name)
+
     def get(self, name: str) -> Entry:
         """The entry for `name`; raises UnknownName listing the registered names."""
         try:

@@ -354,10 +354,9 @@ def test_state_dict_resumes_the_alpha_optimizer():
 # -- the Sect. 3.3 ablations -------------------------------------------------------------------
 
 
-def test_coordinate_mode_steps_alpha_on_its_own_batch_only():
+def test_coordinate_descent_steps_alpha_on_its_own_batch_only():
     model, w_opt = make_setup()
-    coordinate = architect(model, w_opt, mode="coordinate")
-    assert not coordinate.updates_weights
+    coordinate = architect(model, w_opt)
     union_batch = make_batch(7)  # the search loop draws it from train ∪ val
     first_order = architect(model, w_opt, order=1).arch_gradient(TRAIN, union_batch, ETA)
     grads = coordinate.arch_gradient(make_batch(8), union_batch, ETA)
@@ -371,7 +370,7 @@ def test_coordinate_mode_steps_alpha_on_its_own_batch_only():
 
 def test_joint_step_moves_alpha_and_w_from_one_backward():
     model, w_opt = make_setup()
-    cfg = ArchConfig(mode="joint", lr=1e-2)
+    cfg = ArchConfig(lr=1e-2)
     ref = copy.deepcopy(model)
     ref_w_opt = torch.optim.SGD(ref.weights(), lr=ETA, momentum=MOMENTUM, weight_decay=W_DECAY)
     ref_w_opt.load_state_dict(copy.deepcopy(w_opt.state_dict()))  # shares tensors
@@ -381,7 +380,6 @@ def test_joint_step_moves_alpha_and_w_from_one_backward():
     before = snapshot(model)
 
     arch = Architect(model, w_opt, cross_entropy, cfg)
-    assert arch.updates_weights
     stats = arch.joint_step(TRAIN, w_grad_clip=0.1)
 
     ref.zero_grad()
@@ -404,8 +402,6 @@ def test_joint_step_moves_alpha_and_w_from_one_backward():
     "fields, message",
     [
         ({"order": 3}, r"unknown order 3; valid: \(1, 2\)"),
-        ({"mode": "single"}, "unknown mode 'single'; valid: bilevel, coordinate, joint"),
-        ({"order": 2, "mode": "joint"}, "order 2 is bilevel only"),
         ({"fd_scale": 0.0}, "fd_scale must be positive"),
         ({"unrolled_clip": 0.0}, "unrolled_clip must be positive"),
     ],
@@ -413,14 +409,6 @@ def test_joint_step_moves_alpha_and_w_from_one_backward():
 def test_invalid_configs_are_rejected(fields, message):
     with pytest.raises(ValueError, match=message):
         ArchConfig(**fields)
-
-
-def test_each_mode_has_its_own_step_method():
-    model, w_opt = make_setup(warm_steps=0)
-    with pytest.raises(RuntimeError, match="uses Architect.joint_step"):
-        architect(model, w_opt, mode="joint").step(TRAIN, VAL, ETA)
-    with pytest.raises(RuntimeError, match=r"uses Architect.step\(train_batch, val_batch, lr\)"):
-        architect(model, w_opt).joint_step(TRAIN)
 
 
 def test_w_optimizer_must_match_the_unrolled_step():

@@ -139,5 +139,5 @@ def test_info_text():
 
 def test_set_changes_the_compiled_source():
     source = spacec_cli("compile", "darts_cnn", "--set", "C=8")
-    assert "def __init__(self, C=8, layers=8, classes=10, stem_multiplier=3):" in source
+    assert "def __init__(self, C=8, layers=8, classes=10, stem_multiplier=3, relaxation=None):" in source
     assert "# parameters: C=8, layers=8, classes=10, stem_multiplier=3" in source

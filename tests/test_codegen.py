@@ -185,7 +185,7 @@ HOSTILE_NAMES = [
     "torch", "nn", "partial", "ops", "blocks", "layout",  # what the generated module imports
     "self", "weights", "C", "plan", "preprocess", "features", "stems", "cells",
     "sequence",  # locals of generated functions
-    "SPACE", "RULES", "Network", "CELL_TYPES", "new_alphas", "body", "O_STEPS",  # its globals
+    "SPACE", "RULES", "Network", "CELL_TYPES", "relaxation_of", "body", "O_STEPS",  # its globals
     "rules", "network", "__name__", "_",
 ]  # fmt: skip
 # The space's name and candidate names only ever appear as string literals.
@@ -199,7 +199,7 @@ ROLES = ["param", "opset", "cell", "in0", "node"]
 PARAM_NAME_BUG = ()
 FAILING_PARAM_NAMES = {
     "class", "import", "None",  # SyntaxError
-    "super", "nn", "blocks", "layout", "self", "body", "sequence", "new_alphas",  # crash
+    "super", "nn", "blocks", "layout", "self", "body", "sequence", "relaxation_of",  # crash
     "preprocess", "stems", "cells",  # used after being shadowed: crash
     "features",  # silently wrong: the head gets as many classes as the body has channels
 }  # fmt: skip

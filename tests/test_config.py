@@ -10,25 +10,30 @@ import yaml
 from spacec.cli import options as cli_options
 from spacec.cli.search import search_config
 from spacec.runtime.domains.image.data import ImageData
-from spacec.runtime.run.config import (
+from spacec.runtime.errors import ConfigError
+from spacec.runtime.run.config import RunConfig, SpaceConfig, parse_assignment
+from spacec.runtime.run.config import apply_overrides as apply_to
+from spacec.runtime.run.schedules import LR_SCHEDULES
+from spacec.runtime.search.architect import ARCH_ORDERS, ArchConfig
+from spacec.runtime.search.config import (
     SCHEDULES,
-    ConfigError,
     OptimConfig,
-    RunConfig,
     SearchConfig,
-    SpaceConfig,
-    apply_overrides,
     from_dict,
     load_config,
-    parse_assignment,
     presets,
     read_config,
     to_dict,
     to_yaml,
     write_config,
 )
-from spacec.runtime.search.architect import ARCH_MODES, ARCH_ORDERS, ArchConfig
-from spacec.runtime.search.loop import LR_SCHEDULES
+from spacec.runtime.search.strategy import STRATEGIES
+
+SECTIONS = ("task", "space", "data", "method", "optim", "arch", "run")
+
+
+def apply_overrides(raw, overrides):
+    return apply_to(raw, overrides, SECTIONS)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -174,6 +179,24 @@ def test_a_space_path_is_recorded_absolute(tmp_path, monkeypatch):
 
 
 def test_choices_agree_with_the_runtime():
-    assert cli_options.MODES == ARCH_MODES
+    assert STRATEGIES.names() == cli_options.MODES
     assert tuple(int(order) for order in cli_options.ORDERS) == ARCH_ORDERS
-    assert tuple(LR_SCHEDULES) == SCHEDULES
+    assert set(SCHEDULES) <= set(LR_SCHEDULES.names())
+
+
+@pytest.mark.parametrize(
+    "arch, message",
+    [
+        ({"mode": "single"}, "unknown strategy 'single'; valid: bilevel, coordinate, joint"),
+        ({"order": 2, "mode": "joint"}, "arch.order 2 is not available with arch.mode 'joint'"),
+        ({"order": 2, "mode": "coordinate"}, "arch.order 2 is not available"),
+    ],
+)
+def test_a_strategy_must_exist_and_support_the_order(arch, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict({"arch": arch})
+
+
+def test_an_unknown_method_is_rejected():
+    with pytest.raises(ConfigError, match="unknown method 'dartz'; known: darts"):
+        from_dict({"method": {"name": "dartz"}})

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from spacec.cli import main
 from spacec.runtime.tools import export as export_module
 from spacec.runtime.tools.export import ExportError, export, load_network, random_batch
-from spacec.runtime.train.loop import load_train_config, start_training
+from spacec.runtime.train.config import load_train_config
+from spacec.runtime.train.loop import start_training
 
 
 @pytest.fixture(scope="module")

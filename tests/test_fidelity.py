@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from spacec.cli import main
 from spacec.runtime.domains.image.data import ImageData, eval_loaders
-from spacec.runtime.tools.flops import count_parameters, multiply_adds
+from spacec.runtime.nn.flops import count_parameters, multiply_adds
 
 # quark0/darts: `python train.py --auxiliary --cutout` reports "param size = 3.349342MB" for
 # DARTS_V2 (C=36, 20 cells), and train_imagenet.py 4.718752MB in the mobile setting.

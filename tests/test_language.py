@@ -1,6 +1,6 @@
 """The sequence task: DARTS' recurrent search and evaluation on word-level text.
 
-spacec.runtime.domains.text.language through the shared loops (spacec.runtime.search.loop, spacec.runtime.train.loop) and the `spacec search`
+spacec.runtime.domains.text through the shared loops (spacec.runtime.search.loop, spacec.runtime.train.loop) and the `spacec search`
 / `spacec train` commands. Models are tiny (embedding = hidden = 8), corpora a few thousand
 tokens of the packaged WikiText-2 slice or a toy text; one torch thread.
 """
@@ -20,16 +20,10 @@ import spacec
 from spacec.arch.derive import derive
 from spacec.cli import main
 from spacec.cli.search import search_config
-from spacec.runtime.domains.image.data import DataError
 from spacec.runtime.domains.text.corpus import BPTT_MIN, batchify
-from spacec.runtime.domains.text.language import (
+from spacec.runtime.domains.text.data import (
     HiddenCarry,
     LanguageData,
-    LanguageTask,
-    LanguageTrainer,
-    NonMonotoneSwitch,
-    averaged_sgd,
-    averaged_weights,
     epoch_steps,
     evaluate_nll,
     following_starts,
@@ -37,15 +31,20 @@ from spacec.runtime.domains.text.language import (
     text_batch,
     training_loss,
 )
+from spacec.runtime.domains.text.search import LanguageSearchTask
+from spacec.runtime.errors import DataError
 from spacec.runtime.nn.recurrent import HighwayInit, SharedHighway
 from spacec.runtime.run.checkpoint import load_checkpoint
-from spacec.runtime.run.common import RunDir
-from spacec.runtime.run.config import load_config, presets
+from spacec.runtime.run.rundir import RunDir
+from spacec.runtime.search.config import load_config, presets
 from spacec.runtime.search.loop import CHECKPOINT_KIND as SEARCH_KIND
 from spacec.runtime.search.loop import Search, resume_search, start_search
+from spacec.runtime.search.strategy import STRATEGIES
+from spacec.runtime.train.config import load_train_config
+from spacec.runtime.train.config import presets as train_presets
 from spacec.runtime.train.loop import CHECKPOINT_KIND as TRAIN_KIND
-from spacec.runtime.train.loop import load_train_config, resume_training, start_training
-from spacec.runtime.train.loop import presets as train_presets
+from spacec.runtime.train.loop import Trainer, resume_training, start_training
+from spacec.runtime.train.nt_asgd import NonMonotoneSwitch, averaged_sgd, averaged_weights
 
 SIZE = 8
 NODES = tuple(f"s{index}" for index in range(1, 9))
@@ -227,15 +226,15 @@ def test_the_alpha_stream_wraps_to_its_start_with_a_fresh_state():
                                                (35, False))
 
 
-def sample_task(mode: str = "bilevel", **fields) -> LanguageTask:
+def sample_task(mode: str = "bilevel", **fields) -> LanguageSearchTask:
     cfg = LanguageData(**{"batch_size": 4, "limit": 800, "bptt": 10, **fields})
-    return LanguageTask(cfg, mode, seed=0, device=CPU)
+    return LanguageSearchTask(cfg, STRATEGIES[mode].builder.plan, seed=0, device=CPU)
 
 
 def test_the_hidden_state_is_carried_across_segments_and_detached():
     task = sample_task()
     model = tiny_supernet(ntoken=task.vocabulary_size).eval()
-    task.bind_model(model)
+    task.bind(model)
     steps = iter(task.batches(0, 0))
     first = next(steps)
     assert first.lr_scale == first.train.data.shape[0] / 10
@@ -260,7 +259,7 @@ def test_the_hidden_state_is_carried_across_segments_and_detached():
 def test_the_task_resumes_mid_epoch_with_its_states():
     task = sample_task()
     model = tiny_supernet(ntoken=task.vocabulary_size).eval()
-    task.bind_model(model)
+    task.bind(model)
     for index, step in enumerate(task.batches(0, 0)):
         task.loss(model, step.val)
         task.train_loss(model, step.train)
@@ -269,7 +268,7 @@ def test_the_task_resumes_mid_epoch_with_its_states():
             expected = next(iter(task.batches(0, 3)))
             break
     other = sample_task()
-    other.bind_model(model)
+    other.bind(model)
     other.load_state_dict(state)
     resumed = next(iter(other.batches(0, 3)))
     for a, b in ((expected.train, resumed.train), (expected.val, resumed.val)):
@@ -469,13 +468,14 @@ def test_cli_an_empty_training_file_exits_1(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not PTB.is_dir(), reason="the shared PTB copy is not here")
 def test_ptb_gives_the_reference_vocabulary_and_the_papers_models():
-    task = LanguageTask(LanguageData(name="ptb", data_dir=str(PTB)), "bilevel", 0, CPU)
+    plan = STRATEGIES["bilevel"].builder.plan
+    task = LanguageSearchTask(LanguageData(name="ptb", data_dir=str(PTB)), plan, 0, CPU)
     assert task.vocabulary_size == 10_000
-    assert task.space_overrides({"ntoken": 1}) == {"ntoken": 10_000}
+    assert task.space_params({"ntoken": 1}) == {"ntoken": 10_000}
     cfg = load_train_config("rnn_paper", {"data.name": "ptb", "data.data_dir": str(PTB)})
-    trainer = LanguageTrainer.build(cfg, resolve_darts())
+    trainer = Trainer.build(cfg, resolve_darts())
     assert sum(p.numel() for p in trainer.network.parameters()) == 22_960_000
-    assert trainer.text.train.shape == (929_589 // 64, 64)
+    assert trainer.task.text.train.shape == (929_589 // 64, 64)
 
 
 # ---------------------------------------------------------------- the training loop
@@ -524,17 +524,17 @@ def test_nt_asgd_switches_and_a_killed_run_resumes_to_the_same_result(tmp_path, 
     state = load_checkpoint(whole.run_dir / "checkpoint.pt", TRAIN_KIND)
     assert "ax" in next(iter(state["optimizer"]["state"].values()))
 
-    real_step = LanguageTrainer._step
+    real_step = Trainer._step
 
     def dies_in_epoch_3(self, batch, lr, where):
         if self.epoch == 2 and self.step == 3:  # a checkpoint was written at step 1 or 2
             raise Killed
         real_step(self, batch, lr, where)
 
-    monkeypatch.setattr(LanguageTrainer, "_step", dies_in_epoch_3)
+    monkeypatch.setattr(Trainer, "_step", dies_in_epoch_3)
     with pytest.raises(Killed):
         start_training(tiny_training(tmp_path / "b", **extra), "DARTS")
-    monkeypatch.setattr(LanguageTrainer, "_step", real_step)
+    monkeypatch.setattr(Trainer, "_step", real_step)
     (killed,) = (tmp_path / "b" / "runs").iterdir()
     assert load_checkpoint(killed / "checkpoint.pt", TRAIN_KIND)["nt_asgd"]["averaging_since"]
     resumed = resume_training(killed)

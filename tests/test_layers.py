@@ -13,10 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 import spacec
 
@@ -39,8 +39,6 @@ def _stage_package(target: Path) -> Path:
     return target
 
 
-@pytest.mark.xfail(strict=True, reason="the runtime's packages still import each other in cycles; "
-                   "the seams of issue 8 remove them")
 def test_import_contracts_hold(tmp_path):
     pytest.importorskip("importlinter")
     staged = _stage_package(tmp_path / "stage")

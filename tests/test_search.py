@@ -17,18 +17,16 @@ from click.testing import CliRunner
 from spacec.arch.derive import DerivationError
 from spacec.arch.genotype import Genotype
 from spacec.cli import main
-from spacec.runtime.domains.task import ImageTask, LossOutput
-from spacec.runtime.run.checkpoint import CheckpointError, load_checkpoint
-from spacec.runtime.run.common import RunDir, TrainingError
-from spacec.runtime.run.config import ConfigError, from_dict, load_config
+from spacec.runtime.domains import LossOutput
+from spacec.runtime.domains.image.search import ImageSearchTask as ImageTask
+from spacec.runtime.errors import CheckpointError, ConfigError, TrainingError
+from spacec.runtime.run.checkpoint import load_checkpoint
 from spacec.runtime.run.derivation import derive_from_alphas, derive_from_run
-from spacec.runtime.search.loop import (
-    CHECKPOINT_KIND,
-    Search,
-    cosine_lr,
-    resume_search,
-    start_search,
-)
+from spacec.runtime.run.rundir import RunDir
+from spacec.runtime.run.schedules import cosine_lr
+from spacec.runtime.search.config import from_dict, load_config
+from spacec.runtime.search.loop import CHECKPOINT_KIND, Search, resume_search, start_search
+from spacec.runtime.search.strategy import STRATEGIES
 
 ETA0, ETA_MIN = 0.025, 0.001  # DARTS train_search.py --learning_rate, --learning_rate_min
 
@@ -103,8 +101,9 @@ def test_cosine_lr_agrees_with_torch_cosine_annealing():
 
 def test_image_batches_resume_at_any_step(tmp_path):
     cfg = from_dict(tiny(tmp_path, data={"limit": 48, "train_portion": 0.625}))
-    task = ImageTask(cfg.data, "bilevel", seed=1, device=torch.device("cpu"))
-    assert task.steps_per_epoch == 4  # 30 images: 4 batches; the α split (18) has 3 per pass
+    task = ImageTask(cfg.data, STRATEGIES["bilevel"].builder.plan, seed=1,
+                     device=torch.device("cpu"))
+    assert task.steps_in_epoch(0) == 4  # 30 images: 4 batches; the α split (18) has 3 per pass
     torch.manual_seed(0)
     whole = [(b.train[1], b.val[1]) for b in task.batches(1, 0)]
     torch.manual_seed(0)
@@ -124,7 +123,8 @@ def test_a_run_writes_a_complete_run_directory(tmp_path):
     run = result.run_dir
     assert run.parent == tmp_path / "runs" and run.name.startswith("nas_bench_201-")
     assert sorted(p.name for p in run.iterdir()) == [
-        "alphas", "checkpoint.pt", "config.yaml", "genotype.json", "metrics.jsonl", "space.json"]
+        "alphas", "checkpoint.pt", "config.yaml", "genotype.json", "method.json", "metrics.jsonl",
+        "space.json"]
     assert RunDir(run).alpha_epochs() == [0, 1, 2]
     assert set(alphas_of(run, 2)) == {"normal"}
     assert len(alphas_of(run, 2)["normal"]) == 6 and len(alphas_of(run, 2)["normal"][0]) == 5
@@ -139,7 +139,7 @@ def test_a_run_writes_a_complete_run_directory(tmp_path):
     assert genotype == result.genotype == Genotype.from_dict(records[-1]["genotype"])
     state = load_checkpoint(run / "checkpoint.pt", CHECKPOINT_KIND)
     assert (state["epoch"], state["step"]) == (2, 0)
-    assert alphas_of(run, 2)["normal"] == state["model"]["alphas.normal"].tolist()
+    assert alphas_of(run, 2)["normal"] == state["model"]["arch.normal.alpha"].tolist()
 
 
 def test_the_same_seed_gives_the_same_alphas(tmp_path):
@@ -288,7 +288,7 @@ def test_classes_come_from_the_data_and_conflicts_are_refused(tmp_path):
 def test_the_quick_preset_fits_both_image_spaces(space, expected):
     search = Search.build(load_config("quick", {"space.name": space}))
     assert dict(search.compiled.spec.params).items() >= expected.items()
-    assert search.task.steps_per_epoch == 8
+    assert search.task.steps_in_epoch(0) == 8
 
 
 def test_an_image_folder_sets_the_number_of_classes(tmp_path):

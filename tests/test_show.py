@@ -108,7 +108,7 @@ def test_alpha_heatmap(tmp_path):
 @pytest.fixture(scope="module")
 def search_run(tmp_path_factory):
     """A real (tiny) search run directory."""
-    from spacec.runtime.run.config import load_config
+    from spacec.runtime.search.config import load_config
     from spacec.runtime.search.loop import start_search
 
     threads = torch.get_num_threads()

@@ -14,18 +14,17 @@ from click.testing import CliRunner
 
 from spacec.arch.genotype import resolve
 from spacec.cli import main
+from spacec.runtime.domains.image import train as image_train
+from spacec.runtime.domains.image.train import ImageTrainTask
+from spacec.runtime.errors import ConfigError, TrainingError
 from spacec.runtime.run.checkpoint import load_checkpoint
-from spacec.runtime.run.common import TrainingError
-from spacec.runtime.run.config import ConfigError
+from spacec.runtime.run.schedules import drop_path_prob, learning_rate
 from spacec.runtime.tools.select import load_select_config, select
 from spacec.runtime.train import loop as train_module
+from spacec.runtime.train.config import TrainOptimConfig, load_train_config
 from spacec.runtime.train.loop import (
     CHECKPOINT_KEYS,
     CHECKPOINT_KIND,
-    TrainOptimConfig,
-    drop_path_prob,
-    learning_rate,
-    load_train_config,
     resume_training,
     start_training,
 )
@@ -100,8 +99,16 @@ def test_config_errors_name_the_problem(tmp_path):
         load_train_config("nonexistent")
     with pytest.raises(ConfigError, match="optim.*schedule"):
         load_train_config("quick", {"optim.schedule": "linear"})
-    with pytest.raises(ConfigError, match="unknown section.*arch"):
+    with pytest.raises(ConfigError, match=r"arch.order: .*\(sections: space, data, optim, run\)"):
         load_train_config("quick", {"arch.order": 2})
+    with pytest.raises(ConfigError, match="unknown key.*arch"):
+        load_train_config(str(_yaml(tmp_path, "arch: {order: 2}\n")))
+
+
+def _yaml(folder: Path, text: str) -> Path:
+    path = folder / "train.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 # ---------------------------------------------------------------- schedules
@@ -224,7 +231,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, finished_run):
 
 def test_nan_loss_stops_with_checkpoints_intact(tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path)
-    original = train_module.Trainer._loss
+    original = ImageTrainTask._loss
     calls = {"n": 0}
 
     def poisoned(self, logits, labels):
@@ -232,7 +239,7 @@ def test_nan_loss_stops_with_checkpoints_intact(tmp_path, monkeypatch):
         loss = original(self, logits, labels)
         return loss * float("nan") if calls["n"] > 6 else loss  # 2 losses per step (auxiliary)
 
-    monkeypatch.setattr(train_module.Trainer, "_loss", poisoned)
+    monkeypatch.setattr(ImageTrainTask, "_loss", poisoned)
     with pytest.raises(TrainingError, match="the training loss is nan at epoch 2 step 1"):
         start_training(cfg, "DARTS_V2")
     (folder,) = (tmp_path / "runs").iterdir()
@@ -267,7 +274,7 @@ def test_select_never_reads_the_test_set(tmp_path, monkeypatch):
         original_open(self, root, train=train, **kwargs)
 
     monkeypatch.setattr(spacec.runtime.domains.image.data, "eval_loaders", no_test_set)
-    monkeypatch.setattr(train_module, "eval_loaders", no_test_set)
+    monkeypatch.setitem(image_train.SPLITS, "test", no_test_set)
     monkeypatch.setattr(spacec.runtime.domains.image.data.SampleCIFAR10, "__init__", training_images_only)
     search_run = tmp_path / "search-a"
     search_run.mkdir()
@@ -389,14 +396,16 @@ def test_cli_needs_space_and_genotype():
     assert "--genotype" in result.output
 
 
-def test_resume_of_a_selection_run_is_refused(tmp_path):
+def test_a_selection_run_resumes_on_its_own_split(tmp_path):
     cfg = load_select_config("quick", {**TINY, "optim.epochs": 1, "data.limit": 32,
                                        "run.out": str(tmp_path / "runs")})
     summary = select(["DARTS_V2"], cfg)
     folder = summary["candidates"][0]["run_dir"]
     result = CliRunner().invoke(main, ["train", "--resume", folder])
-    assert result.exit_code == 1
-    assert "evaluated on 'val'" in result.output
+    assert result.exit_code == 0, result.output
+    assert "val accuracy: best" in result.output
+    report = json.loads((Path(folder) / "report.json").read_text())
+    assert report["split"] == "val" and "last_test_acc" not in report
 
 
 def test_training_a_recurrent_space_is_refused(tmp_path):

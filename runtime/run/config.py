@@ -1,35 +1,34 @@
-"""Configuration of an architecture search: one frozen dataclass per concern, read from YAML.
+"""Configurations read from YAML: one frozen dataclass per section, generic over the run's kind.
 
-A `SearchConfig` composes ``space`` (`SpaceConfig`), ``data`` (the task's data config:
-`spacec.runtime.domains.image.data.ImageData` for the image task, `spacec.runtime.domains.text.language.LanguageData` for the
-sequence task), ``optim`` (`OptimConfig`, the weights' SGD),
-``arch`` (`spacec.runtime.search.architect.ArchConfig`, α's Adam) and ``run`` (`RunConfig`: seed, device,
-checkpoints). The YAML form has one mapping per section plus ``task``::
+A run's configuration (`spacec.runtime.search.config.SearchConfig` for a search,
+`spacec.runtime.train.config.TrainConfig` for training) is a frozen dataclass with a ``task``
+(the domain of its space: "image" or "sequence") and one dataclass per section. The YAML form
+has one mapping per section plus ``task``::
 
     task: image
     space: {name: darts_cnn, overrides: {C: 8}, optional_overrides: {}}
-    data: {name: sample, batch_size: 64, ...}        # fields of ImageData
+    data: {name: sample, batch_size: 64, ...}        # fields of the domain's data config
     optim: {epochs: 50, lr: 0.025, ...}
-    arch: {order: 1, mode: bilevel, ...}
     run: {seed: 2, device: cpu, ...}
 
 Sections and keys may be left out (their defaults apply); an unknown key, a value of the wrong
-type, or one a dataclass rejects raises `ConfigError` naming the file and the key. Presets are
-YAML files shipped in ``runtime/configs`` (``search_<name>.yaml``); `load_config` takes a preset
-name or a path, then dotted overrides (``{"arch.order": 2}``) from the command line; a
-sequence space's presets are ``search_rnn_<name>.yaml`` (`domain_preset`).
+type, or one a dataclass rejects raises `ConfigError` naming the file and the key. The ``data``
+section's class depends on the task: the caller passes the domain registry's lookup. Presets are
+YAML files shipped in ``runtime/configs`` (``<kind>_<name>.yaml``, a sequence space's
+``<kind>_rnn_<name>.yaml``); `load_config` takes a preset name or a path, then dotted overrides
+(``{"arch.order": 2}``) from the command line. This module knows no section but the ones every
+run has (``space``, ``run``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import numbers
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -37,19 +36,18 @@ from typing import Any
 
 import yaml
 
-from spacec.runtime.domains.image.data import DataError, ImageData
-from spacec.runtime.errors import ConfigError
-from spacec.runtime.search.architect import ArchConfig
+from spacec.files import atomic_write_text
+from spacec.runtime.errors import ConfigError, DataError
 
-PRESET_PREFIX = "search_"
 PRESET_SUFFIX = ".yaml"
-SCHEDULES = ("cosine", "constant")
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+TASK = "task"
+
+# task name -> the dataclass of its `data` section (the domain registry's lookup)
+DataClassOf = Callable[[str], type]
 
 
-
-
-# ---------------------------------------------------------------- sections
+# ---------------------------------------------------------------- the sections every run has
 
 
 @dataclass(frozen=True)
@@ -73,14 +71,6 @@ class SpaceConfig:
                 raise ValueError(f"{label}: parameter names must be identifiers, got {bad}")
 
 
-def check_data_for_task(task: str, data: Any) -> None:
-    """The data section must be the kind the task reads (ValueError otherwise)."""
-    expected = data_config_class(task)
-    if not isinstance(data, expected):
-        raise ValueError(f"task {task!r} takes data of type {expected.__name__}, "
-                         f"got {type(data).__name__}")
-
-
 def check_sgd_settings(cfg: Any, schedules: Iterable[str]) -> None:
     """The checks every SGD section shares (search and training): ValueError on a bad value."""
     if cfg.epochs < 1:
@@ -97,22 +87,6 @@ def check_sgd_settings(cfg: Any, schedules: Iterable[str]) -> None:
         raise ValueError(f"grad_clip must be > 0 or null, got {cfg.grad_clip}")
     if cfg.schedule not in schedules:
         raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: {', '.join(schedules)}")
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """The weights' optimiser and its schedule. Defaults: quark0/darts cnn/train_search.py."""
-
-    epochs: int = 50  # --epochs 50
-    lr: float = 0.025  # --learning_rate 0.025 (η₀)
-    lr_min: float = 0.001  # --learning_rate_min 0.001 (η_min of the cosine schedule)
-    momentum: float = 0.9  # --momentum 0.9
-    weight_decay: float = 3e-4  # --weight_decay 3e-4
-    grad_clip: float | None = 5.0  # --grad_clip 5 (total norm of the weight gradient)
-    schedule: str = "cosine"  # CosineAnnealingLR(epochs, eta_min=lr_min); "constant" keeps lr
-
-    def __post_init__(self) -> None:
-        check_sgd_settings(self, SCHEDULES)
 
 
 @dataclass(frozen=True)
@@ -141,60 +115,19 @@ class RunConfig:
             raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
 
 
-# Task name -> the dataclass its `data` section is read into. The task of a search is the
-# domain of its space (`spacec.catalog.NETWORK_DOMAINS`).
-DATA_CONFIGS: dict[str, type] = {}
-
-
-def register_data_config(task: str, cls: type) -> None:
-    if task in DATA_CONFIGS:
-        raise ValueError(f"a data config for task {task!r} is already registered")
-    DATA_CONFIGS[task] = cls
-
-
-register_data_config("image", ImageData)
-
-# Tasks defined outside this module, imported on first use: they register their data config
-# themselves, and import the loops that import this module.
-TASK_MODULES = {"sequence": "spacec.runtime.domains.text.language"}
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """Everything that determines a search run."""
-
-    task: str = "image"
-    space: SpaceConfig = field(default_factory=SpaceConfig)
-    data: Any = field(default_factory=ImageData)  # DATA_CONFIGS[task]
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    arch: ArchConfig = field(default_factory=ArchConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-
-    def __post_init__(self) -> None:
-        check_data_for_task(self.task, self.data)
-
-
-def data_config_class(task: str) -> type:
-    if task not in DATA_CONFIGS and task in TASK_MODULES:
-        importlib.import_module(TASK_MODULES[task])
-    if task not in DATA_CONFIGS:
-        valid = sorted({*DATA_CONFIGS, *TASK_MODULES})
-        raise ValueError(f"unknown task {task!r}; valid: {', '.join(valid)}")
-    return DATA_CONFIGS[task]
-
-
-SECTIONS = ("space", "data", "optim", "arch", "run")
-_SECTION_CLASSES = {"space": SpaceConfig, "optim": OptimConfig, "arch": ArchConfig,
-                    "run": RunConfig}
-
 
 # ---------------------------------------------------------------- dict <-> dataclasses
 
 
-def to_dict(cfg: SearchConfig) -> dict[str, Any]:
+def sections(cls: type) -> tuple[str, ...]:
+    """The section names of a configuration class, in order (every field but ``task``)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name != TASK)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain YAML/JSON-ready data (tuples become lists), sections in a fixed order."""
-    out: dict[str, Any] = {"task": cfg.task}
-    for section in SECTIONS:
+    out: dict[str, Any] = {TASK: cfg.task}
+    for section in sections(type(cfg)):
         out[section] = plain_data(dataclasses.asdict(getattr(cfg, section)))
     return out
 
@@ -207,25 +140,36 @@ def plain_data(value: Any) -> Any:
     return value
 
 
-def from_dict(data: Any, source: str = "<config>") -> SearchConfig:
-    """Build a `SearchConfig` from parsed YAML; `source` names the file in errors."""
+def from_dict(cls: type, data: Any, source: str, data_class: DataClassOf) -> Any:
+    """Build configuration `cls` from parsed YAML; `source` names the file in errors."""
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
-    _reject_unknown(data, ("task", *SECTIONS), source, where="top level")
-    task = data.get("task", SearchConfig.task)
+    names = sections(cls)
+    _reject_unknown(data, (TASK, *names), source, where="top level")
+    task = data.get(TASK, _default(cls, TASK))
     if not isinstance(task, str):
         raise ConfigError(f"{source}: task: expected a string, got {task!r}")
     try:
-        data_class = data_config_class(task)
+        classes = {name: _section_class(cls, name) for name in names}
+        classes["data"] = data_class(task)
     except ValueError as error:
         raise ConfigError(f"{source}: task: {error}") from None
-    classes = {**_SECTION_CLASSES, "data": data_class}
-    sections = {
-        name: build_section(classes[name], data.get(name), source, name) for name in SECTIONS
-    }
-    return SearchConfig(task=task, **sections)
+    built = {name: build_section(classes[name], data.get(name), source, name) for name in names}
+    try:
+        return cls(task=task, **built)
+    except ValueError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def _default(cls: type, name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _section_class(cls: type, name: str) -> type:
+    hint = typing.get_type_hints(cls)[name]
+    return hint if dataclasses.is_dataclass(hint) else object
 
 
 def _reject_unknown(data: Mapping, valid: tuple[str, ...] | list[str], source: str,
@@ -320,7 +264,8 @@ def _float_text(text: str, where: str) -> float:
 # ---------------------------------------------------------------- overrides
 
 
-def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any],
+                    keys: tuple[str, ...]) -> dict[str, Any]:
     """A copy of raw config `data` with dotted keys set: ``{"arch.order": 2, "task": "image"}``.
 
     Keys may go deeper than a section (``space.overrides.C``). Values are left as given (they
@@ -329,9 +274,10 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
     merged = _copy_mappings(data)
     for dotted, value in overrides.items():
         path = dotted.split(".")
-        if path[0] not in (*SECTIONS, "task") or (path[0] == "task") != (len(path) == 1):
+        if path[0] not in keys or (path[0] == TASK) != (len(path) == 1):
+            names = ", ".join(key for key in keys if key != TASK)
             raise ConfigError(f"override {dotted}: expected task or SECTION.KEY "
-                              f"(sections: {', '.join(SECTIONS)})")
+                              f"(sections: {names})")
         if not all(path):
             raise ConfigError(f"override {dotted}: empty key")
         node = merged
@@ -367,33 +313,28 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 # ---------------------------------------------------------------- files
 
 
-def presets() -> dict[str, Path]:
-    """Preset name -> shipped YAML file."""
+def presets(prefix: str) -> dict[str, Path]:
+    """Preset name -> shipped YAML file (``runtime/configs/<prefix><name>.yaml``)."""
     folder = resources.files("spacec.runtime.configs")
     found = {}
     for entry in folder.iterdir():
         name = entry.name
-        if name.startswith(PRESET_PREFIX) and name.endswith(PRESET_SUFFIX):
-            found[name[len(PRESET_PREFIX):-len(PRESET_SUFFIX)]] = Path(str(entry))
+        if name.startswith(prefix) and name.endswith(PRESET_SUFFIX):
+            found[name[len(prefix):-len(PRESET_SUFFIX)]] = Path(str(entry))
     return dict(sorted(found.items()))
 
 
-# A preset named for a space of this domain means the domain's own preset when there is one:
-# `spacec search darts_rnn` (quick) reads search_rnn_quick.yaml, `--config paper` the rnn paper.
-DOMAIN_PRESET_PREFIXES = {"sequence": "rnn_"}
-
-
-def domain_preset(name: str, domain: str, available: Iterable[str]) -> str:
-    """The preset `name` stands for in a space of `domain`, among the `available` names."""
-    prefix = DOMAIN_PRESET_PREFIXES.get(domain, "")
+def domain_preset(name: str, prefix: str, available: Iterable[str]) -> str:
+    """The preset `name` stands for in a domain whose presets carry `prefix` (``rnn_``): the
+    domain's own preset when there is one (`quick` -> `rnn_quick`)."""
     if prefix and not name.startswith(prefix) and prefix + name in set(available):
         return prefix + name
     return name
 
 
-def locate_config(name_or_path: str) -> Path:
+def locate_config(name_or_path: str, prefix: str) -> Path:
     """A preset's file, or the given path."""
-    shipped = presets()
+    shipped = presets(prefix)
     if name_or_path in shipped:
         return shipped[name_or_path]
     path = Path(name_or_path).expanduser()
@@ -413,28 +354,26 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML ({error})") from None
 
 
-def load_config(name_or_path: str = "quick",
-                overrides: Mapping[str, Any] | None = None) -> SearchConfig:
-    """A preset or YAML file, with dotted overrides applied."""
-    path = locate_config(name_or_path)
+def load_config(cls: type, prefix: str, data_class: DataClassOf, name_or_path: str,
+                overrides: Mapping[str, Any] | None = None) -> Any:
+    """A preset or YAML file, with dotted overrides applied, as configuration `cls`."""
+    path = locate_config(name_or_path, prefix)
     data = read_yaml(path)
     if data is not None and not isinstance(data, Mapping):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
-    merged = apply_overrides(data or {}, overrides or {})
+    merged = apply_overrides(data or {}, overrides or {}, (TASK, *sections(cls)))
     source = str(path) if not overrides else f"{path} (with overrides)"
-    return from_dict(merged, source)
+    return from_dict(cls, merged, source, data_class)
 
 
-def to_yaml(cfg: SearchConfig) -> str:
+def to_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False)
 
 
-def write_config(cfg: SearchConfig, path: Path) -> None:
-    from spacec.files import atomic_write_text
-
+def write_config(cfg: Any, path: Path) -> None:
     atomic_write_text(path, to_yaml(cfg))
 
 
-def read_config(path: Path) -> SearchConfig:
-    """A config written by `write_config` (a run directory's config.yaml)."""
-    return from_dict(read_yaml(path), str(path))
+def read_config(cls: type, path: Path, data_class: DataClassOf) -> Any:
+    """A configuration written by `write_config` (a run directory's config.yaml)."""
+    return from_dict(cls, read_yaml(path), str(path), data_class)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from spacec.arch.derive import DerivationError, derive
+from spacec.arch.derive import DEFAULT_STRENGTHS, DerivationError, derive
 from spacec.arch.genotype import Genotype
 from spacec.load import CompiledSpace, compile_file, locate
 from spacec.runtime.run.rundir import RunDir, open_run_dir
@@ -32,7 +32,19 @@ def derive_from_run(path: Path, epoch: int | None = None) -> tuple[Genotype, int
                               f"{', '.join(map(str, saved))}")
     compiled = run_space(run_dir)
     alphas = read_alphas(run_dir.alphas_path(chosen))
-    return derive(compiled.name, alphas, compiled.rules), chosen
+    return derive(compiled.name, alphas, compiled.rules, run_strengths(run_dir)), chosen
+
+
+def run_strengths(run_dir: RunDir) -> str:
+    """How the run's method ranks candidates (its method record; DARTS' softmax without one)."""
+    path = run_dir.method_record_path
+    if not path.is_file():
+        return DEFAULT_STRENGTHS
+    record = _read_json(path)
+    strengths = record.get("strengths") if isinstance(record, dict) else None
+    if not isinstance(strengths, str):
+        raise DerivationError(f"{path}: no 'strengths' entry naming the derivation's ranking")
+    return strengths
 
 
 def run_space(run_dir: RunDir) -> CompiledSpace:

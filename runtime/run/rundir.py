@@ -4,6 +4,7 @@ A run directory holds::
 
     config.yaml             the resolved configuration (read back by --resume)
     space.json              the space as compiled for the run: source, sha256, parameters
+    method.json             the search method: its relaxation and how derivation ranks candidates
     metrics.jsonl           one JSON object per finished epoch
     checkpoint.pt           everything needed to continue (spacec.runtime.run.checkpoint)
     alphas/epoch_NNN.json   α after N epochs, {cell type: [[...] per edge]} (searches only)
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
 SPACE_RECORD = "space.json"
+METHOD_RECORD = "method.json"
 METRICS_NAME = "metrics.jsonl"
 CHECKPOINT_NAME = "checkpoint.pt"
 ALPHAS_DIR = "alphas"
@@ -72,6 +74,14 @@ class RunDir:
     @property
     def genotype_path(self) -> Path:
         return self.path / GENOTYPE_NAME
+
+    @property
+    def best_path(self) -> Path:
+        return self.path / BEST_NAME
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / REPORT_NAME
 
     def alphas_path(self, epoch: int) -> Path:
         return self.path / ALPHAS_DIR / f"epoch_{epoch:03d}.json"
@@ -121,6 +131,10 @@ class RunDir:
     @property
     def space_record_path(self) -> Path:
         return self.path / SPACE_RECORD
+
+    @property
+    def method_record_path(self) -> Path:
+        return self.path / METHOD_RECORD
 
     def keep_metrics_through(self, epoch: int) -> None:
         """Drop records of epochs after `epoch` (written by a run that died before checkpointing)."""

@@ -1,8 +1,8 @@
 """The architecture optimiser of DARTS: updates α, never the network weights w.
 
 Model interface (what the generated supernets provide):
-  - ``model.arch_parameters() -> dict[str, nn.Parameter]``: α per cell type, registered
-    parameters of the model (named ``alphas.<key>`` in ``named_parameters()``);
+  - ``model.arch_parameters() -> dict[str, nn.Parameter]``: the architecture tensors (α per cell
+    type, and any other a relaxation owns), registered parameters of the model;
   - every other parameter is a weight and is trained by the caller's SGD ``w_optimizer``.
   - ``loss_fn(call, batch) -> Tensor``: ``call(*inputs)`` runs the forward pass. It is the model
     itself for a real training step and a ``torch.func.functional_call`` on substituted tensors
@@ -10,23 +10,10 @@ Model interface (what the generated supernets provide):
     second-order step calls it four times per step, so it must not carry state between calls
     (an RNN's hidden state travels in the batch, not in the closure).
 
-Modes (Liu et al., "DARTS", ICLR 2019, Sect. 3.3 compares the bilevel search with the two
-single-data-set heuristics). Each search step the loop calls exactly one architect method,
-and ``Architect.updates_weights`` says whether the loop must still do its own w step::
-
-    mode        batches each step                   call                             w step
-    bilevel     train batch b_t, val batch b_v      step(b_t, b_v, lr)               loop, on b_t
-    coordinate  b_t, b_v both drawn from train∪val  step(b_t, b_v, lr)               loop, on b_t
-    joint       one batch b from train∪val          joint_step(b, w_grad_clip)       joint_step
-
-- ``bilevel``: α follows ∇α L_val(w*(α), α), with w*(α) approximated by w itself (``order=1``)
-  or by one virtual SGD step (``order=2``, Eq. 6-8 of the paper).
-- ``coordinate``: α and w alternate; the α step is the first-order gradient of the loss on the
-  second batch it is given, so it is computed exactly like first-order bilevel: what makes it
-  coordinate descent is that the loop draws both batches from the union of the two splits.
-- ``joint``: single-level optimisation, α and w move simultaneously: one backward pass at the
-  current (w, α) on one batch, then the α Adam step and the w SGD step. (The paper's ablation
-  moves α by SGD; the same Adam as in bilevel is used here so that only the objective differs.)
+What a search step does with these methods is the strategy's business
+(spacec.runtime.search.strategy): bilevel and coordinate descent call `step` (α) and then do
+the w step themselves; joint optimisation calls `joint_step`, which moves α and w from one
+backward pass (single-level, as the paper's Sect. 3.3 ablation and SNAS).
 
 The second-order recipe is the one of the reference implementation (quark0/darts,
 ``cnn/architect.py`` and ``rnn/architect.py``):
@@ -63,7 +50,6 @@ from torch.func import functional_call
 LossFn = Callable[[Callable[..., Tensor], Any], Tensor]
 TensorDict = dict[str, Tensor]
 
-ARCH_MODES = ("bilevel", "coordinate", "joint")
 ARCH_ORDERS = (1, 2)
 # Added to the norm before dividing, as in torch.nn.utils.clip_grad_norm_ and the reference's
 # rnn `_clip`.
@@ -75,7 +61,9 @@ class ArchConfig:
     """How α is optimised. Defaults: DARTS CNN search (quark0/darts cnn/train_search.py)."""
 
     order: int = 1  # 1: first order (ξ = 0); 2: one unrolled SGD step (paper Eq. 7)
-    mode: str = "bilevel"  # one of ARCH_MODES, see the module docstring
+    # The search strategy (spacec.runtime.search.strategy.STRATEGIES): bilevel (DARTS), or the
+    # paper's Sect. 3.3 ablations coordinate (descent on train∪val) and joint (single-level).
+    mode: str = "bilevel"
     lr: float = 3e-4  # --arch_learning_rate (CNN); the RNN search uses 3e-3
     betas: tuple[float, float] = (0.5, 0.999)  # CNN architect; the RNN one keeps Adam's default
     weight_decay: float = 1e-3  # --arch_weight_decay (CNN), --arch_wdecay (RNN)
@@ -85,10 +73,6 @@ class ArchConfig:
     def __post_init__(self) -> None:
         if self.order not in ARCH_ORDERS:
             raise ValueError(f"unknown order {self.order!r}; valid: {ARCH_ORDERS}")
-        if self.mode not in ARCH_MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(ARCH_MODES)}")
-        if self.order == 2 and self.mode != "bilevel":
-            raise ValueError(f"order 2 is bilevel only; mode {self.mode!r} takes order 1")
         if self.fd_scale <= 0:
             raise ValueError(f"fd_scale must be positive, got {self.fd_scale}")
         if self.unrolled_clip is not None and self.unrolled_clip <= 0:
@@ -124,13 +108,8 @@ class Architect:
             weight_decay=self.cfg.weight_decay,
         )
 
-    @property
-    def updates_weights(self) -> bool:
-        """True when `joint_step` also steps w, so the search loop must not."""
-        return self.cfg.mode == "joint"
-
     def step(self, train_batch: Any, val_batch: Any, lr: float) -> dict[str, float]:
-        """One Adam step on α (bilevel and coordinate modes); w is left exactly as it was.
+        """One Adam step on α (bilevel, coordinate descent); w is left exactly as it was.
 
         `lr` is η, the w optimizer's current learning rate (used by order 2 only). Returns
         ``val_loss``, the loss on `val_batch` at the weights where ∇α was taken (w' for order 2),
@@ -148,13 +127,12 @@ class Architect:
         return self._arch_gradient(train_batch, val_batch, lr)[0]
 
     def joint_step(self, batch: Any, w_grad_clip: float | None = None) -> dict[str, float]:
-        """Joint mode: one backward on `batch` at (w, α), then the α and the w optimizer step.
+        """Joint optimisation: one backward on `batch` at (w, α), then the α and the w step.
 
         This is a real training step: the model's own forward runs (BatchNorm statistics update
         as in any training step). `w_grad_clip` clips the weight gradient's total norm first,
         as the search loop does for its w step (DARTS: --grad_clip 5).
         """
-        self._require_mode(("joint",), "joint_step", instead="step(train_batch, val_batch, lr)")
         self.w_optimizer.zero_grad(set_to_none=True)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_fn(self.model, batch)
@@ -192,7 +170,6 @@ class Architect:
     def _arch_gradient(
         self, train_batch: Any, val_batch: Any, lr: float
     ) -> tuple[TensorDict, dict[str, float]]:
-        self._require_mode(("bilevel", "coordinate"), "step", instead="joint_step(batch)")
         if self.cfg.order == 1:
             grads, val_loss = self._first_order(val_batch)
         else:
@@ -280,13 +257,6 @@ class Architect:
 
     def _keyed(self, by_full_name: TensorDict) -> TensorDict:
         return {key: by_full_name[full] for key, full in self._alpha_names.items()}
-
-    def _require_mode(self, modes: tuple[str, ...], method: str, instead: str) -> None:
-        if self.cfg.mode not in modes:
-            raise RuntimeError(
-                f"Architect.{method} is for mode {' or '.join(modes)}; "
-                f"mode {self.cfg.mode!r} uses Architect.{instead}"
-            )
 
 
 def _full_names(model: nn.Module, alphas: Mapping[str, nn.Parameter]) -> dict[str, str]:

@@ -1,27 +1,24 @@
-"""The DARTS search loop (Liu, Simonyan & Yang, ICLR 2019, Alg. 1) on any compiled space.
+"""The search loop (DARTS, Liu, Simonyan & Yang, ICLR 2019, Alg. 1) on any compiled space.
 
-Every step, as in quark0/darts cnn/train_search.py:
-
-1. α step on a validation batch through `spacec.runtime.search.architect.Architect` (first or second order;
-   the ablation modes as its docstring describes);
-2. w step on a training batch: SGD with momentum, weight decay, the gradient's total norm
-   clipped, the learning rate of the epoch's cosine schedule (`cosine_lr`).
-
-In joint mode one `Architect.joint_step` does both. At the end of every epoch the loop evaluates
-on the validation split, derives the genotype, writes α, the genotype and a metrics record to
-the run directory (spacec.runtime.run.common), and checkpoints; it can also checkpoint every N steps. A
-checkpoint holds everything a resumed run needs to continue exactly as an uninterrupted one:
-model (weights, α, BatchNorm buffers), both optimisers, the position (epoch, step), the partial
-epoch's metrics, the task's state and every RNG state. On CPU, a resumed run and an
-uninterrupted one with the same seed give identical α. Exceptions: ``num_workers > 0`` (worker
-augmentation restarts from the pass's seed on resume) and CUDA kernels that are not
-deterministic.
+One loop for every space, domain, method and strategy. Every step reads the batches the
+strategy's plan asks of the domain's search task and lets the strategy move α and w (for DARTS'
+bilevel strategy, as quark0/darts cnn/train_search.py: the α step on a validation batch through
+`spacec.runtime.search.architect.Architect`, first or second order; then the w step on a training
+batch: SGD with momentum, weight decay, the gradient's total norm clipped, the learning rate of
+the epoch's schedule). At the start of every epoch the supernet's relaxation moves its schedule;
+at the end the loop evaluates on the validation split, derives the genotype, writes α, the
+genotype and a metrics record to the run directory, and checkpoints; it can also checkpoint every
+N steps. A checkpoint holds everything a resumed run needs to continue exactly as an
+uninterrupted one: model (weights, architecture tensors, BatchNorm buffers), both optimisers, the
+relaxation's state, the position (epoch, step), the partial epoch's metrics, the task's state and
+every RNG state. On CPU, a resumed run and an uninterrupted one with the same seed give identical
+α. Exceptions: ``num_workers > 0`` (worker augmentation restarts from the pass's seed on resume)
+and CUDA kernels that are not deterministic.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -32,98 +29,31 @@ import torch
 from torch import nn
 
 from spacec.arch.genotype import Genotype
-from spacec.load import CompiledSpace, compile_file, locate
-from spacec.runtime.domains.task import LossOutput, StepBatches, Task, task_class
-from spacec.runtime.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from spacec.runtime.run.common import (
+from spacec.load import CompiledSpace
+from spacec.runtime.domains import SearchTask, StepBatches, domain
+from spacec.runtime.errors import CheckpointError, ConfigError
+from spacec.runtime.run.checkpoint import load_checkpoint, save_checkpoint
+from spacec.runtime.run.meter import (
     Meter,
-    RunDir,
-    capture_rng,
     check_finite,
     format_metrics,
     progress_bar,
     progress_enabled,
-    resolve_device,
-    restore_rng,
-    seed_everything,
 )
-from spacec.runtime.run.config import ConfigError, SearchConfig, read_config, to_dict, write_config
-from spacec.runtime.run.rundir import open_run_dir
+from spacec.runtime.run.rng import capture_rng, restore_rng
+from spacec.runtime.run.rundir import RunDir, open_run_dir
+from spacec.runtime.run.schedules import learning_rate
+from spacec.runtime.run.session import Session
 from spacec.runtime.search.architect import Architect
+from spacec.runtime.search.config import SearchConfig, read_config, to_dict, write_config
+from spacec.runtime.search.methods import method
+from spacec.runtime.search.strategy import Strategy, strategy
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = "search"
 _CHECKPOINT_KEYS = ("config", "space_sha256", "epoch", "step", "model", "w_optimizer",
-                    "architect", "meters", "epoch_seconds", "task", "rng")
-
-
-# ---------------------------------------------------------------- learning-rate schedule
-
-
-def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
-    """η of 0-based `epoch` of `epochs`: η_min + (η₀ − η_min)(1 + cos(π·epoch/epochs)) / 2.
-
-    Epoch 0 trains at η₀ exactly, as DARTS' CosineAnnealingLR stepped at the start of each epoch.
-    """
-    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
-
-
-def constant_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
-    return lr
-
-
-LR_SCHEDULES: dict[str, Callable[[int, int, float, float], float]] = {
-    "cosine": cosine_lr,
-    "constant": constant_lr,
-}
-
-
-# ---------------------------------------------------------------- the space
-
-
-def _space_path(name: str) -> Path:
-    return locate(name).resolve()
-
-
-def space_overrides(
-    declared: Mapping[str, int | float], cfg: SearchConfig, from_data: Mapping[str, int | float]
-) -> dict[str, int | float]:
-    """The parameter values a search compiles its space with (see SpaceConfig)."""
-    optional = {k: v for k, v in cfg.space.optional_overrides.items() if k in declared}
-    skipped = sorted(set(cfg.space.optional_overrides) - set(optional))
-    if skipped:
-        log.info("space %s does not declare %s; optional overrides skipped",
-                 cfg.space.name, ", ".join(skipped))
-    for name, value in from_data.items():
-        given = cfg.space.overrides.get(name, value)
-        if given != value:
-            raise ConfigError(f"space.overrides: {name}={given}, but the data has {name}={value}")
-    return {**optional, **from_data, **cfg.space.overrides}
-
-
-def _check_domain(compiled: CompiledSpace, task: str) -> None:
-    if compiled.spec.domain != task:
-        raise ConfigError(
-            f"space {compiled.name} is a {compiled.spec.domain} space; the configuration's "
-            f"task is {task!r} (set task: {compiled.spec.domain} and matching data)"
-        )
-
-
-# ---------------------------------------------------------------- the loop
-
-
-class _RecordedLoss:
-    """Architect loss_fn that keeps the metrics of its last call (joint_step calls it once)."""
-
-    def __init__(self, task: Task) -> None:
-        self.task = task
-        self.last: LossOutput | None = None
-
-    def __call__(self, call: Callable[..., torch.Tensor], batch: Any) -> torch.Tensor:
-        out = self.task.loss_and_metrics(call, batch)
-        self.last = LossOutput(out.loss.detach(), out.metrics, out.weight)
-        return out.loss
+                    "architect", "relaxation", "meters", "epoch_seconds", "task", "rng")
 
 
 @dataclass(frozen=True)
@@ -134,48 +64,50 @@ class SearchResult:
 
 
 class Search:
-    """One search: the supernet, its two optimisers, the task's data and the position."""
+    """One search: the supernet, its two optimisers, the strategy, the task and the position."""
 
-    def __init__(self, cfg: SearchConfig, compiled: CompiledSpace, task: Task,
-                 model: nn.Module, device: torch.device) -> None:
+    def __init__(self, cfg: SearchConfig, session: Session, compiled: CompiledSpace,
+                 task: SearchTask, model: nn.Module, strategy: Strategy) -> None:
         self.cfg = cfg
+        self.session = session
         self.compiled = compiled
         self.task = task
         self.model = model
-        self.device = device
+        self.strategy = strategy
         optim = cfg.optim
         self.w_optimizer = torch.optim.SGD(
             model.weights(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
         )
-        self.recorded = _RecordedLoss(task)
-        loss_fn = self.recorded if cfg.arch.mode == "joint" else task.loss
-        self.architect = Architect(model, self.w_optimizer, loss_fn, cfg.arch)
+        self.architect = Architect(model, self.w_optimizer, strategy.architect_loss(task), cfg.arch)
         self.epoch = 0  # 0-based epoch in progress (== epochs finished)
         self.step = 0  # steps finished in that epoch
         self.train_meter = Meter()
         self.arch_meter = Meter()
         self.epoch_seconds = 0.0
 
+    @property
+    def device(self) -> torch.device:
+        return self.session.device
+
     @classmethod
-    def build(cls, cfg: SearchConfig) -> Search:
+    def build(cls, cfg: SearchConfig, session: Session | None = None) -> Search:
         """Compile the space, open the data, build the supernet; nothing is written."""
-        try:
-            device = resolve_device(cfg.run.device)
-        except ValueError as error:
-            raise ConfigError(f"run.device: {error}") from None
-        if cfg.run.threads is not None:
-            torch.set_num_threads(cfg.run.threads)
-        seed_everything(cfg.run.seed)
-        path = _space_path(cfg.space.name)
-        plain = compile_file(path)
-        _check_domain(plain, cfg.task)
-        task = task_class(cfg.task)(cfg.data, cfg.arch.mode, cfg.run.seed, device)
-        overrides = space_overrides(plain.params, cfg, task.space_overrides(plain.params))
-        compiled = compile_file(path, overrides)
-        model = compiled.supernet(**task.model_kwargs()).to(device)
-        task.bind_model(model)
+        session = session or Session.start(cfg.run)
+        plain = session.compile(cfg.space.name)
+        if plain.spec.domain != cfg.task:
+            raise ConfigError(
+                f"space {plain.name} is a {plain.spec.domain} space; the configuration's "
+                f"task is {cfg.task!r} (set task: {plain.spec.domain} and matching data)"
+            )
+        chosen = strategy(cfg.arch.mode)
+        task = domain(cfg.task).search_task(cfg.data, chosen.plan, session.seed, session.device)
+        compiled = session.compile_run_space(cfg.space, task.space_params(plain.params))
+        relaxation = method(cfg.method.name).build_relaxation()
+        model = compiled.supernet(relaxation=relaxation, **task.network_kwargs())
+        model = model.to(session.device)
+        task.bind(model)
         log.info("space %s (%s), %s", compiled.name, compiled.spec.path, task.describe())
-        return cls(cfg, compiled, task, model, device)
+        return cls(cfg, session, compiled, task, model, chosen)
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -189,10 +121,11 @@ class Search:
             "model": self.model.state_dict(),
             "w_optimizer": self.w_optimizer.state_dict(),
             "architect": self.architect.state_dict(),
+            "relaxation": self.model.relaxation.state_dict(),
             "meters": {"train": self.train_meter.state_dict(), "arch": self.arch_meter.state_dict()},
             "epoch_seconds": self.epoch_seconds,
             "task": self.task.state_dict(),
-            "rng": capture_rng(cuda=self.device.type == "cuda"),
+            "rng": capture_rng(cuda=self.session.cuda),
         }
 
     def load_state_dict(self, state: Mapping[str, Any], where: Path) -> None:
@@ -203,6 +136,7 @@ class Search:
             self.model.load_state_dict(state["model"])
             self.w_optimizer.load_state_dict(state["w_optimizer"])
             self.architect.load_state_dict(state["architect"])
+            self.model.relaxation.load_state_dict(state["relaxation"])
             self.train_meter.load_state_dict(state["meters"]["train"])
             self.arch_meter.load_state_dict(state["meters"]["arch"])
             self.task.load_state_dict(state["task"])
@@ -230,12 +164,12 @@ class Search:
         return self.model.genotype()
 
     def learning_rate(self, epoch: int) -> float:
-        optim = self.cfg.optim
-        return LR_SCHEDULES[optim.schedule](epoch, optim.epochs, optim.lr, optim.lr_min)
+        return learning_rate(epoch, self.cfg.optim)
 
     def _run_epoch(self, run_dir: RunDir, show: bool,
                    on_step: Callable[[int], None] | None) -> None:
         epoch, epochs = self.epoch, self.cfg.optim.epochs
+        self.model.set_search_progress(epoch, epochs)
         steps = self.task.steps_in_epoch(epoch)
         lr = self.learning_rate(epoch)
         every = self.cfg.run.checkpoint_every
@@ -267,18 +201,10 @@ class Search:
         step_lr = lr * batches.lr_scale
         for group in self.w_optimizer.param_groups:
             group["lr"] = step_lr
-        if self.architect.updates_weights:
-            self.architect.joint_step(batches.train, w_grad_clip=self.cfg.optim.grad_clip)
-            out = self.recorded.last
-            check_finite(out.metrics["loss"], "the training loss (joint step)", where)
-            self.train_meter.update(out.metrics, out.weight)
-            return
-        stats = self.architect.step(batches.train, batches.val, step_lr)
-        check_finite(stats["val_loss"], "the validation loss (α step)", where)
-        self.arch_meter.update({"val_loss": stats["val_loss"]})
-        self._weight_step(batches.train, where)
+        self.strategy.step(self, batches, step_lr, where)
 
-    def _weight_step(self, batch: Any, where: str) -> None:
+    def weight_step(self, batch: Any, where: str) -> None:
+        """One SGD step of the weights on `batch` (α unchanged), the gradient norm clipped."""
         self.w_optimizer.zero_grad(set_to_none=True)
         out = self.task.train_loss(self.model, batch)
         check_finite(out.metrics["loss"], "the training loss (w step)", where)
@@ -307,7 +233,7 @@ class Search:
             "seconds": round(self.epoch_seconds, 3),
             "genotype": genotype.to_dict(),
         }
-        run_dir.write_alphas(number, alphas_as_lists(self.model))
+        run_dir.write_alphas(number, self.model.arch_values())
         run_dir.write_json(run_dir.genotype_path, genotype.to_dict())
         run_dir.append_metrics(record)
         self.epoch, self.step = number, 0
@@ -319,11 +245,14 @@ class Search:
         log.info("genotype after epoch %d:\n%s", number, genotype)
 
 
-def alphas_as_lists(model: nn.Module) -> dict[str, list[list[float]]]:
-    return {name: alpha.detach().cpu().tolist() for name, alpha in model.arch_parameters().items()}
-
-
 # ---------------------------------------------------------------- entry points
+
+
+def method_record(search: Search) -> dict[str, Any]:
+    """What `spacec derive RUN` needs to know of the method: how it ranks candidates."""
+    relaxation = search.model.relaxation
+    return {"name": search.cfg.method.name, "relaxation": relaxation.name,
+            "strengths": relaxation.strengths}
 
 
 def start_search(cfg: SearchConfig, quiet: bool = True,
@@ -334,7 +263,8 @@ def start_search(cfg: SearchConfig, quiet: bool = True,
     log.info("run directory %s", run_dir.path)
     write_config(cfg, run_dir.config_path)
     run_dir.write_space_record(search.compiled.spec, search.cfg.space.name)
-    run_dir.write_alphas(0, alphas_as_lists(search.model))
+    run_dir.write_json(run_dir.method_record_path, method_record(search))
+    run_dir.write_alphas(0, search.model.arch_values())
     search.save(run_dir)
     genotype = search.run(run_dir, quiet, on_step)
     return SearchResult(run_dir.path, genotype, search.epoch)
@@ -366,6 +296,3 @@ def _without_device(config: Mapping[str, Any]) -> dict[str, Any]:
     """A config dict minus run.device, which a resumed run may change."""
     run = {k: v for k, v in config.get("run", {}).items() if k != "device"}
     return {**config, "run": run}
-
-
-

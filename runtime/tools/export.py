@@ -29,13 +29,8 @@ from torch import nn
 
 from spacec.errors import ReportedError
 from spacec.runtime.run.checkpoint import load_checkpoint
-from spacec.runtime.run.rundir import CHECKPOINT_NAME
-from spacec.runtime.train.loop import (
-    BEST_NAME,
-    CHECKPOINT_KEYS,
-    CHECKPOINT_KIND,
-    network_from_checkpoint,
-)
+from spacec.runtime.run.rundir import BEST_NAME, CHECKPOINT_NAME
+from spacec.runtime.train.loop import CHECKPOINT_KEYS, CHECKPOINT_KIND, network_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +71,7 @@ def checkpoint_path(source: Path, which: str = "last") -> Path:
 def load_network(source: Path, which: str = "last") -> tuple[nn.Module, tuple[int, int, int]]:
     """The eval-mode network of a training checkpoint and its input shape (C, H, W)."""
     state = load_checkpoint(checkpoint_path(source, which), CHECKPOINT_KIND, CHECKPOINT_KEYS)
-    shape = tuple(int(size) for size in state["input_shape"])
+    shape = tuple(int(size) for size in state["data"]["input_shape"])
     return network_from_checkpoint(state), shape
 
 

@@ -23,50 +23,27 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import DataLoader, Subset
-from torchvision import transforms
-
 from spacec.arch.genotype import Genotype, resolve
 from spacec.files import atomic_write_text
-from spacec.runtime.domains.image.data import ImageData, ImageInfo, image_source, search_loaders
-from spacec.runtime.run.common import RunDir
-from spacec.runtime.run.config import ConfigError
-from spacec.runtime.train.loop import (
-    EvalSplit,
+from spacec.load import compile_file, locate
+from spacec.runtime.errors import ConfigError
+from spacec.runtime.run.rundir import RunDir
+from spacec.runtime.train.config import (
+    SELECT_PREFIX,
     TrainConfig,
-    TrainResult,
-    compile_for_training,
     config_to_dict,
     load_train_config,
-    start_training,
 )
+from spacec.runtime.train.loop import TrainResult, start_training
 
 log = logging.getLogger(__name__)
 
-SELECT_PREFIX = "select_"
 SUMMARY_NAME = "selection.json"
 CRITERION = "last_val_acc"  # the validation accuracy after the last epoch of the short training
 
 
-def holdout_loaders(cfg: ImageData, seed: int) -> tuple[DataLoader, DataLoader, ImageInfo]:
-    """(training loader, validation loader, info) on a split of the training set only.
-
-    The training loader is the search's weights loader (augmented, shuffled by epoch); the
-    validation loader reads the other part with the test-time preprocessing, in order.
-    """
-    train_loader, held_out, info = search_loaders(cfg, seed)
-    source = image_source(cfg.name)
-    size = info.image_size
-    plain = transforms.Compose([*source.preprocess(size), transforms.ToTensor(),
-                                transforms.Normalize(source.mean, source.std)])
-    dataset = source.open(cfg, True, plain)
-    validation = Subset(dataset, list(held_out.sampler.indices))
-    val_loader = DataLoader(validation, batch_size=train_loader.batch_size, shuffle=False,
-                            num_workers=cfg.num_workers)
-    return train_loader, val_loader, info
-
-
-VALIDATION_SPLIT = EvalSplit("val", holdout_loaders)
+# The held-out part of the training set (spacec.runtime.domains.image.data.holdout_loaders).
+VALIDATION_SPLIT = "val"
 
 
 @dataclass(frozen=True)
@@ -108,7 +85,7 @@ def select(references: Sequence[str], cfg: TrainConfig, quiet: bool = True) -> d
         raise ConfigError("select needs at least one run directory or genotype")
     candidates = [candidate(ref, index, cfg.space.name) for index, ref in enumerate(references)]
     for entry in candidates:
-        compile_for_training(_config_for(cfg, entry), None).discrete_source(entry.genotype)
+        compile_file(locate(entry.space)).discrete_source(entry.genotype)
     folder = RunDir.create(Path(cfg.run.out), "select")
     log.info("selection directory %s", folder.path)
     results = []

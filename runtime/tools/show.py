@@ -258,7 +258,13 @@ def draw_alpha(alpha: Sequence[Sequence[float]], ops: Sequence[str],
             f"{title}: α has shape {len(alpha)}x{len(alpha[0]) if alpha else 0}, expected "
             f"{len(edges)} edges x {len(ops)} ops"
         )
-    weights = softmax_rows(alpha)
+    return draw_weights(softmax_rows(alpha), ops, edges, path, title, "softmax(α)")
+
+
+def draw_weights(weights: Sequence[Sequence[float]], ops: Sequence[str],
+                 edges: Sequence[tuple[str, str]], path: Path, title: str, label: str) -> Path:
+    """Heatmap of one cell type's candidate weights (one row per edge), as derivation ranks
+    them; `label` names the colour scale."""
     figure = Figure(figsize=(1.2 + 0.75 * len(ops), 1.2 + 0.32 * len(edges)),
                     layout="constrained")
     ax = figure.subplots()
@@ -271,7 +277,7 @@ def draw_alpha(alpha: Sequence[Sequence[float]], ops: Sequence[str],
     ax.set_xlabel("operation")
     ax.set_ylabel("edge")
     ax.set_title(title, fontsize=10)
-    figure.colorbar(image, ax=ax, label="softmax(α)")
+    figure.colorbar(image, ax=ax, label=label)
     _save(figure, Path(path))
     log.info("wrote %s", path)
     return Path(path)
@@ -292,21 +298,26 @@ show_run = draw_run
 
 
 def _draw_run_alphas(run_dir: Path) -> list[Path]:
-    """The last epoch's α heatmaps of a search run (none for a training run)."""
-    from spacec.runtime.run.common import RunDir
-    from spacec.runtime.run.derivation import read_alphas, run_space
+    """The last epoch's heatmaps of a search run, candidates weighted as its method's derivation
+    ranks them (softmax(α) for DARTS); none for a training run."""
+    from spacec.arch.derive import DerivationError, cell_tensors, strengths_function
+    from spacec.runtime.run.derivation import read_alphas, run_space, run_strengths
+    from spacec.runtime.run.rundir import RunDir
 
     runs = RunDir(run_dir)
     epochs = runs.alpha_epochs() if runs.config_path.is_file() else []
     if not epochs:
         return []
-    alphas = read_alphas(runs.alphas_path(epochs[-1]))
+    path = runs.alphas_path(epochs[-1])
     rules = run_space(runs).rules
-    written = []
-    for name, rule in rules.items():
-        if name not in alphas:
-            raise DrawingError(f"{runs.alphas_path(epochs[-1])}: no α for cell type {name!r}")
-        written.append(draw_alpha(alphas[name], rule.ops, rule.edges,
-                                  run_dir / f"alpha_{name}.png",
-                                  f"α of cell {name} after epoch {epochs[-1]}"))
-    return written
+    name = run_strengths(runs)
+    strengths = strengths_function(name)
+    try:
+        tensors = cell_tensors(read_alphas(path), rules)
+        weights = {cell: strengths(tensors[cell], rule) for cell, rule in rules.items()}
+    except DerivationError as error:
+        raise DrawingError(f"{path}: {error}") from None
+    label = "softmax(α)" if name == "softmax" else f"{name} weight"
+    return [draw_weights(weights[cell], rule.ops, rule.edges, run_dir / f"alpha_{cell}.png",
+                         f"α of cell {cell} after epoch {epochs[-1]}", label)
+            for cell, rule in rules.items()]

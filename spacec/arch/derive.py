@@ -5,7 +5,11 @@ Pure Python on purpose (no torch): α arrives as nested lists of floats or as an
 
 Each cell type of a search space has a `CellRule` (the compiler writes one literal rule per cell
 type into every generated supernet module). Row i of that cell's α belongs to `rule.edges[i]`,
-column j to `rule.ops[j]`; every row goes through a softmax first. Then, per `rule.kind`:
+column j to `rule.ops[j]`. A strength function turns a cell's architecture tensors into one weight
+per edge and op: DARTS' is a softmax over every row of α (`STRENGTHS["softmax"]`); a relaxation
+that owns other tensors, or mixes candidates differently, registers its own and names it. A cell's
+tensors arrive as one flat mapping for the whole space: α under the cell's name, any other tensor
+under "<cell>.<tensor>" (e.g. "normal.beta"). Then, per `rule.kind`:
 
 * ``topk`` (DARTS' `_parse` in cnn/ and rnn/model_search.py): for each intermediate node, the
   strength of an incoming searched edge is its largest softmax weight over ops not in
@@ -27,12 +31,13 @@ import logging
 import math
 import numbers
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from spacec.arch.genotype import REDUCTIONS, CellGenotype, Genotype
 from spacec.errors import ReportedError
+from spacec.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +219,54 @@ def softmax(values: Sequence[float]) -> list[float]:
     return [value / total for value in exps]
 
 
+# A cell's architecture tensors ({"alpha": ..., other tensors by name}) -> weight[edge][op].
+Strengths = Callable[[Mapping[str, Any], "CellRule"], list[list[float]]]
+STRENGTHS = Registry("derivation strength")
+DEFAULT_STRENGTHS = "softmax"
+ALPHA = "alpha"  # the name of α among a cell's architecture tensors
+
+
+@STRENGTHS.register(DEFAULT_STRENGTHS)
+def softmax_strengths(tensors: Mapping[str, Any], rule: CellRule) -> list[list[float]]:
+    """DARTS: softmax over each row of α."""
+    return [softmax(row) for row in alpha_rows(tensors[ALPHA], rule)]
+
+
+def strengths_function(name: str) -> Strengths:
+    """The registered strength function `name`; DerivationError lists the known ones."""
+    if name not in STRENGTHS:
+        raise DerivationError(
+            f"unknown derivation strengths {name!r}; known: {', '.join(STRENGTHS.names())}"
+        )
+    return STRENGTHS[name].builder
+
+
+def cell_tensors(alphas: Mapping[str, Any], rules: Mapping[str, CellRule]) -> dict[str, dict]:
+    """A space's flat tensor mapping grouped by cell: {cell: {"alpha": α, "beta": β, ...}}."""
+    grouped: dict[str, dict[str, Any]] = {}
+    unknown = []
+    for key, value in alphas.items():
+        cell, _, tensor = str(key).partition(".")
+        if cell not in rules:
+            unknown.append(str(key))
+            continue
+        grouped.setdefault(cell, {})[tensor or ALPHA] = value
+    missing = [name for name in rules if ALPHA not in grouped.get(name, {})]
+    problems = []
+    if unknown:
+        problems.append(f"α given for cell type(s) no rule names: {', '.join(unknown)}")
+    if missing:
+        problems.append(f"no α for cell type(s): {', '.join(missing)}")
+    if problems:
+        raise DerivationError("; ".join(problems) + f" (cell types: {', '.join(rules)})")
+    return grouped
+
+
+def alpha_rows(alpha: Any, rule: CellRule) -> list[list[float]]:
+    """α as a checked matrix of finite floats, shape `rule.shape`."""
+    return _alpha_rows(alpha, rule)
+
+
 def _alpha_rows(alpha: Any, rule: CellRule) -> list[list[float]]:
     matrix = alpha.tolist() if hasattr(alpha, "tolist") else alpha
     expected = "expected shape {}x{} (searched edges x ops)".format(*rule.shape)
@@ -320,9 +373,13 @@ def _weakest_row(choices: list[Choice], weights: list[list[float]], column: int)
     return min(rows, key=lambda row: (weights[row][column], row))
 
 
-def derive_cell(alpha: Any, rule: CellRule) -> CellGenotype:
-    """Derive one cell from its α (shape `rule.shape`)."""
-    weights = [softmax(row) for row in _alpha_rows(alpha, rule)]
+def derive_cell(
+    alpha: Any, rule: CellRule, strengths: str | Strengths = DEFAULT_STRENGTHS
+) -> CellGenotype:
+    """Derive one cell from its α (shape `rule.shape`), or from its tensors ({"alpha": ...})."""
+    tensors = alpha if isinstance(alpha, Mapping) else {ALPHA: alpha}
+    strength = strengths_function(strengths) if isinstance(strengths, str) else strengths
+    weights = strength(tensors, rule)
     choose = _choose_topk if rule.kind == TOPK else _choose_argmax
     forbidden: set[Choice] = set()
     choices = choose(weights, rule, forbidden)
@@ -339,28 +396,22 @@ def derive_cell(alpha: Any, rule: CellRule) -> CellGenotype:
     )
 
 
-def _cell_type_problem(names: Sequence[str], rules: Mapping[str, CellRule]) -> str | None:
-    unknown = [name for name in names if name not in rules]
-    missing = [name for name in rules if name not in names]
-    problems = []
-    if unknown:
-        problems.append(f"α given for cell type(s) no rule names: {', '.join(unknown)}")
-    if missing:
-        problems.append(f"no α for cell type(s): {', '.join(missing)}")
-    if not problems:
-        return None
-    return "; ".join(problems) + f" (cell types: {', '.join(rules)})"
+def derive(
+    space: str,
+    alphas: Mapping[str, Any],
+    rules: Mapping[str, CellRule],
+    strengths: str | Strengths = DEFAULT_STRENGTHS,
+) -> Genotype:
+    """Derive the genotype of a whole search space; cells come out in `rules` order.
 
-
-def derive(space: str, alphas: Mapping[str, Any], rules: Mapping[str, CellRule]) -> Genotype:
-    """Derive the genotype of a whole search space; cells come out in `rules` order."""
-    problem = _cell_type_problem(list(alphas), rules)
-    if problem:
-        raise DerivationError(problem)
+    `alphas` is the flat mapping of the module docstring; `strengths` names the relaxation's
+    strength function (`STRENGTHS`).
+    """
+    grouped = cell_tensors(alphas, rules)
     cells = []
     for name, rule in rules.items():
         try:
-            cells.append((name, derive_cell(alphas[name], rule)))
+            cells.append((name, derive_cell(grouped[name], rule, strengths)))
         except DerivationError as error:
             raise DerivationError(f"cell {name!r}: {error}") from None
     return Genotype(space=space, cells=tuple(cells))

@@ -125,7 +125,7 @@ def info(space: str, sets: tuple[str, ...], genotype: str | None, as_json: bool)
 
 
 def derived_report(compiled: CompiledSpace, reference: str) -> dict:
-    from spacec.runtime.tools.flops import count_parameters, multiply_adds
+    from spacec.runtime.nn.flops import count_parameters, multiply_adds
 
     network = compiled.discrete_network(reference)
     shape = compiled.input_shape

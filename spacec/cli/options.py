@@ -16,8 +16,9 @@ from click.core import ParameterSource
 
 from spacec.load import CompiledSpace, compile_file, locate, parse_overrides
 
-# The search strategies and α-gradient orders (spacec.runtime.search.architect.ARCH_MODES and
-# ARCH_ORDERS; a test checks they agree, importing them here would import torch).
+# The search strategies and α-gradient orders (spacec.runtime.search.strategy.STRATEGIES and
+# spacec.runtime.search.architect.ARCH_ORDERS; a test checks they agree: importing them here
+# would import torch).
 MODES = ("bilevel", "coordinate", "joint")
 ORDERS = ("1", "2")
 
@@ -120,11 +121,9 @@ def space_reference(space: str) -> str:
     return str(path.resolve()) if path.is_file() else space
 
 
-def space_preset(config_name: str, space: str, available: Any) -> str:
-    """The preset `config_name` means for SPACE: a sequence space's own (``rnn_quick``) if any."""
-    from spacec.runtime.run.config import domain_preset
-
-    return domain_preset(config_name, compile_file(locate(space)).spec.domain, available)
+def space_preset(config_name: str, space: str, preset_for: Callable[[str, str], str]) -> str:
+    """The preset `config_name` means for SPACE: its domain's own (``rnn_quick``) if any."""
+    return preset_for(config_name, compile_file(locate(space)).spec.domain)
 
 
 def reject_with_resume(ctx: click.Context) -> None:

@@ -60,10 +60,10 @@ def search(ctx: click.Context, space: str | None, config_name: str, sets: tuple[
 def search_config(space: str | None, config_name: str, sets: tuple[str, ...],
                   assignments: tuple[str, ...], options: dict[str, Any]):
     """The command line's options mapped onto the chosen preset or YAML file."""
-    from spacec.runtime.run.config import load_config, presets
+    from spacec.runtime.search.config import load_config, preset_for
 
     if space is not None:
-        config_name = space_preset(config_name, space, presets())
+        config_name = space_preset(config_name, space, preset_for)
     return load_config(config_name, config_overrides(space, sets, assignments, options))
 
 

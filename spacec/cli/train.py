@@ -58,13 +58,8 @@ def train(
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from spacec.runtime.train.loop import (
-        describe_report,
-        load_train_config,
-        presets,
-        resume_training,
-        start_training,
-    )
+    from spacec.runtime.train.config import load_train_config, preset_for
+    from spacec.runtime.train.loop import describe_report, resume_training, start_training
 
     with logging_redirect_tqdm():
         if resume is not None:
@@ -74,7 +69,7 @@ def train(
             if space is None or genotype is None:
                 raise click.UsageError("give a SPACE and --genotype GENOTYPE (or --resume RUN_DIR)")
             cfg = load_train_config(
-                space_preset(config_name, space, presets()),
+                space_preset(config_name, space, preset_for),
                 config_overrides(space, sets, assignments, options),
             )
             result = start_training(cfg, genotype, quiet=quiet)

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import download_and_extract_archive
 
@@ -572,3 +572,19 @@ def eval_loaders(
         val_count=len(test_set),
     )
     return train_loader, test_loader, info
+
+
+def holdout_loaders(cfg: ImageData, seed: int) -> tuple[DataLoader, DataLoader, ImageInfo]:
+    """(training loader, validation loader, info) on a split of the training set only.
+
+    The training loader is the search's weights loader (augmented, shuffled by epoch); the
+    validation loader reads the other part with the test-time preprocessing, in order.
+    """
+    train_loader, held_out, info = search_loaders(cfg, seed)
+    source = image_source(cfg.name)
+    plain = _finish(source.preprocess(info.image_size), source.mean, source.std, 0)
+    dataset = source.open(cfg, True, plain)
+    validation = Subset(dataset, list(held_out.sampler.indices))
+    val_loader = DataLoader(validation, batch_size=train_loader.batch_size, shuffle=False,
+                            num_workers=cfg.num_workers)
+    return train_loader, val_loader, info

@@ -1,0 +1,140 @@
+"""The text domain's search task: DARTS' recurrent search data (rnn/train_search.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from spacec.runtime.domains.base import BatchPlan, LossOutput, SearchTask, StepBatches
+from spacec.runtime.domains.text.corpus import BpttStep, batchify
+from spacec.runtime.domains.text.data import (
+    TASK,
+    HiddenCarry,
+    InitHidden,
+    LanguageData,
+    TextBatch,
+    corpus_label,
+    epoch_steps,
+    evaluate_nll,
+    following_starts,
+    hidden_state,
+    open_corpus,
+    scores,
+    segment_loss,
+    text_batch,
+    training_loss,
+    with_perplexity,
+)
+
+
+class LanguageSearchTask(SearchTask):
+    """Word-level language modelling for the DARTS search (rnn/train_search.py).
+
+    Streams by the strategy's `BatchPlan`: w batches from train and α batches from valid
+    (bilevel); or both from train followed by valid, the α stream starting half way through that
+    text (coordinate descent); or one stream of train followed by valid (joint). The
+    end-of-epoch evaluation reads valid at ``eval_batch_size``.
+    """
+
+    domain = TASK
+
+    def __init__(self, cfg: LanguageData, plan: BatchPlan, seed: int, device: torch.device) -> None:
+        corpus = open_corpus(cfg)
+        self.cfg = cfg
+        self.seed = seed
+        self.device = device
+        self.vocabulary_size = len(corpus.vocabulary)
+        self.corpus_tokens = (corpus.train.numel(), corpus.valid.numel())
+        batch = cfg.batch_size
+        if not plan.union:
+            weights_text = corpus.train
+            arch_text = corpus.valid if plan.arch_stream else None
+        else:
+            weights_text = torch.cat([corpus.train, corpus.valid])
+            arch_text = None
+            if plan.arch_stream:
+                arch_text = torch.roll(weights_text, -(weights_text.numel() // 2))
+        self.weights_source = batchify(weights_text, batch).to(device)
+        self.arch_source = None if arch_text is None else batchify(arch_text, batch).to(device)
+        self.eval_source = batchify(corpus.valid, cfg.eval_batch_size).to(device)
+        self.train_carry = HiddenCarry()
+        self.arch_carry = HiddenCarry()
+        self._init_hidden: InitHidden | None = None
+        self._steps: dict[int, tuple[BpttStep, ...]] = {}
+
+    def space_params(self, declared: Mapping[str, int | float]) -> dict[str, int | float]:
+        return {"ntoken": self.vocabulary_size} if "ntoken" in declared else {}
+
+    def network_kwargs(self) -> dict[str, Any]:
+        return self.cfg.dropouts()
+
+    def bind(self, model: nn.Module) -> None:
+        self._init_hidden = model.init_hidden
+
+    def _epoch_steps(self, epoch: int) -> tuple[BpttStep, ...]:
+        if epoch not in self._steps:
+            self._steps = {epoch: epoch_steps(self.weights_source.size(0), self.cfg, self.seed,
+                                              epoch)}
+        return self._steps[epoch]
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        return len(self._epoch_steps(epoch))
+
+    def batches(self, epoch: int, start_step: int) -> Iterator[StepBatches]:
+        if self._init_hidden is None:
+            raise RuntimeError("LanguageSearchTask.bind(model) must be called before batches()")
+        steps = self._epoch_steps(epoch)
+        arch_starts = (None if self.arch_source is None
+                       else following_starts(steps, self.arch_source.size(0)))
+        if start_step == 0:
+            self.train_carry.reset()
+            self.arch_carry.reset()
+        for index in range(start_step, len(steps)):
+            step = steps[index]
+            train = text_batch(self.weights_source, step.start, step.seq_len, self.train_carry,
+                               self._init_hidden)
+            val = None
+            if arch_starts is not None:
+                start, reset = arch_starts[index]
+                if reset:
+                    self.arch_carry.reset()
+                val = text_batch(self.arch_source, start, step.seq_len, self.arch_carry,
+                                 self._init_hidden)
+            yield StepBatches(train=train, val=val, lr_scale=step.seq_len / self.cfg.bptt)
+
+    def loss(self, call: Callable[..., Tensor], batch: TextBatch) -> Tensor:
+        return segment_loss(call, batch)
+
+    def loss_and_metrics(self, call: Callable[..., Tensor], batch: TextBatch) -> LossOutput:
+        loss = self.loss(call, batch)
+        return LossOutput(loss, {"loss": loss.item()}, batch.tokens)
+
+    def train_loss(self, model: nn.Module, batch: TextBatch) -> LossOutput:
+        return training_loss(model, batch, self.cfg)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return scores(evaluate_nll(model, self.eval_source, self.cfg.bptt))
+
+    def epoch_metrics(self, means: Mapping[str, float]) -> dict[str, float]:
+        return with_perplexity(means)
+
+    def describe(self) -> str:
+        train, valid = self.corpus_tokens
+        return (f"{corpus_label(self.cfg)}: {self.vocabulary_size} words, {train} tokens "
+                f"train w, {valid} tokens train α, batch {self.cfg.batch_size}, "
+                f"{self.steps_in_epoch(0)} steps in epoch 1")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_hidden": hidden_state(self.train_carry.hidden),
+                "arch_hidden": hidden_state(self.arch_carry.hidden)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        unknown = set(state) - {"train_hidden", "arch_hidden"}
+        if unknown:
+            raise ValueError(f"unknown task state {sorted(unknown)}")
+        for carry, key in ((self.train_carry, "train_hidden"), (self.arch_carry, "arch_hidden")):
+            hidden = state.get(key)
+            carry.hidden = None if hidden is None else [h.to(self.device) for h in hidden]

@@ -1,0 +1,93 @@
+"""The relaxation seam: how a supernet's searched edges turn architecture tensors into outputs.
+
+A `Relaxation` decides, for every cell type of a compiled space:
+
+- which architecture tensors the cell owns (`arch_shapes`: α [edges, ops] for every relaxation;
+  more where a method needs them, e.g. per-edge weights) and how they start (`init_arch`);
+- once per forward pass, what the cell's edges receive from those tensors (`cell_weights`: for
+  the softmax relaxation softmax(α), one row per edge);
+- how an image edge computes its output from its candidates and its row (`edge` builds the edge
+  module: `edge(x, weights[row])`), and how a recurrent node mixes its incoming edges
+  (`mix_node`);
+- how its schedule moves with the search (`set_progress`, e.g. a temperature), kept in
+  checkpoints through `state_dict`;
+- how derivation ranks edges and candidates: `strengths` names a pure function registered in
+  `spacec.arch.derive.STRENGTHS`, so that `spacec derive` needs no torch.
+
+Generated supernets receive a relaxation object when they are built and call only these methods;
+a new relaxation is one class registered in `RELAXATIONS`, no generated code changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from spacec.arch.derive import ALPHA, DEFAULT_STRENGTHS, CellRule
+from spacec.registry import Registry
+from spacec.runtime.nn import recurrent
+from spacec.runtime.nn.ops import Candidate, MixedEdge
+
+RELAXATIONS = Registry("relaxation")
+
+ALPHA_INIT_SCALE = 1e-3  # α ~ 1e-3 * N(0, 1), as the DARTS code initialises it
+
+
+class Relaxation:
+    """A relaxation with DARTS' edges; subclasses say how α becomes each edge's weights."""
+
+    name: ClassVar[str] = ""
+    strengths: ClassVar[str] = DEFAULT_STRENGTHS  # spacec.arch.derive.STRENGTHS
+
+    def arch_shapes(self, rule: CellRule) -> dict[str, tuple[int, ...]]:
+        """The architecture tensors of a cell, by name (α first), and their shapes."""
+        return {ALPHA: rule.shape}
+
+    def init_arch(self, tensor: str, shape: tuple[int, ...]) -> Tensor:
+        return ALPHA_INIT_SCALE * torch.randn(*shape)
+
+    def cell_weights(self, tensors: Mapping[str, Tensor], rule: CellRule) -> Any:
+        """What the cell's edges receive, indexable by α row (and by row slices)."""
+        raise NotImplementedError
+
+    def edge(self, candidates: Sequence[Candidate], C_in: int, C_out: int, stride: int) -> nn.Module:
+        """An image edge mixing `candidates` (α column order): `module(x, weights[row])`."""
+        return MixedEdge(candidates, C_in, C_out, stride)
+
+    def mix_node(self, states: Tensor, c: Tensor, h: Tensor, weights: Any,
+                 columns: Sequence[tuple[int, str]]) -> Tensor:
+        """A recurrent node: its incoming edges' highways mixed by their rows of `weights`."""
+        return recurrent.mix_edges(states, c, h, weights, columns)
+
+    def set_progress(self, epoch: int, epochs: int) -> None:
+        """Called at the start of every search epoch (0-based) of `epochs`."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state:
+            raise ValueError(f"relaxation {self.name!r} keeps no state, got keys {sorted(state)}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def register_relaxation(name: str) -> Callable[[type[Relaxation]], type[Relaxation]]:
+    """Register a Relaxation class under `name` (duplicate names are rejected)."""
+
+    def register(cls: type[Relaxation]) -> type[Relaxation]:
+        cls.name = name
+        return RELAXATIONS.register(name)(cls)
+
+    return register
+
+
+def relaxation_of(relaxation: Relaxation | str | None) -> Relaxation:
+    """A relaxation instance from an instance, a registered name, or None (softmax)."""
+    if isinstance(relaxation, Relaxation):
+        return relaxation
+    return RELAXATIONS[relaxation or "softmax"].builder()
