@@ -1,6 +1,9 @@
-"""IR -> Python source of a supernet module, through jinja2 templates.
+"""IR -> Python source of a supernet module or of a derived network, through jinja2 templates.
 
-The generated module imports only torch and the `runtime` package, names nothing that came from
+A supernet module imports torch and the `runtime` package; a derived network (a genotype's
+discrete network) imports only torch and the standard library: it holds a verbatim copy of the
+runtime's definitions of the primitives it uses, which this module reads from the runtime's
+source files as text (never importing the runtime). Generated code names nothing that came from
 a .space file except validated identifiers (checked in `spacec.check`) and string literals
 written with `repr`, carries a header with the source path, its sha256 and the spacec version,
 and marks lines with `# file.space:LINE`. Same IR and parameters -> same bytes.
@@ -8,12 +11,18 @@ and marks lines with `# file.space:LINE`. Same IR and parameters -> same bytes.
 
 from __future__ import annotations
 
+import ast
 import builtins
+import importlib.util
 import itertools
 import json
 import keyword
 import re
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import jinja2
 import networkx as nx
@@ -45,6 +54,7 @@ def environment() -> jinja2.Environment:
     env.filters["py_field"] = py_field
     env.filters["py_assign"] = py_assign
     env.filters["with_comment"] = with_comment
+    env.filters["op_assignment"] = op_assignment
     return env
 
 
@@ -415,11 +425,289 @@ def _setting_view(value):
     return value
 
 
+# ---- definitions copied from the runtime ---------------------------------------------------------
+# The standalone derived network holds a verbatim copy of the runtime's definitions of what it
+# uses (one definition per primitive: see runtime/nn/ops.py for the rules a definition follows).
+# The compiler reads them as text and never imports the runtime: compiling needs no torch.
+# The files, in spacec.runtime's folder; copies keep this order, and each file's own order.
+DEFINITION_FILES = ("nn/ops.py", "nn/blocks.py", "nn/recurrent.py")
+DEFINITION_MODULES = frozenset(
+    "spacec.runtime." + path.removesuffix(".py").replace("/", ".") for path in DEFINITION_FILES
+)
+STANDALONE_PACKAGES = ("torch",)  # what copied code may import besides the standard library
+
+
+class DefinitionError(RuntimeError):
+    """The runtime's definitions break a rule of copying (a bug in the runtime, not in a space)."""
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A top-level class, function or constant of a definitions file."""
+
+    name: str
+    order: int  # position in the files' order; copies keep it, so a name is defined before use
+    source: str  # its lines as written, with the comment lines right above, without decorators
+    needs: frozenset[str]  # every name it loads (locals too: only top-level names matter)
+    file: str  # one of DEFINITION_FILES
+    line: int  # of the statement (a def's or class's own line, below its decorators)
+    lines: tuple[int, int]  # first (its comments included) and last line of `source` in the file
+    is_constant: bool  # an assignment, not a def or class
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class ImportedName:
+    """A name a definitions file binds by an import statement."""
+
+    name: str
+    module: str
+    member: str | None  # None: `import module [as name]`
+    alias: str | None
+
+    @property
+    def standalone(self) -> bool:
+        """Whether a module that imports only torch and the standard library may import it."""
+        top = self.module.split(".")[0]
+        return top in STANDALONE_PACKAGES or top in sys.stdlib_module_names
+
+
+@dataclass(frozen=True)
+class DefinitionIndex:
+    definitions: Mapping[str, Definition]
+    imports: Mapping[str, ImportedName]
+
+    def names(self) -> frozenset[str]:
+        return frozenset(self.definitions) | frozenset(self.imports)
+
+
+@dataclass(frozen=True)
+class StandaloneCode:
+    """What a standalone module needs: its import lines and the copied definitions, in order."""
+
+    imports: str
+    definitions: tuple[str, ...]
+    names: tuple[str, ...]  # the copied definitions' names, in the same order
+
+
+def runtime_folder() -> Path:
+    """The folder of the installed spacec.runtime package, found without importing it."""
+    found = importlib.util.find_spec("spacec.runtime")
+    if found is None or not found.submodule_search_locations:
+        raise DefinitionError("cannot find the spacec.runtime package")
+    return Path(next(iter(found.submodule_search_locations)))
+
+
+def definition_index() -> DefinitionIndex:
+    """Every top-level definition and import of the runtime's definitions files (parsed once)."""
+    return index_definitions(runtime_folder())
+
+
+@lru_cache(maxsize=4)
+def index_definitions(folder: Path) -> DefinitionIndex:
+    """Every top-level definition and import of the DEFINITION_FILES under `folder`."""
+    definitions: dict[str, Definition] = {}
+    imports: dict[str, ImportedName] = {}
+    for relative in DEFINITION_FILES:
+        text = (folder / relative).read_text(encoding="utf-8")
+        for node in ast.parse(text, filename=relative).body:
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                for entry in _imported_names(node, relative):
+                    if entry.module in DEFINITION_MODULES:
+                        continue  # a definition of another file: copied, not imported
+                    known = imports.setdefault(entry.name, entry)
+                    if known != entry:
+                        raise DefinitionError(
+                            f"{relative}: {entry.name} is imported twice, "
+                            f"differently ({known.module}, {entry.module})"
+                        )
+                continue
+            for name in _defined_names(node):
+                if name in definitions:
+                    raise DefinitionError(
+                        f"{relative}:{node.lineno}: {name} is already defined "
+                        f"at {definitions[name].where}"
+                    )
+                source = _definition_source(node, text.splitlines())
+                definitions[name] = Definition(
+                    name=name,
+                    order=len(definitions),
+                    source=source,
+                    needs=_loaded_names(node),
+                    file=relative,
+                    line=node.lineno,
+                    lines=(node.end_lineno - source.count("\n"), node.end_lineno),
+                    is_constant=isinstance(node, ast.Assign | ast.AnnAssign),
+                )
+    clash = set(definitions) & set(imports)
+    if clash:
+        raise DefinitionError(f"names both defined and imported: {', '.join(sorted(clash))}")
+    return DefinitionIndex(definitions, imports)
+
+
+def _imported_names(node: ast.Import | ast.ImportFrom, relative: str) -> list[ImportedName]:
+    if isinstance(node, ast.Import):
+        return [
+            ImportedName(a.asname or a.name.split(".")[0], a.name, None, a.asname)
+            for a in node.names
+        ]
+    if node.module == "__future__":
+        return []
+    if node.level or node.module is None:
+        raise DefinitionError(f"{relative}:{node.lineno}: relative imports cannot be copied")
+    return [ImportedName(a.asname or a.name, node.module, a.name, a.asname) for a in node.names]
+
+
+def _defined_names(node: ast.stmt) -> list[str]:
+    """Names a top-level statement defines; other statements (docstrings, registration calls)
+    are not copied."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return [node.name]
+    if isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
+        return [t.id for t in node.targets]
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value:
+        return [node.target.id]
+    return []
+
+
+def _definition_source(node: ast.stmt, lines: list[str]) -> str:
+    """The statement's lines (a def from its `def` line: decorators register, they are not
+    copied), with the comment lines directly above it or its decorators."""
+    top = min((d.lineno for d in getattr(node, "decorator_list", ())), default=node.lineno)
+    first = top
+    while first > 1 and lines[first - 2].lstrip().startswith("#"):
+        first -= 1
+    comments = lines[first - 1 : top - 1]
+    return "\n".join(comments + lines[node.lineno - 1 : node.end_lineno])
+
+
+def _loaded_names(node: ast.stmt) -> frozenset[str]:
+    """Names the statement loads, annotations included, decorators (not copied) excluded."""
+    decorators = {id(n) for d in getattr(node, "decorator_list", ()) for n in ast.walk(d)}
+    return frozenset(
+        sub.id
+        for sub in ast.walk(node)
+        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) and id(sub) not in decorators
+    )
+
+
+def standalone_code(roots: Iterable[str], index: DefinitionIndex | None = None) -> StandaloneCode:
+    """The definitions named in `roots` and everything they use, with the imports they need.
+
+    `roots` may name imported names too (`torch`, `nn`: what the generated code itself uses).
+    Raises DefinitionError if a root is unknown or a copied definition uses a name imported from
+    anywhere but torch and the standard library. `index` defaults to the runtime's.
+    """
+    index = definition_index() if index is None else index
+    known = index.names()
+    roots = sorted(set(roots))
+    unknown = [name for name in roots if name not in known]
+    if unknown:
+        raise DefinitionError(f"no runtime definition named {', '.join(unknown)}")
+    parent: dict[str, str | None] = dict.fromkeys(roots)  # who needs a name (None: a root)
+    pending = list(roots)
+    while pending:
+        name = pending.pop()
+        if name not in index.definitions:
+            continue
+        for need in sorted(index.definitions[name].needs):
+            if need in known and need not in parent:
+                parent[need] = name
+                pending.append(need)
+    imported = [index.imports[name] for name in parent if name in index.imports]
+    for entry in imported:
+        if not entry.standalone:
+            chain = [entry.name]
+            while parent[chain[-1]] is not None:
+                chain.append(parent[chain[-1]])
+            users = [f"{n} ({index.definitions[n].where})" for n in reversed(chain[1:])]
+            raise DefinitionError(
+                f"{' -> '.join(users)} uses {entry.name} from {entry.module}: a definition "
+                "copied into a standalone module may use only torch and the standard library"
+            )
+    copied = sorted(
+        (index.definitions[name] for name in parent if name in index.definitions),
+        key=lambda d: d.order,
+    )
+    return StandaloneCode(
+        imports=_import_lines(imported),
+        definitions=_blocks(copied),
+        names=tuple(d.name for d in copied),
+    )
+
+
+def _blocks(copied: list[Definition]) -> tuple[str, ...]:
+    """The copied sources, to be separated by two blank lines; constants that were neighbours in
+    their file stay together with the blank lines they had (at most one)."""
+    blocks: list[str] = []
+    previous = None
+    for definition in copied:
+        gap = definition.lines[0] - previous.lines[1] if previous else 0
+        together = (
+            previous is not None
+            and previous.is_constant
+            and definition.is_constant
+            and previous.file == definition.file
+            and 1 <= gap <= 2
+        )
+        if together:
+            blocks[-1] += "\n" * gap + definition.source
+        else:
+            blocks.append(definition.source)
+        previous = definition
+    return tuple(blocks)
+
+
+def _import_lines(entries: list[ImportedName], width: int = 100) -> str:
+    """Import statements for `entries`, grouped and sorted as ruff's isort sorts them: the
+    standard library, then torch; in each group `import x` lines, then `from x import ...`."""
+    groups = []
+    for third_party in (False, True):
+        group = [
+            e for e in entries if (e.module.split(".")[0] in STANDALONE_PACKAGES) == third_party
+        ]
+        straight = sorted(
+            {(e.module, e.alias) for e in group if e.member is None},
+            key=lambda m: (m[0].lower(), m[0], m[1] or ""),
+        )
+        lines = [
+            f"import {module}" + (f" as {alias}" if alias else "") for module, alias in straight
+        ]
+        members: dict[str, set[str]] = {}
+        for e in group:
+            if e.member is not None:
+                members.setdefault(e.module, set()).add(
+                    e.member + (f" as {e.alias}" if e.alias else "")
+                )
+        for module in sorted(members, key=lambda m: (m.lower(), m)):
+            names = sorted(members[module], key=_member_key)
+            line = f"from {module} import {', '.join(names)}"
+            if len(line) > width:
+                line = f"from {module} import (\n" + "".join(f"    {n},\n" for n in names) + ")"
+            lines.append(line)
+        if lines:
+            groups.append("\n".join(lines))
+    return "\n\n".join(groups)
+
+
+def _member_key(member: str) -> tuple[int, str, str]:
+    # isort's order-by-type: CONSTANTS, then Classes, then everything else.
+    name = member.split(" as ")[0]
+    kind = 0 if name.isupper() and len(name) > 1 else 1 if name[:1].isupper() else 2
+    return (kind, name.lower(), name)
+
+
 # ---- the discrete (derived) network ----------------------------------------------------------
 DISCRETE_TEMPLATES = {
     "image_classifier": "discrete_image.py.j2",
     "language_model": "discrete_sequence.py.j2",
 }
+# Runtime names the templates use besides the primitives (which codegen adds as it meets them).
+IMAGE_NETWORK_NEEDS = frozenset({"torch", "nn", "drop_path"})
+SEQUENCE_NETWORK_NEEDS = frozenset({"torch", "nn", "RecurrentLM", "highway_edge"})
 
 
 def generate_discrete(ir: irmod.IR, genotype, source_label: str | None = None) -> str:
@@ -443,7 +731,10 @@ def generate_discrete(ir: irmod.IR, genotype, source_label: str | None = None) -
 
 def _recurrent_context(ir: irmod.IR, genotype, source_label: str) -> dict:
     space = ir.space
-    names = Namespace(MODULE_GLOBALS | {"GENOTYPE"} | {name for name, _ in space.params})
+    names = Namespace(
+        MODULE_GLOBALS | {"GENOTYPE"} | definition_index().names() | {n for n, _ in space.params}
+    )
+    needs = set(SEQUENCE_NETWORK_NEEDS)
     cells = []
     for cell in space.cells:
         chosen = genotype.cell(cell.name)
@@ -467,6 +758,8 @@ def _recurrent_context(ir: irmod.IR, genotype, source_label: str) -> dict:
                     "edges": edges,
                 }
             )
+            needs |= {"HighwayInit"} if joint else set()
+            needs |= {"SharedHighway"} if edges else set()
         cells.append(
             {
                 "name": cell.name,
@@ -492,6 +785,7 @@ def _recurrent_context(ir: irmod.IR, genotype, source_label: str) -> dict:
         "cells": cells,
         "network": network,
         "step_cls": step_cls,
+        "standalone": standalone_code(needs),
     }
 
 
@@ -500,36 +794,42 @@ def _call(primitive: str, args: dict, *positional) -> str:
     return f"{primitive}({', '.join(pieces)})"
 
 
-def _op_build(steps, stride: int, used: set[str]) -> str:
-    """Source that builds one derived edge's op at width C."""
+def _op_calls(steps, stride: int, used: set[str]) -> list[str]:
+    """Source of the builder calls of one derived edge's op at width C, a call per step."""
     calls = []
     for index, step in enumerate(steps):
         primitive, args = step
         used.add(primitive)
         step_stride = stride if index == 0 else 1
-        if primitive == "zero":
-            calls.append(f"Zero(C, C, {step_stride})")
-        else:
-            calls.append(_call(primitive, dict(args), "C", "C", step_stride, True))
-    return calls[0] if len(calls) == 1 else f"nn.Sequential({', '.join(calls)})"
+        calls.append(_call(primitive, dict(args), "C", "C", step_stride, True))
+    return calls
+
+
+def op_assignment(
+    calls: list[str], target: str, comment: str, indent: int, width: int = 100
+) -> str:
+    """`target = call  # comment`, or `nn.Sequential(...)` of a chain of calls, laid out as ruff
+    formats it: the comment moves above when the line is too long, then the chain wraps."""
+    pad = " " * indent
+    code = calls[0] if len(calls) == 1 else f"nn.Sequential({', '.join(calls)})"
+    line = f"{pad}{target} = {code}"
+    if len(line) + len(comment) + 4 <= width:
+        return f"{line}  # {comment}"
+    above = f"{pad}# {comment}\n"
+    if len(line) <= width or len(calls) == 1:
+        return above + line
+    inner = ", ".join(calls)
+    if len(pad) + 4 + len(inner) <= width:
+        body = f"{pad}    {inner}\n"
+    else:
+        body = "".join(f"{pad}    {call},\n" for call in calls)
+    return f"{above}{pad}{target} = nn.Sequential(\n{body}{pad})"
 
 
 def _discrete_context(ir: irmod.IR, genotype, source_label: str) -> dict:
     space = ir.space
     used: set[str] = set()
-    names = Namespace(
-        MODULE_GLOBALS
-        | {
-            "GENOTYPE",
-            "Zero",
-            "FactorizedReduce",
-            "cell_input",
-            "drop_path",
-            "AuxiliaryHead",
-            "ResNetBasicBlock",
-        }
-        | set(catalog_primitives())
-    )
+    names = Namespace(MODULE_GLOBALS | {"GENOTYPE", "cell_input"} | definition_index().names())
     cells = [
         _discrete_cell_view(
             space.cell(c.name), ir.cells[c.name], genotype.cell(c.name), space, names, used
@@ -548,8 +848,6 @@ def _discrete_context(ir: irmod.IR, genotype, source_label: str) -> dict:
             body_inputs.append(len(item.inputs))
         else:
             used.add(item.name)
-            if item.name == "res_block":
-                used.add("relu_conv_bn")
             build = _call(
                 item.name, dict(item.args), item.in_channels, item.out_channels, item.stride, True
             )
@@ -578,8 +876,14 @@ def _discrete_context(ir: irmod.IR, genotype, source_label: str) -> dict:
         used.add(aux.primitive)
         auxiliary = {
             "after": after,
-            "build": f"{aux.primitive}({ir.layout[after].out_channels}, "
-            f"{aux.kwargs()['classes'].value})",
+            "build": _call(
+                aux.primitive,
+                {},
+                ir.layout[after].out_channels,
+                aux.kwargs()["classes"].value,
+                1,
+                True,
+            ),
         }
     preprocess, reduce_input = network.get("preprocess"), network.get("reduce_input")
     used |= {preprocess.primitive, reduce_input.primitive}
@@ -594,7 +898,7 @@ def _discrete_context(ir: irmod.IR, genotype, source_label: str) -> dict:
         "params": list(space.params),
         "params_text": ", ".join(f"{k}={v}" for k, v in space.params),
         "genotype_literal": py_literal(json.dumps(genotype.to_dict(), separators=(", ", ": "))),
-        "used": used,
+        "standalone": standalone_code(used | IMAGE_NETWORK_NEEDS),
         "cells": cells,
         "network": {"line": network.line},
         "stems": stems,
@@ -602,25 +906,12 @@ def _discrete_context(ir: irmod.IR, genotype, source_label: str) -> dict:
         "body_inputs": tuple(body_inputs),
         "max_inputs": max([n for n in body_inputs if n] or [1]),
         "auxiliary": auxiliary,
-        "head": _call(head.primitive, {}, final, head.kwargs()["classes"].value),
+        "head": _call(head.primitive, {}, final, head.kwargs()["classes"].value, 1, True),
         "preprocess_call": _call(preprocess.primitive, pre_args, "C_in", "C", 1, True),
         "reduce_input_call": _call(reduce_input.primitive, red_args, "C_in", "C", 2, True),
         "preprocess_doc": f"{preprocess.primitive}, or {reduce_input.primitive} when it is a "
         "reduction behind",
     }
-
-
-def catalog_primitives() -> list[str]:
-    from spacec import catalog
-
-    return [
-        *catalog.PRIMITIVES,
-        *catalog.STEMS,
-        *catalog.PREPROCESS,
-        *catalog.FIXED_BLOCKS,
-        *catalog.HEADS,
-        *catalog.AUXILIARY_HEADS,
-    ]
 
 
 def _discrete_cell_view(
@@ -646,7 +937,7 @@ def _discrete_cell_view(
             edges.append(
                 {
                     "attr": attr,
-                    "build": _op_build(steps, fixed.stride, used),
+                    "calls": _op_calls(steps, fixed.stride, used),
                     "op": " >> ".join(s[0] for s in steps),
                     "src_name": src,
                     "dst_name": fixed.dst,
@@ -663,7 +954,7 @@ def _discrete_cell_view(
         edges.append(
             {
                 "attr": attr,
-                "build": _op_build(steps_of[op], stride, used),
+                "calls": _op_calls(steps_of[op], stride, used),
                 "op": op,
                 "src_name": src,
                 "dst_name": dst,

@@ -376,7 +376,7 @@ def test_stems_are_always_affine_and_check_their_stride():
     ("kernel", "stride", "size"), [(3, 1, 8), (5, 1, 8), (3, 2, 8), (5, 2, 6), (3, 1, 7)]
 )
 def test_dilated_depthwise_matches_nn_conv2d(kernel, stride, size, channels_last):
-    from spacec.runtime.nn.ops import DilatedDepthwiseConv2d
+    from spacec.runtime.nn.accelerate import DilatedDepthwiseConv2d
 
     torch.manual_seed(0)
     C, pad = 4, 2 * (kernel - 1) // 2

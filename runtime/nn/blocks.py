@@ -7,6 +7,10 @@ TinyNetwork's `lastact`). Stems, residual blocks and heads always use affine Bat
 both reference codes do, whatever `affine` says; the preprocessing blocks honour it (the
 DARTS search network preprocesses with affine=False).
 
+These definitions are copied verbatim into the standalone derived network, like the ops; they
+follow the rules stated in ops.py (torch and the standard library only, registration in
+decorators, a builder named as it is registered), and may use the definitions of ops.py.
+
 Entry metadata:
   args          names of the arguments a space file passes (all required)
   fixed_stride  the only stride the block supports, or None (heads ignore the stride)
@@ -125,9 +129,7 @@ class AuxiliaryHead(nn.Module):
     nothing, since every later consumer of the tapped cell output starts with a ReLU.
     """
 
-    def __init__(
-        self, C_in: int, num_classes: int, pool_stride: int, norm_features: bool
-    ) -> None:
+    def __init__(self, C_in: int, num_classes: int, pool_stride: int, norm_features: bool) -> None:
         super().__init__()
         layers = [
             nn.ReLU(),

@@ -5,6 +5,17 @@ cnn/operations.py (the primitives), cnn/model_search.py (MixedOp) and cnn/model.
 Module structure mirrors the reference classes (`op` Sequentials, `conv_1`/`conv_2`/`bn`), so
 state_dict keys line up with checkpoints of the paper code.
 
+These are the only definitions of the primitives. The supernet builds them through the registry
+(`build_op`, `MixedEdge`); the compiler copies their source verbatim into the standalone derived
+network (spacec.codegen reads this file as text and copies the top-level definitions a network
+needs, and what they need, in file order). Hence the rules for a definition (a builder and every
+class, function or constant it uses):
+  * its body names only torch, `nn`, `F`, the standard library and other top-level definitions
+    of this file or of blocks.py / recurrent.py, never a spacec name;
+  * registration stays in decorators (not copied), and a builder is named as it is registered.
+tests/test_primitives.py runs every registered primitive in both forms and requires equal
+outputs. Speed-ups only the supernet wants are a pass over built modules (accelerate.py).
+
 Every builder has one signature, `builder(C_in, C_out, stride, affine, **args) -> nn.Module`.
 Entry metadata, derived from that signature where possible:
   args             names of the arguments a space file passes (all required)
@@ -24,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spacec.registry import Entry, Registry, keyword_args
+from spacec.runtime.nn.accelerate import accelerate
 
 OPS = Registry("operation")
 
@@ -84,39 +96,6 @@ class PointwiseConv2d(nn.Conv2d):
         sampled = x[:, :, :: self.stride[0], :: self.stride[1]]
         sampled = sampled.contiguous(memory_format=torch.channels_last)
         return F.conv2d(sampled, self.weight, self.bias, 1, 0, self.dilation, self.groups)
-
-
-class DilatedDepthwiseConv2d(nn.Conv2d):
-    """A dilated depthwise convolution computed on polyphase sub-images. Same parameters, same
-    result (up to summation order) as nn.Conv2d, much faster to differentiate on the CPU.
-
-    With dilation d, stride 1 and "same" padding, the output at phase (p, q) (pixels with
-    i % d == p, j % d == q) depends only on the input's phase (p, q), through an undilated
-    convolution with padding (k - 1) // 2; with stride d only phase (0, 0) is read. The d * d
-    phases are stacked on the batch axis, so one undilated depthwise convolution, whose backward
-    oneDNN computes several times faster than the dilated one's, does the work.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = self.dilation[0]
-        k, stride = self.kernel_size[0], self.stride[0]
-        n, c, h, w = x.shape
-        polyphase = (
-            d > 1 and self.dilation == (d, d) and self.kernel_size == (k, k) and k % 2 == 1
-            and self.padding == (d * (k - 1) // 2,) * 2 and self.stride == (stride, stride)
-            and stride in (1, d) and h % d == 0 and w % d == 0 and self.groups == c
-        )  # fmt: skip
-        if not polyphase:
-            return super().forward(x)
-        pad = (k - 1) // 2
-        if stride == d:
-            return F.conv2d(x[:, :, ::d, ::d], self.weight, self.bias, 1, pad, 1, self.groups)
-        # Work in NHWC views so channels_last inputs stay channels_last without copies in conv2d.
-        nhwc = x.permute(0, 2, 3, 1).reshape(n, h // d, d, w // d, d, c)
-        phases = nhwc.permute(0, 2, 4, 1, 3, 5).reshape(n * d * d, h // d, w // d, c)
-        out = F.conv2d(phases.permute(0, 3, 1, 2), self.weight, self.bias, 1, pad, 1, self.groups)
-        out = out.permute(0, 2, 3, 1).reshape(n, d, d, h // d, w // d, c)
-        return out.permute(0, 3, 1, 4, 2, 5).reshape(n, h, w, c).permute(0, 3, 1, 2)
 
 
 class Zero(nn.Module):
@@ -202,7 +181,7 @@ class DilConv(nn.Module):
         super().__init__()
         self.op = nn.Sequential(
             _input_relu(input_relu),
-            DilatedDepthwiseConv2d(
+            nn.Conv2d(
                 C_in,
                 C_in,
                 kernel,
@@ -353,6 +332,17 @@ def factorized_reduce(
     return FactorizedReduce(C_in, C_out, affine, input_relu)
 
 
+def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """Zero whole samples of a branch with probability drop_prob, rescaling the rest.
+
+    Not an op: the derived network applies it to its edges' outputs in training
+    (cnn/utils.py `drop_path`, one Bernoulli draw per sample).
+    """
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x / keep * mask
+
+
 def _checked_args(entry: Entry, args: Mapping[str, Any]) -> None:
     expected = tuple(entry.meta["args"])
     valid = ", ".join(expected) if expected else "none"
@@ -393,13 +383,14 @@ def build_op(
 ) -> nn.Module:
     """Build a candidate `a >> b >> ...`: the first step maps (C_in, stride), the rest keep C_out.
 
-    `input_relu=False` omits the first step's leading ReLU (the caller applies it).
+    `input_relu=False` omits the first step's leading ReLU (the caller applies it). The result
+    is the supernet's form: the definitions, then the supernet's speed-ups (accelerate.py).
     """
     if not steps:
         raise ValueError("a candidate needs at least one operation")
     modules = [_build_step(steps[0], C_in, C_out, stride, affine, input_relu)]
     modules += [_build_step(step, C_out, C_out, 1, affine, True) for step in steps[1:]]
-    return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+    return accelerate(modules[0] if len(modules) == 1 else nn.Sequential(*modules))
 
 
 def is_zero_candidate(steps: Candidate) -> bool:

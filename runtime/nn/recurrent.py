@@ -23,6 +23,11 @@ running statistics mix all of them; generated code reproduces that by sharing on
 A derived cell (rnn/model.py) gives each node one input: ``highway_edge(s_i, *map_j(s_i, h_mask),
 fn)``, without normalisation.
 
+The derived network imports none of this: the compiler copies the definitions it uses
+(`HighwayInit`, `SharedHighway`, `highway_edge`, `RecurrentLM` and what they need) verbatim into
+the standalone module, so every definition here follows the rules stated in ops.py (torch and
+the standard library only, no spacec name).
+
 Shapes: B batch, T time steps, n states read by a node; `nhid` hidden, `ninp` embedding size.
 """
 
@@ -36,58 +41,68 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spacec.registry import Registry
-
 # Range of the uniform init of every weight of the cell and of the (tied) embedding:
 # rnn/model.py `INITRANGE` (AWD-LSTM uses 0.1 for the embedding; DARTS uses 0.04 throughout).
 INITRANGE = 0.04
 
 Activation = Callable[[Tensor], Tensor]
 
-_ACTIVATION_REGISTRY = Registry("activation")
-
 
 # DARTSCell._get_activation; named functions (not lambdas) so that modules holding them pickle.
-@_ACTIVATION_REGISTRY.register("tanh")
 def _tanh(x: Tensor) -> Tensor:
     return torch.tanh(x)
 
 
-@_ACTIVATION_REGISTRY.register("relu")
 def _relu(x: Tensor) -> Tensor:
     return torch.relu(x)
 
 
-@_ACTIVATION_REGISTRY.register("sigmoid")
 def _sigmoid(x: Tensor) -> Tensor:
     return torch.sigmoid(x)
 
 
-@_ACTIVATION_REGISTRY.register("identity")
 def _identity(x: Tensor) -> Tensor:
     return x
 
 
-class _ActivationTable(Mapping[str, Activation]):
-    """Read-only name -> function view of the registry; unknown names list the known ones."""
+class UnknownActivation(KeyError):
+    """An activation name that is not in the table; the message lists the known ones."""
 
-    def __init__(self, registry: Registry) -> None:
-        self._registry = registry
+    def __init__(self, name: str, known: tuple[str, ...]) -> None:
+        super().__init__(name)
+        self.name = name
+        self.known = known
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would repr() the message and wrap it in quotes.
+        return f"unknown activation {self.name!r}; known: {', '.join(self.known)}"
+
+
+class _ActivationTable(Mapping[str, Activation]):
+    """Read-only name -> function table, iterated in name order; unknown names list the known."""
+
+    def __init__(self, functions: Mapping[str, Activation]) -> None:
+        self._functions = dict(functions)
 
     def __getitem__(self, name: str) -> Activation:
-        return self._registry.get(name).builder
+        if name not in self._functions:
+            raise UnknownActivation(name, tuple(sorted(self._functions)))
+        return self._functions[name]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._registry)
+        return iter(sorted(self._functions))
 
     def __len__(self) -> int:
-        return len(self._registry)
+        return len(self._functions)
 
     def __repr__(self) -> str:
-        return f"ACTIVATIONS({', '.join(self._registry)})"
+        return f"ACTIVATIONS({', '.join(self)})"
 
 
-ACTIVATIONS: Mapping[str, Activation] = _ActivationTable(_ACTIVATION_REGISTRY)
+# The activations a recurrent edge may apply (the catalogue's `fn` choices; tests check both agree).
+ACTIVATIONS: Mapping[str, Activation] = _ActivationTable(
+    {"tanh": _tanh, "relu": _relu, "sigmoid": _sigmoid, "identity": _identity}
+)
 
 
 def _uniform_weight(rows: int, cols: int) -> nn.Parameter:
