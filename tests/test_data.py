@@ -219,14 +219,17 @@ def test_unknown_dataset_lists_the_choices():
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"train_portion": 1.0}, "train_portion must lie strictly between 0 and 1"),
+        ({"train_portion": 1.5}, r"train_portion must lie in \(0, 1\]"),
+        ({"train_portion": 0.0}, r"train_portion must lie in \(0, 1\]"),
         ({"cutout": -1}, "cutout must be >= 0"),
         ({"batch_size": 0}, "batch_size must be >= 1"),
         ({"limit": 0}, "limit must be None or >= 1"),
         ({"image_size": 64}, "has 32x32 images"),
         ({"data_dir": "x"}, "ships with the package"),
-        ({"name": "cifar10"}, "needs data_dir"),
+        ({"name": "cifar10"}, "needs a data directory: --data-dir DIR"),
         ({"name": "cifar10", "data_dir": "x", "test_dir": "y"}, "test_dir must be unset"),
+        ({"name": "cifar10", "data_dir": "x", "val_dir": "y"}, "val_dir must be unset"),
+        ({"scan": "peek"}, "scan must be one of decode, header"),
     ],
 )
 def test_invalid_configurations(fields, message):
@@ -301,13 +304,13 @@ def test_imagefolder_search_split_is_a_fixed_permutation(tmp_path: Path):
     again, _, _ = search_loaders(cfg, seed=1)
     assert again.sampler.indices == weights.sampler.indices  # same split for every seed
     images, _ = next(iter(weights))
-    assert images.shape == (4, 3, 32, 32)
+    assert images.shape == (4, 3, 40, 40)  # the files' own size: nothing is resized unless asked
 
 
 def test_imagefolder_evaluation_needs_a_test_dir(tmp_path: Path):
     train_dir = write_image_folder(tmp_path / "train", classes=2, per_class=2, size=20)
     test_dir = write_image_folder(tmp_path / "test", classes=2, per_class=1, size=20)
-    with pytest.raises(DataError, match="needs test_dir"):
+    with pytest.raises(DataError, match="no test set .*--test-dir DIR"):
         eval_loaders(ImageData(name="imagefolder", data_dir=str(train_dir)), seed=0)
     cfg = ImageData(name="imagefolder", data_dir=str(train_dir), test_dir=str(test_dir), image_size=16)
     train, test, info = eval_loaders(cfg, seed=0)
@@ -323,12 +326,24 @@ def test_empty_and_missing_image_folders(tmp_path: Path):
         search_loaders(ImageData(name="imagefolder", data_dir=str(tmp_path / "absent")), seed=0)
 
 
-def test_unreadable_image_names_the_file(tmp_path: Path):
-    root = write_image_folder(tmp_path / "train", classes=2, per_class=1, size=8)
+def test_unreadable_image_names_the_file_before_any_batch(tmp_path: Path):
+    root = write_image_folder(tmp_path / "train", classes=2, per_class=2, size=8)
     broken = root / "class0" / "0.png"
     broken.write_bytes(b"not a png")
-    weights, arch, _ = search_loaders(ImageData(name="imagefolder", data_dir=str(root)), seed=0)
-    with pytest.raises(DataError, match="unreadable image") as raised:
+    with pytest.raises(DataError, match="1 unreadable image") as raised:
+        search_loaders(ImageData(name="imagefolder", data_dir=str(root)), seed=0)
+    assert str(broken) in str(raised.value)
+
+
+def test_a_truncated_image_is_found_by_decoding_not_by_its_header(tmp_path: Path):
+    root = write_image_folder(tmp_path / "train", classes=2, per_class=2, size=8)
+    broken = root / "class1" / "1.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # the header survives, the pixels do not
+    with pytest.raises(DataError, match="1 unreadable image"):
+        search_loaders(ImageData(name="imagefolder", data_dir=str(root)), seed=0)
+    weights, arch, _ = search_loaders(
+        ImageData(name="imagefolder", data_dir=str(root), scan="header"), seed=0)
+    with pytest.raises(DataError, match="unreadable image") as raised:  # mid-run, named
         list(weights) + list(arch)
     assert str(broken) in str(raised.value)
 

@@ -40,7 +40,7 @@ from spacec.files import atomic_write_text
 from spacec.runtime.errors import ConfigError, DataError
 
 PRESET_SUFFIX = ".yaml"
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 TASK = "task"
 
 # task name -> the dataclass of its `data` section (the domain registry's lookup)
@@ -57,8 +57,9 @@ class SpaceConfig:
     name: str = "darts_cnn"  # a shipped space name or a path to a .space file
     # Parameter overrides (`--set C=8`); each must be a parameter the space declares.
     overrides: dict[str, int | float] = field(default_factory=dict)
-    # Applied only to the parameters the space declares (the others are skipped), so that one
-    # preset can shrink several spaces (darts_cnn's `layers`, nas_bench_201's `N`).
+    # A preset's sizes for the spaces shipped with spacec: applied only to a shipped space, and
+    # only to the parameters it declares (darts_cnn's `layers`, nas_bench_201's `N`). A space of
+    # your own keeps its own values: a preset is not made for it (`is_shipped_space`).
     optional_overrides: dict[str, int | float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -69,6 +70,14 @@ class SpaceConfig:
             bad = [key for key in values if not str(key).isidentifier()]
             if bad:
                 raise ValueError(f"{label}: parameter names must be identifiers, got {bad}")
+
+
+def is_shipped_space(name: str) -> bool:
+    """Whether a space name or path is one of the spaces shipped with spacec."""
+    from spacec.load import locate, shipped_spaces
+
+    shipped = {path.resolve() for path in shipped_spaces().values()}
+    return locate(name).resolve() in shipped
 
 
 def check_sgd_settings(cfg: Any, schedules: Iterable[str]) -> None:
@@ -94,7 +103,9 @@ class RunConfig:
     """Where and how a run executes."""
 
     seed: int = 2  # train_search.py --seed 2
-    device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
+    # "auto": CUDA when available, else the CPU (spacec.runtime.run.session.resolve_device);
+    # or "cpu", "cuda", "cuda:N", "mps" (Apple GPUs: only when asked for, not tested).
+    device: str = "auto"
     out: str = "runs"  # parent folder of run directories
     checkpoint_every: int = 0  # also checkpoint every N steps (0: at the end of epochs only)
     log_every: int = 50  # an INFO line every N steps (train_search.py --report_freq 50)
@@ -104,7 +115,7 @@ class RunConfig:
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if not _DEVICE.match(self.device):
-            raise ValueError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         if not self.out:
             raise ValueError("out must be a folder")
         if self.checkpoint_every < 0:
@@ -370,8 +381,9 @@ def to_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False)
 
 
-def write_config(cfg: Any, path: Path) -> None:
-    atomic_write_text(path, to_yaml(cfg))
+def write_config(cfg: Any, path: Path, header: str = "") -> None:
+    """`cfg` as YAML, after `header` (comment lines: the run's effective configuration)."""
+    atomic_write_text(path, header + to_yaml(cfg))
 
 
 def read_config(cls: type, path: Path, data_class: DataClassOf) -> Any:

@@ -46,8 +46,11 @@ def restore_rng(state: Mapping[str, Any]) -> None:
         keys = saved["keys"].numpy().astype("uint32")
         numpy.random.set_state((saved["kind"], keys, saved["position"], saved["has_gauss"],
                                 saved["gauss"]))
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and torch.cuda.is_available():
+        # A run resumed on another machine or device: restore the GPUs both have; a CPU-only
+        # machine has no CUDA generator to restore.
+        for index, gpu_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(gpu_state, index)
 
 
 def _python_state(state: tuple) -> list:

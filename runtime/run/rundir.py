@@ -10,16 +10,24 @@ A run directory holds::
     alphas/epoch_NNN.json   α after N epochs, {cell type: [[...] per edge]} (searches only)
     genotype.json           the latest derived genotype (searches; the trained one for training)
     best.pt, report.json    the best epoch's state and the final report (training only)
+    status.json             running, finished, failed or interrupted; the device, process and
+                            host; the error that stopped a failed run
 
-Epochs are numbered from 1 in everything a user reads; epoch_000 is the initial α.
+Epochs are numbered from 1 in everything a user reads; epoch_000 is the initial α. A run's status
+is written when it starts (``running``) and when it ends: ``finished``, ``failed`` (with the
+error) or ``interrupted`` (Ctrl-C). A process killed outright cannot write it: `run_status`
+reports a ``running`` run whose process is gone from this host as ``interrupted``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +45,10 @@ ALPHAS_DIR = "alphas"
 GENOTYPE_NAME = "genotype.json"
 BEST_NAME = "best.pt"
 REPORT_NAME = "report.json"
+STATUS_NAME = "status.json"
 TIMESTAMP = "%Y%m%d-%H%M%S"
+
+RUNNING, FINISHED, FAILED, INTERRUPTED = "running", "finished", "failed", "interrupted"
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,40 @@ class RunDir:
     def method_record_path(self) -> Path:
         return self.path / METHOD_RECORD
 
+    @property
+    def status_path(self) -> Path:
+        return self.path / STATUS_NAME
+
+    def write_status(self, status: str, **fields: Any) -> None:
+        """Record the run's status (keeping the fields written before, e.g. when it started)."""
+        record = {**(self.read_status() or {}), **fields, "status": status,
+                  "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self.write_json(self.status_path, record)
+
+    def read_status(self) -> dict[str, Any] | None:
+        """The recorded status, or None (a run directory written before statuses existed)."""
+        try:
+            record = json.loads(self.status_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    @contextmanager
+    def tracking(self, device: str) -> Iterator[None]:
+        """``running`` inside the block (on `device`, by this process); then ``finished``, or
+        ``failed`` with the error, or ``interrupted`` on Ctrl-C, and the exception goes on."""
+        self.write_status(RUNNING, device=device, pid=os.getpid(), host=socket.gethostname(),
+                          started=time.strftime("%Y-%m-%dT%H:%M:%S"), error=None)
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.write_status(INTERRUPTED)
+            raise
+        except BaseException as error:
+            self.write_status(FAILED, error=f"{type(error).__name__}: {error}".strip())
+            raise
+        self.write_status(FINISHED)
+
     def keep_metrics_through(self, epoch: int) -> None:
         """Drop records of epochs after `epoch` (written by a run that died before checkpointing)."""
         records = self.read_metrics()
@@ -143,8 +188,6 @@ class RunDir:
         if len(kept) != len(records):
             log.info("dropping %d metrics record(s) after epoch %d", len(records) - len(kept), epoch)
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
-
-
 
 
 def open_run_dir(path: Path) -> RunDir:
@@ -159,3 +202,28 @@ def open_run_dir(path: Path) -> RunDir:
 
 def is_run_dir(path: str | Path) -> bool:
     return RunDir(Path(path).expanduser()).config_path.is_file()
+
+
+def run_status(run_dir: RunDir) -> str:
+    """finished, failed, interrupted or running; ``unknown`` without a status file.
+
+    A ``running`` record whose process no longer exists on this host was killed: interrupted.
+    """
+    record = run_dir.read_status()
+    if record is None:
+        return "unknown"
+    status = str(record.get("status", "unknown"))
+    gone = record.get("host") == socket.gethostname() and not _process_alive(record.get("pid"))
+    return INTERRUPTED if status == RUNNING and gone else status
+
+
+def _process_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: no signal, only the existence check
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process of that number
+        return True
+    return True

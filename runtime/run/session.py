@@ -18,16 +18,25 @@ import torch
 
 from spacec.load import CompiledSpace, compile_file, locate
 from spacec.runtime.errors import ConfigError
+from spacec.runtime.run.config import is_shipped_space
 from spacec.runtime.run.rng import seed_everything
 
 log = logging.getLogger(__name__)
 
 
+AUTO = "auto"  # CUDA when available, else the CPU (Apple's MPS only when asked for by name)
+
+
 def resolve_device(name: str) -> torch.device:
-    """The torch device for a config's ``device``; ConfigError if CUDA is asked for but absent."""
+    """The torch device for a config's ``device``; ConfigError if the one asked for is absent."""
+    if name == AUTO:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"run.device: device {name!r} requested but CUDA is not available")
+        raise ConfigError(f"run.device: device {name!r} requested but CUDA is not available "
+                          "(use --device auto or cpu)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"run.device: device {name!r} requested but MPS is not available")
     return device
 
 
@@ -87,11 +96,13 @@ class Session:
 def space_overrides(declared: Mapping[str, int | float], space_cfg,
                     from_data: Mapping[str, int | float]) -> dict[str, int | float]:
     """The parameter values a run compiles its space with (see SpaceConfig)."""
-    optional = {k: v for k, v in space_cfg.optional_overrides.items() if k in declared}
+    shipped = is_shipped_space(space_cfg.name)  # a preset's sizes are made for those only
+    optional = {k: v for k, v in space_cfg.optional_overrides.items()
+                if k in declared and shipped}
     skipped = sorted(set(space_cfg.optional_overrides) - set(optional))
     if skipped:
-        log.info("space %s does not declare %s; optional overrides skipped",
-                 space_cfg.name, ", ".join(skipped))
+        log.info("space %s: optional overrides %s skipped (%s)", space_cfg.name,
+                 ", ".join(skipped), "not declared" if shipped else "not a shipped space")
     for name, value in from_data.items():
         given = space_cfg.overrides.get(name, value)
         if given != value:

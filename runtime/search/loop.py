@@ -52,6 +52,7 @@ from spacec.runtime.search.strategy import Strategy, strategy
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = "search"
+EPOCH_RECORD = "epoch_record"  # the attribute of an epoch's log record that holds its metrics
 _CHECKPOINT_KEYS = ("config", "space_sha256", "epoch", "step", "model", "w_optimizer",
                     "architect", "relaxation", "meters", "epoch_seconds", "task", "rng")
 
@@ -102,6 +103,7 @@ class Search:
         chosen = strategy(cfg.arch.mode)
         task = domain(cfg.task).search_task(cfg.data, chosen.plan, session.seed, session.device)
         compiled = session.compile_run_space(cfg.space, task.space_params(plain.params))
+        task.check_space(compiled)
         relaxation = method(cfg.method.name).build_relaxation()
         model = compiled.supernet(relaxation=relaxation, **task.network_kwargs())
         model = model.to(session.device)
@@ -241,7 +243,9 @@ class Search:
         self.save(run_dir)
         shown = {k: v for k, v in record.items() if k not in ("epoch", "epochs", "steps",
                                                               "genotype")}
-        log.info("epoch %d/%d: %s", number, record["epochs"], format_metrics(shown))
+        # `epoch_record`: the record itself, for handlers that show epochs (spacec.runtime.api).
+        log.info("epoch %d/%d: %s", number, record["epochs"], format_metrics(shown),
+                 extra={EPOCH_RECORD: record})
         log.info("genotype after epoch %d:\n%s", number, genotype)
 
 
@@ -256,17 +260,22 @@ def method_record(search: Search) -> dict[str, Any]:
 
 
 def start_search(cfg: SearchConfig, quiet: bool = True,
-                 on_step: Callable[[int], None] | None = None) -> SearchResult:
-    """A new run: build everything (failing before anything is written), then search."""
-    search = Search.build(cfg)
+                 on_step: Callable[[int], None] | None = None, search: Search | None = None,
+                 header: str = "") -> SearchResult:
+    """A new run: build everything (failing before anything is written), then search.
+
+    `search`: already built from `cfg`; `header`: comment lines that open config.yaml.
+    """
+    search = search or Search.build(cfg)
     run_dir = RunDir.create(Path(cfg.run.out), search.compiled.name)
     log.info("run directory %s", run_dir.path)
-    write_config(cfg, run_dir.config_path)
-    run_dir.write_space_record(search.compiled.spec, search.cfg.space.name)
-    run_dir.write_json(run_dir.method_record_path, method_record(search))
-    run_dir.write_alphas(0, search.model.arch_values())
-    search.save(run_dir)
-    genotype = search.run(run_dir, quiet, on_step)
+    with run_dir.tracking(str(search.device)):
+        write_config(cfg, run_dir.config_path, header)
+        run_dir.write_space_record(search.compiled.spec, search.cfg.space.name)
+        run_dir.write_json(run_dir.method_record_path, method_record(search))
+        run_dir.write_alphas(0, search.model.arch_values())
+        search.save(run_dir)
+        genotype = search.run(run_dir, quiet, on_step)
     return SearchResult(run_dir.path, genotype, search.epoch)
 
 
@@ -288,7 +297,8 @@ def resume_search(path: Path, device: str | None = None, quiet: bool = True,
     search.load_state_dict(state, run_dir.checkpoint_path)
     run_dir.keep_metrics_through(search.epoch)
     log.info("resuming %s at epoch %d, step %d", run_dir.path, search.epoch + 1, search.step)
-    genotype = search.run(run_dir, quiet, on_step)
+    with run_dir.tracking(str(search.device)):
+        genotype = search.run(run_dir, quiet, on_step)
     return SearchResult(run_dir.path, genotype, search.epoch)
 
 

@@ -70,6 +70,7 @@ __all__ = ["TrainResult", "Trainer", "describe_report", "network_from_checkpoint
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = "train"
+EPOCH_RECORD = "epoch_record"  # the attribute of an epoch's log record that holds its metrics
 CHECKPOINT_KEYS = ("config", "genotype", "split", "space_sha256", "space_source", "space_params",
                    "data", "epoch", "step", "model", "optimizer", "meter", "epoch_seconds",
                    "wall_seconds", "best", "task", "nt_asgd", "rng")
@@ -134,8 +135,8 @@ class Trainer:
         task = kind.train_task(cfg.data, cfg.optim, split, session.seed, session.device)
         declared = session.compile(cfg.space.name).params
         compiled = session.compile_run_space(cfg.space, task.space_params(declared))
-        network = compiled.discrete_network(genotype, **task.network_kwargs())
         task.check_space(compiled)
+        network = compiled.discrete_network(genotype, **task.network_kwargs())
         task.bind(network)
         log.info("%s", task.describe())
         return cls(cfg, session, compiled, genotype, network.to(session.device), task)
@@ -274,9 +275,10 @@ class Trainer:
         self.wall_seconds += self.epoch_seconds
         self.epoch, self.step = number, 0
         self.meter, self.epoch_seconds = Meter(), 0.0
-        value = scores[self.best_rule.metric]
-        improved = self.best_rule.better(value, self.best.scores and
-                                         self.best.scores[self.best_rule.metric])
+        # Without an evaluation split (the task's scores are empty) the last epoch is kept.
+        value = scores.get(self.best_rule.metric)
+        improved = value is None or self.best_rule.better(
+            value, self.best.scores and self.best.scores[self.best_rule.metric])
         if improved:
             self.best = Best(number, dict(scores))
             # best.pt first: a crash before checkpoint.pt re-runs this epoch and rewrites both.
@@ -285,7 +287,7 @@ class Trainer:
         self.save(run_dir.checkpoint_path)
         shown = {k: v for k, v in record.items() if k not in ("epoch", "epochs", "steps")}
         log.info("epoch %d/%d: %s%s", number, record["epochs"], format_metrics(shown),
-                 " (best)" if improved else "")
+                 " (best)" if improved else "", extra={EPOCH_RECORD: {**record, "best": improved}})
 
     def _record_extras(self) -> dict[str, Any]:
         extras: dict[str, Any] = {}
@@ -419,25 +421,28 @@ def _check_task(cfg: TrainConfig) -> str:
     return plain.name
 
 
-def _write_run_files(run_dir: RunDir, trainer: Trainer) -> None:
-    atomic_write_text(run_dir.config_path, config_yaml(trainer.cfg))
+def _write_run_files(run_dir: RunDir, trainer: Trainer, header: str = "") -> None:
+    atomic_write_text(run_dir.config_path, header + config_yaml(trainer.cfg))
     run_dir.write_json(run_dir.genotype_path, trainer.genotype.to_dict())
     run_dir.write_space_record(trainer.compiled.spec,
                                str(locate(trainer.cfg.space.name).resolve()))
 
 
 def start_training(cfg: TrainConfig, genotype: Genotype | str, quiet: bool = True,
-                   split: str | None = None, run_dir: Path | None = None) -> TrainResult:
+                   split: str | None = None, run_dir: Path | None = None,
+                   trainer: Trainer | None = None, header: str = "") -> TrainResult:
     """A new run: build everything (failing before anything is written), then train.
 
-    `split`: the evaluation split of every epoch (the domain's default: the test set for
-    images, the validation text for language models). `run_dir`: train into this (new or empty)
-    folder instead of a fresh one under run.out.
+    `split`: the evaluation split of every epoch (the domain's default: the validation split,
+    held out of the training images or a validation set, for images; the validation text for
+    language models). `run_dir`: train into this (new or empty) folder instead of a fresh one
+    under run.out. `trainer`: already built from `cfg` and the genotype; `header`: comment
+    lines that open config.yaml.
     """
     space_name = _check_task(cfg)
     if not isinstance(genotype, Genotype):
         genotype = resolve(str(genotype), space_name)
-    trainer = Trainer.build(cfg, genotype, split)
+    trainer = trainer or Trainer.build(cfg, genotype, split)
     if run_dir is None:
         folder = RunDir.create(Path(cfg.run.out), f"train-{trainer.compiled.name}")
     else:
@@ -446,9 +451,11 @@ def start_training(cfg: TrainConfig, genotype: Genotype | str, quiet: bool = Tru
         if any(folder.path.iterdir()):
             raise ConfigError(f"{folder.path}: not empty; choose a new folder or --resume it")
     log.info("run directory %s", folder.path)
-    _write_run_files(folder, trainer)
-    trainer.save(folder.checkpoint_path)
-    return TrainResult(folder.path, trainer.run(folder, quiet))
+    with folder.tracking(str(trainer.device)):
+        _write_run_files(folder, trainer, header)
+        trainer.save(folder.checkpoint_path)
+        report = trainer.run(folder, quiet)
+    return TrainResult(folder.path, report)
 
 
 def resume_training(path: Path, device: str | None = None, quiet: bool = True) -> TrainResult:
@@ -470,7 +477,9 @@ def resume_training(path: Path, device: str | None = None, quiet: bool = True) -
     trainer.load_state_dict(state, run_dir.checkpoint_path)
     run_dir.keep_metrics_through(trainer.epoch)
     log.info("resuming %s at epoch %d, step %d", run_dir.path, trainer.epoch + 1, trainer.step)
-    return TrainResult(run_dir.path, trainer.run(run_dir, quiet))
+    with run_dir.tracking(str(trainer.device)):
+        report = trainer.run(run_dir, quiet)
+    return TrainResult(run_dir.path, report)
 
 
 def describe_report(report: Mapping[str, Any]) -> list[str]:

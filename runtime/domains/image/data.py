@@ -1,11 +1,21 @@
 """Image data for architecture search and evaluation, DARTS conventions.
 
-Search (``search_loaders``): the training set is split in two, indices ``[0, split)`` train the
-network weights w and ``[split, N)`` train the architecture α, ``split = floor(N *
-train_portion)``; both halves use the training augmentation and the test set is never read
-(DARTS ``train_search.py``). Evaluation (``eval_loaders``): every training image, with
-augmentation and optional Cutout, and the test set without augmentation (DARTS ``train.py``,
-``train_imagenet.py``).
+Every dataset is opened as up to three splits (`open_image_data`): training images, validation
+images and test images. The validation split is a dataset's own (an image folder's ``val/``) or,
+without one, the part ``[split, N)`` of the training images held out by ``train_portion``
+(``split = floor(N * train_portion)``; the CIFAR-10 training set, the packaged sample). The test
+split is never used to choose anything: it is only opened to be reported at the end of training.
+
+Search (``search_loaders``): the training images train the network weights w and the validation
+images train the architecture α; both use the training augmentation (DARTS ``train_search.py``,
+which splits CIFAR-10's training set in two). Training (``training_loaders``): the training
+images with augmentation and optional Cutout; the validation images (test-time preprocessing)
+choose the best epoch; the test set is evaluated once (DARTS ``train.py``,
+``train_imagenet.py``, which evaluate the test set every epoch: spacec does not choose on it).
+
+The size the network receives is the dataset's own (CIFAR's 32, or the one size every file of
+an image folder has) unless ``image_size`` asks for resizing; the training and search tasks
+check it, and the number of classes, against the space (`check_against_space`), never change it.
 
 Shuffling is reproducible and resumable: each shuffled loader uses an ``EpochSampler`` whose
 order is a pure function of (seed, epoch), so a resumed run calls ``start_epoch(loader, epoch,
@@ -13,7 +23,8 @@ batches_done)`` and gets exactly the batches it had not seen. Random augmentatio
 torch's global RNG (per-worker RNGs when ``num_workers > 0``), like torchvision's transforms.
 
 Datasets are looked up by name in ``IMAGE_SOURCES``: ``sample`` (a packaged CIFAR-10 subset),
-``cifar10``, ``imagefolder`` (one folder per class) and ``imagenet`` (evaluation only).
+``cifar10``, ``imagefolder`` (spacec.runtime.domains.image.folders), ``imagenet`` (evaluation
+only) and ``memory`` (a user's own torch datasets, passed to the Python API).
 """
 
 from __future__ import annotations
@@ -22,17 +33,24 @@ import hashlib
 import logging
 import math
 import pickle
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, Subset
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import download_and_extract_archive
 
+from spacec.runtime.domains.image.folders import (
+    SCANS,
+    FolderScan,
+    check_same_classes,
+    folder_layout,
+    load_image_folder,
+    scan_folder,
+)
 from spacec.runtime.errors import DataError
 from spacec.runtime.samples import sample_path
 
@@ -53,8 +71,7 @@ IMAGENET_JITTER = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue":
 # Folders list images class by class, so a prefix would hold only the first classes: the
 # search split and `limit` use one fixed permutation, the same for every run and seed.
 FOLDER_ORDER_SEED = 0
-
-
+RGB = 3  # images are read as RGB
 
 
 # ---------------------------------------------------------------- configuration
@@ -70,26 +87,38 @@ class ImageData:
 
     name: str = "sample"
     data_dir: str | None = None  # not used by "sample", which ships with the package
-    test_dir: str | None = None  # imagefolder only: class-per-folder test set for evaluation
-    train_portion: float = 0.5  # fraction of training images that train w; the rest train α
+    # imagefolder only: the validation and test folders (class folders), when not val/ and
+    # test/ beside DIR/train (spacec.runtime.domains.image.folders)
+    val_dir: str | None = None
+    test_dir: str | None = None
+    # Without a validation set of its own, the fraction of training images that train (the
+    # weights); the rest validate (α in a search, the best epoch in training). 1.0: every image
+    # trains and training keeps its last epoch (DARTS train.py trains on all 50,000).
+    train_portion: float = 0.5
     cutout: int = 0  # side of the Cutout square in pixels; 0 disables it
     batch_size: int = 64
     num_workers: int = 0
     download: bool = True  # cifar10 only: fetch the dataset when it is absent or corrupt
     limit: int | None = None  # use only the first `limit` training images (tests, smoke runs)
-    image_size: int | None = None  # None: the dataset's own size (32, or 224 for imagenet)
+    # Resize every image to image_size x image_size (imagefolder, imagenet). None: the images'
+    # own size (an image folder's files must all have one), ImageNet's 224-pixel crops.
+    image_size: int | None = None
+    report_test: bool = True  # training: evaluate the test set once at the end (select: false)
+    scan: str = "decode"  # image folders: open every image before the run (decode, or header)
     drop_last: bool = False  # keep the last partial batch unless told otherwise
 
     def __post_init__(self) -> None:
         source = image_source(self.name)
         if source.needs_data_dir and self.data_dir is None:
-            raise DataError(f"dataset {self.name!r} needs data_dir")
+            raise DataError(f"dataset {self.name!r} needs a data directory: --data-dir DIR "
+                            "(data.data_dir in a configuration file)")
         if not source.needs_data_dir and self.data_dir is not None:
             raise DataError(f"dataset {self.name!r} ships with the package; data_dir must be unset")
-        if not source.takes_test_dir and self.test_dir is not None:
-            raise DataError(f"dataset {self.name!r} has its own test set; test_dir must be unset")
-        if not 0.0 < self.train_portion < 1.0:
-            raise DataError(f"train_portion must lie strictly between 0 and 1, got {self.train_portion}")
+        for label in ("val_dir", "test_dir"):
+            if not source.takes_split_dirs and getattr(self, label) is not None:
+                raise DataError(f"dataset {self.name!r} has its own splits; {label} must be unset")
+        if not 0.0 < self.train_portion <= 1.0:
+            raise DataError(f"train_portion must lie in (0, 1], got {self.train_portion}")
         if self.cutout < 0:
             raise DataError(f"cutout must be >= 0, got {self.cutout}")
         if self.batch_size < 1:
@@ -100,6 +129,8 @@ class ImageData:
             raise DataError(f"limit must be None or >= 1, got {self.limit}")
         if self.image_size is not None and self.image_size < 1:
             raise DataError(f"image_size must be None or >= 1, got {self.image_size}")
+        if self.scan not in SCANS:
+            raise DataError(f"scan must be one of {', '.join(SCANS)}, got {self.scan!r}")
         if (
             source.fixed_size is not None
             and self.image_size is not None
@@ -116,17 +147,21 @@ class ImageInfo:
     """What a model needs to know about the data.
 
     For ``search_loaders`` ``train_count``/``val_count`` are the sizes of the weight split and
-    the architecture split; for ``eval_loaders`` those of the training and test sets.
+    the architecture split; for ``training_loaders`` those of the training and validation
+    splits (``eval_loaders``: the training and test sets).
     """
 
     name: str
-    num_classes: int
+    num_classes: int | None  # None: unknown (in-memory datasets without `classes`)
     in_channels: int
     image_size: int
-    class_names: tuple[str, ...]
+    class_names: tuple[str, ...] | None
     train_count: int
     val_count: int
-
+    test_count: int = 0
+    resized: bool = False  # image_size comes from resizing (asked for, or ImageNet's crops)
+    origin: Mapping[str, str] = field(default_factory=dict)  # split -> where its images are
+    preprocessing: Mapping[str, Any] = field(default_factory=dict)  # `preprocessing_record`
 
 # ---------------------------------------------------------------- transforms
 
@@ -152,6 +187,7 @@ class Cutout:
         return out
 
 
+
 def _finish(pil_steps: list[Any], mean: Sequence[float], std: Sequence[float], cutout: int) -> Callable:
     steps = [*pil_steps, transforms.ToTensor(), transforms.Normalize(mean, std)]
     if cutout > 0:
@@ -159,28 +195,39 @@ def _finish(pil_steps: list[Any], mean: Sequence[float], std: Sequence[float], c
     return transforms.Compose(steps)
 
 
-def _cifar_augment(size: int) -> list[Any]:
+def geometry_steps(resize: int | None, crop: int | None) -> list[Any]:
+    """The test-time PIL steps of a preprocessing record: resize the shorter side, then crop
+    the centre (either may be absent)."""
+    steps: list[Any] = []
+    if resize is not None:
+        steps.append(transforms.Resize(resize))
+    if crop is not None:
+        steps.append(transforms.CenterCrop(crop))
+    return steps
+
+
+def _cifar_augment(size: int, resized: bool) -> list[Any]:
     return [transforms.RandomCrop(size, padding=CIFAR_PADDING), transforms.RandomHorizontalFlip()]
 
 
-def _cifar_preprocess(size: int) -> list[Any]:
-    return []
+def _no_geometry(size: int, resized: bool) -> tuple[int | None, int | None]:
+    return None, None
 
 
-def _folder_augment(size: int) -> list[Any]:
+def _folder_augment(size: int, resized: bool) -> list[Any]:
     # Padding scaled like CIFAR's 4 px at 32 px.
     return [
-        transforms.Resize(size),
+        *geometry_steps(*_folder_geometry(size, resized)),
         transforms.RandomCrop(size, padding=size // 8),
         transforms.RandomHorizontalFlip(),
     ]
 
 
-def _folder_preprocess(size: int) -> list[Any]:
-    return [transforms.Resize(size), transforms.CenterCrop(size)]
+def _folder_geometry(size: int, resized: bool) -> tuple[int | None, int | None]:
+    return (size, size) if resized else (None, None)
 
 
-def _imagenet_augment(size: int) -> list[Any]:
+def _imagenet_augment(size: int, resized: bool) -> list[Any]:
     return [
         transforms.RandomResizedCrop(size),
         transforms.RandomHorizontalFlip(),
@@ -188,9 +235,26 @@ def _imagenet_augment(size: int) -> list[Any]:
     ]
 
 
-def _imagenet_preprocess(size: int) -> list[Any]:
-    return [transforms.Resize(round(size * IMAGENET_RESIZE_RATIO)), transforms.CenterCrop(size)]
+def _imagenet_geometry(size: int, resized: bool) -> tuple[int | None, int | None]:
+    return round(size * IMAGENET_RESIZE_RATIO), size
 
+
+class Transformed(Dataset):
+    """A dataset of (image, label) pairs with `transform` applied to the image (None: as is).
+
+    Datasets are opened once, untransformed; each use (training, evaluation) wraps them.
+    """
+
+    def __init__(self, dataset: Dataset, transform: Callable | None) -> None:
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        image, label = self.dataset[index]
+        return (image if self.transform is None else self.transform(image)), label
 
 # ---------------------------------------------------------------- CIFAR-10 files
 
@@ -279,47 +343,55 @@ def _sample_root() -> Path:
         raise DataError(str(error)) from None
 
 
-def _open_sample(cfg: ImageData, train: bool, transform: Callable) -> Dataset:
-    return load_cifar(SampleCIFAR10, _sample_root(), train=train, transform=transform)
+
+def _open_sample(cfg: ImageData, split: str) -> Dataset | None:
+    if split == "val":
+        return None
+    return load_cifar(SampleCIFAR10, _sample_root(), train=split == "train")
 
 
-def _open_cifar10(cfg: ImageData, train: bool, transform: Callable) -> Dataset:
-    return load_cifar(
-        datasets.CIFAR10, Path(cfg.data_dir), train=train, transform=transform, download=cfg.download
-    )
+def _open_cifar10(cfg: ImageData, split: str) -> Dataset | None:
+    if split == "val":
+        return None
+    return load_cifar(datasets.CIFAR10, Path(cfg.data_dir), train=split == "train",
+                      download=cfg.download)
 
 
 # ---------------------------------------------------------------- image folders
 
 
-def _load_rgb(path: str) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as error:
-        raise DataError(f"{path}: unreadable image ({error})") from None
+def _open_imagefolder(cfg: ImageData, split: str) -> Dataset | None:
+    layout = folder_layout(cfg.data_dir, cfg.val_dir, cfg.test_dir)
+    folder = getattr(layout, split)
+    return None if folder is None else load_image_folder(folder)
 
 
-def load_image_folder(folder: Path, transform: Callable) -> datasets.ImageFolder:
-    """A class-per-folder dataset (``folder/<class>/<image>``) or DataError."""
-    if not folder.is_dir():
-        raise DataError(f"{folder}: missing directory")
-    try:
-        return datasets.ImageFolder(str(folder), transform=transform, loader=_load_rgb)
-    except FileNotFoundError as error:  # no class folders, or class folders without images
-        raise DataError(f"{folder}: empty folder ({error})") from None
+def _open_imagenet(cfg: ImageData, split: str) -> Dataset | None:
+    # DIR/train and DIR/val; ImageNet's validation set is the test set papers report, DARTS'
+    # train_imagenet.py included: it is this source's test split.
+    folder = {"train": "train", "test": "val"}.get(split)
+    return None if folder is None else load_image_folder(Path(cfg.data_dir) / folder)
 
 
-def _open_imagefolder(cfg: ImageData, train: bool, transform: Callable) -> Dataset:
-    if train:
-        return load_image_folder(Path(cfg.data_dir), transform)
-    if cfg.test_dir is None:
-        raise DataError(f"{cfg.data_dir}: imagefolder evaluation needs test_dir, a held-out test set")
-    return load_image_folder(Path(cfg.test_dir), transform)
+# ---------------------------------------------------------------- a user's own datasets
+
+# The datasets handed to the Python API (spacec.runtime.api) for the run it is building:
+# split -> a torch Dataset of (image tensor, label), already transformed by the user.
+_MEMORY: dict[str, Dataset | None] = {}
 
 
-def _open_imagenet(cfg: ImageData, train: bool, transform: Callable) -> Dataset:
-    return load_image_folder(Path(cfg.data_dir) / ("train" if train else "val"), transform)
+def hold_in_memory(train: Dataset, val: Dataset | None, test: Dataset | None) -> None:
+    """Make a user's datasets the ``memory`` source's splits (until the next call)."""
+    _MEMORY.clear()
+    _MEMORY.update({"train": train, "val": val, "test": test})
+
+
+def _open_memory(cfg: ImageData, split: str) -> Dataset | None:
+    if "train" not in _MEMORY:
+        raise DataError("dataset 'memory' is a user's own torch datasets, held by the process "
+                        "that was given them: pass them again with data=(train, val) to "
+                        "spacec.search or spacec.train")
+    return _MEMORY[split]
 
 
 # ---------------------------------------------------------------- registry
@@ -329,17 +401,21 @@ def _open_imagenet(cfg: ImageData, train: bool, transform: Callable) -> Dataset:
 class ImageSource:
     """How a dataset name is opened and preprocessed."""
 
-    open: Callable[[ImageData, bool, Callable], Dataset]  # (cfg, train, transform) -> dataset
-    augment: Callable[[int], list[Any]]  # training-time PIL steps for an image size
-    preprocess: Callable[[int], list[Any]]  # test-time PIL steps for an image size
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    open: Callable[[ImageData, str], Dataset | None]  # (cfg, split) -> (image, label) dataset
+    augment: Callable[[int, bool], list[Any]]  # training PIL steps for (size, resized)
+    # (size, resized) -> (resize, crop) of the test-time preprocessing (`geometry_steps`)
+    geometry: Callable[[int, bool], tuple[int | None, int | None]]
+    mean: tuple[float, float, float] | None  # None: the images come normalised (memory)
+    std: tuple[float, float, float] | None
     default_size: int
     fixed_size: int | None  # the only size the files have, or None if images are resized
+    always_resized: bool  # every image is resized and cropped to the size (ImageNet)
     needs_data_dir: bool
-    takes_test_dir: bool
+    takes_split_dirs: bool  # val_dir / test_dir
     searchable: bool  # False: evaluation only
     permute_before_split: bool  # True for class-sorted folders
+    scanned: bool  # every file is opened before a run (spacec.runtime.domains.image.folders)
+    prepared: bool = False  # the datasets yield ready tensors: no transforms are applied
 
 
 IMAGE_SOURCES: dict[str, ImageSource] = {}
@@ -359,14 +435,16 @@ def image_source(name: str) -> ImageSource:
 
 _CIFAR_STEPS = {
     "augment": _cifar_augment,
-    "preprocess": _cifar_preprocess,
+    "geometry": _no_geometry,
     "mean": CIFAR_MEAN,
     "std": CIFAR_STD,
     "default_size": CIFAR_IMAGE_SIZE,
     "fixed_size": CIFAR_IMAGE_SIZE,
-    "takes_test_dir": False,
+    "always_resized": False,
+    "takes_split_dirs": False,
     "searchable": True,
     "permute_before_split": False,
+    "scanned": False,
 }
 register_image_source("sample", ImageSource(open=_open_sample, needs_data_dir=False, **_CIFAR_STEPS))
 register_image_source("cifar10", ImageSource(open=_open_cifar10, needs_data_dir=True, **_CIFAR_STEPS))
@@ -375,16 +453,18 @@ register_image_source(
     ImageSource(
         open=_open_imagefolder,
         augment=_folder_augment,
-        preprocess=_folder_preprocess,
+        geometry=_folder_geometry,
         # Generic natural photographs: the usual ImageNet statistics.
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         default_size=CIFAR_IMAGE_SIZE,
         fixed_size=None,
+        always_resized=False,
         needs_data_dir=True,
-        takes_test_dir=True,
+        takes_split_dirs=True,
         searchable=True,
         permute_before_split=True,
+        scanned=True,
     ),
 )
 register_image_source(
@@ -392,17 +472,223 @@ register_image_source(
     ImageSource(
         open=_open_imagenet,
         augment=_imagenet_augment,
-        preprocess=_imagenet_preprocess,
+        geometry=_imagenet_geometry,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         default_size=IMAGENET_CROP,
         fixed_size=None,
+        always_resized=True,
         needs_data_dir=True,
-        takes_test_dir=False,
+        takes_split_dirs=False,
         searchable=False,  # DARTS searches on CIFAR-10 and transfers the cell to ImageNet
         permute_before_split=True,
+        scanned=True,
     ),
 )
+register_image_source(
+    "memory",
+    ImageSource(
+        open=_open_memory,
+        augment=lambda size, resized: [],
+        geometry=_no_geometry,
+        mean=None,
+        std=None,
+        default_size=CIFAR_IMAGE_SIZE,
+        fixed_size=None,
+        always_resized=False,
+        needs_data_dir=False,
+        takes_split_dirs=False,
+        searchable=True,
+        permute_before_split=False,
+        scanned=False,
+        prepared=True,
+    ),
+)
+
+
+
+# ---------------------------------------------------------------- opening a dataset
+
+
+@dataclass(frozen=True)
+class ImageSplits:
+    """A dataset opened for one run, every split checked; no transforms applied yet."""
+
+    cfg: ImageData
+    source: ImageSource
+    train: Dataset  # (image, label) pairs: PIL images, or ready tensors (prepared sources)
+    val: Dataset | None  # a validation set of its own; None: held out of train (train_portion)
+    test: Dataset | None  # None: not asked for (a search, report_test false) or there is none
+    classes: tuple[str, ...] | None  # None: unknown (in-memory datasets without `classes`)
+    in_channels: int
+    image_size: int  # the side of the square images the network receives
+    resized: bool  # image_size comes from resizing (data.image_size, or ImageNet's crops)
+    origin: dict[str, str]  # split -> where its images are
+
+
+def open_image_data(cfg: ImageData, test: bool = False) -> ImageSplits:
+    """Open the training and validation splits (and the test split with `test`), check that
+    they hold the same classes and, for image folders, that every file can be read.
+
+    Nothing here depends on a space: `check_against_space` compares the result with one.
+    """
+    source = image_source(cfg.name)
+    opened = {"train": source.open(cfg, "train"), "val": source.open(cfg, "val"),
+              "test": source.open(cfg, "test") if test else None}
+    origin = {split: _origin(cfg, split, dataset) for split, dataset in opened.items()
+              if dataset is not None}
+    classes = _classes(opened["train"])
+    for split in ("val", "test"):
+        other = None if opened[split] is None else _classes(opened[split])
+        if classes is not None and other is not None:
+            check_same_classes(classes, other, f"the {split} images ({origin[split]})",
+                               f"the training images ({origin['train']})")
+    scans = ([scan_folder(dataset, cfg.scan) for dataset in opened.values() if dataset is not None]
+             if source.scanned else [])
+    channels, size, resized = _input_size(cfg, source, opened["train"], scans)
+    return ImageSplits(cfg, source, opened["train"], opened["val"], opened["test"], classes,
+                       channels, size, resized, origin)
+
+
+def _classes(dataset: Any) -> tuple[str, ...] | None:
+    names = getattr(dataset, "classes", None)
+    return None if names is None else tuple(str(name) for name in names)
+
+
+def _origin(cfg: ImageData, split: str, dataset: Any) -> str:
+    root = getattr(dataset, "root", None)
+    if cfg.name in ("imagefolder", "imagenet") and root is not None:
+        return str(root)
+    if cfg.name == "memory":
+        return f"your {split} dataset"
+    return f"{cfg.name} {'test' if split == 'test' else 'training'} set"
+
+
+def _input_size(cfg: ImageData, source: ImageSource, train: Dataset,
+                scans: Sequence[FolderScan]) -> tuple[int, int, bool]:
+    """(channels, side, resized) of the images the network receives."""
+    if cfg.image_size is not None:
+        return RGB, cfg.image_size, True
+    if source.fixed_size is not None:
+        return RGB, source.fixed_size, False
+    if source.always_resized:
+        return RGB, source.default_size, True
+    if source.prepared:
+        return _prepared_shape(train)
+    sizes: dict[tuple[int, int], int] = {}
+    examples: dict[tuple[int, int], str] = {}
+    for scan in scans:
+        for size, count in scan.sizes.items():
+            sizes[size] = sizes.get(size, 0) + count
+            examples.setdefault(size, scan.examples[size])
+    if len(sizes) == 1:
+        ((width, height),) = sizes
+        if width == height:
+            return RGB, width, False
+    merged = FolderScan(Path(cfg.data_dir or "."), sum(sizes.values()), sizes, examples)
+    raise DataError(f"the images in {cfg.data_dir} are {merged.describe_sizes()}; a network "
+                    "takes square images of one size: resize them all to your space's input "
+                    "size with --image-size N (data.image_size)")
+
+
+def _prepared_shape(train: Dataset) -> tuple[int, int, bool]:
+    if len(train) == 0:
+        raise DataError("your training dataset is empty")
+    image, _ = train[0]
+    if not isinstance(image, torch.Tensor) or image.dim() != 3:
+        kind = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise DataError(f"your training dataset yields images of {kind}; spacec takes tensors of "
+                        "shape (channels, height, width): end your dataset's transform with "
+                        "ToTensor() (and Normalize)")
+    channels, height, width = image.shape
+    if height != width:
+        raise DataError(f"your training dataset yields {height}x{width} images; a network takes "
+                        "square images (resize them in the dataset's transform)")
+    return int(channels), int(height), False
+
+
+# ---------------------------------------------------------------- the data against the space
+
+
+def space_classes(compiled: Any) -> tuple[int, str | None] | None:
+    """(classes, the parameter that sets them or None) of a space's classifier head."""
+    head = compiled.spec.network.get("head")
+    quantity = dict(getattr(head, "args", ())).get("classes")
+    if quantity is None:
+        return None
+    parameter = quantity.py if quantity.py in compiled.params else None
+    return int(quantity.value), parameter
+
+
+def check_against_space(info: ImageInfo, compiled: Any, cfg: ImageData) -> None:
+    """DataError unless the data fits the space: its classes, channels and input size. The
+    space decides; the message says what was found and what to do."""
+    channels, height, width = compiled.input_shape
+    declared = space_classes(compiled)
+    name = compiled.name
+    if declared is not None and info.num_classes is not None and declared[0] != info.num_classes:
+        classes, parameter = declared
+        found = info.class_names or ()
+        listing = f" ({', '.join(found)})" if found and len(found) <= 12 else ""
+        fix = (f"if the data is right, run with --set {parameter}={info.num_classes}"
+               if parameter else "if the data is right, change the classes of the space's head")
+        raise DataError(
+            f"the training images ({info.origin.get('train', info.name)}) have "
+            f"{info.num_classes} classes{listing}, but space {name} declares {classes}: {fix}; "
+            "if a class is missing, add its folder of images")
+    if info.in_channels != channels:
+        raise DataError(f"the images have {info.in_channels} channels but space {name} takes "
+                        f"{channels} (in_channels {channels} in its network)")
+    if (height, width) == (info.image_size, info.image_size):
+        return
+    space_size = f"space {name} takes {height}x{width} inputs (image_size {height} in its network)"
+    source = image_source(info.name)
+    if cfg.image_size is not None:
+        raise DataError(f"--image-size {cfg.image_size} resizes the images to "
+                        f"{cfg.image_size}x{cfg.image_size}, but {space_size}: use "
+                        f"--image-size {height}")
+    if source.fixed_size is not None:
+        raise DataError(f"dataset {info.name!r} has {info.image_size}x{info.image_size} images, "
+                        f"but {space_size}: use a space whose image_size is {info.image_size}, "
+                        "or your own images (--data imagefolder)")
+    if source.always_resized:
+        raise DataError(f"dataset {info.name!r} is cropped to {info.image_size}x"
+                        f"{info.image_size} by default, but {space_size}: use --image-size "
+                        f"{height}")
+    if source.prepared:
+        raise DataError(f"your datasets yield {info.image_size}x{info.image_size} images, but "
+                        f"{space_size}: resize them in the datasets' transforms")
+    raise DataError(f"the images in {info.origin.get('train', cfg.data_dir)} are "
+                    f"{info.image_size}x{info.image_size}, but {space_size}: resize them to the "
+                    f"space's size with --image-size {height}, or set image_size "
+                    f"{info.image_size} in the space's network")
+
+
+def describe_images(info: ImageInfo, counts: str, extra: str = "") -> str:
+    """One line for a terminal: the dataset and where it is, split sizes, classes, image size."""
+    classes = "classes unknown" if info.num_classes is None else f"{info.num_classes} classes"
+    if info.class_names and len(info.class_names) <= 12:
+        classes += f" ({', '.join(info.class_names)})"
+    size = f"{info.image_size}x{info.image_size} " + ("resized" if info.resized else "as stored")
+    where = info.origin.get("train")
+    name = info.name if where is None or where.startswith(info.name) else f"{info.name} {where}"
+    return "; ".join(part for part in (name, counts, classes, size, extra) if part)
+
+
+def preprocessing_record(splits: ImageSplits) -> dict[str, Any]:
+    """How a file becomes the network's input at test time, for exports and `spacec predict`:
+    ``resize`` (shorter side) then ``crop`` (centre), both optional; [0, 1] RGB; then
+    ``(x - mean) / std`` per channel (mean/std None: the user's datasets came normalised)."""
+    resize, crop = splits.source.geometry(splits.image_size, splits.resized)
+    return {
+        "resize": resize,
+        "crop": crop,
+        "mean": None if splits.source.mean is None else list(splits.source.mean),
+        "std": None if splits.source.std is None else list(splits.source.std),
+        "input_shape": [splits.in_channels, splits.image_size, splits.image_size],
+        "class_names": None if splits.classes is None else list(splits.classes),
+    }
+
 
 
 # ---------------------------------------------------------------- reproducible shuffling
@@ -477,6 +763,7 @@ def _shuffled_loader(
     )
 
 
+
 # ---------------------------------------------------------------- loaders
 
 
@@ -489,14 +776,6 @@ def _training_order(count: int, source: ImageSource, limit: int | None) -> list[
     return order if limit is None else order[:limit]
 
 
-def _class_names(dataset: Any) -> tuple[str, ...]:
-    return tuple(str(name) for name in dataset.classes)
-
-
-def _image_size(cfg: ImageData, source: ImageSource) -> int:
-    return cfg.image_size if cfg.image_size is not None else source.default_size
-
-
 def _batch_size(cfg: ImageData, override: int | None) -> int:
     batch_size = cfg.batch_size if override is None else override
     if batch_size < 1:
@@ -504,87 +783,142 @@ def _batch_size(cfg: ImageData, override: int | None) -> int:
     return batch_size
 
 
-def _training_transform(cfg: ImageData, source: ImageSource) -> Callable:
-    return _finish(source.augment(_image_size(cfg, source)), source.mean, source.std, cfg.cutout)
+def _training_transform(splits: ImageSplits) -> Callable | None:
+    source = splits.source
+    if source.prepared:
+        return None
+    return _finish(source.augment(splits.image_size, splits.resized), source.mean, source.std,
+                   splits.cfg.cutout)
+
+
+def _test_transform(splits: ImageSplits) -> Callable | None:
+    source = splits.source
+    if source.prepared:
+        return None
+    geometry = source.geometry(splits.image_size, splits.resized)
+    return _finish(geometry_steps(*geometry), source.mean, source.std, 0)
+
+
+def _split_indices(splits: ImageSplits) -> tuple[Dataset, list[int], list[int]]:
+    """(the dataset both index, training indices, validation indices): a validation set of the
+    dataset's own follows the training images; otherwise train_portion holds one out."""
+    cfg = splits.cfg
+    order = _training_order(len(splits.train), splits.source, cfg.limit)
+    if splits.val is not None:
+        count = len(splits.train)
+        return (ConcatDataset([splits.train, splits.val]), order,
+                list(range(count, count + len(splits.val))))
+    split = math.floor(len(order) * cfg.train_portion)
+    return splits.train, order[:split], order[split:]
+
+
+def _info(splits: ImageSplits, train_count: int, val_count: int, test_count: int = 0
+          ) -> ImageInfo:
+    return ImageInfo(
+        name=splits.cfg.name,
+        num_classes=None if splits.classes is None else len(splits.classes),
+        in_channels=splits.in_channels,
+        image_size=splits.image_size,
+        class_names=splits.classes,
+        train_count=train_count,
+        val_count=val_count,
+        test_count=test_count,
+        resized=splits.resized,
+        origin=dict(splits.origin),
+        preprocessing=preprocessing_record(splits),
+    )
+
+
+def _plain_loader(dataset: Dataset, batch_size: int, cfg: ImageData) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.num_workers,
+                      drop_last=False)
 
 
 def search_loaders(
-    cfg: ImageData, seed: int, batch_size: int | None = None
+    cfg: ImageData, seed: int, batch_size: int | None = None, splits: ImageSplits | None = None
 ) -> tuple[DataLoader, DataLoader, ImageInfo]:
     """(weights loader, architecture loader, info) for a DARTS search; see the module docstring.
 
-    ``batch_size`` overrides ``cfg.batch_size``.
+    ``batch_size`` overrides ``cfg.batch_size``; `splits`: the data already opened.
     """
     source = image_source(cfg.name)
     if not source.searchable:
         raise DataError(f"dataset {cfg.name!r} is for evaluation only; search on cifar10 or sample")
     batch_size = _batch_size(cfg, batch_size)
-    dataset = source.open(cfg, True, _training_transform(cfg, source))
-    order = _training_order(len(dataset), source, cfg.limit)
-    split = math.floor(len(order) * cfg.train_portion)
-    if not 0 < split < len(order):
+    splits = splits or open_image_data(cfg)
+    base, train_indices, val_indices = _split_indices(splits)
+    if not train_indices or not val_indices:
+        count = len(train_indices) + len(val_indices)
         raise DataError(
-            f"train_portion {cfg.train_portion} of {len(order)} training images leaves a split empty"
-        )
-    weights = _shuffled_loader(dataset, order[:split], derive_seed(seed, "search-w"), batch_size, cfg)
-    arch = _shuffled_loader(dataset, order[split:], derive_seed(seed, "search-alpha"), batch_size, cfg)
-    info = ImageInfo(
-        name=cfg.name,
-        num_classes=len(dataset.classes),
-        in_channels=3,
-        image_size=_image_size(cfg, source),
-        class_names=_class_names(dataset),
-        train_count=split,
-        val_count=len(order) - split,
-    )
-    return weights, arch, info
+            f"train_portion {cfg.train_portion} of {count} training images leaves a split empty "
+            "(a search trains α on the held-out part: set data.train_portion below 1, or give "
+            "a validation folder)")
+    dataset = Transformed(base, _training_transform(splits))
+    weights = _shuffled_loader(dataset, train_indices, derive_seed(seed, "search-w"), batch_size,
+                               cfg)
+    arch = _shuffled_loader(dataset, val_indices, derive_seed(seed, "search-alpha"), batch_size,
+                            cfg)
+    return weights, arch, _info(splits, len(train_indices), len(val_indices))
+
+
+@dataclass(frozen=True)
+class TrainingLoaders:
+    """The loaders of a training run: training (augmented, shuffled by epoch), validation and
+    test (test-time preprocessing, in order; None where there is none)."""
+
+    train: DataLoader
+    val: DataLoader | None
+    test: DataLoader | None
+    info: ImageInfo
+
+
+def training_loaders(cfg: ImageData, seed: int, splits: ImageSplits | None = None
+                     ) -> TrainingLoaders:
+    """The training images (less the held-out part), the validation split that chooses the
+    best epoch (none with train_portion 1 and no validation set: the last epoch is kept) and,
+    with ``report_test``, the test split."""
+    batch_size = _batch_size(cfg, None)
+    splits = splits or open_image_data(cfg, test=cfg.report_test)
+    base, train_indices, val_indices = _split_indices(splits)
+    if not train_indices:
+        raise DataError(f"train_portion {cfg.train_portion} of {len(val_indices)} training "
+                        "images leaves none to train")
+    train = _shuffled_loader(Transformed(base, _training_transform(splits)), train_indices,
+                             derive_seed(seed, "eval-train"), batch_size, cfg)
+    plain = Transformed(base, _test_transform(splits))
+    val = _plain_loader(Subset(plain, val_indices), batch_size, cfg) if val_indices else None
+    test = None
+    if splits.test is not None:
+        test = _plain_loader(Transformed(splits.test, _test_transform(splits)), batch_size, cfg)
+    info = _info(splits, len(train_indices), len(val_indices),
+                 0 if splits.test is None else len(splits.test))
+    return TrainingLoaders(train, val, test, info)
 
 
 def eval_loaders(
     cfg: ImageData, seed: int, batch_size: int | None = None
 ) -> tuple[DataLoader, DataLoader, ImageInfo]:
-    """(training loader, test loader, info) for training a derived network from scratch.
-
-    ``batch_size`` overrides ``cfg.batch_size``. The test loader is neither shuffled nor augmented.
-    """
-    source = image_source(cfg.name)
+    """(training loader, test loader, info): every training image and the test set, as DARTS'
+    train.py reads them. ``batch_size`` overrides ``cfg.batch_size``. The test loader is neither
+    shuffled nor augmented."""
     batch_size = _batch_size(cfg, batch_size)
-    size = _image_size(cfg, source)
-    train_set = source.open(cfg, True, _training_transform(cfg, source))
-    test_set = source.open(cfg, False, _finish(source.preprocess(size), source.mean, source.std, 0))
-    if list(test_set.classes) != list(train_set.classes):
-        raise DataError(
-            f"{cfg.name}: test classes {list(test_set.classes)} differ from training classes "
-            f"{list(train_set.classes)}"
-        )
-    order = _training_order(len(train_set), source, cfg.limit)
-    train_loader = _shuffled_loader(train_set, order, derive_seed(seed, "eval-train"), batch_size, cfg)
-    test_loader = DataLoader(
-        test_set, batch_size=batch_size, shuffle=False, num_workers=cfg.num_workers, drop_last=False
-    )
-    info = ImageInfo(
-        name=cfg.name,
-        num_classes=len(train_set.classes),
-        in_channels=3,
-        image_size=size,
-        class_names=_class_names(train_set),
-        train_count=len(order),
-        val_count=len(test_set),
-    )
-    return train_loader, test_loader, info
+    splits = open_image_data(cfg, test=True)
+    if splits.test is None:
+        raise DataError(f"{cfg.data_dir or cfg.name}: no test set (give one with --test-dir DIR, "
+                        "or a test/ folder beside train/)")
+    order = _training_order(len(splits.train), splits.source, cfg.limit)
+    train_set = Transformed(splits.train, _training_transform(splits))
+    train_loader = _shuffled_loader(train_set, order, derive_seed(seed, "eval-train"), batch_size,
+                                    cfg)
+    test_loader = _plain_loader(Transformed(splits.test, _test_transform(splits)), batch_size, cfg)
+    return train_loader, test_loader, _info(splits, len(order), len(splits.test), len(splits.test))
 
 
 def holdout_loaders(cfg: ImageData, seed: int) -> tuple[DataLoader, DataLoader, ImageInfo]:
-    """(training loader, validation loader, info) on a split of the training set only.
-
-    The training loader is the search's weights loader (augmented, shuffled by epoch); the
-    validation loader reads the other part with the test-time preprocessing, in order.
-    """
-    train_loader, held_out, info = search_loaders(cfg, seed)
-    source = image_source(cfg.name)
-    plain = _finish(source.preprocess(info.image_size), source.mean, source.std, 0)
-    dataset = source.open(cfg, True, plain)
-    validation = Subset(dataset, list(held_out.sampler.indices))
-    val_loader = DataLoader(validation, batch_size=train_loader.batch_size, shuffle=False,
-                            num_workers=cfg.num_workers)
-    return train_loader, val_loader, info
+    """(training loader, validation loader, info) on the training data only (the selection
+    protocol's split); the test set is not opened."""
+    loaders = training_loaders(cfg, seed, open_image_data(cfg, test=False))
+    if loaders.val is None:
+        raise DataError(f"train_portion {cfg.train_portion} holds no training images out to "
+                        "validate: set data.train_portion below 1")
+    return loaders.train, loaders.val, loaders.info

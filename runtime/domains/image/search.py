@@ -22,7 +22,9 @@ from spacec.runtime.domains.image.data import (
     DataError,
     EpochSampler,
     ImageData,
+    check_against_space,
     derive_seed,
+    describe_images,
     search_loaders,
     start_epoch,
 )
@@ -79,6 +81,7 @@ class ImageSearchTask(SearchTask):
 
     def __init__(self, cfg: ImageData, plan: BatchPlan, seed: int, device: torch.device) -> None:
         weights_loader, arch_loader, info = search_loaders(cfg, seed)
+        self.cfg = cfg
         self.info = info
         self.device = device
         dataset = weights_loader.dataset
@@ -108,7 +111,10 @@ class ImageSearchTask(SearchTask):
         )
 
     def space_params(self, declared: Mapping[str, int | float]) -> dict[str, int | float]:
-        return {"classes": self.info.num_classes} if "classes" in declared else {}
+        return {}  # the space decides classes and input size; `check_space` holds the data to it
+
+    def check_space(self, compiled: Any) -> None:
+        check_against_space(self.info, compiled, self.cfg)
 
     def steps_in_epoch(self, epoch: int) -> int:
         return self._steps
@@ -151,5 +157,5 @@ class ImageSearchTask(SearchTask):
 
     def describe(self) -> str:
         info = self.info
-        return (f"{info.name}: {info.train_count} images train w, {info.val_count} train α, "
-                f"{info.num_classes} classes, {self._steps} steps per epoch")
+        return describe_images(info, f"{info.train_count} train w, {info.val_count} train α",
+                               f"{self._steps} steps per epoch")

@@ -2,14 +2,17 @@
 
 As quark0/darts cnn/train.py and train_imagenet.py: every step, cross-entropy (label-smoothed
 when configured) on the logits plus ``auxiliary_weight`` times the same loss on the auxiliary
-head's logits. Every epoch is evaluated on the evaluation split: the test set (``test``), or a
-held-out part of the training set (``val``, the selection protocol's split, spacec select).
+head's logits. Every epoch is evaluated on the validation split (a validation folder, or the
+part of the training images ``train_portion`` holds out; the selection protocol's split too,
+spacec select), which chooses the best epoch; without one (``train_portion`` 1, DARTS' own
+setting) the last epoch is kept. The test set is evaluated once, at the end, with the weights
+kept: it is reported, never used to choose (DARTS' train.py evaluates it every epoch).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -21,18 +24,17 @@ from spacec.runtime.domains.base import LossOutput, StepBatches, TrainTask
 from spacec.runtime.domains.image.data import (
     ImageData,
     ImageInfo,
-    eval_loaders,
-    holdout_loaders,
+    check_against_space,
+    describe_images,
     start_epoch,
+    training_loaders,
 )
 from spacec.runtime.nn.flops import multiply_adds
 from spacec.runtime.run.meter import Meter
 
 log = logging.getLogger(__name__)
 
-Loaders = Callable[[ImageData, int], tuple[DataLoader, DataLoader, ImageInfo]]
-# The evaluation split of every epoch -> how its loaders are opened.
-SPLITS: dict[str, Loaders] = {"test": eval_loaders, "val": holdout_loaders}
+TOP5 = 5  # top-5 accuracy is reported for more than 5 classes only
 
 
 def input_shape(info: ImageInfo) -> tuple[int, int, int]:
@@ -50,7 +52,9 @@ class ImageTrainTask(TrainTask):
         self.optim = optim
         self.split = split
         self.device = device
-        self.train_loader, self.eval_loader, self.info = SPLITS[split](cfg, seed)
+        loaders = training_loaders(cfg, seed)
+        self.train_loader, self.info = loaders.train, loaders.info
+        self.eval_loader, self.test_loader = loaders.val, loaders.test
         self.auxiliary_weight = optim.auxiliary_weight
         if optim.nonmono is not None:
             from spacec.runtime.errors import ConfigError
@@ -58,7 +62,7 @@ class ImageTrainTask(TrainTask):
             raise ConfigError("optim.nonmono (NT-ASGD) applies to language models; set it to null")
 
     def space_params(self, declared: Mapping[str, int | float]) -> dict[str, int | float]:
-        return {"classes": self.info.num_classes} if "classes" in declared else {}
+        return {}  # the space decides classes and input size; `check_space` holds the data to it
 
     def network_kwargs(self) -> dict[str, Any]:
         return {"auxiliary": self.optim.auxiliary_weight > 0, "drop_path_prob": 0.0}
@@ -70,11 +74,7 @@ class ImageTrainTask(TrainTask):
             self.auxiliary_weight = 0.0
 
     def check_space(self, compiled: Any) -> None:
-        """Warn when the space's input size differs from the data's."""
-        expected = compiled.input_shape
-        if expected[1:] != input_shape(self.info)[1:]:
-            log.warning("space %s expects %dx%d images; the data has %dx%d", compiled.name,
-                        expected[1], expected[2], self.info.image_size, self.info.image_size)
+        check_against_space(self.info, compiled, self.cfg)
 
     def steps_in_epoch(self, epoch: int) -> int:
         return len(self.train_loader)
@@ -98,32 +98,46 @@ class ImageTrainTask(TrainTask):
         return LossOutput(loss, {"loss": loss.item(), "acc": correct}, len(labels))
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Loss (plain cross-entropy), top-1 and top-5 accuracy on the evaluation split."""
+        """The validation split's loss and accuracy; nothing without one (the loop then keeps
+        the last epoch)."""
+        return {} if self.eval_loader is None else self._scores(model, self.eval_loader)
+
+    def final_scores(self, model: nn.Module) -> dict[str, float]:
+        """The test set's figures, with the weights the loop kept; nothing without a test set."""
+        return {} if self.test_loader is None else self._scores(model, self.test_loader)
+
+    def _scores(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        """Loss (plain cross-entropy), top-1 and, for more than 5 classes, top-5 accuracy."""
         meter = Meter()
         model.eval()
         try:
             with torch.no_grad():
-                for images, labels in self.eval_loader:
+                for images, labels in loader:
                     images = images.to(self.device, non_blocking=True)
                     labels = labels.to(self.device, non_blocking=True)
                     logits = model(images)
-                    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-                    meter.update({
-                        "loss": F.cross_entropy(logits, labels).item(),
-                        "acc": (top[:, 0] == labels).float().mean().item(),
-                        "acc5": (top == labels[:, None]).any(dim=1).float().mean().item(),
-                    }, len(labels))
+                    scores = {"loss": F.cross_entropy(logits, labels).item(),
+                              "acc": (logits.argmax(dim=1) == labels).float().mean().item()}
+                    if logits.shape[1] > TOP5:
+                        top = logits.topk(TOP5, dim=1).indices
+                        scores["acc5"] = (top == labels[:, None]).any(dim=1).float().mean().item()
+                    meter.update(scores, len(labels))
         finally:
             model.train()
         return meter.means()
 
     def describe(self) -> str:
         info = self.info
-        return (f"{info.name}: {info.train_count} training images, {info.val_count} "
-                f"{self.split} images, {info.num_classes} classes")
+        validation = (f"{info.val_count} validate" if self.eval_loader is not None
+                      else "no validation split (the last epoch is kept)")
+        test = (f"{info.test_count} test (reported at the end)" if self.test_loader is not None
+                else "no test set")
+        return describe_images(info, f"{info.train_count} train, {validation}, {test}")
 
     def data_record(self) -> dict[str, Any]:
-        return {"input_shape": list(input_shape(self.info))}
+        """The test-time preprocessing (spacec.runtime.domains.image.data.preprocessing_record):
+        input shape, class names, resize and crop, normalisation."""
+        return {**self.info.preprocessing, "input_shape": list(input_shape(self.info))}
 
     def report_fields(self, model: nn.Module) -> dict[str, Any]:
         shape = input_shape(self.info)
@@ -143,11 +157,23 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         return "n/a" if value is None else f"{100 * value:.2f}%"
 
     params = ", ".join(f"{k}={v}" for k, v in report["space_params"].items())
+    if best is None:
+        chosen = "no validation split: the last epoch's weights are kept"
+    else:
+        chosen = (f"{split} accuracy: best {percent(best)} (epoch {report['best_epoch']}), "
+                  f"last {percent(last)}")
+    if report.get("test_acc") is None:
+        test = "test accuracy: not evaluated (no test set)"
+    else:
+        top5 = report.get("test_acc5")
+        test = (f"test accuracy: {percent(report['test_acc'])}"
+                + (f" (top-5 {percent(top5)})" if top5 is not None else "")
+                + f" with the weights of epoch {report['best_epoch']}")
     return [
         f"run directory: {report['run_dir']}",
         f"{report['space']} ({params}) on {report['data']}, {report['epochs']} epochs",
-        f"{split} accuracy: best {percent(best)} (epoch {report['best_epoch']}), "
-        f"last {percent(last)}",
+        chosen,
+        test,
         f"parameters: {report['parameters']:,} (excluding the auxiliary head)",
         f"multiply-adds: {report['multiply_adds'] / 1e6:.1f}M at {tuple(report['input_shape'])}",
         f"wall time: {report['wall_seconds']:.1f} s",

@@ -1,0 +1,191 @@
+"""Image folders: where a user's own images are, and a check of every file before a run starts.
+
+Two layouts are read (``DIR`` is ``data.data_dir``)::
+
+    DIR/CLASS/*.png                   one folder per class: the training images
+    DIR/train/CLASS/*.png             the same inside train/, with optional splits beside it:
+    DIR/val/CLASS/*.png                 val/ (or valid/, validation/): the validation images
+    DIR/test/CLASS/*.png                test/: the test images, reported, never used to choose
+
+A ``DIR/train`` folder that holds folders (not images) marks the second layout; ``data.val_dir``
+and ``data.test_dir`` name the validation and test folders explicitly in either. Folders named
+like splits in the first layout, or other folders beside ``train/`` in the second, are refused:
+otherwise ``train`` and ``val`` would silently become two classes.
+
+`scan_folder` opens every image once before anything is written (``decode``: each file fully
+decoded, so a corrupt file is found now and not mid-run; ``header``: only the headers, for very
+large sets) and counts the image sizes, which the run checks against its space.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+from torchvision import datasets
+
+from spacec.runtime.errors import DataError
+
+log = logging.getLogger(__name__)
+
+TRAIN_FOLDER = "train"
+VAL_FOLDERS = ("val", "valid", "validation")
+TEST_FOLDER = "test"
+SPLIT_NAMES = (TRAIN_FOLDER, *VAL_FOLDERS, TEST_FOLDER)
+SCANS = ("decode", "header")
+SHOWN = 5  # files named in an error listing several
+
+
+@dataclass(frozen=True)
+class FolderLayout:
+    """The folders of each split; None where a split has none."""
+
+    train: Path
+    val: Path | None
+    test: Path | None
+    nested: bool  # DIR/train/CLASS (True) or DIR/CLASS (False)
+
+    def describe(self, split: str) -> str:
+        folder = getattr(self, split)
+        return "none" if folder is None else str(folder)
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(entry for entry in folder.iterdir() if entry.is_dir()
+                  and not entry.name.startswith("."))
+
+
+def folder_layout(data_dir: str, val_dir: str | None, test_dir: str | None) -> FolderLayout:
+    """Where the training, validation and test images of an image-folder dataset are."""
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: missing directory (--data-dir names the folder of your images)")
+    train = root / TRAIN_FOLDER
+    nested = train.is_dir() and bool(_subfolders(train))
+    if nested:
+        others = [entry.name for entry in _subfolders(root) if entry.name not in SPLIT_NAMES]
+        if others:
+            raise DataError(
+                f"{root}: holds {TRAIN_FOLDER}/ and also {', '.join(others)}/; with a "
+                f"{TRAIN_FOLDER}/ folder every class folder goes inside the splits "
+                f"({root}/{TRAIN_FOLDER}/CLASS/*.png, optional val/ and test/ beside it)")
+        val = _explicit(val_dir) or next((root / name for name in VAL_FOLDERS
+                                          if (root / name).is_dir()), None)
+        test = _explicit(test_dir) or ((root / TEST_FOLDER) if (root / TEST_FOLDER).is_dir()
+                                       else None)
+        return FolderLayout(train, val, test, nested=True)
+    split_like = [entry.name for entry in _subfolders(root) if entry.name in SPLIT_NAMES]
+    if split_like:
+        raise DataError(
+            f"{root}: class folders named {', '.join(split_like)} look like dataset splits; "
+            f"a split holds one folder per class ({root}/{TRAIN_FOLDER}/CLASS/*.png, "
+            f"{root}/val/CLASS/*.png), or name the splits with --val-dir and --test-dir")
+    return FolderLayout(root, _explicit(val_dir), _explicit(test_dir), nested=False)
+
+
+def _explicit(folder: str | None) -> Path | None:
+    if folder is None:
+        return None
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise DataError(f"{path}: missing directory")
+    return path
+
+
+def load_rgb(path: str) -> Image.Image:
+    """An image file as RGB; DataError naming the file when it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError) as error:
+        raise DataError(f"{path}: unreadable image ({error})") from None
+
+
+def load_image_folder(folder: Path, transform=None) -> datasets.ImageFolder:
+    """A class-per-folder dataset (``folder/<class>/<image>``) or DataError."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: missing directory")
+    try:
+        return datasets.ImageFolder(str(folder), transform=transform, loader=load_rgb)
+    except FileNotFoundError as error:  # no class folders, or class folders without images
+        raise DataError(f"{folder}: empty folder ({error})") from None
+
+
+# ---------------------------------------------------------------- the scan
+
+
+@dataclass(frozen=True)
+class FolderScan:
+    """Every image of a folder opened once: how many, and of which sizes."""
+
+    folder: Path
+    count: int
+    sizes: dict[tuple[int, int], int]  # (width, height) -> images
+    examples: dict[tuple[int, int], str]  # (width, height) -> one file of that size
+
+    def uniform_size(self) -> tuple[int, int] | None:
+        """(width, height) when every image has it."""
+        return next(iter(self.sizes)) if len(self.sizes) == 1 else None
+
+    def describe_sizes(self) -> str:
+        """``64x64 (238 images), 48x48 (2 images, e.g. cat/7.png)``, most common first."""
+        parts = []
+        for (width, height), count in sorted(self.sizes.items(), key=lambda item: -item[1]):
+            example = "" if count > 2 or len(self.sizes) == 1 else \
+                f", e.g. {self.examples[(width, height)]}"
+            parts.append(f"{width}x{height} ({count} image{'s' if count != 1 else ''}{example})")
+        return ", ".join(parts)
+
+
+def scan_folder(dataset: datasets.ImageFolder, how: str) -> FolderScan:
+    """Open every image of `dataset` (``decode`` or ``header``); DataError listing the files
+    that cannot be read."""
+    if how not in SCANS:
+        raise DataError(f"unknown scan {how!r}; valid: {', '.join(SCANS)}")
+    started = time.perf_counter()
+    sizes: Counter[tuple[int, int]] = Counter()
+    examples: dict[tuple[int, int], str] = {}
+    bad: list[str] = []
+    for path, _ in dataset.samples:
+        try:
+            with Image.open(path) as image:
+                if how == "decode":
+                    image.load()
+                size = image.size
+        except (OSError, UnidentifiedImageError, ValueError) as error:
+            bad.append(f"{path} ({error})")
+            continue
+        sizes[size] += 1
+        examples.setdefault(size, path)
+    folder = Path(dataset.root)
+    if bad:
+        shown = "; ".join(bad[:SHOWN]) + (f"; and {len(bad) - SHOWN} more" if len(bad) > SHOWN
+                                          else "")
+        raise DataError(f"{folder}: {len(bad)} unreadable image{'s' if len(bad) != 1 else ''}: "
+                        f"{shown} (remove or replace them; nothing was written)")
+    log.info("%s: %d images checked (%s) in %.1f s", folder, len(dataset.samples), how,
+             time.perf_counter() - started)
+    return FolderScan(folder, len(dataset.samples), dict(sizes), examples)
+
+
+def check_same_classes(reference: Sequence[str], other: Sequence[str], where: str,
+                       reference_where: str) -> None:
+    """Every split must hold the training split's classes: the labels are class indices."""
+    if list(other) == list(reference):
+        return
+    missing = sorted(set(reference) - set(other))
+    extra = sorted(set(other) - set(reference))
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing)}")
+    if extra:
+        parts.append(f"not in {reference_where}: {', '.join(extra)}")
+    raise DataError(f"{where} has classes {', '.join(other)} but {reference_where} has "
+                    f"{', '.join(reference)} ({'; '.join(parts)}): every split needs the same "
+                    "class folders")
