@@ -201,6 +201,14 @@ def test_cutout_zeroes_one_square_clipped_at_the_borders():
     assert not cutout(torch.ones(1, 8, 8)).any()  # a square larger than the image covers it
 
 
+def test_the_sample_is_resized_only_when_asked():
+    weights, _, info = search_loaders(ImageData(limit=8, batch_size=4, image_size=48), seed=0)
+    assert (info.image_size, info.resized) == (48, True)
+    assert next(iter(weights))[0].shape == (4, 3, 48, 48)
+    _, _, info = search_loaders(ImageData(limit=8, batch_size=4), seed=0)
+    assert (info.image_size, info.resized) == (32, False)
+
+
 def test_eval_cutout_is_applied_after_normalisation():
     train, _, _ = eval_loaders(ImageData(cutout=16, limit=32, batch_size=32), seed=0)
     images, _ = next(iter(train))
@@ -224,7 +232,6 @@ def test_unknown_dataset_lists_the_choices():
         ({"cutout": -1}, "cutout must be >= 0"),
         ({"batch_size": 0}, "batch_size must be >= 1"),
         ({"limit": 0}, "limit must be None or >= 1"),
-        ({"image_size": 64}, "has 32x32 images"),
         ({"data_dir": "x"}, "ships with the package"),
         ({"name": "cifar10"}, "needs a data directory: --data-dir DIR"),
         ({"name": "cifar10", "data_dir": "x", "test_dir": "y"}, "test_dir must be unset"),

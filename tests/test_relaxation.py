@@ -30,7 +30,7 @@ SHIPPED = sorted(spacec.shipped_spaces())
 # Tiny sizes of every shipped space, and the data each searches on.
 TINY = {
     "darts_cnn": {"C": 4, "layers": 3},
-    "darts_imagenet": {"C": 4, "layers": 3},
+    "darts_imagenet": {"C": 4, "layers": 3, "classes": 10},  # the sample's 10 classes
     "example_three_inputs": {"C": 4, "layers": 3},
     "nas_bench_201": {"C": 4, "N": 1},
     "darts_rnn": {"ninp": 8, "nhid": 8},
@@ -77,6 +77,8 @@ def test_a_relaxation_from_outside_the_package_searches_and_derives(name, toy_me
     preset = "rnn_quick" if name == "darts_rnn" else "quick"
     data = {"data.limit": 600, "data.batch_size": 4} if name == "darts_rnn" else {
         "data.limit": 16, "data.batch_size": 8}
+    if name == "darts_imagenet":  # the sample's 32x32 images, resized to its 224x224 input
+        data["data.image_size"] = 224
     search = Search.build(load_config(preset, {**overrides, **data}))
     model = search.model
     assert isinstance(model.relaxation, HardArgmax)

@@ -19,7 +19,7 @@ from spacec.arch.genotype import Genotype
 from spacec.cli import main
 from spacec.runtime.domains import LossOutput
 from spacec.runtime.domains.image.search import ImageSearchTask as ImageTask
-from spacec.runtime.errors import CheckpointError, ConfigError, TrainingError
+from spacec.runtime.errors import CheckpointError, ConfigError, DataError, TrainingError
 from spacec.runtime.run.checkpoint import load_checkpoint
 from spacec.runtime.run.derivation import derive_from_alphas, derive_from_run
 from spacec.runtime.run.rundir import RunDir
@@ -124,7 +124,9 @@ def test_a_run_writes_a_complete_run_directory(tmp_path):
     assert run.parent == tmp_path / "runs" and run.name.startswith("nas_bench_201-")
     assert sorted(p.name for p in run.iterdir()) == [
         "alphas", "checkpoint.pt", "config.yaml", "genotype.json", "method.json", "metrics.jsonl",
-        "space.json"]
+        "space.json", "status.json"]
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "finished" and status["device"] == "cpu"
     assert RunDir(run).alpha_epochs() == [0, 1, 2]
     assert set(alphas_of(run, 2)) == {"normal"}
     assert len(alphas_of(run, 2)["normal"]) == 6 and len(alphas_of(run, 2)["normal"][0]) == 5
@@ -274,11 +276,13 @@ def test_a_space_of_the_wrong_domain_is_a_config_error(tmp_path):
         Search.build(from_dict(raw))
 
 
-def test_classes_come_from_the_data_and_conflicts_are_refused(tmp_path):
+def test_the_space_declares_the_classes_and_the_data_must_agree(tmp_path):
     raw = tiny(tmp_path)
     raw["space"]["overrides"]["classes"] = 5
-    with pytest.raises(ConfigError, match="classes=5, but the data has classes=10"):
+    with pytest.raises(DataError, match=r"have 10 classes .* but space nas_bench_201 declares "
+                                        r"5: if the data is right, run with --set classes=10"):
         Search.build(from_dict(raw))
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize(("space", "expected"), [
@@ -291,7 +295,7 @@ def test_the_quick_preset_fits_both_image_spaces(space, expected):
     assert search.task.steps_in_epoch(0) == 8
 
 
-def test_an_image_folder_sets_the_number_of_classes(tmp_path):
+def test_an_image_folder_resized_when_asked_with_the_spaces_classes(tmp_path):
     from PIL import Image
 
     generator = torch.Generator().manual_seed(0)
@@ -302,7 +306,11 @@ def test_an_image_folder_sets_the_number_of_classes(tmp_path):
             pixels = torch.randint(256, (20, 24, 3), generator=generator, dtype=torch.uint8)
             Image.fromarray(pixels.numpy()).save(folder / f"{index}.png")
     raw = tiny(tmp_path, data={"name": "imagefolder", "data_dir": str(tmp_path / "images"),
-                               "image_size": 16, "limit": None}, optim={"epochs": 1})
+                               "limit": None}, optim={"epochs": 1})
+    raw["space"]["overrides"]["classes"] = 3
+    with pytest.raises(DataError, match="are 24x20 .*--image-size N"):
+        start_search(from_dict(raw))
+    raw["data"]["image_size"] = 32  # nas_bench_201's input size
     result = start_search(from_dict(raw))
     space = json.loads((result.run_dir / "space.json").read_text())
     assert space["params"]["classes"] == 3

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from spacec.arch.genotype import resolve
 from spacec.cli import main
-from spacec.runtime.domains.image import train as image_train
 from spacec.runtime.domains.image.train import ImageTrainTask
+from spacec.runtime.domains.image.train import report_lines as image_report_lines
 from spacec.runtime.errors import ConfigError, TrainingError
 from spacec.runtime.run.checkpoint import load_checkpoint
 from spacec.runtime.run.schedules import drop_path_prob, learning_rate
@@ -59,9 +59,11 @@ def tiny_config(tmp_path: Path, **extra):
 def test_paper_preset_is_darts_train_py():
     cfg = load_train_config("paper", {"data.data_dir": "/data"})
     assert cfg.space.name == "darts_cnn"
-    assert cfg.space.overrides == {"C": 36, "layers": 20}
+    assert cfg.space.optional_overrides == {"C": 36, "layers": 20} and not cfg.space.overrides
     assert (cfg.data.name, cfg.data.batch_size, cfg.data.cutout, cfg.data.limit) == (
         "cifar10", 96, 16, None)
+    # train.py trains on all 50,000 images: no validation split, the last epoch is kept.
+    assert cfg.data.train_portion == 1.0 and cfg.data.report_test
     optim = cfg.optim
     assert (optim.epochs, optim.lr, optim.lr_min, optim.schedule) == (600, 0.025, 0.0, "cosine")
     assert (optim.momentum, optim.weight_decay, optim.grad_clip) == (0.9, 3e-4, 5.0)
@@ -71,8 +73,9 @@ def test_paper_preset_is_darts_train_py():
 def test_imagenet_preset_is_darts_train_imagenet_py():
     cfg = load_train_config("imagenet", {"data.data_dir": "/data"})
     assert cfg.space.name == "darts_imagenet"
-    assert cfg.space.overrides == {"C": 48, "layers": 14}
+    assert cfg.space.optional_overrides == {"C": 48, "layers": 14}
     assert (cfg.data.name, cfg.data.batch_size, cfg.data.cutout) == ("imagenet", 128, 0)
+    assert (cfg.data.train_portion, cfg.data.scan) == (1.0, "header")
     optim = cfg.optim
     assert (optim.epochs, optim.lr, optim.schedule, optim.gamma, optim.decay_period) == (
         250, 0.1, "exponential", 0.97, 1)
@@ -83,9 +86,11 @@ def test_imagenet_preset_is_darts_train_imagenet_py():
 def test_select_presets():
     paper = load_select_config("paper", {"data.data_dir": "/data"})
     assert paper.optim.epochs == 100
-    assert paper.space.overrides == {"C": 16, "layers": 8}
+    assert paper.space.optional_overrides == {"C": 16, "layers": 8}
     assert (paper.data.batch_size, paper.data.train_portion) == (64, 0.5)
-    assert load_select_config("quick").data.name == "sample"
+    quick = load_select_config("quick")
+    assert quick.data.name == "sample"
+    assert not paper.data.report_test and not quick.data.report_test  # never opened
 
 
 def test_quick_preset_is_the_default_and_uses_the_sample():
@@ -157,15 +162,16 @@ def finished_run(tmp_path_factory):
 def test_run_directory(finished_run):
     folder = finished_run.run_dir
     for name in ("config.yaml", "genotype.json", "space.json", "metrics.jsonl", "checkpoint.pt",
-                 "best.pt", "report.json"):
+                 "best.pt", "report.json", "status.json"):
         assert (folder / name).is_file(), name
     assert resolve(str(folder)) == resolve("DARTS_V2")
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     for record in records:
-        for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "drop_path_prob",
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "drop_path_prob",
                     "seconds"):
             assert math.isfinite(record[key]), key
+        assert not any(key.startswith("test_") for key in record)  # the test set: only reported
     assert records[0]["lr"] == 0.025
     assert records[0]["drop_path_prob"] == 0.0
     assert records[1]["drop_path_prob"] == pytest.approx(0.1)
@@ -176,9 +182,11 @@ def test_report(finished_run, compiled):
     assert report == finished_run.report
     records = [json.loads(line)
                for line in (finished_run.run_dir / "metrics.jsonl").read_text().splitlines()]
-    accuracies = [r["test_acc"] for r in records]
-    assert report["best_test_acc"] == max(accuracies)
-    assert report["last_test_acc"] == accuracies[-1]
+    accuracies = [r["val_acc"] for r in records]
+    assert report["split"] == "val"
+    assert report["best_val_acc"] == max(accuracies)
+    assert report["last_val_acc"] == accuracies[-1]
+    assert 0 <= report["test_acc"] <= report["test_acc5"] <= 1  # 10 classes: top-5 too
     network = compiled("darts_cnn", C=4, layers=3).discrete_network("DARTS_V2", auxiliary=True)
     assert report["parameters"] == sum(p.numel() for n, p in network.named_parameters()
                                        if "auxiliary" not in n)
@@ -226,7 +234,8 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, finished_run):
     epochs = [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text()
               .splitlines()]
     assert epochs == [1, 2]
-    assert result.report["last_test_acc"] == finished_run.report["last_test_acc"]
+    assert result.report["last_val_acc"] == finished_run.report["last_val_acc"]
+    assert result.report["test_acc"] == finished_run.report["test_acc"]
 
 
 def test_nan_loss_stops_with_checkpoints_intact(tmp_path, monkeypatch):
@@ -256,6 +265,41 @@ def test_label_smoothing_and_no_auxiliary(tmp_path):
     assert not any(key.startswith("auxiliary_head.") for key in state["model"])
 
 
+def test_the_test_set_never_chooses_the_kept_weights(tmp_path, monkeypatch, finished_run):
+    """Corrupt every test label: the epoch and the weights kept are the same, only the reported
+    test figures change."""
+    import spacec.runtime.domains.image.data as image_data
+
+    original = image_data.SampleCIFAR10.__init__
+
+    def wrong_test_labels(self, root, train=True, **kwargs):
+        original(self, root, train=train, **kwargs)
+        if not train:
+            self.targets = [(label + 1) % 10 for label in self.targets]
+
+    monkeypatch.setattr(image_data.SampleCIFAR10, "__init__", wrong_test_labels)
+    corrupted = start_training(tiny_config(tmp_path), "DARTS_V2")
+    kept = [load_checkpoint(run.run_dir / "best.pt", CHECKPOINT_KIND, CHECKPOINT_KEYS)
+            for run in (finished_run, corrupted)]
+    assert kept[0]["best"] == kept[1]["best"] and kept[0]["epoch"] == kept[1]["epoch"]
+    for key, value in kept[0]["model"].items():
+        assert torch.equal(value, kept[1]["model"][key]), key
+    assert corrupted.report["best_epoch"] == finished_run.report["best_epoch"]
+    assert corrupted.report["test_acc"] != finished_run.report["test_acc"]
+
+
+def test_without_a_validation_split_the_last_epoch_is_kept(tmp_path):
+    result = start_training(tiny_config(tmp_path, **{"data.train_portion": 1.0}), "DARTS_V2")
+    report = result.report
+    assert report["best_epoch"] == report["epochs"] == 2
+    assert "best_val_acc" not in report and 0 <= report["test_acc"] <= 1
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text()
+               .splitlines()]
+    assert not any(key.startswith(("val_", "test_")) for record in records for key in record)
+    assert any("the last epoch's weights are kept" in line
+               for line in image_report_lines(report))
+
+
 # ---------------------------------------------------------------- selection
 
 
@@ -274,7 +318,6 @@ def test_select_never_reads_the_test_set(tmp_path, monkeypatch):
         original_open(self, root, train=train, **kwargs)
 
     monkeypatch.setattr(spacec.runtime.domains.image.data, "eval_loaders", no_test_set)
-    monkeypatch.setitem(image_train.SPLITS, "test", no_test_set)
     monkeypatch.setattr(spacec.runtime.domains.image.data.SampleCIFAR10, "__init__", training_images_only)
     search_run = tmp_path / "search-a"
     search_run.mkdir()
@@ -380,7 +423,7 @@ def test_cli_train_and_resume(tmp_path):
             "--epochs", "1", "--threads", "1", "-q"]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "test accuracy: best" in result.output
+    assert "val accuracy: best" in result.output and "test accuracy: " in result.output
     assert "parameters:" in result.output and "multiply-adds:" in result.output
     (folder,) = (tmp_path / "runs").iterdir()
     resumed = runner.invoke(main, ["train", "--resume", str(folder), "-q"])

@@ -100,8 +100,8 @@ class ImageData:
     num_workers: int = 0
     download: bool = True  # cifar10 only: fetch the dataset when it is absent or corrupt
     limit: int | None = None  # use only the first `limit` training images (tests, smoke runs)
-    # Resize every image to image_size x image_size (imagefolder, imagenet). None: the images'
-    # own size (an image folder's files must all have one), ImageNet's 224-pixel crops.
+    # Resize every image to image_size x image_size. None: the images' own size (CIFAR's 32;
+    # an image folder's files must all have one), ImageNet's 224-pixel crops.
     image_size: int | None = None
     report_test: bool = True  # training: evaluate the test set once at the end (select: false)
     scan: str = "decode"  # image folders: open every image before the run (decode, or header)
@@ -131,15 +131,9 @@ class ImageData:
             raise DataError(f"image_size must be None or >= 1, got {self.image_size}")
         if self.scan not in SCANS:
             raise DataError(f"scan must be one of {', '.join(SCANS)}, got {self.scan!r}")
-        if (
-            source.fixed_size is not None
-            and self.image_size is not None
-            and self.image_size != source.fixed_size
-        ):
-            raise DataError(
-                f"dataset {self.name!r} has {source.fixed_size}x{source.fixed_size} images; "
-                f"image_size={self.image_size} only applies to imagefolder and imagenet"
-            )
+        if source.prepared and self.image_size is not None:
+            raise DataError(f"dataset {self.name!r} comes ready-made; resize its images in "
+                            "your datasets' transforms, not with image_size")
 
 
 @dataclass(frozen=True)
@@ -207,6 +201,8 @@ def geometry_steps(resize: int | None, crop: int | None) -> list[Any]:
 
 
 def _cifar_augment(size: int, resized: bool) -> list[Any]:
+    if resized:  # resized when asked (data.image_size): as an image folder resized
+        return _folder_augment(size, resized)
     return [transforms.RandomCrop(size, padding=CIFAR_PADDING), transforms.RandomHorizontalFlip()]
 
 
@@ -408,7 +404,7 @@ class ImageSource:
     mean: tuple[float, float, float] | None  # None: the images come normalised (memory)
     std: tuple[float, float, float] | None
     default_size: int
-    fixed_size: int | None  # the only size the files have, or None if images are resized
+    fixed_size: int | None  # the one size every file has; None: a folder's own (scanned)
     always_resized: bool  # every image is resized and cropped to the size (ImageNet)
     needs_data_dir: bool
     takes_split_dirs: bool  # val_dir / test_dir
@@ -435,7 +431,7 @@ def image_source(name: str) -> ImageSource:
 
 _CIFAR_STEPS = {
     "augment": _cifar_augment,
-    "geometry": _no_geometry,
+    "geometry": _folder_geometry,  # nothing unless resized
     "mean": CIFAR_MEAN,
     "std": CIFAR_STD,
     "default_size": CIFAR_IMAGE_SIZE,
@@ -649,8 +645,8 @@ def check_against_space(info: ImageInfo, compiled: Any, cfg: ImageData) -> None:
                         f"--image-size {height}")
     if source.fixed_size is not None:
         raise DataError(f"dataset {info.name!r} has {info.image_size}x{info.image_size} images, "
-                        f"but {space_size}: use a space whose image_size is {info.image_size}, "
-                        "or your own images (--data imagefolder)")
+                        f"but {space_size}: resize them with --image-size {height}, or use a "
+                        f"space whose image_size is {info.image_size}")
     if source.always_resized:
         raise DataError(f"dataset {info.name!r} is cropped to {info.image_size}x"
                         f"{info.image_size} by default, but {space_size}: use --image-size "
