@@ -1,8 +1,32 @@
-"""spacec: a declarative search-space language and compiler for differentiable architecture search."""
+"""spacec: a declarative search-space language and compiler for differentiable architecture search.
+
+``import spacec`` imports the compiler only (no torch). The Python API of the runtime,
+``spacec.search``, ``spacec.train``, ``spacec.SearchRun`` and ``spacec.TrainRun``
+(spacec.runtime.api), is imported, with torch, the first time one of them is used.
+"""
 
 __version__ = "0.1.0"
+
+import importlib  # noqa: E402
 
 from spacec.errors import SpaceError  # noqa: E402
 from spacec.load import CompiledSpace, load, shipped_spaces  # noqa: E402
 
-__all__ = ["CompiledSpace", "SpaceError", "__version__", "load", "shipped_spaces"]
+# Names served by the runtime (torch), imported on first use: name -> module.
+_RUNTIME_API = {name: "spacec.runtime.api" for name in ("search", "train", "SearchRun",
+                                                        "TrainRun")}
+
+__all__ = ["CompiledSpace", "SearchRun", "SpaceError", "TrainRun", "__version__", "load",
+           "search", "shipped_spaces", "train"]
+
+
+def __getattr__(name: str):
+    if name in _RUNTIME_API:
+        value = getattr(importlib.import_module(_RUNTIME_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'spacec' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_RUNTIME_API))

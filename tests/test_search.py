@@ -362,14 +362,18 @@ def test_cli_search_and_derive_on_darts_cnn(tmp_path):
     assert result.exit_code == 0, result.output
     (run,) = tmp_path.iterdir()
     assert run.name.startswith("darts_cnn-")
-    assert result.output.startswith("space darts_cnn\nnormal:\n")
-    assert result.output.rstrip().endswith(f"run directory: {run}")
+    assert result.stdout.startswith("space darts_cnn\nnormal:\n")
+    assert result.stdout.rstrip().endswith(f"run directory: {run}")
+    # stderr: the effective configuration first, then one line per epoch
+    assert result.stderr.startswith("spacec search: the effective configuration\n")
+    assert "C=4 (--set), layers=3 (--set), classes=10 (space file)" in result.stderr
+    assert "\nepoch 1/1: train loss " in result.stderr
     # The run directory holds its pictures: the derived cells and the α heatmaps.
     assert {p.name for p in run.glob("*.png")} == {
         "cell_normal.png", "cell_reduce.png", "alpha_normal.png", "alpha_reduce.png"
     }
     genotype = Genotype.from_json((run / "genotype.json").read_text())
-    assert str(genotype) in result.output
+    assert str(genotype) in result.stdout
     derived = runner.invoke(main, ["derive", str(run), "--json"])
     assert derived.exit_code == 0 and Genotype.from_json(derived.output) == genotype
     from_alphas = runner.invoke(main, ["derive", "darts_cnn", "--alphas",
@@ -385,7 +389,8 @@ def test_cli_order_2_and_resume(tmp_path):
     config = (run / "config.yaml").read_text()
     assert "order: 2" in config and "seed: 3" in config
     resumed = runner.invoke(main, ["search", "--resume", str(run), "--device", "cpu", "--quiet"])
-    assert resumed.exit_code == 0 and resumed.output == result.output
+    assert resumed.exit_code == 0 and resumed.stdout == result.stdout
+    assert f"resuming {run} at epoch 2, step 0 on cpu" in resumed.stderr
 
 
 def test_cli_derive_errors(tmp_path):

@@ -33,6 +33,7 @@ from spacec.load import CompiledSpace
 from spacec.runtime.domains import SearchTask, StepBatches, domain
 from spacec.runtime.errors import CheckpointError, ConfigError
 from spacec.runtime.run.checkpoint import load_checkpoint, save_checkpoint
+from spacec.runtime.run.console import EPOCH_RECORD, SCREEN
 from spacec.runtime.run.meter import (
     Meter,
     check_finite,
@@ -52,7 +53,6 @@ from spacec.runtime.search.strategy import Strategy, strategy
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = "search"
-EPOCH_RECORD = "epoch_record"  # the attribute of an epoch's log record that holds its metrics
 _CHECKPOINT_KEYS = ("config", "space_sha256", "epoch", "step", "model", "w_optimizer",
                     "architect", "relaxation", "meters", "epoch_seconds", "task", "rng")
 
@@ -243,7 +243,7 @@ class Search:
         self.save(run_dir)
         shown = {k: v for k, v in record.items() if k not in ("epoch", "epochs", "steps",
                                                               "genotype")}
-        # `epoch_record`: the record itself, for handlers that show epochs (spacec.runtime.api).
+        # The record itself, for whoever shows epochs (spacec.runtime.run.console).
         log.info("epoch %d/%d: %s", number, record["epochs"], format_metrics(shown),
                  extra={EPOCH_RECORD: record})
         log.info("genotype after epoch %d:\n%s", number, genotype)
@@ -268,7 +268,7 @@ def start_search(cfg: SearchConfig, quiet: bool = True,
     """
     search = search or Search.build(cfg)
     run_dir = RunDir.create(Path(cfg.run.out), search.compiled.name)
-    log.info("run directory %s", run_dir.path)
+    log.info("run directory %s", run_dir.path, extra={SCREEN: True})
     with run_dir.tracking(str(search.device)):
         write_config(cfg, run_dir.config_path, header)
         run_dir.write_space_record(search.compiled.spec, search.cfg.space.name)
@@ -280,10 +280,12 @@ def start_search(cfg: SearchConfig, quiet: bool = True,
 
 
 def resume_search(path: Path, device: str | None = None, quiet: bool = True,
-                  on_step: Callable[[int], None] | None = None) -> SearchResult:
+                  on_step: Callable[[int], None] | None = None,
+                  on_build: Callable[[Search], None] | None = None) -> SearchResult:
     """Continue the run in `path` from its checkpoint; nothing is written if that cannot be read.
 
     `device` overrides the recorded one (the result may then differ from an uninterrupted run).
+    `on_build(search)` runs once the search is restored, before it continues.
     """
     run_dir = open_run_dir(path)
     cfg = read_config(run_dir.config_path)
@@ -296,6 +298,8 @@ def resume_search(path: Path, device: str | None = None, quiet: bool = True,
     search = Search.build(cfg)
     search.load_state_dict(state, run_dir.checkpoint_path)
     run_dir.keep_metrics_through(search.epoch)
+    if on_build is not None:
+        on_build(search)
     log.info("resuming %s at epoch %d, step %d", run_dir.path, search.epoch + 1, search.step)
     with run_dir.tracking(str(search.device)):
         genotype = search.run(run_dir, quiet, on_step)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,6 +39,7 @@ from spacec.runtime.domains import StepBatches, TrainTask, domain
 from spacec.runtime.errors import CheckpointError, ConfigError
 from spacec.runtime.nn.flops import count_parameters
 from spacec.runtime.run.checkpoint import load_checkpoint, save_checkpoint
+from spacec.runtime.run.console import EPOCH_RECORD, SCREEN
 from spacec.runtime.run.meter import (
     Meter,
     check_finite,
@@ -70,7 +71,6 @@ __all__ = ["TrainResult", "Trainer", "describe_report", "network_from_checkpoint
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = "train"
-EPOCH_RECORD = "epoch_record"  # the attribute of an epoch's log record that holds its metrics
 CHECKPOINT_KEYS = ("config", "genotype", "split", "space_sha256", "space_source", "space_params",
                    "data", "epoch", "step", "model", "optimizer", "meter", "epoch_seconds",
                    "wall_seconds", "best", "task", "nt_asgd", "rng")
@@ -287,7 +287,8 @@ class Trainer:
         self.save(run_dir.checkpoint_path)
         shown = {k: v for k, v in record.items() if k not in ("epoch", "epochs", "steps")}
         log.info("epoch %d/%d: %s%s", number, record["epochs"], format_metrics(shown),
-                 " (best)" if improved else "", extra={EPOCH_RECORD: {**record, "best": improved}})
+                 " (best)" if improved else "",
+                 extra={EPOCH_RECORD: {**record, "best": improved}})
 
     def _record_extras(self) -> dict[str, Any]:
         extras: dict[str, Any] = {}
@@ -450,7 +451,7 @@ def start_training(cfg: TrainConfig, genotype: Genotype | str, quiet: bool = Tru
         folder.path.mkdir(parents=True, exist_ok=True)
         if any(folder.path.iterdir()):
             raise ConfigError(f"{folder.path}: not empty; choose a new folder or --resume it")
-    log.info("run directory %s", folder.path)
+    log.info("run directory %s", folder.path, extra={SCREEN: True})
     with folder.tracking(str(trainer.device)):
         _write_run_files(folder, trainer, header)
         trainer.save(folder.checkpoint_path)
@@ -458,8 +459,10 @@ def start_training(cfg: TrainConfig, genotype: Genotype | str, quiet: bool = Tru
     return TrainResult(folder.path, report)
 
 
-def resume_training(path: Path, device: str | None = None, quiet: bool = True) -> TrainResult:
-    """Continue the training run in `path` from its checkpoint."""
+def resume_training(path: Path, device: str | None = None, quiet: bool = True,
+                    on_build: Callable[[Trainer], None] | None = None) -> TrainResult:
+    """Continue the training run in `path` from its checkpoint; `on_build(trainer)` runs once
+    the run is restored, before it continues."""
     run_dir = open_run_dir(path)
     cfg = read_train_config(run_dir.config_path)
     _check_task(cfg)
@@ -476,6 +479,8 @@ def resume_training(path: Path, device: str | None = None, quiet: bool = True) -
     trainer = Trainer.build(cfg, genotype, state["split"])
     trainer.load_state_dict(state, run_dir.checkpoint_path)
     run_dir.keep_metrics_through(trainer.epoch)
+    if on_build is not None:
+        on_build(trainer)
     log.info("resuming %s at epoch %d, step %d", run_dir.path, trainer.epoch + 1, trainer.step)
     with run_dir.tracking(str(trainer.device)):
         report = trainer.run(run_dir, quiet)

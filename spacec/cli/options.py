@@ -22,27 +22,6 @@ from spacec.load import CompiledSpace, compile_file, locate, parse_overrides
 MODES = ("bilevel", "coordinate", "joint")
 ORDERS = ("1", "2")
 
-# CLI option -> dotted config key.
-OPTION_KEYS = {
-    "data": "data.name",
-    "data_dir": "data.data_dir",
-    "order": "arch.order",
-    "mode": "arch.mode",
-    "seed": "run.seed",
-    "epochs": "optim.epochs",
-    "batch_size": "data.batch_size",
-    "limit": "data.limit",
-    "device": "run.device",
-    "out": "run.out",
-    "checkpoint_every": "run.checkpoint_every",
-    "threads": "run.threads",
-}
-# How an option's value is written into the configuration.
-_CONVERT: dict[str, Callable[[Any], Any]] = {
-    "order": int,
-    "data_dir": lambda value: str(Path(value).expanduser().resolve()),
-    "out": str,
-}
 # What --resume accepts besides the run directory.
 RESUME_OPTIONS = ("resume", "device", "quiet")
 
@@ -57,22 +36,32 @@ _DATA_HELP = ("Dataset: sample (embedded CIFAR-10 subset; a WikiText-2 slice for
 _SHARED = [
     click.option("--data", help=_DATA_HELP),
     click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                 help="Where the dataset lives (cifar10 is downloaded there when absent; ptb, "
-                      "wikitext2: a folder with train.txt, valid.txt and test.txt)."),
+                 help="Where the dataset lives (imagefolder: DIR/CLASS/*.png, or DIR/train/CLASS "
+                      "with optional val/ and test/ beside it; cifar10 is downloaded there when "
+                      "absent; ptb, wikitext2: train.txt, valid.txt and test.txt)."),
+    click.option("--val-dir", type=click.Path(file_okay=False, path_type=Path),
+                 help="imagefolder: the validation images (class folders), when not val/ "
+                      "beside DATA_DIR/train."),
+    click.option("--test-dir", type=click.Path(file_okay=False, path_type=Path),
+                 help="imagefolder: the test images (class folders), when not test/ beside "
+                      "DATA_DIR/train; only reported, never used to choose."),
+    click.option("--image-size", type=int, help="Resize every image to N x N (N: the space's "
+                 "input size). Without it images are used at their own size."),
     click.option("--seed", type=int, help="Seed of weights, α, data order and augmentation."),
     click.option("--epochs", type=int, help="Epochs."),
     click.option("--batch-size", type=int, help="Images (text: columns) per batch."),
     click.option("--limit", type=int, help="Use only the first N training images (text: the "
                  "first N tokens of each split)."),
-    click.option("--device", help="cpu, cuda or cuda:N."),
+    click.option("--device", help="auto (CUDA when available, else the CPU), cpu, cuda, cuda:N "
+                 "or mps.  [config default: auto]"),
     click.option("--out", type=click.Path(file_okay=False, path_type=Path),
                  help="Parent folder of the run directory.  [config default: runs]"),
     click.option("--checkpoint-every", type=int, help="Also checkpoint every N steps."),
-    click.option("--threads", type=int, help="CPU threads for torch."),
+    click.option("--threads", type=int, help="CPU threads for torch.  [default: torch's]"),
     set_option,
     click.option("--cfg", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
                  help="Set any config field (repeatable), e.g. --cfg optim.lr=0.05."),
-    click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
+    click.option("-q", "--quiet", is_flag=True, help="No progress bar (the epoch lines stay)."),
 ]
 _SEARCH_ONLY = [
     click.option("--order", type=click.Choice(ORDERS), help="1: first-order α gradient, "
@@ -94,36 +83,30 @@ def run_options(search: bool = False) -> Callable:
     return decorate
 
 
-def config_overrides(space: str | None, sets: tuple[str, ...], assignments: tuple[str, ...],
-                     options: dict[str, Any]) -> dict[str, Any]:
-    """A command line as dotted overrides of a configuration (`--cfg` first, options after)."""
+def given(options: dict[str, Any]) -> dict[str, Any]:
+    """The options given on the command line (click passes the others as None)."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def assignments_of(assignments: tuple[str, ...]) -> dict[str, Any]:
+    """`--cfg SECTION.KEY=VALUE` strings as dotted overrides."""
     from spacec.runtime.run.config import parse_assignment
 
-    overrides: dict[str, Any] = dict(parse_assignment(text) for text in assignments)
-    if space is not None:
-        overrides["space.name"] = space_reference(space)
-    for option, key in OPTION_KEYS.items():
-        value = options.get(option)
-        if value is not None:
-            overrides[key] = _CONVERT.get(option, lambda v: v)(value)
-    for name, value in parse_overrides(sets).items():
-        overrides[f"space.overrides.{name}"] = value
-    return overrides
+    return dict(parse_assignment(text) for text in assignments)
+
+
+def config_overrides(space: str | None, sets: tuple[str, ...], assignments: tuple[str, ...],
+                     options: dict[str, Any]) -> dict[str, Any]:
+    """A command line as dotted overrides of a configuration (`--cfg` first, options after),
+    through the Python API's one option table (spacec.runtime.api.OPTION_KEYS)."""
+    from spacec.runtime.api import OPTION_KEYS, assemble_overrides
+
+    known = {key: value for key, value in given(options).items() if key in OPTION_KEYS}
+    return assemble_overrides(space, known, parse_overrides(sets), assignments_of(assignments))
 
 
 def compile_space(space: str, sets: tuple[str, ...]) -> CompiledSpace:
     return compile_file(locate(space), parse_overrides(sets))
-
-
-def space_reference(space: str) -> str:
-    """A path stays valid from any folder (for --resume and derive); shipped names stay names."""
-    path = Path(space).expanduser()
-    return str(path.resolve()) if path.is_file() else space
-
-
-def space_preset(config_name: str, space: str, preset_for: Callable[[str, str], str]) -> str:
-    """The preset `config_name` means for SPACE: its domain's own (``rnn_quick``) if any."""
-    return preset_for(config_name, compile_file(locate(space)).spec.domain)
 
 
 def reject_with_resume(ctx: click.Context) -> None:

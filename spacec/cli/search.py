@@ -13,11 +13,11 @@ import click
 
 from spacec.cli.app import main, user_errors
 from spacec.cli.options import (
-    config_overrides,
+    assignments_of,
+    given,
     reject_with_resume,
     run_options,
     set_option,
-    space_preset,
 )
 from spacec.load import parse_overrides
 
@@ -36,21 +36,21 @@ def search(ctx: click.Context, space: str | None, config_name: str, sets: tuple[
            assignments: tuple[str, ...], resume: Path | None, quiet: bool, **options: Any) -> None:
     """Search an architecture in SPACE (default: darts_cnn) with DARTS.
 
-    Writes a run directory (config.yaml, metrics.jsonl, alphas/, genotype.json, checkpoint.pt)
-    and prints the derived genotype.
+    Prints the effective configuration and one line per epoch (on stderr), then the derived
+    genotype; writes a run directory (config.yaml, metrics.jsonl, alphas/, genotype.json,
+    checkpoint.pt, status.json) with pictures of the cells and of α.
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from spacec.runtime.search.loop import resume_search, start_search
+    from spacec.runtime import api
     from spacec.runtime.tools.show import draw_run
 
+    if resume is not None:
+        reject_with_resume(ctx)
     with logging_redirect_tqdm():
-        if resume is not None:
-            reject_with_resume(ctx)
-            result = resume_search(resume, device=options["device"], quiet=quiet)
-        else:
-            cfg = search_config(space, config_name, sets, assignments, options)
-            result = start_search(cfg, quiet=quiet)
+        result = api.search(space, config=config_name, params=parse_overrides(sets),
+                            overrides=assignments_of(assignments), resume=resume, verbose=True,
+                            progress=not quiet, params_label="--set", **given(options))
     pictures = draw_run(result.run_dir)  # the derived cells and the α heatmaps, as PNG
     click.echo(str(result.genotype))
     click.echo(f"pictures: {', '.join(path.name for path in pictures)}")
@@ -60,11 +60,10 @@ def search(ctx: click.Context, space: str | None, config_name: str, sets: tuple[
 def search_config(space: str | None, config_name: str, sets: tuple[str, ...],
                   assignments: tuple[str, ...], options: dict[str, Any]):
     """The command line's options mapped onto the chosen preset or YAML file."""
-    from spacec.runtime.search.config import load_config, preset_for
+    from spacec.runtime.api import assemble
 
-    if space is not None:
-        config_name = space_preset(config_name, space, preset_for)
-    return load_config(config_name, config_overrides(space, sets, assignments, options))
+    return assemble("search", space, config_name, given(options), parse_overrides(sets),
+                    assignments_of(assignments), "--set").cfg
 
 
 @main.command()

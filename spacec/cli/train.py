@@ -11,7 +11,14 @@ from typing import Any
 import click
 
 from spacec.cli.app import main, user_errors
-from spacec.cli.options import config_overrides, reject_with_resume, run_options, space_preset
+from spacec.cli.options import (
+    assignments_of,
+    config_overrides,
+    given,
+    reject_with_resume,
+    run_options,
+)
+from spacec.load import parse_overrides
 
 EXPORT_FORMATS = ("torchscript", "onnx")
 
@@ -21,7 +28,8 @@ EXPORT_FORMATS = ("torchscript", "onnx")
 @click.option(
     "--genotype",
     metavar="GENOTYPE",
-    help="The architecture: a preset (DARTS_V2), a genotype.json file or a search run directory.",
+    help="The architecture: a preset (DARTS_V2), a genotype.json file or a search run directory "
+    "(which also gives the space, when SPACE is left out, and its parameters).",
 )
 @click.option(
     "--config",
@@ -53,27 +61,25 @@ def train(
 ) -> None:
     """Train the derived network of a genotype in SPACE from scratch (DARTS Sect. 3.2).
 
-    Writes a run directory (config.yaml, genotype.json, metrics.jsonl, checkpoint.pt, best.pt,
-    report.json) and prints the report: test accuracy, parameters, multiply-adds, time.
+    Every epoch is evaluated on the validation split, which chooses the weights kept (best.pt);
+    the test set is evaluated once, at the end. Prints the effective configuration and one line
+    per epoch (on stderr), then the report; writes a run directory (config.yaml, genotype.json,
+    metrics.jsonl, checkpoint.pt, best.pt, report.json, status.json).
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from spacec.runtime.train.config import load_train_config, preset_for
-    from spacec.runtime.train.loop import describe_report, resume_training, start_training
+    from spacec.runtime import api
 
+    if resume is not None:
+        reject_with_resume(ctx)
+    elif genotype is None:
+        raise click.UsageError("give --genotype GENOTYPE (and a SPACE unless the genotype is a "
+                               "search run), or --resume RUN_DIR")
     with logging_redirect_tqdm():
-        if resume is not None:
-            reject_with_resume(ctx)
-            result = resume_training(resume, device=options["device"], quiet=quiet)
-        else:
-            if space is None or genotype is None:
-                raise click.UsageError("give a SPACE and --genotype GENOTYPE (or --resume RUN_DIR)")
-            cfg = load_train_config(
-                space_preset(config_name, space, preset_for),
-                config_overrides(space, sets, assignments, options),
-            )
-            result = start_training(cfg, genotype, quiet=quiet)
-    for line in describe_report(result.report):
+        result = api.train(space, genotype, config=config_name, params=parse_overrides(sets),
+                           overrides=assignments_of(assignments), resume=resume, verbose=True,
+                           progress=not quiet, params_label="--set", **given(options))
+    for line in api.describe_training(result.report):
         click.echo(line)
 
 

@@ -1,0 +1,654 @@
+"""spacec's Python API: a search or a training run from Python; the command line's one code path.
+
+    import spacec
+
+    found = spacec.search("darts_cnn", epochs=1, limit=64)    # the quick preset, the sample
+    found.genotype, found.metrics[-1]["val_acc"], found.run_dir, found.model
+    trained = spacec.train(genotype=found, epochs=1)          # the search run's space and sizes
+    trained.report["test_acc"], trained.model                  # the network the run kept
+
+Configuration is the command line's: ``config`` is a preset ("quick", "paper", ...), a YAML file
+or a dict shaped like one; keyword options are the command line's options (``epochs``,
+``batch_size``, ``seed``, ``device``, ``data_dir``, ``val_dir``, ``test_dir``, ``image_size``,
+``limit``, ``out``, ``threads``, ``checkpoint_every``; a search's ``order``, ``mode``,
+``method``); ``params`` sets space parameters (``--set``) and ``overrides`` any dotted key
+(``--cfg``). ``data`` is a dataset's name, or your own torch datasets or DataLoaders (image
+spaces): one dataset (``train_portion`` holds part of it out to validate), ``(train, val)``,
+``(train, val, test)`` or a dict with those keys.
+
+The space decides the network: a preset's sizes apply to the shipped spaces only, and a training
+run given a search run takes that run's space and parameters (a shipped space's preset sizes
+still apply, as DARTS evaluates a larger network than it searches). Every run starts with its
+effective configuration: each space parameter and where its value came from, the data, the
+method, the device. It opens config.yaml as comment lines, and is shown with ``verbose=True``.
+
+Nothing is printed unless asked: ``verbose=True`` shows the effective configuration and one line
+per epoch (spacec.runtime.run.console), ``progress=True`` a progress bar (on a terminal).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from spacec.arch.genotype import Genotype, resolve
+from spacec.load import CompiledSpace, compile_file, locate
+from spacec.runtime.domains import domain
+from spacec.runtime.domains.image.data import hold_in_memory
+from spacec.runtime.errors import ConfigError
+from spacec.runtime.run import config as yaml_config
+from spacec.runtime.run.console import screen_info, showing
+from spacec.runtime.run.rundir import RunDir, is_run_dir, open_run_dir
+from spacec.runtime.search import config as search_config_module
+from spacec.runtime.search.config import SearchConfig
+from spacec.runtime.search.loop import Search, resume_search, start_search
+from spacec.runtime.train import config as train_config_module
+from spacec.runtime.train.config import TrainConfig
+from spacec.runtime.train.loop import Trainer, resume_training, start_training
+
+__all__ = ["OPTION_KEYS", "SearchRun", "TrainRun", "search", "search_config", "train",
+           "train_config"]
+
+log = logging.getLogger(__name__)
+
+# Keyword option (the command line's option, dashes as underscores) -> dotted config key.
+OPTION_KEYS = {
+    "data": "data.name",
+    "data_dir": "data.data_dir",
+    "val_dir": "data.val_dir",
+    "test_dir": "data.test_dir",
+    "image_size": "data.image_size",
+    "order": "arch.order",
+    "mode": "arch.mode",
+    "method": "method.name",
+    "seed": "run.seed",
+    "epochs": "optim.epochs",
+    "batch_size": "data.batch_size",
+    "limit": "data.limit",
+    "device": "run.device",
+    "out": "run.out",
+    "checkpoint_every": "run.checkpoint_every",
+    "threads": "run.threads",
+}
+SEARCH_ONLY = ("order", "mode", "method")
+
+
+def _folder(value: Any) -> str:
+    return str(Path(value).expanduser().resolve())
+
+
+# How an option's value is written into the configuration.
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "order": int,
+    "data_dir": _folder,
+    "val_dir": _folder,
+    "test_dir": _folder,
+    "out": str,
+}
+SPACE_FILE = "space file"
+
+
+# ---------------------------------------------------------------- configurations
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """A search or a training run: its configuration class and presets."""
+
+    name: str
+    cls: type
+    prefix: str
+    preset_for: Callable[[str, str], str]
+    from_dict: Callable[[Any, str], Any]
+
+
+_KINDS = {
+    "search": _Kind("search", SearchConfig, search_config_module.PRESET_PREFIX,
+                    search_config_module.preset_for, search_config_module.from_dict),
+    "train": _Kind("train", TrainConfig, train_config_module.TRAIN_PREFIX,
+                   train_config_module.preset_for, train_config_module.config_from_dict),
+}
+
+
+@dataclass(frozen=True)
+class Assembled:
+    """A configuration and where its parts came from (for the effective configuration)."""
+
+    cfg: Any
+    label: str  # "preset quick", "config /path/x.yaml", "the configuration given"
+    raw: dict[str, Any]  # the preset's or file's own sections, before any option
+    params: dict[str, str]  # space parameter -> who set it explicitly (--set, a search run)
+    skipped_run: str = ""  # why a search run's parameters were not applied
+
+
+def space_reference(space: str) -> str:
+    """A path stays valid from any folder (for --resume and derive); shipped names stay names."""
+    path = Path(space).expanduser()
+    return str(path.resolve()) if path.is_file() else space
+
+
+def _read_config(kind: _Kind, config: str | Path | Mapping, space: str | None
+                 ) -> tuple[dict[str, Any], str, str]:
+    """(raw sections, label for the effective configuration, name for errors)."""
+    if isinstance(config, Mapping):
+        return yaml_config.plain_data(config), "the configuration given", "the configuration given"
+    name = str(config)
+    if space is not None:
+        name = kind.preset_for(name, compile_file(locate(space)).spec.domain)
+    path = yaml_config.locate_config(name, kind.prefix)
+    raw = yaml_config.read_yaml(path)
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    shipped = yaml_config.presets(kind.prefix).get(name) == path
+    label = f"preset {name}" if shipped else f"config {path}"
+    return dict(raw or {}), label, (f"the {name!r} preset" if shipped else str(path))
+
+
+def assemble(kind_name: str, space: str | None, config: str | Path | Mapping = "quick",
+             options: Mapping[str, Any] | None = None,
+             params: Mapping[str, int | float] | None = None,
+             overrides: Mapping[str, Any] | None = None,
+             params_label: str = "params") -> Assembled:
+    """A run's configuration: the preset or file, then `overrides` (dotted keys), the options,
+    the space and its parameters; ConfigError naming what is wrong."""
+    kind = _KINDS[kind_name]
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(OPTION_KEYS))
+    wrong_kind = sorted(set(options) & set(SEARCH_ONLY)) if kind_name == "train" else []
+    if unknown or wrong_kind:
+        valid = [key for key in OPTION_KEYS if kind_name == "search" or key not in SEARCH_ONLY]
+        raise ConfigError(f"unknown option(s) {', '.join(unknown + wrong_kind)}; valid: "
+                          f"{', '.join(valid)} (any other key: overrides={{'section.key': ...}})")
+    raw, label, source = _read_config(kind, config, space)
+    dotted = assemble_overrides(space, options, params, overrides)
+    merged = yaml_config.apply_overrides(raw, dotted,
+                                         (yaml_config.TASK, *yaml_config.sections(kind.cls)))
+    where = f"{source} with your options" if dotted else source
+    cfg = kind.from_dict(merged, where)
+    return Assembled(cfg, label, raw, {name: params_label for name in params or {}})
+
+
+def assemble_overrides(space: str | None, options: Mapping[str, Any],
+                       params: Mapping[str, int | float] | None = None,
+                       overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Dotted overrides of a configuration: `overrides` (--cfg) first, then the space, the
+    options (`OPTION_KEYS`) and the space's parameters (--set)."""
+    dotted: dict[str, Any] = dict(overrides or {})
+    if space is not None:
+        dotted["space.name"] = space_reference(space)
+    for option, key in OPTION_KEYS.items():
+        value = options.get(option)
+        if value is not None:
+            dotted[key] = _CONVERT.get(option, lambda v: v)(value)
+    for name, value in (params or {}).items():
+        dotted[f"space.overrides.{name}"] = value
+    return dotted
+
+
+def search_config(space: str | None = None, config: str | Path | Mapping = "quick",
+                  params: Mapping[str, int | float] | None = None,
+                  overrides: Mapping[str, Any] | None = None, **options: Any) -> SearchConfig:
+    """The configuration `search` would run with (nothing is opened or written)."""
+    return assemble("search", space, config, options, params, overrides).cfg
+
+
+def train_config(space: str | None = None, config: str | Path | Mapping = "quick",
+                 params: Mapping[str, int | float] | None = None,
+                 overrides: Mapping[str, Any] | None = None, **options: Any) -> TrainConfig:
+    """The configuration `train` would run with, before a search run's parameters."""
+    return assemble("train", space, config, options, params, overrides).cfg
+
+
+# ---------------------------------------------------------------- the effective configuration
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _defaults(cfg: Any) -> dict[str, Any]:
+    """``section.key`` -> the default of every field of a configuration's sections."""
+    defaults = {}
+    for section in yaml_config.sections(type(cfg)):
+        for item in dataclasses.fields(getattr(cfg, section)):
+            if item.default is not dataclasses.MISSING:
+                value = item.default
+            elif item.default_factory is not dataclasses.MISSING:
+                value = item.default_factory()
+            else:
+                continue
+            defaults[f"{section}.{item.name}"] = yaml_config.plain_data(value)
+    return defaults
+
+
+def preset_changes(assembled: Assembled) -> list[str]:
+    """``key=value`` for what the preset or file sets away from the defaults (DARTS' settings),
+    the space apart (its parameters are shown with their origins)."""
+    default = _defaults(assembled.cfg)
+    final = _flatten(yaml_config.to_dict(assembled.cfg))
+    changes = []
+    for key, value in _flatten(assembled.raw).items():
+        if key.startswith("space.") or key == yaml_config.TASK:
+            continue
+        value = yaml_config.plain_data(value)
+        # What the preset sets, still in effect (an option may have set it again).
+        if default.get(key, object()) != value and final.get(key) == value:
+            changes.append(f"{key}={value}")
+    return changes
+
+
+def param_origins(compiled: CompiledSpace, assembled: Assembled,
+                  from_data: Mapping[str, Any]) -> dict[str, str]:
+    """Space parameter -> where its value came from."""
+    cfg = assembled.cfg
+    declared = compile_file(locate(cfg.space.name)).params
+    shipped = yaml_config.is_shipped_space(cfg.space.name)
+    preset_hard = (assembled.raw.get("space") or {}).get("overrides") or {}
+    origins = {}
+    for name, value in compiled.params.items():
+        if name in assembled.params:
+            origin = assembled.params[name]
+        elif name in from_data:
+            origin = "the data"
+        elif name in cfg.space.overrides:
+            origin = assembled.label if name in preset_hard else "overrides"
+        elif shipped and name in cfg.space.optional_overrides:
+            origin = assembled.label
+        elif value == declared.get(name):
+            origin = SPACE_FILE
+        else:
+            origin = "?"
+        origins[name] = origin
+    return origins
+
+
+def _device_line(run_cfg: Any, device: torch.device) -> str:
+    if run_cfg.device == "auto":
+        why = "auto: CUDA is available" if device.type == "cuda" else "auto: no CUDA device"
+    else:
+        why = "asked for"
+    threads = torch.get_num_threads()
+    how = "run.threads" if run_cfg.threads is not None else "torch's default"
+    return f"{device} ({why}); {threads} CPU thread{'s' if threads != 1 else ''} ({how})"
+
+
+def effective_lines(command: str, assembled: Assembled, compiled: CompiledSpace,
+                    origins: Mapping[str, str], data: str, method: str,
+                    device: torch.device, extra: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """The effective configuration of a run, as lines for a terminal and for config.yaml."""
+    cfg = assembled.cfg
+    params = ", ".join(f"{name}={value} ({origins.get(name, '?')})"
+                       for name, value in compiled.params.items())
+    rows = [("space", f"{compiled.name} ({compiled.spec.path})"), ("", params), ("data", data),
+            ("method" if command == "search" else "training", method),
+            ("device", _device_line(cfg.run, device)), ("seed", str(cfg.run.seed))]
+    lines = [f"spacec {command}: the effective configuration",
+             *(f"  {label:<8} {text}" for label, text in rows)]
+    changes = preset_changes(assembled)
+    preset = f"  {'config':<8} {assembled.label}"
+    if changes:
+        preset += f": {', '.join(changes)}"
+    optional = cfg.space.optional_overrides
+    if optional and not yaml_config.is_shipped_space(cfg.space.name):
+        sizes = ", ".join(f"{k}={v}" for k, v in optional.items())
+        preset += f"; its sizes ({sizes}) are for the shipped spaces, not applied to yours"
+    lines.append(preset)
+    if assembled.skipped_run:
+        lines.append(f"  {'note':<8} {assembled.skipped_run}")
+    lines.extend(f"  {label:<8} {text}" for label, text in extra)
+    return lines
+
+
+def _header(lines: Sequence[str]) -> str:
+    return "".join(f"# {line}\n" for line in lines)
+
+
+def _search_method(cfg: SearchConfig) -> str:
+    order = {1: "first order", 2: "second order"}.get(cfg.arch.order, f"order {cfg.arch.order}")
+    optim = cfg.optim
+    return (f"{cfg.method.name}: {cfg.arch.mode}, {order}; {optim.epochs} epochs, batch "
+            f"{cfg.data.batch_size}, lr {optim.lr:g} ({optim.schedule}), α lr {cfg.arch.lr:g}")
+
+
+def _train_method(cfg: TrainConfig) -> str:
+    optim = cfg.optim
+    text = (f"{optim.epochs} epochs, batch {cfg.data.batch_size}, lr {optim.lr:g} "
+            f"({optim.schedule})")
+    if cfg.task == "image":
+        text += (f", cutout {cfg.data.cutout}, auxiliary weight {optim.auxiliary_weight:g}, "
+                 f"drop path {optim.drop_path_prob:g}")
+    return text
+
+
+# ---------------------------------------------------------------- a user's own data
+
+
+def _user_data(data: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(options, overrides) that select a user's torch datasets, which it holds in memory; None
+    when `data` names a dataset."""
+    if data is None or isinstance(data, (str, Path)):
+        return None
+    if isinstance(data, Mapping):
+        unknown = set(data) - {"train", "val", "test"}
+        if unknown or "train" not in data:
+            raise ConfigError("data as a dict needs 'train' (and optionally 'val', 'test'); got "
+                              f"{', '.join(map(str, data))}")
+        parts = [data.get("train"), data.get("val"), data.get("test")]
+    elif isinstance(data, (Dataset, DataLoader)):
+        parts = [data, None, None]
+    elif isinstance(data, Sequence) and 1 <= len(data) <= 3:
+        parts = [*data, *[None] * (3 - len(data))]
+    else:
+        raise ConfigError(f"data: expected a dataset name, a torch Dataset or DataLoader, a "
+                          f"(train, val[, test]) pair of them or a dict; got {type(data).__name__}")
+    datasets: list[Dataset | None] = []
+    options: dict[str, Any] = {}
+    overrides: dict[str, Any] = {"data.name": "memory"}
+    for part in parts:
+        if isinstance(part, DataLoader):
+            options.setdefault("batch_size", part.batch_size)
+            overrides.setdefault("data.num_workers", part.num_workers)
+            part = part.dataset
+        if part is not None and not isinstance(part, Dataset):
+            raise ConfigError(f"data: expected torch Datasets or DataLoaders, got "
+                              f"{type(part).__name__}")
+        datasets.append(part)
+    hold_in_memory(*datasets)
+    return options, overrides
+
+
+def _with_user_data(data: Any, options: dict[str, Any],
+                    overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Options and overrides once `data` is applied (a name, or a user's datasets)."""
+    overrides = dict(overrides or {})
+    if isinstance(data, (str, Path)):
+        options["data"] = str(data)
+    held = _user_data(data)
+    if held is not None:
+        found_options, found_overrides = held
+        for key, value in found_options.items():
+            if options.get(key) is None:
+                options[key] = value
+        overrides.update(found_overrides)
+    return overrides
+
+
+def _screen(verbose: bool) -> Callable[[str], None] | None:
+    if not verbose:
+        return None
+    from tqdm import tqdm
+
+    return lambda line: tqdm.write(line, file=sys.stderr)
+
+
+# ---------------------------------------------------------------- search
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """A finished search: where it wrote, what it found, and the supernet it trained."""
+
+    run_dir: Path
+    genotype: Genotype
+    metrics: list[dict[str, Any]]  # metrics.jsonl: one record per epoch
+    config: SearchConfig
+    space: CompiledSpace  # as compiled for the run
+    model: nn.Module = field(repr=False)  # the supernet, with its weights and α after the run
+    effective: tuple[str, ...] = ()  # the effective configuration (config.yaml's comments)
+
+    def alphas(self, epoch: int | None = None) -> dict[str, Any]:
+        """α after `epoch` (default: the last), as saved in alphas/."""
+        import json
+
+        run = RunDir(self.run_dir)
+        epoch = run.alpha_epochs()[-1] if epoch is None else epoch
+        return json.loads(run.alphas_path(epoch).read_text(encoding="utf-8"))
+
+
+def search(space: str | None = None, *, config: str | Path | Mapping = "quick",
+           data: Any = None, params: Mapping[str, int | float] | None = None,
+           overrides: Mapping[str, Any] | None = None, resume: str | Path | None = None,
+           verbose: bool = False, progress: bool = False, params_label: str = "params",
+           on_step: Callable[[int], None] | None = None, **options: Any) -> SearchRun:
+    """Search an architecture in `space` (default: the configuration's, darts_cnn).
+
+    Writes a run directory (config.yaml, metrics.jsonl, alphas/, genotype.json, checkpoint.pt,
+    status.json) and returns a `SearchRun`. With `resume` (a run directory) the run continues
+    from its checkpoint as recorded (only ``device`` may change; pass your datasets again if the
+    run was given some). See the module docstring for the arguments.
+    """
+    options = dict(options)
+    overrides = _with_user_data(data, options, overrides)
+    with showing(_screen(verbose)):
+        if resume is not None:
+            return _resume_search(Path(resume), options, overrides, params, progress, on_step)
+        assembled = assemble("search", space, config, options, params, overrides, params_label)
+        built = Search.build(assembled.cfg)
+        lines = _search_lines(assembled, built)
+        for line in lines:
+            screen_info(log, "%s", line)
+        result = start_search(assembled.cfg, not progress, on_step, built, _header(lines))
+        return _search_run(result.run_dir, result.genotype, built, lines)
+
+
+def _search_lines(assembled: Assembled, built: Search) -> list[str]:
+    plain = compile_file(locate(assembled.cfg.space.name))
+    origins = param_origins(built.compiled, assembled, built.task.space_params(plain.params))
+    return effective_lines("search", assembled, built.compiled, origins, built.task.describe(),
+                           _search_method(assembled.cfg), built.device)
+
+
+def _search_run(run_dir: Path, genotype: Genotype, built: Search,
+                lines: Sequence[str]) -> SearchRun:
+    return SearchRun(Path(run_dir), genotype, RunDir(Path(run_dir)).read_metrics(), built.cfg,
+                     built.compiled, built.model, tuple(lines))
+
+
+def _resume_search(run: Path, options: Mapping[str, Any], overrides: Mapping[str, Any],
+                   params: Mapping[str, Any] | None, progress: bool,
+                   on_step: Callable[[int], None] | None) -> SearchRun:
+    _only_device(options, overrides, params)
+    built: list[Search] = []
+
+    def restored(found: Search) -> None:
+        built.append(found)
+        screen_info(log, "resuming %s at epoch %d, step %d on %s", run, found.epoch + 1,
+                    found.step, found.device)
+
+    result = resume_search(run, options.get("device"), not progress, on_step, restored)
+    return _search_run(result.run_dir, result.genotype, built[0], ())
+
+
+def _only_device(options: Mapping[str, Any], overrides: Mapping[str, Any],
+                 params: Mapping[str, Any] | None) -> None:
+    given = [key for key, value in options.items() if value is not None and key != "device"]
+    given += [key for key in overrides if key not in ("data.name", "data.num_workers")]
+    given += list(params or {})
+    if given:
+        raise ConfigError(f"resume continues a run with its recorded configuration; drop "
+                          f"{', '.join(given)} (only device applies)")
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """A finished training run: its report and the network it kept."""
+
+    run_dir: Path
+    report: dict[str, Any]  # report.json: validation, test, parameters, multiply-adds, time
+    metrics: list[dict[str, Any]]  # metrics.jsonl: one record per epoch
+    genotype: Genotype
+    config: TrainConfig
+    model: nn.Module = field(repr=False)  # the network with the weights kept (best.pt), eval mode
+    effective: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _SearchRunRecord:
+    """What a training run takes from the search run it was given."""
+
+    run_dir: Path
+    space: str  # the run's space: a shipped name or an absolute path
+    params: dict[str, int | float]
+
+
+def _search_run_record(genotype: Any) -> _SearchRunRecord | None:
+    import json
+
+    folder = genotype.run_dir if isinstance(genotype, SearchRun) else None
+    if folder is None and isinstance(genotype, (str, Path)) and is_run_dir(genotype):
+        folder = Path(genotype).expanduser()
+    if folder is None:
+        return None
+    record = RunDir(Path(folder)).space_record_path
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+        return _SearchRunRecord(Path(folder), str(data["source"]), dict(data["params"]))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{record}: unreadable space record ({error})") from None
+
+
+def _run_params(run: _SearchRunRecord, cfg: TrainConfig, label: str
+                ) -> tuple[dict[str, int | float], str]:
+    """The search run's parameters that differ from the space's own (less the ones a preset
+    sizes for a shipped space and the ones set explicitly), and a note on those not taken."""
+    if locate(run.space).resolve() != locate(cfg.space.name).resolve():
+        return {}, (f"search run {run.run_dir.name} searched space {run.space}: its parameters "
+                    "are not applied to this one")
+    declared = compile_file(locate(cfg.space.name)).params
+    sized = set(cfg.space.optional_overrides) if yaml_config.is_shipped_space(
+        cfg.space.name) else set()
+    differ = {name: value for name, value in run.params.items()
+              if name in declared and value != declared[name] and name not in cfg.space.overrides}
+    taken = {name: value for name, value in differ.items() if name not in sized}
+    resized = {name: value for name, value in differ.items() if name in sized}
+    note = ""
+    if resized:
+        values = ", ".join(f"{name}={value}" for name, value in resized.items())
+        sets = " ".join(f"--set {name}={value}" for name, value in resized.items())
+        note = (f"search run {run.run_dir.name} had {values}; {label} sizes this shipped space "
+                f"for training instead ({sets} keeps the run's)")
+    return taken, note
+
+
+def train(space: str | None = None, genotype: Any = None, *,
+          config: str | Path | Mapping = "quick", data: Any = None,
+          params: Mapping[str, int | float] | None = None,
+          overrides: Mapping[str, Any] | None = None, resume: str | Path | None = None,
+          verbose: bool = False, progress: bool = False, params_label: str = "params",
+          **options: Any) -> TrainRun:
+    """Train the derived network of `genotype` in `space` from scratch (DARTS Sect. 3.2).
+
+    `genotype`: a preset name (DARTS_V2), a genotype.json, a search run directory or a
+    `SearchRun`; a search run also gives the space (when `space` is None) and its parameters.
+    Writes a run directory (config.yaml, genotype.json, metrics.jsonl, checkpoint.pt, best.pt,
+    report.json, status.json) and returns a `TrainRun`. See the module docstring.
+    """
+    options = dict(options)
+    overrides = _with_user_data(data, options, overrides)
+    with showing(_screen(verbose)):
+        if resume is not None:
+            return _resume_training(Path(resume), options, overrides, params, progress)
+        if genotype is None:
+            raise ConfigError("train needs a genotype: a preset (DARTS_V2), a genotype.json or "
+                              "a search run directory")
+        run = _search_run_record(genotype)
+        if space is None and run is not None:
+            space = run.space
+        if space is None:
+            raise ConfigError("train needs a space (or a search run as the genotype, whose "
+                              "space it trains)")
+        assembled = assemble("train", space, config, options, params, overrides, params_label)
+        assembled = _with_run_params(assembled, run, space, config, options, params, overrides,
+                                     params_label)
+        chosen = genotype.genotype if isinstance(genotype, SearchRun) else genotype
+        if not isinstance(chosen, Genotype):
+            chosen = resolve(str(chosen), compile_file(locate(space)).name)
+        trainer = Trainer.build(assembled.cfg, chosen)
+        lines = _train_lines(assembled, trainer)
+        for line in lines:
+            screen_info(log, "%s", line)
+        result = start_training(assembled.cfg, chosen, not progress, trainer=trainer,
+                                header=_header(lines))
+        return _train_run(result.run_dir, result.report, trainer, lines)
+
+
+def _with_run_params(assembled: Assembled, run: _SearchRunRecord | None, space: str,
+                     config: Any, options: Mapping[str, Any],
+                     params: Mapping[str, Any] | None, overrides: Mapping[str, Any],
+                     params_label: str) -> Assembled:
+    """The configuration with a search run's parameters, as overrides labelled by the run."""
+    if run is None:
+        return assembled
+    taken, note = _run_params(run, assembled.cfg, assembled.label)
+    if not taken:
+        return Assembled(assembled.cfg, assembled.label, assembled.raw, assembled.params, note)
+    dotted = {**overrides, **{f"space.overrides.{k}": v for k, v in taken.items()}}
+    again = assemble("train", space, config, options, params, dotted, params_label)
+    label = f"search run {run.run_dir.name}"
+    return Assembled(again.cfg, again.label, again.raw,
+                     {**{name: label for name in taken}, **again.params}, note)
+
+
+def _train_lines(assembled: Assembled, trainer: Trainer) -> list[str]:
+    plain = compile_file(locate(assembled.cfg.space.name))
+    origins = param_origins(trainer.compiled, assembled, trainer.task.space_params(plain.params))
+    return effective_lines("train", assembled, trainer.compiled, origins,
+                           trainer.task.describe(), _train_method(assembled.cfg),
+                           trainer.device, [("genotype", _genotype_line(trainer.genotype))])
+
+
+def _genotype_line(genotype: Genotype) -> str:
+    return " / ".join(line.strip() for line in str(genotype).splitlines()[1:])
+
+
+def _kept_network(trainer: Trainer, run_dir: Path) -> nn.Module:
+    """The trainer's network holding the weights the run kept (best.pt's), in eval mode."""
+    with trainer.best_weights(RunDir(run_dir)):
+        kept = {name: value.clone() for name, value in trainer.network.state_dict().items()}
+    trainer.network.load_state_dict(kept)
+    return trainer.network.eval()
+
+
+def _train_run(run_dir: Path, report: dict[str, Any], trainer: Trainer,
+               lines: Sequence[str]) -> TrainRun:
+    return TrainRun(Path(run_dir), report, RunDir(Path(run_dir)).read_metrics(),
+                    trainer.genotype, trainer.cfg, _kept_network(trainer, Path(run_dir)),
+                    tuple(lines))
+
+
+def _resume_training(run: Path, options: Mapping[str, Any], overrides: Mapping[str, Any],
+                     params: Mapping[str, Any] | None, progress: bool) -> TrainRun:
+    _only_device(options, overrides, params)
+    open_run_dir(run)
+    built: list[Trainer] = []
+
+    def restored(found: Trainer) -> None:
+        built.append(found)
+        screen_info(log, "resuming %s at epoch %d, step %d on %s", run, found.epoch + 1,
+                    found.step, found.device)
+
+    result = resume_training(run, options.get("device"), not progress, restored)
+    return _train_run(result.run_dir, result.report, built[0], ())
+
+
+def describe_training(report: Mapping[str, Any]) -> list[str]:
+    """A training report as lines for a terminal (the domain's own wording)."""
+    return domain(report.get("task", "image")).report_lines(report)
