@@ -737,7 +737,9 @@ class _Checker:
         for key, default in catalog.NETWORK_DEFAULTS.get(kind, {}).items():
             if key not in settings:
                 settings[key] = (
-                    spec.Step(default[0], default[1])
+                    # Arguments as written ones are: Quantities (the derived network reads .value).
+                    spec.Step(default[0], tuple((name, spec.Quantity(value, repr(value)))
+                                                for name, value in default[1]))
                     if isinstance(default, tuple)
                     else spec.Quantity(default, repr(default))
                 )

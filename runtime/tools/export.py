@@ -1,7 +1,13 @@
-"""Exporting a trained derived network: TorchScript or ONNX, each checked against PyTorch.
+"""Exporting a trained derived network: TorchScript or ONNX, usable as they are, checked against
+PyTorch.
 
 The network is rebuilt from a training checkpoint (`spacec.runtime.train.loop.network_from_checkpoint`)
-without its auxiliary head, which only training uses, and exported in eval mode:
+without its auxiliary head, which only training uses, and exported in eval mode inside a
+`Classifier`: the exported model takes RGB images with values in [0, 1], shape (N, 3, H, W), and
+normalises them itself with the training data's mean and standard deviation. The checkpoint's
+data record travels with it (`metadata`): the class names, the input size and how a file becomes
+an input (resize the shorter side, crop the centre: `spacec predict` does the same), in a
+TorchScript file's extra file ``spacec.json`` and in an ONNX model's ``metadata_props["spacec"]``:
 
 * TorchScript: ``torch.jit.trace`` (the generated forward reads Python lists of states, which
   ``torch.jit.script`` does not compile); the saved file is loaded back and run.
@@ -16,6 +22,7 @@ a size other than the one traced, or `ExportError` says by how much it misses.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import tempfile
@@ -42,7 +49,12 @@ ATOL = 1e-4
 RTOL = 1e-4
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
-EXTRA_HINT = "install the optional 'export' extra: pip install 'spacec[export]' (onnx, onnxscript)"
+METADATA = "spacec.json"  # TorchScript: the extra file; ONNX: the metadata_props key "spacec"
+ONNX_METADATA_KEY = "spacec"
+METADATA_FORMAT = 1
+INPUT_DESCRIPTION = "RGB images with values in [0, 1], shape (N, 3, H, W), normalised inside"
+EXTRA_HINT = ("install the optional 'export' extra: pip install 'spacec[export]' (onnx, "
+              "onnxscript, onnxruntime)")
 
 
 class ExportError(ReportedError):
@@ -73,6 +85,55 @@ def load_network(source: Path, which: str = "last") -> tuple[nn.Module, tuple[in
     state = load_checkpoint(checkpoint_path(source, which), CHECKPOINT_KIND, CHECKPOINT_KEYS)
     shape = tuple(int(size) for size in state["data"]["input_shape"])
     return network_from_checkpoint(state), shape
+
+
+class Classifier(nn.Module):
+    """A trained network that takes images as files give them: [0, 1] RGB, normalised here.
+
+    ``mean``/``std`` None (a network trained on a user's own tensors): the input goes to the
+    network unchanged.
+    """
+
+    def __init__(self, network: nn.Module, mean: list[float] | None, std: list[float] | None):
+        super().__init__()
+        self.network = network
+        self.normalise = mean is not None and std is not None
+        channels = len(mean) if self.normalise else 1
+        self.register_buffer("mean", torch.tensor(mean or [0.0]).view(1, channels, 1, 1))
+        self.register_buffer("std", torch.tensor(std or [1.0]).view(1, channels, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network((images - self.mean) / self.std)
+
+
+def metadata(state: dict) -> dict:
+    """What an exported model needs besides its graph: the checkpoint's data record (class
+    names, input shape, test-time resize and crop, the normalisation it applies) and provenance."""
+    record = dict(state["data"])
+    known = "mean" in record  # checkpoints before preprocessing was recorded lack it
+    return {
+        "format": METADATA_FORMAT,
+        "input": INPUT_DESCRIPTION if known and record.get("mean") is not None else
+        "the tensors the network was trained on (no preprocessing recorded)",
+        "input_shape": [int(size) for size in record["input_shape"]],
+        "class_names": record.get("class_names"),
+        "resize": record.get("resize"),
+        "crop": record.get("crop"),
+        "mean": record.get("mean"),
+        "std": record.get("std"),
+        "preprocessing_known": known,
+        "space": state["config"]["space"]["name"],
+        "space_params": dict(state["space_params"]),
+        "genotype": state["genotype"],
+    }
+
+
+def load_classifier(source: Path, which: str = "last") -> tuple[Classifier, dict]:
+    """The exportable classifier of a training run or checkpoint, and its metadata."""
+    state = load_checkpoint(checkpoint_path(source, which), CHECKPOINT_KIND, CHECKPOINT_KEYS)
+    meta = metadata(state)
+    network = network_from_checkpoint(state)
+    return Classifier(network, meta["mean"], meta["std"]).eval(), meta
 
 
 def random_batch(batch: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -111,7 +172,7 @@ def _umask() -> int:
     return mask
 
 
-def _quietly(action: Callable[[], object]) -> object:
+def quietly(action: Callable[[], object]) -> object:
     """Run an exporter, logging (not raising) the deprecation notices torch's exporters emit."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -124,15 +185,17 @@ def _quietly(action: Callable[[], object]) -> object:
 # ---------------------------------------------------------------- TorchScript
 
 
-def export_torchscript(network: nn.Module, shape: tuple[int, int, int], path: Path) -> ExportResult:
+def export_torchscript(network: nn.Module, shape: tuple[int, int, int], path: Path,
+                       meta: dict | None = None) -> ExportResult:
     network = network.eval()
     example = random_batch(TRACE_BATCH, shape, seed=0)
     with torch.no_grad():
         # check_trace re-runs and compares the trace itself; the check below does it on a
         # batch of another size, which also shows the batch dimension was not frozen.
-        traced = _quietly(lambda: torch.jit.trace(network, example, check_trace=False))
-    _write_atomically(path, lambda temp: traced.save(str(temp)))
-    loaded = _quietly(lambda: torch.jit.load(str(path)))
+        traced = quietly(lambda: torch.jit.trace(network, example, check_trace=False))
+    extra = {} if meta is None else {METADATA: json.dumps(meta)}
+    _write_atomically(path, lambda temp: traced.save(str(temp), _extra_files=extra))
+    loaded = quietly(lambda: torch.jit.load(str(path)))
     check = random_batch(CHECK_BATCH, shape, seed=1)
     with torch.no_grad():
         difference = max_difference(network(check), loaded(check), f"{path} (TorchScript)")
@@ -142,7 +205,7 @@ def export_torchscript(network: nn.Module, shape: tuple[int, int, int], path: Pa
 # ---------------------------------------------------------------- ONNX
 
 
-def _require_onnx():
+def require_onnx():
     missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
     if missing:
         raise ExportError(f"ONNX export needs {' and '.join(missing)}: {EXTRA_HINT}")
@@ -151,7 +214,7 @@ def _require_onnx():
     return onnx
 
 
-def _onnx_runner(onnx, model_path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+def onnx_runner(onnx, model_path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
     """Something that runs the ONNX file: onnxruntime if installed, else onnx's reference."""
     if importlib.util.find_spec("onnxruntime") is not None:
         import onnxruntime
@@ -167,40 +230,61 @@ def _onnx_runner(onnx, model_path: Path) -> tuple[Callable[[torch.Tensor], torch
             "onnx.reference.ReferenceEvaluator (onnxruntime is not installed)")
 
 
-def export_onnx(network: nn.Module, shape: tuple[int, int, int], path: Path) -> ExportResult:
-    onnx = _require_onnx()
+def export_onnx(network: nn.Module, shape: tuple[int, int, int], path: Path,
+                meta: dict | None = None) -> ExportResult:
+    onnx = require_onnx()
     network = network.eval()
     example = random_batch(TRACE_BATCH, shape, seed=0)
 
     def write(temp: Path) -> None:
-        _quietly(lambda: torch.onnx.export(
+        quietly(lambda: torch.onnx.export(
             network, (example,), str(temp), dynamo=True, verbose=False, external_data=False,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_shapes=({0: torch.export.Dim("batch")},)))
-        onnx.checker.check_model(onnx.load(str(temp)), full_check=True)
+        model = onnx.load(str(temp))
+        if meta is not None:
+            onnx.helper.set_model_props(model, {ONNX_METADATA_KEY: json.dumps(meta)})
+            onnx.save(model, str(temp))
+        onnx.checker.check_model(model, full_check=True)
 
     try:
         _write_atomically(path, write)
     except onnx.checker.ValidationError as error:
         raise ExportError(f"{path}: the exported ONNX model is invalid ({error})") from None
-    run, runner = _onnx_runner(onnx, path)
+    run, runner = onnx_runner(onnx, path)
     check = random_batch(CHECK_BATCH, shape, seed=1)
     with torch.no_grad():
         difference = max_difference(network(check), run(check), f"{path} (ONNX)")
     return ExportResult(path, "onnx", difference, runner)
 
 
-EXPORTERS: dict[str, Callable[[nn.Module, tuple[int, int, int], Path], ExportResult]] = {
+EXPORTERS: dict[str, Callable[..., ExportResult]] = {
     "torchscript": export_torchscript,
     "onnx": export_onnx,
 }
 
 
-def export(source: Path, fmt: str, output: Path, which: str = "last") -> ExportResult:
-    """Export the network of a training run directory or checkpoint file to `output`."""
+def export(source: Path, fmt: str, output: Path, which: str = "best") -> ExportResult:
+    """Export the classifier of a training run directory (best.pt: the weights the run kept, or
+    checkpoint.pt: the last) or checkpoint file to `output`, its metadata inside."""
     if fmt not in EXPORTERS:
         raise ExportError(f"unknown format {fmt!r}; formats: {', '.join(EXPORTERS)}")
-    network, shape = load_network(source, which)
-    result = EXPORTERS[fmt](network, shape, Path(output))
+    classifier, meta = load_classifier(source, which)
+    shape = tuple(meta["input_shape"])
+    result = EXPORTERS[fmt](classifier, shape, Path(output), meta)
     log.info("wrote %s (%s, max |Δ| %s)", result.path, fmt, result.max_abs_diff)
     return result
+
+
+def read_metadata(path: Path) -> dict | None:
+    """The metadata stored in an exported model (TorchScript or ONNX), or None if it has none."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        onnx = require_onnx()
+        props = {prop.key: prop.value for prop in onnx.load(str(path)).metadata_props}
+        text = props.get(ONNX_METADATA_KEY)
+    else:
+        extra = {METADATA: ""}
+        quietly(lambda: torch.jit.load(str(path), map_location="cpu", _extra_files=extra))
+        text = extra[METADATA] or None
+    return None if text is None else json.loads(text)

@@ -195,17 +195,19 @@ def show(reference: str, output: Path | None, cells: tuple[str, ...], engine: st
 @click.option(
     "--checkpoint",
     "which",
-    type=click.Choice(["last", "best"]),
-    default="last",
+    type=click.Choice(["best", "last"]),
+    default="best",
     show_default=True,
-    help="For a run directory: checkpoint.pt (the final weights) "
-    "or best.pt (the epoch with the best test accuracy).",
+    help="For a run directory: best.pt (the weights the run kept: the best validation epoch, "
+    "or the last without a validation split) or checkpoint.pt (the last epoch's).",
 )
 @user_errors
 def export_command(source: Path, fmt: str, output: Path, which: str) -> None:
     """Export a trained network (a `spacec train` run directory or checkpoint file).
 
-    The exported model is run on a random batch and must match PyTorch's outputs.
+    The exported model takes RGB images in [0, 1] and normalises them itself; its class names,
+    input size and preprocessing are stored inside (`spacec predict` reads them). It is run on a
+    random batch and must match PyTorch's outputs.
     """
     from spacec.runtime.tools.export import export
 
@@ -216,3 +218,35 @@ def export_command(source: Path, fmt: str, output: Path, which: str) -> None:
         else f"max |Δ| vs PyTorch {result.max_abs_diff:.2e} ({result.checked_with})"
     )
     click.echo(f"wrote {result.path} ({result.format}; {check})")
+
+
+@main.command("predict")
+@click.argument("model", type=click.Path(exists=True, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False,
+                                                                   path_type=Path))
+@click.option("--top", type=int, default=1, show_default=True,
+              help="Show the N most probable classes of each image.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
+@user_errors
+def predict_command(model: Path, images: tuple[Path, ...], top: int, as_json: bool) -> None:
+    """Classify image files with a trained network.
+
+    MODEL is a `spacec train` run directory (the weights it kept), a checkpoint, or a model
+    written by `spacec export` (.pt TorchScript, .onnx). Each image is resized and cropped as
+    the run's test images were; the classes are the training data's.
+    """
+    import json
+
+    from spacec.runtime.tools.predict import describe_predictions, predict
+
+    if top < 1:
+        raise click.UsageError("--top must be at least 1")
+    predictions = predict(model, list(images), top)
+    if as_json:
+        for p in predictions:
+            click.echo(json.dumps({"path": str(p.path), "classes": [
+                {"class": name, "probability": probability} for name, probability in p.ranked]}))
+        return
+    for line in describe_predictions(predictions):
+        click.echo(line)
+

@@ -158,4 +158,4 @@ class ImageSearchTask(SearchTask):
     def describe(self) -> str:
         info = self.info
         return describe_images(info, f"{info.train_count} train w, {info.val_count} train α",
-                               f"{self._steps} steps per epoch")
+                               f"{self._steps} step{'s' if self._steps != 1 else ''} per epoch")
