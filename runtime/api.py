@@ -314,6 +314,10 @@ def effective_lines(command: str, assembled: Assembled, compiled: CompiledSpace,
     return lines
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _header(lines: Sequence[str]) -> str:
     return "".join(f"# {line}\n" for line in lines)
 
@@ -321,13 +325,14 @@ def _header(lines: Sequence[str]) -> str:
 def _search_method(cfg: SearchConfig) -> str:
     order = {1: "first order", 2: "second order"}.get(cfg.arch.order, f"order {cfg.arch.order}")
     optim = cfg.optim
-    return (f"{cfg.method.name}: {cfg.arch.mode}, {order}; {optim.epochs} epochs, batch "
-            f"{cfg.data.batch_size}, lr {optim.lr:g} ({optim.schedule}), α lr {cfg.arch.lr:g}")
+    return (f"{cfg.method.name}: {cfg.arch.mode}, {order}; {plural(optim.epochs, 'epoch')}, "
+            f"batch {cfg.data.batch_size}, lr {optim.lr:g} ({optim.schedule}), α lr "
+            f"{cfg.arch.lr:g}")
 
 
 def _train_method(cfg: TrainConfig) -> str:
     optim = cfg.optim
-    text = (f"{optim.epochs} epochs, batch {cfg.data.batch_size}, lr {optim.lr:g} "
+    text = (f"{plural(optim.epochs, 'epoch')}, batch {cfg.data.batch_size}, lr {optim.lr:g} "
             f"({optim.schedule})")
     if cfg.task == "image":
         text += (f", cutout {cfg.data.cutout}, auxiliary weight {optim.auxiliary_weight:g}, "

@@ -59,3 +59,15 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+WALKTHROUGH = Path(__file__).parents[1] / "examples" / "walkthrough.sh"
+
+
+@pytest.fixture(scope="session")
+def walkthrough_space() -> str:
+    """The space the README's walkthrough writes (my_cells.space), read from its script."""
+    text = WALKTHROUGH.read_text(encoding="utf-8")
+    opening = "cat > my_cells.space <<'EOF'\n"
+    start = text.index(opening) + len(opening)
+    return text[start:text.index("\nEOF\n", start) + 1]

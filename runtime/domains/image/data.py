@@ -537,8 +537,7 @@ def open_image_data(cfg: ImageData, test: bool = False) -> ImageSplits:
     for split in ("val", "test"):
         other = None if opened[split] is None else _classes(opened[split])
         if classes is not None and other is not None:
-            check_same_classes(classes, other, f"the {split} images ({origin[split]})",
-                               f"the training images ({origin['train']})")
+            check_same_classes(classes, other, split, origin[split], origin["train"])
     scans = ([scan_folder(dataset, cfg.scan) for dataset in opened.values() if dataset is not None]
              if source.scanned else [])
     channels, size, resized = _input_size(cfg, source, opened["train"], scans)

@@ -174,18 +174,16 @@ def scan_folder(dataset: datasets.ImageFolder, how: str) -> FolderScan:
     return FolderScan(folder, len(dataset.samples), dict(sizes), examples)
 
 
-def check_same_classes(reference: Sequence[str], other: Sequence[str], where: str,
+def check_same_classes(reference: Sequence[str], other: Sequence[str], split: str, where: str,
                        reference_where: str) -> None:
-    """Every split must hold the training split's classes: the labels are class indices."""
+    """Every split must hold the training images' classes: the labels are class indices."""
     if list(other) == list(reference):
         return
     missing = sorted(set(reference) - set(other))
     extra = sorted(set(other) - set(reference))
-    parts = []
-    if missing:
-        parts.append(f"missing {', '.join(missing)}")
-    if extra:
-        parts.append(f"not in {reference_where}: {', '.join(extra)}")
-    raise DataError(f"{where} has classes {', '.join(other)} but {reference_where} has "
-                    f"{', '.join(reference)} ({'; '.join(parts)}): every split needs the same "
-                    "class folders")
+    parts = ([f"{', '.join(missing)} missing from {split}"] if missing else []) + \
+        ([f"{', '.join(extra)} only in {split}"] if extra else [])
+    raise DataError(f"the {split} images ({where}) have classes {', '.join(other)}; the training "
+                    f"images ({reference_where}) have {', '.join(reference)}: "
+                    f"{'; '.join(parts) or 'another order'}. Every split needs the same class "
+                    "folders")

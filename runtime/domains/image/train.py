@@ -171,7 +171,8 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
                 + f" with the weights of epoch {report['best_epoch']}")
     return [
         f"run directory: {report['run_dir']}",
-        f"{report['space']} ({params}) on {report['data']}, {report['epochs']} epochs",
+        f"{report['space']} ({params}) on {report['data']}, {report['epochs']} epoch"
+        f"{'' if report['epochs'] == 1 else 's'}",
         chosen,
         test,
         f"parameters: {report['parameters']:,} (excluding the auxiliary head)",
