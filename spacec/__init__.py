@@ -8,9 +8,14 @@
 __version__ = "0.1.0"
 
 import importlib  # noqa: E402
+import logging  # noqa: E402
 
 from spacec.errors import SpaceError  # noqa: E402
 from spacec.load import CompiledSpace, load, shipped_spaces  # noqa: E402
+
+# A library prints nothing unless asked: without a handler of the application's, records of
+# the spacec loggers go nowhere (not to logging's last-resort stderr handler).
+logging.getLogger("spacec").addHandler(logging.NullHandler())
 
 # Names served by the runtime (torch), imported on first use: name -> module.
 _RUNTIME_API = {name: "spacec.runtime.api" for name in ("search", "train", "SearchRun",

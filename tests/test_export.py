@@ -1,10 +1,13 @@
-"""`spacec export`: TorchScript and ONNX files that reproduce the trained network (spacec.runtime.tools.export)."""
+"""`spacec export` and `spacec predict`: TorchScript and ONNX files that reproduce the trained
+network, normalisation and metadata inside, fed raw image files (spacec.runtime.tools.export,
+spacec.runtime.tools.predict)."""
 
 from __future__ import annotations
 
 import importlib.util
 import stat
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +15,15 @@ from click.testing import CliRunner
 
 from spacec.cli import main
 from spacec.runtime.tools import export as export_module
-from spacec.runtime.tools.export import ExportError, export, load_network, random_batch
+from spacec.runtime.domains.image.data import CIFAR_MEAN, CIFAR_STD
+from spacec.runtime.tools.export import (
+    ExportError,
+    export,
+    load_classifier,
+    load_network,
+    random_batch,
+    read_metadata,
+)
 from spacec.runtime.train.config import load_train_config
 from spacec.runtime.train.loop import start_training
 
@@ -45,10 +56,16 @@ def test_torchscript_round_trip(trained, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of
         loaded = torch.jit.load(str(path))               # torch.export; it still loads
-    network, shape = load_network(trained)
-    images = random_batch(5, shape, seed=7)
-    with torch.no_grad():
-        assert torch.allclose(loaded(images), network(images), atol=1e-5)
+    network, shape = load_network(trained, "best")
+    images = torch.rand(5, *shape, generator=torch.Generator().manual_seed(7))  # [0, 1] RGB
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (CIFAR_MEAN, CIFAR_STD))
+    with torch.no_grad():  # the exported model normalises raw images itself
+        assert torch.allclose(loaded(images), network((images - mean) / std), atol=1e-5)
+    meta = read_metadata(path)
+    assert meta["input_shape"] == [3, 32, 32] and len(meta["class_names"]) == 10
+    assert meta["class_names"][:2] == ["airplane", "automobile"]
+    assert meta["mean"] == pytest.approx(CIFAR_MEAN) and meta["std"] == pytest.approx(CIFAR_STD)
+    assert (meta["resize"], meta["crop"]) == (None, None)
 
 
 def test_best_checkpoint_and_checkpoint_file(trained, tmp_path):
@@ -92,11 +109,12 @@ def test_onnx_round_trip(trained, tmp_path):
     assert "max |Δ| vs PyTorch" in result.output
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
-    network, shape = load_network(trained)
-    images = random_batch(4, shape, seed=9)  # a batch size other than the traced one
+    classifier, meta = load_classifier(trained, "best")
+    images = random_batch(4, tuple(meta["input_shape"]), seed=9)  # not the traced batch size
     (logits,) = ReferenceEvaluator(model).run(None, {"images": images.numpy()})
     with torch.no_grad():
-        assert torch.allclose(torch.from_numpy(logits), network(images), atol=1e-4)
+        assert torch.allclose(torch.from_numpy(logits), classifier(images), atol=1e-4)
+    assert read_metadata(path) == meta
 
 
 def test_cli_torchscript_and_errors(trained, tmp_path):
@@ -111,3 +129,98 @@ def test_cli_torchscript_and_errors(trained, tmp_path):
                                str(tmp_path / "y.pt")])
     assert bad.exit_code == 1
     assert "unreadable checkpoint" in bad.output and "Traceback" not in bad.output
+
+
+# ---------------------------------------------------------------- raw files in, classes out
+
+
+@pytest.fixture(scope="module")
+def own_run(tmp_path_factory, walkthrough_space):
+    """A training run on 3 classes of 64x64 image files, the walkthrough's space."""
+    import numpy as np
+    from PIL import Image
+
+    from spacec.runtime.api import train
+
+    threads = torch.get_num_threads()
+    root = tmp_path_factory.mktemp("own")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 4), ("val", 1), ("test", 3)):
+        for name, colour in (("cat", 200), ("dog", 120), ("owl", 40)):
+            folder = root / "data" / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                pixels = rng.normal(colour, 60, (64, 64, 3)).clip(0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{index}.png")
+    (root / "my_cells.space").write_text(walkthrough_space)
+    run = train(str(root / "my_cells.space"), _cell(), data="imagefolder",
+                data_dir=root / "data", epochs=1, batch_size=8, threads=1, out=root / "runs")
+    yield root, run
+    torch.set_num_threads(threads)
+
+
+def _cell():
+    from spacec.arch.genotype import Genotype
+
+    cell = {"edges": [["conv", "c_k1", "n0"], ["skip", "c_k2", "n0"], ["pool", "n0", "n1"],
+                      ["conv", "c_k1", "n1"]], "reduce": "concat", "output": ["n0", "n1"]}
+    return Genotype.from_dict({"space": "my_cells", "cells": {"normal": cell, "reduce": cell}})
+
+
+def _expected(root, run) -> tuple[list, torch.Tensor]:
+    """The test files and the trained network's probabilities on them, through the training
+    data pipeline (normalised tensors, not files)."""
+    from spacec.runtime.domains.image.data import training_loaders
+
+    loaders = training_loaders(run.config.data, seed=0)
+    files = [Path(path) for path, _ in loaders.test.dataset.dataset.samples]
+    with torch.no_grad():
+        logits = torch.cat([run.model(images) for images, _ in loaders.test])
+    return files, torch.softmax(logits, dim=1)
+
+
+@pytest.mark.slow
+def test_raw_files_give_the_trained_networks_predictions(own_run, tmp_path):
+    from spacec.runtime.tools.predict import predict
+
+    root, run = own_run
+    files, expected = _expected(root, run)
+    assert len(files) == 9
+    models = [run.run_dir, tmp_path / "net.pt"]
+    export(run.run_dir, "torchscript", tmp_path / "net.pt")
+    if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxscript"):
+        export(run.run_dir, "onnx", tmp_path / "net.onnx")
+        models.append(tmp_path / "net.onnx")
+    names = ["cat", "dog", "owl"]
+    for model in models:
+        predictions = predict(model, files, top=3)
+        assert [p.path for p in predictions] == files
+        for prediction, probabilities in zip(predictions, expected, strict=True):
+            got = dict(prediction.ranked)
+            assert set(got) == set(names)
+            for index, name in enumerate(names):
+                assert got[name] == pytest.approx(float(probabilities[index]), abs=1e-5), model
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "net.pt"), *map(str, files[:2])])
+    assert result.exit_code == 0, result.output
+    first = result.stdout.splitlines()[0].split("\t")
+    assert first[0] == str(files[0]) and first[1].split()[0] in names
+
+
+def test_predict_refuses_what_it_cannot_read(own_run, tmp_path):
+    from PIL import Image
+
+    from spacec.runtime.tools.predict import predict
+
+    root, run = own_run
+    small = tmp_path / "small.png"
+    Image.new("RGB", (48, 48)).save(small)
+    with pytest.raises(Exception, match="a 48x48 image; the network takes 64x64"):
+        predict(run.run_dir, [small])
+    result = CliRunner().invoke(main, ["predict", str(run.run_dir), str(small)])
+    assert result.exit_code == 1 and result.stderr.count("spacec: error:") == 1
+    plain = tmp_path / "plain.pt"  # a TorchScript file not written by spacec export
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still works
+        torch.jit.save(torch.jit.script(torch.nn.Identity()), str(plain))
+    with pytest.raises(Exception, match="holds no spacec metadata"):
+        predict(plain, [small])

@@ -555,7 +555,7 @@ def _origin(cfg: ImageData, split: str, dataset: Any) -> str:
     if cfg.name in ("imagefolder", "imagenet") and root is not None:
         return str(root)
     if cfg.name == "memory":
-        return f"your {split} dataset"
+        return f"your {split} dataset" if split != "train" else "your own datasets"
     return f"{cfg.name} {'test' if split == 'test' else 'training'} set"
 
 
@@ -666,7 +666,8 @@ def describe_images(info: ImageInfo, counts: str, extra: str = "") -> str:
         classes += f" ({', '.join(info.class_names)})"
     size = f"{info.image_size}x{info.image_size} " + ("resized" if info.resized else "as stored")
     where = info.origin.get("train")
-    name = info.name if where is None or where.startswith(info.name) else f"{info.name} {where}"
+    name = info.name if where is None or where.startswith(info.name) else \
+        f"{info.name} ({where})"
     return "; ".join(part for part in (name, counts, classes, size, extra) if part)
 
 
