@@ -240,7 +240,7 @@ def test_device_auto_is_cuda_when_available(monkeypatch):
 
 def test_presets_choose_the_device_and_leave_threads_to_torch():
     for prefix in ("search_", "train_", "select_"):
-        for name, path in presets(prefix).items():
+        for path in presets(prefix).values():
             run = (read_yaml(path) or {}).get("run") or {}
             assert "threads" not in run, f"{path.name} pins threads"
             assert run.get("device", "auto") == "auto", f"{path.name}: device {run['device']}"

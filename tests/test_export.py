@@ -14,8 +14,8 @@ import torch
 from click.testing import CliRunner
 
 from spacec.cli import main
-from spacec.runtime.tools import export as export_module
 from spacec.runtime.domains.image.data import CIFAR_MEAN, CIFAR_STD
+from spacec.runtime.tools import export as export_module
 from spacec.runtime.tools.export import (
     ExportError,
     export,
