@@ -291,3 +291,18 @@ def test_a_run_from_another_device_resumes_here(tmp_path, monkeypatch):
     assert locations == ["cpu"]
     assert resumed.alphas() == whole.alphas() and resumed.genotype == whole.genotype
     assert json.loads((run / "status.json").read_text())["device"] == "cpu"
+
+
+@pytest.mark.slow
+def test_the_readme_example_runs_as_written(tmp_path):
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## From Python: searches and training runs"):]
+    start = section.index("```python\n") + len("```python\n")
+    code = section[start:section.index("\n```", start)]
+    assert "spacec.search(" in code and "spacec.train(" in code
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=900, env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""  # nothing printed unless asked
+    kinds = sorted(path.name.split("-")[0] for path in (tmp_path / "runs").iterdir())
+    assert kinds == ["nas_bench_201", "nas_bench_201", "train"]
