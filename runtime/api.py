@@ -377,14 +377,15 @@ def _user_data(data: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
     return options, overrides
 
 
-def _with_user_data(data: Any, options: dict[str, Any],
-                    overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Options and overrides once `data` is applied (a name, or a user's datasets)."""
+def _with_user_data(data: Any, options: dict[str, Any], overrides: Mapping[str, Any] | None,
+                    resume: Any = None) -> dict[str, Any]:
+    """Options and overrides once `data` is applied (a name, or a user's datasets; a resumed
+    run only takes the datasets back, its configuration is recorded)."""
     overrides = dict(overrides or {})
     if isinstance(data, (str, Path)):
         options["data"] = str(data)
     held = _user_data(data)
-    if held is not None:
+    if held is not None and resume is None:
         found_options, found_overrides = held
         for key, value in found_options.items():
             if options.get(key) is None:
@@ -438,7 +439,7 @@ def search(space: str | None = None, *, config: str | Path | Mapping = "quick",
     run was given some). See the module docstring for the arguments.
     """
     options = dict(options)
-    overrides = _with_user_data(data, options, overrides)
+    overrides = _with_user_data(data, options, overrides, resume)
     with showing(_screen(verbose)):
         if resume is not None:
             return _resume_search(Path(resume), options, overrides, params, progress, on_step)
@@ -482,7 +483,7 @@ def _resume_search(run: Path, options: Mapping[str, Any], overrides: Mapping[str
 def _only_device(options: Mapping[str, Any], overrides: Mapping[str, Any],
                  params: Mapping[str, Any] | None) -> None:
     given = [key for key, value in options.items() if value is not None and key != "device"]
-    given += [key for key in overrides if key not in ("data.name", "data.num_workers")]
+    given += list(overrides)
     given += list(params or {})
     if given:
         raise ConfigError(f"resume continues a run with its recorded configuration; drop "
@@ -567,7 +568,7 @@ def train(space: str | None = None, genotype: Any = None, *,
     report.json, status.json) and returns a `TrainRun`. See the module docstring.
     """
     options = dict(options)
-    overrides = _with_user_data(data, options, overrides)
+    overrides = _with_user_data(data, options, overrides, resume)
     with showing(_screen(verbose)):
         if resume is not None:
             return _resume_training(Path(resume), options, overrides, params, progress)

@@ -131,6 +131,7 @@ def _fake_run(folder: Path, name: str) -> Path:
         ["derive", "nas_bench_201", "--alphas", "alphas.json"],
         ["derive", "RUN"],
         ["show", "DARTS_V2", "-o", "cells.png", "--engine", "matplotlib"],
+        ["runs", "."],
     ],
 )
 def test_compiler_commands_run_without_torch(args, tmp_path):
