@@ -63,7 +63,8 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def space_params(self, declared: Mapping[str, int | float]) -> dict[str, int | float]:
-        """Space parameters the data determines, among the `declared` ones (e.g. classes)."""
+        """Space parameters the data determines, among the `declared` ones (text: the
+        vocabulary's size); an image's classes and size are the space's (`check_space`)."""
 
     def network_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the network beyond the space's parameters (text: dropouts)."""
@@ -74,8 +75,9 @@ class Task(abc.ABC):
         return None
 
     def check_space(self, compiled: Any) -> None:
-        """Called with the compiled space before the model is built: say where the data and the
-        space disagree."""
+        """Called by both loops with the compiled space before the model is built, before
+        anything is written: raise (DataError, saying what was found and what to do) where the
+        data and the space disagree."""
         return None
 
     @abc.abstractmethod

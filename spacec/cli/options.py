@@ -1,8 +1,10 @@
 """The options `spacec search`, `train` and `select` share, and how they map onto a configuration.
 
-One table, `OPTION_KEYS`, says which dotted configuration key each option sets; options left unset
-keep the preset's (or YAML file's) value. `config_overrides` turns a command line into the dotted
-overrides that `load_config` applies.
+The options are declared here (click); which dotted configuration key each sets is the one table
+the Python API shares, spacec.runtime.configure.OPTION_KEYS (imported when a command runs: it
+needs torch). Options left unset keep the preset's (or YAML file's) value. `search` and `train`
+hand the command line to the Python API (spacec.runtime.api); `config_overrides` turns it into
+the dotted overrides `spacec select` applies.
 """
 
 from __future__ import annotations
@@ -98,8 +100,8 @@ def assignments_of(assignments: tuple[str, ...]) -> dict[str, Any]:
 def config_overrides(space: str | None, sets: tuple[str, ...], assignments: tuple[str, ...],
                      options: dict[str, Any]) -> dict[str, Any]:
     """A command line as dotted overrides of a configuration (`--cfg` first, options after),
-    through the Python API's one option table (spacec.runtime.api.OPTION_KEYS)."""
-    from spacec.runtime.api import OPTION_KEYS, assemble_overrides
+    through the Python API's one option table (spacec.runtime.configure.OPTION_KEYS)."""
+    from spacec.runtime.configure import OPTION_KEYS, assemble_overrides
 
     known = {key: value for key, value in given(options).items() if key in OPTION_KEYS}
     return assemble_overrides(space, known, parse_overrides(sets), assignments_of(assignments))

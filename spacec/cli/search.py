@@ -60,7 +60,7 @@ def search(ctx: click.Context, space: str | None, config_name: str, sets: tuple[
 def search_config(space: str | None, config_name: str, sets: tuple[str, ...],
                   assignments: tuple[str, ...], options: dict[str, Any]):
     """The command line's options mapped onto the chosen preset or YAML file."""
-    from spacec.runtime.api import assemble
+    from spacec.runtime.configure import assemble
 
     return assemble("search", space, config_name, given(options), parse_overrides(sets),
                     assignments_of(assignments), "--set").cfg
