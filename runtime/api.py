@@ -123,7 +123,8 @@ def _with_user_data(data: Any, options: dict[str, Any], overrides: Mapping[str, 
     return overrides
 
 
-def _screen(verbose: bool) -> Callable[[str], None] | None:
+def screen(verbose: bool) -> Callable[[str], None] | None:
+    """Where screen lines go when asked: stderr, above any progress bar (tqdm.write)."""
     if not verbose:
         return None
     from tqdm import tqdm
@@ -169,7 +170,7 @@ def search(space: str | None = None, *, config: str | Path | Mapping = "quick",
     """
     options = dict(options)
     overrides = _with_user_data(data, options, overrides, resume)
-    with showing(_screen(verbose)):
+    with showing(screen(verbose)):
         if resume is not None:
             return _resume_search(Path(resume), options, overrides, params, progress, on_step)
         assembled = assemble("search", space, config, options, params, overrides, params_label)
@@ -298,7 +299,7 @@ def train(space: str | None = None, genotype: Any = None, *,
     """
     options = dict(options)
     overrides = _with_user_data(data, options, overrides, resume)
-    with showing(_screen(verbose)):
+    with showing(screen(verbose)):
         if resume is not None:
             return _resume_training(Path(resume), options, overrides, params, progress)
         if genotype is None:

@@ -456,3 +456,13 @@ def test_training_a_recurrent_space_is_refused(tmp_path):
                                                        name="darts_rnn", overrides={}))
     with pytest.raises(ConfigError, match="sequence space"):
         start_training(cfg, "DARTS_RNN")
+
+
+def test_cli_select_prints_each_candidates_epochs(tmp_path):
+    result = CliRunner().invoke(main, [
+        "select", "DARTS_V2", "--set", "C=4", "--set", "layers=3", "--limit", "32",
+        "--batch-size", "16", "--epochs", "1", "--threads", "1", "--out", str(tmp_path), "-q"])
+    assert result.exit_code == 0, result.output
+    assert [line.split(":")[0] for line in result.stderr.splitlines()
+            if line.startswith("epoch ")] == ["epoch 1/1"]
+    assert "DARTS_V2" in result.stdout and "<- selected" in result.stdout

@@ -125,10 +125,12 @@ def select_command(
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from spacec.files import atomic_write_text
+    from spacec.runtime.api import screen
+    from spacec.runtime.run.console import showing
     from spacec.runtime.tools.select import describe_selection, load_select_config, select
 
     cfg = load_select_config(config_name, config_overrides(space, sets, assignments, options))
-    with logging_redirect_tqdm():
+    with logging_redirect_tqdm(), showing(screen(True)):  # one line per epoch of each candidate
         summary = select(candidates, cfg, quiet=quiet)
     if output is not None:
         atomic_write_text(output, json.dumps(summary, indent=2) + "\n")
