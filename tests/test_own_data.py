@@ -113,8 +113,9 @@ def test_class_folders_hold_out_validation_images_and_no_test_is_reported(tmp_pa
     trained = spacec(tmp_path, "train", str(space), "--genotype", str(_genotype(tmp_path)),
                      "--data", "imagefolder", "--data-dir", str(tmp_path / "flat"))
     assert trained.exit_code == 0, trained.output
-    assert "12 train, 3 validate, no test set" in trained.stderr  # train_portion 0.8 of 15
-    assert "test accuracy: not evaluated (no test set)" in trained.stdout
+    assert "12 train, 3 validate, no test set (give one with --test-dir DIR" in trained.stderr
+    assert "test accuracy: not evaluated (no test set: --test-dir DIR gives one)" in \
+        trained.stdout
 
 
 def _genotype(tmp_path: Path) -> Path:

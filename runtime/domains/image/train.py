@@ -131,7 +131,8 @@ class ImageTrainTask(TrainTask):
         validation = (f"{info.val_count} validate" if self.eval_loader is not None
                       else "no validation split (the last epoch is kept)")
         test = (f"{info.test_count} test (reported at the end)" if self.test_loader is not None
-                else "no test set")
+                else "no test set" + ("" if not self.cfg.report_test else
+                                      " (give one with --test-dir DIR, or test/ beside train/)"))
         return describe_images(info, f"{info.train_count} train, {validation}, {test}")
 
     def data_record(self) -> dict[str, Any]:
@@ -163,7 +164,7 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         chosen = (f"{split} accuracy: best {percent(best)} (epoch {report['best_epoch']}), "
                   f"last {percent(last)}")
     if report.get("test_acc") is None:
-        test = "test accuracy: not evaluated (no test set)"
+        test = "test accuracy: not evaluated (no test set: --test-dir DIR gives one)"
     else:
         top5 = report.get("test_acc5")
         test = (f"test accuracy: {percent(report['test_acc'])}"
