@@ -109,3 +109,4 @@ def test_the_run_directory_records_how_to_derive(toy_method, tmp_path):
     assert Genotype.from_json(derived.output) == result.genotype
     assert json.loads((Path(result.run_dir) / "method.json").read_text()) == {
         "name": toy_method, "relaxation": "test_hard_argmax", "strengths": "test_one_hot_argmax"}
+

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spacec.arch.genotype import GENOTYPE_FILE
 from spacec.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ METHOD_RECORD = "method.json"
 METRICS_NAME = "metrics.jsonl"
 CHECKPOINT_NAME = "checkpoint.pt"
 ALPHAS_DIR = "alphas"
-GENOTYPE_NAME = "genotype.json"
+GENOTYPE_NAME = GENOTYPE_FILE
 BEST_NAME = "best.pt"
 REPORT_NAME = "report.json"
 TIMESTAMP = "%Y%m%d-%H%M%S"

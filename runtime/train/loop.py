@@ -407,11 +407,9 @@ class TrainResult:
     report: dict[str, Any]
 
 
-def _check_task(cfg: TrainConfig) -> str:
+def _check_task(cfg: TrainConfig, session: Session) -> str:
     """The configured space's name, after checking that the configuration's task is its domain."""
-    from spacec.load import compile_file
-
-    plain = compile_file(locate(cfg.space.name).resolve())
+    plain = session.compile(cfg.space.name)
     if plain.spec.domain != cfg.task:
         raise ConfigError(f"space {plain.name} is a {plain.spec.domain} space; the configuration's "
                           f"task is {cfg.task!r} (use a {plain.spec.domain} preset, or set task: "
@@ -434,10 +432,11 @@ def start_training(cfg: TrainConfig, genotype: Genotype | str, quiet: bool = Tru
     images, the validation text for language models). `run_dir`: train into this (new or empty)
     folder instead of a fresh one under run.out.
     """
-    space_name = _check_task(cfg)
+    session = Session.start(cfg.run)
+    space_name = _check_task(cfg, session)
     if not isinstance(genotype, Genotype):
         genotype = resolve(str(genotype), space_name)
-    trainer = Trainer.build(cfg, genotype, split)
+    trainer = Trainer.build(cfg, genotype, split, session)
     if run_dir is None:
         folder = RunDir.create(Path(cfg.run.out), f"train-{trainer.compiled.name}")
     else:
@@ -455,7 +454,6 @@ def resume_training(path: Path, device: str | None = None, quiet: bool = True) -
     """Continue the training run in `path` from its checkpoint."""
     run_dir = open_run_dir(path)
     cfg = read_train_config(run_dir.config_path)
-    _check_task(cfg)
     state = load_checkpoint(run_dir.checkpoint_path, CHECKPOINT_KIND, CHECKPOINT_KEYS)
     if state["config"] != config_to_dict(cfg):
         raise CheckpointError(f"{run_dir.checkpoint_path}: written by a different configuration "
@@ -466,7 +464,9 @@ def resume_training(path: Path, device: str | None = None, quiet: bool = True) -
         raise CheckpointError(f"{run_dir.checkpoint_path}: {error}") from None
     if device is not None:
         cfg = replace(cfg, run=replace(cfg.run, device=device))
-    trainer = Trainer.build(cfg, genotype, state["split"])
+    session = Session.start(cfg.run)
+    _check_task(cfg, session)
+    trainer = Trainer.build(cfg, genotype, state["split"], session)
     trainer.load_state_dict(state, run_dir.checkpoint_path)
     run_dir.keep_metrics_through(trainer.epoch)
     log.info("resuming %s at epoch %d, step %d", run_dir.path, trainer.epoch + 1, trainer.step)

@@ -29,6 +29,8 @@ from spacec.errors import ReportedError
 REDUCTIONS = ("concat", "mean", "node")
 
 _CELL_KEYS = ("edges", "output", "reduce")
+# The file a run directory keeps its genotype in (spacec.runtime.run.rundir uses this name).
+GENOTYPE_FILE = "genotype.json"
 _GENOTYPE_KEYS = ("space", "cells")
 
 
@@ -353,7 +355,7 @@ def resolve(reference: str, space: str | None = None) -> Genotype:
         return PRESETS[reference]
     path = Path(reference).expanduser()
     if path.is_dir():
-        path = path / "genotype.json"
+        path = path / GENOTYPE_FILE
     if not path.is_file():
         known = ", ".join(PRESETS)
         raise GenotypeError(f"{reference}: neither a preset ({known}) nor a genotype JSON file")
