@@ -198,10 +198,12 @@ class _Checker:
                 value = overrides[decl.name.text]
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     self.error(NO_SPAN, f"--set {decl.name.text}: expected a number, got {value!r}")
+                    self.failed.add(("param", decl.name.text))
                     continue
                 problem = _out_of_range(value)
                 if problem:
                     self.error(NO_SPAN, f"--set {decl.name.text}: {problem}")
+                    self.failed.add(("param", decl.name.text))
                     continue
             else:
                 try:
@@ -911,6 +913,11 @@ class _Checker:
                 continue
             try:
                 settings[key] = self._setting_value(schema[key][0], setting.value, cells)
+                if schema[key][0] == "int" and settings[key].value < 1:
+                    self.fail(
+                        _span_of(setting.value),
+                        f"'{key}' must be positive, got {settings[key].value}",
+                    )
             except _Invalid:
                 settings[key] = None
         for key, (_, required) in schema.items():

@@ -43,6 +43,10 @@ def make_dirs(path: Path) -> list[Path]:
     for folder in (path, *path.parents):
         if folder.is_dir():
             break
+        if folder.exists():  # a file where a folder should be: say so, not "File exists"
+            raise FileError(
+                f"cannot create folder {visible(str(path))}: {visible(str(folder))} is a file"
+            )
         missing.append(folder)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -50,6 +54,25 @@ def make_dirs(path: Path) -> list[Path]:
         remove_dirs(missing[::-1])
         raise _failure("create folder", path, error) from None
     return missing[::-1]
+
+
+def check_writable(path: Path) -> None:
+    """FileError now when writing `path` later surely fails (a file where a folder should be, a
+    folder that does not let us write); creates nothing. For outputs written at the end of a
+    long command."""
+    path = Path(path)
+    if path.is_dir():
+        raise FileError(f"cannot write {visible(str(path))}: it is a folder")
+    for folder in path.parents:
+        if folder.is_dir():
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise FileError(f"cannot write {visible(str(path))}: {visible(str(folder))} is "
+                                "not writable")  # fmt: skip
+            return
+        if folder.exists():
+            raise FileError(
+                f"cannot write {visible(str(path))}: {visible(str(folder))} is a file"
+            )
 
 
 def remove_dirs(folders: list[Path]) -> None:

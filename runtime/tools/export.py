@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ import torch
 from torch import nn
 
 from spacec.errors import ReportedError
+from spacec.files import atomic_write_with
 from spacec.runtime.run.checkpoint import load_checkpoint
 from spacec.runtime.run.rundir import CHECKPOINT_NAME
 from spacec.runtime.train.loop import (
@@ -97,23 +96,9 @@ def max_difference(expected: torch.Tensor, actual: torch.Tensor, what: str) -> f
 
 
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(temp)` then rename over `path`: a failed export leaves no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(temp))
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp creates the file private (0600)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """`write(temp)` then rename over `path`: a failed export leaves no half-written file, and
+    an unwritable path is a FileError naming it (spacec.files)."""
+    atomic_write_with(path, write)
 
 
 def _quietly(action: Callable[[], object]) -> object:

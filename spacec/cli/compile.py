@@ -16,6 +16,9 @@ from spacec.cli.app import main, user_errors, write_output
 from spacec.cli.options import compile_space, set_option
 from spacec.load import CompiledSpace, shipped_spaces
 
+# Cells `spacec check` names with their α shapes (a generated space may have thousands).
+CELLS_LISTED = 10
+
 
 @main.command("list")
 def list_spaces() -> None:
@@ -40,10 +43,12 @@ def _summary(path: Path) -> str:
 def check(space: str, sets: tuple[str, ...]) -> None:
     """Check SPACE (a shipped name or a .space path); report every error, compiler-style."""
     compiled = compile_space(space, sets)
+    shown = compiled.spec.cells[:CELLS_LISTED]
     cells = ", ".join(
-        f"{c.name} [{len(c.edges)}, {len(compiled.spec.opset(c.opset).candidates)}]"
-        for c in compiled.spec.cells
+        f"{c.name} [{len(c.edges)}, {len(compiled.spec.opset(c.opset).candidates)}]" for c in shown
     )
+    more = len(compiled.spec.cells) - len(shown)
+    cells += f", and {more} more cells" if more else ""
     click.echo(f"{compiled.spec.path}: ok ({compiled.name}: {cells})")
 
 
