@@ -82,6 +82,7 @@ class _Checker:
         self.roots: dict[str, str] = {}  # cell -> the top of its chain of `extends`
         self.cell_decls: dict[str, ast.CellDecl] = {}
         self.fixed_stride_ops: dict[str, list] = {}  # op set -> its candidates with a fixed stride
+        self.derive_spans: dict[str, Span] = {}  # cell -> its `derive` statement
         self.sources: dict[str, str] = {tree.path: tree.text}
         self.params: dict[str, int | float] = {}
         self.opsets: dict[str, spec.OpSet] = {}
@@ -556,6 +557,7 @@ class _Checker:
         combine = self._combine(groups.get("combine"))
         reduce, output = self._output(groups["output"][0], nodes)
         rule = self._rule(groups["derive"][0], groups.get("limit", []), opset, edges, nodes)
+        self.derive_spans[decl.name.text] = groups["derive"][0].span
         share = self._optional_step(
             groups.get("share"), catalog.SHARED_BLOCKS, "shared block", "block"
         )
@@ -1096,6 +1098,22 @@ class _Checker:
                     )
                 if cell.reduction:
                     self.error(decl.kind.span, f"recurrent cell '{cell.name}' cannot have stride 2")
+                zeros = [
+                    c.name
+                    for c in self.opsets[cell.opset].candidates
+                    if c.is_zero and c.name not in cell.rule.exclude
+                ]
+                if zeros:
+                    self.owner = cell.name  # an inherited `derive` is reported once
+                    self.error(
+                        self.derive_spans[cell.name],
+                        f"recurrent cell '{cell.name}' may derive '{zeros[0]}' (no connection), "
+                        "which a derived recurrent cell cannot hold",
+                        f"exclude it: derive {cell.rule.kind}("
+                        + (f"k={cell.rule.k}, " if cell.rule.kind == "topk" else "")
+                        + f"exclude=[{', '.join([*cell.rule.exclude, *zeros])}])",
+                    )
+                    self.owner = None
 
 
 def _article(noun: str) -> str:

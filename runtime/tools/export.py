@@ -74,7 +74,13 @@ def checkpoint_path(source: Path, which: str = "last") -> Path:
 
 def load_network(source: Path, which: str = "last") -> tuple[nn.Module, tuple[int, int, int]]:
     """The eval-mode network of a training checkpoint and its input shape (C, H, W)."""
-    state = load_checkpoint(checkpoint_path(source, which), CHECKPOINT_KIND, CHECKPOINT_KEYS)
+    path = checkpoint_path(source, which)
+    keys = tuple(key for key in CHECKPOINT_KEYS if key != "input_shape")
+    state = load_checkpoint(path, CHECKPOINT_KIND, keys)
+    if "input_shape" not in state:  # a language model's training run: no image input
+        config = state["config"] if isinstance(state["config"], dict) else {}
+        raise ExportError(f"{path}: export takes image classifiers; this checkpoint holds a "
+                          f"{config.get('task', 'non-image')} network")
     shape = tuple(int(size) for size in state["input_shape"])
     return network_from_checkpoint(state), shape
 

@@ -122,10 +122,14 @@ def info(space: str, sets: tuple[str, ...], genotype: str | None, as_json: bool)
         )
     if "derived" in report:
         derived = report["derived"]
+        cost = (
+            f", {derived['multiply_adds'] / 1e6:.1f}M multiply-adds at {derived['input_shape']}"
+            if "multiply_adds" in derived
+            else ""
+        )
         click.echo(
             f"derived network ({derived['genotype']}): {derived['parameters']:,} parameters "
-            f"(excluding the auxiliary head), {derived['multiply_adds'] / 1e6:.1f}M multiply-adds "
-            f"at {derived['input_shape']}"
+            f"(excluding the auxiliary head){cost}"
         )
 
 
@@ -133,13 +137,11 @@ def derived_report(compiled: CompiledSpace, reference: str) -> dict:
     from spacec.runtime.tools.flops import count_parameters, multiply_adds
 
     network = compiled.discrete_network(reference)
-    shape = compiled.input_shape
-    return {
-        "genotype": reference,
-        "parameters": count_parameters(network),
-        "multiply_adds": multiply_adds(network, shape),
-        "input_shape": list(shape),
-    }
+    report = {"genotype": reference, "parameters": count_parameters(network)}
+    if compiled.spec.domain == "image":  # a language model's cost is per token, not per image
+        shape = compiled.input_shape
+        report |= {"multiply_adds": multiply_adds(network, shape), "input_shape": list(shape)}
+    return report
 
 
 def space_report(compiled: CompiledSpace) -> dict:
