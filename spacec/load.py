@@ -128,6 +128,8 @@ class _Importer:
 
     def __call__(self, decl: ast.Import, importing: str) -> spec.Space:
         base = self.stack[-1].parent
+        if decl.is_path and "\0" in decl.source.text:  # the OS takes no such path
+            raise SpaceError([Diagnostic(decl.source.span, "import: a path cannot hold a NUL")])
         if decl.is_path:
             path = (base / decl.source.text).resolve()
             if path.is_dir():

@@ -250,7 +250,8 @@ def test_a_call_argument_default_is_the_value_written_out(tmp_path):
 IMAGE_MINIMAL = IMAGE
 for _name in sorted(IMAGE_OPTIONAL, key=lambda name: name != "extends"):  # extends first: it
     # copies the parent's statements, which the others then leave out
-    if _name not in ("stride", "param", "ops"):  # keep a reduction (reduce_input's default) ...
+    if _name not in ("stride", "with", "param", "ops"):  # keep a reduction (for the default
+        # of reduce_input) ...
         IMAGE_MINIMAL = without(IMAGE_MINIMAL, _name)
 SEQUENCE_MINIMAL = SEQUENCE
 for _name in SEQUENCE_OPTIONAL:
@@ -268,7 +269,7 @@ def markers(text: str) -> set[str]:
 
 
 def test_the_minimal_spaces_leave_out_every_optional_statement():
-    assert markers(IMAGE_MINIMAL) == {"stride", "param", "ops"}
+    assert markers(IMAGE_MINIMAL) == {"stride", "with", "param", "ops"}
     assert markers(SEQUENCE_MINIMAL) == {"param"}
 
 
