@@ -1,29 +1,34 @@
 """Text -> AST: parse a .space file with the Lark grammar and turn the tree into `spacec.ast`.
 
-The conversion only turns tokens into values; it validates nothing, so every semantic rule lives
-in `spacec.check`. Syntax errors become a `SpaceError` pointing at the offending token.
+Building the AST only turns tokens into values; it validates nothing, so every semantic rule
+lives in `spacec.check`. Syntax errors become a `SpaceError` pointing at the offending token.
 
-Two things keep parsing linear and safe on any input:
+Parsing is linear in the input and safe on any input:
 
 * `_Lexer`, a contextual lexer equivalent to Lark's (a word is a keyword where the grammar expects
-  that keyword, else a name; only the terminals the parser can accept next are tried), that
-  scans with one compiled pattern per parser state. Lark's own lexer costs several times more
-  per token; the grammar file stays the one definition of the terminals.
-* The tree is converted to AST nodes iteratively (no Python recursion), and input nested deeper
-  than `MAX_NESTING` levels (expressions, calls, lists) or with integer literals longer than
-  `MAX_DIGITS` digits is refused with a positioned error, so that no later stage (the checker's
-  evaluation, the generated Python, Python's own compiler) meets unbounded recursion.
+  that keyword, else a name; only the terminals the parser can accept next are tried), scans with
+  one compiled pattern per parser state: Lark's own lexer costs several times more per token.
+  The grammar file stays the one definition of the terminals.
+* `_Builder` makes the AST nodes while the parser reduces (Lark's inline transformer): no parse
+  tree, no second pass, no recursion, positions taken from the tokens themselves (Lark's
+  position propagation cost more than all the rest of a parse).
+* Values nested deeper than `MAX_NESTING` levels (expressions, calls, lists) and integer literals
+  longer than `MAX_DIGITS` digits are refused with a positioned error, so that no later stage
+  (the checker's evaluation, the generated Python, Python's own compiler) meets unbounded
+  recursion or unbounded numbers.
 """
 
 from __future__ import annotations
 
+import gc
 import re
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 
-from lark import Lark, Token, Tree
+from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.lexer import Lexer, LexerState
 
@@ -58,32 +63,50 @@ def grammar_text() -> str:
 
 @lru_cache(maxsize=1)
 def parser() -> Lark:
-    """The LALR(1) parser, built once per process."""
+    """The LALR(1) parser, built once per process; it builds AST nodes as it goes."""
     return Lark(
         grammar_text(),
         parser="lalr",
         lexer=_Lexer,
         strict=True,
-        propagate_positions=True,
+        keep_all_tokens=True,  # keywords and punctuation place their statements
         maybe_placeholders=True,
+        transformer=_Builder(),
     )
 
 
-_PARSING = threading.Lock()  # the lexer caches its scanners; one parse at a time
+_PARSING = threading.Lock()  # the builder and the lexer keep per-parse state: one at a time
 
 
 def parse(text: str, path: str = "<string>") -> ast.SpaceFile:
     """Parse source text into a `SpaceFile`; raise `SpaceError` on a syntax error."""
+    lark = parser()
+    builder = lark.options.transformer
+    with _PARSING, _collector_paused():
+        builder.reset(path)
+        try:
+            items = lark.parse(text)
+        except UnexpectedInput as error:
+            raise SpaceError([_syntax_diagnostic(error, path)], {path: text}) from None
+        except _Refused as refused:
+            raise SpaceError([refused.diagnostic], {path: text}) from None
+        finally:
+            builder.reset(path)  # drop the positions of this parse
+    return ast.SpaceFile(path=path, text=text, items=tuple(items))
+
+
+@contextmanager
+def _collector_paused():
+    """Pause Python's cyclic garbage collector: parsing allocates many small objects that live
+    on, and the collector, triggered by allocations, re-walks them all again and again (it
+    doubled the time of a 1 MB parse and grew faster than the input). The AST holds no cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
     try:
-        with _PARSING:
-            tree = parser().parse(text)
-    except UnexpectedInput as error:
-        raise SpaceError([_syntax_diagnostic(error, path)], {path: text}) from None
-    try:
-        items = _ToAst(path).convert(tree)
-    except _Refused as refused:
-        raise SpaceError([refused.diagnostic], {path: text}) from None
-    return ast.SpaceFile(path=path, text=text, items=tuple(items.children))
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _syntax_diagnostic(error: UnexpectedInput, path: str) -> Diagnostic:
@@ -193,7 +216,7 @@ class _Lexer(Lexer):
             yield token
 
 
-# ---- tree -> AST -------------------------------------------------------------------------------
+# ---- parse -> AST ------------------------------------------------------------------------------
 class _Refused(Exception):
     """Input past a parsing limit (nesting depth, digits of a literal)."""
 
@@ -202,241 +225,298 @@ class _Refused(Exception):
         self.diagnostic = diagnostic
 
 
-class _ToAst:
-    """Lark tree -> AST nodes. Pure conversion: no checks, no lookups.
+# Terminals that carry a value; the others (keywords, punctuation) only place their rule.
+_VALUE_TERMINALS = frozenset({"NAME", "INT", "FLOAT", "STRING"})
+_ALL = object()  # `concat(*)`, `stride ... from inputs`: every node (None in the AST)
 
-    Each rule's method takes the tree's `meta` (its position) and its converted children.
-    `convert` walks the tree with an explicit stack, children before parents.
+Extent = tuple[int, int, int, int]  # line, column, end line, end column
+
+
+class _Builder:
+    """Builds AST nodes as the parser reduces each rule (Lark's inline transformer): no parse
+    tree is built and nothing recurses. Pure conversion: no checks, no lookups.
+
+    Each method gets its rule's children with every token kept (keywords and punctuation too,
+    for positions). A node's span runs from its first token to its last, parentheses included
+    where a parenthesised expression stands in a larger one (`extents`, by object id).
+    `depths` counts how deeply values nest (operators, calls, arguments, lists), refused past
+    `MAX_NESTING`.
     """
 
-    def __init__(self, path: str):
+    def __init__(self):
+        self.path = "<string>"
+        self.extents: dict[int, Extent] = {}
+        self.depths: dict[int, int] = {}
+
+    def reset(self, path: str) -> None:
         self.path = path
-        self.rules = {
-            name: getattr(self, name)
-            for name in dir(self)
-            if not name.startswith("_") and name not in ("path", "rules", "convert")
-        }
+        self.extents.clear()
+        self.depths.clear()
 
-    def convert(self, root: Tree):
-        stack: list[tuple[Tree, Iterator, list]] = [(root, iter(root.children), [])]
-        while True:
-            tree, pending, done = stack[-1]
-            for child in pending:
-                if isinstance(child, Tree):
-                    if len(stack) >= MAX_NESTING:
-                        raise _Refused(
-                            Diagnostic(
-                                self._span(child.meta),
-                                f"nested too deeply: more than {MAX_NESTING} levels of "
-                                "expressions, calls and lists",
-                                "split the expression with `param` declarations",
-                            )
-                        )
-                    stack.append((child, iter(child.children), []))
-                    break
-                done.append(child)
-            else:
-                stack.pop()
-                value = self.rules[tree.data](tree.meta, done)
-                if not stack:
-                    return value
-                stack[-1][2].append(value)
+    # -- positions and nesting --
+    def _extent(self, item) -> Extent | None:
+        if isinstance(item, Token):
+            return item.line, item.column, item.end_line, item.end_column
+        return self.extents.get(id(item))
 
-    # -- helpers --
-    def _span(self, meta_or_token, length: int | None = None) -> Span:
-        if isinstance(meta_or_token, Token):
-            return Span(self.path, meta_or_token.line, meta_or_token.column, len(meta_or_token))
-        meta = meta_or_token
-        if getattr(meta, "empty", False):
-            return Span(self.path, 0, 0, 0)
-        if length is None:
-            same_line = meta.end_line == meta.line
-            length = meta.end_column - meta.column if same_line else 1
-        return Span(self.path, meta.line, meta.column, max(length, 1))
+    def _placed(self, node, children: list):
+        """Record `node`'s extent (first to last child) and return it."""
+        first = next(e for e in map(self._extent, children) if e is not None)
+        last = next(e for e in map(self._extent, reversed(children)) if e is not None)
+        self.extents[id(node)] = (first[0], first[1], last[2], last[3])
+        return node
+
+    def _span(self, children: list) -> Span:
+        first = next(e for e in map(self._extent, children) if e is not None)
+        last = next(e for e in map(self._extent, reversed(children)) if e is not None)
+        length = last[3] - first[1] if first[0] == last[2] else 1
+        return Span(self.path, first[0], first[1], max(length, 1))
+
+    def _nested(self, node, *inner):
+        """Record `node` one level deeper than the deepest of `inner`; refuse past the limit."""
+        depth = 1 + max((self.depths.get(id(item), 0) for item in inner), default=0)
+        if depth > MAX_NESTING:
+            raise _Refused(
+                Diagnostic(
+                    node.span,
+                    f"nested too deeply: more than {MAX_NESTING} levels of expressions, calls "
+                    "and lists",
+                    "split the expression with `param` declarations",
+                )
+            )
+        self.depths[id(node)] = depth
+        return node
+
+    def _token_span(self, token: Token) -> Span:
+        return Span(self.path, token.line, token.column, len(token))
 
     def _name(self, token: Token) -> ast.Name:
-        return ast.Name(str(token), self._span(token))
+        return ast.Name(str(token), self._token_span(token))
 
     def _int(self, token: Token) -> int:
         if len(token) > MAX_DIGITS:
             raise _Refused(
-                Diagnostic(self._span(token), f"an integer of {len(token)} digits; at most {MAX_DIGITS}")
+                Diagnostic(
+                    self._token_span(token),
+                    f"an integer of {len(token)} digits; at most {MAX_DIGITS}",
+                )
             )
         return int(token)
 
+    @staticmethod
+    def _values(children: list) -> list:
+        """The children that carry a value: no keyword or punctuation, no empty placeholder."""
+        return [
+            c
+            for c in children
+            if c is not None and not (isinstance(c, Token) and c.type not in _VALUE_TERMINALS)
+        ]
+
+    def _node(self, make, children: list):
+        """`make(values, span)` placed at the children's extent."""
+        return self._placed(make(self._values(children), self._span(children)), children)
+
     # -- values --
-    def start(self, meta, children):
-        return Tree("start", children)
+    def start(self, children):
+        return children
 
-    def int_lit(self, meta, children):
-        return ast.Num(self._int(children[0]), self._span(meta))
+    def int_lit(self, children):
+        return self._nested(self._node(lambda v, span: ast.Num(self._int(v[0]), span), children))
 
-    def float_lit(self, meta, children):
-        return ast.Num(float(children[0]), self._span(meta))
+    def float_lit(self, children):
+        return self._nested(self._node(lambda v, span: ast.Num(float(v[0]), span), children))
 
-    def ref(self, meta, children):
-        return ast.Ref(str(children[0]), self._span(meta))
+    def ref(self, children):
+        return self._nested(self._node(lambda v, span: ast.Ref(str(v[0]), span), children))
 
-    def _binary(self, op: str, meta, children):
-        left, right = children
-        return ast.BinOp(op, left, right, self._span(meta))
+    def atom(self, children):
+        """`( expr )`: the expression, placed with its parentheses in what contains it."""
+        inner = self._values(children)[0]
+        return self._placed(inner, children)
 
-    def add(self, meta, children):
-        return self._binary("+", meta, children)
+    def _binary(self, op: str, children):
+        node = self._node(lambda v, span: ast.BinOp(op, v[0], v[1], span), children)
+        return self._nested(node, node.left, node.right)
 
-    def sub(self, meta, children):
-        return self._binary("-", meta, children)
+    def add(self, children):
+        return self._binary("+", children)
 
-    def mul(self, meta, children):
-        return self._binary("*", meta, children)
+    def sub(self, children):
+        return self._binary("-", children)
 
-    def floordiv(self, meta, children):
-        return self._binary("//", meta, children)
+    def mul(self, children):
+        return self._binary("*", children)
 
-    def neg(self, meta, children):
-        return ast.Neg(children[0], self._span(meta))
+    def floordiv(self, children):
+        return self._binary("//", children)
 
-    def list(self, meta, children):
-        items = tuple(child for child in children if child is not None)
-        return ast.ListValue(items, self._span(meta))
+    def neg(self, children):
+        node = self._node(lambda v, span: ast.Neg(v[0], span), children)
+        return self._nested(node, node.operand)
 
-    def arg(self, meta, children):
-        name, value = children
-        return ast.Arg(self._name(name), value)
+    def list(self, children):
+        node = self._node(lambda v, span: ast.ListValue(tuple(v), span), children)
+        return self._nested(node, *node.items)
 
-    def call(self, meta, children):
-        name, *args = children
-        return ast.Call(self._name(name), tuple(a for a in args if a is not None), self._span(meta))
+    def arg(self, children):
+        name, value = self._values(children)
+        node = self._placed(ast.Arg(self._name(name), value), children)
+        return self._nested(node, value)
 
-    def bare_call(self, meta, children):
+    def call(self, children):
+        node = self._node(lambda v, span: ast.Call(self._name(v[0]), tuple(v[1:]), span), children)
+        return self._nested(node, *node.args)
+
+    def bare_call(self, children):
         name = self._name(children[0])
-        return ast.Call(name, (), name.span)
+        return self._nested(self._placed(ast.Call(name, (), name.span), children))
 
-    def name_list(self, meta, children):
-        return tuple(self._name(token) for token in children)
+    def name_list(self, children):
+        return self._placed(tuple(self._name(t) for t in self._values(children)), children)
 
-    def op_expr(self, meta, children):
-        return tuple(children)
+    def op_expr(self, children):
+        return self._placed(tuple(self._values(children)), children)
 
     # -- declarations --
-    def space_decl(self, meta, children):
-        return ast.SpaceDecl(self._name(children[0]), self._span(meta))
+    def space_decl(self, children):
+        return self._node(lambda v, span: ast.SpaceDecl(self._name(v[0]), span), children)
 
-    def import_decl(self, meta, children):
-        names, (source, is_path) = children
-        return ast.Import(names, source, is_path, self._span(meta))
+    def import_decl(self, children):
+        def make(v, span):
+            names, (source, is_path) = v
+            return ast.Import(names, source, is_path, span)
 
-    def path_source(self, meta, children):
+        return self._node(make, children)
+
+    def path_source(self, children):
         token = children[0]
-        return ast.Name(str(token)[1:-1], self._span(token)), True
+        return self._placed((ast.Name(str(token)[1:-1], self._token_span(token)), True), children)
 
-    def name_source(self, meta, children):
-        return self._name(children[0]), False
+    def name_source(self, children):
+        return self._placed((self._name(children[0]), False), children)
 
-    def param_decl(self, meta, children):
-        name, value = children
-        return ast.Param(self._name(name), value, self._span(meta))
+    def param_decl(self, children):
+        return self._node(lambda v, span: ast.Param(self._name(v[0]), v[1], span), children)
 
-    def op_def(self, meta, children):
-        name, steps = children
-        return ast.OpDef(self._name(name), steps, self._span(meta))
+    def op_def(self, children):
+        return self._node(lambda v, span: ast.OpDef(self._name(v[0]), v[1], span), children)
 
-    def ops_decl(self, meta, children):
-        name, *ops = children
-        return ast.OpSet(self._name(name), tuple(ops), self._span(meta))
+    def ops_decl(self, children):
+        return self._node(lambda v, span: ast.OpSet(self._name(v[0]), tuple(v[1:]), span), children)
 
     # -- cells --
-    def extends(self, meta, children):
-        return self._name(children[0])
+    def extends(self, children):
+        return self._placed(self._name(self._values(children)[0]), children)
 
-    def cell_decl(self, meta, children):
-        name, *rest = children
-        parent = rest.pop(0) if rest and isinstance(rest[0], ast.Name) else None
-        return ast.CellDecl(self._name(name), parent, tuple(rest), self._span(meta))
+    def cell_decl(self, children):
+        def make(v, span):
+            name, *rest = v
+            parent = rest.pop(0) if rest and isinstance(rest[0], ast.Name) else None
+            return ast.CellDecl(self._name(name), parent, tuple(rest), span)
 
-    def inputs_stmt(self, meta, children):
-        return ast.Inputs(children[0], self._span(meta))
+        return self._node(make, children)
 
-    def nodes_count(self, meta, children):
-        return ast.NodesCount(self._int(children[0]), self._span(meta))
+    def inputs_stmt(self, children):
+        return self._node(lambda v, span: ast.Inputs(v[0], span), children)
 
-    def nodes_named(self, meta, children):
-        return ast.NodesNamed(children[0], self._span(meta))
+    def nodes_count(self, children):
+        return self._node(lambda v, span: ast.NodesCount(self._int(v[0]), span), children)
 
-    def dense_from(self, meta, children):
-        return self._name(children[0])
+    def nodes_named(self, children):
+        return self._node(lambda v, span: ast.NodesNamed(v[0], span), children)
 
-    def dense_stmt(self, meta, children):
-        start = children[0] if len(children) == 2 else None
-        return ast.DenseEdges(start, self._name(children[-1]), self._span(meta))
+    def dense_from(self, children):
+        return self._placed(self._name(self._values(children)[0]), children)
 
-    def edge_stmt(self, meta, children):
-        sources, target, opset = children
-        return ast.Edges(sources, self._name(target), self._name(opset), self._span(meta))
+    def dense_stmt(self, children):
+        def make(v, span):
+            start = v[0] if len(v) == 2 else None
+            return ast.DenseEdges(start, self._name(v[-1]), span)
 
-    def fixed_each(self, meta, children):
-        sources, target, steps = children
-        return ast.Fixed(sources, self._name(target), steps, False, self._span(meta))
+        return self._node(make, children)
 
-    def fixed_joint(self, meta, children):
-        sources, target, steps = children
-        return ast.Fixed(sources, self._name(target), steps, True, self._span(meta))
+    def edge_stmt(self, children):
+        return self._node(
+            lambda v, span: ast.Edges(v[0], self._name(v[1]), self._name(v[2]), span), children
+        )
 
-    def combine_stmt(self, meta, children):
-        return ast.Combine(self._name(children[0]), self._span(meta))
+    def fixed_each(self, children):
+        return self._node(
+            lambda v, span: ast.Fixed(v[0], self._name(v[1]), v[2], False, span), children
+        )
 
-    def output_reduce(self, meta, children):
-        reduce, nodes = children
-        return ast.Output(self._name(reduce), nodes, self._span(meta))
+    def fixed_joint(self, children):
+        return self._node(
+            lambda v, span: ast.Fixed(v[0], self._name(v[1]), v[2], True, span), children
+        )
 
-    def all_nodes(self, meta, children):
-        return None
+    def combine_stmt(self, children):
+        return self._node(lambda v, span: ast.Combine(self._name(v[0]), span), children)
 
-    def output_node(self, meta, children):
-        return ast.Output(None, (self._name(children[0]),), self._span(meta))
+    def output_reduce(self, children):
+        def make(v, span):
+            reduce, nodes = v
+            return ast.Output(self._name(reduce), None if nodes is _ALL else nodes, span)
 
-    def derive_stmt(self, meta, children):
-        return ast.Derive(children[0], self._span(meta))
+        return self._node(make, children)
 
-    def limit_stmt(self, meta, children):
-        op, most = children
-        return ast.Limit(self._name(op), self._int(most), self._span(meta))
+    def all_nodes(self, children):
+        return self._placed(_ALL, children)
 
-    def all_inputs(self, meta, children):
-        return None
+    def output_node(self, children):
+        return self._node(lambda v, span: ast.Output(None, (self._name(v[0]),), span), children)
 
-    def stride_stmt(self, meta, children):
-        value, sources = children
-        return ast.Stride(self._int(value), sources, self._span(meta))
+    def derive_stmt(self, children):
+        return self._node(lambda v, span: ast.Derive(v[0], span), children)
 
-    def share_stmt(self, meta, children):
-        return ast.Share(children[0], self._span(meta))
+    def limit_stmt(self, children):
+        return self._node(
+            lambda v, span: ast.Limit(self._name(v[0]), self._int(v[1]), span), children
+        )
 
-    def search_norm_stmt(self, meta, children):
-        return ast.SearchNorm(children[0], self._span(meta))
+    def all_inputs(self, children):
+        return self._placed(_ALL, children)
+
+    def stride_stmt(self, children):
+        def make(v, span):
+            value, sources = v
+            return ast.Stride(self._int(value), None if sources is _ALL else sources, span)
+
+        return self._node(make, children)
+
+    def share_stmt(self, children):
+        return self._node(lambda v, span: ast.Share(v[0], span), children)
+
+    def search_norm_stmt(self, children):
+        return self._node(lambda v, span: ast.SearchNorm(v[0], span), children)
 
     # -- network --
-    def setting(self, meta, children):
-        key, value = children
-        return ast.Setting(self._name(key), value, self._span(meta))
+    def setting(self, children):
+        return self._node(lambda v, span: ast.Setting(self._name(v[0]), v[1], span), children)
 
-    def replace(self, meta, children):
-        name, positions = children
-        return self._name(name), positions
+    def replace(self, children):
+        name, positions = self._values(children)
+        return self._placed((self._name(name), positions), children)
 
-    def repeat(self, meta, children):
-        cell, count, *rest = children
-        replace_with, positions = rest[0] if rest and rest[0] is not None else (None, None)
-        return ast.Repeat(self._name(cell), count, replace_with, positions, self._span(meta))
+    def repeat(self, children):
+        def make(v, span):
+            cell, count, *rest = v
+            replace_with, positions = rest[0] if rest else (None, None)
+            return ast.Repeat(self._name(cell), count, replace_with, positions, span)
 
-    def block(self, meta, children):
-        return ast.Block(children[0], self._span(meta))
+        return self._node(make, children)
 
-    def body_stmt(self, meta, children):
-        return ast.Body(tuple(children), self._span(meta))
+    def block(self, children):
+        return self._node(lambda v, span: ast.Block(v[0], span), children)
 
-    def network_decl(self, meta, children):
-        kind, *stmts = children
-        settings = tuple(s for s in stmts if isinstance(s, ast.Setting))
-        bodies = tuple(s for s in stmts if isinstance(s, ast.Body))
-        return ast.NetworkDecl(self._name(kind), settings, bodies, self._span(meta))
+    def body_stmt(self, children):
+        return self._node(lambda v, span: ast.Body(tuple(v), span), children)
+
+    def network_decl(self, children):
+        def make(v, span):
+            kind, *stmts = v
+            settings = tuple(s for s in stmts if isinstance(s, ast.Setting))
+            bodies = tuple(s for s in stmts if isinstance(s, ast.Body))
+            return ast.NetworkDecl(self._name(kind), settings, bodies, span)
+
+        return self._node(make, children)
