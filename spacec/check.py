@@ -186,7 +186,9 @@ class _Checker:
         for key in overrides:
             if key not in declared:
                 self.error(
-                    NO_SPAN, f"--set {key}: no such parameter", self.suggest(key, declared, "parameters")
+                    NO_SPAN,
+                    f"--set {key}: no such parameter",
+                    self.suggest(key, declared, "parameters"),
                 )
         for decl in decls:
             if decl.name.text in self.params:
@@ -349,7 +351,9 @@ class _Checker:
         """Validate a call against a catalogue table and evaluate its arguments."""
         name = call.name.text
         if name not in table:
-            self.fail(call.name.span, f"unknown {what} '{name}'", self.suggest(name, table, f"{what}s"))
+            self.fail(
+                call.name.span, f"unknown {what} '{name}'", self.suggest(name, table, f"{what}s")
+            )
         signature = table[name]
         args: dict[str, object] = {}
         for arg in call.args:
@@ -380,7 +384,9 @@ class _Checker:
                 )
         for key, default in signature.defaults.items():
             if key not in args:  # checked like a written argument, so it is the same kind of value
-                args[key] = self._argument(name, key, signature.args[key], written(default, call.span))
+                args[key] = self._argument(
+                    name, key, signature.args[key], written(default, call.span)
+                )
         ordered = tuple((key, args[key]) for key in signature.args if key in args)
         return spec.Step(name, ordered)
 
@@ -926,7 +932,9 @@ class _Checker:
             if required and key not in settings:
                 self.error(decl.kind.span, f"the {kind} has no '{key}' setting")
         for key, default in catalog.NETWORK_DEFAULTS.get(kind, {}).items():
-            if key not in settings:  # checked as if written, so codegen sees the same kinds of value
+            if (
+                key not in settings
+            ):  # checked as if written, so codegen sees the same kinds of value
                 try:
                     settings[key] = self._setting_value(
                         schema[key][0], written(default, decl.kind.span), cells
@@ -949,7 +957,9 @@ class _Checker:
             options = cells if role == "cell" else catalog.DECODERS
             if name not in options:
                 self.fail(
-                    _span_of(value), f"unknown {role} '{name}'", self.suggest(name, options, f"{role}s")
+                    _span_of(value),
+                    f"unknown {role} '{name}'",
+                    self.suggest(name, options, f"{role}s"),
                 )
             return name
         if role == "stem" and isinstance(value, ast.ListValue):
@@ -1038,7 +1048,9 @@ class _Checker:
         if ("cell", name.text) in self.failed:
             raise _Invalid
         if name.text not in cells:
-            self.fail(name.span, f"unknown cell '{name.text}'", self.suggest(name.text, cells, "cells"))
+            self.fail(
+                name.span, f"unknown cell '{name.text}'", self.suggest(name.text, cells, "cells")
+            )
 
     def _check_domains(self, kind: str, cells: dict[str, spec.Cell], decl: ast.NetworkDecl) -> None:
         domain = catalog.NETWORK_DOMAINS[kind]
@@ -1128,7 +1140,9 @@ def _out_of_range(value: int | float) -> str:
     """Why a computed value cannot be used (too large, or not finite), or ""."""
     if isinstance(value, int) and abs(value) > MAX_INTEGER:
         digits = len(str(abs(value)))
-        return f"a {digits}-digit integer is out of range (at most {MAX_INTEGER:,} in absolute value)"
+        return (
+            f"a {digits}-digit integer is out of range (at most {MAX_INTEGER:,} in absolute value)"
+        )
     if isinstance(value, float) and not math.isfinite(value):
         return f"{value} is not a finite number"
     return ""
@@ -1147,9 +1161,14 @@ def written(value: object, span: Span) -> ast.Value:
         return ast.Num(value, span)
     if isinstance(value, str):
         return ast.Ref(value, span)
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and (
-        isinstance(value[1], tuple)
-        and all(isinstance(pair, tuple) and len(pair) == 2 for pair in value[1])
+    if (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and (
+            isinstance(value[1], tuple)
+            and all(isinstance(pair, tuple) and len(pair) == 2 for pair in value[1])
+        )
     ):
         name = ast.Name(value[0], span)
         args = tuple(ast.Arg(ast.Name(key, span), written(item, span)) for key, item in value[1])

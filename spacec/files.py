@@ -70,9 +70,7 @@ def check_writable(path: Path) -> None:
                                 "not writable")  # fmt: skip
             return
         if folder.exists():
-            raise FileError(
-                f"cannot write {visible(str(path))}: {visible(str(folder))} is a file"
-            )
+            raise FileError(f"cannot write {visible(str(path))}: {visible(str(folder))} is a file")
 
 
 def remove_dirs(folders: list[Path]) -> None:
@@ -183,8 +181,11 @@ class NotUtf8Error(FileError):
         shown = excerpt(line_text, position.column, 4 * position.length)
         super().__init__(
             "\n".join(
-                [f"{where}: error: not UTF-8 text (byte 0x{position.byte:02x})", *shown,
-                 "hint: save the file as UTF-8"]  # fmt: skip
+                [
+                    f"{where}: error: not UTF-8 text (byte 0x{position.byte:02x})",
+                    *shown,
+                    "hint: save the file as UTF-8",
+                ]  # fmt: skip
             )
         )
 
