@@ -174,12 +174,13 @@ class _Importer:
 def compile_file(path: Path, overrides: dict | None = None) -> CompiledSpace:
     shown = display_path(path)
     text = read_source(path, shown)
-    tree = parse.parse(text, shown)
-    checked = check.check(tree, overrides or {}, resolve=_Importer(path))
-    try:
-        built = ir.build(checked)
-    except SpaceError as error:
-        raise SpaceError(error.diagnostics, {shown: text}) from None
+    with parse.collector_paused():
+        tree = parse.parse(text, shown)
+        checked = check.check(tree, overrides or {}, resolve=_Importer(path))
+        try:
+            built = ir.build(checked)
+        except SpaceError as error:
+            raise SpaceError(error.diagnostics, {shown: text}, error.omitted) from None
     return CompiledSpace(checked, built, text)
 
 

@@ -82,7 +82,7 @@ def parse(text: str, path: str = "<string>") -> ast.SpaceFile:
     """Parse source text into a `SpaceFile`; raise `SpaceError` on a syntax error."""
     lark = parser()
     builder = lark.options.transformer
-    with _PARSING, _collector_paused():
+    with _PARSING, collector_paused():
         builder.reset(path)
         try:
             items = lark.parse(text)
@@ -96,10 +96,11 @@ def parse(text: str, path: str = "<string>") -> ast.SpaceFile:
 
 
 @contextmanager
-def _collector_paused():
-    """Pause Python's cyclic garbage collector: parsing allocates many small objects that live
+def collector_paused():
+    """Pause Python's cyclic garbage collector: compiling allocates many small objects that live
     on, and the collector, triggered by allocations, re-walks them all again and again (it
-    doubled the time of a 1 MB parse and grew faster than the input). The AST holds no cycles."""
+    doubled the time of a 1 MB parse, and grew faster than the input). Nothing the compiler
+    builds holds a reference cycle; the collector resumes afterwards."""
     enabled = gc.isenabled()
     gc.disable()
     try:
