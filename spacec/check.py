@@ -902,7 +902,22 @@ class _Checker:
         settings = self._settings(decl, kind, cells)
         body = self._body(decl, kind, cells)
         self._check_domains(kind, cells, decl)
+        self._check_tied_decoder(decl, settings)
         return spec.Network(kind, tuple(settings.items()), body, decl.span.line)
+
+    def _check_tied_decoder(self, decl: ast.NetworkDecl, settings: dict[str, object]) -> None:
+        """A tied decoder reuses the embedding's weights: it needs embedding == hidden."""
+        embedding, hidden = settings.get("embedding"), settings.get("hidden")
+        if settings.get("decoder") != "tied" or embedding is None or hidden is None:
+            return
+        if embedding.value != hidden.value:
+            where = next(s for s in decl.settings if s.key.text == "decoder")
+            self.error(
+                _span_of(where.value),
+                f"a tied decoder needs embedding == hidden, got embedding {embedding.value} "
+                f"and hidden {hidden.value}",
+                "use `decoder untied`, or one size for both",
+            )
 
     def _settings(self, decl: ast.NetworkDecl, kind: str, cells) -> dict[str, object]:
         schema = catalog.NETWORK_SETTINGS[kind]

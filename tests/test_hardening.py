@@ -440,6 +440,17 @@ def test_non_positive_network_sizes_are_positioned_errors(write_space):
     assert (diagnostic.span.line, diagnostic.span.column) == (17, 16)
 
 
+def test_a_tied_decoder_needs_equal_embedding_and_hidden_sizes(write_space):
+    text = spacec.shipped_spaces()["darts_rnn"].read_text()
+    error = load_error(write_space, text, nhid=200)  # found by benchmarks/fuzz.py
+    (diagnostic,) = error.diagnostics
+    assert diagnostic.message == (
+        "a tied decoder needs embedding == hidden, got embedding 300 and hidden 200"
+    )
+    assert diagnostic.span.line == text[: text.index("decoder    tied")].count("\n") + 1
+    spacec.load(str(write_space(text.replace("decoder    tied", "decoder    untied"))), nhid=200)
+
+
 def test_check_names_a_bounded_number_of_cells(write_space):
     many = "".join(f"cell c{i} extends normal {{ combine sum }}\n" for i in range(30))
     status, output = run_cli("check", write_space(BASE + many))
