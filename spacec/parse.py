@@ -260,18 +260,17 @@ class _Builder:
             return item.line, item.column, item.end_line, item.end_column
         return self.extents.get(id(item))
 
+    def _bounds(self, children: list) -> Extent:
+        """From the start of the first child that has a place to the end of the last one."""
+        extent = self._extent
+        first = next(e for e in map(extent, children) if e is not None)
+        last = next(e for e in map(extent, reversed(children)) if e is not None)
+        return first[0], first[1], last[2], last[3]
+
     def _placed(self, node, children: list):
         """Record `node`'s extent (first to last child) and return it."""
-        first = next(e for e in map(self._extent, children) if e is not None)
-        last = next(e for e in map(self._extent, reversed(children)) if e is not None)
-        self.extents[id(node)] = (first[0], first[1], last[2], last[3])
+        self.extents[id(node)] = self._bounds(children)
         return node
-
-    def _span(self, children: list) -> Span:
-        first = next(e for e in map(self._extent, children) if e is not None)
-        last = next(e for e in map(self._extent, reversed(children)) if e is not None)
-        length = last[3] - first[1] if first[0] == last[2] else 1
-        return Span(self.path, first[0], first[1], max(length, 1))
 
     def _nested(self, node, *inner):
         """Record `node` one level deeper than the deepest of `inner`; refuse past the limit."""
@@ -315,7 +314,11 @@ class _Builder:
 
     def _node(self, make, children: list):
         """`make(values, span)` placed at the children's extent."""
-        return self._placed(make(self._values(children), self._span(children)), children)
+        bounds = line, column, end_line, end_column = self._bounds(children)
+        length = end_column - column if line == end_line else 1
+        node = make(self._values(children), Span(self.path, line, column, max(length, 1)))
+        self.extents[id(node)] = bounds
+        return node
 
     # -- values --
     def start(self, children):
