@@ -256,7 +256,7 @@ def test_bad_arguments_in_real_processes(files):
 )
 def test_a_deeply_nested_yaml_config_is_a_message(files):
     config = files / "deep.yaml"
-    config.write_text("optim: " + "[" * 5000 + "]" * 5000 + "\n")
+    config.write_text("optim: " + "[" * 1500 + "]" * 1500 + "\n")
     result = CliRunner().invoke(main, ["search", str(files / "tiny.space"), "--config",
                                        str(config), *TINY])  # fmt: skip
     assert "Traceback" not in result.output and not isinstance(result.exception, RecursionError)
