@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from spacec.files import atomic_write_text
+from spacec.files import atomic_write_text, read_text
 from spacec.runtime.errors import ConfigError, DataError
 
 PRESET_SUFFIX = ".yaml"
@@ -304,10 +304,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"{text!r}: expected SECTION.KEY=VALUE")
-    try:
-        return key, yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{text!r}: the value is not valid YAML ({error})") from None
+    return key, _load_yaml(value, f"{text!r}: the value") if value.strip() else ""
 
 
 # ---------------------------------------------------------------- files
@@ -344,14 +341,17 @@ def locate_config(name_or_path: str, prefix: str) -> Path:
 
 
 def read_yaml(path: Path) -> Any:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read ({error})") from None
+    """A YAML file's data; FileError (file:line:col of a non-UTF-8 byte) or ConfigError."""
+    return _load_yaml(read_text(path), str(path))
+
+
+def _load_yaml(text: str, where: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        raise ConfigError(f"{where}: not valid YAML ({error})") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise ConfigError(f"{where}: YAML nested too deeply") from None
 
 
 def load_config(cls: type, prefix: str, data_class: DataClassOf, name_or_path: str,

@@ -14,6 +14,7 @@ from typing import Any
 
 from spacec.arch.derive import DEFAULT_STRENGTHS, DerivationError, derive
 from spacec.arch.genotype import Genotype
+from spacec.files import FileError, read_text
 from spacec.load import CompiledSpace, compile_file, locate
 from spacec.runtime.run.rundir import RunDir, open_run_dir
 
@@ -78,11 +79,13 @@ def read_alphas(path: Path) -> dict[str, Any]:
 
 def _read_json(path: Path) -> Any:
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise DerivationError(f"{path}: cannot read ({error})") from None
+        text = read_text(path)  # FileError names the path, and file:line:col of a non-UTF-8 byte
+    except FileError as error:
+        raise DerivationError(str(error)) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise DerivationError(f"{path}: not valid JSON (line {error.lineno} column "
-                              f"{error.colno}: {error.msg})") from None
+        raise DerivationError(f"{path}:{error.lineno}:{error.colno}: not valid JSON "
+                              f"({error.msg})") from None
+    except RecursionError:
+        raise DerivationError(f"{path}: JSON nested too deeply") from None

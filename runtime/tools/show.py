@@ -25,6 +25,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from spacec.arch.genotype import CellGenotype, Genotype, resolve
 from spacec.errors import ReportedError
+from spacec.files import atomic_write_with
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +116,15 @@ def _quote(text: str) -> str:
 
 
 def _draw_with_dot(dot: str, genotype: Genotype, path: Path, fmt: str) -> None:
-    try:
-        subprocess.run([dot, f"-T{fmt}", "-o", str(path)], input=genotype_dot(genotype),
-                       text=True, check=True, capture_output=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as error:
-        stderr = getattr(error, "stderr", "") or ""
-        raise DrawingError(f"{path}: graphviz failed ({error}) {stderr.strip()}".strip()) from None
+    def draw(temp: Path) -> None:
+        try:
+            subprocess.run([dot, f"-T{fmt}", "-o", str(temp)], input=genotype_dot(genotype),
+                           text=True, check=True, capture_output=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as error:
+            stderr = getattr(error, "stderr", "") or ""
+            raise DrawingError(f"{path}: graphviz failed ({error}) {stderr.strip()}".strip()) from None
+
+    atomic_write_with(path, draw)  # an unwritable path is a FileError naming it
 
 
 # ---------------------------------------------------------------- matplotlib
@@ -204,11 +208,8 @@ def _cell_figure(cells: Sequence[tuple[str, CellGenotype]]) -> Figure:
 
 
 def _save(figure: Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        figure.savefig(path, dpi=DPI, format=drawing_format(path))
-    except OSError as error:
-        raise DrawingError(f"{path}: cannot write ({error})") from None
+    """Atomically; an unwritable path is a FileError naming it and the reason (spacec.files)."""
+    atomic_write_with(path, lambda temp: figure.savefig(temp, dpi=DPI, format=drawing_format(path)))
 
 
 # ---------------------------------------------------------------- entry points

@@ -118,9 +118,11 @@ def select_command(
 
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from spacec.files import atomic_write_text
+    from spacec.files import atomic_write_text, check_writable
     from spacec.runtime.tools.select import describe_selection, load_select_config, select
 
+    if output is not None:
+        check_writable(output)  # before the candidates train, not after
     cfg = load_select_config(config_name, config_overrides(space, sets, assignments, options))
     with logging_redirect_tqdm():
         summary = select(candidates, cfg, quiet=quiet)
