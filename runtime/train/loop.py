@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from spacec.arch.genotype import Genotype, GenotypeError, resolve
-from spacec.files import atomic_write_text
+from spacec.files import atomic_write_text, make_dirs
 from spacec.load import CompiledSpace, locate
 from spacec.runtime.domains import StepBatches, TrainTask, domain
 from spacec.runtime.errors import CheckpointError, ConfigError
@@ -441,7 +441,7 @@ def start_training(cfg: TrainConfig, genotype: Genotype | str, quiet: bool = Tru
         folder = RunDir.create(Path(cfg.run.out), f"train-{trainer.compiled.name}")
     else:
         folder = RunDir(Path(run_dir).expanduser().resolve())
-        folder.path.mkdir(parents=True, exist_ok=True)
+        make_dirs(folder.path)
         if any(folder.path.iterdir()):
             raise ConfigError(f"{folder.path}: not empty; choose a new folder or --resume it")
     log.info("run directory %s", folder.path)
