@@ -132,6 +132,18 @@ def test_search_loaders_share_their_batches_and_count_global_steps():
     assert isinstance(shares[0].dataset, SeededItems)
 
 
+@pytest.mark.parametrize("world", [1, 2])
+def test_a_training_epoch_counts_its_whole_pass_after_a_resumed_one(world):
+    from spacec.runtime.domains.image.train import ImageTrainTask
+    from spacec.runtime.train.config import TrainOptimConfig
+
+    task = ImageTrainTask(ImageData(limit=64, batch_size=16), TrainOptimConfig(), "test", 0,
+                          torch.device("cpu"), shard=Shard(0, world))
+    assert task.steps_in_epoch(0) == 4
+    assert len(list(task.batches(0, 3))) == 1  # resumed after 3 of its 4 steps
+    assert task.steps_in_epoch(1) == 4
+
+
 def test_seeded_items_never_move_the_global_generator_and_repeat_with_their_seed():
     cfg = ImageData(limit=8, batch_size=4)
     loader, _, _ = search_loaders(cfg, seed=0, shard=Shard(0, 2))
@@ -254,7 +266,7 @@ def tiny_text_search(out: Path, **overrides: Any):
 
     return load_config("rnn_quick", {
         "space.overrides.ninp": 8, "space.overrides.nhid": 8, "data.batch_size": 4,
-        "data.limit": 800, "optim.epochs": 2, "run.threads": 1, "run.out": str(out),
+        "data.limit": 480, "optim.epochs": 1, "run.threads": 1, "run.out": str(out),
         **overrides})
 
 
@@ -276,6 +288,8 @@ def _states(search) -> dict[str, Any]:
         "params": {n: p.detach().clone() for n, p in search.model.named_parameters()},
         "w_optimizer": copy.deepcopy(search.w_optimizer.state_dict()["state"]),
         "architect": search.architect.state_dict()["state"],
+        # Equal global generators: dropout and a method's samples are the same on every process.
+        "rng": torch.get_rng_state(),
     }
 
 
@@ -408,6 +422,16 @@ def _search_checks(rank: int, tmp: Path, report: Callable[[dict], None]) -> dict
         "order2": _one_step_against_reference_then_identity(rank, tmp, order=2),
         "joint": _one_step_against_reference_then_identity(rank, tmp, mode="joint"),
     }
+    # A relaxation that leaves candidates unused turns on DDP's search for unused parameters.
+    from spacec.runtime.relax.softmax import Softmax
+    from spacec.runtime.search.loop import Search
+
+    results["find_unused"] = [Search.build(tiny_search(tmp)).trainable.ddp.find_unused_parameters]
+    Softmax.all_candidates_used = False  # this forked process only
+    sampling = Search.build(tiny_search(tmp))
+    sampling._step(next(sampling.task.batches(0, 0)), 0.025, "step 1")
+    results["find_unused"].append(sampling.trainable.ddp.find_unused_parameters)
+    del Softmax.all_candidates_used
     # A quick search, whole; the same killed after step 3 (mid epoch 2) and resumed.
     whole = start_search(tiny_search(tmp / "whole"))
     with pytest.raises(Killed):
@@ -422,7 +446,7 @@ def _search_checks(rank: int, tmp: Path, report: Callable[[dict], None]) -> dict
     text_whole = start_search(tiny_text_search(tmp / "text-whole"))
     with pytest.raises(Killed):
         start_search(tiny_text_search(tmp / "text-killed", **{"run.checkpoint_every": 1}),
-                     on_step=_kill_at(8))
+                     on_step=_kill_at(2))
     (text_killed,) = (tmp / "text-killed").iterdir()
     if rank == 0:  # a copy of the killed run, for the test to resume on one process
         shutil.copytree(text_killed, tmp / "text-copy")
@@ -471,6 +495,11 @@ def test_alpha_weights_and_optimiser_states_are_bitwise_equal_on_every_process(s
     assert results[0][case]["identical"]
 
 
+def test_ddp_looks_for_unused_parameters_only_when_the_relaxation_says_so(search_checks):
+    results, _ = search_checks
+    assert results[0]["find_unused"] == [False, True]
+
+
 def test_a_two_process_search_writes_one_run_and_resumes_exactly(search_checks):
     results, tmp = search_checks
     assert results[0]["whole"] == results[1]["whole"]  # both processes know rank 0's folder
@@ -489,8 +518,9 @@ def test_a_two_process_text_search_resumes_exactly_and_on_one_process(search_che
     assert _run_record(resumed) == _run_record(whole)
     copy_dir = tmp / "text-copy"
     state = load_checkpoint(copy_dir / "checkpoint.pt", CHECKPOINT_KIND)
-    assert state["epoch"] == 1 and state["task"]["train_hidden"][0].shape[1] == 4  # every column
-    assert resume_search(copy_dir).epochs == 2  # here: one process
+    assert (state["epoch"], state["step"]) == (0, 2)
+    assert state["task"]["train_hidden"][0].shape[1] == 4  # the state of every column
+    assert resume_search(copy_dir).epochs == 1  # here: one process
 
 
 def test_a_dead_process_stops_the_other_and_the_run_resumes_on_one_process(search_checks):

@@ -84,7 +84,9 @@ class ImageTrainTask(TrainTask):
                         expected[1], expected[2], self.info.image_size, self.info.image_size)
 
     def steps_in_epoch(self, epoch: int) -> int:
-        return len(self.train_loader)
+        # A whole pass: len(loader) would count only what a resumed epoch has left.
+        loader = self.train_loader
+        return loader.sampler.batches_per_pass(loader.batch_size, loader.drop_last)
 
     def batches(self, epoch: int, start_step: int) -> Iterator[StepBatches]:
         start_epoch(self.train_loader, epoch, start_step)
