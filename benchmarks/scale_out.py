@@ -7,8 +7,12 @@ process with one thread, one process with two threads, and two processes with on
 process group exists, which is spacec's single-process path. A worker builds the search of the
 ``quick`` preset (darts_cnn, C=8, 5 cells, the whole CIFAR-10 sample) at the global batch `--batch`
 and times the search loop's steps, data loading included (the loop's own batches), after
-`--warmup` untimed steps; rank 0 reports the median seconds per step. Configurations are
-interleaved, `--repeats` rounds, so that a machine's changing load falls on all of them alike.
+`--warmup` untimed steps; rank 0 reports the median wall seconds per step and the CPU seconds
+per step of all processes together (the work: a second process adds communication and the
+replicated parts of the step). Configurations are interleaved, `--repeats` rounds, so that a
+machine's changing load falls on all of them alike; the load average is recorded beside each
+run, because on a shared machine the scheduler's share of the cores, not the code, can decide
+the wall time (two processes get two shares).
 
     python benchmarks/scale_out.py                       # batch 32, first order, 3 rounds
     python benchmarks/scale_out.py --batch 64 --order 2 --json out.json
@@ -52,8 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def measure(job: dict) -> dict | None:
     """The search steps of `job` on this process; rank 0's figures (None on the others)."""
-    import torch.distributed as dist
-
     from spacec.runtime.search.config import load_config
     from spacec.runtime.search.loop import Search
 
@@ -65,19 +67,20 @@ def measure(job: dict) -> dict | None:
     lr = search.learning_rate(0)
     batches = itertools.chain.from_iterable(search.task.batches(epoch, 0)
                                             for epoch in itertools.count())
-    times = []
+    times, cpu = [], 0.0
     for index in range(job["warmup"] + job["steps"]):
-        if dist.is_initialized():
-            dist.barrier()  # every process starts the step together
-        started = time.perf_counter()
+        search.session.barrier()  # every process starts the step together
+        started, cpu_started = time.perf_counter(), time.process_time()
         search._step(next(batches), lr, f"step {index + 1}")
-        if dist.is_initialized():
-            dist.barrier()  # the step ends when the slowest process ends it
+        search.session.barrier()  # the step ends when the slowest process ends it
         if index >= job["warmup"]:
             times.append(time.perf_counter() - started)
+            cpu += time.process_time() - cpu_started
+    (cpu_total,) = search.session.shard.sum([cpu])  # every process's CPU time
     if search.session.rank != 0:
         return None
     return {"median_s": statistics.median(times), "times_s": times,
+            "cpu_s_per_step": cpu_total / job["steps"],
             "processes": search.session.world_size, "threads": job["threads"]}
 
 
@@ -102,22 +105,32 @@ def main(argv: list[str] | None = None) -> None:
         return
     configs = [tuple(int(n) for n in text.split("x")) for text in args.configs]
     runs: dict[str, list[float]] = {f"{p}x{t}": [] for p, t in configs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    loads: dict[str, list[float]] = {name: [] for name in runs}
     for round_index in range(args.repeats):
         for processes, threads in configs:  # interleaved: one of each per round
             job = {"batch": args.batch, "order": args.order, "C": args.C,
                    "layers": args.layers, "warmup": args.warmup, "steps": args.steps,
                    "threads": threads}
+            name = f"{processes}x{threads}"
+            load_before = os.getloadavg()[0]
             result = run_config(processes, job)
-            runs[f"{processes}x{threads}"].append(result["median_s"])
+            load = (load_before + os.getloadavg()[0]) / 2
+            runs[name].append(result["median_s"])
+            cpu[name].append(result["cpu_s_per_step"])
+            loads[name].append(load)
             print(f"round {round_index + 1}: {processes} process(es) x {threads} thread(s): "
-                  f"{result['median_s']:.3f} s/step", flush=True)
+                  f"{result['median_s']:.3f} s/step, {result['cpu_s_per_step']:.3f} CPU s/step "
+                  f"(load average {load:.1f})", flush=True)
     medians = {name: statistics.median(values) for name, values in runs.items()}
     print(f"\nglobal batch {args.batch}, order {args.order}, darts_cnn C={args.C} "
           f"{args.layers} cells; median over {args.repeats} rounds of each round's median "
           f"of {args.steps} steps")
     for name, value in medians.items():
         processes, threads = name.split("x")
-        print(f"  {processes} process(es) x {threads} thread(s): {value:.3f} s/step")
+        print(f"  {processes} process(es) x {threads} thread(s): {value:.3f} s/step, "
+              f"{statistics.median(cpu[name]):.3f} CPU s/step, load average "
+              f"{statistics.mean(loads[name]):.1f}")
     base = medians.get("1x1")
     if base is not None and "2x1" in medians:
         print(f"speed-up, 2 processes vs 1 process (1 thread): {base / medians['2x1']:.2f}x")
@@ -127,7 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.json is not None:
         args.json.write_text(json.dumps({"args": {k: v for k, v in vars(args).items()
                                                   if k not in ("json", "worker")},
-                                         "seconds_per_step": runs, "medians": medians},
+                                         "seconds_per_step": runs, "medians": medians,
+                                         "cpu_seconds_per_step": cpu, "load_average": loads,
+                                         "cpu_count": os.cpu_count()},
                                         indent=2) + "\n")
 
 

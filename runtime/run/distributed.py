@@ -11,8 +11,9 @@ The conventions of a run on N processes (issue 10):
 
 - **One architecture.** Every process seeds torch's global generators with the run's seed, so
   weights, α and every tensor a relaxation owns start equal (DDP also broadcasts them from rank 0
-  when it wraps the model), and dropout or a method's sampling draw the same numbers on every
-  rank. Data loading must therefore never draw from those generators: in a run on several
+  when it wraps the model), and a method's sampling draws the same numbers on every rank (so do
+  dropout and drop path: each process's part of a batch gets the masks the others' parts get).
+  Data loading must therefore never draw from those generators: in a run on several
   processes, image augmentation draws from a generator seeded by each image's position in its
   pass (`spacec.runtime.domains.image.data.SeededItems`). The architect averages α's gradients
   over the processes before its optimiser steps (`all_reduce_mean_`), so α stays bitwise equal.
