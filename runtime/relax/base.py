@@ -41,6 +41,10 @@ class Relaxation:
 
     name: ClassVar[str] = ""
     strengths: ClassVar[str] = DEFAULT_STRENGTHS  # spacec.arch.derive.STRENGTHS
+    # Whether every candidate (and every architecture tensor) takes part in every forward pass.
+    # False for a relaxation that runs a sample of the candidates: on several processes,
+    # DistributedDataParallel then looks for parameters without a gradient after each backward.
+    all_candidates_used: ClassVar[bool] = True
 
     def arch_shapes(self, rule: CellRule) -> dict[str, tuple[int, ...]]:
         """The architecture tensors of a cell, by name (α first), and their shapes."""

@@ -99,6 +99,10 @@ class RunConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps (0: at the end of epochs only)
     log_every: int = 50  # an INFO line every N steps (train_search.py --report_freq 50)
     threads: int | None = None  # torch.set_num_threads; None leaves torch's default
+    # On several processes (torchrun): BatchNorm as SyncBatchNorm (CUDA only), and how long a
+    # collective waits for the other processes (torch.distributed's default, 30 minutes).
+    sync_bn: bool = False
+    dist_timeout: float = 1800.0
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -113,6 +117,8 @@ class RunConfig:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
+        if self.dist_timeout <= 0:
+            raise ValueError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
 
 
 

@@ -14,6 +14,12 @@ relaxation's state, the position (epoch, step), the partial epoch's metrics, the
 every RNG state. On CPU, a resumed run and an uninterrupted one with the same seed give identical
 α. Exceptions: ``num_workers > 0`` (worker augmentation restarts from the pass's seed on resume)
 and CUDA kernels that are not deterministic.
+
+On several processes (torchrun; spacec.runtime.run.distributed) the same loop runs on every
+process: the weight step through DistributedDataParallel (`Session.replicate`), the architect
+averaging its α gradients, each process reading its share of every global batch; metrics and
+checkpoint contents are gathered on every process at the same step, and only rank 0 writes the
+run directory. A checkpoint holds the global state, so a run resumes on any number of processes.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from spacec.load import CompiledSpace
 from spacec.runtime.domains import SearchTask, StepBatches, domain
 from spacec.runtime.errors import CheckpointError, ConfigError
 from spacec.runtime.run.checkpoint import load_checkpoint, save_checkpoint
+from spacec.runtime.run.distributed import stopping_cleanly
 from spacec.runtime.run.meter import (
     Meter,
     check_finite,
@@ -74,11 +81,17 @@ class Search:
         self.task = task
         self.model = model
         self.strategy = strategy
+        # What training forwards call: the model, or its DDP replica on several processes.
+        self.trainable = session.replicate(model, model.relaxation.all_candidates_used)
         optim = cfg.optim
         self.w_optimizer = torch.optim.SGD(
             model.weights(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
         )
-        self.architect = Architect(model, self.w_optimizer, strategy.architect_loss(task), cfg.arch)
+        self.architect = Architect(
+            model, self.w_optimizer, strategy.architect_loss(task), cfg.arch,
+            reduce=session.all_reduce_mean if session.distributed else None,
+            wrapped=self.trainable,
+        )
         self.epoch = 0  # 0-based epoch in progress (== epochs finished)
         self.step = 0  # steps finished in that epoch
         self.train_meter = Meter()
@@ -100,7 +113,9 @@ class Search:
                 f"task is {cfg.task!r} (set task: {plain.spec.domain} and matching data)"
             )
         chosen = strategy(cfg.arch.mode)
-        task = domain(cfg.task).search_task(cfg.data, chosen.plan, session.seed, session.device)
+        task = domain(cfg.task).search_task(cfg.data, chosen.plan, session.seed, session.device,
+                                            shard=session.shard)
+        session.describe_batch(cfg.data.batch_size, "data.batch_size")
         compiled = session.compile_run_space(cfg.space, task.space_params(plain.params))
         relaxation = method(cfg.method.name).build_relaxation()
         model = compiled.supernet(relaxation=relaxation, **task.network_kwargs())
@@ -122,7 +137,9 @@ class Search:
             "w_optimizer": self.w_optimizer.state_dict(),
             "architect": self.architect.state_dict(),
             "relaxation": self.model.relaxation.state_dict(),
-            "meters": {"train": self.train_meter.state_dict(), "arch": self.arch_meter.state_dict()},
+            # Every process's updates (a collective on several processes).
+            "meters": {"train": self.session.reduce_meter(self.train_meter).state_dict(),
+                       "arch": self.session.reduce_meter(self.arch_meter).state_dict()},
             "epoch_seconds": self.epoch_seconds,
             "task": self.task.state_dict(),
             "rng": capture_rng(cuda=self.session.cuda),
@@ -137,8 +154,9 @@ class Search:
             self.w_optimizer.load_state_dict(state["w_optimizer"])
             self.architect.load_state_dict(state["architect"])
             self.model.relaxation.load_state_dict(state["relaxation"])
-            self.train_meter.load_state_dict(state["meters"]["train"])
-            self.arch_meter.load_state_dict(state["meters"]["arch"])
+            if self.session.is_main:  # the meters hold every process's updates: count them once
+                self.train_meter.load_state_dict(state["meters"]["train"])
+                self.arch_meter.load_state_dict(state["meters"]["arch"])
             self.task.load_state_dict(state["task"])
         except (RuntimeError, ValueError, KeyError, TypeError) as error:
             raise CheckpointError(f"{where}: does not fit this search "
@@ -149,18 +167,22 @@ class Search:
         if not 0 <= self.step < max(1, steps):
             raise CheckpointError(f"{where}: step {self.step} is outside an epoch of "
                                   f"{steps} steps")
-        restore_rng(state["rng"])
+        restore_rng(state["rng"], one_device_per_process=self.session.distributed)
 
     def save(self, run_dir: RunDir) -> None:
-        save_checkpoint(run_dir.checkpoint_path, self.state_dict())
+        """Checkpoint: every process gathers the state, rank 0 writes it."""
+        state = self.state_dict()
+        if self.session.is_main:
+            save_checkpoint(run_dir.checkpoint_path, state)
 
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self, run_dir: RunDir, quiet: bool = True,
             on_step: Callable[[int], None] | None = None) -> Genotype:
         """Train until the last epoch; `on_step(global_step)` runs after every step."""
+        show = progress_enabled(quiet) and self.session.is_main
         while self.epoch < self.cfg.optim.epochs:
-            self._run_epoch(run_dir, progress_enabled(quiet), on_step)
+            self._run_epoch(run_dir, show, on_step)
         return self.model.genotype()
 
     def learning_rate(self, epoch: int) -> float:
@@ -206,7 +228,7 @@ class Search:
     def weight_step(self, batch: Any, where: str) -> None:
         """One SGD step of the weights on `batch` (α unchanged), the gradient norm clipped."""
         self.w_optimizer.zero_grad(set_to_none=True)
-        out = self.task.train_loss(self.model, batch)
+        out = self.task.train_loss(self.trainable, batch)
         check_finite(out.metrics["loss"], "the training loss (w step)", where)
         out.loss.backward()
         if self.cfg.optim.grad_clip is not None:
@@ -217,25 +239,28 @@ class Search:
     def _finish_epoch(self, run_dir: RunDir, lr: float) -> None:
         number = self.epoch + 1
         evaluated = time.perf_counter()
+        self.session.sync_buffers(self.model)  # every process evaluates rank 0's network
         val = self.task.evaluate(self.model)
         self.epoch_seconds += time.perf_counter() - evaluated
         genotype = self.model.genotype()
-        train = self.task.epoch_metrics(self.train_meter.means())
+        train = self.task.epoch_metrics(self.session.reduce_meter(self.train_meter).means())
+        arch = self.session.reduce_meter(self.arch_meter).means()
         record = {
             "epoch": number,
             "epochs": self.cfg.optim.epochs,
             "steps": self.task.steps_in_epoch(self.epoch),
             **{f"train_{k}": v for k, v in train.items()},
             **{f"val_{k}": v for k, v in val.items()},
-            **{f"arch_{k}": v for k, v in self.arch_meter.means().items()},
+            **{f"arch_{k}": v for k, v in arch.items()},
             "lr": lr,
             "arch_lr": self.architect.optimizer.param_groups[0]["lr"],
             "seconds": round(self.epoch_seconds, 3),
             "genotype": genotype.to_dict(),
         }
-        run_dir.write_alphas(number, self.model.arch_values())
-        run_dir.write_json(run_dir.genotype_path, genotype.to_dict())
-        run_dir.append_metrics(record)
+        if self.session.is_main:
+            run_dir.write_alphas(number, self.model.arch_values())
+            run_dir.write_json(run_dir.genotype_path, genotype.to_dict())
+            run_dir.append_metrics(record)
         self.epoch, self.step = number, 0
         self.train_meter, self.arch_meter, self.epoch_seconds = Meter(), Meter(), 0.0
         self.save(run_dir)
@@ -259,14 +284,19 @@ def start_search(cfg: SearchConfig, quiet: bool = True,
                  on_step: Callable[[int], None] | None = None) -> SearchResult:
     """A new run: build everything (failing before anything is written), then search."""
     search = Search.build(cfg)
-    run_dir = RunDir.create(Path(cfg.run.out), search.compiled.name)
-    log.info("run directory %s", run_dir.path)
-    write_config(cfg, run_dir.config_path)
-    run_dir.write_space_record(search.compiled.spec, search.cfg.space.name)
-    run_dir.write_json(run_dir.method_record_path, method_record(search))
-    run_dir.write_alphas(0, search.model.arch_values())
+    session = search.session
+    # Rank 0 makes the run directory and writes it; the others learn where it is.
+    made = RunDir.create(Path(cfg.run.out), search.compiled.name) if session.is_main else None
+    run_dir = RunDir(session.broadcast_object(made and made.path))
+    if session.is_main:
+        log.info("run directory %s", run_dir.path)
+        write_config(cfg, run_dir.config_path)
+        run_dir.write_space_record(search.compiled.spec, search.cfg.space.name)
+        run_dir.write_json(run_dir.method_record_path, method_record(search))
+        run_dir.write_alphas(0, search.model.arch_values())
     search.save(run_dir)
-    genotype = search.run(run_dir, quiet, on_step)
+    with stopping_cleanly(run_dir.path):
+        genotype = search.run(run_dir, quiet, on_step)
     return SearchResult(run_dir.path, genotype, search.epoch)
 
 
@@ -278,17 +308,22 @@ def resume_search(path: Path, device: str | None = None, quiet: bool = True,
     """
     run_dir = open_run_dir(path)
     cfg = read_config(run_dir.config_path)
-    state = load_checkpoint(run_dir.checkpoint_path, CHECKPOINT_KIND, _CHECKPOINT_KEYS)
+    if device is not None:
+        cfg = replace(cfg, run=replace(cfg.run, device=device))
+    session = Session.start(cfg.run)
+    # Rank 0 reads the checkpoint (it wrote it) and sends it to the others.
+    state = session.on_main(lambda: load_checkpoint(run_dir.checkpoint_path, CHECKPOINT_KIND,
+                                                    _CHECKPOINT_KEYS))
     if _without_device(state["config"]) != _without_device(to_dict(cfg)):
         raise CheckpointError(f"{run_dir.checkpoint_path}: written by a different configuration "
                               f"than {run_dir.config_path}")
-    if device is not None:
-        cfg = replace(cfg, run=replace(cfg.run, device=device))
-    search = Search.build(cfg)
+    search = Search.build(cfg, session)
     search.load_state_dict(state, run_dir.checkpoint_path)
-    run_dir.keep_metrics_through(search.epoch)
+    if search.session.is_main:
+        run_dir.keep_metrics_through(search.epoch)
     log.info("resuming %s at epoch %d, step %d", run_dir.path, search.epoch + 1, search.step)
-    genotype = search.run(run_dir, quiet, on_step)
+    with stopping_cleanly(run_dir.path):
+        genotype = search.run(run_dir, quiet, on_step)
     return SearchResult(run_dir.path, genotype, search.epoch)
 
 

@@ -36,6 +36,7 @@ OPTION_KEYS = {
     "out": "run.out",
     "checkpoint_every": "run.checkpoint_every",
     "threads": "run.threads",
+    "sync_bn": "run.sync_bn",
 }
 # How an option's value is written into the configuration.
 _CONVERT: dict[str, Callable[[Any], Any]] = {
@@ -44,7 +45,7 @@ _CONVERT: dict[str, Callable[[Any], Any]] = {
     "out": str,
 }
 # What --resume accepts besides the run directory.
-RESUME_OPTIONS = ("resume", "device", "quiet")
+RESUME_OPTIONS = ("resume", "device", "quiet", "nproc_per_node")
 
 set_option = click.option(
     "--set", "sets", multiple=True, metavar="NAME=VALUE",
@@ -74,6 +75,17 @@ _SHARED = [
                  help="Set any config field (repeatable), e.g. --cfg optim.lr=0.05."),
     click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
 ]
+# Runs on several processes (spacec.runtime.run.distributed): `search` and `train`.
+_DISTRIBUTED = [
+    click.option("--nproc-per-node", type=int, metavar="N",
+                 help="Run on N processes of this machine, started by torchrun (the same as "
+                      "`torchrun --standalone --nproc-per-node N -m spacec ...`). The batch "
+                      "size stays the global batch: each process reads 1/N of it."),
+    click.option("--sync-bn", is_flag=True, default=None,
+                 help="On several CUDA processes: BatchNorm statistics over the global batch "
+                      "(SyncBatchNorm). Default: each process normalises with its own part "
+                      "(on the CPU, the only choice)."),
+]
 _SEARCH_ONLY = [
     click.option("--order", type=click.Choice(ORDERS), help="1: first-order α gradient, "
                  "2: second order (one unrolled SGD step)."),
@@ -82,9 +94,10 @@ _SEARCH_ONLY = [
 ]
 
 
-def run_options(search: bool = False) -> Callable:
-    """Decorator adding the shared options (and the architecture options with `search`)."""
-    options = (_SEARCH_ONLY if search else []) + _SHARED
+def run_options(search: bool = False, distributed: bool = False) -> Callable:
+    """Decorator adding the shared options (and the architecture options with `search`, the
+    options of runs on several processes with `distributed`)."""
+    options = (_SEARCH_ONLY if search else []) + _SHARED + (_DISTRIBUTED if distributed else [])
 
     def decorate(command: Callable) -> Callable:
         for option in reversed(options):

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from spacec.cli.app import main, user_errors
+from spacec.cli.launch import start_processes
 from spacec.cli.options import (
     config_overrides,
     reject_with_resume,
@@ -27,7 +28,7 @@ from spacec.load import parse_overrides
 @click.option("--config", "config_name", default="quick", show_default=True,
               help="A preset (quick: a few minutes on 2 CPU cores; paper: the DARTS paper's "
                    "settings; a sequence space's are rnn_quick and rnn_paper) or a YAML file.")
-@run_options(search=True)
+@run_options(search=True, distributed=True)
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
               help="Continue the run in this directory from its last checkpoint.")
 @click.pass_context
@@ -37,20 +38,31 @@ def search(ctx: click.Context, space: str | None, config_name: str, sets: tuple[
     """Search an architecture in SPACE (default: darts_cnn) with DARTS.
 
     Writes a run directory (config.yaml, metrics.jsonl, alphas/, genotype.json, checkpoint.pt)
-    and prints the derived genotype.
+    and prints the derived genotype. Under torchrun (or with --nproc-per-node) every process
+    searches its share of each batch and rank 0 writes the run directory.
     """
+    import sys
+
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from spacec.runtime.run.distributed import is_main_process
     from spacec.runtime.search.loop import resume_search, start_search
     from spacec.runtime.tools.show import draw_run
 
+    nproc = options.pop("nproc_per_node")
+    if resume is not None:
+        reject_with_resume(ctx)
+    else:
+        cfg = search_config(space, config_name, sets, assignments, options)  # errors reported once
+    if start_processes(nproc, sys.argv[1:]):
+        return
     with logging_redirect_tqdm():
         if resume is not None:
-            reject_with_resume(ctx)
             result = resume_search(resume, device=options["device"], quiet=quiet)
         else:
-            cfg = search_config(space, config_name, sets, assignments, options)
             result = start_search(cfg, quiet=quiet)
+    if not is_main_process():
+        return  # rank 0 draws and prints
     pictures = draw_run(result.run_dir)  # the derived cells and the α heatmaps, as PNG
     click.echo(str(result.genotype))
     click.echo(f"pictures: {', '.join(path.name for path in pictures)}")

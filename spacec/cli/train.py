@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from spacec.cli.app import main, user_errors
+from spacec.cli.launch import start_processes
 from spacec.cli.options import config_overrides, reject_with_resume, run_options, space_preset
 
 EXPORT_FORMATS = ("torchscript", "onnx")
@@ -32,7 +33,7 @@ EXPORT_FORMATS = ("torchscript", "onnx")
     "evaluation, or PTB for a sequence space, whose presets are rnn_quick and rnn_paper; "
     "imagenet: the mobile setting) or a YAML file.",
 )
-@run_options()
+@run_options(distributed=True)
 @click.option(
     "--resume",
     type=click.Path(file_okay=False, path_type=Path),
@@ -54,25 +55,37 @@ def train(
     """Train the derived network of a genotype in SPACE from scratch (DARTS Sect. 3.2).
 
     Writes a run directory (config.yaml, genotype.json, metrics.jsonl, checkpoint.pt, best.pt,
-    report.json) and prints the report: test accuracy, parameters, multiply-adds, time.
+    report.json) and prints the report: test accuracy, parameters, multiply-adds, time. Under
+    torchrun (or with --nproc-per-node) every process trains on its share of each batch, the
+    evaluation is summed over all of them, and rank 0 writes the run directory.
     """
+    import sys
+
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from spacec.runtime.run.distributed import is_main_process
     from spacec.runtime.train.config import load_train_config, preset_for
     from spacec.runtime.train.loop import describe_report, resume_training, start_training
 
+    nproc = options.pop("nproc_per_node")
+    if resume is not None:
+        reject_with_resume(ctx)
+    else:
+        if space is None or genotype is None:
+            raise click.UsageError("give a SPACE and --genotype GENOTYPE (or --resume RUN_DIR)")
+        cfg = load_train_config(
+            space_preset(config_name, space, preset_for),
+            config_overrides(space, sets, assignments, options),
+        )
+    if start_processes(nproc, sys.argv[1:]):
+        return
     with logging_redirect_tqdm():
         if resume is not None:
-            reject_with_resume(ctx)
             result = resume_training(resume, device=options["device"], quiet=quiet)
         else:
-            if space is None or genotype is None:
-                raise click.UsageError("give a SPACE and --genotype GENOTYPE (or --resume RUN_DIR)")
-            cfg = load_train_config(
-                space_preset(config_name, space, preset_for),
-                config_overrides(space, sets, assignments, options),
-            )
             result = start_training(cfg, genotype, quiet=quiet)
+    if not is_main_process():
+        return  # rank 0 prints the report
     for line in describe_report(result.report):
         click.echo(line)
 

@@ -12,6 +12,13 @@ order is a pure function of (seed, epoch), so a resumed run calls ``start_epoch(
 batches_done)`` and gets exactly the batches it had not seen. Random augmentation draws from
 torch's global RNG (per-worker RNGs when ``num_workers > 0``), like torchvision's transforms.
 
+On several processes (a `Shard` of N > 1, spacec.runtime.run.distributed) the configured batch
+size is the global batch: each process reads its contiguous 1/N of every global batch of the
+same order (`ShardedEpochSampler`), so step k reads the same images whatever N is, and
+augmentation draws from a generator seeded by the image's position in its pass
+(`SeededItems`), never from the global one, which must stay equal on every process. Evaluation
+sets are cut in N contiguous parts.
+
 Datasets are looked up by name in ``IMAGE_SOURCES``: ``sample`` (a packaged CIFAR-10 subset),
 ``cifar10``, ``imagefolder`` (one folder per class) and ``imagenet`` (evaluation only).
 """
@@ -34,6 +41,7 @@ from torchvision import datasets, transforms
 from torchvision.datasets.utils import download_and_extract_archive
 
 from spacec.runtime.errors import DataError
+from spacec.runtime.run.distributed import Shard
 from spacec.runtime.samples import sample_path
 
 log = logging.getLogger(__name__)
@@ -453,6 +461,81 @@ class EpochSampler(Sampler[int]):
     def __len__(self) -> int:
         return len(self.indices) - self.skipped
 
+    def batches_per_pass(self, batch_size: int, drop_last: bool) -> int:
+        """Batches of `batch_size` in one whole pass, whatever has been skipped."""
+        count = len(self.indices)
+        return count // batch_size if drop_last else math.ceil(count / batch_size)
+
+
+class ShardedEpochSampler(EpochSampler):
+    """One process's share of an `EpochSampler`'s order: its part of every global batch.
+
+    The pass's order is the EpochSampler's; it is cut in global batches of ``global_batch``
+    and this process reads its contiguous part of each (`Shard.batch_positions`; a last partial
+    batch is cut to a multiple of the processes, or left out with ``drop_last``). It yields
+    ``(index, seed)`` pairs for `SeededItems`: an image's augmentation seed is a function of
+    (seed, epoch, position in the pass), the same whichever process reads it. ``skip(n)`` and
+    ``len`` count this process's samples.
+    """
+
+    def __init__(self, indices: Sequence[int], seed: int, shard: Shard, global_batch: int,
+                 drop_last: bool) -> None:
+        super().__init__(indices, seed)
+        self.shard = shard
+        self.global_batch = global_batch
+        self.positions = tuple(self._positions(drop_last))
+
+    def _positions(self, drop_last: bool) -> Iterator[int]:
+        count, batch = len(self.indices), self.global_batch
+        for start in range(0, count, batch):
+            stop = min(start + batch, count)
+            if drop_last and stop - start < batch:
+                return
+            yield from self.shard.batch_positions(start, stop)
+
+    def skip(self, n_samples: int) -> None:
+        if n_samples < 0:
+            raise ValueError(f"cannot skip {n_samples} samples")
+        self.skipped = min(n_samples, len(self.positions))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        order = self.order()
+        for position in self.positions[self.skipped:]:
+            yield order[position], derive_seed(self.seed, "augment", self.epoch, position)
+
+    def __len__(self) -> int:
+        return len(self.positions) - self.skipped
+
+    def batches_per_pass(self, batch_size: int, drop_last: bool) -> int:
+        # Every global batch gives each process a part; only the last may be shorter.
+        return math.ceil(len(self.positions) / batch_size)
+
+
+class SeededItems(Dataset):
+    """``dataset[index]`` for an ``(index, seed)`` item, drawn with torch's CPU generator seeded
+    by `seed`; the generator's state is put back after every item.
+
+    Loading then never moves the global generator (on several processes it must stay equal on
+    every one), and an image's augmentation depends on its seed alone, not on the process or
+    worker that loads it.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        index, seed = item
+        generator = torch.default_generator
+        state = generator.get_state()
+        generator.manual_seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            generator.set_state(state)
+
 
 def start_epoch(loader: DataLoader, epoch: int, batches_done: int = 0) -> None:
     """Position a shuffled loader at batch ``batches_done`` of epoch ``epoch``."""
@@ -463,9 +546,45 @@ def start_epoch(loader: DataLoader, epoch: int, batches_done: int = 0) -> None:
     sampler.skip(min(batches_done * loader.batch_size, len(sampler.indices)))
 
 
+def shuffled_loader(dataset: Dataset, indices: Sequence[int], sampler_seed: int, batch_size: int,
+                    cfg: ImageData, workers_seed: int, shard: Shard | None = None) -> DataLoader:
+    """A loader of `indices` in `EpochSampler` order, at global batch `batch_size`; on several
+    processes, this process's share (`ShardedEpochSampler`, `SeededItems`)."""
+    sampler: EpochSampler
+    if shard is not None and shard.distributed:
+        sampler = ShardedEpochSampler(indices, sampler_seed, shard, batch_size, cfg.drop_last)
+        dataset = SeededItems(dataset)
+        batch_size = shard.per_rank(batch_size, "data.batch_size")
+    else:
+        sampler = EpochSampler(indices, sampler_seed)
+    # A loader's own generator: DataLoader otherwise draws its worker base seed from torch's
+    # global RNG whenever an iterator starts, which would shift the augmentation stream on resume.
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                      num_workers=cfg.num_workers, drop_last=cfg.drop_last,
+                      generator=torch.Generator().manual_seed(workers_seed))
+
+
+def evaluation_subset(dataset: Dataset, indices: Sequence[int], shard: Shard | None,
+                      augment_seed: int | None = None) -> Dataset:
+    """`dataset` at `indices` in order, this process's contiguous part on several processes;
+    with `augment_seed` (an augmented split read by several processes) each image's
+    augmentation is seeded by its position."""
+    if shard is None or not shard.distributed:
+        return Subset(dataset, list(indices))
+    part = shard.part(len(indices))
+    if augment_seed is None:
+        return Subset(dataset, [indices[i] for i in part])
+    return Subset(SeededItems(dataset),
+                  [(indices[i], derive_seed(augment_seed, "augment", i)) for i in part])
+
+
 def _shuffled_loader(
-    dataset: Dataset, indices: Sequence[int], seed: int, batch_size: int, cfg: ImageData
+    dataset: Dataset, indices: Sequence[int], seed: int, batch_size: int, cfg: ImageData,
+    shard: Shard | None = None,
 ) -> DataLoader:
+    if shard is not None and shard.distributed:
+        return shuffled_loader(dataset, indices, seed, batch_size, cfg,
+                               derive_seed(seed, "workers"), shard)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -509,11 +628,11 @@ def _training_transform(cfg: ImageData, source: ImageSource) -> Callable:
 
 
 def search_loaders(
-    cfg: ImageData, seed: int, batch_size: int | None = None
+    cfg: ImageData, seed: int, batch_size: int | None = None, shard: Shard | None = None
 ) -> tuple[DataLoader, DataLoader, ImageInfo]:
     """(weights loader, architecture loader, info) for a DARTS search; see the module docstring.
 
-    ``batch_size`` overrides ``cfg.batch_size``.
+    ``batch_size`` overrides ``cfg.batch_size``; `shard`: this process's share of both.
     """
     source = image_source(cfg.name)
     if not source.searchable:
@@ -526,8 +645,10 @@ def search_loaders(
         raise DataError(
             f"train_portion {cfg.train_portion} of {len(order)} training images leaves a split empty"
         )
-    weights = _shuffled_loader(dataset, order[:split], derive_seed(seed, "search-w"), batch_size, cfg)
-    arch = _shuffled_loader(dataset, order[split:], derive_seed(seed, "search-alpha"), batch_size, cfg)
+    weights = _shuffled_loader(dataset, order[:split], derive_seed(seed, "search-w"), batch_size,
+                               cfg, shard)
+    arch = _shuffled_loader(dataset, order[split:], derive_seed(seed, "search-alpha"), batch_size,
+                            cfg, shard)
     info = ImageInfo(
         name=cfg.name,
         num_classes=len(dataset.classes),
@@ -541,11 +662,12 @@ def search_loaders(
 
 
 def eval_loaders(
-    cfg: ImageData, seed: int, batch_size: int | None = None
+    cfg: ImageData, seed: int, batch_size: int | None = None, shard: Shard | None = None
 ) -> tuple[DataLoader, DataLoader, ImageInfo]:
     """(training loader, test loader, info) for training a derived network from scratch.
 
     ``batch_size`` overrides ``cfg.batch_size``. The test loader is neither shuffled nor augmented.
+    `shard`: this process's share of both.
     """
     source = image_source(cfg.name)
     batch_size = _batch_size(cfg, batch_size)
@@ -558,7 +680,11 @@ def eval_loaders(
             f"{list(train_set.classes)}"
         )
     order = _training_order(len(train_set), source, cfg.limit)
-    train_loader = _shuffled_loader(train_set, order, derive_seed(seed, "eval-train"), batch_size, cfg)
+    train_loader = _shuffled_loader(train_set, order, derive_seed(seed, "eval-train"), batch_size,
+                                    cfg, shard)
+    if shard is not None and shard.distributed:
+        test_set = evaluation_subset(test_set, range(len(test_set)), shard)
+        batch_size = shard.per_rank(batch_size, "data.batch_size")
     test_loader = DataLoader(
         test_set, batch_size=batch_size, shuffle=False, num_workers=cfg.num_workers, drop_last=False
     )
@@ -574,17 +700,19 @@ def eval_loaders(
     return train_loader, test_loader, info
 
 
-def holdout_loaders(cfg: ImageData, seed: int) -> tuple[DataLoader, DataLoader, ImageInfo]:
+def holdout_loaders(cfg: ImageData, seed: int, shard: Shard | None = None
+                    ) -> tuple[DataLoader, DataLoader, ImageInfo]:
     """(training loader, validation loader, info) on a split of the training set only.
 
     The training loader is the search's weights loader (augmented, shuffled by epoch); the
     validation loader reads the other part with the test-time preprocessing, in order.
+    `shard`: this process's share of both.
     """
-    train_loader, held_out, info = search_loaders(cfg, seed)
+    train_loader, held_out, info = search_loaders(cfg, seed, shard=shard)
     source = image_source(cfg.name)
     plain = _finish(source.preprocess(info.image_size), source.mean, source.std, 0)
     dataset = source.open(cfg, True, plain)
-    validation = Subset(dataset, list(held_out.sampler.indices))
+    validation = evaluation_subset(dataset, held_out.sampler.indices, shard)
     val_loader = DataLoader(validation, batch_size=train_loader.batch_size, shuffle=False,
                             num_workers=cfg.num_workers)
     return train_loader, val_loader, info

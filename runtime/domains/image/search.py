@@ -4,6 +4,8 @@ Batch order, by the strategy's `BatchPlan`: the weight batch from the weights sp
 batch from the architecture split (bilevel); or both from the union of the two splits, in two
 independent orders (coordinate descent); or one stream over the union (joint). The end-of-epoch
 evaluation reads the architecture split with the training transform, as DARTS' infer() does.
+On several processes (a `Shard`), every stream reads this process's share of each global batch
+and the evaluation its part of the split, its figures added up over the processes.
 """
 
 from __future__ import annotations
@@ -15,17 +17,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from spacec.runtime.domains.base import BatchPlan, LossOutput, SearchTask, StepBatches
 from spacec.runtime.domains.image.data import (
     DataError,
     EpochSampler,
     ImageData,
+    SeededItems,
     derive_seed,
+    evaluation_subset,
     search_loaders,
+    shuffled_loader,
     start_epoch,
 )
+from spacec.runtime.run.distributed import Shard
 from spacec.runtime.run.meter import Meter
 
 
@@ -56,20 +62,11 @@ def full_length(loader: DataLoader) -> int:
     sampler = loader.sampler
     if not isinstance(sampler, EpochSampler):
         raise TypeError(f"loader is not shuffled by an EpochSampler ({type(sampler).__name__})")
-    count, batch_size = len(sampler.indices), loader.batch_size
-    length = count // batch_size if loader.drop_last else math.ceil(count / batch_size)
+    length = sampler.batches_per_pass(loader.batch_size, loader.drop_last)
     if length == 0:
-        raise DataError(f"batch size {batch_size} exceeds the {count} images of a split "
-                        "with drop_last set")
+        raise DataError(f"batch size {loader.batch_size} exceeds the {len(sampler.indices)} "
+                        "images of a split with drop_last set")
     return length
-
-
-def _loader(dataset: Any, sampler: Any, batch_size: int, cfg: ImageData, seed: int) -> DataLoader:
-    # A loader's own generator: DataLoader otherwise draws its worker base seed from torch's
-    # global RNG whenever an iterator starts, which would shift the augmentation stream on resume.
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                      drop_last=cfg.drop_last,
-                      generator=torch.Generator().manual_seed(derive_seed(seed, "workers")))
 
 
 class ImageSearchTask(SearchTask):
@@ -77,33 +74,38 @@ class ImageSearchTask(SearchTask):
 
     domain = "image"
 
-    def __init__(self, cfg: ImageData, plan: BatchPlan, seed: int, device: torch.device) -> None:
-        weights_loader, arch_loader, info = search_loaders(cfg, seed)
+    def __init__(self, cfg: ImageData, plan: BatchPlan, seed: int, device: torch.device,
+                 shard: Shard | None = None) -> None:
+        self.shard = shard or Shard()
+        weights_loader, arch_loader, info = search_loaders(cfg, seed, shard=self.shard)
         self.info = info
         self.device = device
         dataset = weights_loader.dataset
+        if isinstance(dataset, SeededItems):
+            dataset = dataset.dataset
         train_indices = weights_loader.sampler.indices
         val_indices = arch_loader.sampler.indices
-        batch = weights_loader.batch_size
+        batch = cfg.batch_size  # the global batch (each loader reads this process's share)
         if not plan.union:
             train_loader = weights_loader
             val_loader = arch_loader if plan.arch_stream else None
         else:
             union = train_indices + val_indices
             union_seed = derive_seed(seed, "search-union")
-            train_loader = _loader(dataset, EpochSampler(union, derive_seed(union_seed, "w")),
-                                   batch, cfg, union_seed)
+            workers = derive_seed(union_seed, "workers")
+            train_loader = shuffled_loader(dataset, union, derive_seed(union_seed, "w"), batch,
+                                           cfg, workers, self.shard)
             val_loader = None
             if plan.arch_stream:
-                sampler = EpochSampler(union, derive_seed(union_seed, "alpha"))
-                val_loader = _loader(dataset, sampler, batch, cfg, union_seed)
+                val_loader = shuffled_loader(dataset, union, derive_seed(union_seed, "alpha"),
+                                             batch, cfg, workers, self.shard)
         self._steps = full_length(train_loader)
         self.train_stream = _Stream(train_loader, self._steps)
         self.val_stream = None if val_loader is None else _Stream(val_loader, self._steps)
         # DARTS' infer() reads the architecture split, with the training transform.
         self.eval_loader = DataLoader(
-            Subset(dataset, list(val_indices)), batch_size=batch, shuffle=False,
-            num_workers=cfg.num_workers,
+            evaluation_subset(dataset, val_indices, self.shard, derive_seed(seed, "eval")),
+            batch_size=weights_loader.batch_size, shuffle=False, num_workers=cfg.num_workers,
             generator=torch.Generator().manual_seed(derive_seed(seed, "eval")),
         )
 
@@ -147,7 +149,7 @@ class ImageSearchTask(SearchTask):
                     meter.update(out.metrics, out.weight)
         finally:
             model.train(was_training)
-        return meter.means()
+        return self.shard.reduce_meter(meter).means()
 
     def describe(self) -> str:
         info = self.info

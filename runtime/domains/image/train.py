@@ -4,6 +4,8 @@ As quark0/darts cnn/train.py and train_imagenet.py: every step, cross-entropy (l
 when configured) on the logits plus ``auxiliary_weight`` times the same loss on the auxiliary
 head's logits. Every epoch is evaluated on the evaluation split: the test set (``test``), or a
 held-out part of the training set (``val``, the selection protocol's split, spacec select).
+On several processes (a `Shard`) each reads its share of every batch and its part of the
+evaluation split; the reported figures are added up over all of them.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from spacec.runtime.domains.image.data import (
     start_epoch,
 )
 from spacec.runtime.nn.flops import multiply_adds
+from spacec.runtime.run.distributed import Shard
 from spacec.runtime.run.meter import Meter
 
 log = logging.getLogger(__name__)
 
-Loaders = Callable[[ImageData, int], tuple[DataLoader, DataLoader, ImageInfo]]
+# (data config, seed, shard=...) -> (training loader, evaluation loader, info)
+Loaders = Callable[..., tuple[DataLoader, DataLoader, ImageInfo]]
 # The evaluation split of every epoch -> how its loaders are opened.
 SPLITS: dict[str, Loaders] = {"test": eval_loaders, "val": holdout_loaders}
 
@@ -43,14 +47,17 @@ class ImageTrainTask(TrainTask):
     """Image classification with cross-entropy and DARTS' auxiliary head."""
 
     domain = "image"
+    forward_methods = ("forward_with_auxiliary",)
 
     def __init__(self, cfg: ImageData, optim: Any, split: str, seed: int,
-                 device: torch.device) -> None:
+                 device: torch.device, shard: Shard | None = None) -> None:
         self.cfg = cfg
         self.optim = optim
         self.split = split
         self.device = device
-        self.train_loader, self.eval_loader, self.info = SPLITS[split](cfg, seed)
+        self.shard = shard or Shard()
+        self.train_loader, self.eval_loader, self.info = SPLITS[split](cfg, seed,
+                                                                       shard=self.shard)
         self.auxiliary_weight = optim.auxiliary_weight
         if optim.nonmono is not None:
             from spacec.runtime.errors import ConfigError
@@ -77,7 +84,9 @@ class ImageTrainTask(TrainTask):
                         expected[1], expected[2], self.info.image_size, self.info.image_size)
 
     def steps_in_epoch(self, epoch: int) -> int:
-        return len(self.train_loader)
+        # A whole pass: len(loader) would count only what a resumed epoch has left.
+        loader = self.train_loader
+        return loader.sampler.batches_per_pass(loader.batch_size, loader.drop_last)
 
     def batches(self, epoch: int, start_step: int) -> Iterator[StepBatches]:
         start_epoch(self.train_loader, epoch, start_step)
@@ -115,7 +124,7 @@ class ImageTrainTask(TrainTask):
                     }, len(labels))
         finally:
             model.train()
-        return meter.means()
+        return self.shard.reduce_meter(meter).means()
 
     def describe(self) -> str:
         info = self.info
