@@ -71,7 +71,6 @@ class SearchConfig:
         if not isinstance(self.data, expected):
             raise ValueError(f"task {self.task!r} takes data of type {expected.__name__}, "
                              f"got {type(self.data).__name__}")
-        check_method(self)
         if self.arch.mode not in STRATEGIES:
             raise ValueError(f"arch.mode: unknown strategy {self.arch.mode!r}; valid: "
                              f"{', '.join(STRATEGIES.names())}")
@@ -80,6 +79,7 @@ class SearchConfig:
             raise ValueError(f"arch.order {self.arch.order} is not available with "
                              f"arch.mode {self.arch.mode!r} (orders: "
                              f"{', '.join(map(str, orders))})")
+        check_method(self)
 
 
 def check_method(cfg: SearchConfig) -> None:

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from math import comb
 from collections.abc import Mapping
+from math import comb
 
 from spacec.arch.derive import ARGMAX, CellRule, DerivationError
 from spacec.arch.genotype import CellGenotype, Genotype
