@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import spacec
-from dataclasses import dataclass
-
 from spacec.arch.derive import ALPHA, STRENGTHS, CellRule, alpha_rows, check_genotype, derive
 from spacec.arch.genotype import Genotype
 from spacec.arch.methods import METHOD_INFO, MethodInfo, MethodParams, register_info
