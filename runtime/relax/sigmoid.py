@@ -4,7 +4,8 @@ Source: xiaomi-automl/FairDARTS fairdarts/model_search.py:108-110, ō(x) = Σ_o 
 candidates of an edge no longer compete through a softmax. The zero-one loss that pushes σ(α)
 towards 0 or 1 is the method's (spacec.runtime.search.methods); derivation ranks σ(α).
 FairDARTS's own op set has no `none`; a zero candidate adds nothing to an edge whatever its
-weight, so on a space whose op set has one, its σ(α) moves by the zero-one loss alone.
+weight, and the method leaves it out of the zero-one loss (and says so), which is as close to
+the official op set as a space with a zero op gets.
 """
 
 from __future__ import annotations

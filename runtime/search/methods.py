@@ -24,6 +24,7 @@ registered in `spacec.arch.methods.METHOD_INFO` and a `Method` registered in `ME
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,8 @@ from spacec.runtime.relax.path import RandomPath
 from spacec.runtime.relax.perturbed import PerturbedSoftmax
 from spacec.runtime.relax.sigmoid import Sigmoid
 from spacec.runtime.relax.softmax import Softmax
+
+log = logging.getLogger(__name__)
 
 METHODS = Registry("search method")
 
@@ -135,6 +138,13 @@ def zero_one_loss(weight: float, alphas: Mapping[str, Tensor],
 
 def fair_darts_terms(params: Any, space: Any) -> Terms:
     masks = zero_columns(space) if space is not None else None
+    zero = sorted({f"{cell}: {ops[i]}" for cell, mask in (masks or {}).items()
+                   for ops in [space.rules[cell].ops] for i in range(len(ops)) if mask[i]})
+    if zero:
+        log.warning("fair_darts: FairDARTS's op set has no zero op (fairdarts/genotypes.py:8-16); "
+                    "this space's (%s) adds nothing to an edge whatever its σ(α), and is left "
+                    "out of the zero-one loss; derivation follows the space's rule",
+                    ", ".join(zero))
 
     def zero_one(epoch: int, alphas: Mapping[str, Tensor]) -> Tensor:
         return zero_one_loss(params.zero_one_weight, alphas, masks)
