@@ -609,3 +609,27 @@ def test_a_run_derives_and_draws_as_its_method_does(tmp_path):
     shown = CliRunner().invoke(main, ["show", str(result.run_dir)])
     assert shown.exit_code == 0, shown.output
     assert (result.run_dir / "beta_normal.png").is_file()
+
+
+def test_spacec_derive_applies_the_runs_recorded_derivation_options(tmp_path, compiled):
+    from spacec.arch.derive import DeriveOptions, derive
+    from spacec.runtime.run.derivation import derive_from_run
+
+    space = compiled("darts_cnn")
+    run = tmp_path / "run"
+    (run / "alphas").mkdir(parents=True)
+    (run / "config.yaml").write_text("space: {name: darts_cnn}\n")
+    (run / "space.json").write_text(json.dumps({
+        "name": "darts_cnn", "source": "darts_cnn", "sha256": space.spec.sha256,
+        "params": dict(space.spec.params)}))
+    torch.manual_seed(0)
+    alphas = {cell: torch.randn(*rule.shape).tolist() for cell, rule in space.rules.items()}
+    (run / "alphas" / "epoch_001.json").write_text(json.dumps(alphas))
+    official = DeriveOptions(pairs=True)
+    (run / "method.json").write_text(json.dumps({
+        "name": "gdas", "relaxation": "gumbel_hard", "strengths": "softmax",
+        "derive": official.to_dict()}))
+    genotype, epoch = derive_from_run(run)
+    assert epoch == 1
+    assert genotype == derive("darts_cnn", alphas, space.rules, "softmax", official)
+    assert genotype != derive("darts_cnn", alphas, space.rules)  # some node takes two ops

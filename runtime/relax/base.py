@@ -46,7 +46,8 @@ class Relaxation:
     """A relaxation with DARTS' edges; subclasses say how α becomes each edge's weights."""
 
     name: ClassVar[str] = ""
-    strengths: ClassVar[str] = DEFAULT_STRENGTHS  # spacec.arch.derive.STRENGTHS
+    # A function of spacec.arch.derive.STRENGTHS; None: no α (the run records its genotype).
+    strengths: ClassVar[str | None] = DEFAULT_STRENGTHS
 
     def arch_shapes(self, rule: CellRule) -> dict[str, tuple[int, ...]]:
         """The architecture tensors of a cell, by name (α first), and their shapes."""
