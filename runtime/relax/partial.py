@@ -61,12 +61,17 @@ class PartialEdge(MixedEdge):
         self.bypass = nn.MaxPool2d(2, 2) if stride == 2 else nn.Identity()
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
-        mixing = weights[:-1] if self.edge_weighted else weights
+        # The edge's weight multiplies both parts before they are joined, which equals weighing
+        # the joined output (up to rounding) but keeps no edge-sized tensor for the backward
+        # pass: the candidates' outputs and the bypassed input are kept anyway.
+        mixing = weights[:-1] * weights[-1] if self.edge_weighted else weights
         mixed = super().forward(x[:, : self.part], mixing)
-        if self.k > 1:
-            rest = self.bypass(x[:, self.part:])
-            mixed = channel_shuffle(torch.cat([mixed, rest], dim=1), self.k)
-        return weights[-1] * mixed if self.edge_weighted else mixed
+        if self.k == 1:
+            return mixed
+        rest = self.bypass(x[:, self.part:])
+        if self.edge_weighted:
+            rest = weights[-1] * rest
+        return channel_shuffle(torch.cat([mixed, rest], dim=1), self.k)
 
     def extra_repr(self) -> str:
         return f"k={self.k}, edge_weighted={self.edge_weighted}"
