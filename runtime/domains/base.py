@@ -95,7 +95,8 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Metrics of the epoch's evaluation split (no gradients)."""
+        """Metrics of the epoch's evaluation split (no gradients). A search task also takes
+        ``max_batches``: only the split's first batches (random_ws's quick scores)."""
 
     def epoch_metrics(self, means: Mapping[str, float]) -> dict[str, float]:
         """An epoch's mean training metrics as recorded (text adds perplexity)."""

@@ -13,7 +13,9 @@ has one mapping per section plus ``task``::
 
 Sections and keys may be left out (their defaults apply); an unknown key, a value of the wrong
 type, or one a dataclass rejects raises `ConfigError` naming the file and the key. The ``data``
-section's class depends on the task: the caller passes the domain registry's lookup. Presets are
+section's class depends on the task: the caller passes the domain registry's lookup. A section
+whose class depends on its own content (a search's ``method``, by its ``name``) names a chooser
+in its field's metadata (`SECTION_CLASS`: raw section -> class). Presets are
 YAML files shipped in ``runtime/configs`` (``<kind>_<name>.yaml``, a sequence space's
 ``<kind>_rnn_<name>.yaml``); `load_config` takes a preset name or a path, then dotted overrides
 (``{"arch.order": 2}``) from the command line. This module knows no section but the ones every
@@ -45,6 +47,8 @@ TASK = "task"
 
 # task name -> the dataclass of its `data` section (the domain registry's lookup)
 DataClassOf = Callable[[str], type]
+# Field metadata key: a function from the raw section (a mapping or None) to its dataclass.
+SECTION_CLASS = "spacec.section_class"
 
 
 # ---------------------------------------------------------------- the sections every run has
@@ -162,6 +166,11 @@ def from_dict(cls: type, data: Any, source: str, data_class: DataClassOf) -> Any
         classes["data"] = data_class(task)
     except ValueError as error:
         raise ConfigError(f"{source}: task: {error}") from None
+    for name, choose in _chosen_classes(cls).items():
+        try:
+            classes[name] = choose(data.get(name))
+        except ValueError as error:
+            raise ConfigError(f"{source}: {name}: {error}") from None
     built = {name: build_section(classes[name], data.get(name), source, name) for name in names}
     try:
         return cls(task=task, **built)
@@ -171,6 +180,12 @@ def from_dict(cls: type, data: Any, source: str, data_class: DataClassOf) -> Any
 
 def _default(cls: type, name: str) -> Any:
     return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _chosen_classes(cls: type) -> dict[str, Callable[[Any], type]]:
+    """Sections whose class a chooser in the field's metadata picks from the raw section."""
+    return {f.name: f.metadata[SECTION_CLASS] for f in dataclasses.fields(cls)
+            if SECTION_CLASS in f.metadata}
 
 
 def _section_class(cls: type, name: str) -> type:

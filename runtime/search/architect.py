@@ -115,6 +115,9 @@ class Architect:
         if self.cfg.order == 2:
             _check_unrollable(w_optimizer)
             self._weight_groups = _param_group_of_each(model, self._weight_names, w_optimizer)
+        # A method's term added to the α step's loss (β-DARTS, FairDARTS): a function of the
+        # architecture tensors keyed like arch_parameters(); None adds nothing.
+        self.arch_penalty: Callable[[TensorDict], Tensor] | None = None
         self.optimizer = torch.optim.Adam(
             alphas.values(),
             lr=self.cfg.lr,
@@ -140,21 +143,26 @@ class Architect:
         """The gradient `step` would apply, keyed like ``arch_parameters()``; no side effects."""
         return self._arch_gradient(train_batch, val_batch, lr)[0]
 
-    def joint_step(self, batch: Any, w_grad_clip: float | None = None) -> dict[str, float]:
+    def joint_step(self, batch: Any, w_grad_clip: float | None = None,
+                   update_arch: bool = True) -> dict[str, float]:
         """Joint optimisation: one backward on `batch` at (w, α), then the α and the w step.
 
         This is a real training step: the model's own forward runs (BatchNorm statistics update
         as in any training step). `w_grad_clip` clips the weight gradient's total norm first,
-        as the search loop does for its w step (DARTS: --grad_clip 5).
+        as the search loop does for its w step (DARTS: --grad_clip 5). Without `update_arch`
+        (a method's warm-up) only w moves.
         """
         self.w_optimizer.zero_grad(set_to_none=True)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_fn(self.wrapped, batch)
+        if self.arch_penalty is not None and update_arch:
+            loss = loss + self.arch_penalty(self.model.arch_parameters())
         loss.backward()
         if w_grad_clip is not None:
             named = dict(self.model.named_parameters())
             nn.utils.clip_grad_norm_([named[n] for n in self._weight_names], w_grad_clip)
-        self.optimizer.step()
+        if update_arch:
+            self.optimizer.step()
         self.w_optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {"train_loss": loss.item()}
@@ -194,7 +202,13 @@ class Architect:
     def _first_order(self, val_batch: Any) -> tuple[TensorDict, float]:
         alphas = _leaves(self._alphas())
         loss = self._loss_at(self._weights(), alphas, val_batch)
-        return self._mean(_grad(loss, alphas)), loss.item()
+        return self._mean(_grad(self._penalised(loss, alphas), alphas)), loss.item()
+
+    def _penalised(self, loss: Tensor, alphas: TensorDict) -> Tensor:
+        """The α step's loss plus the method's term (alphas keyed by full names)."""
+        if self.arch_penalty is None:
+            return loss
+        return loss + self.arch_penalty(self._keyed(alphas))
 
     def _second_order(
         self, train_batch: Any, val_batch: Any, lr: float
@@ -209,7 +223,8 @@ class Architect:
         unrolled = _leaves(self._virtual_step(weights, train_grads, lr))
         alpha_leaves = _leaves(alphas)
         val_loss = self._loss_at(unrolled, alpha_leaves, val_batch)
-        val_grads = self._mean(_grad(val_loss, {**alpha_leaves, **unrolled}))
+        val_grads = self._mean(
+            _grad(self._penalised(val_loss, alpha_leaves), {**alpha_leaves, **unrolled}))
         d_alpha = {n: val_grads[n] for n in alpha_leaves}
         vector = {n: val_grads[n] for n in unrolled}
         if self.cfg.unrolled_clip is not None:

@@ -1,6 +1,8 @@
 """The search loop (DARTS, Liu, Simonyan & Yang, ICLR 2019, Alg. 1) on any compiled space.
 
-One loop for every space, domain, method and strategy. Every step reads the batches the
+One loop for every space, domain, method and strategy. The method (spacec.runtime.search.methods)
+brings the supernet's relaxation, loss terms for the α and the weight step, and epochs with α
+frozen; the strategy says what a step does. Every step reads the batches the
 strategy's plan asks of the domain's search task and lets the strategy move α and w (for DARTS'
 bilevel strategy, as quark0/darts cnn/train_search.py: the α step on a validation batch through
 `spacec.runtime.search.architect.Architect`, first or second order; then the w step on a training
@@ -34,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from spacec.arch.derive import check_genotype
 from spacec.arch.genotype import Genotype
 from spacec.load import CompiledSpace
 from spacec.runtime.domains import SearchTask, StepBatches, domain
@@ -87,11 +90,21 @@ class Search:
         self.w_optimizer = torch.optim.SGD(
             model.weights(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
         )
-        self.architect = Architect(
-            model, self.w_optimizer, strategy.architect_loss(task), cfg.arch,
-            reduce=session.all_reduce_mean if session.distributed else None,
-            wrapped=self.trainable,
-        )
+        self.method = method(cfg.method.name)
+        self.domain = domain(cfg.task)
+        self.derive_options = self.method.info.derive_options(cfg.method)
+        self.warmup = self.method.warmup_epochs(cfg.method)
+        self.terms = self.method.terms(cfg.method, compiled)
+        # A method without α (random_ws) has no architect.
+        self.architect = None
+        if model.arch_parameters():
+            self.architect = Architect(
+                model, self.w_optimizer, strategy.architect_loss(task), cfg.arch,
+                reduce=session.all_reduce_mean if session.distributed else None,
+                wrapped=self.trainable,
+            )
+            if self.terms.arch is not None:
+                self.architect.arch_penalty = lambda alphas: self.terms.arch(self.epoch, alphas)
         self.epoch = 0  # 0-based epoch in progress (== epochs finished)
         self.step = 0  # steps finished in that epoch
         self.train_meter = Meter()
@@ -112,12 +125,19 @@ class Search:
                 f"space {plain.name} is a {plain.spec.domain} space; the configuration's "
                 f"task is {cfg.task!r} (set task: {plain.spec.domain} and matching data)"
             )
+        chosen_method = method(cfg.method.name)
+        if chosen_method.relaxation is None:
+            raise ConfigError(f"method {cfg.method.name!r} trains its candidates from scratch, "
+                              "without a supernet: `spacec search --method "
+                              f"{cfg.method.name}` runs it (spacec.runtime.tools.select."
+                              "random_search)")
         chosen = strategy(cfg.arch.mode)
         task = domain(cfg.task).search_task(cfg.data, chosen.plan, session.seed, session.device,
                                             shard=session.shard)
         session.describe_batch(cfg.data.batch_size, "data.batch_size")
         compiled = session.compile_run_space(cfg.space, task.space_params(plain.params))
-        relaxation = method(cfg.method.name).build_relaxation()
+        relaxation = chosen_method.build_relaxation(cfg.method)
+        relaxation.seed(session.seed)
         model = compiled.supernet(relaxation=relaxation, **task.network_kwargs())
         model = model.to(session.device)
         task.bind(model)
@@ -135,7 +155,7 @@ class Search:
             "step": self.step,
             "model": self.model.state_dict(),
             "w_optimizer": self.w_optimizer.state_dict(),
-            "architect": self.architect.state_dict(),
+            "architect": {} if self.architect is None else self.architect.state_dict(),
             "relaxation": self.model.relaxation.state_dict(),
             # Every process's updates (a collective on several processes).
             "meters": {"train": self.session.reduce_meter(self.train_meter).state_dict(),
@@ -152,7 +172,8 @@ class Search:
         try:
             self.model.load_state_dict(state["model"])
             self.w_optimizer.load_state_dict(state["w_optimizer"])
-            self.architect.load_state_dict(state["architect"])
+            if self.architect is not None:
+                self.architect.load_state_dict(state["architect"])
             self.model.relaxation.load_state_dict(state["relaxation"])
             if self.session.is_main:  # the meters hold every process's updates: count them once
                 self.train_meter.load_state_dict(state["meters"]["train"])
@@ -183,7 +204,15 @@ class Search:
         show = progress_enabled(quiet) and self.session.is_main
         while self.epoch < self.cfg.optim.epochs:
             self._run_epoch(run_dir, show, on_step)
-        return self.model.genotype()
+        return self.genotype(final=True)
+
+    def genotype(self, final: bool = False) -> Genotype:
+        """The genotype reached so far (`final`: after the last epoch), as the strategy says."""
+        return self.strategy.genotype(self, final)
+
+    def arch_updates(self) -> bool:
+        """Whether α moves this epoch (False during the method's warm-up)."""
+        return self.epoch >= self.warmup
 
     def learning_rate(self, epoch: int) -> float:
         return learning_rate(epoch, self.cfg.optim)
@@ -226,11 +255,19 @@ class Search:
         self.strategy.step(self, batches, step_lr, where)
 
     def weight_step(self, batch: Any, where: str) -> None:
-        """One SGD step of the weights on `batch` (α unchanged), the gradient norm clipped."""
+        """One SGD step of the weights on `batch` (α unchanged), the gradient norm clipped.
+
+        The relaxation may change what the edges receive meanwhile (SDARTS's perturbation);
+        the method may add a term to the loss (FairDARTS).
+        """
         self.w_optimizer.zero_grad(set_to_none=True)
-        out = self.task.train_loss(self.trainable, batch)
-        check_finite(out.metrics["loss"], "the training loss (w step)", where)
-        out.loss.backward()
+        with self.model.relaxation.weight_step():
+            out = self.task.train_loss(self.trainable, batch)
+            check_finite(out.metrics["loss"], "the training loss (w step)", where)
+            loss = out.loss
+            if self.terms.weights is not None:
+                loss = loss + self.terms.weights(self.epoch, self.model.arch_parameters())
+            loss.backward()
         if self.cfg.optim.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.weights(), self.cfg.optim.grad_clip)
         self.w_optimizer.step()
@@ -241,8 +278,8 @@ class Search:
         evaluated = time.perf_counter()
         self.session.sync_buffers(self.model)  # every process evaluates rank 0's network
         val = self.task.evaluate(self.model)
+        genotype = self.genotype(final=number == self.cfg.optim.epochs)
         self.epoch_seconds += time.perf_counter() - evaluated
-        genotype = self.model.genotype()
         train = self.task.epoch_metrics(self.session.reduce_meter(self.train_meter).means())
         arch = self.session.reduce_meter(self.arch_meter).means()
         record = {
@@ -253,7 +290,8 @@ class Search:
             **{f"val_{k}": v for k, v in val.items()},
             **{f"arch_{k}": v for k, v in arch.items()},
             "lr": lr,
-            "arch_lr": self.architect.optimizer.param_groups[0]["lr"],
+            **({} if self.architect is None
+               else {"arch_lr": self.architect.optimizer.param_groups[0]["lr"]}),
             "seconds": round(self.epoch_seconds, 3),
             "genotype": genotype.to_dict(),
         }
@@ -268,16 +306,21 @@ class Search:
                                                               "genotype")}
         log.info("epoch %d/%d: %s", number, record["epochs"], format_metrics(shown))
         log.info("genotype after epoch %d:\n%s", number, genotype)
+        problems = check_genotype(genotype, self.compiled.rules)
+        if problems:
+            log.warning("the genotype after epoch %d does not fit the space's rule (the method's "
+                        "official derivation): %s", number, "; ".join(problems))
 
 
 # ---------------------------------------------------------------- entry points
 
 
 def method_record(search: Search) -> dict[str, Any]:
-    """What `spacec derive RUN` needs to know of the method: how it ranks candidates."""
+    """What `spacec derive RUN` needs to know of the method: how it ranks candidates (no
+    strengths: the run records its genotype) and its departures from the space's rule."""
     relaxation = search.model.relaxation
     return {"name": search.cfg.method.name, "relaxation": relaxation.name,
-            "strengths": relaxation.strengths}
+            "strengths": relaxation.strengths, "derive": search.derive_options.to_dict()}
 
 
 def start_search(cfg: SearchConfig, quiet: bool = True,

@@ -14,16 +14,18 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from spacec.arch.methods import method_names
 from spacec.load import CompiledSpace, compile_file, locate, parse_overrides
 
 # The search strategies and α-gradient orders (spacec.runtime.search.strategy.STRATEGIES and
 # spacec.runtime.search.architect.ARCH_ORDERS; a test checks they agree: importing them here
 # would import torch).
-MODES = ("bilevel", "coordinate", "joint")
+MODES = ("bilevel", "coordinate", "joint", "sample", "single")
 ORDERS = ("1", "2")
 
 # CLI option -> dotted config key.
 OPTION_KEYS = {
+    "method": "method.name",
     "data": "data.name",
     "data_dir": "data.data_dir",
     "order": "arch.order",
@@ -87,10 +89,14 @@ _DISTRIBUTED = [
                       "(on the CPU, the only choice)."),
 ]
 _SEARCH_ONLY = [
+    click.option("--method", type=click.Choice(method_names()),
+                 help="The search method (`spacec methods` lists them); its settings for the "
+                      "preset are merged in."),
     click.option("--order", type=click.Choice(ORDERS), help="1: first-order α gradient, "
                  "2: second order (one unrolled SGD step)."),
     click.option("--mode", type=click.Choice(MODES), help="bilevel (DARTS), or the paper's "
-                 "ablations: coordinate descent or joint optimisation on train∪val."),
+                 "ablations: coordinate descent or joint optimisation on train∪val; single "
+                 "(SNAS: one batch of the weights split), sample (random_ws)."),
 ]
 
 

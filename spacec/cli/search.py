@@ -1,7 +1,9 @@
-"""`spacec search` and `spacec derive`: architecture search runs, and genotypes from α.
+"""`spacec search`, `spacec derive` and `spacec methods`: architecture search runs, genotypes
+from α, and the search methods.
 
 The runtime (torch) is imported when `search` runs; `derive` needs only the compiler and the
-run directory's files, so it works without torch.
+run directory's files, and `methods` only the methods' descriptions (spacec.arch.methods), so
+both work without torch.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 import click
 
+from spacec.arch.methods import method_names
 from spacec.cli.app import main, user_errors
 from spacec.cli.launch import start_processes
 from spacec.cli.options import (
@@ -35,7 +38,7 @@ from spacec.load import parse_overrides
 @user_errors
 def search(ctx: click.Context, space: str | None, config_name: str, sets: tuple[str, ...],
            assignments: tuple[str, ...], resume: Path | None, quiet: bool, **options: Any) -> None:
-    """Search an architecture in SPACE (default: darts_cnn) with DARTS.
+    """Search an architecture in SPACE (default: darts_cnn) with DARTS or --method NAME.
 
     Writes a run directory (config.yaml, metrics.jsonl, alphas/, genotype.json, checkpoint.pt)
     and prints the derived genotype. Under torchrun (or with --nproc-per-node) every process
@@ -45,8 +48,10 @@ def search(ctx: click.Context, space: str | None, config_name: str, sets: tuple[
 
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from spacec.arch.methods import describe
     from spacec.runtime.run.distributed import is_main_process
     from spacec.runtime.search.loop import resume_search, start_search
+    from spacec.runtime.tools.select import random_search
     from spacec.runtime.tools.show import draw_run
 
     nproc = options.pop("nproc_per_node")
@@ -60,7 +65,9 @@ def search(ctx: click.Context, space: str | None, config_name: str, sets: tuple[
         if resume is not None:
             result = resume_search(resume, device=options["device"], quiet=quiet)
         else:
-            result = start_search(cfg, quiet=quiet)
+            # A method without weight sharing trains its candidates by the selection protocol.
+            run = start_search if describe(cfg.method.name).shares_weights else random_search
+            result = run(cfg, quiet=quiet)
     if not is_main_process():
         return  # rank 0 draws and prints
     pictures = draw_run(result.run_dir)  # the derived cells and the α heatmaps, as PNG
@@ -86,20 +93,23 @@ def search_config(space: str | None, config_name: str, sets: tuple[str, ...],
 @click.option("--alphas", type=click.Path(dir_okay=False, path_type=Path),
               help="Space: α as JSON {cell type: [[...] per edge]} in the space's edge order.")
 @click.option("--json", "as_json", is_flag=True, help="Print the genotype as JSON.")
+@click.option("--method", "method_name", type=click.Choice(method_names()),
+              help="Space: rank candidates as this method does (default: DARTS's softmax(α)).")
 @set_option
 @user_errors
 def derive(target: str, epoch: int | None, alphas: Path | None, as_json: bool,
-           sets: tuple[str, ...]) -> None:
+           method_name: str | None, sets: tuple[str, ...]) -> None:
     """The genotype of a run directory's α, or of a space's α given with --alphas.
 
-    TARGET is a run directory written by `spacec search`, or a space (shipped name or .space
-    path) together with --alphas FILE.
+    TARGET is a run directory written by `spacec search` (derived as its method derives), or a
+    space (shipped name or .space path) together with --alphas FILE.
     """
     from spacec.runtime.run.derivation import derive_from_alphas, derive_from_run
 
     if Path(target).expanduser().is_dir():
-        if alphas is not None or sets:
-            raise click.UsageError("--alphas and --set apply to a space, not to a run directory")
+        if alphas is not None or sets or method_name:
+            raise click.UsageError("--alphas, --method and --set apply to a space, not to a run "
+                                   "directory")
         genotype, _ = derive_from_run(Path(target), epoch)
     else:
         if alphas is None:
@@ -107,5 +117,62 @@ def derive(target: str, epoch: int | None, alphas: Path | None, as_json: bool,
                                    "give its α with --alphas FILE")
         if epoch is not None:
             raise click.UsageError("--epoch applies to a run directory")
-        genotype = derive_from_alphas(target, alphas, parse_overrides(sets))
+        genotype = derive_from_alphas(target, alphas, parse_overrides(sets), method_name)
     click.echo(genotype.to_json() if as_json else str(genotype))
+
+
+@main.command()
+@click.argument("names", nargs=-1, metavar="[NAME]...", type=click.Choice(method_names()))
+@user_errors
+def methods(names: tuple[str, ...]) -> None:
+    """The search methods (all, or NAMES): citation, what each changes, its parameters'
+    defaults, the spaces and strategies it applies to, and how it derives.
+
+    `spacec search SPACE --method NAME` runs one, with its settings for the preset merged in;
+    its parameters are the configuration's `method` section (e.g. --cfg method.k=2).
+    """
+    from spacec.arch.methods import describe
+
+    for index, name in enumerate(names or method_names()):
+        if index:
+            click.echo()
+        for line in method_lines(describe(name)):
+            click.echo(line)
+
+
+def method_lines(info) -> list[str]:
+    """A method's description (a `spacec.arch.methods.MethodInfo`) as lines for a terminal."""
+    defaults = ", ".join(f"{key}={value}" for key, value in info.defaults().items())
+    applies = f"{', '.join(info.domains)} spaces"
+    if info.domain_notes:
+        applies += f"; not the others: {info.domain_notes}"
+    lines = [f"{info.name}: {info.citation}",
+             f"  changes:    {info.summary}",
+             f"  defaults:   {defaults or '-'}",
+             f"  applies to: {applies}"]
+    presets = method_presets(info.name)
+    if presets:
+        lines.append(f"  presets:    {', '.join(presets)} (runtime/configs/method_{info.name}.yaml)")
+    if info.shares_weights:
+        lines.append(f"  strategies: {', '.join(info.strategies)}; α-gradient order "
+                     f"{' or '.join(map(str, info.orders))}")
+    if info.strengths is None:
+        lines.append("  derivation: none (no α): the run records its genotype")
+    else:
+        lines.append(f"  derivation: the space's rule on {info.strengths} weights")
+    if info.official_rule:
+        lines.append(f"              derive=official: as the official code, {info.official_rule}")
+    return lines
+
+
+def method_presets(name: str) -> list[str]:
+    """The presets a method has settings for (runtime/configs/method_<name>.yaml; no torch)."""
+    from importlib import resources
+
+    import yaml
+
+    entry = resources.files("spacec.runtime.configs") / f"method_{name}.yaml"
+    if not entry.is_file():
+        return []
+    data = yaml.safe_load(entry.read_text(encoding="utf-8"))
+    return list(data) if isinstance(data, dict) else []

@@ -138,13 +138,15 @@ class ImageSearchTask(SearchTask):
         accuracy = (logits.argmax(dim=1) == labels).float().mean()
         return LossOutput(loss, {"loss": loss.item(), "acc": accuracy.item()}, len(labels))
 
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, max_batches: int | None = None) -> dict[str, float]:
         meter = Meter()
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                for batch in self.eval_loader:
+                for index, batch in enumerate(self.eval_loader):
+                    if max_batches is not None and index == max_batches:
+                        break
                     out = self.loss_and_metrics(model, self._to_device(batch))
                     meter.update(out.metrics, out.weight)
         finally:

@@ -126,8 +126,11 @@ class LanguageSearchTask(SearchTask):
     def train_loss(self, model: nn.Module, batch: TextBatch) -> LossOutput:
         return training_loss(model, batch, self.cfg)
 
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        return scores(evaluate_nll(model, self.eval_source, self.cfg.bptt, self.eval_shard))
+    def evaluate(self, model: nn.Module, max_batches: int | None = None) -> dict[str, float]:
+        source = self.eval_source
+        if max_batches is not None:  # the first segments of bptt steps
+            source = source[: max_batches * self.cfg.bptt + 1]
+        return scores(evaluate_nll(model, source, self.cfg.bptt, self.eval_shard))
 
     def epoch_metrics(self, means: Mapping[str, float]) -> dict[str, float]:
         return with_perplexity(means)
