@@ -1,16 +1,20 @@
-"""Time and memory of one DARTS search step on the darts_cnn supernet.
+"""Time and memory of one search step on the darts_cnn supernet, for DARTS or any method.
 
-Three kinds of step, each the search loop's work per batch: ``weights`` (the w step alone:
+Three kinds of DARTS step, each the search loop's work per batch: ``weights`` (the w step alone:
 forward, backward, clip, SGD), ``first`` (first-order α step + w step) and ``second``
-(second-order α step + w step). Each (device, batch, kind) runs in its own subprocess, so that
-the peak RSS reported is that configuration's; the time is the median over ``--steps`` steps
-after ``--warmup`` warm-up steps, on random CIFAR-sized batches (data loading is not timed).
+(second-order α step + w step), on random CIFAR-sized batches. With ``--method NAME`` (or
+``all``) the step is instead the search loop's own step for that method (`Search._step`: its
+relaxation, strategy and loss terms, first order, warm-up off) on batches of the embedded
+CIFAR-10 sample, read before timing. Each (device, batch, kind or method) runs in its own
+subprocess, so that the peak RSS reported is that configuration's; the time is the median over
+``--steps`` steps after ``--warmup`` warm-up steps (data loading is not timed).
 
     python benchmarks/search_step.py                        # C=16, 8 cells, batch 16 and 64
     python benchmarks/search_step.py --C 4 --layers 5 --batch 8 --steps 2 --json out.json
+    python benchmarks/search_step.py --method darts pc_darts gdas --batch 64
 
-Targets printed beside the figures: the reference implementation (quark0/darts) on 2 threads,
-batch 16, C=16, 8 cells.
+Targets printed beside the DARTS figures: the reference implementation (quark0/darts) on 2
+threads, batch 16, C=16, 8 cells.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=8, help="cells (paper: 8)")
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    parser.add_argument("--method", nargs="+", metavar="NAME",
+                        help="search methods (`spacec methods`), or all: time each method's "
+                             "step instead of the DARTS kinds")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -55,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def measure(job: dict) -> dict:
     """Run one configuration in this process and return its figures."""
+    if job.get("method"):
+        return measure_method(job)
     import torch
     import torch.nn.functional as F
 
@@ -96,11 +105,46 @@ def measure(job: dict) -> dict:
     return result
 
 
+def method_search(job: dict):
+    """The search loop of `job`'s method on darts_cnn-like sizes (quick preset, first order)."""
+    from spacec.arch.methods import describe
+    from spacec.runtime.search.config import load_config
+    from spacec.runtime.search.loop import Search
+
+    params = describe(job["method"]).defaults()
+    overrides = {"space.name": job["space"], "space.overrides.C": job["C"],
+                 "space.overrides.layers": job["layers"], "method.name": job["method"],
+                 "data.batch_size": job["batch"], "data.limit": 4 * job["batch"],
+                 "run.threads": job["threads"], "run.device": job["device"], "run.out": "/tmp"}
+    if "warmup_epochs" in params:
+        overrides["method.warmup_epochs"] = 0  # time the α step too
+    return Search.build(load_config("quick", overrides))
+
+
+def measure_method(job: dict) -> dict:
+    import torch
+
+    search = method_search(job)
+    torch.manual_seed(0)
+    batches = next(iter(search.task.batches(0, 0)))
+    search.model.set_search_progress(0, search.cfg.optim.epochs)
+    lr = search.learning_rate(0)
+
+    def step() -> None:
+        search._step(batches, lr, "benchmark")
+
+    device = torch.device(job["device"])
+    times = step_seconds(step, job["warmup"], job["steps"], device)
+    return {**job, "kind": job["method"], "median_s": statistics.median(times),
+            "min_s": min(times), **peak_memory(device)}
+
+
 # ---------------------------------------------------------------- table
 
 
 def target_of(result: dict) -> tuple[float, float] | None:
-    comparable = (result["device"] == "cpu" and result["batch"] == TARGET_BATCH
+    comparable = (not result.get("method") and result["device"] == "cpu"
+                  and result["batch"] == TARGET_BATCH
                   and result["threads"] == TARGET_THREADS and result["C"] == TARGET_C
                   and result["layers"] == TARGET_LAYERS)
     kind = result["kind"]
@@ -108,14 +152,14 @@ def target_of(result: dict) -> tuple[float, float] | None:
 
 
 def table(results: list[dict]) -> str:
-    header = (f"{'device':<7}{'batch':>6}  {'step':<8}{'median s':>10}{'min s':>9}"
+    header = (f"{'device':<7}{'batch':>6}  {'step':<12}{'median s':>10}{'min s':>9}"
               f"{'RSS GiB':>9}{'CUDA GiB':>10}   target (reference, 2 threads, batch 16)")
     lines = [header, "-" * len(header)]
     for r in results:
         target = target_of(r)
         cuda = f"{r['cuda_max_allocated_gib']:.2f}" if "cuda_max_allocated_gib" in r else "-"
         beside = f"{target[0]:.1f} s, {target[1]:.1f} GiB" if target else "-"
-        lines.append(f"{r['device']:<7}{r['batch']:>6}  {r['kind']:<8}{r['median_s']:>10.3f}"
+        lines.append(f"{r['device']:<7}{r['batch']:>6}  {r['kind']:<12}{r['median_s']:>10.3f}"
                      f"{r['min_s']:>9.3f}{r['peak_rss_gib']:>9.2f}{cuda:>10}   {beside}")
     return "\n".join(lines)
 
@@ -132,13 +176,19 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measure(json.loads(args.worker))))
         return
     devices = args.devices or default_devices()
+    methods = args.method or []
+    if "all" in methods:
+        from spacec.arch.methods import describe, method_names
+
+        methods = [name for name in method_names() if describe(name).shares_weights]
     results = []
     for device in devices:
         for batch in args.batch:
-            for kind in args.kinds:
+            for kind in methods or args.kinds:
                 job = {"space": args.space, "C": args.C, "layers": args.layers, "batch": batch,
                        "kind": kind, "device": device, "threads": args.threads,
-                       "warmup": args.warmup, "steps": args.steps}
+                       "warmup": args.warmup, "steps": args.steps,
+                       "method": kind if methods else None}
                 results.append(run_in_subprocess(__file__, job))
                 print(f"measured {device} batch {batch} {kind}: "
                       f"{results[-1]['median_s']:.3f} s", file=sys.stderr, flush=True)

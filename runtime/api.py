@@ -39,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from spacec.arch.genotype import Genotype, resolve
+from spacec.arch.methods import describe
 from spacec.load import CompiledSpace, compile_file, locate
 from spacec.runtime.configure import (
     OPTION_KEYS,
@@ -60,6 +61,7 @@ from spacec.runtime.run.console import screen_info, showing
 from spacec.runtime.run.rundir import RunDir, is_run_dir, open_run_dir
 from spacec.runtime.search.config import SearchConfig
 from spacec.runtime.search.loop import Search, resume_search, start_search
+from spacec.runtime.tools.select import random_search
 from spacec.runtime.train.config import TrainConfig
 from spacec.runtime.train.loop import Trainer, resume_training, start_training
 
@@ -144,7 +146,8 @@ class SearchRun:
     metrics: list[dict[str, Any]]  # metrics.jsonl: one record per epoch
     config: SearchConfig
     space: CompiledSpace  # as compiled for the run
-    model: nn.Module = field(repr=False)  # the supernet, with its weights and α after the run
+    # The supernet, with its weights and α after the run (None: a method without one).
+    model: nn.Module | None = field(repr=False)
     effective: tuple[str, ...] = ()  # the effective configuration (config.yaml's comments)
 
     def alphas(self, epoch: int | None = None) -> dict[str, Any]:
@@ -174,12 +177,21 @@ def search(space: str | None = None, *, config: str | Path | Mapping = "quick",
         if resume is not None:
             return _resume_search(Path(resume), options, overrides, params, progress, on_step)
         assembled = assemble("search", space, config, options, params, overrides, params_label)
+        if not describe(assembled.cfg.method.name).shares_weights:
+            return _random_search(assembled, progress)
         built = Search.build(assembled.cfg)
         lines = _search_lines(assembled, built)
         for line in lines:
             screen_info(log, "%s", line)
         result = start_search(assembled.cfg, not progress, on_step, built, header_text(lines))
         return _search_run(result.run_dir, result.genotype, built, lines)
+
+
+def _random_search(assembled: Assembled, progress: bool) -> SearchRun:
+    """A method without weight sharing: candidates trained by the selection protocol."""
+    result = random_search(assembled.cfg, quiet=not progress)
+    return SearchRun(Path(result.run_dir), result.genotype, [], assembled.cfg,
+                     compile_file(locate(assembled.cfg.space.name)), None)
 
 
 def _search_lines(assembled: Assembled, built: Search) -> list[str]:

@@ -44,6 +44,7 @@ OPTION_KEYS = {
     "out": "run.out",
     "checkpoint_every": "run.checkpoint_every",
     "threads": "run.threads",
+    "sync_bn": "run.sync_bn",
 }
 SEARCH_ONLY = ("order", "mode", "method")
 

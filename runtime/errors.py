@@ -22,3 +22,8 @@ class CheckpointError(ReportedError):
 
 class TrainingError(ReportedError):
     """Training cannot go on (a non-finite loss); the last checkpoint on disk is intact."""
+
+
+class DistributedError(ReportedError):
+    """A run on several processes cannot go on (another process stopped, a collective timed
+    out); the last checkpoint on disk is intact."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from spacec.arch.derive import ALPHA, CellRule, derive
+from spacec.arch.derive import ALPHA, RULE, CellRule, DeriveOptions, derive
 from spacec.arch.genotype import Genotype
 from spacec.arch.layout import CellInput
 from spacec.runtime.nn import blocks
@@ -64,17 +64,18 @@ class SearchSpaceMixin:
 
     def cell_weights(self) -> dict[str, Any]:
         """Cell type -> what its edges receive this forward pass (the relaxation's)."""
-        return {cell: self.relaxation.cell_weights(tensors, self.RULES[cell])
-                for cell, tensors in self.arch.items()}
+        return self.relaxation.space_weights(self.arch, self.RULES)
 
     def arch_values(self) -> dict[str, Any]:
         """The architecture tensors as nested lists of floats, flat names (α JSON files)."""
         return {name: tensor.detach().cpu().tolist()
                 for name, tensor in self.arch_parameters().items()}
 
-    def genotype(self) -> Genotype:
-        """Derive the discrete architecture from the architecture tensors by the space's rules."""
-        return derive(self.SPACE, self.arch_values(), self.RULES, self.relaxation.strengths)
+    def genotype(self, options: DeriveOptions = RULE) -> Genotype:
+        """Derive the discrete architecture from the architecture tensors by the space's rules
+        (and a method's departures from them, `options`)."""
+        return derive(self.SPACE, self.arch_values(), self.RULES, self.relaxation.strengths,
+                      options)
 
     def set_search_progress(self, epoch: int, epochs: int) -> None:
         """At the start of a search epoch: the relaxation's schedule (temperatures, ...)."""

@@ -102,7 +102,9 @@ DERIVE_RULES: dict[str, Signature] = {
 
 # Macro-network blocks (runtime/blocks.py registers a builder under each name), by role.
 STEMS: dict[str, Signature] = {
-    "conv_bn": Signature({"kernel": INT, "channels": INT}, doc="convolution + BatchNorm"),
+    "conv_bn": Signature(
+        {"kernel": INT, "channels": INT}, odd=("kernel",), doc="convolution + BatchNorm"
+    ),
     "stem_imagenet": Signature(
         {"channels": INT}, doc="DARTS ImageNet stem0: two stride-2 3x3 convolutions (stride 4)"
     ),

@@ -8,13 +8,17 @@ through the `resolve` callback the loader passes in.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import keyword
-from collections.abc import Callable, Mapping
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from spacec import ast, catalog, spec
-from spacec.errors import NO_SPAN, Diagnostic, SpaceError, Span, suggest
+from spacec.errors import MAX_DIAGNOSTICS, NO_SPAN, Diagnostic, SpaceError, Span, suggest
 
 # resolve(import_decl, importing_path) -> (checked library space, its sources) or raises SpaceError
 Resolver = Callable[[ast.Import, str], spec.Space]
@@ -36,6 +40,15 @@ _CELL_STATEMENT_GROUPS = {
 }
 _REPEATABLE_GROUPS = {"edges", "limit"}
 _REQUIRED_GROUPS = ("inputs", "nodes", "edges", "output", "derive")
+
+# How messages name a cell (the name is left out when comparing errors for `extends` duplicates).
+_CELL_NAME = re.compile(r"cell '[A-Za-z_][A-Za-z0-9_]*'")
+# The largest integer a space may compute: int64's (what torch sizes hold). Past it a value is
+# surely a mistake, and Python's unbounded integers would let `a * a` chains grow without end.
+MAX_INTEGER = 2**63 - 1
+# Searched edges (α rows) in all cells together. `extends` and `edges dense` multiply a few
+# lines into many edges; past this the IR and α would take gigabytes. DARTS has 28.
+MAX_EDGES = 100_000
 
 
 class _Invalid(Exception):
@@ -63,6 +76,13 @@ class _Checker:
         self.resolve = resolve
         self.library = library
         self.diagnostics: list[Diagnostic] = []
+        self.omitted = 0  # errors past MAX_DIAGNOSTICS: counted, not kept
+        self.owner: str | None = None  # the cell being checked
+        self.owners: list[str | None] = []  # the cell each diagnostic was found in
+        self.roots: dict[str, str] = {}  # cell -> the top of its chain of `extends`
+        self.cell_decls: dict[str, ast.CellDecl] = {}
+        self.fixed_stride_ops: dict[str, list] = {}  # op set -> its candidates with a fixed stride
+        self.derive_spans: dict[str, Span] = {}  # cell -> its `derive` statement
         self.sources: dict[str, str] = {tree.path: tree.text}
         self.params: dict[str, int | float] = {}
         self.opsets: dict[str, spec.OpSet] = {}
@@ -70,10 +90,57 @@ class _Checker:
         # Names whose definition already failed: later uses stay silent, so one mistake gives
         # one error instead of a cascade of "unknown ..." reports.
         self.failed: set[tuple[str, str]] = set()
+        # Operations whose definition failed, by set: still names of the set for later checks
+        # (exclude, limit), so one bad definition does not make them look unknown.
+        self.broken_ops: dict[str, set[str]] = {}
 
     # -- reporting --
     def error(self, span: Span, message: str, hint: str = "") -> None:
-        self.diagnostics.append(Diagnostic(span, message, hint))
+        self.report(Diagnostic(span, message, hint))
+
+    def report(self, diagnostic: Diagnostic) -> None:
+        if len(self.diagnostics) >= MAX_DIAGNOSTICS:
+            self.omitted += 1
+        else:
+            self.diagnostics.append(diagnostic)
+            self.owners.append(self.owner)
+
+    def folded(self) -> list[Diagnostic]:
+        """The diagnostics with each error once: a statement inherited through `extends` that
+        fails in several cells is reported where it is written, with a note naming the other
+        cells (the same text at the same place, up to the name of the cell it was found in)."""
+        first: dict[tuple[Span, str, bool], int] = {}
+        also: dict[int, list[str]] = {}
+        kept: list[Diagnostic] = []
+        for diagnostic, owner in zip(self.diagnostics, self.owners, strict=True):
+            message = diagnostic.message
+            if owner is not None:
+                message = _CELL_NAME.sub("cell '*'", message)
+            key = (diagnostic.span, message, owner is None)
+            if key not in first:
+                first[key] = len(kept)
+                kept.append(diagnostic)
+            elif owner is not None:
+                also.setdefault(first[key], []).append(owner)
+        for index, cells in also.items():
+            cells = list(dict.fromkeys(cells))
+            names = ", ".join(f"'{c}'" for c in cells)
+            note = (
+                f"also in cell {names}, which inherits this line"
+                if len(cells) == 1
+                else f"also in cells {names}, which inherit this line"
+            )
+            kept[index] = dataclasses.replace(kept[index], notes=(*kept[index].notes, note))
+        return kept
+
+    @property
+    def capped(self) -> bool:
+        return len(self.diagnostics) >= MAX_DIAGNOSTICS
+
+    def suggest(self, name: str, known: Iterable[str], what: str) -> str:
+        """A hint naming the closest known name, while errors are still being kept (a hint costs
+        time in the number of known names, so a file of errors gets no more than the shown)."""
+        return "" if self.capped else suggest(name, known, what)
 
     def fail(self, span: Span, message: str, hint: str = ""):
         self.error(span, message, hint)
@@ -92,8 +159,8 @@ class _Checker:
                 self._opset(item)
         cells = self._cells([i for i in items if isinstance(i, ast.CellDecl)])
         network = self._network([i for i in items if isinstance(i, ast.NetworkDecl)], cells)
-        if self.diagnostics:
-            raise SpaceError(self.diagnostics, self.sources)
+        if self.diagnostics or self.omitted:
+            raise SpaceError(self.folded(), self.sources, self.omitted)
         return spec.Space(
             name=name,
             path=self.tree.path,
@@ -119,7 +186,9 @@ class _Checker:
         for key in overrides:
             if key not in declared:
                 self.error(
-                    NO_SPAN, f"--set {key}: no such parameter", suggest(key, declared, "parameters")
+                    NO_SPAN,
+                    f"--set {key}: no such parameter",
+                    self.suggest(key, declared, "parameters"),
                 )
         for decl in decls:
             if decl.name.text in self.params:
@@ -132,6 +201,12 @@ class _Checker:
                 value = overrides[decl.name.text]
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     self.error(NO_SPAN, f"--set {decl.name.text}: expected a number, got {value!r}")
+                    self.failed.add(("param", decl.name.text))
+                    continue
+                problem = _out_of_range(value)
+                if problem:
+                    self.error(NO_SPAN, f"--set {decl.name.text}: {problem}")
+                    self.failed.add(("param", decl.name.text))
                     continue
             else:
                 try:
@@ -159,7 +234,16 @@ class _Checker:
         return self._quantity(expr, integer=False).value
 
     def _quantity(self, expr: ast.Value, integer: bool = True) -> spec.Quantity:
-        """Evaluate an expression over the parameters, keeping its Python rendering."""
+        """Evaluate an expression over the parameters, keeping its Python rendering.
+
+        Recursive: the parser bounds how deeply expressions nest (spacec.parse.MAX_NESTING)."""
+        quantity = self._evaluate(expr, integer)
+        problem = _out_of_range(quantity.value)
+        if problem:
+            self.fail(_span_of(expr), problem)
+        return quantity
+
+    def _evaluate(self, expr: ast.Value, integer: bool) -> spec.Quantity:
         if isinstance(expr, ast.Num):
             if integer and not isinstance(expr.value, int):
                 self.fail(expr.span, f"expected an integer, got {expr.value}")
@@ -171,7 +255,7 @@ class _Checker:
                 self.fail(
                     expr.span,
                     f"unknown parameter '{expr.name}'",
-                    suggest(expr.name, self.params, "parameters"),
+                    self.suggest(expr.name, self.params, "parameters"),
                 )
             value = self.params[expr.name]
             if integer and not isinstance(value, int):
@@ -179,7 +263,7 @@ class _Checker:
             return spec.Quantity(value, expr.name)
         if isinstance(expr, ast.Neg):
             inner = self._quantity(expr.operand, integer)
-            return spec.Quantity(-inner.value, f"-{inner.py}")
+            return spec.Quantity(-inner.value, f"-{_wrap(inner.py)}")
         if isinstance(expr, ast.BinOp):
             left = self._quantity(expr.left, integer)
             right = self._quantity(expr.right, integer)
@@ -202,7 +286,9 @@ class _Checker:
         try:
             library = self.resolve(decl, self.tree.path)
         except SpaceError as error:
-            self.diagnostics.extend(error.diagnostics)
+            for diagnostic in error.diagnostics:
+                self.report(diagnostic)
+            self.omitted += error.omitted
             self.sources.update(error.sources)
             self.failed.update(("opset", name.text) for name in decl.names)
             return
@@ -212,7 +298,7 @@ class _Checker:
                 self.error(
                     name.span,
                     f"'{decl.source.text}' defines no operation set '{name.text}'",
-                    suggest(name.text, available, "sets"),
+                    self.suggest(name.text, available, "sets"),
                 )
             elif self._claim_opset_name(name):
                 self.opsets[name.text] = available[name.text]
@@ -245,9 +331,11 @@ class _Checker:
                     self._step(call, catalog.PRIMITIVES, "primitive") for call in op.steps
                 )
             except _Invalid:
+                self.broken_ops.setdefault(decl.name.text, set()).add(op.name.text)
                 continue
             if len(steps) > 1 and any(s.primitive in catalog.ZERO_PRIMITIVES for s in steps):
                 self.error(op.span, "'zero' cannot be composed with other operations")
+                self.broken_ops.setdefault(decl.name.text, set()).add(op.name.text)
                 continue
             candidates.append(
                 spec.Candidate(op.name.text, steps, op.span.line, op.steps[0].span.column)
@@ -263,7 +351,9 @@ class _Checker:
         """Validate a call against a catalogue table and evaluate its arguments."""
         name = call.name.text
         if name not in table:
-            self.fail(call.name.span, f"unknown {what} '{name}'", suggest(name, table, f"{what}s"))
+            self.fail(
+                call.name.span, f"unknown {what} '{name}'", self.suggest(name, table, f"{what}s")
+            )
         signature = table[name]
         args: dict[str, object] = {}
         for arg in call.args:
@@ -293,7 +383,10 @@ class _Checker:
                     "padding k // 2 keeps the resolution only for odd sizes",
                 )
         for key, default in signature.defaults.items():
-            args.setdefault(key, default)
+            if key not in args:  # checked like a written argument, so it is the same kind of value
+                args[key] = self._argument(
+                    name, key, signature.args[key], written(default, call.span)
+                )
         ordered = tuple((key, args[key]) for key in signature.args if key in args)
         return spec.Step(name, ordered)
 
@@ -319,7 +412,7 @@ class _Checker:
             self.fail(
                 _span_of(value),
                 f"{fn}(): '{key}' cannot be {shown}",
-                suggest(shown, kind.options, "choices"),
+                self.suggest(shown, kind.options, "choices"),
             )
         return value.name
 
@@ -335,14 +428,31 @@ class _Checker:
                 )
             else:
                 by_name[decl.name.text] = decl
+        self.cell_decls = by_name
+        bodies = self._effective_bodies(by_name)
         cells: dict[str, spec.Cell] = {}
+        edges = 0
         for name, decl in by_name.items():
+            if edges > MAX_EDGES:
+                self.failed.add(("cell", name))
+                continue
+            self.owner = name
             try:
                 self._legal_cell_name(decl.name)
-                body = self._effective_body(decl, by_name, [])
-                cells[name] = self._cell(decl, body)
+                if name not in bodies:
+                    raise _Invalid  # its `extends` failed (reported where it failed)
+                cells[name] = self._cell(decl, bodies[name])
+                edges += len(cells[name].edges)
+                if edges > MAX_EDGES:
+                    self.error(
+                        decl.name.span,
+                        f"the cells have {edges:,} searched edges up to here; at most "
+                        f"{MAX_EDGES:,} in a space",
+                    )
             except _Invalid:
                 self.failed.add(("cell", name))
+            finally:
+                self.owner = None
         return cells
 
     def _legal_cell_name(self, name: ast.Name) -> None:
@@ -355,32 +465,73 @@ class _Checker:
                 "names starting with '_' are reserved too",
             )
 
-    def _effective_body(self, decl: ast.CellDecl, by_name, chain: list[str]) -> list:
-        """The cell's statements after `extends`: a statement group in the child replaces the parent's."""
-        if decl.parent is None:
-            return list(decl.body)
-        parent_name = decl.parent.text
-        if parent_name == decl.name.text or parent_name in chain:
-            self.fail(
-                decl.parent.span, f"cell '{decl.name.text}' extends itself through '{parent_name}'"
-            )
-        if parent_name not in by_name:
-            self.fail(
-                decl.parent.span,
-                f"unknown cell '{parent_name}'",
-                suggest(parent_name, by_name, "cells"),
-            )
-        inherited = self._effective_body(by_name[parent_name], by_name, [*chain, decl.name.text])
-        overridden = {_CELL_STATEMENT_GROUPS[type(s)] for s in decl.body}
-        return [s for s in inherited if _CELL_STATEMENT_GROUPS[type(s)] not in overridden] + list(
-            decl.body
-        )
+    def _effective_bodies(self, by_name: dict[str, ast.CellDecl]) -> dict[str, list]:
+        """Each cell's statements after `extends` (a statement group in the child replaces the
+        parent's), for every cell whose chain of parents resolves.
+
+        Iterative, and linear in the statements: each cell's body is built once, from its
+        parent's. A cycle is reported once (at the first declared cell on it); an unknown parent
+        at the cell that names it; cells whose ancestors fail are left out silently.
+        """
+        bodies: dict[str, list] = {}
+        failed: set[str] = set()
+        position = {name: index for index, name in enumerate(by_name)}
+        for name in by_name:
+            chain: list[str] = []  # unresolved cells from `name` up its parents
+            on_chain: set[str] = set()
+            current: str | None = name
+            while current is not None and current not in bodies and current not in failed:
+                chain.append(current)
+                on_chain.add(current)
+                parent = by_name[current].parent
+                if parent is None:
+                    current = None
+                elif parent.text not in by_name:
+                    self.error(
+                        parent.span,
+                        f"unknown cell '{parent.text}'",
+                        self.suggest(parent.text, by_name, "cells"),
+                    )
+                    failed.add(chain.pop())
+                    current = None
+                elif parent.text in on_chain:
+                    cycle = chain[chain.index(parent.text) :]
+                    self._extends_cycle(cycle, by_name, position)
+                    failed.update(cycle)
+                    del chain[chain.index(parent.text) :]
+                    current = None
+                else:
+                    current = parent.text
+            for cell in reversed(chain):
+                decl = by_name[cell]
+                if decl.parent is None:
+                    bodies[cell] = list(decl.body)
+                    self.roots[cell] = cell
+                elif decl.parent.text in failed:
+                    failed.add(cell)
+                else:
+                    self.roots[cell] = self.roots[decl.parent.text]
+                    overridden = {_CELL_STATEMENT_GROUPS[type(s)] for s in decl.body}
+                    inherited = bodies[decl.parent.text]
+                    bodies[cell] = [
+                        s for s in inherited if _CELL_STATEMENT_GROUPS[type(s)] not in overridden
+                    ] + list(decl.body)
+        return bodies
+
+    def _extends_cycle(self, cycle: list[str], by_name, position: dict[str, int]) -> None:
+        """One error for a cycle of `extends`, at the first declared cell on it."""
+        first = min(cycle, key=position.__getitem__)
+        at = cycle.index(first)
+        path = (cycle[at:] + cycle[:at])[1:]  # the cells `first` reaches before itself again
+        through = f" through {', '.join(repr(c) for c in path)}" if path else ""
+        self.error(by_name[first].parent.span, f"cell '{first}' extends itself{through}")
 
     def _cell(self, decl: ast.CellDecl, body: list) -> spec.Cell:
         groups: dict[str, list] = {}
+        own = {id(stmt) for stmt in decl.body}
         for stmt in body:
             group = _CELL_STATEMENT_GROUPS[type(stmt)]
-            if group in groups and group not in _REPEATABLE_GROUPS and stmt in decl.body:
+            if group in groups and group not in _REPEATABLE_GROUPS and id(stmt) in own:
                 self.error(
                     stmt.span, f"cell '{decl.name.text}' has more than one '{group}' statement"
                 )
@@ -388,9 +539,11 @@ class _Checker:
             groups.setdefault(group, []).append(stmt)
         missing = [g for g in _REQUIRED_GROUPS if g not in groups]
         if missing:
+            # What a cell lacks, the top of its `extends` chain lacks too: say it there, once.
+            where = self.cell_decls[self.roots.get(decl.name.text, decl.name.text)]
             self.fail(
-                decl.name.span,
-                f"cell '{decl.name.text}' has no "
+                where.name.span,
+                f"cell '{where.name.text}' has no "
                 + ", ".join(f"'{m}'" for m in missing)
                 + " statement"
                 + ("s" if len(missing) > 1 else ""),
@@ -398,10 +551,19 @@ class _Checker:
         inputs, nodes = self._cell_nodes(decl, groups["inputs"][0], groups["nodes"][0])
         order = {name: i for i, name in enumerate(inputs + nodes)}
         strides = self._strides(groups.get("stride", []), inputs)
-        edges, fixed, opset = self._cell_edges(decl, groups["edges"], inputs, nodes, order, strides)
+        nodes_stmt = groups["nodes"][0]
+        node_spans = (
+            {name.text: name.span for name in nodes_stmt.names}
+            if isinstance(nodes_stmt, ast.NodesNamed)
+            else dict.fromkeys(nodes, nodes_stmt.span)
+        )
+        edges, fixed, opset = self._cell_edges(
+            decl, groups["edges"], inputs, nodes, order, strides, node_spans
+        )
         combine = self._combine(groups.get("combine"))
         reduce, output = self._output(groups["output"][0], nodes)
         rule = self._rule(groups["derive"][0], groups.get("limit", []), opset, edges, nodes)
+        self.derive_spans[decl.name.text] = groups["derive"][0].span
         share = self._optional_step(
             groups.get("share"), catalog.SHARED_BLOCKS, "shared block", "block"
         )
@@ -469,7 +631,7 @@ class _Checker:
                     strides[name] = stmt.value
         return strides
 
-    def _cell_edges(self, decl, stmts, inputs, nodes, order, strides):
+    def _cell_edges(self, decl, stmts, inputs, nodes, order, strides, node_spans):
         searched: dict[tuple[str, str], tuple[str, int, Span]] = {}
         fixed: list[spec.FixedEdge] = []
         opsets: dict[str, Span] = {}
@@ -479,7 +641,7 @@ class _Checker:
                 self.fail(
                     name.span,
                     f"unknown node '{name.text}' in cell '{decl.name.text}'",
-                    suggest(name.text, order, "nodes"),
+                    self.suggest(name.text, order, "nodes"),
                 )
             return name.text
 
@@ -533,7 +695,7 @@ class _Checker:
                 "α has one column per candidate: every searched edge of a cell uses one set",
             )
         if not opsets:
-            self.fail(decl.name.span, f"cell '{decl.name.text}' has no searched edge")
+            self.fail(stmts[0].span, f"cell '{decl.name.text}' has no searched edge")
         opset = self.opsets[next(iter(opsets))]
         for edge in fixed:
             for src in edge.sources:
@@ -544,11 +706,15 @@ class _Checker:
                     )
         self._check_fixed_strides(opset, searched, strides)
         fed = {dst for (_, dst) in searched} | {f.dst for f in fixed}
-        for node in nodes:
-            if node not in fed:
-                self.error(
-                    decl.name.span, f"node '{node}' of cell '{decl.name.text}' has no incoming edge"
-                )
+        unfed = [node for node in nodes if node not in fed]
+        if unfed:
+            shown = ", ".join(f"'{node}'" for node in unfed[:5])
+            more = f" (and {len(unfed) - 5} more)" if len(unfed) > 5 else ""
+            self.error(
+                node_spans[unfed[0]],
+                f"node{'s' if len(unfed) > 1 else ''} {shown}{more} of cell '{decl.name.text}' "
+                f"ha{'ve' if len(unfed) > 1 else 's'} no incoming edge",
+            )
         rows = sorted(searched, key=lambda e: (order[e[1]], order[e[0]]))
         edges = tuple(
             spec.Edge(
@@ -560,19 +726,32 @@ class _Checker:
 
     def _check_fixed_strides(self, opset: spec.OpSet, searched, strides) -> None:
         """Primitives that only work at one stride (factorized_reduce: 2) on edges of another."""
-        for candidate in opset.candidates:
-            fixed_stride = catalog.PRIMITIVES[candidate.steps[0].primitive].fixed_stride
-            if fixed_stride is None:
-                continue
-            for (src, dst), (_, _, span) in searched.items():
-                if strides.get(src, 1) != fixed_stride:
-                    self.error(
-                        span,
-                        f"'{candidate.name}' ({candidate.steps[0].primitive}) needs "
-                        f"stride {fixed_stride}, but edge {src} -> {dst} has stride "
-                        f"{strides.get(src, 1)}",
-                    )
-                    return
+        if opset.name not in self.fixed_stride_ops:
+            self.fixed_stride_ops[opset.name] = [
+                (candidate, catalog.PRIMITIVES[candidate.steps[0].primitive].fixed_stride)
+                for candidate in opset.candidates
+                if catalog.PRIMITIVES[candidate.steps[0].primitive].fixed_stride is not None
+            ]
+        mismatch: dict[int, tuple | None] = {}  # stride -> the first edge with another stride
+        for candidate, fixed_stride in self.fixed_stride_ops[opset.name]:
+            if fixed_stride not in mismatch:
+                mismatch[fixed_stride] = next(
+                    (
+                        (src, dst, span)
+                        for (src, dst), (_, _, span) in searched.items()
+                        if strides.get(src, 1) != fixed_stride
+                    ),
+                    None,
+                )
+            if mismatch[fixed_stride] is not None:
+                src, dst, span = mismatch[fixed_stride]
+                self.error(
+                    span,
+                    f"'{candidate.name}' ({candidate.steps[0].primitive}) needs "
+                    f"stride {fixed_stride}, but edge {src} -> {dst} has stride "
+                    f"{strides.get(src, 1)}",
+                )
+                return
 
     def _need_opset(self, name: ast.Name) -> None:
         if ("opset", name.text) in self.failed:
@@ -581,7 +760,7 @@ class _Checker:
             self.fail(
                 name.span,
                 f"unknown operation set '{name.text}'",
-                suggest(name.text, self.opsets, "sets"),
+                self.suggest(name.text, self.opsets, "sets"),
             )
 
     def _fixed(self, stmt: ast.Fixed, known, target, order, strides) -> list[spec.FixedEdge]:
@@ -612,7 +791,7 @@ class _Checker:
             self.error(
                 name.span,
                 f"unknown combine '{name.text}'",
-                suggest(name.text, catalog.COMBINES, "combines"),
+                self.suggest(name.text, catalog.COMBINES, "combines"),
             )
         return name.text
 
@@ -623,7 +802,7 @@ class _Checker:
             self.fail(
                 stmt.reduce.span,
                 f"unknown reduction '{stmt.reduce.text}'",
-                suggest(stmt.reduce.text, catalog.REDUCES, "reductions"),
+                self.suggest(stmt.reduce.text, catalog.REDUCES, "reductions"),
             )
         else:
             reduce = stmt.reduce.text
@@ -634,7 +813,7 @@ class _Checker:
                 self.error(
                     name.span,
                     f"the output reduces over '{name.text}', which is not an intermediate node",
-                    suggest(name.text, nodes, "intermediate nodes"),
+                    self.suggest(name.text, nodes, "intermediate nodes"),
                 )
         names = tuple(n.text for n in stmt.nodes)
         if len(set(names)) != len(names):
@@ -646,35 +825,48 @@ class _Checker:
     ) -> spec.Rule:
         step = self._step(derive.rule, catalog.DERIVE_RULES, "derivation rule")
         args = step.kwargs()
+        # Names of the set, with those whose definition failed (already reported).
+        known = set(opset.names) | self.broken_ops.get(opset.name, set())
         exclude = []
         for op, span in args.get("exclude", ()):
-            if op not in opset.names:
+            if op not in known:
                 self.error(
                     span,
                     f"derivation excludes '{op}', which is not in operation set '{opset.name}'",
-                    suggest(op, opset.names, "operations"),
+                    self.suggest(op, opset.names, "operations"),
                 )
             exclude.append(op)
-        if len(set(exclude)) == len(opset.names):
+        if opset.names and known <= set(exclude):
             self.error(derive.span, "the derivation excludes every operation of the set")
         k = args["k"].value if "k" in args else 1
         if step.primitive == "topk":
-            incoming = {node: sum(1 for e in edges if e.dst == node) for node in nodes}
-            for node, count in incoming.items():
-                if 0 < count < k:
-                    self.error(
-                        derive.rule.span,
-                        f"topk(k={k}) but node '{node}' has only {count} "
-                        f"candidate edge{'s' if count != 1 else ''}",
-                    )
+            incoming = Counter(e.dst for e in edges)
+            short = [node for node in nodes if 0 < incoming[node] < k]
+            if short:
+                count = incoming[short[0]]
+                others = f" (and {len(short) - 1} more nodes)" if len(short) > 1 else ""
+                self.error(
+                    derive.rule.span,
+                    f"topk(k={k}) but node '{short[0]}' has only {count} "
+                    f"candidate edge{'s' if count != 1 else ''}{others}",
+                )
         checked_limits = []
+        limited: dict[str, Span] = {}
         for limit in limits:
-            if limit.op.text not in opset.names:
+            if limit.op.text not in known:
                 self.error(
                     limit.op.span,
                     f"limit on '{limit.op.text}', which is not in operation set '{opset.name}'",
-                    suggest(limit.op.text, opset.names, "operations"),
+                    self.suggest(limit.op.text, opset.names, "operations"),
                 )
+            elif limit.op.text in limited:
+                self.error(
+                    limit.op.span,
+                    f"more than one limit on '{limit.op.text}'",
+                    f"first limited at {limited[limit.op.text]}",
+                )
+                continue
+            limited.setdefault(limit.op.text, limit.op.span)
             checked_limits.append((limit.op.text, limit.most))
         return spec.Rule(step.primitive, k, tuple(exclude), tuple(checked_limits))
 
@@ -704,13 +896,28 @@ class _Checker:
             self.error(
                 decl.kind.span,
                 f"unknown network kind '{kind}'",
-                suggest(kind, catalog.NETWORK_SETTINGS, "kinds"),
+                self.suggest(kind, catalog.NETWORK_SETTINGS, "kinds"),
             )
             return None
         settings = self._settings(decl, kind, cells)
         body = self._body(decl, kind, cells)
         self._check_domains(kind, cells, decl)
+        self._check_tied_decoder(decl, settings)
         return spec.Network(kind, tuple(settings.items()), body, decl.span.line)
+
+    def _check_tied_decoder(self, decl: ast.NetworkDecl, settings: dict[str, object]) -> None:
+        """A tied decoder reuses the embedding's weights: it needs embedding == hidden."""
+        embedding, hidden = settings.get("embedding"), settings.get("hidden")
+        if settings.get("decoder") != "tied" or embedding is None or hidden is None:
+            return
+        if embedding.value != hidden.value:
+            where = next(s for s in decl.settings if s.key.text == "decoder")
+            self.error(
+                _span_of(where.value),
+                f"a tied decoder needs embedding == hidden, got embedding {embedding.value} "
+                f"and hidden {hidden.value}",
+                "use `decoder untied`, or one size for both",
+            )
 
     def _settings(self, decl: ast.NetworkDecl, kind: str, cells) -> dict[str, object]:
         schema = catalog.NETWORK_SETTINGS[kind]
@@ -721,7 +928,7 @@ class _Checker:
                 self.error(
                     setting.key.span,
                     f"unknown setting '{key}' for {_article(kind)}",
-                    suggest(key, schema, "settings"),
+                    self.suggest(key, schema, "settings"),
                 )
                 continue
             if key in settings:
@@ -729,20 +936,26 @@ class _Checker:
                 continue
             try:
                 settings[key] = self._setting_value(schema[key][0], setting.value, cells)
+                if schema[key][0] == "int" and settings[key].value < 1:
+                    self.fail(
+                        _span_of(setting.value),
+                        f"'{key}' must be positive, got {settings[key].value}",
+                    )
             except _Invalid:
                 settings[key] = None
         for key, (_, required) in schema.items():
             if required and key not in settings:
                 self.error(decl.kind.span, f"the {kind} has no '{key}' setting")
         for key, default in catalog.NETWORK_DEFAULTS.get(kind, {}).items():
-            if key not in settings:
-                settings[key] = (
-                    # Arguments as written ones are: Quantities (the derived network reads .value).
-                    spec.Step(default[0], tuple((name, spec.Quantity(value, repr(value)))
-                                                for name, value in default[1]))
-                    if isinstance(default, tuple)
-                    else spec.Quantity(default, repr(default))
-                )
+            if (
+                key not in settings
+            ):  # checked as if written, so codegen sees the same kinds of value
+                try:
+                    settings[key] = self._setting_value(
+                        schema[key][0], written(default, decl.kind.span), cells
+                    )
+                except _Invalid:
+                    settings[key] = None
         return settings
 
     def _setting_value(self, role: str, value: ast.Value, cells) -> object:
@@ -759,7 +972,9 @@ class _Checker:
             options = cells if role == "cell" else catalog.DECODERS
             if name not in options:
                 self.fail(
-                    _span_of(value), f"unknown {role} '{name}'", suggest(name, options, f"{role}s")
+                    _span_of(value),
+                    f"unknown {role} '{name}'",
+                    self.suggest(name, options, f"{role}s"),
                 )
             return name
         if role == "stem" and isinstance(value, ast.ListValue):
@@ -788,11 +1003,18 @@ class _Checker:
             self.error(span, "an image_classifier has exactly one 'body' statement")
             return ()
         items = []
+        total = 0
         for item in decl.bodies[0].items:
             try:
                 items.append(self._body_item(item, cells))
             except _Invalid:
                 continue
+            total += items[-1].count.value if isinstance(items[-1], spec.CellRun) else 1
+            if total > catalog.MAX_CELLS:
+                self.error(
+                    item.span, f"the body reaches {total} items here; at most {catalog.MAX_CELLS}"
+                )
+                break
         return tuple(items)
 
     def _body_item(self, item: ast.BodyItem, cells) -> spec.CellRun | spec.FixedBlock:
@@ -804,7 +1026,7 @@ class _Checker:
                 self.fail(
                     item.call.name.span,
                     f"'{name}' is neither a cell nor a block",
-                    suggest(name, [*cells, *catalog.FIXED_BLOCKS], "cells and blocks"),
+                    self.suggest(name, [*cells, *catalog.FIXED_BLOCKS], "cells and blocks"),
                 )
             step = self._step(item.call, catalog.FIXED_BLOCKS, "block")
             stride = step.kwargs().get("stride", spec.Quantity(1, "1")).value
@@ -841,12 +1063,17 @@ class _Checker:
         if ("cell", name.text) in self.failed:
             raise _Invalid
         if name.text not in cells:
-            self.fail(name.span, f"unknown cell '{name.text}'", suggest(name.text, cells, "cells"))
+            self.fail(
+                name.span, f"unknown cell '{name.text}'", self.suggest(name.text, cells, "cells")
+            )
 
     def _check_domains(self, kind: str, cells: dict[str, spec.Cell], decl: ast.NetworkDecl) -> None:
         domain = catalog.NETWORK_DOMAINS[kind]
+        first_user: dict[str, str] = {}  # each set is checked once, naming the first cell using it
         for cell in cells.values():
-            opset = self.opsets[cell.opset]
+            first_user.setdefault(cell.opset, cell.name)
+        for name, user in first_user.items():
+            opset = self.opsets[name]
             for candidate in opset.candidates:
                 for step in candidate.steps:
                     signature = catalog.PRIMITIVES[step.primitive]
@@ -856,8 +1083,10 @@ class _Checker:
                                 opset.source, candidate.line, candidate.column, len(step.primitive)
                             ),
                             f"'{step.primitive}' is a {signature.domain} primitive; cell "
-                            f"'{cell.name}' belongs to {_article(kind)}",
+                            f"'{user}' belongs to {_article(kind)}",
                         )
+        for cell in cells.values():
+            self.owner = cell.name
             for edge in cell.fixed:
                 table = catalog.JOINT_PRIMITIVES if edge.joint else catalog.PRIMITIVES
                 for step in edge.steps:
@@ -867,6 +1096,7 @@ class _Checker:
                             f"'{step.primitive}' is a {table[step.primitive].domain} "
                             f"primitive; cell '{cell.name}' belongs to {_article(kind)}",
                         )
+            self.owner = None
             if domain == "sequence":
                 if any(not edge.joint for edge in cell.fixed):
                     self.error(
@@ -895,6 +1125,22 @@ class _Checker:
                     )
                 if cell.reduction:
                     self.error(decl.kind.span, f"recurrent cell '{cell.name}' cannot have stride 2")
+                zeros = [
+                    c.name
+                    for c in self.opsets[cell.opset].candidates
+                    if c.is_zero and c.name not in cell.rule.exclude
+                ]
+                if zeros:
+                    self.owner = cell.name  # an inherited `derive` is reported once
+                    self.error(
+                        self.derive_spans[cell.name],
+                        f"recurrent cell '{cell.name}' may derive '{zeros[0]}' (no connection), "
+                        "which a derived recurrent cell cannot hold",
+                        f"exclude it: derive {cell.rule.kind}("
+                        + (f"k={cell.rule.k}, " if cell.rule.kind == "topk" else "")
+                        + f"exclude=[{', '.join([*cell.rule.exclude, *zeros])}])",
+                    )
+                    self.owner = None
 
 
 def _article(noun: str) -> str:
@@ -905,8 +1151,46 @@ def _wrap(py: str) -> str:
     return f"({py})" if " " in py else py
 
 
+def _out_of_range(value: int | float) -> str:
+    """Why a computed value cannot be used (too large, or not finite), or ""."""
+    if isinstance(value, int) and abs(value) > MAX_INTEGER:
+        digits = len(str(abs(value)))
+        return (
+            f"a {digits}-digit integer is out of range (at most {MAX_INTEGER:,} in absolute value)"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a finite number"
+    return ""
+
+
 def _span_of(node) -> Span:
     return node.span
+
+
+def written(value: object, span: Span) -> ast.Value:
+    """A default from the catalogue as the AST of the text that would say it: numbers, symbols,
+    lists, and calls given as (name, ((argument, value), ...)). All positioned at `span`."""
+    if isinstance(value, bool):
+        raise TypeError(f"no written form for {value!r}")
+    if isinstance(value, int | float):
+        return ast.Num(value, span)
+    if isinstance(value, str):
+        return ast.Ref(value, span)
+    if (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and (
+            isinstance(value[1], tuple)
+            and all(isinstance(pair, tuple) and len(pair) == 2 for pair in value[1])
+        )
+    ):
+        name = ast.Name(value[0], span)
+        args = tuple(ast.Arg(ast.Name(key, span), written(item, span)) for key, item in value[1])
+        return ast.Call(name, args, span)
+    if isinstance(value, tuple | list):
+        return ast.ListValue(tuple(written(item, span) for item in value), span)
+    raise TypeError(f"no written form for {value!r}")
 
 
 def _as_call(value: ast.Value) -> ast.Call | None:

@@ -211,8 +211,13 @@ def _used_opsets(space: spec.Space) -> list[str]:
 
 
 def _opset_view(opset: spec.OpSet, names: Namespace) -> dict:
+    zero_columns = {i for i, c in enumerate(opset.candidates) if c.is_zero}
     return {
         "name": opset.name,
+        # once per set, not per cell: a space may have many cells over one large set
+        "active_columns": [
+            (i, _activation(c)) for i, c in enumerate(opset.candidates) if i not in zero_columns
+        ],
         "const": names.create(opset.name.upper()),
         "steps_const": names.create(opset.name.upper() + "_STEPS"),
         "line": opset.line,
@@ -239,7 +244,6 @@ def _cell_view(
     cell: spec.Cell, graph: nx.DiGraph, space: spec.Space, names: Namespace, consts: dict[str, dict]
 ) -> dict:
     opset = space.opset(cell.opset)
-    zero_columns = {i for i, c in enumerate(opset.candidates) if c.is_zero}
     local = Namespace(MODULE_GLOBALS | FUNCTION_LOCALS)
     fixed_numbers = itertools.count()
     var = {name: local.create(name) for name in cell.inputs + cell.nodes}
@@ -302,9 +306,7 @@ def _cell_view(
         ],
         "opset_steps": consts[opset.name]["steps_const"],
         "ops": opset.names,
-        "active_columns": [
-            (i, _activation(c)) for i, c in enumerate(opset.candidates) if i not in zero_columns
-        ],
+        "active_columns": consts[opset.name]["active_columns"],
         "reduce": cell.reduce,
         "output": [var[n] for n in cell.output],
         "reduction": cell.reduction,

@@ -8,6 +8,11 @@ a file at once:
         edges dense : darts_op
                       ^~~~~~~~
     hint: did you mean 'darts_ops'? known sets: darts_ops
+
+Rendering is linear in the number of errors shown: each source is split into lines once, at most
+`MAX_DIAGNOSTICS` errors are kept (the rest are counted), excerpts of very long lines are cut to a
+window around the error, and control characters from the input (NUL, escape sequences, bidi
+overrides, ...) are shown escaped, never sent to the terminal as they are.
 """
 
 from __future__ import annotations
@@ -15,6 +20,14 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+# How many errors a SpaceError keeps and shows; the rest are counted ("... and 12 more errors").
+# A hundred is more than anyone reads, and bounds the time spent on a file made of errors.
+MAX_DIAGNOSTICS = 100
+# Characters of an excerpt shown on each side of the error when its line is longer than a screen.
+EXCERPT_CONTEXT = 60
+# Names listed in a hint before the list is cut short ("... (350 in all)").
+MAX_LISTED_CHOICES = 20
 
 
 @dataclass(frozen=True, order=True)
@@ -33,26 +46,76 @@ class Span:
 NO_SPAN = Span("<command line>", 0, 0, 0)
 
 
+def visible(text: str, tab: str = "\\t") -> str:
+    """`text` with every control or formatting character escaped (`\\x00`, `\\x1b`, `\\u202e`),
+    so that input shown in a message cannot move the cursor, ring the bell or reorder the line."""
+    if text.isprintable():
+        return text
+    return "".join(
+        tab if char == "\t" else char if char.isprintable() else _escape(char) for char in text
+    )
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return (
+        f"\\x{code:02x}"
+        if code < 0x100
+        else f"\\u{code:04x}"
+        if code < 0x10000
+        else f"\\U{code:08x}"
+    )
+
+
+class SourceLines:
+    """Each source's lines, split once (on "\\n" only, as the parser counts lines)."""
+
+    def __init__(self, sources: Mapping[str, str]):
+        self.sources = sources
+        self.lines: dict[str, list[str]] = {}
+
+    def line(self, path: str, number: int) -> str | None:
+        if path not in self.lines:
+            text = self.sources.get(path)
+            if text is None:
+                return None
+            self.lines[path] = text.split("\n")
+        lines = self.lines[path]
+        return lines[number - 1].removesuffix("\r") if 0 < number <= len(lines) else None
+
+
 @dataclass(frozen=True)
 class Diagnostic:
     span: Span
     message: str
     hint: str = ""
+    notes: tuple[str, ...] = ()
 
-    def render(self, sources: Mapping[str, str]) -> str:
-        lines = (
-            [f"{self.span}: error: {self.message}"]
-            if self.span.line
-            else [f"{self.span.path}: error: {self.message}"]
-        )
-        text = sources.get(self.span.path)
-        if text is not None and 0 < self.span.line <= len(text.splitlines()):
-            source_line = text.splitlines()[self.span.line - 1].expandtabs(1)
-            caret = " " * (self.span.column - 1) + "^" + "~" * max(0, self.span.length - 1)
-            lines += ["    " + source_line, "    " + caret]
+    def render(self, sources: Mapping[str, str] | SourceLines) -> str:
+        lines = SourceLines(sources) if not isinstance(sources, SourceLines) else sources
+        where = str(self.span) if self.span.line else self.span.path
+        rendered = [visible(f"{where}: error: {self.message}")]
+        source_line = lines.line(self.span.path, self.span.line) if self.span.line else None
+        if source_line is not None:
+            rendered += excerpt(source_line, self.span.column, self.span.length)
         if self.hint:
-            lines.append(f"hint: {self.hint}")
-        return "\n".join(lines)
+            rendered.append(visible(f"hint: {self.hint}"))
+        rendered += [visible(f"note: {note}") for note in self.notes]
+        return "\n".join(rendered)
+
+
+def excerpt(line: str, column: int, length: int) -> list[str]:
+    """The source line (a window of it when long) and a caret line under `column`."""
+    at = max(column - 1, 0)
+    end = at + max(length, 1)
+    start = max(0, at - EXCERPT_CONTEXT) if len(line) > 2 * EXCERPT_CONTEXT else 0
+    stop = min(len(line), end + EXCERPT_CONTEXT) if len(line) > 2 * EXCERPT_CONTEXT else len(line)
+    before = ("..." if start else "") + visible(line[start:at], tab=" ")
+    marked = line[at:end]
+    shown = visible(marked, tab=" ")
+    after = visible(line[end:stop], tab=" ") + ("..." if stop < len(line) else "")
+    width = max(1, max(length, 1) + len(shown) - len(marked))
+    return ["    " + before + shown + after, "    " + " " * len(before) + "^" + "~" * (width - 1)]
 
 
 class ReportedError(Exception):
@@ -64,25 +127,50 @@ class ReportedError(Exception):
 
 
 class SpaceError(ReportedError):
-    """One or more problems in a .space file (or in parameter overrides applied to it)."""
+    """One or more problems in a .space file (or in parameter overrides applied to it).
+
+    Keeps the first `MAX_DIAGNOSTICS` diagnostics by position; `omitted` counts the others
+    (given, or dropped here)."""
 
     exit_code = 2
 
-    def __init__(self, diagnostics: Iterable[Diagnostic], sources: Mapping[str, str] | None = None):
-        self.diagnostics = tuple(sorted(diagnostics, key=lambda d: (d.span, d.message)))
+    def __init__(
+        self,
+        diagnostics: Iterable[Diagnostic],
+        sources: Mapping[str, str] | None = None,
+        omitted: int = 0,
+    ):
+        ordered = sorted(diagnostics, key=lambda d: (d.span, d.message))
+        self.diagnostics = tuple(ordered[:MAX_DIAGNOSTICS])
+        self.omitted = omitted + len(ordered) - len(self.diagnostics)
         self.sources = dict(sources or {})
-        super().__init__(self.render())
+        self._rendered: str | None = None
+        super().__init__()
 
     def render(self) -> str:
-        return "\n".join(d.render(self.sources) for d in self.diagnostics)
+        if self._rendered is None:
+            lines = SourceLines(self.sources)
+            rendered = [d.render(lines) for d in self.diagnostics]
+            if self.omitted:
+                rendered.append(
+                    f"... and {self.omitted} more error{'s' if self.omitted > 1 else ''} "
+                    f"(the first {len(self.diagnostics)} are shown)"
+                )
+            self._rendered = "\n".join(rendered)
+        return self._rendered
 
     def __str__(self) -> str:
         return self.render()
+
+    def __reduce__(self):
+        return type(self), (self.diagnostics, self.sources, self.omitted)
 
 
 def suggest(name: str, known: Iterable[str], what: str) -> str:
     """A hint naming the closest known name (if any) and the valid choices."""
     choices = sorted(set(known))
     close = difflib.get_close_matches(name, choices, n=1)
-    listing = f"known {what}: {', '.join(choices)}" if choices else f"no {what} are defined"
+    listed = choices[:MAX_LISTED_CHOICES]
+    more = f", ... ({len(choices)} in all)" if len(choices) > len(listed) else ""
+    listing = f"known {what}: {', '.join(listed)}{more}" if choices else f"no {what} are defined"
     return f"did you mean '{close[0]}'? {listing}" if close else listing

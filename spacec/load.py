@@ -20,8 +20,12 @@ from spacec import ast, check, codegen, ir, parse, spec
 from spacec.arch.derive import CellRule
 from spacec.arch.rules import cell_rules
 from spacec.errors import NO_SPAN, Diagnostic, SpaceError, Span, suggest
+from spacec.files import locate_invalid, reason
 
 SUFFIX = ".space"
+# How deeply imports may nest (a imports b imports c ...): each level is a stack frame of the
+# checker, and a chain this long is surely generated, not written.
+MAX_IMPORT_DEPTH = 32
 
 
 def shipped_spaces() -> dict[str, Path]:
@@ -42,6 +46,8 @@ def locate(name_or_path: str) -> Path:
     shipped = shipped_spaces()
     if name_or_path in shipped:
         return shipped[name_or_path]
+    if path.is_dir():
+        raise SpaceError([Diagnostic(_path_span(str(path)), "is a folder, not a .space file")])
     if path.suffix == SUFFIX or "/" in name_or_path:
         raise SpaceError([Diagnostic(_path_span(str(path)), "no such file")])
     raise SpaceError(
@@ -59,11 +65,26 @@ def _path_span(path: str) -> Span:
     return Span(path, 0, 0, 0)
 
 
-def read_source(path: Path) -> str:
+def read_source(path: Path, shown: str | None = None) -> str:
+    """A .space file's text (`shown`: its path in messages); SpaceError when it cannot be read,
+    positioned at the first invalid byte when it is not UTF-8."""
+    shown = shown or str(path)
+    if path.is_dir():
+        raise SpaceError([Diagnostic(_path_span(shown), "is a folder, not a .space file")])
     try:  # bytes, so CRLF files keep their bytes and the header's sha256 is the file's
-        return path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpaceError([Diagnostic(_path_span(str(path)), f"cannot read: {error}")]) from None
+        data = path.read_bytes()
+    except OSError as error:
+        raise SpaceError([Diagnostic(_path_span(shown), f"cannot read: {reason(error)}")]) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        position, _ = locate_invalid(data, error.start, error.end)
+    at = Span(shown, position.line, position.column, 4 * position.length)
+    diagnostic = Diagnostic(
+        at, f"not UTF-8 text (byte 0x{position.byte:02x})", "save the file as UTF-8"
+    )
+    # The excerpt shows the line with its invalid bytes written \\xNN.
+    raise SpaceError([diagnostic], {shown: data.decode("utf-8", "backslashreplace")})
 
 
 def display_path(path: Path) -> str:
@@ -107,8 +128,14 @@ class _Importer:
 
     def __call__(self, decl: ast.Import, importing: str) -> spec.Space:
         base = self.stack[-1].parent
+        if decl.is_path and "\0" in decl.source.text:  # the OS takes no such path
+            raise SpaceError([Diagnostic(decl.source.span, "import: a path cannot hold a NUL")])
         if decl.is_path:
             path = (base / decl.source.text).resolve()
+            if path.is_dir():
+                raise SpaceError(
+                    [Diagnostic(decl.source.span, f"import: '{decl.source.text}' is a folder")]
+                )
             if not path.is_file():
                 raise SpaceError(
                     [Diagnostic(decl.source.span, f"import: no such file '{decl.source.text}'")]
@@ -132,7 +159,11 @@ class _Importer:
             raise SpaceError(
                 [Diagnostic(decl.source.span, f"import cycle through '{decl.source.text}'")]
             )
-        text = read_source(path)
+        if len(self.stack) > MAX_IMPORT_DEPTH:
+            raise SpaceError(
+                [Diagnostic(decl.source.span, f"imports nest more than {MAX_IMPORT_DEPTH} deep")]
+            )
+        text = read_source(path, display_path(path))
         self.stack.append(path)
         try:
             return check.check(parse.parse(text, display_path(path)), resolve=self, library=True)
@@ -141,14 +172,15 @@ class _Importer:
 
 
 def compile_file(path: Path, overrides: dict | None = None) -> CompiledSpace:
-    text = read_source(path)
     shown = display_path(path)
-    tree = parse.parse(text, shown)
-    checked = check.check(tree, overrides or {}, resolve=_Importer(path))
-    try:
-        built = ir.build(checked)
-    except SpaceError as error:
-        raise SpaceError(error.diagnostics, {shown: text}) from None
+    text = read_source(path, shown)
+    with parse.collector_paused():
+        tree = parse.parse(text, shown)
+        checked = check.check(tree, overrides or {}, resolve=_Importer(path))
+        try:
+            built = ir.build(checked)
+        except SpaceError as error:
+            raise SpaceError(error.diagnostics, {shown: text}, error.omitted) from None
     return CompiledSpace(checked, built, text)
 
 
@@ -207,11 +239,18 @@ class CompiledSpace:
 
     def discrete_source(self, genotype) -> str:
         """Source of the standalone derived network for a genotype (object, preset, file, run dir)."""
-        from spacec.arch.genotype import Genotype, resolve
+        from spacec.arch.genotype import Genotype, GenotypeError, resolve
 
         if not isinstance(genotype, Genotype):
             genotype = resolve(str(genotype), self.name)
-        return codegen.generate_discrete(self.ir, genotype)
+        try:
+            return codegen.generate_discrete(self.ir, genotype)
+        except GenotypeError as error:
+            if genotype.space == self.name:
+                raise
+            raise GenotypeError(
+                f"{error}\n  (the genotype was derived for space '{genotype.space}')"
+            ) from None
 
     def discrete_network(self, genotype, **kwargs):
         """An instance of the derived network (imports torch)."""

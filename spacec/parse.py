@@ -1,22 +1,49 @@
 """Text -> AST: parse a .space file with the Lark grammar and turn the tree into `spacec.ast`.
 
-The Transformer only converts tokens into values; it validates nothing (a Python exception raised
-inside a Transformer comes out wrapped in Lark's VisitError), so every semantic rule lives in
-`spacec.check`. Syntax errors become a `SpaceError` pointing at the offending token.
+Building the AST only turns tokens into values; it validates nothing, so every semantic rule
+lives in `spacec.check`. Syntax errors become a `SpaceError` pointing at the offending token.
+
+Parsing is linear in the input and safe on any input:
+
+* `_Lexer`, a contextual lexer equivalent to Lark's (a word is a keyword where the grammar expects
+  that keyword, else a name; only the terminals the parser can accept next are tried), scans with
+  one compiled pattern per parser state: Lark's own lexer costs several times more per token.
+  The grammar file stays the one definition of the terminals.
+* `_Builder` makes the AST nodes while the parser reduces (Lark's inline transformer): no parse
+  tree, no second pass, no recursion, positions taken from the tokens themselves (Lark's
+  position propagation cost more than all the rest of a parse).
+* Values nested deeper than `MAX_NESTING` levels (expressions, calls, lists) and integer literals
+  longer than `MAX_DIGITS` digits are refused with a positioned error, so that no later stage
+  (the checker's evaluation, the generated Python, Python's own compiler) meets unbounded
+  recursion or unbounded numbers.
 """
 
 from __future__ import annotations
 
+import gc
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 
-from lark import Lark, Token, Transformer, Tree, v_args
+from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.lexer import Lexer, LexerState
 
 from spacec import ast
 from spacec.errors import Diagnostic, SpaceError, Span
 
 GRAMMAR_FILE = "space.lark"
+
+# Levels of nesting the parse tree may have (a statement takes about six; each operator, call,
+# argument or list one more). Far beyond any real space, far below Python's recursion limit and
+# the 200 nested parentheses Python's parser accepts in the generated code.
+MAX_NESTING = 100
+# Digits an integer literal may have: int64 holds 19, and Python refuses to convert strings of
+# more than 4300 digits.
+MAX_DIGITS = 30
 
 # How expected terminals read in an error message.
 _TERMINAL_LABELS = {
@@ -26,6 +53,8 @@ _TERMINAL_LABELS = {
     "STRING": 'a quoted path ("...")',
     "$END": "the end of the file",
 }
+# The terminal whose pattern matches words; words equal to a keyword are typed by context.
+_WORD = "NAME"
 
 
 def grammar_text() -> str:
@@ -34,24 +63,51 @@ def grammar_text() -> str:
 
 @lru_cache(maxsize=1)
 def parser() -> Lark:
-    """The LALR(1) parser, built once per process."""
+    """The LALR(1) parser, built once per process; it builds AST nodes as it goes."""
     return Lark(
         grammar_text(),
         parser="lalr",
+        lexer=_Lexer,
         strict=True,
-        propagate_positions=True,
+        keep_all_tokens=True,  # keywords and punctuation place their statements
         maybe_placeholders=True,
+        transformer=_Builder(),
     )
+
+
+_PARSING = threading.Lock()  # the builder and the lexer keep per-parse state: one at a time
 
 
 def parse(text: str, path: str = "<string>") -> ast.SpaceFile:
     """Parse source text into a `SpaceFile`; raise `SpaceError` on a syntax error."""
+    lark = parser()
+    builder = lark.options.transformer
+    with _PARSING, collector_paused():
+        builder.reset(path)
+        try:
+            items = lark.parse(text)
+        except UnexpectedInput as error:
+            raise SpaceError([_syntax_diagnostic(error, path)], {path: text}) from None
+        except _Refused as refused:
+            raise SpaceError([refused.diagnostic], {path: text}) from None
+        finally:
+            builder.reset(path)  # drop the positions of this parse
+    return ast.SpaceFile(path=path, text=text, items=tuple(items))
+
+
+@contextmanager
+def collector_paused():
+    """Pause Python's cyclic garbage collector: compiling allocates many small objects that live
+    on, and the collector, triggered by allocations, re-walks them all again and again (it
+    doubled the time of a 1 MB parse, and grew faster than the input). Nothing the compiler
+    builds holds a reference cycle; the collector resumes afterwards."""
+    enabled = gc.isenabled()
+    gc.disable()
     try:
-        tree = parser().parse(text)
-    except UnexpectedInput as error:
-        raise SpaceError([_syntax_diagnostic(error, path)], {path: text}) from None
-    items = _ToAst(path).transform(tree)
-    return ast.SpaceFile(path=path, text=text, items=tuple(items.children))
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _syntax_diagnostic(error: UnexpectedInput, path: str) -> Diagnostic:
@@ -81,232 +137,390 @@ def _or_list(words: list[str]) -> str:
     return ", ".join(words[:-1]) + " or " + words[-1]
 
 
-class _ToAst(Transformer):
-    """Lark tree -> AST nodes. Pure conversion: no checks, no lookups."""
+# ---- the lexer ---------------------------------------------------------------------------------
+class _Lexer(Lexer):
+    """Lark's contextual lexing, one compiled alternation per set of acceptable terminals.
 
-    def __init__(self, path: str):
-        super().__init__()
+    In each parser state only the terminals the parser accepts there are tried (so `nodes 2.5`
+    reads the integer 2, then a stray '.'), ordered as Lark orders them (priority, then longest
+    pattern). A word is the keyword it spells where that keyword is accepted, else a name. When
+    nothing acceptable matches, the text is matched against every terminal, and the parser
+    reports the token it did not expect; when nothing matches at all, the character is reported.
+    """
+
+    __future_interface__ = 2
+
+    def __init__(self, conf):
+        self.terminals = {t.name: t for t in conf.terminals}
+        self.ignore = frozenset(conf.ignore)
+        self.keywords = {
+            t.pattern.value: t.name
+            for t in conf.terminals
+            if t.pattern.type == "str" and re.fullmatch(self.terminals[_WORD].pattern.to_regexp(),
+                                                         t.pattern.value)
+        }  # fmt: skip
+        self.keyword_names = frozenset(self.keywords.values())
+        self.scanners: dict[frozenset[str], re.Pattern] = {}
+        self.everything = self._scanner(frozenset(self.terminals))
+
+    def _scanner(self, accepts: frozenset[str]) -> re.Pattern:
+        scanner = self.scanners.get(accepts)
+        if scanner is None:
+            names = (set(accepts) | self.ignore) & set(self.terminals)
+            names -= self.keyword_names  # words: matched by the word pattern, typed afterwards
+            if accepts & self.keyword_names:
+                names.add(_WORD)
+            ordered = sorted(
+                (self.terminals[name] for name in names),
+                key=lambda t: (-t.priority, -t.pattern.max_width, -len(t.pattern.value), t.name),
+            )
+            scanner = re.compile(
+                "|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in ordered)
+            )
+            self.scanners[accepts] = scanner
+        return scanner
+
+    def lex(self, lexer_state: LexerState, parser_state) -> Iterator[Token]:
+        text = lexer_state.text.text
+        pos, end = lexer_state.text.start, lexer_state.text.end
+        line, line_start = 1, 0
+        states = parser_state.parse_conf.parse_table.states
+        by_state: dict[int, tuple[re.Pattern, frozenset[str]]] = {}
+        while pos < end:
+            state = parser_state.position
+            if state not in by_state:
+                accepts = frozenset(states[state])
+                by_state[state] = (self._scanner(accepts), accepts)
+            scanner, accepts = by_state[state]
+            match = scanner.match(text, pos)
+            if match is None:
+                match = self.everything.match(text, pos)
+                if match is None:
+                    raise UnexpectedCharacters(text, pos, line, pos - line_start + 1,
+                                               allowed=accepts, state=parser_state)  # fmt: skip
+            kind, value = match.lastgroup, match.group()
+            if kind in self.ignore:
+                newlines = value.count("\n")
+                if newlines:
+                    line += newlines
+                    line_start = pos + value.rindex("\n") + 1
+                pos = match.end()
+                continue
+            if kind == _WORD and value in self.keywords:
+                keyword = self.keywords[value]
+                if keyword in accepts or _WORD not in accepts:
+                    kind = keyword
+            column = pos - line_start + 1
+            token = Token(kind, value, pos, line, column, line, column + len(value), match.end())
+            lexer_state.last_token = token
+            pos = match.end()
+            yield token
+
+
+# ---- parse -> AST ------------------------------------------------------------------------------
+class _Refused(Exception):
+    """Input past a parsing limit (nesting depth, digits of a literal)."""
+
+    def __init__(self, diagnostic: Diagnostic):
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
+
+
+# Terminals that carry a value; the others (keywords, punctuation) only place their rule.
+_VALUE_TERMINALS = frozenset({"NAME", "INT", "FLOAT", "STRING"})
+_ALL = object()  # `concat(*)`, `stride ... from inputs`: every node (None in the AST)
+
+Extent = tuple[int, int, int, int]  # line, column, end line, end column
+
+
+class _Builder:
+    """Builds AST nodes as the parser reduces each rule (Lark's inline transformer): no parse
+    tree is built and nothing recurses. Pure conversion: no checks, no lookups.
+
+    Each method gets its rule's children with every token kept (keywords and punctuation too,
+    for positions). A node's span runs from its first token to its last, parentheses included
+    where a parenthesised expression stands in a larger one (`extents`, by object id).
+    `depths` counts how deeply values nest (operators, calls, arguments, lists), refused past
+    `MAX_NESTING`.
+    """
+
+    def __init__(self):
+        self.path = "<string>"
+        self.extents: dict[int, Extent] = {}
+        self.depths: dict[int, int] = {}
+
+    def reset(self, path: str) -> None:
         self.path = path
+        self.extents.clear()
+        self.depths.clear()
 
-    # -- helpers --
-    def _span(self, meta_or_token, length: int | None = None) -> Span:
-        if isinstance(meta_or_token, Token):
-            return Span(self.path, meta_or_token.line, meta_or_token.column, len(meta_or_token))
-        meta = meta_or_token
-        if getattr(meta, "empty", False):
-            return Span(self.path, 0, 0, 0)
-        if length is None:
-            same_line = meta.end_line == meta.line
-            length = meta.end_column - meta.column if same_line else 1
-        return Span(self.path, meta.line, meta.column, max(length, 1))
+    # -- positions and nesting --
+    def _extent(self, item) -> Extent | None:
+        if isinstance(item, Token):
+            return item.line, item.column, item.end_line, item.end_column
+        return self.extents.get(id(item))
+
+    def _bounds(self, children: list) -> Extent:
+        """From the start of the first child that has a place to the end of the last one."""
+        extent = self._extent
+        first = next(e for e in map(extent, children) if e is not None)
+        last = next(e for e in map(extent, reversed(children)) if e is not None)
+        return first[0], first[1], last[2], last[3]
+
+    def _placed(self, node, children: list):
+        """Record `node`'s extent (first to last child) and return it."""
+        self.extents[id(node)] = self._bounds(children)
+        return node
+
+    def _nested(self, node, *inner):
+        """Record `node` one level deeper than the deepest of `inner`; refuse past the limit."""
+        depth = 1 + max((self.depths.get(id(item), 0) for item in inner), default=0)
+        if depth > MAX_NESTING:
+            raise _Refused(
+                Diagnostic(
+                    node.span,
+                    f"nested too deeply: more than {MAX_NESTING} levels of expressions, calls "
+                    "and lists",
+                    "split the expression with `param` declarations",
+                )
+            )
+        self.depths[id(node)] = depth
+        return node
+
+    def _token_span(self, token: Token) -> Span:
+        return Span(self.path, token.line, token.column, len(token))
 
     def _name(self, token: Token) -> ast.Name:
-        return ast.Name(str(token), self._span(token))
+        return ast.Name(str(token), self._token_span(token))
+
+    def _int(self, token: Token) -> int:
+        if len(token) > MAX_DIGITS:
+            raise _Refused(
+                Diagnostic(
+                    self._token_span(token),
+                    f"an integer of {len(token)} digits; at most {MAX_DIGITS}",
+                )
+            )
+        return int(token)
+
+    @staticmethod
+    def _values(children: list) -> list:
+        """The children that carry a value: no keyword or punctuation, no empty placeholder."""
+        return [
+            c
+            for c in children
+            if c is not None and not (isinstance(c, Token) and c.type not in _VALUE_TERMINALS)
+        ]
+
+    def _node(self, make, children: list):
+        """`make(values, span)` placed at the children's extent."""
+        bounds = line, column, end_line, end_column = self._bounds(children)
+        length = end_column - column if line == end_line else 1
+        node = make(self._values(children), Span(self.path, line, column, max(length, 1)))
+        self.extents[id(node)] = bounds
+        return node
 
     # -- values --
-    def NAME(self, token: Token) -> Token:  # noqa: N802 - Lark calls terminal callbacks by name
-        return token
+    def start(self, children):
+        return children
 
-    @v_args(meta=True)
-    def int_lit(self, meta, children):
-        return ast.Num(int(children[0]), self._span(meta))
+    def int_lit(self, children):
+        return self._nested(self._node(lambda v, span: ast.Num(self._int(v[0]), span), children))
 
-    @v_args(meta=True)
-    def float_lit(self, meta, children):
-        return ast.Num(float(children[0]), self._span(meta))
+    def float_lit(self, children):
+        return self._nested(self._node(lambda v, span: ast.Num(float(v[0]), span), children))
 
-    @v_args(meta=True)
-    def ref(self, meta, children):
-        return ast.Ref(str(children[0]), self._span(meta))
+    def ref(self, children):
+        return self._nested(self._node(lambda v, span: ast.Ref(str(v[0]), span), children))
 
-    def _binop(op):  # noqa: N805 - builds the four binary-operator callbacks below
-        @v_args(meta=True)
-        def build(self, meta, children):
-            left, right = children
-            return ast.BinOp(op, left, right, self._span(meta))
+    def atom(self, children):
+        """`( expr )`: the expression, placed with its parentheses in what contains it."""
+        inner = self._values(children)[0]
+        return self._placed(inner, children)
 
-        return build
+    def _binary(self, op: str, children):
+        node = self._node(lambda v, span: ast.BinOp(op, v[0], v[1], span), children)
+        return self._nested(node, node.left, node.right)
 
-    add, sub, mul, floordiv = _binop("+"), _binop("-"), _binop("*"), _binop("//")
+    def add(self, children):
+        return self._binary("+", children)
 
-    @v_args(meta=True)
-    def neg(self, meta, children):
-        return ast.Neg(children[0], self._span(meta))
+    def sub(self, children):
+        return self._binary("-", children)
 
-    @v_args(meta=True)
-    def list(self, meta, children):
-        items = tuple(child for child in children if child is not None)
-        return ast.ListValue(items, self._span(meta))
+    def mul(self, children):
+        return self._binary("*", children)
+
+    def floordiv(self, children):
+        return self._binary("//", children)
+
+    def neg(self, children):
+        node = self._node(lambda v, span: ast.Neg(v[0], span), children)
+        return self._nested(node, node.operand)
+
+    def list(self, children):
+        node = self._node(lambda v, span: ast.ListValue(tuple(v), span), children)
+        return self._nested(node, *node.items)
 
     def arg(self, children):
-        name, value = children
-        return ast.Arg(self._name(name), value)
+        name, value = self._values(children)
+        node = self._placed(ast.Arg(self._name(name), value), children)
+        return self._nested(node, value)
 
-    @v_args(meta=True)
-    def call(self, meta, children):
-        name, *args = children
-        return ast.Call(self._name(name), tuple(a for a in args if a is not None), self._span(meta))
+    def call(self, children):
+        node = self._node(lambda v, span: ast.Call(self._name(v[0]), tuple(v[1:]), span), children)
+        return self._nested(node, *node.args)
 
     def bare_call(self, children):
         name = self._name(children[0])
-        return ast.Call(name, (), name.span)
+        return self._nested(self._placed(ast.Call(name, (), name.span), children))
 
     def name_list(self, children):
-        return tuple(self._name(token) for token in children)
+        return self._placed(tuple(self._name(t) for t in self._values(children)), children)
 
     def op_expr(self, children):
-        return tuple(children)
+        return self._placed(tuple(self._values(children)), children)
 
     # -- declarations --
-    @v_args(meta=True)
-    def space_decl(self, meta, children):
-        return ast.SpaceDecl(self._name(children[0]), self._span(meta))
+    def space_decl(self, children):
+        return self._node(lambda v, span: ast.SpaceDecl(self._name(v[0]), span), children)
 
-    @v_args(meta=True)
-    def import_decl(self, meta, children):
-        names, (source, is_path) = children
-        return ast.Import(names, source, is_path, self._span(meta))
+    def import_decl(self, children):
+        def make(v, span):
+            names, (source, is_path) = v
+            return ast.Import(names, source, is_path, span)
+
+        return self._node(make, children)
 
     def path_source(self, children):
         token = children[0]
-        span = self._span(token)
-        return ast.Name(str(token)[1:-1], span), True
+        return self._placed((ast.Name(str(token)[1:-1], self._token_span(token)), True), children)
 
     def name_source(self, children):
-        return self._name(children[0]), False
+        return self._placed((self._name(children[0]), False), children)
 
-    @v_args(meta=True)
-    def param_decl(self, meta, children):
-        name, value = children
-        return ast.Param(self._name(name), value, self._span(meta))
+    def param_decl(self, children):
+        return self._node(lambda v, span: ast.Param(self._name(v[0]), v[1], span), children)
 
-    @v_args(meta=True)
-    def op_def(self, meta, children):
-        name, steps = children
-        return ast.OpDef(self._name(name), steps, self._span(meta))
+    def op_def(self, children):
+        return self._node(lambda v, span: ast.OpDef(self._name(v[0]), v[1], span), children)
 
-    @v_args(meta=True)
-    def ops_decl(self, meta, children):
-        name, *ops = children
-        return ast.OpSet(self._name(name), tuple(ops), self._span(meta))
+    def ops_decl(self, children):
+        return self._node(lambda v, span: ast.OpSet(self._name(v[0]), tuple(v[1:]), span), children)
 
     # -- cells --
     def extends(self, children):
-        return self._name(children[0])
+        return self._placed(self._name(self._values(children)[0]), children)
 
-    @v_args(meta=True)
-    def cell_decl(self, meta, children):
-        name, *rest = children
-        parent = rest.pop(0) if rest and isinstance(rest[0], ast.Name) else None
-        return ast.CellDecl(self._name(name), parent, tuple(rest), self._span(meta))
+    def cell_decl(self, children):
+        def make(v, span):
+            name, *rest = v
+            parent = rest.pop(0) if rest and isinstance(rest[0], ast.Name) else None
+            return ast.CellDecl(self._name(name), parent, tuple(rest), span)
 
-    @v_args(meta=True)
-    def inputs_stmt(self, meta, children):
-        return ast.Inputs(children[0], self._span(meta))
+        return self._node(make, children)
 
-    @v_args(meta=True)
-    def nodes_count(self, meta, children):
-        return ast.NodesCount(int(children[0]), self._span(meta))
+    def inputs_stmt(self, children):
+        return self._node(lambda v, span: ast.Inputs(v[0], span), children)
 
-    @v_args(meta=True)
-    def nodes_named(self, meta, children):
-        return ast.NodesNamed(children[0], self._span(meta))
+    def nodes_count(self, children):
+        return self._node(lambda v, span: ast.NodesCount(self._int(v[0]), span), children)
+
+    def nodes_named(self, children):
+        return self._node(lambda v, span: ast.NodesNamed(v[0], span), children)
 
     def dense_from(self, children):
-        return self._name(children[0])
+        return self._placed(self._name(self._values(children)[0]), children)
 
-    @v_args(meta=True)
-    def dense_stmt(self, meta, children):
-        start = children[0] if len(children) == 2 else None
-        return ast.DenseEdges(start, self._name(children[-1]), self._span(meta))
+    def dense_stmt(self, children):
+        def make(v, span):
+            start = v[0] if len(v) == 2 else None
+            return ast.DenseEdges(start, self._name(v[-1]), span)
 
-    @v_args(meta=True)
-    def edge_stmt(self, meta, children):
-        sources, target, opset = children
-        return ast.Edges(sources, self._name(target), self._name(opset), self._span(meta))
+        return self._node(make, children)
 
-    @v_args(meta=True)
-    def fixed_each(self, meta, children):
-        sources, target, steps = children
-        return ast.Fixed(sources, self._name(target), steps, False, self._span(meta))
+    def edge_stmt(self, children):
+        return self._node(
+            lambda v, span: ast.Edges(v[0], self._name(v[1]), self._name(v[2]), span), children
+        )
 
-    @v_args(meta=True)
-    def fixed_joint(self, meta, children):
-        sources, target, steps = children
-        return ast.Fixed(sources, self._name(target), steps, True, self._span(meta))
+    def fixed_each(self, children):
+        return self._node(
+            lambda v, span: ast.Fixed(v[0], self._name(v[1]), v[2], False, span), children
+        )
 
-    @v_args(meta=True)
-    def combine_stmt(self, meta, children):
-        return ast.Combine(self._name(children[0]), self._span(meta))
+    def fixed_joint(self, children):
+        return self._node(
+            lambda v, span: ast.Fixed(v[0], self._name(v[1]), v[2], True, span), children
+        )
 
-    @v_args(meta=True)
-    def output_reduce(self, meta, children):
-        reduce, nodes = children
-        return ast.Output(self._name(reduce), nodes, self._span(meta))
+    def combine_stmt(self, children):
+        return self._node(lambda v, span: ast.Combine(self._name(v[0]), span), children)
+
+    def output_reduce(self, children):
+        def make(v, span):
+            reduce, nodes = v
+            return ast.Output(self._name(reduce), None if nodes is _ALL else nodes, span)
+
+        return self._node(make, children)
 
     def all_nodes(self, children):
-        return None
+        return self._placed(_ALL, children)
 
-    @v_args(meta=True)
-    def output_node(self, meta, children):
-        return ast.Output(None, (self._name(children[0]),), self._span(meta))
+    def output_node(self, children):
+        return self._node(lambda v, span: ast.Output(None, (self._name(v[0]),), span), children)
 
-    @v_args(meta=True)
-    def derive_stmt(self, meta, children):
-        return ast.Derive(children[0], self._span(meta))
+    def derive_stmt(self, children):
+        return self._node(lambda v, span: ast.Derive(v[0], span), children)
 
-    @v_args(meta=True)
-    def limit_stmt(self, meta, children):
-        op, most = children
-        return ast.Limit(self._name(op), int(most), self._span(meta))
+    def limit_stmt(self, children):
+        return self._node(
+            lambda v, span: ast.Limit(self._name(v[0]), self._int(v[1]), span), children
+        )
 
     def all_inputs(self, children):
-        return None
+        return self._placed(_ALL, children)
 
-    @v_args(meta=True)
-    def stride_stmt(self, meta, children):
-        value, sources = children
-        return ast.Stride(int(value), sources, self._span(meta))
+    def stride_stmt(self, children):
+        def make(v, span):
+            value, sources = v
+            return ast.Stride(self._int(value), None if sources is _ALL else sources, span)
 
-    @v_args(meta=True)
-    def share_stmt(self, meta, children):
-        return ast.Share(children[0], self._span(meta))
+        return self._node(make, children)
 
-    @v_args(meta=True)
-    def search_norm_stmt(self, meta, children):
-        return ast.SearchNorm(children[0], self._span(meta))
+    def share_stmt(self, children):
+        return self._node(lambda v, span: ast.Share(v[0], span), children)
+
+    def search_norm_stmt(self, children):
+        return self._node(lambda v, span: ast.SearchNorm(v[0], span), children)
 
     # -- network --
-    @v_args(meta=True)
-    def setting(self, meta, children):
-        key, value = children
-        return ast.Setting(self._name(key), value, self._span(meta))
+    def setting(self, children):
+        return self._node(lambda v, span: ast.Setting(self._name(v[0]), v[1], span), children)
 
     def replace(self, children):
-        name, positions = children
-        return self._name(name), positions
+        name, positions = self._values(children)
+        return self._placed((self._name(name), positions), children)
 
-    @v_args(meta=True)
-    def repeat(self, meta, children):
-        cell, count, *rest = children
-        replace_with, positions = rest[0] if rest and rest[0] is not None else (None, None)
-        return ast.Repeat(self._name(cell), count, replace_with, positions, self._span(meta))
+    def repeat(self, children):
+        def make(v, span):
+            cell, count, *rest = v
+            replace_with, positions = rest[0] if rest else (None, None)
+            return ast.Repeat(self._name(cell), count, replace_with, positions, span)
 
-    @v_args(meta=True)
-    def block(self, meta, children):
-        return ast.Block(children[0], self._span(meta))
+        return self._node(make, children)
 
-    @v_args(meta=True)
-    def body_stmt(self, meta, children):
-        return ast.Body(tuple(children), self._span(meta))
+    def block(self, children):
+        return self._node(lambda v, span: ast.Block(v[0], span), children)
 
-    @v_args(meta=True)
-    def network_decl(self, meta, children):
-        kind, *stmts = children
-        settings = tuple(s for s in stmts if isinstance(s, ast.Setting))
-        bodies = tuple(s for s in stmts if isinstance(s, ast.Body))
-        return ast.NetworkDecl(self._name(kind), settings, bodies, self._span(meta))
+    def body_stmt(self, children):
+        return self._node(lambda v, span: ast.Body(tuple(v), span), children)
 
+    def network_decl(self, children):
+        def make(v, span):
+            kind, *stmts = v
+            settings = tuple(s for s in stmts if isinstance(s, ast.Setting))
+            bodies = tuple(s for s in stmts if isinstance(s, ast.Body))
+            return ast.NetworkDecl(self._name(kind), settings, bodies, span)
 
-def _is_tree(node) -> bool:
-    return isinstance(node, Tree)
+        return self._node(make, children)

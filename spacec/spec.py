@@ -8,6 +8,7 @@ integer expressions that the generated network evaluates at construction keep a 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ class OpSet:
     line: int
     source: str  # the file that defined it (differs from the space's file when imported)
 
-    @property
-    def names(self) -> tuple[str, ...]:
+    @cached_property
+    def names(self) -> tuple[str, ...]:  # cached: the IR and codegen ask once per edge
         return tuple(c.name for c in self.candidates)
 
 
@@ -145,10 +146,18 @@ class Space:
     network: Network
 
     def cell(self, name: str) -> Cell:
-        return next(c for c in self.cells if c.name == name)
+        return self._cells_by_name[name]
 
     def opset(self, name: str) -> OpSet:
-        return next(o for o in self.opsets if o.name == name)
+        return self._opsets_by_name[name]
+
+    @cached_property
+    def _cells_by_name(self) -> dict[str, Cell]:  # lookups stay O(1) in spaces of many cells
+        return {c.name: c for c in self.cells}
+
+    @cached_property
+    def _opsets_by_name(self) -> dict[str, OpSet]:
+        return {o.name: o for o in self.opsets}
 
     @property
     def domain(self) -> str:

@@ -187,7 +187,8 @@ def test_choices_agree_with_the_runtime():
 @pytest.mark.parametrize(
     "arch, message",
     [
-        ({"mode": "single"}, "unknown strategy 'single'; valid: bilevel, coordinate, joint"),
+        ({"mode": "unrolled"},
+             "unknown strategy 'unrolled'; valid: bilevel, coordinate, joint, sample, single"),
         ({"order": 2, "mode": "joint"}, "arch.order 2 is not available with arch.mode 'joint'"),
         ({"order": 2, "mode": "coordinate"}, "arch.order 2 is not available"),
     ],
@@ -198,5 +199,5 @@ def test_a_strategy_must_exist_and_support_the_order(arch, message):
 
 
 def test_an_unknown_method_is_rejected():
-    with pytest.raises(ConfigError, match="unknown method 'dartz'; known: darts"):
+    with pytest.raises(ConfigError, match="unknown method 'dartz'; known: beta_darts, darts, "):
         from_dict({"method": {"name": "dartz"}})

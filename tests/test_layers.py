@@ -130,6 +130,8 @@ def _fake_run(folder: Path, name: str) -> Path:
         ["compile", "darts_cnn", "--genotype", "DARTS_V2"],
         ["derive", "nas_bench_201", "--alphas", "alphas.json"],
         ["derive", "RUN"],
+        ["derive", "nas_bench_201", "--alphas", "alphas.json", "--method", "fair_darts"],
+        ["methods"],
         ["show", "DARTS_V2", "-o", "cells.png", "--engine", "matplotlib"],
         ["runs", "."],
     ],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from torch import Tensor
 import spacec
 from spacec.arch.derive import ALPHA, STRENGTHS, CellRule, alpha_rows, check_genotype, derive
 from spacec.arch.genotype import Genotype
+from spacec.arch.methods import METHOD_INFO, MethodInfo, MethodParams, register_info
 from spacec.runtime.relax import RELAXATIONS, Relaxation, register_relaxation
 from spacec.runtime.search.config import load_config
 from spacec.runtime.search.loop import Search
@@ -53,13 +55,21 @@ class HardArgmax(Relaxation):
         return hard - soft.detach() + soft
 
 
+@dataclass(frozen=True)
+class HardArgmaxParams(MethodParams):
+    name: str = "test_hard"
+
+
 @pytest.fixture(scope="module")
 def toy_method():
     STRENGTHS.register("test_one_hot_argmax")(one_hot_argmax)
     register_relaxation("test_hard_argmax")(HardArgmax)
-    register_method(Method("test_hard", "test_hard_argmax", "a test", "one-hot argmax(α)"))
+    register_info(MethodInfo("test_hard", "a test", "one-hot argmax(α)", HardArgmaxParams,
+                             strengths="test_one_hot_argmax"))
+    register_method(Method("test_hard", "test_hard_argmax"))
     yield "test_hard"
     METHODS.unregister("test_hard")
+    METHOD_INFO.unregister("test_hard")
     RELAXATIONS.unregister("test_hard_argmax")
     STRENGTHS.unregister("test_one_hot_argmax")
 
@@ -110,4 +120,6 @@ def test_the_run_directory_records_how_to_derive(toy_method, tmp_path):
     assert derived.exit_code == 0, derived.output
     assert Genotype.from_json(derived.output) == result.genotype
     assert json.loads((Path(result.run_dir) / "method.json").read_text()) == {
-        "name": toy_method, "relaxation": "test_hard_argmax", "strengths": "test_one_hot_argmax"}
+        "name": toy_method, "relaxation": "test_hard_argmax", "strengths": "test_one_hot_argmax",
+        "derive": {"keep_none": False, "pairs": False, "threshold": None}}
+

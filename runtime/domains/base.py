@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 
 from spacec.registry import Registry, UnknownName
@@ -98,7 +97,8 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Metrics of the epoch's evaluation split (no gradients)."""
+        """Metrics of the epoch's evaluation split (no gradients). A search task also takes
+        ``max_batches``: only the split's first batches (random_ws's quick scores)."""
 
     def epoch_metrics(self, means: Mapping[str, float]) -> dict[str, float]:
         """An epoch's mean training metrics as recorded (text adds perplexity)."""
@@ -135,6 +135,9 @@ class TrainTask(Task):
     """A domain's data for training a derived network from scratch."""
 
     split: str  # the split evaluated every epoch, the prefix of its metrics ("test", "val")
+    # Methods of the network besides forward that `train_loss` calls (image: the auxiliary
+    # head's forward_with_auxiliary): on several processes they too run through DDP.
+    forward_methods: ClassVar[tuple[str, ...]] = ()
 
     def final_scores(self, model: nn.Module) -> dict[str, float]:
         """Figures of the held-back split at the end, with the weights the loop chose (text:
@@ -170,10 +173,11 @@ class Domain:
     name: str  # the spaces' domain: spacec.catalog.NETWORK_DOMAINS
     data_config: type  # the dataclass of the configuration's `data` section
     preset_prefix: str  # its presets: search_<prefix>quick.yaml, train_<prefix>paper.yaml, ...
-    # (data config, batch plan, seed, device) -> the search's task
-    search_task: Callable[[Any, BatchPlan, int, torch.device], SearchTask]
-    # (data config, optim config, evaluation split, seed, device) -> the training's task
-    train_task: Callable[[Any, Any, str, int, torch.device], TrainTask]
+    # (data config, batch plan, seed, device, shard=...) -> the search's task; `shard`
+    # (spacec.runtime.run.distributed.Shard) is the part of the data this process reads
+    search_task: Callable[..., SearchTask]
+    # (data config, optim config, evaluation split, seed, device, shard=...) -> the training's task
+    train_task: Callable[..., TrainTask]
     best: Best  # how training keeps its best epoch
     report_lines: Callable[[Mapping[str, Any]], list[str]]  # a training report for a terminal
     splits: tuple[str, ...] = ("test",)  # evaluation splits training may use every epoch

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from spacec.errors import visible
 from spacec.files import atomic_write_bytes
 from spacec.runtime.errors import CheckpointError
 
@@ -56,9 +58,7 @@ def load_checkpoint(
         TypeError,
         UnicodeDecodeError,
     ) as error:
-        raise CheckpointError(
-            f"{path}: unreadable checkpoint ({type(error).__name__}: {_first_line(error)})"
-        ) from None
+        raise CheckpointError(f"{path}: unreadable checkpoint ({_why_unreadable(error)})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(state).__name__})")
     if state.get("format") != FORMAT:
@@ -73,6 +73,17 @@ def load_checkpoint(
     return state
 
 
-def _first_line(error: BaseException) -> str:
+def _why_unreadable(error: BaseException) -> str:
+    """Why torch could not read a file, in our words where torch's would mislead: its refusal to
+    unpickle arbitrary objects comes with advice to turn the protection off, which a user should
+    never be told to do."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else "no details"
+    if isinstance(error, pickle.UnpicklingError) and "weights_only" in text.lower().replace(" ", "_"):
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            return (f"it holds a Python object ({found.group(1)}) besides tensors and plain data, "
+                    "which spacec does not load, since loading it could run code from the file; "
+                    "not a checkpoint spacec wrote")
+        return "not a checkpoint file: torch cannot read it as one"
+    first = text.splitlines()[0] if text else "no details"
+    return f"{type(error).__name__}: {visible(first)}"

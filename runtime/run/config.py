@@ -13,7 +13,9 @@ has one mapping per section plus ``task``::
 
 Sections and keys may be left out (their defaults apply); an unknown key, a value of the wrong
 type, or one a dataclass rejects raises `ConfigError` naming the file and the key. The ``data``
-section's class depends on the task: the caller passes the domain registry's lookup. Presets are
+section's class depends on the task: the caller passes the domain registry's lookup. A section
+whose class depends on its own content (a search's ``method``, by its ``name``) names a chooser
+in its field's metadata (`SECTION_CLASS`: raw section -> class). Presets are
 YAML files shipped in ``runtime/configs`` (``<kind>_<name>.yaml``, a sequence space's
 ``<kind>_rnn_<name>.yaml``); `load_config` takes a preset name or a path, then dotted overrides
 (``{"arch.order": 2}``) from the command line. This module knows no section but the ones every
@@ -36,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from spacec.files import atomic_write_text
+from spacec.files import atomic_write_text, read_text
 from spacec.runtime.errors import ConfigError, DataError
 
 PRESET_SUFFIX = ".yaml"
@@ -45,6 +47,8 @@ TASK = "task"
 
 # task name -> the dataclass of its `data` section (the domain registry's lookup)
 DataClassOf = Callable[[str], type]
+# Field metadata key: a function from the raw section (a mapping or None) to its dataclass.
+SECTION_CLASS = "spacec.section_class"
 
 
 # ---------------------------------------------------------------- the sections every run has
@@ -110,6 +114,10 @@ class RunConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps (0: at the end of epochs only)
     log_every: int = 50  # an INFO line every N steps (train_search.py --report_freq 50)
     threads: int | None = None  # torch.set_num_threads; None leaves torch's default
+    # On several processes (torchrun): BatchNorm as SyncBatchNorm (CUDA only), and how long a
+    # collective waits for the other processes (torch.distributed's default, 30 minutes).
+    sync_bn: bool = False
+    dist_timeout: float = 1800.0
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -124,6 +132,8 @@ class RunConfig:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
+        if self.dist_timeout <= 0:
+            raise ValueError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
 
 
 
@@ -167,6 +177,11 @@ def from_dict(cls: type, data: Any, source: str, data_class: DataClassOf) -> Any
         classes["data"] = data_class(task)
     except ValueError as error:
         raise ConfigError(f"{source}: task: {error}") from None
+    for name, choose in _chosen_classes(cls).items():
+        try:
+            classes[name] = choose(data.get(name))
+        except ValueError as error:
+            raise ConfigError(f"{source}: {name}: {error}") from None
     built = {name: build_section(classes[name], data.get(name), source, name) for name in names}
     try:
         return cls(task=task, **built)
@@ -176,6 +191,12 @@ def from_dict(cls: type, data: Any, source: str, data_class: DataClassOf) -> Any
 
 def _default(cls: type, name: str) -> Any:
     return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _chosen_classes(cls: type) -> dict[str, Callable[[Any], type]]:
+    """Sections whose class a chooser in the field's metadata picks from the raw section."""
+    return {f.name: f.metadata[SECTION_CLASS] for f in dataclasses.fields(cls)
+            if SECTION_CLASS in f.metadata}
 
 
 def _section_class(cls: type, name: str) -> type:
@@ -315,10 +336,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"{text!r}: expected SECTION.KEY=VALUE")
-    try:
-        return key, yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{text!r}: the value is not valid YAML ({error})") from None
+    return key, _load_yaml(value, f"{text!r}: the value") if value.strip() else ""
 
 
 # ---------------------------------------------------------------- files
@@ -355,14 +373,17 @@ def locate_config(name_or_path: str, prefix: str) -> Path:
 
 
 def read_yaml(path: Path) -> Any:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read ({error})") from None
+    """A YAML file's data; FileError (file:line:col of a non-UTF-8 byte) or ConfigError."""
+    return _load_yaml(read_text(path), str(path))
+
+
+def _load_yaml(text: str, where: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        raise ConfigError(f"{where}: not valid YAML ({error})") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise ConfigError(f"{where}: YAML nested too deeply") from None
 
 
 def load_config(cls: type, prefix: str, data_class: DataClassOf, name_or_path: str,

@@ -33,10 +33,14 @@ def capture_rng(cuda: bool) -> dict[str, Any]:
                           "gauss": float(gauss)}
     if cuda:
         state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda_current"] = torch.cuda.get_rng_state()  # this process's device
     return state
 
 
-def restore_rng(state: Mapping[str, Any]) -> None:
+def restore_rng(state: Mapping[str, Any], one_device_per_process: bool = False) -> None:
+    """Put the captured states back. `one_device_per_process` (a run on several processes, each
+    on its own CUDA device): the current device takes the state of the device the capturing
+    process used, since every process's device draws the same numbers as rank 0's."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     torch.set_rng_state(state["torch"])
@@ -46,11 +50,14 @@ def restore_rng(state: Mapping[str, Any]) -> None:
         keys = saved["keys"].numpy().astype("uint32")
         numpy.random.set_state((saved["kind"], keys, saved["position"], saved["has_gauss"],
                                 saved["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
+    if torch.cuda.is_available():
         # A run resumed on another machine or device: restore the GPUs both have; a CPU-only
         # machine has no CUDA generator to restore.
-        for index, gpu_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(gpu_state, index)
+        if one_device_per_process and "cuda_current" in state:
+            torch.cuda.set_rng_state(state["cuda_current"])
+        elif "cuda" in state:
+            for index, gpu_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(gpu_state, index)
 
 
 def _python_state(state: tuple) -> list:

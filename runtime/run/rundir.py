@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -32,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spacec.files import atomic_write_text
+from spacec.arch.genotype import GENOTYPE_FILE
+from spacec.errors import visible
+from spacec.files import FileError, append_text, atomic_write_text, make_dirs, reason, remove_dirs
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ METHOD_RECORD = "method.json"
 METRICS_NAME = "metrics.jsonl"
 CHECKPOINT_NAME = "checkpoint.pt"
 ALPHAS_DIR = "alphas"
-GENOTYPE_NAME = "genotype.json"
+GENOTYPE_NAME = GENOTYPE_FILE
 BEST_NAME = "best.pt"
 REPORT_NAME = "report.json"
 STATUS_NAME = "status.json"
@@ -57,9 +60,13 @@ class RunDir:
 
     @classmethod
     def create(cls, parent: Path, stem: str) -> RunDir:
-        """A new, empty ``parent/<stem>-<YYYYmmdd-HHMMSS>`` (suffixed -2, -3... if taken)."""
+        """A new, empty ``parent/<stem>-<YYYYmmdd-HHMMSS>`` (suffixed -2, -3... if taken).
+
+        FileError (naming the folder and the OS's reason) when it cannot be made or written
+        into; then nothing is left behind, not even the parent folders it created.
+        """
         parent = Path(parent).expanduser()
-        parent.mkdir(parents=True, exist_ok=True)
+        created = make_dirs(parent)
         base = f"{stem}-{time.strftime(TIMESTAMP)}"
         for attempt in range(1, 1000):
             path = parent / (base if attempt == 1 else f"{base}-{attempt}")
@@ -67,8 +74,20 @@ class RunDir:
                 path.mkdir()
             except FileExistsError:
                 continue
+            except OSError as error:
+                remove_dirs(created)
+                raise FileError(
+                    f"cannot create run directory {visible(str(path))}: {reason(error)}"
+                ) from None
+            try:  # a folder that can be made but not written into fails here, not mid-run
+                with tempfile.NamedTemporaryFile(dir=path, prefix=".probe."):
+                    pass
+            except OSError as error:
+                remove_dirs([*created, path])
+                raise FileError(f"cannot write in {visible(str(path))}: {reason(error)}") from None
             return cls(path.resolve())
-        raise FileExistsError(f"{parent / base}: too many runs started this second")
+        remove_dirs(created)
+        raise FileError(f"{visible(str(parent / base))}: too many runs started this second")
 
     @property
     def config_path(self) -> Path:
@@ -114,8 +133,7 @@ class RunDir:
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
     def append_metrics(self, record: Mapping[str, Any]) -> None:
-        with self.metrics_path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(dict(record)) + "\n")
+        append_text(self.metrics_path, json.dumps(dict(record)) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The metrics records; a torn last line (a crash while appending) is dropped."""
@@ -166,9 +184,13 @@ class RunDir:
         return record if isinstance(record, dict) else None
 
     @contextmanager
-    def tracking(self, device: str) -> Iterator[None]:
+    def tracking(self, device: str, writer: bool = True) -> Iterator[None]:
         """``running`` inside the block (on `device`, by this process); then ``finished``, or
-        ``failed`` with the error, or ``interrupted`` on Ctrl-C, and the exception goes on."""
+        ``failed`` with the error, or ``interrupted`` on Ctrl-C, and the exception goes on.
+        `writer`: whether this process writes the status (on several processes, rank 0 only)."""
+        if not writer:
+            yield
+            return
         self.write_status(RUNNING, device=device, pid=os.getpid(), host=socket.gethostname(),
                           started=time.strftime("%Y-%m-%dT%H:%M:%S"), error=None)
         try:

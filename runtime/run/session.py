@@ -2,26 +2,36 @@
 
 One `Session` per run, made from the configuration's ``run`` section before anything else: it
 resolves the device, sets torch's threads, seeds every global generator, and knows the process's
-rank and the world size (1 in a single process; several under torchrun). Every loop asks it
-whether it is the main process (the one that writes the run directory) and uses it to average
-values across processes. It also compiles the run's space, once per set of parameters.
+rank and the world size (1 in a single process; several under torchrun, which it joins: see
+spacec.runtime.run.distributed for the conventions). Every loop asks it whether it is the main
+process (the one that writes the run directory), which part of the data its process reads
+(`shard`), and uses it to wrap the network for training (`replicate`: DistributedDataParallel)
+and to average values across processes. With one process every collective is a no-op. It also
+compiles the run's space, once per set of parameters.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
+from torch import nn
 
+from spacec.errors import ReportedError
 from spacec.load import CompiledSpace, compile_file, locate
 from spacec.runtime.errors import ConfigError
+from spacec.runtime.run import distributed
 from spacec.runtime.run.config import is_shipped_space
+from spacec.runtime.run.distributed import ProcessEnv, Replica, Shard
+from spacec.runtime.run.meter import Meter
 from spacec.runtime.run.rng import seed_everything
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 AUTO = "auto"  # CUDA when available, else the CPU (Apple's MPS only when asked for by name)
@@ -40,6 +50,35 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def process_device(device: torch.device, env: ProcessEnv) -> torch.device:
+    """The device of this process: on several processes, CUDA device LOCAL_RANK (torchrun)."""
+    if env.world_size == 1 or device.type != "cuda":
+        return device
+    if env.local_rank >= torch.cuda.device_count():
+        raise ConfigError(f"process {env.rank} has LOCAL_RANK {env.local_rank}, but this machine "
+                          f"has {torch.cuda.device_count()} CUDA device(s): start at most that "
+                          "many processes per machine")
+    if device.index not in (None, env.local_rank):
+        log.warning("run.device %s: process %d uses cuda:%d (its LOCAL_RANK)", device, env.rank,
+                    env.local_rank)
+    local = torch.device("cuda", env.local_rank)
+    torch.cuda.set_device(local)
+    return local
+
+
+def _check_sync_bn(run_cfg, env: ProcessEnv, device: torch.device) -> bool:
+    if not run_cfg.sync_bn:
+        return False
+    if env.world_size == 1:
+        log.info("run.sync_bn: one process, nothing to synchronise")
+        return False
+    if device.type != "cuda":
+        raise ConfigError("run.sync_bn: PyTorch's SyncBatchNorm runs on CUDA devices only; on "
+                          "the CPU (gloo) each process normalises with its own batch's "
+                          "statistics, which is the default: drop --sync-bn")
+    return True
+
+
 @dataclass
 class Session:
     """Device, threads, seed and process of one run, and its compiled spaces."""
@@ -49,16 +88,26 @@ class Session:
     threads: int | None = None
     rank: int = 0
     world_size: int = 1
+    local_rank: int = 0
+    sync_bn: bool = False  # BatchNorm as SyncBatchNorm in `replicate` (several CUDA processes)
     _compiled: dict[tuple, CompiledSpace] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def start(cls, run_cfg) -> Session:
-        """From a ``run`` section (spacec.runtime.run.config.RunConfig): device, threads, seeds."""
-        device = resolve_device(run_cfg.device)
+    def start(cls, run_cfg, environ: Mapping[str, str] | None = None) -> Session:
+        """From a ``run`` section (spacec.runtime.run.config.RunConfig): device, threads, seeds;
+        under torchrun (its variables in `environ`, os.environ by default), the process group."""
+        env = ProcessEnv.from_environment(environ)
+        device = process_device(resolve_device(run_cfg.device), env)
         if run_cfg.threads is not None:
             torch.set_num_threads(run_cfg.threads)
+        sync_bn = _check_sync_bn(run_cfg, env, device)
+        if env.rank != 0:
+            quiet_logging()
+        distributed.init(env, device, run_cfg.dist_timeout)
+        # The same seed on every process: equal weights and α, equal samples of a method.
         seed_everything(run_cfg.seed)
-        return cls(device=device, seed=run_cfg.seed, threads=run_cfg.threads)
+        return cls(device=device, seed=run_cfg.seed, threads=run_cfg.threads, rank=env.rank,
+                   world_size=env.world_size, local_rank=env.local_rank, sync_bn=sync_bn)
 
     @property
     def is_main(self) -> bool:
@@ -69,10 +118,76 @@ class Session:
     def cuda(self) -> bool:
         return self.device.type == "cuda"
 
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def shard(self) -> Shard:
+        """The part of the data this process reads."""
+        return Shard(self.rank, self.world_size)
+
+    # -- collectives (no-ops with one process) -----------------------------------------------
+
     def all_reduce_mean(self, tensors: Iterable[torch.Tensor]) -> None:
         """Average tensors in place across processes (nothing to do in a single process)."""
         if self.world_size == 1:
             return
+        distributed.all_reduce_mean_(list(tensors))
+
+    def reduce_meter(self, meter: Meter) -> Meter:
+        """Every process's updates of `meter` together (the meter itself with one process)."""
+        return self.shard.reduce_meter(meter)
+
+    def replicate(self, network: nn.Module, all_used: bool = True,
+                  methods: Sequence[str] = ()) -> nn.Module | Replica:
+        """What training steps call in place of `network` (DistributedDataParallel on several
+        processes; see spacec.runtime.run.distributed.replicate)."""
+        if self.world_size == 1:
+            return network
+        return distributed.replicate(network, self.device, all_used, methods, self.sync_bn)
+
+    def sync_buffers(self, module: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm statistics) on every process, before an evaluation."""
+        if self.world_size > 1:
+            distributed.sync_buffers(module)
+
+    def sync_module(self, module: nn.Module) -> None:
+        """Rank 0's parameters and buffers on every process."""
+        if self.world_size > 1:
+            distributed.sync_module(module)
+
+    def broadcast_object(self, value: Any) -> Any:
+        """Rank 0's `value` on every process."""
+        return distributed.broadcast_object(value) if self.world_size > 1 else value
+
+    def on_main(self, read: Callable[[], T]) -> T:
+        """`read()` run by rank 0 alone, its result (or the user error it raised) on every
+        process: files only rank 0 may see (it writes them), such as a checkpoint."""
+        if self.world_size == 1:
+            return read()
+        payload: tuple[Any, ReportedError | None] | None = None
+        if self.is_main:
+            try:
+                payload = (read(), None)
+            except ReportedError as error:
+                payload = (None, error)
+        value, error = self.broadcast_object(payload)
+        if error is not None:
+            raise error
+        return value
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            distributed.barrier()
+
+    def describe_batch(self, batch: int, what: str = "batch") -> None:
+        """Log how the global batch is split (several processes)."""
+        if self.world_size > 1:
+            log.info("%d processes (%s): global %s %d = %d x %d per process; learning rates as "
+                     "configured, for the global batch (never rescaled)", self.world_size,
+                     distributed.backend_for(self.device), what, batch, self.world_size,
+                     self.shard.per_rank(batch, what))
 
     # -- the space -------------------------------------------------------------------------
 
@@ -112,3 +227,10 @@ def space_overrides(declared: Mapping[str, int | float], space_cfg,
 
 def space_path(name: str) -> Path:
     return locate(name).resolve()
+
+
+def quiet_logging() -> None:
+    """Processes other than rank 0 report warnings and errors only (rank 0 reports progress)."""
+    logger = logging.getLogger("spacec")
+    if logger.getEffectiveLevel() < logging.WARNING:
+        logger.setLevel(logging.WARNING)

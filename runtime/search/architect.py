@@ -34,6 +34,15 @@ fresh clones of the buffers, so BatchNorm running statistics and ``num_batches_t
 as they were (the reference's first-order step updated them on validation data), and neither
 w, w.grad, nor the w optimizer's momentum buffers are touched. The model's train/eval mode is
 whatever the caller set (the DARTS search keeps the supernet in train mode).
+
+On several processes (spacec.runtime.run.distributed) every process holds its share of each
+batch, and `reduce` (the session's all-reduce mean) makes every gradient the architect uses the
+mean over the processes before it is used: the first-order ∇α; in the second-order step g (so
+that w' is the same everywhere), dα and v (so that R = fd_scale / ‖v‖ is taken of the mean v)
+and the finite difference. These steps run on the unwrapped model through ``functional_call``,
+never through DistributedDataParallel (which does not support double backward, pytorch#63812;
+the finite-difference product needs none). The joint step is a training step: it runs through
+`wrapped` (the DDP replica), whose backward averages the gradients of w and α alike.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ from torch.func import functional_call
 
 LossFn = Callable[[Callable[..., Tensor], Any], Tensor]
 TensorDict = dict[str, Tensor]
+Reduce = Callable[[list[Tensor]], None]  # averages tensors in place over the processes
 
 ARCH_ORDERS = (1, 2)
 # Added to the norm before dividing, as in torch.nn.utils.clip_grad_norm_ and the reference's
@@ -88,11 +98,15 @@ class Architect:
         w_optimizer: torch.optim.Optimizer,
         loss_fn: LossFn,
         cfg: ArchConfig | None = None,
+        reduce: Reduce | None = None,
+        wrapped: Callable[..., Any] | None = None,
     ) -> None:
         self.model = model
         self.w_optimizer = w_optimizer
         self.loss_fn = loss_fn
         self.cfg = cfg if cfg is not None else ArchConfig()
+        self.reduce = reduce  # None: one process
+        self.wrapped = model if wrapped is None else wrapped  # what the joint step's forward calls
         alphas = model.arch_parameters()
         self._alpha_names = _full_names(model, alphas)
         alpha_full_names = set(self._alpha_names.values())
@@ -101,6 +115,9 @@ class Architect:
         if self.cfg.order == 2:
             _check_unrollable(w_optimizer)
             self._weight_groups = _param_group_of_each(model, self._weight_names, w_optimizer)
+        # A method's term added to the α step's loss (β-DARTS, FairDARTS): a function of the
+        # architecture tensors keyed like arch_parameters(); None adds nothing.
+        self.arch_penalty: Callable[[TensorDict], Tensor] | None = None
         self.optimizer = torch.optim.Adam(
             alphas.values(),
             lr=self.cfg.lr,
@@ -126,21 +143,26 @@ class Architect:
         """The gradient `step` would apply, keyed like ``arch_parameters()``; no side effects."""
         return self._arch_gradient(train_batch, val_batch, lr)[0]
 
-    def joint_step(self, batch: Any, w_grad_clip: float | None = None) -> dict[str, float]:
+    def joint_step(self, batch: Any, w_grad_clip: float | None = None,
+                   update_arch: bool = True) -> dict[str, float]:
         """Joint optimisation: one backward on `batch` at (w, α), then the α and the w step.
 
         This is a real training step: the model's own forward runs (BatchNorm statistics update
         as in any training step). `w_grad_clip` clips the weight gradient's total norm first,
-        as the search loop does for its w step (DARTS: --grad_clip 5).
+        as the search loop does for its w step (DARTS: --grad_clip 5). Without `update_arch`
+        (a method's warm-up) only w moves.
         """
         self.w_optimizer.zero_grad(set_to_none=True)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.model, batch)
+        loss = self.loss_fn(self.wrapped, batch)
+        if self.arch_penalty is not None and update_arch:
+            loss = loss + self.arch_penalty(self.model.arch_parameters())
         loss.backward()
         if w_grad_clip is not None:
             named = dict(self.model.named_parameters())
             nn.utils.clip_grad_norm_([named[n] for n in self._weight_names], w_grad_clip)
-        self.optimizer.step()
+        if update_arch:
+            self.optimizer.step()
         self.w_optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {"train_loss": loss.item()}
@@ -180,21 +202,29 @@ class Architect:
     def _first_order(self, val_batch: Any) -> tuple[TensorDict, float]:
         alphas = _leaves(self._alphas())
         loss = self._loss_at(self._weights(), alphas, val_batch)
-        return _grad(loss, alphas), loss.item()
+        return self._mean(_grad(self._penalised(loss, alphas), alphas)), loss.item()
+
+    def _penalised(self, loss: Tensor, alphas: TensorDict) -> Tensor:
+        """The α step's loss plus the method's term (alphas keyed by full names)."""
+        if self.arch_penalty is None:
+            return loss
+        return loss + self.arch_penalty(self._keyed(alphas))
 
     def _second_order(
         self, train_batch: Any, val_batch: Any, lr: float
     ) -> tuple[TensorDict, float]:
         weights, alphas = self._weights(), self._alphas()
         weight_leaves = _leaves(weights)
-        train_grads = _grad(self._loss_at(weight_leaves, alphas, train_batch), weight_leaves)
+        train_grads = self._mean(_grad(self._loss_at(weight_leaves, alphas, train_batch),
+                                       weight_leaves))
         chain_coef = 1.0
         if self.cfg.unrolled_clip is not None:
             train_grads, chain_coef = _clip_total_norm(train_grads, self.cfg.unrolled_clip)
         unrolled = _leaves(self._virtual_step(weights, train_grads, lr))
         alpha_leaves = _leaves(alphas)
         val_loss = self._loss_at(unrolled, alpha_leaves, val_batch)
-        val_grads = _grad(val_loss, {**alpha_leaves, **unrolled})
+        val_grads = self._mean(
+            _grad(self._penalised(val_loss, alpha_leaves), {**alpha_leaves, **unrolled}))
         d_alpha = {n: val_grads[n] for n in alpha_leaves}
         vector = {n: val_grads[n] for n in unrolled}
         if self.cfg.unrolled_clip is not None:
@@ -233,7 +263,16 @@ class Architect:
         alpha_plus, alpha_minus = _leaves(alphas), _leaves(alphas)
         grad_plus = _grad(self._loss_at(plus, alpha_plus, batch), alpha_plus)
         grad_minus = _grad(self._loss_at(minus, alpha_minus, batch), alpha_minus)
-        return {n: (grad_plus[n] - grad_minus[n]) / (2 * radius) for n in alphas}
+        return self._mean({n: (grad_plus[n] - grad_minus[n]) / (2 * radius) for n in alphas})
+
+    def _mean(self, grads: TensorDict) -> TensorDict:
+        """`grads` averaged over the processes (as they are with one)."""
+        if self.reduce is None:
+            return grads
+        # Copies: autograd may hand back expanded or shared tensors, unfit for in-place writes.
+        averaged = {n: g.clone(memory_format=torch.contiguous_format) for n, g in grads.items()}
+        self.reduce(list(averaged.values()))
+        return averaged
 
     # -- functional evaluation ---------------------------------------------------------------
 

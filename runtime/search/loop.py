@@ -1,6 +1,8 @@
 """The search loop (DARTS, Liu, Simonyan & Yang, ICLR 2019, Alg. 1) on any compiled space.
 
-One loop for every space, domain, method and strategy. Every step reads the batches the
+One loop for every space, domain, method and strategy. The method (spacec.runtime.search.methods)
+brings the supernet's relaxation, loss terms for the α and the weight step, and epochs with α
+frozen; the strategy says what a step does. Every step reads the batches the
 strategy's plan asks of the domain's search task and lets the strategy move α and w (for DARTS'
 bilevel strategy, as quark0/darts cnn/train_search.py: the α step on a validation batch through
 `spacec.runtime.search.architect.Architect`, first or second order; then the w step on a training
@@ -14,6 +16,12 @@ relaxation's state, the position (epoch, step), the partial epoch's metrics, the
 every RNG state. On CPU, a resumed run and an uninterrupted one with the same seed give identical
 α. Exceptions: ``num_workers > 0`` (worker augmentation restarts from the pass's seed on resume)
 and CUDA kernels that are not deterministic.
+
+On several processes (torchrun; spacec.runtime.run.distributed) the same loop runs on every
+process: the weight step through DistributedDataParallel (`Session.replicate`), the architect
+averaging its α gradients, each process reading its share of every global batch; metrics and
+checkpoint contents are gathered on every process at the same step, and only rank 0 writes the
+run directory. A checkpoint holds the global state, so a run resumes on any number of processes.
 """
 
 from __future__ import annotations
@@ -28,12 +36,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from spacec.arch.derive import check_genotype
 from spacec.arch.genotype import Genotype
 from spacec.load import CompiledSpace
 from spacec.runtime.domains import SearchTask, StepBatches, domain
 from spacec.runtime.errors import CheckpointError, ConfigError
 from spacec.runtime.run.checkpoint import load_checkpoint, save_checkpoint
 from spacec.runtime.run.console import EPOCH_RECORD, SCREEN
+from spacec.runtime.run.distributed import stopping_cleanly
 from spacec.runtime.run.meter import (
     Meter,
     check_finite,
@@ -75,11 +85,27 @@ class Search:
         self.task = task
         self.model = model
         self.strategy = strategy
+        # What training forwards call: the model, or its DDP replica on several processes.
+        self.trainable = session.replicate(model, model.relaxation.all_candidates_used)
         optim = cfg.optim
         self.w_optimizer = torch.optim.SGD(
             model.weights(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
         )
-        self.architect = Architect(model, self.w_optimizer, strategy.architect_loss(task), cfg.arch)
+        self.method = method(cfg.method.name)
+        self.domain = domain(cfg.task)
+        self.derive_options = self.method.info.derive_options(cfg.method)
+        self.warmup = self.method.warmup_epochs(cfg.method)
+        self.terms = self.method.terms(cfg.method, compiled)
+        # A method without α (random_ws) has no architect.
+        self.architect = None
+        if model.arch_parameters():
+            self.architect = Architect(
+                model, self.w_optimizer, strategy.architect_loss(task), cfg.arch,
+                reduce=session.all_reduce_mean if session.distributed else None,
+                wrapped=self.trainable,
+            )
+            if self.terms.arch is not None:
+                self.architect.arch_penalty = lambda alphas: self.terms.arch(self.epoch, alphas)
         self.epoch = 0  # 0-based epoch in progress (== epochs finished)
         self.step = 0  # steps finished in that epoch
         self.train_meter = Meter()
@@ -100,11 +126,20 @@ class Search:
                 f"space {plain.name} is a {plain.spec.domain} space; the configuration's "
                 f"task is {cfg.task!r} (set task: {plain.spec.domain} and matching data)"
             )
+        chosen_method = method(cfg.method.name)
+        if chosen_method.relaxation is None:
+            raise ConfigError(f"method {cfg.method.name!r} trains its candidates from scratch, "
+                              "without a supernet: `spacec search --method "
+                              f"{cfg.method.name}` runs it (spacec.runtime.tools.select."
+                              "random_search)")
         chosen = strategy(cfg.arch.mode)
-        task = domain(cfg.task).search_task(cfg.data, chosen.plan, session.seed, session.device)
+        task = domain(cfg.task).search_task(cfg.data, chosen.plan, session.seed, session.device,
+                                            shard=session.shard)
+        session.describe_batch(cfg.data.batch_size, "data.batch_size")
         compiled = session.compile_run_space(cfg.space, task.space_params(plain.params))
         task.check_space(compiled)
-        relaxation = method(cfg.method.name).build_relaxation()
+        relaxation = chosen_method.build_relaxation(cfg.method)
+        relaxation.seed(session.seed)
         model = compiled.supernet(relaxation=relaxation, **task.network_kwargs())
         model = model.to(session.device)
         task.bind(model)
@@ -122,9 +157,11 @@ class Search:
             "step": self.step,
             "model": self.model.state_dict(),
             "w_optimizer": self.w_optimizer.state_dict(),
-            "architect": self.architect.state_dict(),
+            "architect": {} if self.architect is None else self.architect.state_dict(),
             "relaxation": self.model.relaxation.state_dict(),
-            "meters": {"train": self.train_meter.state_dict(), "arch": self.arch_meter.state_dict()},
+            # Every process's updates (a collective on several processes).
+            "meters": {"train": self.session.reduce_meter(self.train_meter).state_dict(),
+                       "arch": self.session.reduce_meter(self.arch_meter).state_dict()},
             "epoch_seconds": self.epoch_seconds,
             "task": self.task.state_dict(),
             "rng": capture_rng(cuda=self.session.cuda),
@@ -137,10 +174,12 @@ class Search:
         try:
             self.model.load_state_dict(state["model"])
             self.w_optimizer.load_state_dict(state["w_optimizer"])
-            self.architect.load_state_dict(state["architect"])
+            if self.architect is not None:
+                self.architect.load_state_dict(state["architect"])
             self.model.relaxation.load_state_dict(state["relaxation"])
-            self.train_meter.load_state_dict(state["meters"]["train"])
-            self.arch_meter.load_state_dict(state["meters"]["arch"])
+            if self.session.is_main:  # the meters hold every process's updates: count them once
+                self.train_meter.load_state_dict(state["meters"]["train"])
+                self.arch_meter.load_state_dict(state["meters"]["arch"])
             self.task.load_state_dict(state["task"])
         except (RuntimeError, ValueError, KeyError, TypeError) as error:
             raise CheckpointError(f"{where}: does not fit this search "
@@ -151,19 +190,31 @@ class Search:
         if not 0 <= self.step < max(1, steps):
             raise CheckpointError(f"{where}: step {self.step} is outside an epoch of "
                                   f"{steps} steps")
-        restore_rng(state["rng"])
+        restore_rng(state["rng"], one_device_per_process=self.session.distributed)
 
     def save(self, run_dir: RunDir) -> None:
-        save_checkpoint(run_dir.checkpoint_path, self.state_dict())
+        """Checkpoint: every process gathers the state, rank 0 writes it."""
+        state = self.state_dict()
+        if self.session.is_main:
+            save_checkpoint(run_dir.checkpoint_path, state)
 
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self, run_dir: RunDir, quiet: bool = True,
             on_step: Callable[[int], None] | None = None) -> Genotype:
         """Train until the last epoch; `on_step(global_step)` runs after every step."""
+        show = progress_enabled(quiet) and self.session.is_main
         while self.epoch < self.cfg.optim.epochs:
-            self._run_epoch(run_dir, progress_enabled(quiet), on_step)
-        return self.model.genotype()
+            self._run_epoch(run_dir, show, on_step)
+        return self.genotype(final=True)
+
+    def genotype(self, final: bool = False) -> Genotype:
+        """The genotype reached so far (`final`: after the last epoch), as the strategy says."""
+        return self.strategy.genotype(self, final)
+
+    def arch_updates(self) -> bool:
+        """Whether α moves this epoch (False during the method's warm-up)."""
+        return self.epoch >= self.warmup
 
     def learning_rate(self, epoch: int) -> float:
         return learning_rate(epoch, self.cfg.optim)
@@ -206,11 +257,19 @@ class Search:
         self.strategy.step(self, batches, step_lr, where)
 
     def weight_step(self, batch: Any, where: str) -> None:
-        """One SGD step of the weights on `batch` (α unchanged), the gradient norm clipped."""
+        """One SGD step of the weights on `batch` (α unchanged), the gradient norm clipped.
+
+        The relaxation may change what the edges receive meanwhile (SDARTS's perturbation);
+        the method may add a term to the loss (FairDARTS).
+        """
         self.w_optimizer.zero_grad(set_to_none=True)
-        out = self.task.train_loss(self.model, batch)
-        check_finite(out.metrics["loss"], "the training loss (w step)", where)
-        out.loss.backward()
+        with self.model.relaxation.weight_step():
+            out = self.task.train_loss(self.trainable, batch)
+            check_finite(out.metrics["loss"], "the training loss (w step)", where)
+            loss = out.loss
+            if self.terms.weights is not None:
+                loss = loss + self.terms.weights(self.epoch, self.model.arch_parameters())
+            loss.backward()
         if self.cfg.optim.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.weights(), self.cfg.optim.grad_clip)
         self.w_optimizer.step()
@@ -219,25 +278,29 @@ class Search:
     def _finish_epoch(self, run_dir: RunDir, lr: float) -> None:
         number = self.epoch + 1
         evaluated = time.perf_counter()
+        self.session.sync_buffers(self.model)  # every process evaluates rank 0's network
         val = self.task.evaluate(self.model)
+        genotype = self.genotype(final=number == self.cfg.optim.epochs)
         self.epoch_seconds += time.perf_counter() - evaluated
-        genotype = self.model.genotype()
-        train = self.task.epoch_metrics(self.train_meter.means())
+        train = self.task.epoch_metrics(self.session.reduce_meter(self.train_meter).means())
+        arch = self.session.reduce_meter(self.arch_meter).means()
         record = {
             "epoch": number,
             "epochs": self.cfg.optim.epochs,
             "steps": self.task.steps_in_epoch(self.epoch),
             **{f"train_{k}": v for k, v in train.items()},
             **{f"val_{k}": v for k, v in val.items()},
-            **{f"arch_{k}": v for k, v in self.arch_meter.means().items()},
+            **{f"arch_{k}": v for k, v in arch.items()},
             "lr": lr,
-            "arch_lr": self.architect.optimizer.param_groups[0]["lr"],
+            **({} if self.architect is None
+               else {"arch_lr": self.architect.optimizer.param_groups[0]["lr"]}),
             "seconds": round(self.epoch_seconds, 3),
             "genotype": genotype.to_dict(),
         }
-        run_dir.write_alphas(number, self.model.arch_values())
-        run_dir.write_json(run_dir.genotype_path, genotype.to_dict())
-        run_dir.append_metrics(record)
+        if self.session.is_main:
+            run_dir.write_alphas(number, self.model.arch_values())
+            run_dir.write_json(run_dir.genotype_path, genotype.to_dict())
+            run_dir.append_metrics(record)
         self.epoch, self.step = number, 0
         self.train_meter, self.arch_meter, self.epoch_seconds = Meter(), Meter(), 0.0
         self.save(run_dir)
@@ -247,16 +310,21 @@ class Search:
         log.info("epoch %d/%d: %s", number, record["epochs"], format_metrics(shown),
                  extra={EPOCH_RECORD: record})
         log.info("genotype after epoch %d:\n%s", number, genotype)
+        problems = check_genotype(genotype, self.compiled.rules)
+        if problems:
+            log.warning("the genotype after epoch %d does not fit the space's rule (the method's "
+                        "official derivation): %s", number, "; ".join(problems))
 
 
 # ---------------------------------------------------------------- entry points
 
 
 def method_record(search: Search) -> dict[str, Any]:
-    """What `spacec derive RUN` needs to know of the method: how it ranks candidates."""
+    """What `spacec derive RUN` needs to know of the method: how it ranks candidates (no
+    strengths: the run records its genotype) and its departures from the space's rule."""
     relaxation = search.model.relaxation
     return {"name": search.cfg.method.name, "relaxation": relaxation.name,
-            "strengths": relaxation.strengths}
+            "strengths": relaxation.strengths, "derive": search.derive_options.to_dict()}
 
 
 def start_search(cfg: SearchConfig, quiet: bool = True,
@@ -267,13 +335,18 @@ def start_search(cfg: SearchConfig, quiet: bool = True,
     `search`: already built from `cfg`; `header`: comment lines that open config.yaml.
     """
     search = search or Search.build(cfg)
-    run_dir = RunDir.create(Path(cfg.run.out), search.compiled.name)
-    log.info("run directory %s", run_dir.path, extra={SCREEN: True})
-    with run_dir.tracking(str(search.device)):
-        write_config(cfg, run_dir.config_path, header)
-        run_dir.write_space_record(search.compiled.spec, search.cfg.space.name)
-        run_dir.write_json(run_dir.method_record_path, method_record(search))
-        run_dir.write_alphas(0, search.model.arch_values())
+    session = search.session
+    # Rank 0 makes the run directory and writes it; the others learn where it is.
+    made = RunDir.create(Path(cfg.run.out), search.compiled.name) if session.is_main else None
+    run_dir = RunDir(session.broadcast_object(made and made.path))
+    if session.is_main:
+        log.info("run directory %s", run_dir.path, extra={SCREEN: True})
+    with run_dir.tracking(str(search.device), session.is_main), stopping_cleanly(run_dir.path):
+        if session.is_main:
+            write_config(cfg, run_dir.config_path, header)
+            run_dir.write_space_record(search.compiled.spec, search.cfg.space.name)
+            run_dir.write_json(run_dir.method_record_path, method_record(search))
+            run_dir.write_alphas(0, search.model.arch_values())
         search.save(run_dir)
         genotype = search.run(run_dir, quiet, on_step)
     return SearchResult(run_dir.path, genotype, search.epoch)
@@ -289,19 +362,24 @@ def resume_search(path: Path, device: str | None = None, quiet: bool = True,
     """
     run_dir = open_run_dir(path)
     cfg = read_config(run_dir.config_path)
-    state = load_checkpoint(run_dir.checkpoint_path, CHECKPOINT_KIND, _CHECKPOINT_KEYS)
+    if device is not None:
+        cfg = replace(cfg, run=replace(cfg.run, device=device))
+    session = Session.start(cfg.run)
+    # Rank 0 reads the checkpoint (it wrote it) and sends it to the others.
+    state = session.on_main(lambda: load_checkpoint(run_dir.checkpoint_path, CHECKPOINT_KIND,
+                                                    _CHECKPOINT_KEYS))
     if _without_device(state["config"]) != _without_device(to_dict(cfg)):
         raise CheckpointError(f"{run_dir.checkpoint_path}: written by a different configuration "
                               f"than {run_dir.config_path}")
-    if device is not None:
-        cfg = replace(cfg, run=replace(cfg.run, device=device))
-    search = Search.build(cfg)
+    search = Search.build(cfg, session)
     search.load_state_dict(state, run_dir.checkpoint_path)
-    run_dir.keep_metrics_through(search.epoch)
+    if search.session.is_main:
+        run_dir.keep_metrics_through(search.epoch)
     if on_build is not None:
         on_build(search)
     log.info("resuming %s at epoch %d, step %d", run_dir.path, search.epoch + 1, search.step)
-    with run_dir.tracking(str(search.device)):
+    with run_dir.tracking(str(search.device), search.session.is_main), \
+            stopping_cleanly(run_dir.path):
         genotype = search.run(run_dir, quiet, on_step)
     return SearchResult(run_dir.path, genotype, search.epoch)
 

@@ -7,25 +7,38 @@ The DARTS paper (Liu et al., ICLR 2019, Sect. 3.3) compares three ways of moving
     coordinate  b_t and b_v both from train∪val     α step on b_v (first order), then w on b_t
     joint       one batch b from train∪val          α and w from one backward pass on b
 
+and two that methods bring:
+
+    single      one batch b from the weights split  α and w from one backward pass on b (SNAS:
+                                                    w and α from the same training batch)
+    sample      one batch b from the weights split  a new random architecture, then its path's
+                                                    w step on b (random_ws; no α)
+
 A `Strategy` declares its `BatchPlan` (the domain's search task lays its streams out by it), the
-α-gradient orders it supports, and performs one step on the `Search` it is given (its model,
-architect, optimisers, task and meters). A new strategy is one class registered in
+α-gradient orders it supports, performs one step on the `Search` it is given (its model,
+architect, optimisers, task and meters), and says which genotype the search has reached
+(`genotype`: derivation from α, or random_ws's ranking at the end). While a method keeps α
+frozen (`Search.arch_updates`), steps move w alone. A new strategy is one class registered in
 `STRATEGIES`; the configuration names it (``arch.mode``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
 
+from spacec.arch.genotype import Genotype
 from spacec.registry import Registry
 from spacec.runtime.domains.base import BatchPlan, LossOutput, SearchTask, StepBatches
 from spacec.runtime.run.meter import check_finite
 
 if TYPE_CHECKING:  # pragma: no cover
     from spacec.runtime.search.loop import Search
+
+log = logging.getLogger(__name__)
 
 STRATEGIES = Registry("search strategy")
 
@@ -44,6 +57,10 @@ class Strategy:
     def step(self, search: Search, batches: StepBatches, lr: float, where: str) -> None:
         raise NotImplementedError
 
+    def genotype(self, search: Search, final: bool) -> Genotype:
+        """The genotype after an epoch (`final`: the last one): derived from α."""
+        return search.model.genotype(search.derive_options)
+
 
 def register_strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
     def register(cls: type[Strategy]) -> type[Strategy]:
@@ -61,9 +78,10 @@ class Bilevel(Strategy):
     orders = (1, 2)
 
     def step(self, search: Search, batches: StepBatches, lr: float, where: str) -> None:
-        stats = search.architect.step(batches.train, batches.val, lr)
-        check_finite(stats["val_loss"], "the validation loss (α step)", where)
-        search.arch_meter.update({"val_loss": stats["val_loss"]})
+        if search.arch_updates():
+            stats = search.architect.step(batches.train, batches.val, lr)
+            check_finite(stats["val_loss"], "the validation loss (α step)", where)
+            search.arch_meter.update({"val_loss": stats["val_loss"]})
         search.weight_step(batches.train, where)
 
 
@@ -99,10 +117,72 @@ class Joint(Strategy):
         return self.recorded
 
     def step(self, search: Search, batches: StepBatches, lr: float, where: str) -> None:
-        search.architect.joint_step(batches.train, w_grad_clip=search.cfg.optim.grad_clip)
+        search.architect.joint_step(batches.train, w_grad_clip=search.cfg.optim.grad_clip,
+                                    update_arch=search.arch_updates())
         out = self.recorded.last
         check_finite(out.metrics["loss"], "the training loss (joint step)", where)
         search.train_meter.update(out.metrics, out.weight)
+
+
+@register_strategy("single")
+class Single(Joint):
+    """Single-level optimisation on the weights split alone (SNAS: one loop over the training
+    queue, one backward, then the w and the α step; SNAS-Series train_search.py:394-512)."""
+
+    plan = BatchPlan(union=False, arch_stream=False)
+
+
+@register_strategy("sample")
+class Sample(Strategy):
+    """Random search with weight sharing (Li & Talwalkar, UAI 2019; randomNAS_release
+    random_weight_share.py:72-116): every step trains the path of a new uniformly sampled
+    architecture (the relaxation's `resample`); after the last epoch `rank` picks the result."""
+
+    plan = BatchPlan(union=False, arch_stream=False)
+
+    def step(self, search: Search, batches: StepBatches, lr: float, where: str) -> None:
+        search.model.relaxation.resample(search.model.RULES)
+        search.weight_step(batches.train, where)
+
+    def genotype(self, search: Search, final: bool) -> Genotype:
+        """Before the end, the architecture trained last; at the end, the ranking's winner."""
+        relaxation = search.model.relaxation
+        if relaxation.chosen is None and final:
+            relaxation.chosen = rank(search)
+        if relaxation.chosen is not None:
+            return relaxation.chosen
+        return relaxation.genotype(search.model.SPACE)
+
+
+def rank(search: Search) -> Genotype:
+    """Score `samples` random architectures on the first `eval_batches` batches of the
+    evaluation split with the shared weights, re-score the `top` best on the whole split, and
+    return the best (random_weight_share.py:81-116). Scores are the domain's (image: accuracy,
+    higher is better; text: loss, lower is better)."""
+    params, model = search.cfg.method, search.model
+    relaxation, rules = model.relaxation, model.RULES
+    best = search.domain.best
+    saved = dict(relaxation.cells)
+
+    def score(cells: dict, batches: int | None) -> float:
+        relaxation.use(cells, rules)
+        return search.task.evaluate(model, max_batches=batches)[best.metric]
+
+    def key(entry: tuple[float, int]) -> tuple[float, int]:
+        value, index = entry
+        return (-value if best.higher else value, index)  # the earlier sample wins ties
+
+    samples = [relaxation.sample(rules) for _ in range(params.samples)]
+    quick = sorted(((score(cells, params.eval_batches), i) for i, cells in enumerate(samples)),
+                   key=key)
+    finalists = [index for _, index in quick[: params.top]]
+    full = sorted(((score(samples[i], None), i) for i in finalists), key=key)
+    value, winner = full[0]
+    log.info("random_ws: %d architectures scored on %d batch(es); the best of the top %d on the "
+             "whole split: sample %d, %s %.4f", params.samples, params.eval_batches,
+             len(finalists), winner, best.metric, value)
+    relaxation.use(saved or samples[winner], rules)
+    return Genotype(space=model.SPACE, cells=tuple(samples[winner].items()))
 
 
 def strategy(name: str) -> Strategy:

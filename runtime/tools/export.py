@@ -24,17 +24,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from spacec.errors import ReportedError
+from spacec.files import atomic_write_with
 from spacec.runtime.run.checkpoint import load_checkpoint
 from spacec.runtime.run.rundir import BEST_NAME, CHECKPOINT_NAME
 from spacec.runtime.train.loop import CHECKPOINT_KEYS, CHECKPOINT_KIND, network_from_checkpoint
@@ -82,7 +82,7 @@ def checkpoint_path(source: Path, which: str = "last") -> Path:
 
 def load_network(source: Path, which: str = "last") -> tuple[nn.Module, tuple[int, int, int]]:
     """The eval-mode network of a training checkpoint and its input shape (C, H, W)."""
-    state = load_checkpoint(checkpoint_path(source, which), CHECKPOINT_KIND, CHECKPOINT_KEYS)
+    state = _image_checkpoint(checkpoint_path(source, which))
     shape = tuple(int(size) for size in state["data"]["input_shape"])
     return network_from_checkpoint(state), shape
 
@@ -128,9 +128,18 @@ def metadata(state: dict) -> dict:
     }
 
 
+def _image_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint of an image classifier; ExportError for any other network."""
+    state = load_checkpoint(path, CHECKPOINT_KIND, CHECKPOINT_KEYS)
+    if "input_shape" not in state["data"]:  # a language model's training run: no image input
+        raise ExportError(f"{path}: export takes image classifiers; this checkpoint holds a "
+                          f"{state['config'].get('task', 'non-image')} network")
+    return state
+
+
 def load_classifier(source: Path, which: str = "last") -> tuple[Classifier, dict]:
     """The exportable classifier of a training run or checkpoint, and its metadata."""
-    state = load_checkpoint(checkpoint_path(source, which), CHECKPOINT_KIND, CHECKPOINT_KEYS)
+    state = _image_checkpoint(checkpoint_path(source, which))
     meta = metadata(state)
     network = network_from_checkpoint(state)
     return Classifier(network, meta["mean"], meta["std"]).eval(), meta
@@ -153,23 +162,9 @@ def max_difference(expected: torch.Tensor, actual: torch.Tensor, what: str) -> f
 
 
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(temp)` then rename over `path`: a failed export leaves no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(temp))
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp creates the file private (0600)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """`write(temp)` then rename over `path`: a failed export leaves no half-written file, and
+    an unwritable path is a FileError naming it (spacec.files)."""
+    atomic_write_with(path, write)
 
 
 def quietly(action: Callable[[], object]) -> object:

@@ -11,12 +11,17 @@ Each candidate is trained by the one training loop (spacec.runtime.train.loop) i
 under ``<run.out>/select-<time>/``; the summary goes to ``selection.json`` there, and the
 winner's genotype to ``genotype.json``, so that ``spacec train SPACE --genotype <that folder>``
 trains it.
+
+The same protocol ranks the `random` search method's candidates (`random_search`: random search
+without weight sharing, Li & Talwalkar, UAI 2019): genotypes drawn uniformly from the space's
+rule (spacec.arch.sample), each trained briefly from scratch, the best kept.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -24,10 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from spacec.arch.genotype import Genotype, resolve
+from spacec.arch.methods import describe
+from spacec.arch.sample import sample_genotype
 from spacec.files import atomic_write_text
 from spacec.load import compile_file, locate
 from spacec.runtime.errors import ConfigError
+from spacec.runtime.relax.base import stream_seed
 from spacec.runtime.run.rundir import RunDir
+from spacec.runtime.search.config import write_config
 from spacec.runtime.train.config import (
     SELECT_PREFIX,
     TrainConfig,
@@ -88,6 +97,13 @@ def select(references: Sequence[str], cfg: TrainConfig, quiet: bool = True) -> d
         compile_file(locate(entry.space)).discrete_source(entry.genotype)
     folder = RunDir.create(Path(cfg.run.out), "select")
     log.info("selection directory %s", folder.path)
+    return select_candidates(candidates, cfg, folder, quiet)
+
+
+def select_candidates(candidates: Sequence[Candidate], cfg: TrainConfig, folder: RunDir,
+                      quiet: bool = True) -> dict[str, Any]:
+    """Train every candidate into `folder`/<label>, write the summary and the winner's genotype
+    there, and return the summary."""
     results = []
     for entry in candidates:
         log.info("candidate %s: training %s in %s", entry.label, entry.reference, entry.space)
@@ -105,6 +121,61 @@ def select(references: Sequence[str], cfg: TrainConfig, quiet: bool = True) -> d
     atomic_write_text(folder.path / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
     folder.write_json(folder.genotype_path, winner["genotype"])
     return summary
+
+
+@dataclass(frozen=True)
+class RandomSearchResult:
+    run_dir: Path
+    genotype: Genotype
+    summary: dict[str, Any]
+
+
+def random_search(cfg: Any, quiet: bool = True) -> RandomSearchResult:
+    """The `random` method of a search configuration (spacec.runtime.search.config): draw
+    ``method.samples`` genotypes from the space's rule, train each by the selection protocol
+    (``method.select``'s preset or file, at the space's sizes there), keep the best.
+
+    The run directory holds config.yaml, space.json, method.json, one training run directory per
+    sample, selection.json and the winner as genotype.json.
+    """
+    params = cfg.method
+    info = describe(params.name)
+    if info.shares_weights or cfg.task not in info.domains:
+        raise ConfigError(f"random_search runs the `random` method on image spaces, not "
+                          f"{params.name!r} on a {cfg.task} space")
+    compiled = compile_file(locate(cfg.space.name))
+    rng = random.Random(stream_seed(cfg.run.seed, "random"))
+    exclude = params.derive != "official"  # official: `none` may be sampled
+    genotypes = [sample_genotype(compiled.name, compiled.rules, rng, exclude=exclude)
+                 for _ in range(params.samples)]
+    train_cfg = _selection_config(cfg, compiled.params)
+    folder = RunDir.create(Path(cfg.run.out), compiled.name)
+    log.info("run directory %s", folder.path)
+    write_config(cfg, folder.config_path)
+    folder.write_space_record(compiled.spec, cfg.space.name)
+    folder.write_json(folder.method_record_path, {
+        "name": params.name, "relaxation": None, "strengths": None,
+        "derive": info.derive_options(params).to_dict()})
+    candidates = [Candidate(f"sample {index}", f"{index}-sample", genotype, cfg.space.name)
+                  for index, genotype in enumerate(genotypes)]
+    summary = select_candidates(candidates, train_cfg, folder, quiet)
+    return RandomSearchResult(folder.path, Genotype.from_dict(summary["winner"]["genotype"]),
+                              summary)
+
+
+def _selection_config(cfg: Any, declared: dict[str, Any]) -> TrainConfig:
+    """The selection preset for the search's space: its sizes where the space declares them,
+    the search's own explicit overrides, device and threads."""
+    train_cfg = load_select_config(cfg.method.select, {"run.device": cfg.run.device})
+    space = train_cfg.space
+    sizes = {k: v for k, v in {**space.optional_overrides, **space.overrides}.items()
+             if k in declared}
+    return replace(
+        train_cfg,
+        space=replace(space, name=cfg.space.name, overrides={**sizes, **cfg.space.overrides},
+                      optional_overrides={}),
+        run=replace(train_cfg.run, threads=cfg.run.threads or train_cfg.run.threads),
+    )
 
 
 def _config_for(cfg: TrainConfig, entry: Candidate) -> TrainConfig:

@@ -7,7 +7,9 @@ carries the name of its operation. `draw_alpha` draws one cell type's α as a he
 over each row (edge), op names along the x axis, edges `src→dst` along the y axis.
 
 `draw_run(run_dir)` writes ``cell_<type>.png`` for every cell of the run's genotype and, for a
-search run, ``alpha_<type>.png`` of the last saved epoch's α, into the run directory.
+search run, ``alpha_<type>.png`` of the last saved epoch's α (candidates weighted as the run's
+method ranks them) and ``<tensor>_<type>.png`` of any other architecture tensor its method owns
+(PC-DARTS's per-edge β), into the run directory.
 """
 
 from __future__ import annotations
@@ -23,8 +25,18 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
+from spacec.arch.derive import (
+    ALPHA,
+    CellRule,
+    DerivationError,
+    cell_tensors,
+    edge_vector,
+    softmax,
+    strengths_function,
+)
 from spacec.arch.genotype import CellGenotype, Genotype, resolve
 from spacec.errors import ReportedError
+from spacec.files import atomic_write_with
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +127,15 @@ def _quote(text: str) -> str:
 
 
 def _draw_with_dot(dot: str, genotype: Genotype, path: Path, fmt: str) -> None:
-    try:
-        subprocess.run([dot, f"-T{fmt}", "-o", str(path)], input=genotype_dot(genotype),
-                       text=True, check=True, capture_output=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as error:
-        stderr = getattr(error, "stderr", "") or ""
-        raise DrawingError(f"{path}: graphviz failed ({error}) {stderr.strip()}".strip()) from None
+    def draw(temp: Path) -> None:
+        try:
+            subprocess.run([dot, f"-T{fmt}", "-o", str(temp)], input=genotype_dot(genotype),
+                           text=True, check=True, capture_output=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as error:
+            stderr = getattr(error, "stderr", "") or ""
+            raise DrawingError(f"{path}: graphviz failed ({error}) {stderr.strip()}".strip()) from None
+
+    atomic_write_with(path, draw)  # an unwritable path is a FileError naming it
 
 
 # ---------------------------------------------------------------- matplotlib
@@ -204,11 +219,8 @@ def _cell_figure(cells: Sequence[tuple[str, CellGenotype]]) -> Figure:
 
 
 def _save(figure: Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        figure.savefig(path, dpi=DPI, format=drawing_format(path))
-    except OSError as error:
-        raise DrawingError(f"{path}: cannot write ({error})") from None
+    """Atomically; an unwritable path is a FileError naming it and the reason (spacec.files)."""
+    atomic_write_with(path, lambda temp: figure.savefig(temp, dpi=DPI, format=drawing_format(path)))
 
 
 # ---------------------------------------------------------------- entry points
@@ -300,7 +312,6 @@ show_run = draw_run
 def _draw_run_alphas(run_dir: Path) -> list[Path]:
     """The last epoch's heatmaps of a search run, candidates weighted as its method's derivation
     ranks them (softmax(α) for DARTS); none for a training run."""
-    from spacec.arch.derive import DerivationError, cell_tensors, strengths_function
     from spacec.runtime.run.derivation import read_alphas, run_space, run_strengths
     from spacec.runtime.run.rundir import RunDir
 
@@ -308,9 +319,11 @@ def _draw_run_alphas(run_dir: Path) -> list[Path]:
     epochs = runs.alpha_epochs() if runs.config_path.is_file() else []
     if not epochs:
         return []
+    name = run_strengths(runs)
+    if name is None:  # a method without α (random_ws)
+        return []
     path = runs.alphas_path(epochs[-1])
     rules = run_space(runs).rules
-    name = run_strengths(runs)
     strengths = strengths_function(name)
     try:
         tensors = cell_tensors(read_alphas(path), rules)
@@ -318,6 +331,41 @@ def _draw_run_alphas(run_dir: Path) -> list[Path]:
     except DerivationError as error:
         raise DrawingError(f"{path}: {error}") from None
     label = "softmax(α)" if name == "softmax" else f"{name} weight"
-    return [draw_weights(weights[cell], rule.ops, rule.edges, run_dir / f"alpha_{cell}.png",
-                         f"α of cell {cell} after epoch {epochs[-1]}", label)
-            for cell, rule in rules.items()]
+    written = [draw_weights(weights[cell], rule.ops, rule.edges, run_dir / f"alpha_{cell}.png",
+                            f"α of cell {cell} after epoch {epochs[-1]}", label)
+               for cell, rule in rules.items()]
+    for cell, rule in rules.items():
+        for tensor, values in tensors[cell].items():
+            if tensor != ALPHA:
+                written.append(draw_edge_tensor(
+                    values, rule, tensor, run_dir / f"{tensor}_{cell}.png",
+                    f"{tensor} of cell {cell} after epoch {epochs[-1]}"))
+    return written
+
+
+def draw_edge_tensor(values: Sequence[float], rule: CellRule, tensor: str, path: Path, title: str) -> Path:
+    """Heatmap of a per-edge architecture tensor (PC-DARTS's β): its raw values in one column,
+    and beside them the weight each edge gets, a softmax over the edges entering its node."""
+    try:
+        raw = edge_vector(values, rule)
+    except DerivationError as error:
+        raise DrawingError(f"{title}: {error}") from None
+    normalised = [0.0] * len(raw)
+    for node in rule.nodes:
+        rows = rule.rows_into(node)
+        if rows:
+            for row, weight in zip(rows, softmax([raw[r] for r in rows]), strict=True):
+                normalised[row] = weight
+    figure = Figure(figsize=(4.2, 1.2 + 0.32 * len(raw)), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    labels = [f"{src}→{dst}" for src, dst in rule.edges]
+    for ax, column, name in ((left, raw, tensor), (right, normalised, f"softmax({tensor}) by node")):
+        image = ax.imshow([[v] for v in column], cmap="viridis", aspect="auto")
+        ax.set_xticks([0], labels=[name], fontsize=8)
+        ax.set_yticks(range(len(labels)), labels=labels if ax is left else [""] * len(labels),
+                      fontsize=8)
+        figure.colorbar(image, ax=ax)
+    figure.suptitle(title, fontsize=10)
+    _save(figure, Path(path))
+    log.info("wrote %s", path)
+    return Path(path)

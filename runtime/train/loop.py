@@ -17,6 +17,11 @@ resume), ``best.pt`` (the state after the best epoch: the domain says by which f
 end, ``report.json`` (with the held-back split's figures, where the task has one, computed with
 best.pt's weights). Checkpoints are written atomically; a non-finite loss stops the run with
 `TrainingError` and leaves them as they were.
+
+On several processes (torchrun; spacec.runtime.run.distributed) every process runs this loop on
+its share of each batch, the training forward through DistributedDataParallel; evaluations add
+up every process's figures (the reported accuracy is the global one), and only rank 0 writes
+the run directory.
 """
 
 from __future__ import annotations
@@ -33,13 +38,14 @@ import torch
 from torch import nn
 
 from spacec.arch.genotype import Genotype, GenotypeError, resolve
-from spacec.files import atomic_write_text
+from spacec.files import atomic_write_text, make_dirs
 from spacec.load import CompiledSpace, locate
 from spacec.runtime.domains import StepBatches, TrainTask, domain
 from spacec.runtime.errors import CheckpointError, ConfigError
 from spacec.runtime.nn.flops import count_parameters
 from spacec.runtime.run.checkpoint import load_checkpoint, save_checkpoint
 from spacec.runtime.run.console import EPOCH_RECORD, SCREEN
+from spacec.runtime.run.distributed import stopping_cleanly
 from spacec.runtime.run.meter import (
     Meter,
     check_finite,
@@ -95,6 +101,8 @@ class Trainer:
         self.genotype = genotype
         self.network = network
         self.task = task
+        # What training forwards call: the network, or its DDP replica on several processes.
+        self.trainable = session.replicate(network, methods=task.forward_methods)
         self.best_rule = domain(cfg.task).best
         optim = cfg.optim
         self.optimizer = torch.optim.SGD(network.parameters(), lr=optim.lr,
@@ -132,7 +140,9 @@ class Trainer:
                               f"not on {split!r}")
         # A genotype that does not fit the space is reported before any data is opened.
         session.compile(cfg.space.name).discrete_source(genotype)
-        task = kind.train_task(cfg.data, cfg.optim, split, session.seed, session.device)
+        task = kind.train_task(cfg.data, cfg.optim, split, session.seed, session.device,
+                               shard=session.shard)
+        session.describe_batch(cfg.data.batch_size, "data.batch_size")
         declared = session.compile(cfg.space.name).params
         compiled = session.compile_run_space(cfg.space, task.space_params(declared))
         task.check_space(compiled)
@@ -157,7 +167,7 @@ class Trainer:
             "step": self.step,
             "model": self.network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "meter": self.meter.state_dict(),
+            "meter": self.session.reduce_meter(self.meter).state_dict(),  # every process's
             "epoch_seconds": self.epoch_seconds,
             "wall_seconds": self.wall_seconds,
             "best": {"epoch": self.best.epoch, "scores": self.best.scores},
@@ -179,7 +189,8 @@ class Trainer:
         try:
             self.network.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.meter.load_state_dict(state["meter"])
+            if self.session.is_main:  # the meter holds every process's updates: count them once
+                self.meter.load_state_dict(state["meter"])
             self.best = Best(int(state["best"]["epoch"]), state["best"]["scores"])
             self.task.load_state_dict(state["task"])
         except (RuntimeError, ValueError, KeyError, TypeError) as error:
@@ -194,19 +205,24 @@ class Trainer:
         if not 0 <= self.step < max(1, steps):
             raise CheckpointError(f"{where}: step {self.step} is outside an epoch of "
                                   f"{steps} steps")
-        restore_rng(state["rng"])
+        restore_rng(state["rng"], one_device_per_process=self.session.distributed)
 
     def save(self, path: Path) -> None:
-        save_checkpoint(path, self.state_dict())
+        """Checkpoint: every process gathers the state, rank 0 writes it."""
+        state = self.state_dict()
+        if self.session.is_main:
+            save_checkpoint(path, state)
 
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self, run_dir: RunDir, quiet: bool = True) -> dict[str, Any]:
         """Train until the last epoch; returns the report (also written to report.json)."""
+        show = progress_enabled(quiet) and self.session.is_main
         while self.epoch < self.cfg.optim.epochs:
-            self._run_epoch(run_dir, progress_enabled(quiet))
+            self._run_epoch(run_dir, show)
         report = self.report(run_dir)
-        run_dir.write_json(run_dir.report_path, report)
+        if self.session.is_main:
+            run_dir.write_json(run_dir.report_path, report)
         return report
 
     def _run_epoch(self, run_dir: RunDir, show: bool) -> None:
@@ -243,7 +259,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * batch.lr_scale
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.task.train_loss(self.network, batch.train)
+        out = self.task.train_loss(self.trainable, batch.train)
         check_finite(out.metrics["loss"], "the training loss", where)
         out.loss.backward()
         if self.cfg.optim.grad_clip is not None:
@@ -253,6 +269,7 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """The task's evaluation split, with ASGD's averaged weights once it runs."""
+        self.session.sync_buffers(self.network)  # every process evaluates rank 0's network
         with averaged_weights(self.network, self.optimizer):
             return self.task.evaluate(self.network)
 
@@ -265,13 +282,15 @@ class Trainer:
             "epoch": number,
             "epochs": self.cfg.optim.epochs,
             "steps": self.task.steps_in_epoch(self.epoch),
-            **{f"train_{k}": v for k, v in self.task.epoch_metrics(self.meter.means()).items()},
+            **{f"train_{k}": v for k, v in
+               self.task.epoch_metrics(self.session.reduce_meter(self.meter).means()).items()},
             **{f"{self.split}_{k}": v for k, v in scores.items()},
             "lr": lr,
             **self._record_extras(),
             "seconds": round(self.epoch_seconds, 3),
         }
-        run_dir.append_metrics(record)
+        if self.session.is_main:
+            run_dir.append_metrics(record)
         self.wall_seconds += self.epoch_seconds
         self.epoch, self.step = number, 0
         self.meter, self.epoch_seconds = Meter(), 0.0
@@ -320,18 +339,21 @@ class Trainer:
     @contextmanager
     def best_weights(self, run_dir: RunDir) -> Iterator[None]:
         """Inside the block the network holds best.pt's weights (ASGD's averages where it ran);
-        the current ones otherwise. The network is restored after."""
+        the current ones otherwise. The network is restored after. On several processes rank 0
+        reads best.pt and sends its weights to the others."""
         path = run_dir.best_path
-        if not path.is_file():
+        if not self.session.broadcast_object(path.is_file()):
             yield
             return
-        best = load_checkpoint(path, CHECKPOINT_KIND, CHECKPOINT_KEYS)
         current = {name: value.clone() for name, value in self.network.state_dict().items()}
         try:
-            self.network.load_state_dict(best["model"])
-            with torch.no_grad():
-                for param, average in checkpoint_averages(self.network, best):
-                    param.copy_(average)  # in place: a tied weight changes everywhere
+            if self.session.is_main:
+                best = load_checkpoint(path, CHECKPOINT_KIND, CHECKPOINT_KEYS)
+                self.network.load_state_dict(best["model"])
+                with torch.no_grad():
+                    for param, average in checkpoint_averages(self.network, best):
+                        param.copy_(average)  # in place: a tied weight changes everywhere
+            self.session.sync_module(self.network)
             yield
         finally:
             self.network.load_state_dict(current)
@@ -366,7 +388,7 @@ class Trainer:
         if self.switch is not None:
             report["averaged_sgd_from_epoch"] = (self.averaging_since + 1
                                                  if self.averaging_since else None)
-        return report
+        return self.session.broadcast_object(report)  # rank 0's: it read the metrics it wrote
 
 
 # ---------------------------------------------------------------- the derived network
@@ -410,11 +432,9 @@ class TrainResult:
     report: dict[str, Any]
 
 
-def _check_task(cfg: TrainConfig) -> str:
+def _check_task(cfg: TrainConfig, session: Session) -> str:
     """The configured space's name, after checking that the configuration's task is its domain."""
-    from spacec.load import compile_file
-
-    plain = compile_file(locate(cfg.space.name).resolve())
+    plain = session.compile(cfg.space.name)
     if plain.spec.domain != cfg.task:
         raise ConfigError(f"space {plain.name} is a {plain.spec.domain} space; the configuration's "
                           f"task is {cfg.task!r} (use a {plain.spec.domain} preset, or set task: "
@@ -440,23 +460,31 @@ def start_training(cfg: TrainConfig, genotype: Genotype | str, quiet: bool = Tru
     under run.out. `trainer`: already built from `cfg` and the genotype; `header`: comment
     lines that open config.yaml.
     """
-    space_name = _check_task(cfg)
+    session = Session.start(cfg.run)
+    space_name = _check_task(cfg, session)
     if not isinstance(genotype, Genotype):
         genotype = resolve(str(genotype), space_name)
-    trainer = trainer or Trainer.build(cfg, genotype, split)
-    if run_dir is None:
-        folder = RunDir.create(Path(cfg.run.out), f"train-{trainer.compiled.name}")
-    else:
-        folder = RunDir(Path(run_dir).expanduser().resolve())
-        folder.path.mkdir(parents=True, exist_ok=True)
-        if any(folder.path.iterdir()):
-            raise ConfigError(f"{folder.path}: not empty; choose a new folder or --resume it")
-    log.info("run directory %s", folder.path, extra={SCREEN: True})
-    with folder.tracking(str(trainer.device)):
-        _write_run_files(folder, trainer, header)
+    trainer = trainer or Trainer.build(cfg, genotype, split, session)
+    made = _new_run_dir(cfg, trainer, run_dir) if session.is_main else None
+    folder = RunDir(session.broadcast_object(made and made.path))  # rank 0 made it
+    if session.is_main:
+        log.info("run directory %s", folder.path, extra={SCREEN: True})
+    with folder.tracking(str(trainer.device), session.is_main), stopping_cleanly(folder.path):
+        if session.is_main:
+            _write_run_files(folder, trainer, header)
         trainer.save(folder.checkpoint_path)
         report = trainer.run(folder, quiet)
     return TrainResult(folder.path, report)
+
+
+def _new_run_dir(cfg: TrainConfig, trainer: Trainer, run_dir: Path | None) -> RunDir:
+    if run_dir is None:
+        return RunDir.create(Path(cfg.run.out), f"train-{trainer.compiled.name}")
+    folder = RunDir(Path(run_dir).expanduser().resolve())
+    make_dirs(folder.path)
+    if any(folder.path.iterdir()):
+        raise ConfigError(f"{folder.path}: not empty; choose a new folder or --resume it")
+    return folder
 
 
 def resume_training(path: Path, device: str | None = None, quiet: bool = True,
@@ -465,8 +493,11 @@ def resume_training(path: Path, device: str | None = None, quiet: bool = True,
     the run is restored, before it continues."""
     run_dir = open_run_dir(path)
     cfg = read_train_config(run_dir.config_path)
-    _check_task(cfg)
-    state = load_checkpoint(run_dir.checkpoint_path, CHECKPOINT_KIND, CHECKPOINT_KEYS)
+    session = Session.start(replace(cfg.run, device=device) if device else cfg.run)
+    _check_task(cfg, session)
+    # Rank 0 reads the checkpoint (it wrote it) and sends it to the others.
+    state = session.on_main(lambda: load_checkpoint(run_dir.checkpoint_path, CHECKPOINT_KIND,
+                                                    CHECKPOINT_KEYS))
     if state["config"] != config_to_dict(cfg):
         raise CheckpointError(f"{run_dir.checkpoint_path}: written by a different configuration "
                               f"than {run_dir.config_path}")
@@ -476,13 +507,15 @@ def resume_training(path: Path, device: str | None = None, quiet: bool = True,
         raise CheckpointError(f"{run_dir.checkpoint_path}: {error}") from None
     if device is not None:
         cfg = replace(cfg, run=replace(cfg.run, device=device))
-    trainer = Trainer.build(cfg, genotype, state["split"])
+    trainer = Trainer.build(cfg, genotype, state["split"], session)
     trainer.load_state_dict(state, run_dir.checkpoint_path)
-    run_dir.keep_metrics_through(trainer.epoch)
+    if trainer.session.is_main:
+        run_dir.keep_metrics_through(trainer.epoch)
     if on_build is not None:
         on_build(trainer)
     log.info("resuming %s at epoch %d, step %d", run_dir.path, trainer.epoch + 1, trainer.step)
-    with run_dir.tracking(str(trainer.device)):
+    with run_dir.tracking(str(trainer.device), trainer.session.is_main), \
+            stopping_cleanly(run_dir.path):
         report = trainer.run(run_dir, quiet)
     return TrainResult(run_dir.path, report)
 

@@ -18,6 +18,13 @@ under "<cell>.<tensor>" (e.g. "normal.beta"). Then, per `rule.kind`:
   `rule.ops` (DARTS gets the same from Python's stable sort and strict `>` comparison).
 * ``argmax``: every searched edge keeps its best allowed op (same tie rule).
 
+A method whose official code derives differently from the space's rule names `DeriveOptions`
+(all off: the rule as written). ``keep_none`` ranks and picks among every op, the rule's excluded
+ones too (SNAS and DrNAS's code keep `none`); ``pairs`` takes a node's k strongest (op, input)
+pairs, so one input may give two ops (GDAS's DARTS-space code); ``threshold`` drops a chosen op
+whose strength is below it (FairDARTS's `threshold_sparse`). These can give genotypes the space's
+rule does not allow (`check_genotype` says how), which is why no method uses them by default.
+
 `rule.limits` caps how often an op may appear in a cell (P-DARTS, Chen et al., 2019, caps
 skip_connect at 2). While an op is over its cap, the chosen edge that carries it with the smallest
 softmax weight has that op forbidden, and the cell is derived again. This always succeeds when every
@@ -32,7 +39,7 @@ import math
 import numbers
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from spacec.arch.genotype import REDUCTIONS, CellGenotype, Genotype
@@ -232,6 +239,58 @@ def softmax_strengths(tensors: Mapping[str, Any], rule: CellRule) -> list[list[f
     return [softmax(row) for row in alpha_rows(tensors[ALPHA], rule)]
 
 
+def _softmax_by_node(values: Sequence[float], rule: CellRule) -> list[float]:
+    """One weight per searched edge: a softmax over the edges that enter the same node."""
+    weights = [0.0] * len(rule.edges)
+    for node in rule.nodes:
+        rows = rule.rows_into(node)
+        if rows:
+            for row, weight in zip(rows, softmax([values[row] for row in rows]), strict=True):
+                weights[row] = weight
+    return weights
+
+
+EDGE_TENSOR = "beta"  # PC-DARTS's per-edge logits among a cell's tensors
+
+
+@STRENGTHS.register("edge_normalized")
+def edge_normalized_strengths(tensors: Mapping[str, Any], rule: CellRule) -> list[list[float]]:
+    """PC-DARTS: softmax(α) of every edge times the edge's weight, a softmax of β over the edges
+    entering its node (yuhuixu1993/PC-DARTS model_search.py:197, `W[j,:]=W[j,:]*W2[j]`)."""
+    beta = edge_vector(tensors[EDGE_TENSOR], rule)
+    edge_weights = _softmax_by_node(beta, rule)
+    return [[weight * edge for weight in softmax(row)]
+            for row, edge in zip(alpha_rows(tensors[ALPHA], rule), edge_weights, strict=True)]
+
+
+@STRENGTHS.register("sigmoid")
+def sigmoid_strengths(tensors: Mapping[str, Any], rule: CellRule) -> list[list[float]]:
+    """FairDARTS: an independent sigmoid of every α (xiaomi-automl/FairDARTS model_search.py)."""
+    return [[_sigmoid(value) for value in row] for row in alpha_rows(tensors[ALPHA], rule)]
+
+
+def _sigmoid(value: float) -> float:
+    if value >= 0:
+        return 1.0 / (1.0 + math.exp(-value))
+    exp = math.exp(value)
+    return exp / (1.0 + exp)
+
+
+def edge_vector(values: Any, rule: CellRule) -> list[float]:
+    """A per-edge tensor (one finite float per searched edge), checked."""
+    vector = values.tolist() if hasattr(values, "tolist") else values
+    if isinstance(vector, (str, bytes)) or not isinstance(vector, Sequence):
+        raise DerivationError(f"a per-edge tensor must be a list, got {type(values).__name__}")
+    if len(vector) != len(rule.edges):
+        raise DerivationError(f"a per-edge tensor has {len(vector)} value(s) but the cell has "
+                              f"{len(rule.edges)} searched edge(s)")
+    for row, value in enumerate(vector):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not math.isfinite(value):
+            raise DerivationError(f"edge {rule.edge_label(row)}: {value!r} is not a finite number")
+    return [float(value) for value in vector]
+
+
 def strengths_function(name: str) -> Strengths:
     """The registered strength function `name`; DerivationError lists the known ones."""
     if name not in STRENGTHS:
@@ -302,6 +361,38 @@ def _alpha_row(values: Any, row: int, rule: CellRule, expected: str) -> list[flo
 Choice = tuple[int, int]  # (α row, op column)
 
 
+@dataclass(frozen=True)
+class DeriveOptions:
+    """Departures of a method's official derivation from the space's rule (module docstring)."""
+
+    keep_none: bool = False  # rank and pick among every op, the rule's excluded ones too
+    pairs: bool = False  # topk: a node's k strongest (op, input) pairs; an input may give two
+    threshold: float | None = None  # drop a chosen op whose strength is below this
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise DerivationError(f"threshold must lie in [0, 1] or be null, got {self.threshold}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DeriveOptions:
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise DerivationError(f"derivation options must be a mapping, got {data!r}")
+        known = {"keep_none", "pairs", "threshold"}
+        unknown = sorted(str(key) for key in data if key not in known)
+        if unknown:
+            raise DerivationError(f"unknown derivation option(s) {', '.join(unknown)}; "
+                                  f"known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+RULE = DeriveOptions()  # the space's rule as written
+
+
 def _allowed_columns(rule: CellRule, row: int, forbidden: set[Choice]) -> list[int]:
     return [
         column
@@ -357,6 +448,28 @@ def _choose_topk(
     return choices
 
 
+def _choose_pairs(
+    weights: list[list[float]], rule: CellRule, forbidden: set[Choice]
+) -> list[Choice]:
+    """GDAS (search_model_gdas_nasnet.py:128-143): a node's k strongest (row, op) pairs over every
+    allowed candidate of its incoming edges; two may share a row. Ties: row order, then column."""
+    choices = []
+    for node in rule.nodes:
+        rows = rule.rows_into(node)
+        if not rows:
+            continue
+        pairs = [(row, column) for row in rows
+                 for column in _allowed_columns(rule, row, forbidden)]
+        if len(pairs) < rule.k:
+            raise DerivationError(
+                f"cannot meet the limits ({_limits_text(rule)}): node {node} has "
+                f"{len(pairs)} (edge, op) pair(s) left, needs k={rule.k}"
+            )
+        ranked = sorted(pairs, key=lambda pair: -weights[pair[0]][pair[1]])
+        choices.extend(ranked[: rule.k])
+    return choices
+
+
 def _over_limit(choices: list[Choice], rule: CellRule) -> int | None:
     """Column of the first op (in `rule.limits` order) used more often than its limit."""
     counts = Counter(column for _, column in choices)
@@ -374,22 +487,32 @@ def _weakest_row(choices: list[Choice], weights: list[list[float]], column: int)
 
 
 def derive_cell(
-    alpha: Any, rule: CellRule, strengths: str | Strengths = DEFAULT_STRENGTHS
+    alpha: Any,
+    rule: CellRule,
+    strengths: str | Strengths = DEFAULT_STRENGTHS,
+    options: DeriveOptions = RULE,
 ) -> CellGenotype:
     """Derive one cell from its α (shape `rule.shape`), or from its tensors ({"alpha": ...})."""
     tensors = alpha if isinstance(alpha, Mapping) else {ALPHA: alpha}
     strength = strengths_function(strengths) if isinstance(strengths, str) else strengths
     weights = strength(tensors, rule)
-    choose = _choose_topk if rule.kind == TOPK else _choose_argmax
+    chooser = rule if not options.keep_none else replace(rule, exclude=frozenset())
+    if rule.kind != TOPK:
+        choose = _choose_argmax
+    else:
+        choose = _choose_pairs if options.pairs else _choose_topk
     forbidden: set[Choice] = set()
-    choices = choose(weights, rule, forbidden)
+    choices = choose(weights, chooser, forbidden)
     while (column := _over_limit(choices, rule)) is not None:
         row = _weakest_row(choices, weights, column)
         logger.debug(
             "limit on %s exceeded; forbidding it on edge %s", rule.ops[column], rule.edge_label(row)
         )
         forbidden.add((row, column))
-        choices = choose(weights, rule, forbidden)
+        choices = choose(weights, chooser, forbidden)
+    if options.threshold is not None:
+        choices = [(row, column) for row, column in choices
+                   if weights[row][column] >= options.threshold]
     searched = tuple((rule.ops[column], *rule.edges[row]) for row, column in choices)
     return CellGenotype(
         edges=tuple(rule.fixed) + searched, output=rule.output_nodes, reduce=rule.reduce
@@ -401,17 +524,18 @@ def derive(
     alphas: Mapping[str, Any],
     rules: Mapping[str, CellRule],
     strengths: str | Strengths = DEFAULT_STRENGTHS,
+    options: DeriveOptions = RULE,
 ) -> Genotype:
     """Derive the genotype of a whole search space; cells come out in `rules` order.
 
     `alphas` is the flat mapping of the module docstring; `strengths` names the relaxation's
-    strength function (`STRENGTHS`).
+    strength function (`STRENGTHS`); `options` the method's departures from the rule.
     """
     grouped = cell_tensors(alphas, rules)
     cells = []
     for name, rule in rules.items():
         try:
-            cells.append((name, derive_cell(grouped[name], rule, strengths)))
+            cells.append((name, derive_cell(grouped[name], rule, strengths, options)))
         except DerivationError as error:
             raise DerivationError(f"cell {name!r}: {error}") from None
     return Genotype(space=space, cells=tuple(cells))

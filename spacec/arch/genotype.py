@@ -25,10 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from spacec.errors import ReportedError
+from spacec.files import FileError, read_text
 
 REDUCTIONS = ("concat", "mean", "node")
 
 _CELL_KEYS = ("edges", "output", "reduce")
+# The file a run directory keeps its genotype in (spacec.runtime.run.rundir uses this name).
+GENOTYPE_FILE = "genotype.json"
 _GENOTYPE_KEYS = ("space", "cells")
 
 
@@ -153,13 +156,19 @@ class Genotype:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_json(cls, text: str) -> Genotype:
+    def from_json(cls, text: str, source: str | None = None) -> Genotype:
+        """A genotype from JSON text; `source` (a file name) prefixes positions in errors."""
         try:
             data = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
         except json.JSONDecodeError as error:
+            if source:
+                where = f"{source}:{error.lineno}:{error.colno}"
+                raise GenotypeError(f"{where}: genotype is not valid JSON: {error.msg}") from None
             raise GenotypeError(
                 f"genotype is not valid JSON: line {error.lineno} column {error.colno}: {error.msg}"
             ) from None
+        except RecursionError:
+            raise GenotypeError(f"{source or 'genotype'}: JSON nested too deeply") from None
         return cls.from_dict(data)
 
 
@@ -339,6 +348,14 @@ def preset(name: str) -> Genotype:
 SPACE_ALIASES = {
     "darts_rnn": {"DARTS": "DARTS_RNN", "DARTS_V2": "DARTS_RNN", "DARTS_V1": "DARTS_RNN_V1"},
 }
+# Spaces whose genotypes another space is made to take: DARTS searches on CIFAR-10 (darts_cnn)
+# and trains the cell in the ImageNet mobile setting (darts_imagenet, the same cells; Sect. 3.4).
+TRANSFERS = {"darts_imagenet": ("darts_cnn",)}
+
+
+def fits_space(genotype: Genotype, space: str) -> bool:
+    """Whether `genotype` was derived for `space` (or for a space `space` takes genotypes from)."""
+    return genotype.space == space or genotype.space in TRANSFERS.get(space, ())
 
 
 def resolve(reference: str, space: str | None = None) -> Genotype:
@@ -353,15 +370,22 @@ def resolve(reference: str, space: str | None = None) -> Genotype:
         return PRESETS[reference]
     path = Path(reference).expanduser()
     if path.is_dir():
-        path = path / "genotype.json"
+        path = path / GENOTYPE_FILE
     if not path.is_file():
         known = ", ".join(PRESETS)
         raise GenotypeError(f"{reference}: neither a preset ({known}) nor a genotype JSON file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise GenotypeError(f"{path}: cannot read: {error}") from None
+        text = read_text(path)
+    except FileError as error:
+        raise GenotypeError(str(error)) from None
     try:
-        return Genotype.from_json(text)
+        genotype = Genotype.from_json(text, str(path))
     except GenotypeError as error:
-        raise GenotypeError(f"{path}: {error}") from None
+        message = str(error)
+        raise GenotypeError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+    if space is not None and not fits_space(genotype, space):
+        raise GenotypeError(
+            f"{path}: a genotype of space '{genotype.space}', not of '{space}'; derive one in "
+            f"'{space}', or set its \"space\" field to '{space}' if its cells fit"
+        )
+    return genotype

@@ -16,6 +16,9 @@ from spacec.cli.app import main, user_errors, write_output
 from spacec.cli.options import compile_space, set_option
 from spacec.load import CompiledSpace, shipped_spaces
 
+# Cells `spacec check` names with their α shapes (a generated space may have thousands).
+CELLS_LISTED = 10
+
 
 @main.command("list")
 def list_spaces() -> None:
@@ -40,10 +43,12 @@ def _summary(path: Path) -> str:
 def check(space: str, sets: tuple[str, ...]) -> None:
     """Check SPACE (a shipped name or a .space path); report every error, compiler-style."""
     compiled = compile_space(space, sets)
+    shown = compiled.spec.cells[:CELLS_LISTED]
     cells = ", ".join(
-        f"{c.name} [{len(c.edges)}, {len(compiled.spec.opset(c.opset).candidates)}]"
-        for c in compiled.spec.cells
+        f"{c.name} [{len(c.edges)}, {len(compiled.spec.opset(c.opset).candidates)}]" for c in shown
     )
+    more = len(compiled.spec.cells) - len(shown)
+    cells += f", and {more} more cells" if more else ""
     click.echo(f"{compiled.spec.path}: ok ({compiled.name}: {cells})")
 
 
@@ -117,10 +122,14 @@ def info(space: str, sets: tuple[str, ...], genotype: str | None, as_json: bool)
         )
     if "derived" in report:
         derived = report["derived"]
+        cost = (
+            f", {derived['multiply_adds'] / 1e6:.1f}M multiply-adds at {derived['input_shape']}"
+            if "multiply_adds" in derived
+            else ""
+        )
         click.echo(
             f"derived network ({derived['genotype']}): {derived['parameters']:,} parameters "
-            f"(excluding the auxiliary head), {derived['multiply_adds'] / 1e6:.1f}M multiply-adds "
-            f"at {derived['input_shape']}"
+            f"(excluding the auxiliary head){cost}"
         )
 
 
@@ -128,13 +137,11 @@ def derived_report(compiled: CompiledSpace, reference: str) -> dict:
     from spacec.runtime.nn.flops import count_parameters, multiply_adds
 
     network = compiled.discrete_network(reference)
-    shape = compiled.input_shape
-    return {
-        "genotype": reference,
-        "parameters": count_parameters(network),
-        "multiply_adds": multiply_adds(network, shape),
-        "input_shape": list(shape),
-    }
+    report = {"genotype": reference, "parameters": count_parameters(network)}
+    if compiled.spec.domain == "image":  # a language model's cost is per token, not per image
+        shape = compiled.input_shape
+        report |= {"multiply_adds": multiply_adds(network, shape), "input_shape": list(shape)}
+    return report
 
 
 def space_report(compiled: CompiledSpace) -> dict:

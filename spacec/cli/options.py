@@ -16,16 +16,17 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from spacec.arch.methods import method_names
 from spacec.load import CompiledSpace, compile_file, locate, parse_overrides
 
 # The search strategies and α-gradient orders (spacec.runtime.search.strategy.STRATEGIES and
 # spacec.runtime.search.architect.ARCH_ORDERS; a test checks they agree: importing them here
 # would import torch).
-MODES = ("bilevel", "coordinate", "joint")
+MODES = ("bilevel", "coordinate", "joint", "sample", "single")
 ORDERS = ("1", "2")
 
 # What --resume accepts besides the run directory.
-RESUME_OPTIONS = ("resume", "device", "quiet")
+RESUME_OPTIONS = ("resume", "device", "quiet", "nproc_per_node")
 
 set_option = click.option(
     "--set", "sets", multiple=True, metavar="NAME=VALUE",
@@ -65,17 +66,33 @@ _SHARED = [
                  help="Set any config field (repeatable), e.g. --cfg optim.lr=0.05."),
     click.option("-q", "--quiet", is_flag=True, help="No progress bar (the epoch lines stay)."),
 ]
+# Runs on several processes (spacec.runtime.run.distributed): `search` and `train`.
+_DISTRIBUTED = [
+    click.option("--nproc-per-node", type=int, metavar="N",
+                 help="Run on N processes of this machine, started by torchrun (the same as "
+                      "`torchrun --standalone --nproc-per-node N -m spacec ...`). The batch "
+                      "size stays the global batch: each process reads 1/N of it."),
+    click.option("--sync-bn", is_flag=True, default=None,
+                 help="On several CUDA processes: BatchNorm statistics over the global batch "
+                      "(SyncBatchNorm). Default: each process normalises with its own part "
+                      "(on the CPU, the only choice)."),
+]
 _SEARCH_ONLY = [
+    click.option("--method", type=click.Choice(method_names()),
+                 help="The search method (`spacec methods` lists them); its settings for the "
+                      "preset are merged in."),
     click.option("--order", type=click.Choice(ORDERS), help="1: first-order α gradient, "
                  "2: second order (one unrolled SGD step)."),
     click.option("--mode", type=click.Choice(MODES), help="bilevel (DARTS), or the paper's "
-                 "ablations: coordinate descent or joint optimisation on train∪val."),
+                 "ablations: coordinate descent or joint optimisation on train∪val; single "
+                 "(SNAS: one batch of the weights split), sample (random_ws)."),
 ]
 
 
-def run_options(search: bool = False) -> Callable:
-    """Decorator adding the shared options (and the architecture options with `search`)."""
-    options = (_SEARCH_ONLY if search else []) + _SHARED
+def run_options(search: bool = False, distributed: bool = False) -> Callable:
+    """Decorator adding the shared options (and the architecture options with `search`, the
+    options of runs on several processes with `distributed`)."""
+    options = (_SEARCH_ONLY if search else []) + _SHARED + (_DISTRIBUTED if distributed else [])
 
     def decorate(command: Callable) -> Callable:
         for option in reversed(options):

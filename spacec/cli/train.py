@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from spacec.cli.app import main, user_errors
+from spacec.cli.launch import start_processes
 from spacec.cli.options import (
     assignments_of,
     config_overrides,
@@ -40,7 +41,7 @@ EXPORT_FORMATS = ("torchscript", "onnx")
     "evaluation, or PTB for a sequence space, whose presets are rnn_quick and rnn_paper; "
     "imagenet: the mobile setting) or a YAML file.",
 )
-@run_options()
+@run_options(distributed=True)
 @click.option(
     "--resume",
     type=click.Path(file_okay=False, path_type=Path),
@@ -64,21 +65,35 @@ def train(
     Every epoch is evaluated on the validation split, which chooses the weights kept (best.pt);
     the test set is evaluated once, at the end. Prints the effective configuration and one line
     per epoch (on stderr), then the report; writes a run directory (config.yaml, genotype.json,
-    metrics.jsonl, checkpoint.pt, best.pt, report.json, status.json).
+    metrics.jsonl, checkpoint.pt, best.pt, report.json, status.json). Under torchrun (or with
+    --nproc-per-node) every process trains on its share of each batch, the evaluation is summed
+    over all of them, and rank 0 writes the run directory.
     """
+    import sys
+
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from spacec.runtime import api
+    from spacec.runtime.configure import assemble
+    from spacec.runtime.run.distributed import is_main_process
 
+    nproc = options.pop("nproc_per_node")
+    params, overrides = parse_overrides(sets), assignments_of(assignments)
     if resume is not None:
         reject_with_resume(ctx)
     elif genotype is None:
         raise click.UsageError("give --genotype GENOTYPE (and a SPACE unless the genotype is a "
                                "search run), or --resume RUN_DIR")
+    elif nproc not in (None, 1) and space is not None:  # errors reported once, not per process
+        assemble("train", space, config_name, given(options), params, overrides, "--set")
+    if start_processes(nproc, sys.argv[1:]):
+        return
     with logging_redirect_tqdm():
-        result = api.train(space, genotype, config=config_name, params=parse_overrides(sets),
-                           overrides=assignments_of(assignments), resume=resume, verbose=True,
+        result = api.train(space, genotype, config=config_name, params=params,
+                           overrides=overrides, resume=resume, verbose=is_main_process(),
                            progress=not quiet, params_label="--set", **given(options))
+    if not is_main_process():
+        return  # rank 0 prints the report
     for line in api.describe_training(result.report):
         click.echo(line)
 
@@ -124,11 +139,13 @@ def select_command(
 
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from spacec.files import atomic_write_text
+    from spacec.files import atomic_write_text, check_writable
     from spacec.runtime.api import screen
     from spacec.runtime.run.console import showing
     from spacec.runtime.tools.select import describe_selection, load_select_config, select
 
+    if output is not None:
+        check_writable(output)  # before the candidates train, not after
     cfg = load_select_config(config_name, config_overrides(space, sets, assignments, options))
     with logging_redirect_tqdm(), showing(screen(True)):  # one line per epoch of each candidate
         summary = select(candidates, cfg, quiet=quiet)

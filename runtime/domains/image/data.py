@@ -22,6 +22,13 @@ order is a pure function of (seed, epoch), so a resumed run calls ``start_epoch(
 batches_done)`` and gets exactly the batches it had not seen. Random augmentation draws from
 torch's global RNG (per-worker RNGs when ``num_workers > 0``), like torchvision's transforms.
 
+On several processes (a `Shard` of N > 1, spacec.runtime.run.distributed) the configured batch
+size is the global batch: each process reads its contiguous 1/N of every global batch of the
+same order (`ShardedEpochSampler`), so step k reads the same images whatever N is, and
+augmentation draws from a generator seeded by the image's position in its pass
+(`SeededItems`), never from the global one, which must stay equal on every process. Evaluation
+sets are cut in N contiguous parts.
+
 Datasets are looked up by name in ``IMAGE_SOURCES``: ``sample`` (a packaged CIFAR-10 subset),
 ``cifar10``, ``imagefolder`` (spacec.runtime.domains.image.folders), ``imagenet`` (evaluation
 only) and ``memory`` (a user's own torch datasets, passed to the Python API).
@@ -52,6 +59,7 @@ from spacec.runtime.domains.image.folders import (
     scan_folder,
 )
 from spacec.runtime.errors import DataError
+from spacec.runtime.run.distributed import Shard
 from spacec.runtime.samples import sample_path
 
 log = logging.getLogger(__name__)
@@ -735,6 +743,81 @@ class EpochSampler(Sampler[int]):
     def __len__(self) -> int:
         return len(self.indices) - self.skipped
 
+    def batches_per_pass(self, batch_size: int, drop_last: bool) -> int:
+        """Batches of `batch_size` in one whole pass, whatever has been skipped."""
+        count = len(self.indices)
+        return count // batch_size if drop_last else math.ceil(count / batch_size)
+
+
+class ShardedEpochSampler(EpochSampler):
+    """One process's share of an `EpochSampler`'s order: its part of every global batch.
+
+    The pass's order is the EpochSampler's; it is cut in global batches of ``global_batch``
+    and this process reads its contiguous part of each (`Shard.batch_positions`; a last partial
+    batch is cut to a multiple of the processes, or left out with ``drop_last``). It yields
+    ``(index, seed)`` pairs for `SeededItems`: an image's augmentation seed is a function of
+    (seed, epoch, position in the pass), the same whichever process reads it. ``skip(n)`` and
+    ``len`` count this process's samples.
+    """
+
+    def __init__(self, indices: Sequence[int], seed: int, shard: Shard, global_batch: int,
+                 drop_last: bool) -> None:
+        super().__init__(indices, seed)
+        self.shard = shard
+        self.global_batch = global_batch
+        self.positions = tuple(self._positions(drop_last))
+
+    def _positions(self, drop_last: bool) -> Iterator[int]:
+        count, batch = len(self.indices), self.global_batch
+        for start in range(0, count, batch):
+            stop = min(start + batch, count)
+            if drop_last and stop - start < batch:
+                return
+            yield from self.shard.batch_positions(start, stop)
+
+    def skip(self, n_samples: int) -> None:
+        if n_samples < 0:
+            raise ValueError(f"cannot skip {n_samples} samples")
+        self.skipped = min(n_samples, len(self.positions))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        order = self.order()
+        for position in self.positions[self.skipped:]:
+            yield order[position], derive_seed(self.seed, "augment", self.epoch, position)
+
+    def __len__(self) -> int:
+        return len(self.positions) - self.skipped
+
+    def batches_per_pass(self, batch_size: int, drop_last: bool) -> int:
+        # Every global batch gives each process a part; only the last may be shorter.
+        return math.ceil(len(self.positions) / batch_size)
+
+
+class SeededItems(Dataset):
+    """``dataset[index]`` for an ``(index, seed)`` item, drawn with torch's CPU generator seeded
+    by `seed`; the generator's state is put back after every item.
+
+    Loading then never moves the global generator (on several processes it must stay equal on
+    every one), and an image's augmentation depends on its seed alone, not on the process or
+    worker that loads it.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        index, seed = item
+        generator = torch.default_generator
+        state = generator.get_state()
+        generator.manual_seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            generator.set_state(state)
+
 
 def start_epoch(loader: DataLoader, epoch: int, batches_done: int = 0) -> None:
     """Position a shuffled loader at batch ``batches_done`` of epoch ``epoch``."""
@@ -745,9 +828,45 @@ def start_epoch(loader: DataLoader, epoch: int, batches_done: int = 0) -> None:
     sampler.skip(min(batches_done * loader.batch_size, len(sampler.indices)))
 
 
+def shuffled_loader(dataset: Dataset, indices: Sequence[int], sampler_seed: int, batch_size: int,
+                    cfg: ImageData, workers_seed: int, shard: Shard | None = None) -> DataLoader:
+    """A loader of `indices` in `EpochSampler` order, at global batch `batch_size`; on several
+    processes, this process's share (`ShardedEpochSampler`, `SeededItems`)."""
+    sampler: EpochSampler
+    if shard is not None and shard.distributed:
+        sampler = ShardedEpochSampler(indices, sampler_seed, shard, batch_size, cfg.drop_last)
+        dataset = SeededItems(dataset)
+        batch_size = shard.per_rank(batch_size, "data.batch_size")
+    else:
+        sampler = EpochSampler(indices, sampler_seed)
+    # A loader's own generator: DataLoader otherwise draws its worker base seed from torch's
+    # global RNG whenever an iterator starts, which would shift the augmentation stream on resume.
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                      num_workers=cfg.num_workers, drop_last=cfg.drop_last,
+                      generator=torch.Generator().manual_seed(workers_seed))
+
+
+def evaluation_subset(dataset: Dataset, indices: Sequence[int], shard: Shard | None,
+                      augment_seed: int | None = None) -> Dataset:
+    """`dataset` at `indices` in order, this process's contiguous part on several processes;
+    with `augment_seed` (an augmented split read by several processes) each image's
+    augmentation is seeded by its position."""
+    if shard is None or not shard.distributed:
+        return Subset(dataset, list(indices))
+    part = shard.part(len(indices))
+    if augment_seed is None:
+        return Subset(dataset, [indices[i] for i in part])
+    return Subset(SeededItems(dataset),
+                  [(indices[i], derive_seed(augment_seed, "augment", i)) for i in part])
+
+
 def _shuffled_loader(
-    dataset: Dataset, indices: Sequence[int], seed: int, batch_size: int, cfg: ImageData
+    dataset: Dataset, indices: Sequence[int], seed: int, batch_size: int, cfg: ImageData,
+    shard: Shard | None = None,
 ) -> DataLoader:
+    if shard is not None and shard.distributed:
+        return shuffled_loader(dataset, indices, seed, batch_size, cfg,
+                               derive_seed(seed, "workers"), shard)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -825,17 +944,25 @@ def _info(splits: ImageSplits, train_count: int, val_count: int, test_count: int
     )
 
 
-def _plain_loader(dataset: Dataset, batch_size: int, cfg: ImageData) -> DataLoader:
+def _plain_loader(dataset: Dataset, batch_size: int, cfg: ImageData,
+                  shard: Shard | None = None) -> DataLoader:
+    """`dataset` in order, not augmented; on several processes, this process's contiguous part
+    at its share of the global batch."""
+    if shard is not None and shard.distributed:
+        dataset = evaluation_subset(dataset, range(len(dataset)), shard)
+        batch_size = shard.per_rank(batch_size, "data.batch_size")
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.num_workers,
                       drop_last=False)
 
 
 def search_loaders(
-    cfg: ImageData, seed: int, batch_size: int | None = None, splits: ImageSplits | None = None
+    cfg: ImageData, seed: int, batch_size: int | None = None, splits: ImageSplits | None = None,
+    shard: Shard | None = None,
 ) -> tuple[DataLoader, DataLoader, ImageInfo]:
     """(weights loader, architecture loader, info) for a DARTS search; see the module docstring.
 
-    ``batch_size`` overrides ``cfg.batch_size``; `splits`: the data already opened.
+    ``batch_size`` overrides ``cfg.batch_size``; `splits`: the data already opened; `shard`:
+    this process's share of both.
     """
     source = image_source(cfg.name)
     if not source.searchable:
@@ -851,9 +978,9 @@ def search_loaders(
             "a validation folder)")
     dataset = Transformed(base, _training_transform(splits))
     weights = _shuffled_loader(dataset, train_indices, derive_seed(seed, "search-w"), batch_size,
-                               cfg)
+                               cfg, shard)
     arch = _shuffled_loader(dataset, val_indices, derive_seed(seed, "search-alpha"), batch_size,
-                            cfg)
+                            cfg, shard)
     return weights, arch, _info(splits, len(train_indices), len(val_indices))
 
 
@@ -868,11 +995,11 @@ class TrainingLoaders:
     info: ImageInfo
 
 
-def training_loaders(cfg: ImageData, seed: int, splits: ImageSplits | None = None
-                     ) -> TrainingLoaders:
+def training_loaders(cfg: ImageData, seed: int, splits: ImageSplits | None = None,
+                     shard: Shard | None = None) -> TrainingLoaders:
     """The training images (less the held-out part), the validation split that chooses the
     best epoch (none with train_portion 1 and no validation set: the last epoch is kept) and,
-    with ``report_test``, the test split."""
+    with ``report_test``, the test split. `shard`: this process's share of each."""
     batch_size = _batch_size(cfg, None)
     splits = splits or open_image_data(cfg, test=cfg.report_test)
     base, train_indices, val_indices = _split_indices(splits)
@@ -880,23 +1007,24 @@ def training_loaders(cfg: ImageData, seed: int, splits: ImageSplits | None = Non
         raise DataError(f"train_portion {cfg.train_portion} of {len(val_indices)} training "
                         "images leaves none to train")
     train = _shuffled_loader(Transformed(base, _training_transform(splits)), train_indices,
-                             derive_seed(seed, "eval-train"), batch_size, cfg)
+                             derive_seed(seed, "eval-train"), batch_size, cfg, shard)
     plain = Transformed(base, _test_transform(splits))
-    val = _plain_loader(Subset(plain, val_indices), batch_size, cfg) if val_indices else None
+    val = _plain_loader(Subset(plain, val_indices), batch_size, cfg, shard) if val_indices else None
     test = None
     if splits.test is not None:
-        test = _plain_loader(Transformed(splits.test, _test_transform(splits)), batch_size, cfg)
+        test = _plain_loader(Transformed(splits.test, _test_transform(splits)), batch_size, cfg,
+                             shard)
     info = _info(splits, len(train_indices), len(val_indices),
                  0 if splits.test is None else len(splits.test))
     return TrainingLoaders(train, val, test, info)
 
 
 def eval_loaders(
-    cfg: ImageData, seed: int, batch_size: int | None = None
+    cfg: ImageData, seed: int, batch_size: int | None = None, shard: Shard | None = None
 ) -> tuple[DataLoader, DataLoader, ImageInfo]:
     """(training loader, test loader, info): every training image and the test set, as DARTS'
     train.py reads them. ``batch_size`` overrides ``cfg.batch_size``. The test loader is neither
-    shuffled nor augmented."""
+    shuffled nor augmented. `shard`: this process's share of both."""
     batch_size = _batch_size(cfg, batch_size)
     splits = open_image_data(cfg, test=True)
     if splits.test is None:
@@ -905,15 +1033,17 @@ def eval_loaders(
     order = _training_order(len(splits.train), splits.source, cfg.limit)
     train_set = Transformed(splits.train, _training_transform(splits))
     train_loader = _shuffled_loader(train_set, order, derive_seed(seed, "eval-train"), batch_size,
-                                    cfg)
-    test_loader = _plain_loader(Transformed(splits.test, _test_transform(splits)), batch_size, cfg)
+                                    cfg, shard)
+    test_loader = _plain_loader(Transformed(splits.test, _test_transform(splits)), batch_size, cfg,
+                                shard)
     return train_loader, test_loader, _info(splits, len(order), len(splits.test), len(splits.test))
 
 
-def holdout_loaders(cfg: ImageData, seed: int) -> tuple[DataLoader, DataLoader, ImageInfo]:
+def holdout_loaders(cfg: ImageData, seed: int, shard: Shard | None = None
+                    ) -> tuple[DataLoader, DataLoader, ImageInfo]:
     """(training loader, validation loader, info) on the training data only (the selection
-    protocol's split); the test set is not opened."""
-    loaders = training_loaders(cfg, seed, open_image_data(cfg, test=False))
+    protocol's split); the test set is not opened. `shard`: this process's share of both."""
+    loaders = training_loaders(cfg, seed, open_image_data(cfg, test=False), shard)
     if loaders.val is None:
         raise DataError(f"train_portion {cfg.train_portion} holds no training images out to "
                         "validate: set data.train_portion below 1")

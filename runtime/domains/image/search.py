@@ -4,6 +4,8 @@ Batch order, by the strategy's `BatchPlan`: the weight batch from the weights sp
 batch from the architecture split (bilevel); or both from the union of the two splits, in two
 independent orders (coordinate descent); or one stream over the union (joint). The end-of-epoch
 evaluation reads the architecture split with the training transform, as DARTS' infer() does.
+On several processes (a `Shard`), every stream reads this process's share of each global batch
+and the evaluation its part of the split, its figures added up over the processes.
 """
 
 from __future__ import annotations
@@ -15,19 +17,23 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from spacec.runtime.domains.base import BatchPlan, LossOutput, SearchTask, StepBatches
 from spacec.runtime.domains.image.data import (
     DataError,
     EpochSampler,
     ImageData,
+    SeededItems,
     check_against_space,
     derive_seed,
     describe_images,
+    evaluation_subset,
     search_loaders,
+    shuffled_loader,
     start_epoch,
 )
+from spacec.runtime.run.distributed import Shard
 from spacec.runtime.run.meter import Meter
 
 
@@ -58,20 +64,11 @@ def full_length(loader: DataLoader) -> int:
     sampler = loader.sampler
     if not isinstance(sampler, EpochSampler):
         raise TypeError(f"loader is not shuffled by an EpochSampler ({type(sampler).__name__})")
-    count, batch_size = len(sampler.indices), loader.batch_size
-    length = count // batch_size if loader.drop_last else math.ceil(count / batch_size)
+    length = sampler.batches_per_pass(loader.batch_size, loader.drop_last)
     if length == 0:
-        raise DataError(f"batch size {batch_size} exceeds the {count} images of a split "
-                        "with drop_last set")
+        raise DataError(f"batch size {loader.batch_size} exceeds the {len(sampler.indices)} "
+                        "images of a split with drop_last set")
     return length
-
-
-def _loader(dataset: Any, sampler: Any, batch_size: int, cfg: ImageData, seed: int) -> DataLoader:
-    # A loader's own generator: DataLoader otherwise draws its worker base seed from torch's
-    # global RNG whenever an iterator starts, which would shift the augmentation stream on resume.
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                      drop_last=cfg.drop_last,
-                      generator=torch.Generator().manual_seed(derive_seed(seed, "workers")))
 
 
 class ImageSearchTask(SearchTask):
@@ -79,34 +76,39 @@ class ImageSearchTask(SearchTask):
 
     domain = "image"
 
-    def __init__(self, cfg: ImageData, plan: BatchPlan, seed: int, device: torch.device) -> None:
-        weights_loader, arch_loader, info = search_loaders(cfg, seed)
+    def __init__(self, cfg: ImageData, plan: BatchPlan, seed: int, device: torch.device,
+                 shard: Shard | None = None) -> None:
+        self.shard = shard or Shard()
+        weights_loader, arch_loader, info = search_loaders(cfg, seed, shard=self.shard)
         self.cfg = cfg
         self.info = info
         self.device = device
         dataset = weights_loader.dataset
+        if isinstance(dataset, SeededItems):
+            dataset = dataset.dataset
         train_indices = weights_loader.sampler.indices
         val_indices = arch_loader.sampler.indices
-        batch = weights_loader.batch_size
+        batch = cfg.batch_size  # the global batch (each loader reads this process's share)
         if not plan.union:
             train_loader = weights_loader
             val_loader = arch_loader if plan.arch_stream else None
         else:
             union = train_indices + val_indices
             union_seed = derive_seed(seed, "search-union")
-            train_loader = _loader(dataset, EpochSampler(union, derive_seed(union_seed, "w")),
-                                   batch, cfg, union_seed)
+            workers = derive_seed(union_seed, "workers")
+            train_loader = shuffled_loader(dataset, union, derive_seed(union_seed, "w"), batch,
+                                           cfg, workers, self.shard)
             val_loader = None
             if plan.arch_stream:
-                sampler = EpochSampler(union, derive_seed(union_seed, "alpha"))
-                val_loader = _loader(dataset, sampler, batch, cfg, union_seed)
+                val_loader = shuffled_loader(dataset, union, derive_seed(union_seed, "alpha"),
+                                             batch, cfg, workers, self.shard)
         self._steps = full_length(train_loader)
         self.train_stream = _Stream(train_loader, self._steps)
         self.val_stream = None if val_loader is None else _Stream(val_loader, self._steps)
         # DARTS' infer() reads the architecture split, with the training transform.
         self.eval_loader = DataLoader(
-            Subset(dataset, list(val_indices)), batch_size=batch, shuffle=False,
-            num_workers=cfg.num_workers,
+            evaluation_subset(dataset, val_indices, self.shard, derive_seed(seed, "eval")),
+            batch_size=weights_loader.batch_size, shuffle=False, num_workers=cfg.num_workers,
             generator=torch.Generator().manual_seed(derive_seed(seed, "eval")),
         )
 
@@ -142,18 +144,20 @@ class ImageSearchTask(SearchTask):
         accuracy = (logits.argmax(dim=1) == labels).float().mean()
         return LossOutput(loss, {"loss": loss.item(), "acc": accuracy.item()}, len(labels))
 
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, max_batches: int | None = None) -> dict[str, float]:
         meter = Meter()
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                for batch in self.eval_loader:
+                for index, batch in enumerate(self.eval_loader):
+                    if max_batches is not None and index == max_batches:
+                        break
                     out = self.loss_and_metrics(model, self._to_device(batch))
                     meter.update(out.metrics, out.weight)
         finally:
             model.train(was_training)
-        return meter.means()
+        return self.shard.reduce_meter(meter).means()
 
     def describe(self) -> str:
         info = self.info

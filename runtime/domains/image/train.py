@@ -7,6 +7,8 @@ part of the training images ``train_portion`` holds out; the selection protocol'
 spacec select), which chooses the best epoch; without one (``train_portion`` 1, DARTS' own
 setting) the last epoch is kept. The test set is evaluated once, at the end, with the weights
 kept: it is reported, never used to choose (DARTS' train.py evaluates it every epoch).
+On several processes (a `Shard`) each reads its share of every batch and its part of the
+evaluation splits; the reported figures are added up over all of them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from spacec.runtime.domains.image.data import (
     training_loaders,
 )
 from spacec.runtime.nn.flops import multiply_adds
+from spacec.runtime.run.distributed import Shard
 from spacec.runtime.run.meter import Meter
 
 log = logging.getLogger(__name__)
@@ -45,14 +48,16 @@ class ImageTrainTask(TrainTask):
     """Image classification with cross-entropy and DARTS' auxiliary head."""
 
     domain = "image"
+    forward_methods = ("forward_with_auxiliary",)
 
     def __init__(self, cfg: ImageData, optim: Any, split: str, seed: int,
-                 device: torch.device) -> None:
+                 device: torch.device, shard: Shard | None = None) -> None:
         self.cfg = cfg
         self.optim = optim
         self.split = split
         self.device = device
-        loaders = training_loaders(cfg, seed)
+        self.shard = shard or Shard()
+        loaders = training_loaders(cfg, seed, shard=self.shard)
         self.train_loader, self.info = loaders.train, loaders.info
         self.eval_loader, self.test_loader = loaders.val, loaders.test
         self.auxiliary_weight = optim.auxiliary_weight
@@ -77,7 +82,9 @@ class ImageTrainTask(TrainTask):
         check_against_space(self.info, compiled, self.cfg)
 
     def steps_in_epoch(self, epoch: int) -> int:
-        return len(self.train_loader)
+        # A whole pass: len(loader) would count only what a resumed epoch has left.
+        loader = self.train_loader
+        return loader.sampler.batches_per_pass(loader.batch_size, loader.drop_last)
 
     def batches(self, epoch: int, start_step: int) -> Iterator[StepBatches]:
         start_epoch(self.train_loader, epoch, start_step)
@@ -124,7 +131,7 @@ class ImageTrainTask(TrainTask):
                     meter.update(scores, len(labels))
         finally:
             model.train()
-        return meter.means()
+        return self.shard.reduce_meter(meter).means()
 
     def describe(self) -> str:
         info = self.info

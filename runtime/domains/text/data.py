@@ -46,6 +46,13 @@ reference's rnn/architect.py are deliberately not reproduced: its unrolled model
 unrolled model keeps the OLD tied embedding; it adds weight decay to v; and it perturbs the
 unrolled weights w' instead of w for the finite difference.
 
+Several processes (a `Shard` of N > 1, spacec.runtime.run.distributed): ``batch_size`` is the
+global number of columns; each process reads its contiguous 1/N of the columns of every split it
+trains on (`training_columns`), so a step reads the same text whatever N is. Evaluation splits are
+cut the same way when N divides their columns, their sums then added up; otherwise every process
+evaluates every column (`evaluation_columns`). A checkpoint holds the state of every column
+(`global_hidden`), so that a run resumes on any number of processes.
+
 Evaluation training (spacec.runtime.train.loop with this task): NT-ASGD (Merity et al. 2018, Sect. 3):
 SGD until the validation loss has not improved on the best of all but the last ``nonmono``
 evaluations, then `torch.optim.ASGD` with t0=0, lambd=0 (`NonMonotoneSwitch`,
@@ -81,6 +88,7 @@ from spacec.runtime.domains.text.corpus import (
 )
 from spacec.runtime.errors import DataError
 from spacec.runtime.nn.recurrent import repackage_hidden
+from spacec.runtime.run.distributed import Shard
 
 log = logging.getLogger(__name__)
 
@@ -300,8 +308,41 @@ def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < _MAX_LOG_PERPLEXITY else math.inf
 
 
-def evaluate_nll(model: nn.Module, source: Tensor, bptt: int) -> float:
-    """Mean NLL per predicted token over a batchified split, in eval mode, carrying the state."""
+def training_columns(source: Tensor, shard: Shard, what: str) -> Tensor:
+    """This process's columns of a batchified split it trains on (all of them for one process)."""
+    shard.per_rank(source.size(1), what)
+    return shard.columns(source)
+
+
+def evaluation_columns(source: Tensor, shard: Shard) -> tuple[Tensor, Shard | None]:
+    """This process's columns of a batchified evaluation split and the shard its sums are added
+    over; every column (and nothing to add) when the processes do not divide them."""
+    if not shard.distributed or source.size(1) % shard.world:
+        return source, None
+    return shard.columns(source), shard
+
+
+def global_hidden(hidden: list[Tensor] | None, shard: Shard) -> list[Tensor] | None:
+    """A stream's state of every column, from this process's (a collective), on the CPU."""
+    if hidden is None:
+        return None
+    return hidden_state([shard.gather_columns(h) for h in hidden])
+
+
+def local_hidden(hidden: list[Tensor] | None, shard: Shard, device: torch.device
+                 ) -> list[Tensor] | None:
+    """This process's columns of a checkpoint's `global_hidden`, on `device`."""
+    if hidden is None:
+        return None
+    return [shard.columns(h).to(device) for h in hidden]
+
+
+def evaluate_nll(model: nn.Module, source: Tensor, bptt: int, shard: Shard | None = None) -> float:
+    """Mean NLL per predicted token over a batchified split, in eval mode, carrying the state.
+
+    With `shard` (`evaluation_columns`), `source` is this process's columns and the mean is
+    taken over every process's.
+    """
     was_training = model.training
     model.eval()
     total, tokens = 0.0, 0
@@ -315,6 +356,8 @@ def evaluate_nll(model: nn.Module, source: Tensor, bptt: int) -> float:
                 tokens += targets.numel()
     finally:
         model.train(was_training)
+    if shard is not None:
+        total, tokens = shard.sum([total, tokens])
     return total / tokens
 
 

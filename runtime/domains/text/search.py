@@ -19,15 +19,19 @@ from spacec.runtime.domains.text.data import (
     corpus_label,
     epoch_steps,
     evaluate_nll,
+    evaluation_columns,
     following_starts,
-    hidden_state,
+    global_hidden,
+    local_hidden,
     open_corpus,
     scores,
     segment_loss,
     text_batch,
+    training_columns,
     training_loss,
     with_perplexity,
 )
+from spacec.runtime.run.distributed import Shard
 
 
 class LanguageSearchTask(SearchTask):
@@ -36,16 +40,19 @@ class LanguageSearchTask(SearchTask):
     Streams by the strategy's `BatchPlan`: w batches from train and α batches from valid
     (bilevel); or both from train followed by valid, the α stream starting half way through that
     text (coordinate descent); or one stream of train followed by valid (joint). The
-    end-of-epoch evaluation reads valid at ``eval_batch_size``.
+    end-of-epoch evaluation reads valid at ``eval_batch_size``. On several processes each reads
+    its share of the columns (spacec.runtime.domains.text.data).
     """
 
     domain = TASK
 
-    def __init__(self, cfg: LanguageData, plan: BatchPlan, seed: int, device: torch.device) -> None:
+    def __init__(self, cfg: LanguageData, plan: BatchPlan, seed: int, device: torch.device,
+                 shard: Shard | None = None) -> None:
         corpus = open_corpus(cfg)
         self.cfg = cfg
         self.seed = seed
         self.device = device
+        self.shard = shard = shard or Shard()
         self.vocabulary_size = len(corpus.vocabulary)
         self.corpus_tokens = (corpus.train.numel(), corpus.valid.numel())
         batch = cfg.batch_size
@@ -57,9 +64,13 @@ class LanguageSearchTask(SearchTask):
             arch_text = None
             if plan.arch_stream:
                 arch_text = torch.roll(weights_text, -(weights_text.numel() // 2))
-        self.weights_source = batchify(weights_text, batch).to(device)
-        self.arch_source = None if arch_text is None else batchify(arch_text, batch).to(device)
-        self.eval_source = batchify(corpus.valid, cfg.eval_batch_size).to(device)
+        what = "data.batch_size"
+        self.weights_source = training_columns(batchify(weights_text, batch), shard, what).to(device)
+        self.arch_source = (None if arch_text is None else
+                            training_columns(batchify(arch_text, batch), shard, what).to(device))
+        eval_source, self.eval_shard = evaluation_columns(
+            batchify(corpus.valid, cfg.eval_batch_size), shard)
+        self.eval_source = eval_source.to(device)
         self.train_carry = HiddenCarry()
         self.arch_carry = HiddenCarry()
         self._init_hidden: InitHidden | None = None
@@ -115,8 +126,11 @@ class LanguageSearchTask(SearchTask):
     def train_loss(self, model: nn.Module, batch: TextBatch) -> LossOutput:
         return training_loss(model, batch, self.cfg)
 
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        return scores(evaluate_nll(model, self.eval_source, self.cfg.bptt))
+    def evaluate(self, model: nn.Module, max_batches: int | None = None) -> dict[str, float]:
+        source = self.eval_source
+        if max_batches is not None:  # the first segments of bptt steps
+            source = source[: max_batches * self.cfg.bptt + 1]
+        return scores(evaluate_nll(model, source, self.cfg.bptt, self.eval_shard))
 
     def epoch_metrics(self, means: Mapping[str, float]) -> dict[str, float]:
         return with_perplexity(means)
@@ -128,13 +142,13 @@ class LanguageSearchTask(SearchTask):
                 f"{self.steps_in_epoch(0)} steps in epoch 1")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"train_hidden": hidden_state(self.train_carry.hidden),
-                "arch_hidden": hidden_state(self.arch_carry.hidden)}
+        """The streams' states of every column (on several processes, a collective)."""
+        return {"train_hidden": global_hidden(self.train_carry.hidden, self.shard),
+                "arch_hidden": global_hidden(self.arch_carry.hidden, self.shard)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         unknown = set(state) - {"train_hidden", "arch_hidden"}
         if unknown:
             raise ValueError(f"unknown task state {sorted(unknown)}")
         for carry, key in ((self.train_carry, "train_hidden"), (self.arch_carry, "arch_hidden")):
-            hidden = state.get(key)
-            carry.hidden = None if hidden is None else [h.to(self.device) for h in hidden]
+            carry.hidden = local_hidden(state.get(key), self.shard, self.device)

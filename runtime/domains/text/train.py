@@ -26,13 +26,17 @@ from spacec.runtime.domains.text.data import (
     corpus_label,
     epoch_steps,
     evaluate_nll,
-    hidden_state,
+    evaluation_columns,
+    global_hidden,
+    local_hidden,
     open_corpus,
     scores,
     text_batch,
+    training_columns,
     training_loss,
     with_perplexity,
 )
+from spacec.runtime.run.distributed import Shard
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +47,26 @@ IMAGE_ONLY = ("auxiliary_weight", "drop_path_prob", "label_smoothing")
 @dataclass(frozen=True)
 class TrainingText:
     """A corpus laid out for evaluation training (rnn/train.py): train at ``batch_size``,
-    valid at ``eval_batch_size``, test at ``test_batch_size``."""
+    valid at ``eval_batch_size``, test at ``test_batch_size``; on several processes, this
+    process's columns of each, and the shards the evaluation splits' sums are added over."""
 
     label: str
     vocabulary_size: int
     train: Tensor  # [rows, batch_size]
     valid: Tensor  # [rows, eval_batch_size]
     test: Tensor  # [rows, test_batch_size]
+    valid_shard: Shard | None = None
+    test_shard: Shard | None = None
 
     @classmethod
-    def from_corpus(cls, corpus: Corpus, cfg: LanguageData, device: torch.device) -> TrainingText:
-        return cls(corpus_label(cfg), len(corpus.vocabulary),
-                   batchify(corpus.train, cfg.batch_size).to(device),
-                   batchify(corpus.valid, cfg.eval_batch_size).to(device),
-                   batchify(corpus.test, cfg.test_batch_size).to(device))
+    def from_corpus(cls, corpus: Corpus, cfg: LanguageData, device: torch.device,
+                    shard: Shard | None = None) -> TrainingText:
+        shard = shard or Shard()
+        train = training_columns(batchify(corpus.train, cfg.batch_size), shard, "data.batch_size")
+        valid, valid_shard = evaluation_columns(batchify(corpus.valid, cfg.eval_batch_size), shard)
+        test, test_shard = evaluation_columns(batchify(corpus.test, cfg.test_batch_size), shard)
+        return cls(corpus_label(cfg), len(corpus.vocabulary), train.to(device), valid.to(device),
+                   test.to(device), valid_shard, test_shard)
 
 
 class LanguageTrainTask(TrainTask):
@@ -66,11 +76,12 @@ class LanguageTrainTask(TrainTask):
     split = "val"  # the corpus's valid.txt every epoch; test.txt once, at the end
 
     def __init__(self, cfg: LanguageData, optim: Any, split: str, seed: int,
-                 device: torch.device) -> None:
+                 device: torch.device, shard: Shard | None = None) -> None:
         self.cfg = cfg
         self.seed = seed
+        self.shard = shard or Shard()
         corpus = open_corpus(cfg)
-        self.text = TrainingText.from_corpus(corpus, cfg, device)
+        self.text = TrainingText.from_corpus(corpus, cfg, device, self.shard)
         self.carry = HiddenCarry()
         self._steps: dict[int, tuple[BpttStep, ...]] = {}
         self._init_hidden = None
@@ -111,11 +122,11 @@ class LanguageTrainTask(TrainTask):
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Validation loss and perplexity."""
-        return scores(evaluate_nll(model, self.text.valid, self.cfg.bptt))
+        return scores(evaluate_nll(model, self.text.valid, self.cfg.bptt, self.text.valid_shard))
 
     def final_scores(self, model: nn.Module) -> dict[str, float]:
         """Test loss and perplexity."""
-        return scores(evaluate_nll(model, self.text.test, self.cfg.bptt))
+        return scores(evaluate_nll(model, self.text.test, self.cfg.bptt, self.text.test_shard))
 
     def epoch_metrics(self, means: Mapping[str, float]) -> dict[str, float]:
         return with_perplexity(means)
@@ -130,12 +141,11 @@ class LanguageTrainTask(TrainTask):
         return {"data": self.text.label}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"hidden": hidden_state(self.carry.hidden)}
+        """The state of every column (on several processes, a collective)."""
+        return {"hidden": global_hidden(self.carry.hidden, self.shard)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        hidden = state["hidden"]
-        device = self.text.train.device
-        self.carry.hidden = None if hidden is None else [h.to(device) for h in hidden]
+        self.carry.hidden = local_hidden(state["hidden"], self.shard, self.text.train.device)
 
 
 def report_lines(report: Mapping[str, Any]) -> list[str]:
