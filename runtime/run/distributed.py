@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import inspect
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -102,8 +103,10 @@ def init(env: ProcessEnv, device: torch.device, timeout_s: float = DEFAULT_TIMEO
                               f"{dist.get_world_size()}, not {env.rank} of {env.world_size}")
         return
     options: dict[str, Any] = {}
-    if device.type == "cuda":
-        options["device_id"] = device  # NCCL binds its communicator to the process's device
+    # NCCL binds its communicator to the process's device (torch >= 2.3 takes device_id).
+    if device.type == "cuda" and "device_id" in inspect.signature(
+            dist.init_process_group).parameters:
+        options["device_id"] = device
     dist.init_process_group(backend_for(device), rank=env.rank, world_size=env.world_size,
                             timeout=timedelta(seconds=timeout_s), **options)
     atexit.register(shutdown)
