@@ -13,6 +13,17 @@ over ``--steps`` steps after ``--warmup`` warm-ups, on random word ids (no data 
 hidden state carried from step to step as in training. Every (device, kind) runs in its own
 subprocess so peak memory is that configuration's.
 
+The search kinds are measured against an in-run baseline: the same supernet, weights and step,
+with the reference's node mix (rnn/model_search.py `DARTSCellSearch.cell`: for every candidate,
+states + c * (act(h) - states) over all sources, weighted and summed, recorded op by op:
+`recurrent.mix_edges_reference`) in place of the fused one (`recurrent.mix_edges`). Both models
+live in one process and their steps alternate (baseline, spacec, baseline, ...), so load on a
+shared machine hits both alike; ``ratio`` is the baseline's median time over spacec's, by wall
+clock and by process CPU time. The baseline uses spacec's architect, whose first-order α step
+asks autograd for ∇α alone; the reference's calls ``loss.backward()`` and also computes every
+weight gradient, so against the reference code itself the first-order ratio would be higher.
+Peak memory of a search kind is the two models' together. ``--no-baseline`` skips it.
+
 The default run is short (a few steps at reduced batch) because the machine it was written on is
 shared by other jobs and its timings are noisy; for figures worth comparing, use more steps, the
 paper's batch (``--batch 256`` search, ``--train-batch 64``) and an otherwise idle machine:
@@ -25,12 +36,15 @@ paper's batch (``--batch 256`` search, ``--train-batch 64``) and an otherwise id
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
-from timing import peak_memory, run_in_subprocess, step_seconds
+from timing import peak_memory, run_in_subprocess
 
 KINDS = ("search1", "search2", "train")
 # DARTS rnn/train_search.py and rnn/train.py: SGD lr 20 (scaled by seq_len / bptt, here 1),
@@ -51,7 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bptt", type=int, default=BPTT)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="search kinds: do not time the reference-layout baseline")
     parser.add_argument("--devices", nargs="+", default=None,
                         help="default: cpu, and cuda when available")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -62,7 +78,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------- one measurement (subprocess)
 
 
-def build_step(job: dict, device):
+def reference_layout():
+    """The softmax relaxation with the reference's op-by-op node mix (the in-run baseline)."""
+    from spacec.runtime.nn import recurrent
+    from spacec.runtime.relax.softmax import Softmax
+
+    class ReferenceLayout(Softmax):
+        def mix_node(self, states, c, h, weights, columns):
+            return recurrent.mix_edges_reference(states, c, h, weights, columns)
+
+    return ReferenceLayout()
+
+
+def build_step(job: dict, device, relaxation=None):
     """The model and a closure doing one step of `job['kind']` on fresh random segments."""
     import torch
 
@@ -79,12 +107,13 @@ def build_step(job: dict, device):
     cfg = LanguageData()  # the search's dropouts, AR 0 and TAR 1e-3
     size, ntoken, bptt = job["size"], job["ntoken"], job["bptt"]
     space = spacec.load("darts_rnn", ntoken=ntoken, ninp=size, nhid=size)
+    torch.manual_seed(0)  # the same initial weights for spacec and the baseline
     if job["kind"] == "train":
         model = space.discrete_network("DARTS", **cfg.dropouts()).to(device)
         optimizer = torch.optim.SGD(model.parameters(), lr=LR, weight_decay=TRAIN_WDECAY)
         params, architect = list(model.parameters()), None
     else:
-        model = space.supernet(**cfg.dropouts()).to(device)
+        model = space.supernet(relaxation=relaxation, **cfg.dropouts()).to(device)
         optimizer = torch.optim.SGD(model.weights(), lr=LR, weight_decay=SEARCH_WDECAY)
         arch_cfg = ArchConfig(order=2 if job["kind"] == "search2" else 1, lr=3e-3,
                               betas=(0.9, 0.999), unrolled_clip=CLIP)
@@ -110,24 +139,50 @@ def build_step(job: dict, device):
     return model, step
 
 
+def timed(step, device) -> tuple[float, float]:
+    """Wall and process CPU seconds of one call of `step` (CUDA work waited for)."""
+    import torch
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def measure(job: dict) -> dict:
-    """Run one configuration in this process and return its figures."""
+    """Run one configuration in this process (with its baseline, interleaved) and return it."""
     import torch
 
     torch.set_num_threads(job["threads"])
-    torch.manual_seed(0)
     device = torch.device(job["device"])
-    model, step = build_step(job, device)
-    model.train()
-
-
-    times = step_seconds(step, job["warmup"], job["steps"], device)
-    median = statistics.median(times)
-    result = {**job, "median_s": median, "min_s": min(times),
-              "tokens_per_s": job["batch"] * job["bptt"] / median,
-              "weights": sum(p.numel() for n, p in model.named_parameters()
-                             if not n.startswith("alphas.")),
-              **peak_memory(device)}
+    runs = {"spacec": build_step(job, device)}
+    if job["baseline"] and job["kind"] != "train":
+        runs = {"baseline": build_step(job, device, reference_layout()), **runs}
+    load_before = os.getloadavg()
+    for model, step in runs.values():
+        model.train()
+        for _ in range(job["warmup"]):
+            timed(step, device)
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    for _ in range(job["steps"]):
+        for name, (_, step) in runs.items():  # A B A B ...
+            times[name].append(timed(step, device))
+    model = runs["spacec"][0]
+    tokens = job["batch"] * job["bptt"]
+    result = {**job, "weights": sum(p.numel() for n, p in model.named_parameters()
+                                    if not n.startswith("arch.")),
+              "load_before": load_before, "load_after": os.getloadavg(), **peak_memory(device)}
+    for name, found in times.items():
+        wall = statistics.median(w for w, _ in found)
+        cpu = statistics.median(c for _, c in found)
+        prefix = "" if name == "spacec" else "baseline_"
+        result.update({f"{prefix}median_s": wall, f"{prefix}min_s": min(w for w, _ in found),
+                       f"{prefix}cpu_median_s": cpu, f"{prefix}tokens_per_s": tokens / wall,
+                       f"{prefix}times": found})
+    if "baseline" in times:
+        result["ratio"] = result["baseline_median_s"] / result["median_s"]
+        result["cpu_ratio"] = result["baseline_cpu_median_s"] / result["cpu_median_s"]
     return result
 
 
@@ -136,13 +191,17 @@ def measure(job: dict) -> dict:
 
 def table(results: list[dict]) -> str:
     header = (f"{'device':<7}{'kind':<9}{'size':>5}{'batch':>6}{'weights':>12}{'median s':>10}"
-              f"{'tokens/s':>10}{'RSS GiB':>9}{'CUDA GiB':>10}")
+              f"{'tokens/s':>10}{'base tok/s':>11}{'ratio':>7}{'cpu ratio':>10}{'RSS GiB':>9}"
+              f"{'CUDA GiB':>10}")
     lines = [header, "-" * len(header)]
     for r in results:
         cuda = f"{r['cuda_max_allocated_gib']:.2f}" if "cuda_max_allocated_gib" in r else "-"
+        base = f"{r['baseline_tokens_per_s']:.0f}" if "ratio" in r else "-"
+        ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
+        cpu_ratio = f"{r['cpu_ratio']:.2f}" if "ratio" in r else "-"
         lines.append(f"{r['device']:<7}{r['kind']:<9}{r['size']:>5}{r['batch']:>6}"
                      f"{r['weights']:>12,}{r['median_s']:>10.3f}{r['tokens_per_s']:>10.0f}"
-                     f"{r['peak_rss_gib']:>9.2f}{cuda:>10}")
+                     f"{base:>11}{ratio:>7}{cpu_ratio:>10}{r['peak_rss_gib']:>9.2f}{cuda:>10}")
     return "\n".join(lines)
 
 
@@ -154,7 +213,8 @@ def default_devices() -> list[str]:
 
 def jobs(args: argparse.Namespace, device: str) -> list[dict]:
     common = {"device": device, "ntoken": args.ntoken, "bptt": args.bptt,
-              "threads": args.threads, "warmup": args.warmup, "steps": args.steps}
+              "threads": args.threads, "warmup": args.warmup, "steps": args.steps,
+              "baseline": args.baseline}
     found = []
     for kind in args.kinds:
         train = kind == "train"
@@ -175,8 +235,12 @@ def main(argv: list[str] | None = None) -> None:
             results.append(run_in_subprocess(__file__, job))
             print(f"measured {device} {job['kind']}: {results[-1]['tokens_per_s']:.0f} tokens/s",
                   file=sys.stderr, flush=True)
+    loads = [load for r in results for load in (r["load_before"], r["load_after"])]
     print(f"darts_rnn, {args.ntoken} words, bptt {args.bptt}, {args.threads} CPU threads, median "
-          f"of {args.steps} steps after {args.warmup} warm-up(s); tokens = the w batch's words")
+          f"of {args.steps} steps after {args.warmup} warm-up(s); tokens = the w batch's words; "
+          f"{datetime.datetime.now().isoformat(timespec='seconds')}, load average (1 min) "
+          f"{min(load[0] for load in loads):.2f}-{max(load[0] for load in loads):.2f} on "
+          f"{os.cpu_count()} CPUs; ratio = baseline (reference node mix) time / spacec time")
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

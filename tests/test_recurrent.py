@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+import spacec
 from spacec.runtime.nn.recurrent import (
+    ACTIVATION_SLOPES,
     ACTIVATIONS,
     INITRANGE,
     HighwayInit,
@@ -24,8 +26,10 @@ from spacec.runtime.nn.recurrent import (
     embedded_dropout,
     highway_edge,
     mix_edges,
+    mix_edges_reference,
     repackage_hidden,
 )
+from spacec.runtime.relax.softmax import Softmax
 
 # rnn/genotypes.py
 PRIMITIVES = ("none", "tanh", "relu", "sigmoid", "identity")
@@ -46,8 +50,10 @@ NO_DROPOUT = {"dropout": 0.0, "dropouth": 0.0, "dropoutx": 0.0, "dropouti": 0.0,
 class TinySupernet(RecurrentLM):
     """What the compiler generates for a dense search cell of `steps` nodes."""
 
-    def __init__(self, ntoken: int, ninp: int, nhid: int, steps: int = 3, **kwargs) -> None:
+    def __init__(self, ntoken: int, ninp: int, nhid: int, steps: int = 3, mix=mix_edges,
+                 **kwargs) -> None:
         super().__init__(ntoken, ninp, nhid, **kwargs)
+        self.mix = mix
         self.init_node = HighwayInit(ninp, nhid)
         self.node_maps = nn.ModuleList(SharedHighway(nhid) for _ in range(steps))
         self.norm = NodeNorm(nhid)  # one for s0 and all nodes, as the reference's `self.bn`
@@ -67,7 +73,7 @@ class TinySupernet(RecurrentLM):
         for node, node_map in enumerate(self.node_maps):
             c, h = node_map(states, h_mask)
             rows = probs[offset : offset + node + 1]
-            s = self.norm(mix_edges(states, c, h, rows, COLUMNS))
+            s = self.norm(self.mix(states, c, h, rows, COLUMNS))
             states = torch.cat([states, s.unsqueeze(0)])
             offset += node + 1
         return states[1:].mean(dim=0)
@@ -190,10 +196,73 @@ def test_mix_edges_equals_an_explicit_double_loop():
     assert torch.equal(mix_edges(states, c, h, weights, ()), torch.zeros(batch, nhid))
 
 
-def test_mix_edges_rejects_mismatched_weight_rows():
+@pytest.mark.parametrize("mix", [mix_edges, mix_edges_reference])
+def test_mix_edges_rejects_mismatched_weight_rows(mix):
     states = torch.zeros(2, 3, 4)
     with pytest.raises(ValueError, match="3 rows of weights for 2 source states"):
-        mix_edges(states, states, states, torch.zeros(3, 5), COLUMNS)
+        mix(states, states, states, torch.zeros(3, 5), COLUMNS)
+
+
+def mix_inputs(n: int, dtype=torch.float64, seed: int = 5) -> list[torch.Tensor]:
+    """states, c (a gate in (0, 1)), h, and weights rows (softmax) of a node with n sources."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (n, 3, 4)
+    states = torch.randn(shape, generator=generator, dtype=dtype)
+    c = torch.rand(shape, generator=generator, dtype=dtype)
+    h = torch.randn(shape, generator=generator, dtype=dtype)
+    weights = torch.softmax(torch.randn(n, 5, generator=generator, dtype=dtype), dim=-1)
+    return [x.requires_grad_() for x in (states, c, h, weights)]
+
+
+# Every activation, a subset whose columns are not consecutive, and a constant-slope one alone.
+MIX_COLUMNS = [COLUMNS, ((2, "relu"), (4, "identity"), (1, "sigmoid")), ((4, "identity"),)]
+
+
+@pytest.mark.parametrize("columns", MIX_COLUMNS, ids=["all", "subset", "identity"])
+@pytest.mark.parametrize("n", [1, 4])
+def test_fused_mix_equals_the_reference_loop_and_its_gradients(n, columns):
+    inputs = mix_inputs(n)
+    fused = mix_edges(*inputs, columns)
+    plain = mix_edges_reference(*inputs, columns)
+    assert torch.allclose(fused, plain, rtol=1e-12, atol=1e-12)
+    grad = torch.randn(fused.shape, generator=torch.Generator().manual_seed(1), dtype=fused.dtype)
+    for got, want in zip(torch.autograd.grad(fused, inputs, grad),
+                         torch.autograd.grad(plain, inputs, grad), strict=True):
+        assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
+    # The 'none' column (0) and the unlisted ones get exactly zero gradient.
+    d_weights = torch.autograd.grad(mix_edges(*inputs, columns), inputs[3], grad)[0]
+    unlisted = [k for k in range(5) if k not in {column for column, _ in columns}]
+    assert torch.equal(d_weights[:, unlisted], torch.zeros(n, len(unlisted), dtype=fused.dtype))
+
+
+def test_fused_mix_passes_gradcheck():
+    assert torch.autograd.gradcheck(lambda *x: mix_edges(*x, MIX_COLUMNS[1]), mix_inputs(3))
+
+
+def test_fused_mix_computes_only_the_gradients_asked_for():
+    states, c, h, weights = mix_inputs(2)
+    (d_h,) = torch.autograd.grad(mix_edges(states, c.detach(), h, weights.detach(), COLUMNS), h,
+                                 torch.ones(3, 4, dtype=states.dtype))
+    expected = torch.autograd.grad(mix_edges_reference(states, c, h, weights, COLUMNS), h,
+                                   torch.ones(3, 4, dtype=states.dtype))[0]
+    assert torch.allclose(d_h, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_mix_refuses_a_second_derivative():
+    inputs = mix_inputs(2)
+    (d_h,) = torch.autograd.grad(mix_edges(*inputs, COLUMNS).sum(), inputs[2], create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+        d_h.sum().backward()
+
+
+def test_activation_slopes_are_the_autograd_derivatives():
+    assert list(ACTIVATION_SLOPES) == list(ACTIVATIONS)
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.3, 1.7], dtype=torch.float64, requires_grad=True)
+    for name, fn in ACTIVATIONS.items():
+        y = fn(x)
+        (expected,) = torch.autograd.grad(y.sum(), x)
+        slope = torch.as_tensor(ACTIVATION_SLOPES[name](x.detach(), y.detach()), dtype=x.dtype)
+        assert torch.allclose(slope.expand_as(x), expected, rtol=1e-12, atol=1e-12), name
 
 
 def test_node_norm_is_batch_norm_without_affine():
@@ -204,9 +273,12 @@ def test_node_norm_is_batch_norm_without_affine():
     assert torch.allclose(out.mean(0), torch.zeros(7), atol=1e-5)
 
 
-def test_search_cell_matches_the_reference_cell(supernet):
+@pytest.mark.parametrize("mix", [mix_edges_reference, mix_edges])
+def test_search_cell_matches_the_reference_cell(supernet, mix):
     # DARTSCellSearch.cell, transcribed: one loop over PRIMITIVES per node, masked map input.
+    # The plain loop reproduces it bit for bit; the fused mix regroups the sum (float rounding).
     model = supernet
+    model.mix = mix
     x, h_prev = torch.randn(4, 6), torch.randn(4, 6)
     x_mask, h_mask = dropout_mask((4, 6), 0.75), dropout_mask((4, 6), 0.25)
     probs = F.softmax(model.alphas["recurrent"], dim=-1)
@@ -226,7 +298,11 @@ def test_search_cell_matches_the_reference_cell(supernet):
         states = torch.cat([states, bn(s).unsqueeze(0)])
         offset += i + 1
     expected = states[-3:].mean(dim=0)
-    assert torch.equal(model.cell_step(x, h_prev, x_mask, h_mask, probs), expected)
+    got = model.cell_step(x, h_prev, x_mask, h_mask, probs)
+    if mix is mix_edges_reference:
+        assert torch.equal(got, expected)
+    else:
+        assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_derived_cell_matches_the_reference_cell():
@@ -518,3 +594,65 @@ def test_supernet_training_perplexity_falls_on_a_cyclic_corpus():
     history = train(model, data)
     assert history[0] > 4.5
     assert statistics.median(history[-5:]) < 1.5
+
+
+# ---- the fused node mix inside generated supernets -----------------------------------------------
+
+
+class PlainSoftmax(Softmax):
+    """The softmax relaxation with the reference's op-by-op node mix: the plain path."""
+
+    def mix_node(self, states, c, h, weights, columns):
+        return mix_edges_reference(states, c, h, weights, columns)
+
+
+# A second recurrent space: explicit edges (not dense), a single output node, an untied decoder,
+# and ops whose non-zero columns are not consecutive.
+SPARSE_SPACE = """\
+ops r { tanh = activation(fn=tanh)  none = zero  relu = activation(fn=relu)  identity = activation(fn=identity) }
+cell rec {
+    inputs x, h
+    nodes s0, s1, s2, s3
+    fixed (x, h) -> s0 : highway_init(fn=tanh)
+    edge s0 -> s1 : r
+    edge s0, s1 -> s2 : r
+    edge s1, s2 -> s3 : r
+    share highway per node
+    search_norm batch_norm
+    output s3
+    derive topk(k=1, exclude=[none])
+}
+network language_model { tokens 13  embedding 6  hidden 5  step rec  decoder untied }
+"""
+
+
+def loss_and_gradients(model: nn.Module, words: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    model.train()
+    torch.manual_seed(7)  # the same dropout masks in both models
+    log_prob, _ = model(words[:-1], model.init_hidden(words.shape[1]))
+    loss = F.nll_loss(log_prob.view(-1, model.ntoken), words[1:].reshape(-1))
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, [p for _, p in model.named_parameters() if p.requires_grad])
+    return loss.detach(), dict(zip(names, grads, strict=True))
+
+
+@pytest.mark.parametrize("space_text", [None, SPARSE_SPACE], ids=["darts_rnn", "sparse"])
+def test_fused_supernet_equals_the_plain_path(space_text, load_text):
+    space = (load_text(space_text) if space_text
+             else spacec.load("darts_rnn", ntoken=17, ninp=6, nhid=6))
+    torch.manual_seed(0)
+    fused = space.supernet()
+    plain = space.supernet(relaxation=PlainSoftmax())
+    plain.load_state_dict(fused.state_dict())
+    with torch.no_grad():  # α away from uniform, so that every op's weight matters
+        for alpha in fused.arch_parameters().values():
+            alpha.normal_()
+        plain.load_state_dict(fused.state_dict())
+    words = tokens(5, 4, fused.ntoken, seed=2)
+    fused_loss, fused_grads = loss_and_gradients(fused, words)
+    plain_loss, plain_grads = loss_and_gradients(plain, words)
+    assert torch.allclose(fused_loss, plain_loss, rtol=1e-6, atol=0)
+    assert fused_grads.keys() == plain_grads.keys()
+    assert any(name.startswith("arch.") for name in fused_grads)
+    for name, grad in fused_grads.items():
+        assert torch.allclose(grad, plain_grads[name], rtol=1e-4, atol=1e-7), name

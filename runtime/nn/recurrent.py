@@ -40,6 +40,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 # Range of the uniform init of every weight of the cell and of the (tied) embedding:
 # rnn/model.py `INITRANGE` (AWD-LSTM uses 0.1 for the embedding; DARTS uses 0.04 throughout).
@@ -188,6 +189,35 @@ def highway_edge(state: Tensor, c: Tensor, h: Tensor, fn: str) -> Tensor:
     return state + c * (ACTIVATIONS[fn](h) - state)
 
 
+def _check_rows(weights: Tensor, states: Tensor) -> None:
+    if weights.shape[0] != states.shape[0]:
+        raise ValueError(
+            f"mix_edges: {weights.shape[0]} rows of weights for {states.shape[0]} source states"
+        )
+
+
+def mix_edges_reference(
+    states: Tensor,
+    c: Tensor,
+    h: Tensor,
+    weights: Tensor,
+    columns: Sequence[tuple[int, str]],
+) -> Tensor:
+    """`mix_edges` as the reference writes it: one highway per listed op, weighted, summed.
+
+    rnn/model_search.py `DARTSCellSearch.cell`: for every op, states + c * (act(h) - states) over
+    all sources, times the op's weights, summed over the sources. Autograd records every step;
+    this is the plain path `mix_edges` is tested against (and benchmarks/rnn_tokens.py's
+    baseline).
+    """
+    _check_rows(weights, states)
+    mixed = torch.zeros_like(states[0])
+    for column, name in columns:
+        unweighted = states + c * (ACTIVATIONS[name](h) - states)
+        mixed = mixed + torch.sum(weights[:, column, None, None] * unweighted, dim=0)
+    return mixed
+
+
 def mix_edges(
     states: Tensor,
     c: Tensor,
@@ -201,16 +231,107 @@ def mix_edges(
     node's rows of softmax(α). `columns` lists (column of `weights`, activation name) for every
     non-zero op, in the order the reference loops over PRIMITIVES; a 'none' column is simply not
     listed, which is exactly its contribution. Returns [B, nhid].
+
+    The same sum as `mix_edges_reference`, regrouped (`HighwayMix`): with W_i = Σ_op w[i, op]
+    and A_i = Σ_op w[i, op] act(h_i), it is Σ_i W_i s_i + c_i (A_i - W_i s_i), so every
+    activation is computed once per source and the ops' weighting is one batched product; the
+    backward pass is written out instead of recorded op by op. Equal to the reference up to
+    float rounding (tests/test_recurrent.py).
     """
-    if weights.shape[0] != states.shape[0]:
-        raise ValueError(
-            f"mix_edges: {weights.shape[0]} rows of weights for {states.shape[0]} source states"
-        )
-    mixed = torch.zeros_like(states[0])
-    for column, name in columns:
-        unweighted = states + c * (ACTIVATIONS[name](h) - states)
-        mixed = mixed + torch.sum(weights[:, column, None, None] * unweighted, dim=0)
-    return mixed
+    _check_rows(weights, states)
+    if not columns:
+        return torch.zeros_like(states[0])
+    return HighwayMix.apply(states, c, h, weights, tuple(columns))
+
+
+# d act(x) / dx of every activation of ACTIVATIONS, from its input x and output y: a tensor, or a
+# number where it is constant (the fused node mix's backward pass; tests check them by autograd).
+def _tanh_slope(x: Tensor, y: Tensor) -> Tensor | float:
+    return 1.0 - y * y
+
+
+def _relu_slope(x: Tensor, y: Tensor) -> Tensor | float:
+    return (y > 0).to(y.dtype)  # 0 at x = 0, as torch.relu's backward
+
+
+def _sigmoid_slope(x: Tensor, y: Tensor) -> Tensor | float:
+    return y * (1.0 - y)
+
+
+def _identity_slope(x: Tensor, y: Tensor) -> Tensor | float:
+    return 1.0
+
+
+ACTIVATION_SLOPES: Mapping[str, Callable[[Tensor, Tensor], Tensor | float]] = _ActivationTable(
+    {"tanh": _tanh_slope, "relu": _relu_slope, "sigmoid": _sigmoid_slope,
+     "identity": _identity_slope}
+)
+
+
+def _column_index(columns: Sequence[tuple[int, str]]) -> slice | list[int]:
+    """The listed columns as a slice where they are consecutive (a view, not a gather)."""
+    index = [column for column, _ in columns]
+    if index == list(range(index[0], index[0] + len(index))):
+        return slice(index[0], index[0] + len(index))
+    return index
+
+
+class HighwayMix(torch.autograd.Function):
+    """`mix_edges` in one autograd node: forward and backward of the regrouped sum.
+
+    Shapes: n sources, K listed ops, X = B * nhid. Forward keeps the K activations of h in one
+    tensor acts [n, K, X], so that A = w @ acts is one batched product (and the ops' gradient,
+    acts @ (g c), another), and D = A - W s (the gate's gradient). Saved for backward: states,
+    c, acts, D and h (only where an activation's slope needs its input). Once differentiable:
+    the second-order α step differentiates by finite differences, never twice.
+    """
+
+    @staticmethod
+    def forward(ctx, states, c, h, weights, columns):
+        n, K = states.shape[0], len(columns)
+        w = weights[:, _column_index(columns)]  # [n, K]
+        acts = torch.stack([ACTIVATIONS[name](h) for _, name in columns], dim=1)
+        total = w.sum(dim=1)[:, None, None]  # W_i [n, 1, 1]
+        mixed = torch.bmm(w[:, None, :], acts.view(n, K, -1)).view_as(h)  # A
+        gap = mixed.addcmul_(states, total, value=-1.0)  # D = A - W s
+        out = c * gap
+        out.addcmul_(states, total)
+        ctx.columns = columns
+        ctx.weights_shape = weights.shape
+        ctx.save_for_backward(states, c, h, w, acts, gap)
+        return out.sum(dim=0)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        states, c, h, w, acts, gap = ctx.saved_tensors
+        n, K = w.shape
+        needs_states, needs_c, needs_h, needs_weights, _ = ctx.needs_input_grad
+        total = w.sum(dim=1)[:, None, None]
+        gated = grad * c  # g c
+        open_ = grad - gated  # g (1 - c)
+        d_states = open_ * total if needs_states else None
+        d_c = gap * grad if needs_c else None
+        d_h = None
+        if needs_h:
+            slope, constant = None, torch.zeros_like(total)
+            for k, (_, name) in enumerate(ctx.columns):
+                part = ACTIVATION_SLOPES[name](h, acts[:, k])
+                if isinstance(part, Tensor):
+                    term = part * w[:, k, None, None]
+                    slope = term if slope is None else slope.add_(term)
+                else:
+                    constant = constant + part * w[:, k, None, None]
+            slope = constant if slope is None else slope.add_(constant)
+            d_h = gated * slope
+        d_weights = None
+        if needs_weights:
+            # d/dw[i, op] = Σ g (s_i + c_i (act(h_i) - s_i)) = Σ g (1 - c_i) s_i + Σ g c_i act(h_i)
+            kept = torch.bmm(open_.view(n, 1, -1), states.reshape(n, -1, 1)).view(n, 1)
+            applied = torch.bmm(acts.view(n, K, -1), gated.view(n, -1, 1)).view(n, K)
+            d_weights = w.new_zeros(ctx.weights_shape)
+            d_weights[:, _column_index(ctx.columns)] = applied + kept
+        return d_states, d_c, d_h, d_weights, None
 
 
 class NodeNorm(nn.BatchNorm1d):
