@@ -10,8 +10,8 @@
 Configuration is the command line's: ``config`` is a preset ("quick", "paper", ...), a YAML file
 or a dict shaped like one; keyword options are the command line's options (``epochs``,
 ``batch_size``, ``seed``, ``device``, ``data_dir``, ``val_dir``, ``test_dir``, ``image_size``,
-``limit``, ``out``, ``threads``, ``checkpoint_every``; a search's ``order``, ``mode``,
-``method``); ``params`` sets space parameters (``--set``) and ``overrides`` any dotted key
+``limit``, ``out``, ``threads``, ``checkpoint_every``, ``tensorboard``; a search's ``order``,
+``mode``, ``method``); ``params`` sets space parameters (``--set``) and ``overrides`` any dotted key
 (``--cfg``). ``data`` is a dataset's name, or your own torch datasets or DataLoaders (image
 spaces): one dataset (``train_portion`` holds part of it out to validate), ``(train, val)``,
 ``(train, val, test)`` or a dict with those keys.

@@ -45,6 +45,7 @@ OPTION_KEYS = {
     "checkpoint_every": "run.checkpoint_every",
     "threads": "run.threads",
     "sync_bn": "run.sync_bn",
+    "tensorboard": "run.tensorboard",
 }
 SEARCH_ONLY = ("order", "mode", "method")
 

@@ -540,6 +540,61 @@ def test_a_dead_process_stops_the_other_and_the_run_resumes_on_one_process(searc
     assert [r["epoch"] for r in _run_record(run_dir)["metrics"]] == [1, 2]
 
 
+def _nan_checks(rank: int, tmp: Path, report: Callable[[dict], None]) -> dict[str, Any]:
+    """The NaN guard's collectives, then a search whose BatchNorm statistics turn NaN on
+    process 1 alone (after the last forward of epoch 1, so that DDP's broadcast of rank 0's
+    buffers does not overwrite them): both processes must stop at the same point."""
+    from spacec.runtime.errors import TrainingError
+    from spacec.runtime.run.config import RunConfig
+    from spacec.runtime.run.finite import Guard
+    from spacec.runtime.run.session import Session
+    from spacec.runtime.search.loop import Search, start_search
+
+    out: dict[str, Any] = {}
+    guard = Guard(Session.start(RunConfig(device="cpu", threads=1)), "search")
+    try:
+        guard.check_loss(math.nan if rank == 1 else 0.5, "the training loss", "epoch 2 step 1")
+    except TrainingError as error:
+        out["loss"] = str(error)
+    nan_on_1 = torch.tensor([1.0, math.nan if rank == 1 else 2.0])
+    out["inspect"] = guard.inspect({"model": {"w": nan_on_1, "b": torch.ones(2)}},
+                                   {"val_loss": 1.0})
+    out["clean"] = guard.inspect({"model": {"b": torch.ones(2)}}, {"val_loss": 1.0})
+
+    real_step = Search._step
+    calls = {"n": 0}
+
+    def step(self, *args, **kwargs):
+        real_step(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2 and rank == 1:
+            for name, buffer in self.model.named_buffers():
+                if name.endswith("running_var"):
+                    buffer.fill_(math.nan)
+
+    Search._step = step  # this forked process only
+    try:
+        start_search(tiny_search(tmp / "nan"))
+    except TrainingError as error:
+        out["search"] = str(error)
+    return out
+
+
+def test_a_nan_on_one_process_stops_every_process_at_the_same_point(tmp_path):
+    from spacec.runtime.search.loop import CHECKPOINT_KIND
+
+    results = on_two_processes(_nan_checks, tmp_path)
+    for rank in (0, 1):
+        assert "on process 1 of 2" in results[rank]["loss"]
+        assert results[rank]["inspect"] == ["w"] and results[rank]["clean"] == []
+        assert "non-finite values at the end of epoch 1: " in results[rank]["search"]
+        assert "running_var" in results[rank]["search"]
+    (run_dir,) = (tmp_path / "nan").iterdir()
+    state = load_checkpoint(run_dir / "checkpoint.pt", CHECKPOINT_KIND)
+    assert (state["epoch"], state["step"]) == (0, 0)
+    assert "the initial state, before epoch 1" in results[0]["search"]
+
+
 def _train_checks(rank: int, tmp: Path, report: Callable[[dict], None]) -> dict[str, Any]:
     out = tmp / "train"
     result = CliRunner().invoke(main, [

@@ -118,6 +118,9 @@ class RunConfig:
     # collective waits for the other processes (torch.distributed's default, 30 minutes).
     sync_bn: bool = False
     dist_timeout: float = 1800.0
+    # TensorBoard event files beside metrics.jsonl (spacec.runtime.run.events): true, false, or
+    # auto (when the tensorboard package is installed).
+    tensorboard: bool | str = "auto"
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -134,7 +137,21 @@ class RunConfig:
             raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
         if self.dist_timeout <= 0:
             raise ValueError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
+        if not isinstance(self.tensorboard, bool) and self.tensorboard != "auto":
+            raise ValueError(f"tensorboard must be true, false or auto, got {self.tensorboard!r}")
 
+
+
+# Run settings a resumed run may differ in from its checkpoint: the device (--resume --device),
+# and TensorBoard's switch, which changes no result (a checkpoint written before it existed lacks it).
+RESUME_MAY_CHANGE = ("device", "tensorboard")
+
+
+def resume_view(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A configuration dict minus the run settings a resumed run may change (to compare a
+    checkpoint's configuration with the run directory's)."""
+    run = {k: v for k, v in config.get("run", {}).items() if k not in RESUME_MAY_CHANGE}
+    return {**config, "run": run}
 
 
 # ---------------------------------------------------------------- dict <-> dataclasses
@@ -238,6 +255,10 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         options = [a for a in args if a is not type(None)]
         if len(options) == 1:
             return _convert(value, options[0], where)
+        if set(options) == {bool, str}:  # a switch with a named third setting (auto)
+            if not isinstance(value, (bool, str)):
+                raise ConfigError(f"{where}: expected true, false or a name, got {value!r}")
+            return value
         if all(a in (int, float) for a in options):
             return _number(value, where, integer=False)
         raise ConfigError(f"{where}: unsupported annotation {hint}")

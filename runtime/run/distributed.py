@@ -235,6 +235,22 @@ def all_reduce_mean_(tensors: Sequence[Tensor]) -> None:
         tensor.copy_(averaged.view_as(tensor))
 
 
+def any_process(flag: bool) -> bool:
+    """Whether `flag` holds on any process (one small all-reduce; every rank calls it)."""
+    if world_size() == 1:
+        return flag
+    total = torch.tensor([1.0 if flag else 0.0], device=_collective_device())
+    dist.all_reduce(total, op=dist.ReduceOp.MAX)
+    return bool(total.item() > 0)
+
+
+def all_gather_objects(value: Any) -> list[Any]:
+    """Every process's `value` (picklable), in rank order (a collective)."""
+    if world_size() == 1:
+        return [value]
+    return _all_gather_objects(value)
+
+
 def broadcast_(tensors: Sequence[Tensor], src: int = 0) -> None:
     """Overwrite `tensors` with rank `src`'s, in place."""
     if world_size() == 1:

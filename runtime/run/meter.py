@@ -1,14 +1,12 @@
-"""What every loop reports: epoch means of metrics, the NaN guard, progress bars."""
+"""What every loop reports: epoch means of metrics, progress bars (the NaN guard:
+spacec.runtime.run.finite)."""
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Mapping
 
 from tqdm import tqdm
-
-from spacec.runtime.errors import TrainingError
 
 
 class Meter:
@@ -33,16 +31,6 @@ class Meter:
     def load_state_dict(self, state: Mapping[str, Mapping[str, float]]) -> None:
         self.sums = dict(state["sums"])
         self.weights = dict(state["weights"])
-
-
-def check_finite(value: float, what: str, where: str) -> float:
-    """`value`, or TrainingError when it is NaN or infinite."""
-    if not math.isfinite(value):
-        raise TrainingError(
-            f"{what} is {value} at {where}; stopping (the last checkpoint is kept; lower the "
-            "learning rate or resume from it)"
-        )
-    return value
 
 
 def progress_enabled(quiet: bool) -> bool:

@@ -5,7 +5,8 @@ A run directory holds::
     config.yaml             the resolved configuration (read back by --resume)
     space.json              the space as compiled for the run: source, sha256, parameters
     method.json             the search method: its relaxation and how derivation ranks candidates
-    metrics.jsonl           one JSON object per finished epoch
+    metrics.jsonl           one JSON object per finished epoch (strict JSON: a NaN or infinite
+                            figure is null, its key listed under "nonfinite")
     checkpoint.pt           everything needed to continue (spacec.runtime.run.checkpoint)
     alphas/epoch_NNN.json   α after N epochs, {cell type: [[...] per edge]} (searches only)
     genotype.json           the latest derived genotype (searches; the trained one for training)
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import tempfile
@@ -127,13 +129,21 @@ class RunDir:
         return sorted(epochs)
 
     def write_alphas(self, epoch: int, alphas: Mapping[str, Any]) -> None:
-        atomic_write_text(self.alphas_path(epoch), json.dumps(dict(alphas)) + "\n")
+        atomic_write_text(self.alphas_path(epoch), strict_json(dict(alphas)) + "\n")
 
     def write_json(self, path: Path, data: Any) -> None:
-        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+        atomic_write_text(path, strict_json(data, indent=2) + "\n")
 
     def append_metrics(self, record: Mapping[str, Any]) -> None:
-        append_text(self.metrics_path, json.dumps(dict(record)) + "\n")
+        """One epoch's record; a non-finite figure is written as null and its key added to the
+        record's "nonfinite" list (metrics.jsonl stays strict JSON)."""
+        record = dict(record)
+        nulled = [key for key, value in record.items()
+                  if isinstance(value, float) and not math.isfinite(value)]
+        if nulled:
+            listed = list(record.get("nonfinite") or [])
+            record["nonfinite"] = listed + [key for key in nulled if key not in listed]
+        append_text(self.metrics_path, strict_json(finite_data(record)) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The metrics records; a torn last line (a crash while appending) is dropped."""
@@ -209,7 +219,28 @@ class RunDir:
         kept = [r for r in records if isinstance(r.get("epoch"), int) and r["epoch"] <= epoch]
         if len(kept) != len(records):
             log.info("dropping %d metrics record(s) after epoch %d", len(records) - len(kept), epoch)
-        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+        atomic_write_text(self.metrics_path, "".join(strict_json(r) + "\n" for r in kept))
+
+
+def finite_data(value: Any) -> Any:
+    """`value` (JSON-ready data) with every NaN and infinite float replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: finite_data(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_data(item) for item in value]
+    return value
+
+
+def strict_json(data: Any, indent: int | None = None) -> str:
+    """`data` as strict JSON (RFC 8259 has no NaN or Infinity): non-finite floats become null,
+    with a warning."""
+    try:
+        return json.dumps(data, indent=indent, allow_nan=False)
+    except ValueError:
+        log.warning("non-finite numbers written as null")
+        return json.dumps(finite_data(data), indent=indent, allow_nan=False)
 
 
 def open_run_dir(path: Path) -> RunDir:

@@ -177,6 +177,14 @@ class Session:
             raise error
         return value
 
+    def any_process(self, flag: bool) -> bool:
+        """Whether `flag` holds on any process: every process takes the same decision."""
+        return distributed.any_process(flag) if self.world_size > 1 else flag
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every process's `value`, in rank order (``[value]`` with one process)."""
+        return distributed.all_gather_objects(value) if self.world_size > 1 else [value]
+
     def barrier(self) -> None:
         if self.world_size > 1:
             distributed.barrier()

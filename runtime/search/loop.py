@@ -42,15 +42,12 @@ from spacec.load import CompiledSpace
 from spacec.runtime.domains import SearchTask, StepBatches, domain
 from spacec.runtime.errors import CheckpointError, ConfigError
 from spacec.runtime.run.checkpoint import load_checkpoint, save_checkpoint
+from spacec.runtime.run.config import resume_view
 from spacec.runtime.run.console import EPOCH_RECORD, SCREEN
 from spacec.runtime.run.distributed import stopping_cleanly
-from spacec.runtime.run.meter import (
-    Meter,
-    check_finite,
-    format_metrics,
-    progress_bar,
-    progress_enabled,
-)
+from spacec.runtime.run.events import Events, open_events, tensorboard_enabled
+from spacec.runtime.run.finite import Guard, optimiser_parameter_names, position
+from spacec.runtime.run.meter import Meter, format_metrics, progress_bar, progress_enabled
 from spacec.runtime.run.rng import capture_rng, restore_rng
 from spacec.runtime.run.rundir import RunDir, open_run_dir
 from spacec.runtime.run.schedules import learning_rate
@@ -111,6 +108,8 @@ class Search:
         self.train_meter = Meter()
         self.arch_meter = Meter()
         self.epoch_seconds = 0.0
+        self.guard = Guard(session, "search")  # nothing non-finite is written
+        self.events = Events()  # where epochs go (the run's sinks while `run` runs)
 
     @property
     def device(self) -> torch.device:
@@ -120,6 +119,7 @@ class Search:
     def build(cls, cfg: SearchConfig, session: Session | None = None) -> Search:
         """Compile the space, open the data, build the supernet; nothing is written."""
         session = session or Session.start(cfg.run)
+        tensorboard_enabled(cfg.run.tensorboard)  # asked for and not installed: before anything
         plain = session.compile(cfg.space.name)
         if plain.spec.domain != cfg.task:
             raise ConfigError(
@@ -191,12 +191,25 @@ class Search:
             raise CheckpointError(f"{where}: step {self.step} is outside an epoch of "
                                   f"{steps} steps")
         restore_rng(state["rng"], one_device_per_process=self.session.distributed)
+        self.guard.committed(Path(where).parent, self.epoch, self.step)
 
     def save(self, run_dir: RunDir) -> None:
-        """Checkpoint: every process gathers the state, rank 0 writes it."""
+        """Checkpoint: every process gathers the state, rank 0 writes it, unless something in
+        it is not finite (TrainingError; the checkpoint on disk stays the last good one)."""
         state = self.state_dict()
+        bad = self.guard.inspect(state, optimisers=self.optimiser_names())
+        if bad:
+            raise self.guard.error(bad, f"the checkpoint of {position(self.epoch, self.step)}")
         if self.session.is_main:
             save_checkpoint(run_dir.checkpoint_path, state)
+        self.guard.committed(run_dir.path, self.epoch, self.step)
+
+    def optimiser_names(self) -> dict[str, list[str]]:
+        """The state entries of the optimisers, with their parameters' names (for messages)."""
+        names = {"w_optimizer": optimiser_parameter_names(self.w_optimizer, self.model)}
+        if self.architect is not None:
+            names["architect"] = optimiser_parameter_names(self.architect.optimizer, self.model)
+        return names
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -204,8 +217,14 @@ class Search:
             on_step: Callable[[int], None] | None = None) -> Genotype:
         """Train until the last epoch; `on_step(global_step)` runs after every step."""
         show = progress_enabled(quiet) and self.session.is_main
-        while self.epoch < self.cfg.optim.epochs:
-            self._run_epoch(run_dir, show, on_step)
+        fresh = (self.epoch, self.step) == (0, 0)
+        with open_events(run_dir, self.cfg.run.tensorboard, self.session.is_main,
+                         first_step=0 if fresh else self.epoch + 1) as self.events:
+            if fresh and self.session.is_main:
+                self.events.alphas(0, self.model.arch_values())
+            while self.epoch < self.cfg.optim.epochs:
+                self._run_epoch(run_dir, show, on_step)
+        self.events = Events()
         return self.genotype(final=True)
 
     def genotype(self, final: bool = False) -> Genotype:
@@ -265,7 +284,7 @@ class Search:
         self.w_optimizer.zero_grad(set_to_none=True)
         with self.model.relaxation.weight_step():
             out = self.task.train_loss(self.trainable, batch)
-            check_finite(out.metrics["loss"], "the training loss (w step)", where)
+            self.guard.check_loss(out.metrics["loss"], "the training loss (w step)", where)
             loss = out.loss
             if self.terms.weights is not None:
                 loss = loss + self.terms.weights(self.epoch, self.model.arch_parameters())
@@ -277,30 +296,41 @@ class Search:
 
     def _finish_epoch(self, run_dir: RunDir, lr: float) -> None:
         number = self.epoch + 1
+        where = f"the end of epoch {number}"
+        train = self.task.epoch_metrics(self.session.reduce_meter(self.train_meter).means())
+        arch = self.session.reduce_meter(self.arch_meter).means()
+
+        def record_of(val: Mapping[str, float]) -> dict[str, Any]:
+            return {
+                "epoch": number,
+                "epochs": self.cfg.optim.epochs,
+                "steps": self.task.steps_in_epoch(self.epoch),
+                **{f"train_{k}": v for k, v in train.items()},
+                **{f"val_{k}": v for k, v in val.items()},
+                **{f"arch_{k}": v for k, v in arch.items()},
+                "lr": lr,
+                **({} if self.architect is None
+                   else {"arch_lr": self.architect.optimizer.param_groups[0]["lr"]}),
+                "seconds": round(self.epoch_seconds, 3),
+            }
+
+        # Before anything of the epoch is evaluated or written: everything the checkpoint would
+        # hold, then the epoch's figures. A NaN stop leaves the epoch's record (nulls, and what
+        # was not finite) and nothing else of it; a resumed run drops that record.
+        self.guard.check_epoch(self.state_dict(), record_of({}), where, self.events,
+                               self.optimiser_names())
         evaluated = time.perf_counter()
         self.session.sync_buffers(self.model)  # every process evaluates rank 0's network
         val = self.task.evaluate(self.model)
-        genotype = self.genotype(final=number == self.cfg.optim.epochs)
         self.epoch_seconds += time.perf_counter() - evaluated
-        train = self.task.epoch_metrics(self.session.reduce_meter(self.train_meter).means())
-        arch = self.session.reduce_meter(self.arch_meter).means()
-        record = {
-            "epoch": number,
-            "epochs": self.cfg.optim.epochs,
-            "steps": self.task.steps_in_epoch(self.epoch),
-            **{f"train_{k}": v for k, v in train.items()},
-            **{f"val_{k}": v for k, v in val.items()},
-            **{f"arch_{k}": v for k, v in arch.items()},
-            "lr": lr,
-            **({} if self.architect is None
-               else {"arch_lr": self.architect.optimizer.param_groups[0]["lr"]}),
-            "seconds": round(self.epoch_seconds, 3),
-            "genotype": genotype.to_dict(),
-        }
+        record = record_of(val)
+        self.guard.check_epoch({}, record, where, self.events)
+        genotype = self.genotype(final=number == self.cfg.optim.epochs)
+        record["genotype"] = genotype.to_dict()
         if self.session.is_main:
-            run_dir.write_alphas(number, self.model.arch_values())
+            self.events.alphas(number, self.model.arch_values())
             run_dir.write_json(run_dir.genotype_path, genotype.to_dict())
-            run_dir.append_metrics(record)
+            self.events.epoch(record)
         self.epoch, self.step = number, 0
         self.train_meter, self.arch_meter, self.epoch_seconds = Meter(), Meter(), 0.0
         self.save(run_dir)
@@ -346,7 +376,6 @@ def start_search(cfg: SearchConfig, quiet: bool = True,
             write_config(cfg, run_dir.config_path, header)
             run_dir.write_space_record(search.compiled.spec, search.cfg.space.name)
             run_dir.write_json(run_dir.method_record_path, method_record(search))
-            run_dir.write_alphas(0, search.model.arch_values())
         search.save(run_dir)
         genotype = search.run(run_dir, quiet, on_step)
     return SearchResult(run_dir.path, genotype, search.epoch)
@@ -368,7 +397,7 @@ def resume_search(path: Path, device: str | None = None, quiet: bool = True,
     # Rank 0 reads the checkpoint (it wrote it) and sends it to the others.
     state = session.on_main(lambda: load_checkpoint(run_dir.checkpoint_path, CHECKPOINT_KIND,
                                                     _CHECKPOINT_KEYS))
-    if _without_device(state["config"]) != _without_device(to_dict(cfg)):
+    if resume_view(state["config"]) != resume_view(to_dict(cfg)):
         raise CheckpointError(f"{run_dir.checkpoint_path}: written by a different configuration "
                               f"than {run_dir.config_path}")
     search = Search.build(cfg, session)
@@ -382,9 +411,3 @@ def resume_search(path: Path, device: str | None = None, quiet: bool = True,
             stopping_cleanly(run_dir.path):
         genotype = search.run(run_dir, quiet, on_step)
     return SearchResult(run_dir.path, genotype, search.epoch)
-
-
-def _without_device(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A config dict minus run.device, which a resumed run may change."""
-    run = {k: v for k, v in config.get("run", {}).items() if k != "device"}
-    return {**config, "run": run}

@@ -33,7 +33,6 @@ from torch import Tensor
 from spacec.arch.genotype import Genotype
 from spacec.registry import Registry
 from spacec.runtime.domains.base import BatchPlan, LossOutput, SearchTask, StepBatches
-from spacec.runtime.run.meter import check_finite
 
 if TYPE_CHECKING:  # pragma: no cover
     from spacec.runtime.search.loop import Search
@@ -80,7 +79,7 @@ class Bilevel(Strategy):
     def step(self, search: Search, batches: StepBatches, lr: float, where: str) -> None:
         if search.arch_updates():
             stats = search.architect.step(batches.train, batches.val, lr)
-            check_finite(stats["val_loss"], "the validation loss (α step)", where)
+            search.guard.check_loss(stats["val_loss"], "the validation loss (α step)", where)
             search.arch_meter.update({"val_loss": stats["val_loss"]})
         search.weight_step(batches.train, where)
 
@@ -120,7 +119,7 @@ class Joint(Strategy):
         search.architect.joint_step(batches.train, w_grad_clip=search.cfg.optim.grad_clip,
                                     update_arch=search.arch_updates())
         out = self.recorded.last
-        check_finite(out.metrics["loss"], "the training loss (joint step)", where)
+        search.guard.check_loss(out.metrics["loss"], "the training loss (joint step)", where)
         search.train_meter.update(out.metrics, out.weight)
 
 

@@ -31,7 +31,6 @@ from typing import Any
 from spacec.arch.genotype import Genotype, resolve
 from spacec.arch.methods import describe
 from spacec.arch.sample import sample_genotype
-from spacec.files import atomic_write_text
 from spacec.load import compile_file, locate
 from spacec.runtime.errors import ConfigError
 from spacec.runtime.relax.base import stream_seed
@@ -118,7 +117,7 @@ def select_candidates(candidates: Sequence[Candidate], cfg: TrainConfig, folder:
         "winner": {key: winner[key] for key in ("reference", "run_dir", CRITERION, "genotype")},
         "selection_dir": str(folder.path),
     }
-    atomic_write_text(folder.path / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+    folder.write_json(folder.path / SUMMARY_NAME, summary)  # strict JSON
     folder.write_json(folder.genotype_path, winner["genotype"])
     return summary
 

@@ -15,8 +15,10 @@ A run directory (spacec.runtime.run.rundir) holds ``config.yaml``, ``genotype.js
 ``space.json``, ``metrics.jsonl``, ``checkpoint.pt`` (the last state, everything needed to
 resume), ``best.pt`` (the state after the best epoch: the domain says by which figure) and, at the
 end, ``report.json`` (with the held-back split's figures, where the task has one, computed with
-best.pt's weights). Checkpoints are written atomically; a non-finite loss stops the run with
-`TrainingError` and leaves them as they were.
+best.pt's weights). Checkpoints are written atomically. Nothing non-finite is written
+(spacec.runtime.run.finite): a non-finite loss, or a non-finite value in what an epoch's end or a
+checkpoint would write (weights, BatchNorm buffers, optimiser states, figures), stops the run
+with `TrainingError` and leaves the checkpoints as they were.
 
 On several processes (torchrun; spacec.runtime.run.distributed) every process runs this loop on
 its share of each batch, the training forward through DistributedDataParallel; evaluations add
@@ -44,17 +46,14 @@ from spacec.runtime.domains import StepBatches, TrainTask, domain
 from spacec.runtime.errors import CheckpointError, ConfigError
 from spacec.runtime.nn.flops import count_parameters
 from spacec.runtime.run.checkpoint import load_checkpoint, save_checkpoint
+from spacec.runtime.run.config import resume_view
 from spacec.runtime.run.console import EPOCH_RECORD, SCREEN
 from spacec.runtime.run.distributed import stopping_cleanly
-from spacec.runtime.run.meter import (
-    Meter,
-    check_finite,
-    format_metrics,
-    progress_bar,
-    progress_enabled,
-)
+from spacec.runtime.run.events import Events, open_events, tensorboard_enabled
+from spacec.runtime.run.finite import Guard, optimiser_parameter_names, position
+from spacec.runtime.run.meter import Meter, format_metrics, progress_bar, progress_enabled
 from spacec.runtime.run.rng import capture_rng, restore_rng
-from spacec.runtime.run.rundir import RunDir, open_run_dir
+from spacec.runtime.run.rundir import CHECKPOINT_NAME, RunDir, open_run_dir
 from spacec.runtime.run.schedules import drop_path_prob, learning_rate
 from spacec.runtime.run.session import Session
 from spacec.runtime.train.config import (
@@ -116,6 +115,8 @@ class Trainer:
         self.epoch_seconds = 0.0
         self.wall_seconds = 0.0  # training and evaluation time of every finished epoch
         self.best = Best()
+        self.guard = Guard(session, "train")  # nothing non-finite is written
+        self.events = Events()  # where epochs go (the run's sinks while `run` runs)
 
     @property
     def device(self) -> torch.device:
@@ -133,6 +134,7 @@ class Trainer:
         `split`: the evaluation split of every epoch (the domain's first by default).
         """
         session = session or Session.start(cfg.run)
+        tensorboard_enabled(cfg.run.tensorboard)  # asked for and not installed: before anything
         kind = domain(cfg.task)
         split = split or kind.splits[0]
         if split not in kind.splits:
@@ -206,20 +208,34 @@ class Trainer:
             raise CheckpointError(f"{where}: step {self.step} is outside an epoch of "
                                   f"{steps} steps")
         restore_rng(state["rng"], one_device_per_process=self.session.distributed)
+        self.guard.committed(Path(where).parent, self.epoch, self.step)
 
     def save(self, path: Path) -> None:
-        """Checkpoint: every process gathers the state, rank 0 writes it."""
+        """Checkpoint: every process gathers the state, rank 0 writes it, unless something in
+        it is not finite (TrainingError; the files on disk stay the last good ones)."""
         state = self.state_dict()
+        bad = self.guard.inspect(state, optimisers=self.optimiser_names())
+        if bad:
+            raise self.guard.error(bad, f"the checkpoint of {position(self.epoch, self.step)}")
         if self.session.is_main:
             save_checkpoint(path, state)
+        if Path(path).name == CHECKPOINT_NAME:  # not best.pt
+            self.guard.committed(Path(path).parent, self.epoch, self.step)
+
+    def optimiser_names(self) -> dict[str, list[str]]:
+        """The optimiser's state entry, with its parameters' names (for messages)."""
+        return {"optimizer": optimiser_parameter_names(self.optimizer, self.network)}
 
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self, run_dir: RunDir, quiet: bool = True) -> dict[str, Any]:
         """Train until the last epoch; returns the report (also written to report.json)."""
         show = progress_enabled(quiet) and self.session.is_main
-        while self.epoch < self.cfg.optim.epochs:
-            self._run_epoch(run_dir, show)
+        with open_events(run_dir, self.cfg.run.tensorboard, self.session.is_main,
+                         first_step=self.epoch + 1) as self.events:
+            while self.epoch < self.cfg.optim.epochs:
+                self._run_epoch(run_dir, show)
+        self.events = Events()
         report = self.report(run_dir)
         if self.session.is_main:
             run_dir.write_json(run_dir.report_path, report)
@@ -260,7 +276,7 @@ class Trainer:
             group["lr"] = lr * batch.lr_scale
         self.optimizer.zero_grad(set_to_none=True)
         out = self.task.train_loss(self.trainable, batch.train)
-        check_finite(out.metrics["loss"], "the training loss", where)
+        self.guard.check_loss(out.metrics["loss"], "the training loss", where)
         out.loss.backward()
         if self.cfg.optim.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.network.parameters(), self.cfg.optim.grad_clip)
@@ -275,22 +291,33 @@ class Trainer:
 
     def _finish_epoch(self, run_dir: RunDir, lr: float) -> None:
         number = self.epoch + 1
+        where = f"the end of epoch {number}"
+        train = self.task.epoch_metrics(self.session.reduce_meter(self.meter).means())
+
+        def record_of(scores: Mapping[str, float]) -> dict[str, Any]:
+            return {
+                "epoch": number,
+                "epochs": self.cfg.optim.epochs,
+                "steps": self.task.steps_in_epoch(self.epoch),
+                **{f"train_{k}": v for k, v in train.items()},
+                **{f"{self.split}_{k}": v for k, v in scores.items()},
+                "lr": lr,
+                **self._record_extras(),
+                "seconds": round(self.epoch_seconds, 3),
+            }
+
+        # Before anything of the epoch is evaluated or written: everything the checkpoint would
+        # hold, then the epoch's figures. A NaN stop leaves the epoch's record (nulls, and what
+        # was not finite) and nothing else of it; a resumed run drops that record.
+        self.guard.check_epoch(self.state_dict(), record_of({}), where, self.events,
+                               self.optimiser_names())
         evaluated = time.perf_counter()
         scores = self.evaluate()
         self.epoch_seconds += time.perf_counter() - evaluated
-        record = {
-            "epoch": number,
-            "epochs": self.cfg.optim.epochs,
-            "steps": self.task.steps_in_epoch(self.epoch),
-            **{f"train_{k}": v for k, v in
-               self.task.epoch_metrics(self.session.reduce_meter(self.meter).means()).items()},
-            **{f"{self.split}_{k}": v for k, v in scores.items()},
-            "lr": lr,
-            **self._record_extras(),
-            "seconds": round(self.epoch_seconds, 3),
-        }
+        record = record_of(scores)
+        self.guard.check_epoch({}, record, where, self.events)
         if self.session.is_main:
-            run_dir.append_metrics(record)
+            self.events.epoch(record)
         self.wall_seconds += self.epoch_seconds
         self.epoch, self.step = number, 0
         self.meter, self.epoch_seconds = Meter(), 0.0
@@ -498,7 +525,7 @@ def resume_training(path: Path, device: str | None = None, quiet: bool = True,
     # Rank 0 reads the checkpoint (it wrote it) and sends it to the others.
     state = session.on_main(lambda: load_checkpoint(run_dir.checkpoint_path, CHECKPOINT_KIND,
                                                     CHECKPOINT_KEYS))
-    if state["config"] != config_to_dict(cfg):
+    if resume_view(state["config"]) != resume_view(config_to_dict(cfg)):
         raise CheckpointError(f"{run_dir.checkpoint_path}: written by a different configuration "
                               f"than {run_dir.config_path}")
     try:

@@ -61,6 +61,9 @@ _SHARED = [
                  help="Parent folder of the run directory.  [config default: runs]"),
     click.option("--checkpoint-every", type=int, help="Also checkpoint every N steps."),
     click.option("--threads", type=int, help="CPU threads for torch.  [default: torch's]"),
+    click.option("--tensorboard/--no-tensorboard", default=None,
+                 help="TensorBoard event files in the run directory (`tensorboard --logdir "
+                      "runs`).  [default: when tensorboard is installed]"),
     set_option,
     click.option("--cfg", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
                  help="Set any config field (repeatable), e.g. --cfg optim.lr=0.05."),

@@ -52,6 +52,7 @@ def search(ctx: click.Context, space: str | None, config_name: str, sets: tuple[
 
     from spacec.runtime import api
     from spacec.runtime.run.distributed import is_main_process
+    from spacec.runtime.run.events import add_pictures
     from spacec.runtime.tools.show import draw_run
 
     nproc = options.pop("nproc_per_node")
@@ -69,6 +70,7 @@ def search(ctx: click.Context, space: str | None, config_name: str, sets: tuple[
     if not is_main_process():
         return  # rank 0 draws and prints
     pictures = draw_run(result.run_dir)  # the derived cells and the α heatmaps, as PNG
+    add_pictures(result.run_dir, pictures, result.config.optim.epochs)  # TensorBoard, if on
     click.echo(str(result.genotype))
     click.echo(f"pictures: {', '.join(path.name for path in pictures)}")
     click.echo(f"run directory: {result.run_dir}")

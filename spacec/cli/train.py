@@ -135,13 +135,13 @@ def select_command(
     Each CANDIDATE (a search run directory, a genotype.json or a preset) is trained briefly from
     scratch and evaluated on a held-out part of the training set, never on the test set.
     """
-    import json
 
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from spacec.files import atomic_write_text, check_writable
     from spacec.runtime.api import screen
     from spacec.runtime.run.console import showing
+    from spacec.runtime.run.rundir import strict_json
     from spacec.runtime.tools.select import describe_selection, load_select_config, select
 
     if output is not None:
@@ -150,7 +150,7 @@ def select_command(
     with logging_redirect_tqdm(), showing(screen(True)):  # one line per epoch of each candidate
         summary = select(candidates, cfg, quiet=quiet)
     if output is not None:
-        atomic_write_text(output, json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(output, strict_json(summary, indent=2) + "\n")
     for line in describe_selection(summary):
         click.echo(line)
 
