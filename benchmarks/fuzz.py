@@ -38,21 +38,27 @@ from spacec.arch.genotype import GenotypeError  # noqa: E402
 from spacec.errors import SpaceError  # noqa: E402
 
 TOKEN = re.compile(r'[A-Za-z_]\w*|\d+(?:\.\d*)?|//|>>|->|<=|"[^"\n]*"|#[^\n]*|\n|\S')
-KEYWORDS = ["space", "import", "from", "param", "ops", "cell", "extends", "inputs", "nodes",
-            "edges", "dense", "edge", "fixed", "combine", "output", "derive", "limit", "stride",
-            "share", "per", "node", "search_norm", "network", "body", "with", "at"]  # fmt: skip
+KEYWORDS = ["space", "method", "import", "from", "param", "ops", "cell", "extends", "inputs",
+            "nodes", "edges", "dense", "edge", "fixed", "combine", "output", "derive", "limit",
+            "stride", "share", "per", "node", "search_norm", "network", "body", "with", "at",
+            ]  # fmt: skip
 PUNCTUATION = ["{", "}", "(", ")", "[", "]", ",", "=", ":", "*", "+", "-", "//", ">>", "->", "<="]
 NAMES = ["a", "x", "n0", "n9", "s0", "h_prev", "normal", "reduce", "C", "layers", "N", "none",
          "o", "darts_ops", "sum", "concat", "mean", "topk", "argmax", "zero", "identity",
          "sep_conv", "res_block", "classifier", "inputs", "edges", "class", "None", "self",
          "torch", "weights", "RULES", "Network", "__import__", "in_channels", "image_size",
-         "preprocess", "reduce_input", "auxiliary", "activation", "highway"]  # fmt: skip
+         "preprocess", "reduce_input", "auxiliary", "activation", "highway", "gdas", "pc_darts",
+         "k"]  # fmt: skip
 NUMBERS = ["0", "1", "2", "3", "4", "7", "12", "-1", "2.5", "1e3", "99999999999999999999"]
 TINY = {"C": 2, "layers": 2, "N": 1, "ntoken": 12, "ninp": 4, "nhid": 4, "classes": 3}
 
 
 def seeds() -> list[str]:
-    texts = [path.read_text(encoding="utf-8") for path in spacec.shipped_spaces().values()]
+    shipped = spacec.shipped_spaces()
+    texts = [path.read_text(encoding="utf-8") for path in shipped.values()]
+    # A space naming its search method (no shipped space does).
+    texts.append("method pc_darts(k=2, warmup_epochs=0)\n" +
+                 shipped["nas_bench_201"].read_text(encoding="utf-8"))
     sys.path.insert(0, str(ROOT / "tests"))
     try:
         import test_optional  # the spaces of the optional-statement tests

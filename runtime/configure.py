@@ -5,8 +5,16 @@ dict, then dotted overrides (``--cfg``), the command line's options (`OPTION_KEY
 both) and the space's parameters (``--set``), and remembers where each part came from.
 `effective_lines` states what a run will really do once it is built: every space parameter and
 its origin (the space file, a preset, ``--set``, a search run, the data), the data with its
-classes and image size, the method, the device and threads, what the preset changes. The
-command line prints it at the start of a run, and it opens the run's config.yaml as comments.
+classes and image size, the method and where it and each of its parameters came from, the device
+and threads, what the preset changes. The command line prints it at the start of a run, and it
+opens the run's config.yaml as comments.
+
+A search's method, lowest first (`search_sections`): the method's own defaults
+(`spacec.arch.methods`), the preset (with the method's settings for that preset,
+``runtime/configs/method_<name>.yaml``), the space's ``method`` statement, then a configuration
+file's own ``method`` section, ``--cfg method.*`` and ``--method``. Parameters belong to their
+method: a layer that names another method starts its section afresh, so ``--method darts`` on a
+space that says ``method pc_darts(k=2)`` runs DARTS, without k.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from spacec.runtime.search import config as search_config_module
 from spacec.runtime.search.config import SearchConfig
 from spacec.runtime.train import config as train_config_module
 from spacec.runtime.train.config import TrainConfig
+from spacec.spec import MethodDefault, Space
 
 OPTION_KEYS = {
     "data": "data.name",
@@ -93,9 +102,14 @@ class Assembled:
 
     cfg: Any
     label: str  # "preset quick", "config /path/x.yaml", "the configuration given"
-    raw: dict[str, Any]  # the preset's or file's own sections, before any option
+    # The preset's or file's own sections, before any option (a search's: with the method's
+    # settings for the preset and the space's method statement, `search_sections`).
+    raw: dict[str, Any]
     params: dict[str, str]  # space parameter -> who set it explicitly (--set, a search run)
     skipped_run: str = ""  # why a search run's parameters were not applied
+    # A search's method: "name" and each parameter -> who set it (absent: the method's default)
+    method: dict[str, str] = dataclasses.field(default_factory=dict)
+    method_note: str = ""  # why the space's `method` statement was not applied
 
 
 def space_reference(space: str) -> str:
@@ -104,21 +118,24 @@ def space_reference(space: str) -> str:
     return str(path.resolve()) if path.is_file() else space
 
 
-def _read_config(kind: _Kind, config: str | Path | Mapping, space: str | None
-                 ) -> tuple[dict[str, Any], str, str]:
-    """(raw sections, label for the effective configuration, name for errors)."""
+def _read_config(kind: _Kind, config: str | Path | Mapping, checked: Space | None
+                 ) -> tuple[dict[str, Any], str, str, str | None]:
+    """(raw sections, label for the effective configuration, name for errors, the shipped
+    preset's name or None for a file or mapping of one's own). `checked`: the space given."""
     if isinstance(config, Mapping):
-        return yaml_config.plain_data(config), "the configuration given", "the configuration given"
+        return (yaml_config.plain_data(config), "the configuration given",
+                "the configuration given", None)
     name = str(config)
-    if space is not None:
-        name = kind.preset_for(name, compile_file(locate(space)).spec.domain)
+    if checked is not None:
+        name = kind.preset_for(name, checked.domain)
     path = yaml_config.locate_config(name, kind.prefix)
     raw = yaml_config.read_yaml(path)
     if raw is not None and not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     shipped = yaml_config.presets(kind.prefix).get(name) == path
     label = f"preset {name}" if shipped else f"config {path}"
-    return dict(raw or {}), label, (f"the {name!r} preset" if shipped else str(path))
+    return (dict(raw or {}), label, (f"the {name!r} preset" if shipped else str(path)),
+            name if shipped else None)
 
 
 def assemble(kind_name: str, space: str | None, config: str | Path | Mapping = "quick",
@@ -127,7 +144,8 @@ def assemble(kind_name: str, space: str | None, config: str | Path | Mapping = "
              overrides: Mapping[str, Any] | None = None,
              params_label: str = "params") -> Assembled:
     """A run's configuration: the preset or file, then `overrides` (dotted keys), the options,
-    the space and its parameters; ConfigError naming what is wrong."""
+    the space and its parameters; ConfigError naming what is wrong. A search takes its method as
+    `search_sections` layers it."""
     kind = _KINDS[kind_name]
     options = dict(options or {})
     unknown = sorted(set(options) - set(OPTION_KEYS))
@@ -136,13 +154,100 @@ def assemble(kind_name: str, space: str | None, config: str | Path | Mapping = "
         valid = [key for key in OPTION_KEYS if kind_name == "search" or key not in SEARCH_ONLY]
         raise ConfigError(f"unknown option(s) {', '.join(unknown + wrong_kind)}; valid: "
                           f"{', '.join(valid)} (any other key: overrides={{'section.key': ...}})")
-    raw, label, source = _read_config(kind, config, space)
+    checked = compile_file(locate(space)).spec if space is not None else None
+    raw, label, source, preset = _read_config(kind, config, checked)
     dotted = assemble_overrides(space, options, params, overrides)
-    merged = yaml_config.apply_overrides(raw, dotted,
+    layered, method, note = raw, {}, ""
+    if kind_name == "search":
+        cli = params_label == "--set"  # the command line's labels, else the Python API's
+        given = {"method.name": ("--method" if cli else "method=")} if options.get("method") \
+            else {}
+        layered, method, note = search_sections(
+            raw, label, preset, _space_method(checked, raw, dotted), dotted,
+            {**{key: "--cfg" if cli else "overrides" for key in overrides or {}}, **given})
+        raw = layered  # with the method's settings for the preset (its own, then)
+    merged = yaml_config.apply_overrides(layered, dotted,
                                          (yaml_config.TASK, *yaml_config.sections(kind.cls)))
     where = f"{source} with your options" if dotted else source
     cfg = kind.from_dict(merged, where)
-    return Assembled(cfg, label, raw, {name: params_label for name in params or {}})
+    return Assembled(cfg, label, raw, {name: params_label for name in params or {}},
+                     method=method, method_note=note)
+
+
+def _space_method(checked: Space | None, raw: Mapping[str, Any], dotted: Mapping[str, Any]
+                  ) -> MethodDefault | None:
+    """The `method` statement of the space searched (the one given, else the configuration's)."""
+    if checked is None:
+        section = raw.get("space")
+        name = dotted.get("space.name",
+                          section.get("name") if isinstance(section, Mapping) else None)
+        if not isinstance(name, str) or not name:
+            name = yaml_config.SpaceConfig().name
+        checked = compile_file(locate(name)).spec
+    return checked.method
+
+
+def search_sections(raw: Mapping[str, Any], label: str, preset: str | None,
+                    space_method: MethodDefault | None, dotted: Mapping[str, Any],
+                    labels: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str], str]:
+    """A search's sections with its method layered in, before the dotted overrides (which come
+    last): the preset's sections with the method's settings for the preset (a shipped preset
+    only: a file of one's own is taken as written), then the space's `method` statement unless
+    a file of one's own names a method or the command line names another. `labels`: who set
+    each dotted key (``--cfg``, ``--method``).
+
+    Returns (sections, method origins: "name" and parameter -> who set it, a note when the
+    space's statement was set aside)."""
+    data = dict(raw)
+    own = _method_section(data)
+    origins = {key: label for key in own if key != "name"}
+    chosen = dotted.get("method.name")  # the command line's choice
+    file_names = preset is None and "name" in own
+    named = space_method.name if space_method is not None and not file_names else None
+    if preset is not None:
+        method = str(chosen or named or own.get("name", "darts"))
+        settings = search_config_module.method_settings(method, preset)
+        data = search_config_module.merged(data, {k: v for k, v in settings.items()
+                                                  if k != "method"})
+        data, origins = _with_method(data, origins, settings.get("method") or {"name": method},
+                                     label)
+    who = label if "name" in own else "default"
+    note = ""
+    if space_method is not None:
+        written = f"`method {space_method.text()}`"
+        if file_names:
+            note = f"the space's {written} gives way to {label}'s method section"
+        elif chosen is not None and chosen != space_method.name:
+            note = (f"the space's {written} gives way to method {chosen} "
+                    f"({labels.get('method.name', '--cfg')})")
+        else:
+            data, origins = _with_method(
+                data, origins, {"name": space_method.name, **space_method.values()}, SPACE_FILE)
+            who = SPACE_FILE
+    if chosen is not None:
+        data, origins = _with_method(data, origins, {"name": chosen}, "")
+    for key in dotted:
+        if key.startswith("method."):
+            origins[key.removeprefix("method.")] = labels.get(key, "--cfg")
+    origins.setdefault("name", who)
+    return data, origins, note
+
+
+def _method_section(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    section = data.get("method")
+    return section if isinstance(section, Mapping) else {}
+
+
+def _with_method(data: dict[str, Any], origins: dict[str, str], section: Mapping[str, Any],
+                 label: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """`data` with `section` over its method section, and the origins of the parameters:
+    merged when both name one method, else in its place (parameters belong to their method)."""
+    current = _method_section(data)
+    name = section.get("name", current.get("name", "darts"))
+    if name != current.get("name", "darts"):
+        current, origins = {}, {}
+    params = {key: label for key in section if key != "name"}
+    return {**data, "method": {**current, **section, "name": name}}, {**origins, **params}
 
 
 def assemble_overrides(space: str | None, options: Mapping[str, Any],
@@ -206,12 +311,12 @@ def _defaults(cfg: Any) -> dict[str, Any]:
 
 def preset_changes(assembled: Assembled) -> list[str]:
     """``key=value`` for what the preset or file sets away from the defaults (DARTS' settings),
-    the space apart (its parameters are shown with their origins)."""
+    the space and the method apart (their parameters are shown with their origins)."""
     default = _defaults(assembled.cfg)
     final = _flatten(yaml_config.to_dict(assembled.cfg))
     changes = []
     for key, value in _flatten(assembled.raw).items():
-        if key.startswith("space.") or key == yaml_config.TASK:
+        if key.startswith(("space.", "method.")) or key == yaml_config.TASK:
             continue
         value = yaml_config.plain_data(value)
         # What the preset sets, still in effect (an option may have set it again).
@@ -263,8 +368,10 @@ def effective_lines(command: str, assembled: Assembled, compiled: CompiledSpace,
     params = ", ".join(f"{name}={value} ({origins.get(name, '?')})"
                        for name, value in compiled.params.items())
     rows = [("space", f"{compiled.name} ({compiled.spec.path})"), ("", params), ("data", data),
-            ("method" if command == "search" else "training", method),
-            ("device", _device_line(cfg.run, device)), ("seed", str(cfg.run.seed))]
+            ("method" if command == "search" else "training", method)]
+    if command == "search":
+        rows.append(("", method_origins(cfg, assembled.method)))
+    rows += [("device", _device_line(cfg.run, device)), ("seed", str(cfg.run.seed))]
     lines = [f"spacec {command}: the effective configuration",
              *(f"  {label:<8} {text}" for label, text in rows)]
     changes = preset_changes(assembled)
@@ -276,10 +383,20 @@ def effective_lines(command: str, assembled: Assembled, compiled: CompiledSpace,
         sizes = ", ".join(f"{k}={v}" for k, v in optional.items())
         preset += f"; its sizes ({sizes}) are for the shipped spaces, not applied to yours"
     lines.append(preset)
-    if assembled.skipped_run:
-        lines.append(f"  {'note':<8} {assembled.skipped_run}")
+    for note in (assembled.skipped_run, assembled.method_note):
+        if note:
+            lines.append(f"  {'note':<8} {note}")
     lines.extend(f"  {label:<8} {text}" for label, text in extra)
     return lines
+
+
+def method_origins(cfg: SearchConfig, origins: Mapping[str, str]) -> str:
+    """``pc_darts (space file); k=2 (space file), edge_norm=True (default), ...``: the method
+    and each of its parameters with where it came from."""
+    text = f"{cfg.method.name} ({origins.get('name', 'default')})"
+    values = ", ".join(f"{key}={value} ({origins.get(key, 'default')})"
+                       for key, value in cfg.method.values().items())
+    return f"{text}; {values}" if values else text
 
 
 def plural(count: int, noun: str) -> str:

@@ -79,6 +79,14 @@ class SpaceDecl:
 
 
 @dataclass(frozen=True)
+class MethodDecl:
+    """`method pc_darts(k=2)`: the space's default search method and the parameters it fixes."""
+
+    call: Call
+    span: Span
+
+
+@dataclass(frozen=True)
 class Import:
     names: tuple[Name, ...]
     source: Name  # a shipped space's name, or a path (text without quotes)
@@ -266,7 +274,7 @@ class NetworkDecl:
     span: Span
 
 
-Item = SpaceDecl | Import | Param | OpSet | CellDecl | NetworkDecl
+Item = SpaceDecl | MethodDecl | Import | Param | OpSet | CellDecl | NetworkDecl
 
 
 @dataclass(frozen=True)

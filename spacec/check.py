@@ -13,11 +13,14 @@ import hashlib
 import keyword
 import math
 import re
+import types
+import typing
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from spacec import ast, catalog, spec
+from spacec.arch import methods
 from spacec.errors import MAX_DIAGNOSTICS, NO_SPAN, Diagnostic, SpaceError, Span, suggest
 
 # resolve(import_decl, importing_path) -> (checked library space, its sources) or raises SpaceError
@@ -159,6 +162,7 @@ class _Checker:
                 self._opset(item)
         cells = self._cells([i for i in items if isinstance(i, ast.CellDecl)])
         network = self._network([i for i in items if isinstance(i, ast.NetworkDecl)], cells)
+        method = self._method([i for i in items if isinstance(i, ast.MethodDecl)], network)
         if self.diagnostics or self.omitted:
             raise SpaceError(self.folded(), self.sources, self.omitted)
         return spec.Space(
@@ -169,6 +173,7 @@ class _Checker:
             opsets=tuple(self.opsets.values()),
             cells=tuple(cells.values()),
             network=network,
+            method=method,
         )
 
     def _space_name(self, items) -> str:
@@ -875,6 +880,120 @@ class _Checker:
             return None
         return self._step(getattr(stmts[0], attr), table, what)
 
+    # -- the default search method --
+    def _method(
+        self, decls: list[ast.MethodDecl], network: spec.Network | None
+    ) -> spec.MethodDefault | None:
+        """`method NAME(param=value, ...)`: a method of `spacec.arch.methods` that applies to the
+        space's domain, with parameters it takes, each a literal of its type. An imported file's
+        statement is checked (without a domain: no network) but not taken over: imports bring
+        operation sets only."""
+        for extra in decls[1:]:
+            self.error(
+                extra.span,
+                "a space names its search method once",
+                f"first named at {decls[0].span}",
+            )
+        if not decls:
+            return None
+        try:
+            return self._method_default(decls[0], network)
+        except _Invalid:
+            return None
+
+    def _method_default(
+        self, decl: ast.MethodDecl, network: spec.Network | None
+    ) -> spec.MethodDefault:
+        call = decl.call
+        name = call.name.text
+        if name not in methods.METHOD_INFO:
+            self.fail(
+                call.name.span,
+                f"unknown search method '{name}'",
+                self.suggest(name, methods.method_names(), "methods"),
+            )
+        info = methods.describe(name)
+        if network is not None:
+            domain = catalog.NETWORK_DOMAINS[network.kind]
+            if domain not in info.domains:
+                notes = f" ({info.domain_notes})" if info.domain_notes else ""
+                fitting = [m for m in methods.method_names() if methods.applies(m, domain)]
+                self.error(
+                    call.name.span,
+                    f"method '{name}' does not apply to {domain} spaces{notes}",
+                    f"methods for {domain} spaces: {', '.join(fitting)}",
+                )
+        defaults = info.defaults()
+        hints = typing.get_type_hints(info.params)
+        values: dict[str, spec.MethodValue] = {}
+        for arg in call.args:
+            key = arg.name.text
+            if key not in defaults:
+                self.error(
+                    arg.name.span,
+                    f"method '{name}' takes no parameter '{key}'",
+                    self.suggest(key, defaults, "parameters")
+                    if defaults
+                    else f"'{name}' has no parameters",
+                )
+            elif key in values:
+                self.error(arg.name.span, f"method '{name}': parameter '{key}' given twice")
+            else:
+                try:
+                    values[key] = self._method_value(name, key, hints[key], arg.value)
+                except _Invalid:
+                    continue
+        try:
+            info.params(**values)  # the method's own rules (k > 0, derive: space or official)
+        except ValueError as error:
+            message = str(error).removeprefix(f"{name}: ")
+            where = next(
+                (a.value.span for a in call.args if re.search(rf"\b{a.name.text}\b", message)),
+                call.span,
+            )
+            self.error(where, f"method '{name}': {message}")
+        return spec.MethodDefault(name, tuple(values.items()), decl.span.line)
+
+    def _method_value(
+        self, method: str, key: str, hint: object, value: ast.Value
+    ) -> spec.MethodValue:
+        """A literal of the parameter's type: a number, true or false, a name, or none where the
+        parameter may be unset (`anneal_epochs=none`)."""
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        kinds = typing.get_args(hint) if union else (hint,)
+        number = value.operand if isinstance(value, ast.Neg) else value
+        if isinstance(number, ast.Num):
+            literal = -number.value if number is not value else number.value
+            problem = _out_of_range(literal)
+            if problem:
+                self.fail(_span_of(value), problem)
+            if isinstance(literal, int) and int in kinds:
+                return literal
+            if float in kinds:
+                return float(literal)
+            shown = f"got {literal}"
+        elif isinstance(value, ast.Ref):
+            if bool in kinds and value.name in ("true", "false"):
+                return value.name == "true"
+            if type(None) in kinds and value.name == "none":
+                return None
+            if str in kinds:
+                return value.name
+            shown = f"got '{value.name}'"
+        else:
+            shown = "got an expression"
+        wanted = [_METHOD_KINDS[kind] for kind in kinds if kind in _METHOD_KINDS]
+        written = isinstance(number, ast.Num | ast.Ref) and not (
+            isinstance(value, ast.Ref) and value.name in self.params
+        )
+        self.fail(
+            _span_of(value),
+            f"method '{method}': '{key}' takes {' or '.join(wanted)}, {shown}",
+            ""
+            if written
+            else "a method's parameters are literal values: no expressions, no space parameters",
+        )
+
     # -- the network --
     def _network(
         self, decls: list[ast.NetworkDecl], cells: dict[str, spec.Cell]
@@ -1141,6 +1260,16 @@ class _Checker:
                         + f"exclude=[{', '.join([*cell.rule.exclude, *zeros])}])",
                     )
                     self.owner = None
+
+
+# What a method parameter's type takes, in messages (the types of spacec.arch.methods' fields).
+_METHOD_KINDS = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    str: "a name",
+    type(None): "none",
+}
 
 
 def _article(noun: str) -> str:

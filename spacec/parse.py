@@ -385,6 +385,9 @@ class _Builder:
     def space_decl(self, children):
         return self._node(lambda v, span: ast.SpaceDecl(self._name(v[0]), span), children)
 
+    def method_decl(self, children):
+        return self._node(lambda v, span: ast.MethodDecl(v[0], span), children)
+
     def import_decl(self, children):
         def make(v, span):
             names, (source, is_path) = v

@@ -135,6 +135,36 @@ class Network:
         return dict(self.settings).get(key, default)
 
 
+MethodValue = int | float | bool | str | None
+
+
+@dataclass(frozen=True)
+class MethodDefault:
+    """`method pc_darts(k=2)`: the search method a space names and the parameters it fixes
+    (checked against `spacec.arch.methods`). A search takes it over its preset's method;
+    the command line and a configuration file of one's own take precedence over it."""
+
+    name: str
+    params: tuple[tuple[str, MethodValue], ...]  # only those written, in written order
+    line: int
+
+    def values(self) -> dict[str, MethodValue]:
+        return dict(self.params)
+
+    def text(self) -> str:
+        """As a space file writes it: `pc_darts(k=2, edge_norm=false)`, or `gdas`."""
+        if not self.params:
+            return self.name
+        args = ", ".join(f"{key}={_written(value)}" for key, value in self.params)
+        return f"{self.name}({args})"
+
+
+def _written(value: MethodValue) -> str:
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "none"}[value]
+    return str(value)
+
+
 @dataclass(frozen=True)
 class Space:
     name: str
@@ -144,6 +174,7 @@ class Space:
     opsets: tuple[OpSet, ...]
     cells: tuple[Cell, ...]
     network: Network
+    method: MethodDefault | None = None  # `method ...`: the space's default search method
 
     def cell(self, name: str) -> Cell:
         return self._cells_by_name[name]

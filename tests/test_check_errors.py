@@ -198,6 +198,28 @@ CASES = [
     Case("preprocess-identity-width",
          edit("channels=C)", "channels=3 * C)  preprocess identity"),
          "`preprocess identity` needs inputs of 8 channels", 15, 1),
+    # ---- the search method (`method NAME(...)`, checked against spacec.arch.methods) ----
+    Case("method-unknown", append("method pc_dart(k=2)"),
+         "unknown search method 'pc_dart'", APPENDED_LINE, 8),
+    Case("method-unknown-parameter", append("method pc_darts(warmup_epochs=0, kk=2)"),
+         "method 'pc_darts' takes no parameter 'kk'", APPENDED_LINE, 34),
+    Case("method-parameter-not-integer", append("method pc_darts(k=2.5)"),
+         "method 'pc_darts': 'k' takes an integer, got 2.5", APPENDED_LINE, 19),
+    Case("method-parameter-not-boolean", append("method pc_darts(edge_norm=1)"),
+         "'edge_norm' takes true or false, got 1", APPENDED_LINE, 27),
+    Case("method-parameter-expression", append("method pc_darts(k=C)"),
+         "'k' takes an integer, got 'C'", APPENDED_LINE, 19),
+    Case("method-parameter-out-of-range", append("method pc_darts(k=0)"),
+         "method 'pc_darts': k must be > 0, got 0", APPENDED_LINE, 19),
+    Case("method-parameter-bad-choice", append("method gdas(derive=offical)"),
+         "derive must be one of space, official, got 'offical'", APPENDED_LINE, 20),
+    Case("method-parameter-twice", append("method gdas(tau_max=5, tau_max=4)"),
+         "method 'gdas': parameter 'tau_max' given twice", APPENDED_LINE, 24),
+    Case("method-twice", append("method gdas\nmethod snas"),
+         "a space names its search method once", APPENDED_LINE + 1, 1),
+    Case("method-in-imported-file", importing('"lib.space"'),
+         "unknown search method 'gdass'", 1, 8,
+         files={"lib.space": "method gdass\nops o { none = zero }\n"}, where="lib.space"),
     # ---- imports (files next to t.space) ----
     Case("import-missing-file", importing('"missing.space"'),
          "import: no such file 'missing.space'", 1, 15),
@@ -215,13 +237,19 @@ CASES = [
 # A candidate from the wrong domain should be flagged at the primitive, like every other call.
 DOMAIN_CASE = Case("primitive-of-another-domain", edit(CONV, "    conv = activation(fn=tanh)"),
                    "'activation' is a sequence primitive", 6, 12)
+# A method that does not apply to the space's domain (PC-DARTS splits image channels).
+METHOD_DOMAIN_CASE = Case(
+    "method-of-another-domain",
+    "method pc_darts(k=2)\n" + spacec.shipped_spaces()["darts_rnn"].read_text(encoding="utf-8"),
+    "method 'pc_darts' does not apply to sequence spaces", 1, 8)
 # fmt: on
 
 TABLE = [pytest.param(case, id=case.id) for case in CASES] + [
     pytest.param(
         DOMAIN_CASE,
         id=DOMAIN_CASE.id,
-    )
+    ),
+    pytest.param(METHOD_DOMAIN_CASE, id=METHOD_DOMAIN_CASE.id),
 ]
 
 
@@ -275,6 +303,58 @@ def test_hints_name_the_closest_choice(tmp_path):
     with pytest.raises(SpaceError) as caught:
         load_case(case, tmp_path)
     assert "hint: did you mean 'sep_conv'? known primitives:" in str(caught.value)
+
+
+def test_method_hints_name_the_closest_method_parameter_and_the_domains_methods(tmp_path):
+    hints = {}
+    for case_id in ("method-unknown", "method-unknown-parameter", "method-parameter-expression"):
+        with pytest.raises(SpaceError) as caught:
+            load_case(next(c for c in CASES if c.id == case_id), tmp_path)
+        hints[case_id] = str(caught.value)
+    assert "hint: did you mean 'pc_darts'? known methods: beta_darts, darts," in \
+        hints["method-unknown"]
+    assert "hint: did you mean 'k'? known parameters: edge_norm, k, warmup_epochs" in \
+        hints["method-unknown-parameter"]
+    assert "literal values: no expressions, no space parameters" in \
+        hints["method-parameter-expression"]
+    with pytest.raises(SpaceError) as caught:
+        load_case(METHOD_DOMAIN_CASE, tmp_path)
+    assert "(partial channel connections split image feature maps" in str(caught.value)
+    hint = str(caught.value).split("hint: methods for sequence spaces: ")[1].splitlines()[0]
+    assert "pc_darts" not in hint and "random" not in hint.split(", ")
+    assert {"darts", "gdas", "snas"} <= set(hint.split(", "))
+
+
+@pytest.mark.parametrize(
+    ("statement", "name", "params", "shown"),
+    [
+        ("method gdas", "gdas", (), "gdas"),
+        ("method pc_darts(k=2, warmup_epochs=0)", "pc_darts", (("k", 2), ("warmup_epochs", 0)),
+         "pc_darts(k=2, warmup_epochs=0)"),
+        # floats from integers, none where a parameter may be unset, names for choices
+        ("method snas(tau_max=2, anneal_epochs=none, derive=official)", "snas",
+         (("tau_max", 2.0), ("anneal_epochs", None), ("derive", "official")),
+         "snas(tau_max=2.0, anneal_epochs=none, derive=official)"),
+        ("method pc_darts(edge_norm=false)", "pc_darts", (("edge_norm", False),),
+         "pc_darts(edge_norm=false)"),
+        ("method darts_minus(beta=-0.0)", "darts_minus", (("beta", -0.0),),
+         "darts_minus(beta=-0.0)"),
+    ],
+)
+def test_the_checked_space_carries_its_method(statement, name, params, shown, tmp_path):
+    (tmp_path / "t.space").write_text(statement + "\n" + BASE)
+    method = spacec.load(str(tmp_path / "t.space")).spec.method
+    assert (method.name, method.params, method.line) == (name, params, 1)
+    assert [type(value) for _, value in method.params] == [type(value) for _, value in params]
+    assert method.text() == shown
+
+
+def test_no_statement_no_method_and_an_imported_files_method_stays_there(tmp_path):
+    (tmp_path / "t.space").write_text(BASE)
+    assert spacec.load(str(tmp_path / "t.space")).spec.method is None
+    (tmp_path / "lib.space").write_text("method gdas(tau_max=5)\n" + OPSET)
+    (tmp_path / "t.space").write_text(importing('"lib.space"'))
+    assert spacec.load(str(tmp_path / "t.space")).spec.method is None  # imports take op sets
 
 
 # ---- several errors at once --------------------------------------------------------------------

@@ -31,15 +31,19 @@ FUZZ = settings(
 
 TOKEN = re.compile(r'[A-Za-z_]\w*|\d+(?:\.\d*)?|//|>>|->|<=|"[^"\n]*"|#[^\n]*|\n|\S')
 SEEDS = {name: path.read_text(encoding="utf-8") for name, path in spacec.shipped_spaces().items()}
-KEYWORDS = ["space", "import", "from", "param", "ops", "cell", "extends", "inputs", "nodes",
-            "edges", "dense", "edge", "fixed", "combine", "output", "derive", "limit", "stride",
-            "share", "per", "node", "search_norm", "network", "body", "with", "at"]  # fmt: skip
+# A space naming its search method (no shipped space does): mutations reach the statement.
+SEEDS["nas_bench_201_pc_darts"] = "method pc_darts(k=2, warmup_epochs=0)\n" + SEEDS["nas_bench_201"]
+KEYWORDS = ["space", "method", "import", "from", "param", "ops", "cell", "extends", "inputs",
+            "nodes", "edges", "dense", "edge", "fixed", "combine", "output", "derive", "limit",
+            "stride", "share", "per", "node", "search_norm", "network", "body", "with", "at",
+            ]  # fmt: skip
 PUNCTUATION = ["{", "}", "(", ")", "[", "]", ",", "=", ":", "*", "+", "-", "//", ">>", "->", "<="]
 # Names a mutation may rename an identifier to: ones the spaces use, and ones Python or the
 # generated code reserve (the compiler must rename or reject those).
 PLAIN_NAMES = ["a", "x", "n0", "n9", "s0", "h_prev", "normal", "reduce", "C", "layers", "N",
                "none", "o", "darts_ops", "sum", "concat", "mean", "topk", "argmax", "zero",
-               "identity", "sep_conv", "res_block", "classifier", "inputs", "edges"]  # fmt: skip
+               "identity", "sep_conv", "res_block", "classifier", "inputs", "edges",
+               "gdas", "pc_darts", "k", "true"]  # fmt: skip
 HOSTILE_NAMES = ["class", "None", "self", "torch", "weights", "RULES", "Network", "__import__"]
 NUMBERS = ["0", "1", "2", "3", "4", "7", "12", "-1", "2.5", "1e3"]  # small: dense cells stay small
 

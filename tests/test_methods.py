@@ -584,6 +584,117 @@ def test_spacec_methods_lists_every_method():
     assert "warmup_epochs=15" in one.output and "not the others" in one.output
 
 
+# ---------------------------------------------------------------- a space's `method` statement
+
+# A tiny image space that names its search method (`method` in the language: spacec.check).
+SPACE_WITH_METHOD = """\
+space tiny_pc
+method pc_darts(k=2, warmup_epochs=0)
+param C = 4
+ops o {
+    none = zero
+    skip = identity
+    conv = sep_conv(kernel=3)
+}
+cell normal {
+    inputs a, b
+    nodes 2
+    edges dense : o
+    output concat(*)
+    derive topk(k=2, exclude=[none])
+}
+network image_classifier {
+    channels C
+    stem conv_bn(kernel=3, channels=C)
+    body normal * 2
+    head classifier(classes=10)
+}
+"""
+
+
+@pytest.fixture
+def space_with_method(tmp_path) -> Path:
+    path = tmp_path / "tiny_pc.space"
+    path.write_text(SPACE_WITH_METHOD, encoding="utf-8")
+    return path
+
+
+def assembled(space, config="quick", options=None, overrides=None):
+    from spacec.runtime.configure import assemble
+
+    return assemble("search", str(space), config, options, None, overrides, "--set")
+
+
+def test_the_spaces_method_comes_after_the_preset_and_before_the_command_line(
+        space_with_method, tmp_path):
+    # the preset (quick, with PC-DARTS's settings for it: arch lr 6e-4), then the space
+    found = assembled(space_with_method)
+    assert found.cfg.method == describe("pc_darts").params(k=2, warmup_epochs=0)
+    assert found.cfg.arch.lr == 6e-4 and found.method_note == ""
+    assert found.method == {"name": "space file", "k": "space file",
+                            "warmup_epochs": "space file"}
+    # paper: PC-DARTS's paper settings (batch 256, k=4) under the space's k=2
+    paper = assembled(space_with_method, "paper").cfg
+    assert (paper.data.batch_size, paper.method.k, paper.method.warmup_epochs) == (256, 2, 0)
+    # the command line: --cfg method.k over the space's k, the rest of the space kept
+    cfg = assembled(space_with_method, overrides={"method.k": 1})
+    assert (cfg.cfg.method.k, cfg.cfg.method.warmup_epochs) == (1, 0)
+    assert cfg.method["k"] == "--cfg" and cfg.method["name"] == "space file"
+    # --method naming the space's method keeps its parameters; another drops them
+    same = assembled(space_with_method, options={"method": "pc_darts"})
+    assert same.cfg.method.k == 2 and same.method["name"] == "--method"
+    other = assembled(space_with_method, options={"method": "gdas"},
+                      overrides={"method.tau_max": 3})
+    assert other.cfg.method == describe("gdas").params(tau_max=3.0)
+    assert other.cfg.arch.lr == 3e-4  # quick's: GDAS has no quick settings of its own
+    assert other.method_note == ("the space's `method pc_darts(k=2, warmup_epochs=0)` gives "
+                                 "way to method gdas (--method)")
+    # a configuration file of one's own: its method section wins, else the space's applies
+    own = tmp_path / "own.yaml"
+    own.write_text("method: {name: drnas, warmup_epochs: 3}\n")
+    assert assembled(space_with_method, own).cfg.method == describe("drnas").params(
+        warmup_epochs=3)
+    own.write_text("optim: {epochs: 3}\n")
+    assert assembled(space_with_method, own).cfg.method.k == 2
+
+
+def test_a_preset_brings_the_methods_settings_on_the_command_lines_path_too():
+    quick = assembled("darts_cnn", options={"method": "pc_darts"})
+    assert (quick.cfg.arch.lr, quick.cfg.method.warmup_epochs) == (6e-4, 1)
+    assert quick.method == {"name": "--method", "k": "preset quick",
+                            "warmup_epochs": "preset quick"}
+    plain = assembled("darts_cnn")
+    assert plain.cfg.method.name == "darts" and plain.method == {"name": "default"}
+
+
+@pytest.mark.slow
+def test_a_search_of_a_space_naming_its_method_runs_that_method(space_with_method, tmp_path):
+    import yaml
+
+    def search(name: str, *extra: str) -> tuple[dict, dict, str]:
+        out = tmp_path / name
+        result = CliRunner().invoke(main, [
+            "search", str(space_with_method), "--limit", "16", "--batch-size", "8",
+            "--epochs", "1", "--threads", "1", "--device", "cpu", "--out", str(out), "-q",
+            *extra])
+        assert result.exit_code == 0, result.output
+        (run,) = out.iterdir()
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        return json.loads((run / "method.json").read_text()), config["method"], result.stderr
+
+    record, method, shown = search("space")
+    assert record["name"] == "pc_darts" and record["strengths"] == "edge_normalized"
+    assert method == {"name": "pc_darts", "k": 2, "edge_norm": True, "warmup_epochs": 0}
+    assert ("pc_darts (space file); k=2 (space file), edge_norm=True (default), "
+            "warmup_epochs=0 (space file)") in shown
+    record, method, shown = search("darts", "--method", "darts")
+    assert record["name"] == "darts" and method == {"name": "darts"}
+    assert "gives way to method darts (--method)" in shown
+    record, method, shown = search("k1", "--cfg", "method.k=1")
+    assert record["name"] == "pc_darts" and (method["k"], method["warmup_epochs"]) == (1, 0)
+    assert "k=1 (--cfg)" in shown
+
+
 def test_the_method_option_sets_the_method(tmp_path):
     from spacec.cli.options import config_overrides
 

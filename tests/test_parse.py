@@ -117,6 +117,28 @@ def test_keywords_are_not_reserved_where_a_name_is_expected():
     assert [n.text for n in cell_body("inputs cell, network")[0].names] == ["cell", "network"]
 
 
+def test_method_with_parameters_and_bare():
+    text = "method pc_darts(k=2, edge_norm=false)"
+    method = only(text, ast.MethodDecl)
+    assert method.call.name.text == "pc_darts"
+    assert [(a.name.text, a.value) for a in method.call.args] == [
+        ("k", ast.Num(2, method.call.args[0].value.span)),
+        ("edge_norm", ast.Ref("false", method.call.args[1].value.span)),
+    ]
+    assert (method.span.line, method.span.column, method.span.length) == (1, 1, len(text))
+    assert (method.call.name.span.column, method.call.args[1].value.span.column) == (8, 32)
+    bare = only("space s\nmethod gdas\nparam C = 4", ast.MethodDecl)
+    assert bare.call == ast.Call(ast.Name("gdas", bare.call.name.span), (), bare.call.name.span)
+    assert (bare.span.line, bare.span.length) == (2, 11)
+
+
+def test_method_stays_a_name_where_a_name_is_expected():
+    assert only("param method = 3", ast.Param).name.text == "method"
+    network = only("network n { method 3 }", ast.NetworkDecl)
+    assert network.settings[0].key.text == "method"
+    assert [n.text for n in cell_body("inputs method, b")[0].names] == ["method", "b"]
+
+
 # ---- cells ----------------------------------------------------------------------------------
 def test_cell_statements():
     body = cell_body(
@@ -246,6 +268,9 @@ SYNTAX_ERRORS = [
     # The contextual lexer reads no number where only an integer fits: '2', then a stray '.'.
     ("cell c { nodes 2.5 }", "unexpected character '.'", 1, 17),
     ("param größe = 4", "unexpected character 'ö'", 1, 9),
+    ("method", "unexpected end of file; expected a name", 1, 1),
+    ("method pc_darts(k)", "unexpected ')'; expected '='", 1, 18),
+    ("cell c { method gdas }", "unexpected 'method'; expected 'combine'", 1, 10),  # top level only
 ]
 
 

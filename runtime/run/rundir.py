@@ -3,7 +3,8 @@
 A run directory holds::
 
     config.yaml             the resolved configuration (read back by --resume)
-    space.json              the space as compiled for the run: source, sha256, parameters
+    space.json              the space as compiled for the run: source, sha256, parameters (and
+                            the search method the space names, if it names one)
     method.json             the search method: its relaxation and how derivation ranks candidates
     metrics.jsonl           one JSON object per finished epoch (strict JSON: a NaN or infinite
                             figure is null, its key listed under "nonfinite")
@@ -159,13 +160,17 @@ class RunDir:
 
     def write_space_record(self, space: Any, source: str) -> None:
         """The space as compiled for this run (a `spacec.spec.Space`): where it came from (a
-        shipped name or an absolute path), its sha256 and its parameters."""
-        self.write_json(self.space_record_path, {
+        shipped name or an absolute path), its sha256 and its parameters; the default search
+        method it names, if any (`method pc_darts(k=2)`: {"name": ..., "params": {...}})."""
+        record = {
             "name": space.name,
             "source": source,
             "sha256": space.sha256,
             "params": dict(space.params),
-        })
+        }
+        if space.method is not None:
+            record["method"] = {"name": space.method.name, "params": space.method.values()}
+        self.write_json(self.space_record_path, record)
 
     @property
     def space_record_path(self) -> Path:

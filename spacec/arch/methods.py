@@ -281,6 +281,11 @@ def method_names() -> tuple[str, ...]:
     return METHOD_INFO.names()
 
 
+def applies(name: str, domain: str) -> bool:
+    """Whether method `name` searches spaces of `domain` ("image", "sequence")."""
+    return domain in describe(name).domains
+
+
 def params_class(section: Any) -> type[MethodParams]:
     """The class of a raw ``method`` section: the one its ``name`` (default darts) picks."""
     name = section.get("name", "darts") if isinstance(section, Mapping) else "darts"

@@ -104,7 +104,8 @@ def compile_command(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @user_errors
 def info(space: str, sets: tuple[str, ...], genotype: str | None, as_json: bool) -> None:
-    """Size and shape of SPACE's supernet: weights, α shapes, ops, nodes and edges per cell."""
+    """Size and shape of SPACE's supernet: weights, α shapes, ops, nodes and edges per cell; the
+    search method the space names, if it names one."""
     compiled = compile_space(space, sets)
     report = space_report(compiled)
     if genotype:
@@ -114,6 +115,8 @@ def info(space: str, sets: tuple[str, ...], genotype: str | None, as_json: bool)
         return
     click.echo(f"space {report['space']} ({report['path']})")
     click.echo(f"parameters: {', '.join(f'{k}={v}' for k, v in report['parameters'].items())}")
+    if compiled.spec.method is not None:
+        click.echo(f"search method: {compiled.spec.method.text()} (the space's default)")
     click.echo(f"supernet weights: {report['supernet_weights']:,}")
     for name, cell in report["cells"].items():
         click.echo(
@@ -169,5 +172,8 @@ def space_report(compiled: CompiledSpace) -> dict:
         "parameters": dict(compiled.spec.params),
         "supernet_weights": sum(p.numel() for p in network.weights()),
         "alpha_parameters": sum(p.numel() for p in network.arch_parameters().values()),
+        "method": None
+        if compiled.spec.method is None
+        else {"name": compiled.spec.method.name, "params": compiled.spec.method.values()},
         "cells": cells,
     }

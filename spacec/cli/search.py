@@ -128,7 +128,8 @@ def methods(names: tuple[str, ...]) -> None:
     defaults, the spaces and strategies it applies to, and how it derives.
 
     `spacec search SPACE --method NAME` runs one, with its settings for the preset merged in;
-    its parameters are the configuration's `method` section (e.g. --cfg method.k=2).
+    its parameters are the configuration's `method` section (e.g. --cfg method.k=2). A space
+    may name its own (`method pc_darts(k=2)` in the .space file); the command line wins.
     """
     from spacec.arch.methods import describe
 
