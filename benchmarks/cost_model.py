@@ -14,7 +14,8 @@ the measured step (nothing is on the device before the model).
     python benchmarks/cost_model.py                                  # the issue's table
     python benchmarks/cost_model.py --spaces darts_cnn --batch 16 --steps first --json out.json
     python benchmarks/cost_model.py --limit-gib 8     # skip what the prediction says won't fit
-    python benchmarks/cost_model.py --spaces darts_cnn darts_imagenet --steps train --rnn
+    python benchmarks/cost_model.py --spaces darts_cnn darts_imagenet --steps train
+    python benchmarks/cost_model.py --spaces --rnn       # the recurrent search only
 
 Configurations whose prediction exceeds ``--limit-gib`` are listed as not measured.
 """
@@ -44,7 +45,7 @@ TRAIN_OVERRIDES = {"darts_cnn": {"C": 36, "layers": 20}}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spaces", nargs="+",
+    parser.add_argument("--spaces", nargs="*",
                         default=["darts_cnn", "nas_bench_201", "darts_imagenet"])
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--steps", nargs="+", default=["first", "second"],

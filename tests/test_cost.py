@@ -615,6 +615,13 @@ def test_fit_message(compiled):
     assert "no batch size fits" in cost.fit_message(prediction, 1000)
 
 
+def test_available_ram(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:   12345678 kB\n")
+    assert cost.available_ram(str(meminfo)) == 12345678 * 1024
+    assert cost.available_ram(str(tmp_path / "missing")) is None
+
+
 # ---- spacec info -----------------------------------------------------------------------------
 def test_info_reports_costs_and_memory():
     import json
@@ -636,3 +643,35 @@ def test_info_reports_costs_and_memory():
     assert "multiply-adds: 300.3M per image" in text
     assert "predicted peak memory of a first-order darts search step at batch 16" in text
     assert "body[2] cell reduce" in text
+
+
+# ---- what a new method or memory setting brings ----------------------------------------------
+def test_a_registered_method_and_memory_setting_contribute_their_terms(compiled, monkeypatch):
+    from spacec.cost.memory import MEMORY_SETTINGS, MemorySetting
+    from spacec.cost.methods import METHODS, Method, darts_mix
+    from spacec.registry import Entry
+
+    def first_candidate_only(t, x, weights, candidates, C, stride):
+        # One candidate per edge (a GDAS-like sample): the edge runs only the first non-zero one.
+        kept = [next(steps for steps in candidates if steps[0][0] != "zero")]
+        return darts_mix(t, x, weights, kept, C, stride)
+
+    sampled = Method("sampled", first_candidate_only, DARTS.arch_tensors, optimizer_states=2,
+                     build=darts_mix)  # it holds every candidate, runs one
+    low = MemorySetting("low", lambda by_scope: max(by_scope.values()), "one scope at a time")
+    monkeypatch.setitem(METHODS._entries, "sampled", Entry("sampled", sampled))
+    monkeypatch.setitem(MEMORY_SETTINGS._entries, "low", Entry("low", low))
+
+    space = compiled("darts_cnn", C=4, layers=3)
+    darts = cost.predict_search(space.ir, 32)
+    fewer = cost.predict_search(space.ir, 32, method_name="sampled")
+    kept = cost.predict_search(space.ir, 32, memory="low")
+    assert fewer.breakdown["activations"] < darts.breakdown["activations"]
+    assert fewer.breakdown["weights"] == darts.breakdown["weights"]
+    costs = cost.supernet_costs(space.ir, "sampled")
+    assert costs.parameters == cost.supernet_costs(space.ir).parameters
+    assert costs.multiply_adds < cost.supernet_costs(space.ir).multiply_adds
+    assert kept.breakdown["activations"] < darts.breakdown["activations"]
+    assert set(cost.alternatives(space.ir, darts)) == {"--method sampled", "--memory low"}
+    message = cost.fit_message(darts, kept.total, cost.alternatives(space.ir, darts))
+    assert "--memory low" in message

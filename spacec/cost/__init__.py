@@ -37,8 +37,8 @@ from spacec.cost.tracer import Tracer
 
 __all__ = [
     "DEVICES", "GIB", "MEMORY_SETTINGS", "METHODS", "STEPS", "Costs", "Prediction", "Record",
-    "alternatives", "check_shapes", "derived_costs", "fit_message", "predict_search",
-    "predict_train", "shapes", "supernet_costs",
+    "alternatives", "available_ram", "check_shapes", "derived_costs", "fit_message",
+    "predict_search", "predict_train", "shapes", "supernet_costs",
 ]  # fmt: skip
 
 
@@ -54,13 +54,17 @@ def _is_image(ir: irmod.IR) -> bool:
 
 
 def supernet_costs(ir: irmod.IR, method_name: str = "darts") -> Costs:
+    """The supernet's weights (every module its edges hold), α, and the multiply-adds of one
+    forward (what the method's edges run)."""
     search_method = method(method_name)
-    t = Tracer(weights_grad=False)
-    if _is_image(ir):
-        SupernetWalk(ir, t, 1, search_method, alpha_grad=False).forward()
-    else:
+    if not _is_image(ir):
+        t = Tracer(weights_grad=False)
         RecurrentWalk(ir, t, 1, 1, alpha_grad=False).forward()
-    return Costs(t.parameters, alpha_count(ir, search_method), t.multiply_adds)
+        return Costs(t.parameters, alpha_count(ir, search_method), t.multiply_adds)
+    built, ran = Tracer(weights_grad=False), Tracer(weights_grad=False)
+    SupernetWalk(ir, built, 1, search_method, alpha_grad=False, build=True).forward()
+    SupernetWalk(ir, ran, 1, search_method, alpha_grad=False).forward()
+    return Costs(built.parameters, alpha_count(ir, search_method), ran.multiply_adds)
 
 
 def derived_costs(ir: irmod.IR, genotype: Genotype) -> Costs:
@@ -93,6 +97,20 @@ def alternatives(ir: irmod.IR, prediction: Prediction) -> dict[str, Prediction]:
                 ir, method_name=name, memory=prediction.memory, **common
             )
     return found
+
+
+def available_ram(meminfo: str = "/proc/meminfo") -> int | None:
+    """The memory the kernel says a new allocation can get without swapping (MemAvailable, in
+    bytes), or None where /proc/meminfo does not exist. (A GPU's free memory is the runtime's
+    to ask torch for.)"""
+    try:
+        with open(meminfo, encoding="ascii") as lines:
+            for line in lines:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def gib(nbytes: int) -> str:

@@ -380,14 +380,17 @@ def predict_search(
     phases = STEPS[kind]
     sequence = ir.space.network.kind == "language_model"
 
-    def tracer_at(b: int, p: Pass, steps: int = bptt) -> Callable[[Tracer], None]:
+    def tracer_at(b: int, p: Pass, steps: int = bptt, build: bool = False
+                  ) -> Callable[[Tracer], None]:
         if sequence:
             # the w step adds TAR to its loss (a pass with both gradients is the w step's)
             return lambda t: RecurrentWalk(ir, t, b, steps, p.alpha_grad,
                                            regularise=p.alpha_grad and p.weights_grad).forward()
-        return lambda t: SupernetWalk(ir, t, b, search_method, p.alpha_grad).forward()
+        return lambda t: SupernetWalk(ir, t, b, search_method, p.alpha_grad,
+                                      build=build).forward()
 
-    sizes = _sizes(ir, tracer_at(1, Pass(True, True), 1), alpha_count(ir, search_method))
+    sizes = _sizes(ir, tracer_at(1, Pass(True, True), 1, build=True),
+                   alpha_count(ir, search_method))
     if momentum is None:
         momentum = not sequence
     persistent = _persistent(sizes, momentum, search_method.optimizer_states)

@@ -7,6 +7,8 @@ A method registers once under its name (the `--method` of `spacec info`), with:
                     type (DARTS: α [edges, ops]); the first one's softmax feeds `mix`
   optimizer_states  tensors the architecture optimiser keeps per architecture parameter
                     (Adam: exp_avg and exp_avg_sq)
+  build             the same signature as `mix`, visiting every module the edge holds (its
+                    parameters), when the edge runs fewer than it holds (default: `mix`)
 
 Only DARTS exists today (runtime/nn/ops.py `MixedEdge`). A partial-channel method (PC-DARTS)
 or one that samples one candidate per edge (GDAS) adds its own entry: its `mix` traces only the
@@ -31,6 +33,11 @@ class Method:
     arch_tensors: Callable[[spec.Cell, spec.OpSet], Mapping[str, tuple[int, ...]]]
     optimizer_states: int
     doc: str = ""
+    build: Callable[[Tracer, Sym, Sym, Sequence[Sequence[Step]], int, int], Sym] | None = None
+
+    @property
+    def modules(self) -> Callable[[Tracer, Sym, Sym, Sequence[Sequence[Step]], int, int], Sym]:
+        return self.build or self.mix
 
 
 METHODS = Registry("search method")

@@ -220,10 +220,14 @@ def _fixed_steps(data: dict) -> tuple[Step, ...]:
 class SupernetWalk(_ImageWalk):
     """The generated supernet (supernet_image.py.j2) with a search method's mixed edges."""
 
-    def __init__(self, ir, t, batch, method: Method, alpha_grad: bool, records=None):
+    def __init__(self, ir, t, batch, method: Method, alpha_grad: bool, records=None,
+                 build: bool = False):
         super().__init__(ir, t, batch, records)
         self.method = method
         self.alpha_grad = alpha_grad
+        # build: visit every module the method's edges hold (to count parameters)
+        self.mix = method.modules if build else method.mix
+        self.build = build
         self.candidates = {
             cell.name: tuple(
                 tuple(step_of(s) for s in c.steps) for c in self.space.opset(cell.opset).candidates
@@ -248,7 +252,7 @@ class SupernetWalk(_ImageWalk):
         return logits
 
     def cell(self, item: layout.PlannedCell, inputs: Sequence[Sym]) -> tuple[Sym, ...]:
-        key = ("supernet cell", item.name, self.method.name, item.C, item.inputs)
+        key = ("supernet cell", item.name, self.method.name, self.build, item.C, item.inputs)
         return self.t.call(key, self._cell_program(item), *inputs, self.weights[item.name])
 
     def _cell_program(self, item: layout.PlannedCell):
@@ -293,11 +297,9 @@ class SupernetWalk(_ImageWalk):
             raise
 
     def _edge(self, t, x, row, candidates, names, C, stride, src, node) -> Sym:
-        key = ("edge", self.method.name, candidates, C, stride)
+        key = ("edge", self.method.name, self.build, candidates, C, stride)
         try:
-            return t.call(
-                key, lambda t, x, w: self.method.mix(t, x, w, candidates, C, stride), x, row
-            )
+            return t.call(key, lambda t, x, w: self.mix(t, x, w, candidates, C, stride), x, row)
         except ShapeError as error:
             error.context.append(f"edge {src} -> {node}")
             for name, steps in zip(names, candidates, strict=True):
