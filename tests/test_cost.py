@@ -10,7 +10,6 @@ language model) are checked the same way, and a one-edge space pins the accounti
 
 from __future__ import annotations
 
-import dataclasses
 import random
 
 import pytest
@@ -26,9 +25,9 @@ from spacec.arch.genotype import Genotype, resolve
 from spacec.cli import main
 from spacec.cost.methods import method
 from spacec.cost.network import DerivedWalk, RecurrentWalk, SupernetWalk
-from spacec.cost.programs import SUPERNET_PROGRAMS, leads_with_relu
+from spacec.cost.programs import SUPERNET_PROGRAMS, leads_with_relu, step_of, supernet_candidate
 from spacec.cost.tracer import Tracer
-from spacec.errors import SpaceError
+from spacec.errors import ReportedError, SpaceError
 from spacec.runtime.nn.blocks import BLOCKS
 from spacec.runtime.nn.ops import OPS, build_op
 
@@ -593,26 +592,54 @@ def test_check_and_info_report_the_size_error(write_space):
 
 
 # ---- fitting into memory ---------------------------------------------------------------------
-def test_fit_message(compiled):
+def test_check_fits(compiled):
     space = compiled("darts_cnn", C=4, layers=3)
     prediction = cost.predict_search(space.ir, 64, order=2)
+    assert cost.check_fits(prediction, prediction.total, space.ir) is prediction
     assert cost.fit_message(prediction, prediction.total) is None
     available = prediction.total // 2
-    message = cost.fit_message(prediction, available)
-    largest = prediction.largest_batch(available)
+    with pytest.raises(cost.NotEnoughMemory) as raised:
+        cost.check_fits(prediction, available, space.ir)
+    error = raised.value
+    assert isinstance(error, ReportedError)
+    assert (error.predicted, error.available) == (prediction.total, available)
+    largest = error.largest_batch
     assert 1 <= largest < 64
     assert cost.predict_search(space.ir, largest, order=2).total <= available
     assert cost.predict_search(space.ir, largest + 1, order=2).total > available
+    fixes = {fix.options: fix.total for fix in error.fixes}
+    assert f"--batch-size {largest}" in fixes
+    # Every setting that recomputes more, and the partial-channel method, fit at batch 64.
+    for options, settings in (("--memory balanced", {"memory": "balanced"}),
+                              ("--memory low", {"memory": "low"}),
+                              ("--method pc_darts", {"method_name": "pc_darts"})):
+        assert fixes[options] == cost.predict_search(space.ir, 64, order=2, **settings).total
+        assert fixes[options] <= available
+    message = str(error)
     assert message.startswith("one second-order search step of darts_cnn at batch 64 needs "
                               f"about {prediction.total / cost.GIB:.2f} GiB on cpu")
-    assert f"{available / cost.GIB:.2f} GiB" in message
-    assert f"--batch-size {largest}" in message
-    smaller = dataclasses.replace(prediction, phases=tuple(
-        dataclasses.replace(p, total=p.total // 4) for p in prediction.phases))
-    message = cost.fit_message(prediction, available, {"--memory low": smaller})
-    assert "--memory low" in message
-    assert cost.alternatives(space.ir, prediction) == {}  # one method, one setting today
-    assert "no batch size fits" in cost.fit_message(prediction, 1000)
+    assert f"but only {available / cost.GIB:.2f} GiB is available" in message
+    assert f"--batch-size {largest} (" in message and "--memory low (" in message
+    assert message == cost.fit_message(prediction, available,
+                                       cost.alternatives(space.ir, prediction))
+    # Without the space, the batch size only; with too little memory, nothing.
+    with pytest.raises(cost.NotEnoughMemory) as raised:
+        cost.check_fits(prediction, available)
+    assert [fix.options for fix in raised.value.fixes] == [f"--batch-size {largest}"]
+    with pytest.raises(cost.NotEnoughMemory, match="no batch size fits"):
+        cost.check_fits(prediction, 1000, space.ir)
+
+
+def test_alternatives_only_keep_less(compiled):
+    space = compiled("darts_cnn", C=4, layers=3)
+    low = cost.predict_search(space.ir, 8, memory="low")
+    assert cost.alternatives(space.ir, low) == {
+        "--method pc_darts": cost.predict_search(space.ir, 8, method_name="pc_darts",
+                                                 memory="low")}
+    balanced = cost.predict_search(space.ir, 8, memory="balanced")
+    assert set(cost.alternatives(space.ir, balanced)) == {"--memory low", "--method pc_darts"}
+    rnn = compiled("darts_rnn", ninp=4, nhid=4)
+    assert cost.alternatives(rnn.ir, cost.predict_search(rnn.ir, 4, bptt=5)) == {}
 
 
 def test_available_ram(tmp_path):
@@ -645,33 +672,148 @@ def test_info_reports_costs_and_memory():
     assert "body[2] cell reduce" in text
 
 
-# ---- what a new method or memory setting brings ----------------------------------------------
-def test_a_registered_method_and_memory_setting_contribute_their_terms(compiled, monkeypatch):
-    from spacec.cost.memory import MEMORY_SETTINGS, MemorySetting
-    from spacec.cost.methods import METHODS, Method, darts_mix
-    from spacec.registry import Entry
+# ---- memory settings ------------------------------------------------------------------------
+def test_memory_settings_by_hand(load_text):
+    space = load_text(ONE_EDGE)
+    # Kept per image (floats) beside what the edge keeps: the input's channels-last copy (48),
+    # the stem convolution's output (32), the pooled features (2), the log-probabilities (2);
+    # per batch: the stem BatchNorm's mean and inverse std (4), softmax(α) (2), the loss's
+    # total weight (1). test_one_edge_by_hand has `fast`, where the edge keeps 5 x 32 + 4.
+    others, per_batch = 48 + 32 + 2 + 2, 2 * 2 + 2 + 1
+    expected = {
+        # balanced: the stem's output x (the skip's output, by α's multiplication), relu(x),
+        # the conv candidate's output (by α's multiplication); recomputed in backward: the conv
+        # candidate's inside, its 1x1 convolution's output and BatchNorm's statistics.
+        "balanced": (3 * 32, 32, 4, 3),
+        # low: the edge keeps its input x only; recomputed: relu(x), the convolution's and
+        # BatchNorm's outputs, BatchNorm's statistics.
+        "low": (32, 3 * 32, 4, 5),
+    }  # (kept per image, recomputed per image, recomputed per batch, recomputed tensors)
+    for memory, (kept, again, again_per_batch, tensors) in expected.items():
+        setting = cost.MEMORY_SETTINGS[memory].builder
+        for batch in (1, 3):
+            t = Tracer(weights_grad=True)
+            SupernetWalk(space.ir, t, batch, DARTS, alpha_grad=True,
+                         recompute=setting.recompute).forward()
+            assert t.saved_bytes == 4 * (batch * (others + kept) + per_batch), memory
+            assert t.recompute_peak == 4 * (batch * again + again_per_batch), memory
+        prediction = cost.predict_search(space.ir, 3, memory=memory, device="cuda")
+        terms = prediction.breakdown
+        # on the GPU every tensor recomputed takes one 512-byte block
+        assert terms["recomputed in backward"] == tensors * 512
+        costs = cost.supernet_costs(space.ir)
+        assert prediction.total == sum(terms.values())
+        assert (costs.parameters, costs.multiply_adds) == (20, 96 + 64 + 4)
 
-    def first_candidate_only(t, x, weights, candidates, C, stride):
-        # One candidate per edge (a GDAS-like sample): the edge runs only the first non-zero one.
-        kept = [next(steps for steps in candidates if steps[0][0] != "zero")]
-        return darts_mix(t, x, weights, kept, C, stride)
 
-    sampled = Method("sampled", first_candidate_only, DARTS.arch_tensors, optimizer_states=2,
-                     build=darts_mix)  # it holds every candidate, runs one
-    low = MemorySetting("low", lambda by_scope: max(by_scope.values()), "one scope at a time")
-    monkeypatch.setitem(METHODS._entries, "sampled", Entry("sampled", sampled))
-    monkeypatch.setitem(MEMORY_SETTINGS._entries, "low", Entry("low", low))
+def test_recompute_keeps_the_inputs_and_reruns_the_inside():
+    program = catalog.COSTS["sep_conv"]
+    t, out = traced(program, (2, 4, 8, 8), 4, 4, 1, False, kernel=3)
+    r = Tracer(weights_grad=True)
+    x = r.tensor((2, 4, 8, 8), True)
+    kept = r.recompute("sep", lambda t, x: program(t, x, 4, 4, 1, False, kernel=3), x)
+    assert kept.shape == out.shape and kept.grad
+    assert r.saved == {id(x.storage): x.storage.nbytes}  # only the input
+    # backward reruns it: what the plain program saved (relu(x) onwards; x itself it does not)
+    assert r.recompute_peak == t.saved_bytes
+    assert (r.parameters, r.multiply_adds) == (t.parameters, t.multiply_adds)
+    # a program that saves its input: the recomputation does not count it twice
+    pool = catalog.COSTS["avg_pool"]
+    p, _ = traced(pool, (2, 4, 8, 8), 4, 4, 1, False, kernel=3)
+    assert p.saved_bytes == 2 * 4 * 8 * 8 * 4
+    r = Tracer(weights_grad=True)
+    x = r.tensor((2, 4, 8, 8), True)
+    r.recompute("pool", lambda t, x: pool(t, x, 4, 4, 1, False, kernel=3), x)
+    assert (r.saved_bytes, r.recompute_peak) == (2 * 4 * 8 * 8 * 4, 0)
 
+
+def test_memory_settings_order_the_peak(compiled):
     space = compiled("darts_cnn", C=4, layers=3)
-    darts = cost.predict_search(space.ir, 32)
-    fewer = cost.predict_search(space.ir, 32, method_name="sampled")
-    kept = cost.predict_search(space.ir, 32, memory="low")
-    assert fewer.breakdown["activations"] < darts.breakdown["activations"]
-    assert fewer.breakdown["weights"] == darts.breakdown["weights"]
-    costs = cost.supernet_costs(space.ir, "sampled")
+    for order in (1, 2):
+        fast, balanced, low = (cost.predict_search(space.ir, 16, order=order, memory=m)
+                               for m in ("fast", "balanced", "low"))
+        assert low.total < balanced.total < fast.total
+        assert fast.breakdown["recomputed in backward"] == 0
+        assert low.breakdown["recomputed in backward"] > balanced.breakdown[
+            "recomputed in backward"] > 0
+    with pytest.raises(cost.CostError, match="recurrent search is predicted with --memory fast"):
+        cost.predict_search(compiled("darts_rnn").ir, 4, memory="low")
+
+
+# ---- methods ---------------------------------------------------------------------------------
+ONE_REDUCING_EDGE = ONE_EDGE.replace("param C = 2", "param C = 4").replace(
+    "cell c { inputs x", "cell c { reduction inputs x")
+
+
+def test_partial_channels_by_hand(load_text):
+    space = load_text(ONE_EDGE.replace("param C = 2", "param C = 4"))
+    # pc_darts, k=2: the conv candidate at 2 channels: 1x1 conv 2 -> 2 (4 weights, 16 pixels x
+    # 4 multiply-adds); stem 1x1 conv 3 -> 4 + BN (12 + 8); head linear 4 -> 2 (10).
+    costs = cost.supernet_costs(space.ir, "pc_darts", k=2)
+    assert costs.parameters == 12 + 8 + 4 + 10
+    assert costs.multiply_adds == 16 * 4 * 3 + 16 * 2 * 2 + 4 * 2
+    # α [1, 2] and PC-DARTS's β [1]; without edge normalisation, α only
+    assert costs.alpha == 3
+    assert cost.supernet_costs(space.ir, "pc_darts", k=2, edge_norm=False).alpha == 2
+    darts = cost.supernet_costs(space.ir)
+    assert darts.parameters == 12 + 8 + 16 + 10
+    assert cost.supernet_costs(space.ir, "pc_darts", k=1).multiply_adds == darts.multiply_adds
+    with pytest.raises(SpaceError, match="k=3 must divide the edge's 4 channels"):
+        cost.supernet_costs(space.ir, "pc_darts", k=3)
+    with pytest.raises(cost.CostError, match="pc_darts does not apply to sequence spaces"):
+        cost.predict_search(spacec.load("darts_rnn").ir, 4, method_name="pc_darts")
+
+
+def test_partial_channels_keep_less(compiled):
+    space = compiled("darts_cnn", C=8, layers=3)
+    darts = cost.predict_search(space.ir, 16)
+    by_k = [cost.predict_search(space.ir, 16, method_name="pc_darts", method_options={"k": k})
+            for k in (1, 2, 4)]
+    activations = [p.breakdown["activations"] for p in by_k]
+    assert activations[0] > activations[1] > activations[2]
+    assert by_k[2].method == "pc_darts(k=4, edge_norm=True)"
+    assert by_k[2].breakdown["weights"] < darts.breakdown["weights"]
+
+
+def test_sampling_methods_run_one_candidate(compiled):
+    space = compiled("darts_cnn", C=4, layers=3)
+    darts, gdas, path = (cost.predict_search(space.ir, 8, method_name=m)
+                         for m in ("darts", "gdas", "random_ws"))
+    assert gdas.breakdown["weights"] == darts.breakdown["weights"]  # every candidate is held
+    assert gdas.breakdown["activations"] < darts.breakdown["activations"] / 2
+    assert path.step == "weights" and "α" not in path.breakdown
+    with pytest.raises(cost.CostError, match="gdas searches with --order 1, not 2"):
+        cost.predict_search(space.ir, 8, order=2, method_name="gdas")
+    costs = cost.supernet_costs(space.ir, "gdas")
     assert costs.parameters == cost.supernet_costs(space.ir).parameters
-    assert costs.multiply_adds < cost.supernet_costs(space.ir).multiply_adds
-    assert kept.breakdown["activations"] < darts.breakdown["activations"]
-    assert set(cost.alternatives(space.ir, darts)) == {"--method sampled", "--memory low"}
-    message = cost.fit_message(darts, kept.total, cost.alternatives(space.ir, darts))
-    assert "--memory low" in message
+    # each edge runs its most expensive candidate: sep_conv_5x5 (two 5x5 depthwise and two 1x1)
+    t = Tracer(weights_grad=False)
+    x = t.tensor((1, 4, 8, 8))
+    opset = space.spec.opset(space.spec.cells[0].opset)
+    candidates = tuple(tuple(step_of(s) for s in c.steps) for c in opset.candidates)
+    method("gdas").edge(t, x, t.tensor((8,)), candidates, 4, 1, supernet_candidate)
+    assert t.multiply_adds == 64 * 2 * (4 * 25 + 4 * 4)
+
+
+def test_every_method_predicts_every_image_space(compiled):
+    for name in sorted(SMALL):
+        space = compiled(name, **SMALL[name])
+        for method_name in cost.METHODS.names():
+            prediction = cost.predict_search(space.ir, 4, method_name=method_name)
+            assert prediction.total == sum(prediction.breakdown.values())
+            assert prediction.method_name == method_name
+
+
+def test_the_method_option_of_info():
+    result = CliRunner().invoke(main, ["info", "darts_cnn", "--set", "C=4", "--set", "layers=3",
+                                       "--batch-size", "4", "--method", "pc_darts",
+                                       "--method-option", "k=2", "--memory", "low"])
+    assert result.exit_code == 0, result.output
+    assert "(one supernet forward, pc_darts(k=2): every candidate on 1/k" in result.output
+    assert ("predicted peak memory of a first-order pc_darts(k=2, edge_norm=True) search step "
+            "at batch 4 on cpu (memory low)") in result.output
+    refused = CliRunner().invoke(main, ["info", "darts_cnn", "--method", "pc_darts",
+                                        "--method-option", "q=2"])
+    assert refused.exit_code == 1
+    assert "pc_darts has no option q (its options: k, edge_norm)" in refused.output
+    assert "Traceback" not in refused.output

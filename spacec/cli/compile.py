@@ -112,8 +112,12 @@ def compile_command(
 )
 @click.option("--order", type=click.Choice(["1", "2"]), default="1", show_default=True,
               help="1: first-order α step, 2: second order (one unrolled SGD step).")
+@click.option("--method-option", "method_options", metavar="KEY=VALUE", multiple=True,
+              help="A cost option of the method, e.g. k=2 for pc_darts (repeatable).")
 @click.option("--memory", type=click.Choice(cost.MEMORY_SETTINGS.names()), default="fast",
-              show_default=True, help="The memory setting whose step is predicted.")
+              show_default=True,
+              help="fast: keep every activation for backward; balanced: recompute each candidate "
+              "of a mixed edge; low: recompute each mixed edge.")
 @click.option("--device", type=click.Choice(cost.DEVICES.names()), default="cpu",
               show_default=True, help="The device whose allocator the prediction models.")
 @click.option("--bptt", type=click.IntRange(min=1), default=35, show_default=True,
@@ -126,6 +130,7 @@ def info(
     genotype: str | None,
     batch_size: int | None,
     method: str,
+    method_options: tuple[str, ...],
     order: str,
     memory: str,
     device: str,
@@ -135,19 +140,37 @@ def info(
     """Size and cost of SPACE: weights, α, multiply-adds, shapes and (with --batch-size) the
     predicted peak memory of a search step, all computed from the compiled IR."""
     compiled = compile_space(space, sets)
-    report = space_report(compiled, method)
+    options = parse_options(method_options)
+    report = space_report(compiled, method, options)
     if batch_size is not None:
         prediction = cost.predict_search(
             compiled.ir, batch_size, order=int(order), method_name=method, memory=memory,
-            device=device, bptt=bptt,
+            device=device, bptt=bptt, method_options=options,
         )
         report["memory"] = prediction.to_dict()
     if genotype:
-        report["derived"] = derived_report(compiled, genotype, batch_size, device, memory)
+        report["derived"] = derived_report(compiled, genotype, batch_size, device)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
     click.echo("\n".join(info_lines(report)))
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
+    """KEY=VALUE pairs; a value is an integer, true/false, or else a string."""
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}",
+                                     param_hint="--method-option")
+        value: object = text
+        if text.lower() in ("true", "false"):
+            value = text.lower() == "true"
+        elif text.lstrip("-").isdigit():
+            value = int(text)
+        options[key] = value
+    return options
 
 
 def info_lines(report: dict) -> list[str]:
@@ -157,7 +180,8 @@ def info_lines(report: dict) -> list[str]:
         f"parameters: {', '.join(f'{k}={v}' for k, v in report['parameters'].items())}",
         f"supernet weights: {report['supernet_weights']:,}; α: {report['alpha_parameters']:,}",
         f"multiply-adds: {_millions(report['multiply_adds'])} per {per} (one supernet forward, "
-        f"every candidate; {_COUNTED[per]})",
+        f"{report['method']}: {_RUNS.get(report['method_name'], 'every candidate')}; "
+        f"{_COUNTED[per]})",
     ]
     for name, cell in report["cells"].items():
         lines.append(
@@ -182,6 +206,13 @@ def info_lines(report: dict) -> list[str]:
             lines += memory_lines(derived["memory"], "training step")
     return lines
 
+
+# What a supernet forward runs, for the methods that do not run every candidate.
+_RUNS = {
+    "pc_darts": "every candidate on 1/k of the channels",
+    "gdas": "each edge's most expensive candidate",
+    "random_ws": "each edge's most expensive candidate",
+}
 
 # What the multiply-adds count (runtime/tools/flops.py's convention), per unit of input.
 _COUNTED = {
@@ -236,7 +267,7 @@ def _mib(nbytes: int) -> str:
 
 
 def derived_report(
-    compiled: CompiledSpace, reference: str, batch_size: int | None, device: str, memory: str
+    compiled: CompiledSpace, reference: str, batch_size: int | None, device: str
 ) -> dict:
     genotype = resolve(reference, compiled.name)
     compiled.discrete_source(genotype)  # a genotype that does not fit the space is reported
@@ -249,14 +280,14 @@ def derived_report(
         "input_shape": list(compiled.input_shape) if image else None,
     }
     if batch_size is not None and image:
-        prediction = cost.predict_train(compiled.ir, genotype, batch_size, device=device,
-                                        memory=memory)
+        prediction = cost.predict_train(compiled.ir, genotype, batch_size, device=device)
         report["memory"] = prediction.to_dict()
     return report
 
 
-def space_report(compiled: CompiledSpace, method: str = "darts") -> dict:
-    costs = cost.supernet_costs(compiled.ir, method)
+def space_report(compiled: CompiledSpace, method: str = "darts",
+                 options: dict[str, object] | None = None) -> dict:
+    costs = cost.supernet_costs(compiled.ir, method, **(options or {}))
     cells = {}
     for cell in compiled.spec.cells:
         ops = compiled.spec.opset(cell.opset).names
@@ -276,6 +307,9 @@ def space_report(compiled: CompiledSpace, method: str = "darts") -> dict:
         "path": compiled.spec.path,
         "sha256": compiled.spec.sha256,
         "parameters": dict(compiled.spec.params),
+        "method": cost.METHODS[method].builder.label if not options
+        else f"{method}({', '.join(f'{k}={v}' for k, v in options.items())})",
+        "method_name": method,
         "supernet_weights": costs.parameters,
         "alpha_parameters": costs.alpha,
         "multiply_adds": costs.multiply_adds,

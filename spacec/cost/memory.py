@@ -15,9 +15,10 @@ step is the largest phase's total:
   allocator    what the device's allocator holds beyond the live tensors (`Device`)
 
 Three registries, each keyed by name so that a new method, setting or device adds an entry and
-no if-chain: `spacec.cost.methods.METHODS` (how an edge mixes, α's size), `MEMORY_SETTINGS` (what
-of the traced activations stays resident: `fast` keeps everything, today's behaviour; a
-recomputing setting keeps less) and `DEVICES` (cpu, cuda). The step kinds (`STEPS`: weights,
+no if-chain: `spacec.cost.methods.METHODS` (what an edge runs and keeps, α's size),
+`MEMORY_SETTINGS` (what of a mixed edge backward recomputes: `fast` keeps everything, today's
+runtime; `balanced` and `low` checkpoint each candidate or each edge, the switch the runtime is
+to get; recurrent spaces are predicted with `fast` only) and `DEVICES` (cpu, cuda). The step kinds (`STEPS`: weights,
 first, second; `TRAIN_STEP`) follow the search loop and the architect.
 
 Recurrent spaces: the prediction traces the cell at every time step of a segment of `bptt`
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 
 from spacec import ir as irmod
 from spacec.arch.genotype import Genotype
-from spacec.cost.methods import Method, method
+from spacec.cost.methods import IMAGE, SEQUENCE, CostError, Method, method
 from spacec.cost.network import DerivedWalk, PlacedError, RecurrentWalk, SupernetWalk
 from spacec.cost.shapes import space_error
 from spacec.cost.tracer import FLOAT, INDEX, Tracer
@@ -113,10 +114,17 @@ TRAIN_STEP = (
 # ---- memory settings and devices -------------------------------------------------------------
 @dataclass(frozen=True)
 class MemorySetting:
-    """What of the traced activations stays resident: `resident(bytes by scope) -> bytes`."""
+    """What of a mixed edge the backward pass recomputes instead of keeping (the runtime's
+    ``memory`` switch, issue 11): `recompute` is "" (keep everything), "candidate" (each
+    candidate under torch.utils.checkpoint: the edge keeps its input, relu(x) and every
+    candidate's output, which α's gradient needs) or "edge" (the whole mixed edge checkpointed:
+    it keeps its input and weights row only; its output is kept where its consumer keeps it).
+    While backward reruns a segment, what that segment saves lives again: the largest such
+    segment is added to the activations. `level` orders the settings, most memory first."""
 
     name: str
-    resident: Callable[[Mapping[str, int]], int]
+    recompute: str
+    level: int
     doc: str = ""
 
 
@@ -128,13 +136,13 @@ def register_memory_setting(setting: MemorySetting) -> MemorySetting:
     return setting
 
 
-register_memory_setting(
-    MemorySetting(
-        "fast",
-        lambda by_scope: sum(by_scope.values()),
-        "every tensor autograd saves stays until backward (today's runtime)",
-    )
-)
+register_memory_setting(MemorySetting(
+    "fast", "", 0, "every tensor autograd saves stays until backward (today's runtime)"))
+register_memory_setting(MemorySetting(
+    "balanced", "candidate", 1,
+    "each candidate of a mixed edge recomputed in backward; its output kept for α's gradient"))
+register_memory_setting(MemorySetting(
+    "low", "edge", 2, "each mixed edge recomputed in backward: its input kept, nothing inside"))
 
 
 @dataclass(frozen=True)
@@ -219,6 +227,8 @@ class Prediction:
     phases: tuple[PhasePeak, ...]
     per_sample: int  # bytes the peak grows by per sample of batch (activations, data)
     settings: tuple[tuple[str, object], ...] = field(default=())
+    method_name: str = ""  # the registered name (`method` is its label, with its options)
+    method_options: tuple[tuple[str, object], ...] = ()
 
     @property
     def peak(self) -> PhasePeak:
@@ -244,6 +254,7 @@ class Prediction:
             "what": self.what,
             "step": self.step,
             "method": self.method,
+            "method_options": dict(self.method_options),
             "memory": self.memory,
             "device": self.device,
             "batch": self.batch,
@@ -262,6 +273,7 @@ class _Traced:
 
     by_scope: dict[str, int]
     largest: int  # bytes of the largest activation
+    recompute_peak: int  # bytes a recomputed segment saves again while its backward runs
 
 
 def _run(ir: irmod.IR, trace: Callable[[Tracer], None], t: Tracer) -> Tracer:
@@ -276,7 +288,7 @@ def _run(ir: irmod.IR, trace: Callable[[Tracer], None], t: Tracer) -> Tracer:
 def _pass_bytes(ir: irmod.IR, trace: Callable[[Tracer], None], weights_grad: bool,
                 device: Device) -> _Traced:
     t = _run(ir, trace, Tracer(weights_grad=weights_grad, tensor_bytes=device.tensor_bytes))
-    return _Traced(t.saved_by_scope(), t.largest)
+    return _Traced(t.saved_by_scope(), t.largest, t.recompute_peak)
 
 
 def _persistent(sizes: Mapping[str, int], momentum: bool, method_states: int) -> list:
@@ -300,7 +312,6 @@ def _phase_peaks(
     persistent: list,
     data: int,
     sizes: Mapping[str, int],
-    setting: MemorySetting,
     device: Device,
 ) -> tuple[PhasePeak, ...]:
     peaks = []
@@ -312,8 +323,11 @@ def _phase_peaks(
         activations = 0
         if phase.activations is not None:
             traced = passes[phase.activations]
-            activations = setting.resident(traced.by_scope)
-            terms += [("activations", activations), ("backward working set", 2 * traced.largest)]
+            activations = sum(traced.by_scope.values())
+            terms += [("activations", activations),
+                      ("recomputed in backward", traced.recompute_peak),
+                      ("backward working set", 2 * traced.largest)]
+            activations += traced.recompute_peak
         merged: dict[str, int] = {}
         for what, nbytes in terms:
             merged[what] = merged.get(what, 0) + nbytes
@@ -337,7 +351,7 @@ def _sizes(ir: irmod.IR, trace: Callable[[Tracer], None], alpha: int) -> dict[st
 def alpha_count(ir: irmod.IR, search_method: Method) -> int:
     total = 0
     for cell in ir.space.cells:
-        for shape in search_method.arch_tensors(cell, ir.space.opset(cell.opset)).values():
+        for shape in search_method.tensors(cell, ir.space.opset(cell.opset)).values():
             count = 1
             for dim in shape:
                 count *= dim
@@ -367,18 +381,24 @@ def predict_search(
     device: str = "cpu",
     bptt: int = 35,
     momentum: bool | None = None,
+    method_options: Mapping[str, object] | None = None,
 ) -> Prediction:
-    """Peak memory of one search step (`step`: weights, first or second; default from `order`).
+    """Peak memory of one search step (`step`: weights, first or second; default: the one the
+    method runs at `order`). `method_options` replace the method's cost options (PC-DARTS's k).
 
     `momentum`: whether the w optimiser keeps a momentum buffer (default: the DARTS searches',
     0.9 for images, none for the recurrent search).
     """
-    kind = step or ORDERS[order]
-    search_method = method(method_name)
+    search_method = method(method_name, **dict(method_options or {}))
+    sequence = ir.space.network.kind == "language_model"
+    search_method.check_domain(SEQUENCE if sequence else IMAGE)
+    kind = step or search_method.step(order)
     setting = MEMORY_SETTINGS[memory].builder
+    if sequence and setting.recompute:
+        raise CostError(f"--memory {memory} recomputes the mixed edges of image cells; a "
+                        "recurrent search is predicted with --memory fast only")
     dev = DEVICES[device].builder
     phases = STEPS[kind]
-    sequence = ir.space.network.kind == "language_model"
 
     def tracer_at(b: int, p: Pass, steps: int = bptt, build: bool = False
                   ) -> Callable[[Tracer], None]:
@@ -386,8 +406,8 @@ def predict_search(
             # the w step adds TAR to its loss (a pass with both gradients is the w step's)
             return lambda t: RecurrentWalk(ir, t, b, steps, p.alpha_grad,
                                            regularise=p.alpha_grad and p.weights_grad).forward()
-        return lambda t: SupernetWalk(ir, t, b, search_method, p.alpha_grad,
-                                      build=build).forward()
+        return lambda t: SupernetWalk(ir, t, b, search_method, p.alpha_grad, build=build,
+                                      recompute="" if build else setting.recompute).forward()
 
     sizes = _sizes(ir, tracer_at(1, Pass(True, True), 1, build=True),
                    alpha_count(ir, search_method))
@@ -400,13 +420,14 @@ def predict_search(
         passes = {p: _pass_bytes(ir, tracer_at(b, p), p.weights_grad, dev) for p in needed}
         nhid = ir.space.network.get("hidden").value if sequence else 0
         data = 2 * (_text_data(b, bptt, nhid) if sequence else _image_data(ir, b))
-        return _phase_peaks(phases, passes, persistent, data, sizes, setting, dev)
+        return _phase_peaks(phases, passes, persistent, data, sizes, dev)
 
     peaks = peaks_at(batch)
     return Prediction(
-        "search", ir.name, kind, method_name, memory, device, batch, peaks,
+        "search", ir.name, kind, search_method.label, memory, device, batch, peaks,
         _per_sample(peaks, peaks_at(batch + 1)),
         (("bptt", bptt),) if sequence else (),
+        search_method.name, tuple(search_method.options),
     )
 
 
@@ -417,14 +438,13 @@ def predict_train(
     auxiliary: bool = True,
     drop_path: bool = True,
     device: str = "cpu",
-    memory: str = "fast",
 ) -> Prediction:
-    """Peak memory of one `spacec train` step of the derived network (image spaces).
+    """Peak memory of one `spacec train` step of the derived network (image spaces). It has no
+    mixed edges, so no memory setting applies: everything is kept (`fast`).
 
     Defaults: DARTS train.py, the auxiliary head on and drop path active (its later epochs).
     """
     dev = DEVICES[device].builder
-    setting = MEMORY_SETTINGS[memory].builder
 
     def tracer_at(b: int) -> Callable[[Tracer], None]:
         return lambda t: DerivedWalk(ir, t, b, genotype, auxiliary, drop_path).forward()
@@ -435,12 +455,11 @@ def predict_train(
 
     def peaks_at(b: int) -> tuple[PhasePeak, ...]:
         passes = {train_pass: _pass_bytes(ir, tracer_at(b), True, dev)}
-        return _phase_peaks(TRAIN_STEP, passes, persistent, _image_data(ir, b), sizes, setting,
-                            dev)
+        return _phase_peaks(TRAIN_STEP, passes, persistent, _image_data(ir, b), sizes, dev)
 
     peaks = peaks_at(batch)
     return Prediction(
-        "train", ir.name, "train", "derived", memory, device, batch, peaks,
+        "train", ir.name, "train", "derived", "fast", device, batch, peaks,
         _per_sample(peaks, peaks_at(batch + 1)),
         (("auxiliary", auxiliary), ("drop_path", drop_path)),
     )

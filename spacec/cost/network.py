@@ -213,6 +213,22 @@ def _sum(t: Tracer, terms: Sequence[Sym]) -> Sym:
     return out
 
 
+def _recomputed_candidate(t: Tracer, x: Sym, steps, C: int, stride: int, input_relu: bool
+                          ) -> Sym:
+    """A candidate under torch.utils.checkpoint: its input kept, its inside recomputed."""
+    return t.recompute(("candidate", steps, C, stride, input_relu),
+                       lambda t, x: supernet_candidate(t, x, steps, C, stride, input_relu), x)
+
+
+# What a memory setting recomputes (memory.MEMORY_SETTINGS `recompute`) -> how a candidate runs;
+# "edge" runs candidates plainly inside a recomputed edge (SupernetWalk._edge).
+RECOMPUTED_CANDIDATES = {
+    "": supernet_candidate,
+    "candidate": _recomputed_candidate,
+    "edge": supernet_candidate,
+}
+
+
 def _fixed_steps(data: dict) -> tuple[Step, ...]:
     return tuple(step_of(step) for step in data["steps"])
 
@@ -221,13 +237,15 @@ class SupernetWalk(_ImageWalk):
     """The generated supernet (supernet_image.py.j2) with a search method's mixed edges."""
 
     def __init__(self, ir, t, batch, method: Method, alpha_grad: bool, records=None,
-                 build: bool = False):
+                 build: bool = False, recompute: str = ""):
         super().__init__(ir, t, batch, records)
         self.method = method
         self.alpha_grad = alpha_grad
         # build: visit every module the method's edges hold (to count parameters)
-        self.mix = method.modules if build else method.mix
         self.build = build
+        # recompute: what of a mixed edge the backward pass recomputes instead of keeping
+        self.recompute = recompute
+        self.run = RECOMPUTED_CANDIDATES[recompute]
         self.candidates = {
             cell.name: tuple(
                 tuple(step_of(s) for s in c.steps) for c in self.space.opset(cell.opset).candidates
@@ -241,7 +259,8 @@ class SupernetWalk(_ImageWalk):
         # arch_weights(): the softmax of every cell type's α, which keeps its output.
         self.weights = {}
         for cell in self.space.cells:
-            shape = (len(cell.edges), len(self.space.opset(cell.opset).candidates))
+            shape = (len(cell.edges),
+                     len(self.space.opset(cell.opset).candidates) + self.method.extra_columns)
             weights = t.tensor(shape, self.alpha_grad)
             if weights.grad:
                 t.save(weights)
@@ -252,7 +271,8 @@ class SupernetWalk(_ImageWalk):
         return logits
 
     def cell(self, item: layout.PlannedCell, inputs: Sequence[Sym]) -> tuple[Sym, ...]:
-        key = ("supernet cell", item.name, self.method.name, self.build, item.C, item.inputs)
+        key = ("supernet cell", item.name, self.method, self.build, self.recompute, item.C,
+               item.inputs)
         return self.t.call(key, self._cell_program(item), *inputs, self.weights[item.name])
 
     def _cell_program(self, item: layout.PlannedCell):
@@ -297,9 +317,11 @@ class SupernetWalk(_ImageWalk):
             raise
 
     def _edge(self, t, x, row, candidates, names, C, stride, src, node) -> Sym:
-        key = ("edge", self.method.name, self.build, candidates, C, stride)
+        key = ("edge", self.method, self.build, self.recompute, candidates, C, stride)
+        call = t.recompute if self.recompute == "edge" else t.call
         try:
-            return t.call(key, lambda t, x, w: self.mix(t, x, w, candidates, C, stride), x, row)
+            return call(key, lambda t, x, w: self.method.edge(t, x, w, candidates, C, stride,
+                                                              self.run, self.build), x, row)
         except ShapeError as error:
             error.context.append(f"edge {src} -> {node}")
             for name, steps in zip(names, candidates, strict=True):

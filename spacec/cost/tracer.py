@@ -16,7 +16,10 @@ only a shape, a requires-grad flag and a storage, and records what torch would:
   and two per-channel statistics, ReLU/sigmoid/tanh their output, max pooling its input and
   int64 indices, average pooling its input; a linear layer or matrix product keeps its input
   only for its weight's gradient, and `a * b` the factor the other side's gradient needs.
-  Parameters and buffers that are saved are not counted (they exist anyway).
+  Parameters and buffers that are saved are not counted (they exist anyway);
+- recomputation (`recompute`, torch.utils.checkpoint): a segment whose forward saves nothing
+  but its inputs, and whose own saved tensors live again while backward reruns it
+  (`recompute_peak`: the largest such segment, alive on top of what the others saved).
 
 Shapes are tuples whose first dimension is the batch; image tensors are (N, C, H, W). Nothing here
 imports torch: the formulas are checked against torch by tests/test_cost.py.
@@ -89,6 +92,7 @@ class Summary:
     buffers: int
     multiply_adds: int
     largest: int
+    recompute_peak: int
 
 
 @dataclass
@@ -105,6 +109,7 @@ class Tracer:
     buffers: int = 0  # bytes
     multiply_adds: int = 0  # over the batch
     largest: int = 0  # bytes of the largest tensor created
+    recompute_peak: int = 0  # bytes a recomputed segment saves again during backward (largest)
     saved: dict[int, int] = field(default_factory=dict)  # id(storage) -> bytes
     scopes: dict[int, str] = field(default_factory=dict)  # id(storage) -> scope that saved it
     scope: str = ""
@@ -435,6 +440,7 @@ class Tracer:
             inner.buffers,
             inner.multiply_adds,
             inner.largest,
+            inner.recompute_peak,
         )
 
     def _replay(self, summary: Summary, inputs: Sequence[Sym]) -> object:
@@ -442,6 +448,7 @@ class Tracer:
         self.buffers += summary.buffers
         self.multiply_adds += summary.multiply_adds
         self.largest = max(self.largest, summary.largest)
+        self.recompute_peak = max(self.recompute_peak, summary.recompute_peak)
         for index in summary.saved_inputs:
             self.save(inputs[index])
         if summary.own_saved:
@@ -455,3 +462,30 @@ class Tracer:
             storage = inputs[index].storage if kind == "input" else storages[index]
             outputs.append(Sym(shape, grad, storage))
         return tuple(outputs) if len(outputs) > 1 else outputs[0]
+
+    # -- recomputation ---------------------------------------------------------------------------
+    def recompute(self, key: Hashable, program: Callable[..., Sym], *inputs: Sym) -> Sym:
+        """torch.utils.checkpoint(program, *inputs) (non-reentrant): the forward keeps its inputs
+        (the recomputation's closure holds them) and saves nothing else; backward reruns the
+        program, whose saved tensors other than those inputs then live until its own backward
+        is done (`recompute_peak`). Parameters and multiply-adds count once (one forward)."""
+        return self.call(("recompute", key), lambda t, *xs: t._checkpointed(key, program, xs),
+                         *inputs)
+
+    def _checkpointed(self, key: Hashable, program: Callable[..., Sym], inputs) -> Sym:
+        segment = Tracer(weights_grad=self.weights_grad, tensor_bytes=self.tensor_bytes)
+        segment._cache = self._cache
+        out = segment.call(key, program, *inputs)
+        self.parameters += segment.parameters
+        self.buffers += segment.buffers
+        self.multiply_adds += segment.multiply_adds
+        self.largest = max(self.largest, segment.largest)
+        given = {id(x.storage) for x in inputs}
+        again = sum(n for storage, n in segment.saved.items() if storage not in given)
+        self.recompute_peak = max(self.recompute_peak, again + segment.recompute_peak)
+        if id(out.storage) in given:
+            return out  # the program returned one of its inputs (a view of it)
+        result = self.tensor(out.shape, out.grad)
+        if result.grad:
+            self.save(*inputs)
+        return result
