@@ -11,13 +11,28 @@ loaded (the same step run once on the space at C=2, batch 2) but before the mode
 prediction never counts the interpreter. On a GPU, the CUDA figure is max_memory_allocated over
 the measured step (nothing is on the device before the model).
 
+Why peak RSS on the CPU: the cost model predicts what the process needs from the machine, which
+is what decides whether a run fits, and glibc keeps freed activations in its heap, so tracing
+the live tensors (tracemalloc does not see torch's allocations; the profiler's memory view sees
+tensors only) would leave out what the process actually holds. The delta against a baseline
+taken after the same step on a tiny network keeps torch's code pages and kernel caches out.
+
+Memory settings (``--memory``): the runtime has no recomputation switch yet (issue 11, part 1),
+so the worker emulates the two the cost model knows with torch.utils.checkpoint
+(non-reentrant): `balanced` wraps every candidate module of every MixedEdge, `low` every
+MixedEdge's forward. Methods (``--methods``): only `darts` exists in this branch's runtime; the
+others are predicted and listed as not measured.
+
     python benchmarks/cost_model.py                                  # the issue's table
     python benchmarks/cost_model.py --spaces darts_cnn --batch 16 --steps first --json out.json
     python benchmarks/cost_model.py --limit-gib 8     # skip what the prediction says won't fit
     python benchmarks/cost_model.py --spaces darts_cnn darts_imagenet --steps train
     python benchmarks/cost_model.py --spaces --rnn       # the recurrent search only
+    python benchmarks/cost_model.py --spaces darts_cnn --batch 16 --memory fast balanced low
+    python benchmarks/cost_model.py --reuse a.json b.json  # re-predict, keep the measurements
 
-Configurations whose prediction exceeds ``--limit-gib`` are listed as not measured.
+Configurations whose prediction exceeds ``--limit-gib`` are listed as not measured. The table
+gives predicted / measured and whether that is within ±20% (the issue's accuracy target).
 """
 
 from __future__ import annotations
@@ -56,6 +71,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--methods", nargs="+", default=["darts"],
+                        help="search methods to predict (only darts is measured here)")
+    parser.add_argument("--memory", nargs="+", default=["fast"],
+                        choices=["fast", "balanced", "low"], help="memory settings")
+    parser.add_argument("--reuse", type=Path, nargs="+", default=[],
+                        help="JSON files of earlier runs: their measurements are reused for the "
+                        "same configurations, the predictions made anew")
     parser.add_argument("--limit-gib", type=float, default=16.0,
                         help="measure only what the prediction puts below this")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -77,7 +99,9 @@ def predict(job: dict) -> dict:
         prediction = cost.predict_train(space.ir, genotype, job["batch"], device=job["device"])
     else:
         prediction = cost.predict_search(space.ir, job["batch"], step=job["step"],
-                                         device=job["device"], bptt=job.get("bptt", RNN_BPTT))
+                                         device=job["device"], bptt=job.get("bptt", RNN_BPTT),
+                                         method_name=job.get("method", "darts"),
+                                         memory=job.get("memory", "fast"))
     return prediction.to_dict()
 
 
@@ -145,6 +169,7 @@ def image_step(job: dict, device):
 
         return train_step
 
+    recompute(job.get("memory", "fast"))
     model = space.supernet().to(device)
     optimizer = torch.optim.SGD(model.weights(), lr=LR, momentum=MOMENTUM,
                                 weight_decay=WEIGHT_DECAY)
@@ -166,6 +191,28 @@ def image_step(job: dict, device):
         optimizer.step()
 
     return search_step
+
+
+def recompute(memory: str) -> None:
+    """Emulate a memory setting on MixedEdge with torch.utils.checkpoint (module docstring)."""
+    from functools import partial
+
+    from torch.utils.checkpoint import checkpoint
+
+    from spacec.runtime.nn.ops import MixedEdge
+
+    if memory == "low":
+        plain = MixedEdge.forward
+        MixedEdge.forward = lambda self, x, w: checkpoint(plain, self, x, w, use_reentrant=False)
+    elif memory == "balanced":
+        built = MixedEdge.__init__
+
+        def init(self, *args, **kwargs):
+            built(self, *args, **kwargs)
+            for op in self.ops:
+                op.forward = partial(checkpoint, op.forward, use_reentrant=False)
+
+        MixedEdge.__init__ = init
 
 
 def recurrent_step(job: dict, device):
@@ -215,27 +262,58 @@ def jobs(args: argparse.Namespace) -> list[dict]:
         for batch in args.batch:
             for step in args.steps:
                 overrides = TRAIN_OVERRIDES.get(space, {}) if step == "train" else {}
-                found.append({**common, "space": space, "overrides": overrides, "batch": batch,
-                              "step": step})
+                job = {**common, "space": space, "overrides": overrides, "batch": batch,
+                       "step": step, "method": "darts", "memory": "fast"}
+                if step == "train":
+                    found.append(job)
+                    continue
+                for method in args.methods:
+                    for memory in args.memory:
+                        found.append({**job, "method": method, "memory": memory})
     if args.rnn:
         for step in ("first", "second"):
             found.append({**common, "space": "darts_rnn", "overrides": RNN_QUICK,
-                          "batch": RNN_BATCH, "bptt": RNN_BPTT, "step": step})
+                          "batch": RNN_BATCH, "bptt": RNN_BPTT, "step": step, "method": "darts",
+                          "memory": "fast"})
     return found
 
 
+TOLERANCE = 0.2  # the issue's accuracy target: within ±20% of the measured peak
+MEASURED_METHODS = ("darts",)  # the methods this branch's runtime has
+
+
 def table(results: list[dict]) -> str:
-    header = (f"{'space':<16}{'batch':>6}  {'step':<8}{'predicted GiB':>14}{'measured GiB':>14}"
-              f"{'ratio':>8}   peak phase (predicted)")
+    header = (f"{'space':<15}{'batch':>6}  {'step':<7}{'method':<10}{'memory':<9}"
+              f"{'predicted GiB':>14}{'measured GiB':>13}{'ratio':>7}  {'±20%':<5} "
+              "peak phase (predicted)")
     lines = [header, "-" * len(header)]
     for r in results:
         predicted = r["prediction"]["total_bytes"]
         measured = r.get("measured_bytes")
-        shown = f"{measured / GIB:>14.2f}{predicted / measured:>8.2f}" if measured else (
-            f"{'not measured':>14}{'-':>8}")
-        lines.append(f"{r['space']:<16}{r['batch']:>6}  {r['step']:<8}{predicted / GIB:>14.2f}"
-                     f"{shown}   {r['prediction']['peak_phase']}")
+        if measured:
+            ratio = predicted / measured
+            within = "yes" if abs(ratio - 1) <= TOLERANCE else "no"
+            shown = f"{measured / GIB:>13.2f}{ratio:>7.2f}  {within:<5}"
+        else:
+            shown = f"{r.get('why', 'not measured'):>13}{'-':>7}  {'-':<5}"
+        lines.append(f"{r['space']:<15}{r['batch']:>6}  {r['step']:<7}"
+                     f"{r.get('method', 'darts'):<10}{r.get('memory', 'fast'):<9}"
+                     f"{predicted / GIB:>14.2f}{shown} {r['prediction']['peak_phase']}")
     return "\n".join(lines)
+
+
+def _key(job: dict) -> tuple:
+    return (job["space"], json.dumps(job["overrides"], sort_keys=True), job["batch"],
+            job["step"], job.get("method", "darts"), job.get("memory", "fast"), job["device"])
+
+
+def reused(paths: list[Path]) -> dict[tuple, dict]:
+    found = {}
+    for path in paths:
+        for result in json.loads(path.read_text(encoding="utf-8")):
+            if result.get("measured_bytes"):
+                found[_key(result)] = result
+    return found
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -243,14 +321,27 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         print(json.dumps(measure(json.loads(args.worker))))
         return
+    earlier = reused(args.reuse)
+    todo = jobs(args)  # `--spaces` with no name: only the reused configurations
+    planned = {_key(job) for job in todo}
+    todo += [{k: v for k, v in r.items() if k not in ("prediction", "measured_bytes",
+                                                      "baseline_bytes")}
+             for key, r in earlier.items() if key not in planned]
     results = []
-    for job in jobs(args):
+    for job in todo:
         prediction = predict(job)
         result = {**job, "prediction": prediction}
-        if prediction["total_bytes"] <= args.limit_gib * GIB:
+        if _key(job) in earlier:
+            result["measured_bytes"] = earlier[_key(job)]["measured_bytes"]
+            result["baseline_bytes"] = earlier[_key(job)]["baseline_bytes"]
+        elif job.get("method", "darts") not in MEASURED_METHODS:
+            result["why"] = "no runtime"
+        elif prediction["total_bytes"] > args.limit_gib * GIB:
+            result["why"] = "over limit"
+        else:
             result.update(run_in_subprocess(__file__, job))
-            print(f"{job['space']} batch {job['batch']} {job['step']}: predicted "
-                  f"{prediction['total_bytes'] / GIB:.2f} GiB, measured "
+            print(f"{job['space']} batch {job['batch']} {job['step']} {job['memory']}: "
+                  f"predicted {prediction['total_bytes'] / GIB:.2f} GiB, measured "
                   f"{result['measured_bytes'] / GIB:.2f} GiB", file=sys.stderr, flush=True)
         results.append(result)
     print(f"peak memory of one step on {args.device} ({args.threads} threads), predicted from "
