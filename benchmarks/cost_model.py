@@ -344,11 +344,11 @@ def main(argv: list[str] | None = None) -> None:
                   f"predicted {prediction['total_bytes'] / GIB:.2f} GiB, measured "
                   f"{result['measured_bytes'] / GIB:.2f} GiB", file=sys.stderr, flush=True)
         results.append(result)
+        if args.json:  # after every configuration: a long run that is cut short keeps its work
+            args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"peak memory of one step on {args.device} ({args.threads} threads), predicted from "
           f"the IR vs measured after {args.warmup} warm-up step(s); baseline excluded")
     print(table(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
