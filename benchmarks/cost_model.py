@@ -20,7 +20,11 @@ taken after the same step on a tiny network keeps torch's code pages and kernel 
 Memory settings (``--memory``): the runtime has no recomputation switch yet (issue 11, part 1),
 so the worker emulates the two the cost model knows with torch.utils.checkpoint
 (non-reentrant): `balanced` wraps every candidate module of every MixedEdge, `low` every
-MixedEdge's forward. Methods (``--methods``): only `darts` exists in this branch's runtime; the
+MixedEdge's forward. Only the weights step (``--steps weights``) can be emulated so: the
+architect's α step runs the supernet through torch.func.functional_call, and a checkpoint's
+recomputation in backward runs outside that call, on the module's own parameters, so torch
+finds other saved tensors and refuses (CheckpointError); the runtime's switch has to recompute
+with the functional call's tensors. Methods (``--methods``): only `darts` exists in this branch's runtime; the
 others are predicted and listed as not measured.
 
     python benchmarks/cost_model.py                                  # the issue's table
@@ -80,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "same configurations, the predictions made anew")
     parser.add_argument("--limit-gib", type=float, default=16.0,
                         help="measure only what the prediction puts below this")
+    parser.add_argument("--predict-only", action="store_true", help="measure nothing")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -283,7 +288,7 @@ MEASURED_METHODS = ("darts",)  # the methods this branch's runtime has
 
 
 def table(results: list[dict]) -> str:
-    header = (f"{'space':<15}{'batch':>6}  {'step':<7}{'method':<10}{'memory':<9}"
+    header = (f"{'space':<15}{'batch':>6}  {'step':<7}{'method':<12}{'memory':<9}"
               f"{'predicted GiB':>14}{'measured GiB':>13}{'ratio':>7}  {'±20%':<5} "
               "peak phase (predicted)")
     lines = [header, "-" * len(header)]
@@ -297,7 +302,7 @@ def table(results: list[dict]) -> str:
         else:
             shown = f"{r.get('why', 'not measured'):>13}{'-':>7}  {'-':<5}"
         lines.append(f"{r['space']:<15}{r['batch']:>6}  {r['step']:<7}"
-                     f"{r.get('method', 'darts'):<10}{r.get('memory', 'fast'):<9}"
+                     f"{r.get('method', 'darts'):<12}{r.get('memory', 'fast'):<9}"
                      f"{predicted / GIB:>14.2f}{shown} {r['prediction']['peak_phase']}")
     return "\n".join(lines)
 
@@ -334,6 +339,8 @@ def main(argv: list[str] | None = None) -> None:
         if _key(job) in earlier:
             result["measured_bytes"] = earlier[_key(job)]["measured_bytes"]
             result["baseline_bytes"] = earlier[_key(job)]["baseline_bytes"]
+        elif args.predict_only:
+            result["why"] = "not run"
         elif job.get("method", "darts") not in MEASURED_METHODS:
             result["why"] = "no runtime"
         elif prediction["total_bytes"] > args.limit_gib * GIB:
