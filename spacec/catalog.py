@@ -294,3 +294,209 @@ MODULE_ATTRIBUTES = frozenset(
         "zero_grad",
     }
 )
+
+
+# ---- cost formulas ---------------------------------------------------------------------------
+# Each primitive and block once more, as a program over abstract layers: the layers of its
+# runtime module (runtime/nn/ops.py, blocks.py, recurrent.py), in the same order, with the same
+# views and copies. `spacec.cost` runs a program on symbolic tensors (a shape and whether it
+# requires grad, nothing allocated) to get its output shape, parameters, multiply-adds and the
+# tensors autograd keeps for backward; tests/test_cost.py checks every program against the torch
+# module the runtime builds, on a few sizes. A program has the runtime builder's signature,
+# `program(t, x, C_in, C_out, stride, affine, **args)`, with `t` the layer algebra
+# (spacec.cost.Tracer: conv, bn, relu, ...) and `x` the input; it returns the output. Programs
+# whose runtime builder takes `input_relu` take it too (MixedEdge applies one shared ReLU).
+# Batch is the first dimension, so the formulas hold at any batch size.
+
+
+def _zero_cost(t, x, C_in, C_out, stride, affine):
+    # Zero: subsample, then zeros (one channel expanded when the width changes).
+    if stride != 1:
+        x = t.subsample(x, stride)
+    if C_out == C_in:
+        return t.scale(x)
+    return t.copy(t.expand_channels(t.scale(t.narrow_channels(x, 1)), C_out))
+
+
+def _even_halves(t, x, what: str) -> None:
+    """A stride-2 block whose two paths floor and ceil the size: 1 becomes 0, odd sizes differ."""
+    height, width = x.shape[-2:]
+    if height < 2 or width < 2:
+        t.fail(f"{what} halves {height}x{width} to nothing", (height, width, height // 2, width // 2))
+    if height % 2 or width % 2:
+        t.fail(f"{what} halves only even sizes, not {height}x{width}")
+
+
+def _factorized_reduce_cost(t, x, C_in, C_out, stride, affine, input_relu=True):
+    if C_out % 2:
+        t.fail(f"factorized_reduce needs an even number of channels, got {C_out}")
+    _even_halves(t, x, "factorized_reduce")
+    if input_relu:
+        x = t.relu(x)
+    first = t.pointwise(x, C_out // 2, 2)
+    second = t.pointwise(t.crop(x, 1), C_out // 2, 2)
+    return t.bn(t.cat([first, second]), affine)
+
+
+def _identity_cost(t, x, C_in, C_out, stride, affine):
+    if stride == 1:
+        return x
+    return _factorized_reduce_cost(t, x, C_in, C_out, stride, affine)
+
+
+def _max_pool_cost(t, x, C_in, C_out, stride, affine, *, kernel):
+    return t.max_pool(x, kernel, stride, kernel // 2)
+
+
+def _avg_pool_cost(t, x, C_in, C_out, stride, affine, *, kernel):
+    return t.avg_pool(x, kernel, stride, kernel // 2)
+
+
+def _sep_conv_cost(t, x, C_in, C_out, stride, affine, *, kernel, input_relu=True):
+    if input_relu:
+        x = t.relu(x)
+    x = t.conv(x, C_in, kernel, stride, kernel // 2, groups=C_in)
+    x = t.bn(t.conv(x, C_in, 1), affine)
+    x = t.conv(t.relu(x), C_in, kernel, 1, kernel // 2, groups=C_in)
+    return t.bn(t.conv(x, C_out, 1), affine)
+
+
+def _dil_conv_cost(t, x, C_in, C_out, stride, affine, *, kernel, dilation, input_relu=True):
+    if input_relu:
+        x = t.relu(x)
+    x = t.conv(x, C_in, kernel, stride, dilation * (kernel - 1) // 2, dilation, groups=C_in)
+    return t.bn(t.conv(x, C_out, 1), affine)
+
+
+def _relu_conv_bn_cost(t, x, C_in, C_out, stride, affine, *, kernel, input_relu=True):
+    if input_relu:
+        x = t.relu(x)
+    if kernel == 1:
+        x = t.pointwise(x, C_out, stride)
+    else:
+        x = t.conv(x, C_out, kernel, stride, kernel // 2)
+    return t.bn(x, affine)
+
+
+def _conv_7x1_1x7_cost(t, x, C_in, C_out, stride, affine, input_relu=True):
+    if input_relu:
+        x = t.relu(x)
+    x = t.conv(x, C_in, (1, 7), (1, stride), (0, 3))
+    return t.bn(t.conv(x, C_out, (7, 1), (stride, 1), (3, 0)), affine)
+
+
+def _conv_bn_cost(t, x, C_in, C_out, stride, affine, *, kernel):
+    return t.bn(t.conv(x, C_out, kernel, stride, kernel // 2), True)
+
+
+def _stem_imagenet_cost(t, x, C_in, C_out, stride, affine):
+    x = t.relu(t.bn(t.conv(x, C_out // 2, 3, 2, 1), True))
+    return t.bn(t.conv(x, C_out, 3, 2, 1), True)
+
+
+def _stem_imagenet_1_cost(t, x, C_in, C_out, stride, affine):
+    return t.bn(t.conv(t.relu(x), C_out, 3, 2, 1), True)
+
+
+def _res_block_cost(t, x, C_in, C_out, stride, affine):
+    # ResNetBasicBlock: downsample(x) + conv_b(conv_a(x)), every BatchNorm affine.
+    if stride == 2:  # its 2x2 average pooling floors the size, conv_a rounds it up
+        _even_halves(t, x, "res_block(stride=2)")
+    branch = _relu_conv_bn_cost(t, x, C_in, C_out, stride, True, kernel=3)
+    branch = _relu_conv_bn_cost(t, branch, C_out, C_out, 1, True, kernel=3)
+    if stride == 2:
+        shortcut = t.conv(t.avg_pool(x, 2, 2, 0), C_out, 1)
+    elif C_in != C_out:
+        shortcut = _relu_conv_bn_cost(t, x, C_in, C_out, 1, True, kernel=1)
+    else:
+        shortcut = x
+    return t.add(shortcut, branch)
+
+
+def _classifier_cost(t, x, C_in, C_out, stride, affine):
+    return t.linear(t.flatten(t.global_avg_pool(x)), C_out)
+
+
+def _bn_relu_classifier_cost(t, x, C_in, C_out, stride, affine):
+    return _classifier_cost(t, t.relu(t.bn(x, True)), C_in, C_out, stride, affine)
+
+
+# DARTS AuxiliaryHead: 128 then 768 channels before the linear layer (runtime/nn/blocks.py).
+AUX_HIDDEN, AUX_FEATURES = 128, 768
+
+
+def _auxiliary_cost(t, x, C_in, classes, pool_stride: int, norm_features: bool):
+    x = t.avg_pool(t.relu(x), 5, pool_stride, 0)
+    x = t.relu(t.bn(t.conv(x, AUX_HIDDEN, 1), True))
+    x = t.conv(x, AUX_FEATURES, 2)
+    if norm_features:
+        x = t.bn(x, True)
+    return t.linear(t.flatten(t.relu(x)), classes, in_features=AUX_FEATURES)
+
+
+def _auxiliary_cifar_cost(t, x, C_in, C_out, stride, affine):
+    return _auxiliary_cost(t, x, C_in, C_out, pool_stride=3, norm_features=True)
+
+
+def _auxiliary_imagenet_cost(t, x, C_in, C_out, stride, affine):
+    return _auxiliary_cost(t, x, C_in, C_out, pool_stride=2, norm_features=False)
+
+
+# Image primitives and blocks by name (a block reusing an op, e.g. relu_conv_bn as preprocess,
+# is the same program): every name of PRIMITIVES (image domain), STEMS, PREPROCESS,
+# REDUCE_INPUTS, FIXED_BLOCKS, HEADS and AUXILIARY_HEADS has one (tests/test_cost.py).
+COSTS = {
+    "zero": _zero_cost,
+    "identity": _identity_cost,
+    "max_pool": _max_pool_cost,
+    "avg_pool": _avg_pool_cost,
+    "sep_conv": _sep_conv_cost,
+    "dil_conv": _dil_conv_cost,
+    "relu_conv_bn": _relu_conv_bn_cost,
+    "conv_7x1_1x7": _conv_7x1_1x7_cost,
+    "factorized_reduce": _factorized_reduce_cost,
+    "conv_bn": _conv_bn_cost,
+    "stem_imagenet": _stem_imagenet_cost,
+    "stem_imagenet_1": _stem_imagenet_1_cost,
+    "res_block": _res_block_cost,
+    "classifier": _classifier_cost,
+    "bn_relu_classifier": _bn_relu_classifier_cost,
+    "auxiliary_cifar": _auxiliary_cifar_cost,
+    "auxiliary_imagenet": _auxiliary_imagenet_cost,
+}
+# Candidates the supernet's mixed edge follows with BatchNorm(C, affine=False): the pools, whose
+# outputs, unlike the other candidates', are not normalised (DARTS model_search.py MixedOp).
+NORM_IN_SUPERNET = frozenset({"max_pool", "avg_pool"})
+
+
+# The recurrent pieces (runtime/nn/recurrent.py), on [rows, features] tensors: one time step.
+def _highway_init_cost(t, x, h, x_mask, h_mask, ninp, nhid, *, fn):
+    # HighwayInit: [c0, h0] = [x * x_mask, h * h_mask] W0; s0 = h + sigmoid(c0) * (fn(h0) - h)
+    x_in = x if x_mask is None else t.mul(x, x_mask)
+    h_in = h if h_mask is None else t.mul(h, h_mask)
+    c0, h0 = t.split(t.matmul(t.cat([x_in, h_in], dim=-1), 2 * nhid), 2)
+    return t.add(h, t.mul(t.sigmoid(c0), t.sub(t.activation(h0, fn), h)))
+
+
+def _highway_cost(t, states, h_mask, nhid):
+    # SharedHighway: every state a node reads through its one map; (sigmoid gate c, candidate h).
+    masked = states if h_mask is None else t.mul(states, h_mask)
+    c, h = t.split(t.matmul(masked, 2 * nhid), 2)
+    return t.sigmoid(c), h
+
+
+def _activation_cost(t, state, c, h, *, fn):
+    # One highway edge: state + c * (fn(h) - state).
+    return t.add(state, t.mul(c, t.sub(t.activation(h, fn), state)))
+
+
+def _batch_norm_cost(t, x, nhid):
+    return t.bn(x, False)
+
+
+SEQUENCE_COSTS = {
+    "highway_init": _highway_init_cost,
+    "highway": _highway_cost,
+    "activation": _activation_cost,
+    "batch_norm": _batch_norm_cost,
+}

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from types import ModuleType
 
-from spacec import ast, check, codegen, ir, parse, spec
+from spacec import ast, check, codegen, cost, ir, parse, spec
 from spacec.arch.derive import CellRule
 from spacec.arch.rules import cell_rules
 from spacec.errors import NO_SPAN, Diagnostic, SpaceError, Span, suggest
@@ -179,6 +179,10 @@ def compile_file(path: Path, overrides: dict | None = None) -> CompiledSpace:
         checked = check.check(tree, overrides or {}, resolve=_Importer(path))
         try:
             built = ir.build(checked)
+            # Sizes that reach zero (or halves that do not line up) at the space's input size
+            # are compile-time errors, reported at the body statement, before anything is
+            # allocated.
+            cost.check_shapes(built, text)
         except SpaceError as error:
             raise SpaceError(error.diagnostics, {shown: text}, error.omitted) from None
     return CompiledSpace(checked, built, text)

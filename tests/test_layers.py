@@ -3,7 +3,8 @@
 - import-linter's contracts in pyproject.toml hold (the compiler imports neither the runtime, nor
   the CLI, nor torch; the runtime never imports the CLI; no import cycles between siblings);
 - the runtime is installed as `spacec.runtime`, never as a top-level package named `runtime`;
-- the compiler's commands (list, check, compile, derive, show) run where torch cannot be imported.
+- the compiler's commands (list, check, compile, derive, show, info) run where torch cannot be
+  imported.
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ def _fake_run(folder: Path, name: str) -> Path:
         ["methods"],
         ["show", "DARTS_V2", "-o", "cells.png", "--engine", "matplotlib"],
         ["runs", "."],
+        ["info", "darts_cnn", "--batch-size", "16", "--order", "2", "--genotype", "DARTS_V2"],
+        ["info", "darts_rnn", "--batch-size", "8", "--json"],
     ],
 )
 def test_compiler_commands_run_without_torch(args, tmp_path):

@@ -26,6 +26,7 @@ run directory. A checkpoint holds the global state, so a run resumes on any numb
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -47,6 +48,7 @@ from spacec.runtime.run.console import EPOCH_RECORD, SCREEN
 from spacec.runtime.run.distributed import stopping_cleanly
 from spacec.runtime.run.events import Events, open_events, tensorboard_enabled
 from spacec.runtime.run.finite import Guard, optimiser_parameter_names, position
+from spacec.runtime.run.fits import check_search_memory
 from spacec.runtime.run.meter import Meter, format_metrics, progress_bar, progress_enabled
 from spacec.runtime.run.rng import capture_rng, restore_rng
 from spacec.runtime.run.rundir import RunDir, open_run_dir
@@ -138,6 +140,11 @@ class Search:
         session.describe_batch(cfg.data.batch_size, "data.batch_size")
         compiled = session.compile_run_space(cfg.space, task.space_params(plain.params))
         task.check_space(compiled)
+        # The predicted peak of a step against the free memory, before the supernet exists.
+        check_search_memory(compiled.ir, session.shard.per_rank(cfg.data.batch_size,
+                                                                "data.batch_size"),
+                            cfg.arch.order, cfg.method.name, dataclasses.asdict(cfg.method),
+                            "fast", getattr(cfg.data, "bptt", None), session.device)
         relaxation = chosen_method.build_relaxation(cfg.method)
         relaxation.seed(session.seed)
         model = compiled.supernet(relaxation=relaxation, **task.network_kwargs())

@@ -1,7 +1,7 @@
 """`spacec list`, `check`, `compile` and `info`: the compiler's commands.
 
-`list`, `check` and `compile` never import torch. `info` builds the supernet to count its
-weights, and the derived network to count its multiply-adds, so it imports the runtime.
+None of them imports torch: `info` computes parameters, multiply-adds, shapes and the predicted
+peak memory of a step from the IR (spacec.cost).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from spacec import ir
+from spacec import cost, ir
+from spacec.arch.genotype import resolve
 from spacec.cli.app import main, user_errors, write_output
 from spacec.cli.options import compile_space, set_option
 from spacec.load import CompiledSpace, shipped_spaces
@@ -99,59 +100,207 @@ def compile_command(
 @click.option(
     "--genotype",
     metavar="GENOTYPE",
-    help="Also report the derived network of this genotype: parameters and FLOPs.",
+    help="Also report the derived network of this genotype: parameters, multiply-adds, and "
+    "with --batch-size the predicted peak memory of a training step.",
 )
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Predict the peak memory of one search step at this batch size.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(cost.METHODS.names()),
+    help="The search method whose step is predicted (default: the space's `method`, else darts).",
+)
+@click.option("--order", type=click.Choice(["1", "2"]), default="1", show_default=True,
+              help="1: first-order α step, 2: second order (one unrolled SGD step).")
+@click.option("--method-option", "method_options", metavar="KEY=VALUE", multiple=True,
+              help="A cost option of the method, e.g. k=2 for pc_darts (repeatable).")
+@click.option("--memory", type=click.Choice(cost.MEMORY_SETTINGS.names()), default="fast",
+              show_default=True,
+              help="fast: keep every activation for backward; balanced: recompute each candidate "
+              "of a mixed edge; low: recompute each mixed edge.")
+@click.option("--device", type=click.Choice(cost.DEVICES.names()), default="cpu",
+              show_default=True, help="The device whose allocator the prediction models.")
+@click.option("--bptt", type=click.IntRange(min=1), default=35, show_default=True,
+              help="Tokens per segment (sequence spaces).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @user_errors
-def info(space: str, sets: tuple[str, ...], genotype: str | None, as_json: bool) -> None:
-    """Size and shape of SPACE's supernet: weights, α shapes, ops, nodes and edges per cell; the
-    search method the space names, if it names one."""
+def info(
+    space: str,
+    sets: tuple[str, ...],
+    genotype: str | None,
+    batch_size: int | None,
+    method: str | None,
+    method_options: tuple[str, ...],
+    order: str,
+    memory: str,
+    device: str,
+    bptt: int,
+    as_json: bool,
+) -> None:
+    """Size and cost of SPACE: weights, α, multiply-adds, shapes and (with --batch-size) the
+    predicted peak memory of a search step, all computed from the compiled IR; the search method
+    the space names, if it names one (the default of --method)."""
     compiled = compile_space(space, sets)
-    report = space_report(compiled)
+    options = parse_options(method_options)
+    named = compiled.spec.method
+    if method is None and named is not None and named.name in cost.METHODS:
+        # The space's method with the parameters it fixes that the cost model knows (k, ...).
+        known = dict(cost.METHODS[named.name].builder.options)
+        options = {**{k: v for k, v in named.values().items() if k in known}, **options}
+    method = method or (named.name if named is not None and named.name in cost.METHODS
+                        else "darts")
+    report = space_report(compiled, method, options)
+    if batch_size is not None:
+        prediction = cost.predict_search(
+            compiled.ir, batch_size, order=int(order), method_name=method, memory=memory,
+            device=device, bptt=bptt, method_options=options,
+        )
+        report["memory"] = prediction.to_dict()
     if genotype:
-        report["derived"] = derived_report(compiled, genotype)
+        report["derived"] = derived_report(compiled, genotype, batch_size, device)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"space {report['space']} ({report['path']})")
-    click.echo(f"parameters: {', '.join(f'{k}={v}' for k, v in report['parameters'].items())}")
-    if compiled.spec.method is not None:
-        click.echo(f"search method: {compiled.spec.method.text()} (the space's default)")
-    click.echo(f"supernet weights: {report['supernet_weights']:,}")
+    click.echo("\n".join(info_lines(report)))
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
+    """KEY=VALUE pairs; a value is an integer, true/false, or else a string."""
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}",
+                                     param_hint="--method-option")
+        value: object = text
+        if text.lower() in ("true", "false"):
+            value = text.lower() == "true"
+        elif text.lstrip("-").isdigit():
+            value = int(text)
+        options[key] = value
+    return options
+
+
+def info_lines(report: dict) -> list[str]:
+    per = report["multiply_adds_per"]
+    lines = [
+        f"space {report['space']} ({report['path']})",
+        f"parameters: {', '.join(f'{k}={v}' for k, v in report['parameters'].items())}",
+        f"supernet weights: {report['supernet_weights']:,}; α: {report['alpha_parameters']:,}",
+        f"multiply-adds: {_millions(report['multiply_adds'])} per {per} (one supernet forward, "
+        f"{report['method']}: {_RUNS.get(report['method_name'], 'every candidate')}; "
+        f"{_COUNTED[per]})",
+    ]
+    if report["space_method"] is not None:
+        lines.append(f"search method: {report['space_method']['text']} (the space's default)")
     for name, cell in report["cells"].items():
-        click.echo(
+        lines.append(
             f"cell {name}: α {cell['alpha_shape']}, {cell['nodes']} nodes, {cell['edges']} searched "
             f"edges{', reduction' if cell['reduction'] else ''}; ops: {', '.join(cell['ops'])}"
         )
+    if report["shapes"]:
+        lines.append("shapes (channels x height x width per image):")
+        lines += [f"  {line}" for line in shape_lines(report["shapes"])]
+    if "memory" in report:
+        lines += memory_lines(report["memory"], "search step")
     if "derived" in report:
         derived = report["derived"]
-        cost = (
-            f", {derived['multiply_adds'] / 1e6:.1f}M multiply-adds at {derived['input_shape']}"
-            if "multiply_adds" in derived
-            else ""
+        image = derived["input_shape"] is not None
+        lines.append(
+            f"derived network ({derived['genotype']}): {derived['parameters']:,} parameters"
+            f"{' (excluding the auxiliary head)' if image else ''}, "
+            f"{_millions(derived['multiply_adds'])} multiply-adds per {per}"
+            + (f" at {_shape(derived['input_shape'])}" if image else "")
         )
-        click.echo(
-            f"derived network ({derived['genotype']}): {derived['parameters']:,} parameters "
-            f"(excluding the auxiliary head){cost}"
-        )
+        if "memory" in derived:
+            lines += memory_lines(derived["memory"], "training step")
+    return lines
 
 
-def derived_report(compiled: CompiledSpace, reference: str) -> dict:
-    from spacec.runtime.nn.flops import count_parameters, multiply_adds
+# What a supernet forward runs, for the methods that do not run every candidate.
+_RUNS = {
+    "pc_darts": "every candidate on 1/k of the channels",
+    "gdas": "each edge's most expensive candidate",
+    "random_ws": "each edge's most expensive candidate",
+}
 
-    network = compiled.discrete_network(reference)
-    report = {"genotype": reference, "parameters": count_parameters(network)}
-    if compiled.spec.domain == "image":  # a language model's cost is per token, not per image
-        shape = compiled.input_shape
-        report |= {"multiply_adds": multiply_adds(network, shape), "input_shape": list(shape)}
+# What the multiply-adds count (runtime/tools/flops.py's convention), per unit of input.
+_COUNTED = {
+    "image": "convolutions and linear layers",
+    "token": "the cell's matrix products and the decoder",
+}
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.1f}M"
+
+
+def _shape(shape: list[int]) -> str:
+    return "x".join(map(str, shape))
+
+
+def shape_lines(records: list[dict]) -> list[str]:
+    lines = []
+    for record in records:
+        where = (f"body[{record['index']}] {record['kind']} {record['name']}"
+                 if record["where"] == "body"
+                 else f"{record['where']} {record['name']}")
+        if record["kind"] == "cell":
+            inputs = ", ".join(_shape(s) for s in record["inputs"])
+            nodes = sorted({_shape(s) for s in record["nodes"]})
+            text = f"inputs {inputs}; nodes {', '.join(nodes)}; output {_shape(record['output'])}"
+        else:
+            text = f"{_shape(record['inputs'][0])} -> {_shape(record['output'])}"
+        lines.append(f"{where:<24} {text}")
+    return lines
+
+
+def memory_lines(memory: dict, what: str) -> list[str]:
+    step = {"first": "first-order", "second": "second-order", "weights": "weights-only",
+            "train": "a"}[memory["step"]]
+    method = f"{memory['method']} " if memory["what"] == "search" else ""
+    lines = [
+        f"predicted peak memory of {'a ' if memory['what'] == 'search' else ''}{step} {method}"
+        f"{what} at batch {memory['batch']} on {memory['device']} (memory {memory['memory']}): "
+        f"{cost.gib(memory['total_bytes'])}, during {memory['peak_phase']}"
+    ]
+    width = max(map(len, memory["breakdown_bytes"]))
+    for term, nbytes in sorted(memory["breakdown_bytes"].items(), key=lambda kv: -kv[1]):
+        if nbytes:
+            lines.append(f"  {term:<{width}}  {_mib(nbytes):>12}")
+    lines.append(f"  (+{_mib(memory['per_sample_bytes'])} per additional sample)")
+    return lines
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:,.1f} MiB"
+
+
+def derived_report(
+    compiled: CompiledSpace, reference: str, batch_size: int | None, device: str
+) -> dict:
+    genotype = resolve(reference, compiled.name)
+    compiled.discrete_source(genotype)  # a genotype that does not fit the space is reported
+    costs = cost.derived_costs(compiled.ir, genotype)
+    image = compiled.spec.domain == "image"
+    report = {
+        "genotype": reference,
+        "parameters": costs.parameters,
+        "multiply_adds": costs.multiply_adds,
+        "input_shape": list(compiled.input_shape) if image else None,
+    }
+    if batch_size is not None and image:
+        prediction = cost.predict_train(compiled.ir, genotype, batch_size, device=device)
+        report["memory"] = prediction.to_dict()
     return report
 
 
-def space_report(compiled: CompiledSpace) -> dict:
-    import torch
-
-    torch.manual_seed(0)
-    network = compiled.supernet()
+def space_report(compiled: CompiledSpace, method: str = "darts",
+                 options: dict[str, object] | None = None) -> dict:
+    costs = cost.supernet_costs(compiled.ir, method, **(options or {}))
     cells = {}
     for cell in compiled.spec.cells:
         ops = compiled.spec.opset(cell.opset).names
@@ -165,15 +314,29 @@ def space_report(compiled: CompiledSpace) -> dict:
             "derive": cell.rule.kind,
             "k": cell.rule.k,
         }
+    image = compiled.spec.domain == "image"
     return {
         "space": compiled.name,
         "path": compiled.spec.path,
         "sha256": compiled.spec.sha256,
         "parameters": dict(compiled.spec.params),
-        "supernet_weights": sum(p.numel() for p in network.weights()),
-        "alpha_parameters": sum(p.numel() for p in network.arch_parameters().values()),
-        "method": None
+        "space_method": None
         if compiled.spec.method is None
-        else {"name": compiled.spec.method.name, "params": compiled.spec.method.values()},
+        else {"name": compiled.spec.method.name, "params": compiled.spec.method.values(),
+              "text": compiled.spec.method.text()},
+        "method": cost.METHODS[method].builder.label if not options
+        else f"{method}({', '.join(f'{k}={v}' for k, v in options.items())})",
+        "method_name": method,
+        "supernet_weights": costs.parameters,
+        "alpha_parameters": costs.alpha,
+        "multiply_adds": costs.multiply_adds,
+        "multiply_adds_per": "image" if image else "token",
+        "input_shape": list(compiled.input_shape) if image else None,
         "cells": cells,
+        "shapes": [
+            {"where": r.where, "index": r.index, "kind": r.kind, "name": r.name,
+             "inputs": [list(s) for s in r.inputs], "nodes": [list(s) for s in r.nodes],
+             "output": list(r.output)}
+            for r in cost.shapes(compiled.ir)
+        ],
     }

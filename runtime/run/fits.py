@@ -1,0 +1,91 @@
+"""Before a run allocates its network: the cost model's predicted peak against the free memory.
+
+`spacec.cost` predicts, from the compiled IR alone, the peak memory of one search step or one
+training step (weights, α and optimiser states, the activations kept for backward, the
+second-order step's copies). A run prints that figure at start and refuses to begin, with the
+figure, the memory available and what would make it fit (a smaller batch, a lower memory
+setting, a partial-channel method: `spacec.cost.NotEnoughMemory`), when it exceeds the free RAM
+(MemAvailable) or the GPU's free memory, instead of failing after minutes or swapping.
+
+The prediction covers one process: on several, each holds a replica and its share of the batch.
+A space or a method the cost model does not cover (a recurrent space with a memory setting that
+recomputes, a method it has no program for) is not refused: the run says it cannot predict.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from spacec import cost
+from spacec.arch.genotype import Genotype
+from spacec.ir import IR
+from spacec.runtime.run.console import screen_info
+
+log = logging.getLogger(__name__)
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """The memory a new allocation can get on `device` (None: unknown)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        return cost.available_ram()
+    return None  # MPS shares the system's memory without a reliable free figure
+
+
+def cost_options(method_name: str, params: Mapping[str, Any]) -> dict[str, object]:
+    """The run's method parameters that the cost model's program of that method takes (k, ...)."""
+    if method_name not in cost.METHODS:
+        return {}
+    known = dict(cost.METHODS[method_name].builder.options)
+    return {key: value for key, value in params.items() if key in known}
+
+
+def check_memory(predict: Callable[[str], cost.Prediction], device: torch.device, ir: IR,
+                 what: str) -> cost.Prediction | None:
+    """Predict (`predict(device type)`), print it, and refuse when it cannot fit."""
+    try:
+        prediction = predict(device.type if device.type in cost.DEVICES else "cpu")
+    except cost.CostError as error:
+        log.info("no memory prediction for this %s: %s", what, error)
+        return None
+    available = available_bytes(device)
+    free = "" if available is None else f"; {cost.gib(available)} available"
+    screen_info(log, "predicted peak memory of a %s at batch %d on %s: %s%s", what,
+                prediction.batch, device, cost.gib(prediction.total), free)
+    if available is not None:
+        cost.check_fits(prediction, available, ir)
+    return prediction
+
+
+def check_search_memory(ir: IR, batch: int, order: int, method_name: str,
+                        params: Mapping[str, Any], memory: str, bptt: int | None,
+                        device: torch.device) -> cost.Prediction | None:
+    """`check_memory` for one search step of the run's method (DARTS's program for a method the
+    cost model has none for)."""
+    name = method_name if method_name in cost.METHODS else "darts"
+
+    def predict(device_type: str) -> cost.Prediction:
+        return cost.predict_search(ir, batch, order=order, method_name=name, memory=memory,
+                                   device=device_type, bptt=bptt or 35,
+                                   method_options=cost_options(name, params))
+
+    return check_memory(predict, device, ir, "search step")
+
+
+def check_train_memory(ir: IR, genotype: Genotype, batch: int, auxiliary: bool,
+                       drop_path: bool, device: torch.device) -> cost.Prediction | None:
+    """`check_memory` for one training step of a derived image network."""
+    if ir.space.network.kind != "image_classifier":
+        return None  # the cost model predicts the recurrent search only
+
+    def predict(device_type: str) -> cost.Prediction:
+        return cost.predict_train(ir, genotype, batch, auxiliary=auxiliary, drop_path=drop_path,
+                                  device=device_type)
+
+    return check_memory(predict, device, ir, "training step")

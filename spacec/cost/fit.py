@@ -1,0 +1,140 @@
+"""Whether a predicted step fits the memory there is, and what would make it fit.
+
+The runtime calls `check_fits(prediction, available, ir)` before it allocates anything: it
+returns the prediction when the step fits, else raises `NotEnoughMemory` (a ReportedError: the
+command line prints it and exits) naming the predicted figure, the available memory and the
+options that would make it fit: the largest batch size that does (from the prediction's growth
+per sample), a memory setting that recomputes more, a method registered as fitting in less
+memory (a partial-channel one). `available_ram()` reads what the kernel says a new process can
+get on the CPU; a GPU's free memory is the runtime's to ask torch for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from spacec import ir as irmod
+from spacec.cost.memory import GIB, MEMORY_SETTINGS, Prediction, predict_search
+from spacec.cost.methods import METHODS, method
+from spacec.errors import ReportedError
+
+
+@dataclass(frozen=True)
+class Fix:
+    """One way to fit: the command-line options, and the predicted peak with them."""
+
+    options: str  # e.g. "--batch-size 24", "--memory low", "--method pc_darts --batch-size 40"
+    total: int  # bytes
+
+
+class NotEnoughMemory(ReportedError):
+    """The predicted peak of a step exceeds the available memory."""
+
+    def __init__(self, prediction: Prediction, available: int, fixes: tuple[Fix, ...]):
+        self.prediction = prediction
+        self.predicted = prediction.total
+        self.available = available
+        self.fixes = fixes
+        self.largest_batch = prediction.largest_batch(available)
+        super().__init__(_message(prediction, available, fixes))
+
+
+def gib(nbytes: int) -> str:
+    return f"{nbytes / GIB:.2f} GiB"
+
+
+def alternatives(ir: irmod.IR, prediction: Prediction) -> dict[str, Prediction]:
+    """The same search step under every memory setting that keeps less, and with every method
+    registered as fitting in less memory, keyed by the options that select it."""
+    if prediction.what != "search":
+        return {}
+    found: dict[str, Prediction] = {}
+    common = {"batch": prediction.batch, "step": prediction.step, "device": prediction.device,
+              **dict(prediction.settings)}
+    current = MEMORY_SETTINGS[prediction.memory].builder.level
+    for name in MEMORY_SETTINGS.names():
+        if MEMORY_SETTINGS[name].builder.level <= current:
+            continue
+        try:
+            found[f"--memory {name}"] = predict_search(
+                ir, method_name=prediction.method_name or prediction.method, memory=name,
+                method_options=dict(prediction.method_options), **common)
+        except ReportedError:
+            continue  # a setting the space's domain does not take
+    for name in METHODS.names():
+        if name == prediction.method_name or not method(name).fits_memory:
+            continue
+        try:
+            found[f"--method {name}"] = predict_search(ir, method_name=name,
+                                                       memory=prediction.memory, **common)
+        except ReportedError:
+            continue  # a method this space cannot run (PC-DARTS on a recurrent cell, ...)
+    return found
+
+
+def fixes_for(prediction: Prediction, available: int,
+              others: Mapping[str, Prediction] = ()) -> tuple[Fix, ...]:
+    """Every way among a smaller batch and `others` that brings the peak under `available`."""
+    found = []
+    largest = prediction.largest_batch(available)
+    if 1 <= largest < prediction.batch:
+        found.append(Fix(f"--batch-size {largest}", _at_batch(prediction, largest)))
+    for option, other in dict(others).items():
+        if other.total <= available:
+            found.append(Fix(option, other.total))
+        elif 1 <= other.largest_batch(available) < other.batch:
+            batch = other.largest_batch(available)
+            found.append(Fix(f"{option} --batch-size {batch}", _at_batch(other, batch)))
+    return tuple(found)
+
+
+def _at_batch(prediction: Prediction, batch: int) -> int:
+    return prediction.total - prediction.per_sample * (prediction.batch - batch)
+
+
+def _message(prediction: Prediction, available: int, fixes: tuple[Fix, ...]) -> str:
+    label = {"weights": "weights-only search", "first": "first-order search",
+             "second": "second-order search", "train": "training"}[prediction.step]
+    lines = [
+        f"one {label} step of {prediction.space} at batch {prediction.batch} needs about "
+        f"{gib(prediction.total)} on {prediction.device} (predicted, during "
+        f"{prediction.peak.name}), but only {gib(available)} is available"
+    ]
+    if fixes:
+        lines.append("it would fit with " + "; or ".join(
+            f"{fix.options} ({gib(fix.total)})" for fix in fixes))
+    else:
+        lines.append("no batch size fits: the weights and their optimiser states alone exceed it")
+    return "\n".join(lines)
+
+
+def fit_message(prediction: Prediction, available: int,
+                others: Mapping[str, Prediction] = ()) -> str | None:
+    """None when the predicted peak fits in `available` bytes; else what `check_fits` says."""
+    if prediction.total <= available:
+        return None
+    return _message(prediction, available, fixes_for(prediction, available, others))
+
+
+def check_fits(prediction: Prediction, available: int, ir: irmod.IR | None = None
+               ) -> Prediction:
+    """`prediction` if its peak fits in `available` bytes, else NotEnoughMemory with the fixes
+    (other memory settings and methods too when the space's `ir` is given)."""
+    if prediction.total <= available:
+        return prediction
+    others = alternatives(ir, prediction) if ir is not None else {}
+    raise NotEnoughMemory(prediction, available, fixes_for(prediction, available, others))
+
+
+def available_ram(meminfo: str = "/proc/meminfo") -> int | None:
+    """The memory the kernel says a new allocation can get without swapping (MemAvailable, in
+    bytes), or None where /proc/meminfo does not exist."""
+    try:
+        with open(meminfo, encoding="ascii") as lines:
+            for line in lines:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

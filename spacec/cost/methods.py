@@ -1,0 +1,259 @@
+"""Search methods, as the cost model sees them: what an edge runs and keeps, and α's size.
+
+A method registers once under its name (the `--method` of `spacec info`; the names of
+spacec.arch.methods.METHOD_INFO and the runtime's METHODS), with:
+  mix               a program `mix(t, x, weights, candidates, C, stride, run, **options)`: one
+                    searched edge of the supernet; `weights` is the edge's row of mixing
+                    weights; `run(t, x, steps, C, stride, input_relu)` runs one candidate (the
+                    memory setting decides whether its activations are kept or recomputed)
+  arch_tensors      (cell, opset, **options) -> {tensor name: shape}: the architecture
+                    parameters it keeps per cell type (DARTS: α [edges, ops])
+  optimizer_states  tensors the architecture optimiser keeps per architecture parameter
+                    (Adam: exp_avg and exp_avg_sq)
+  build             the same signature as `mix`, visiting every module the edge holds (its
+                    parameters), when the edge runs fewer than it holds (default: `mix`)
+  options           the method's parameters that change its cost, with their defaults
+  orders            the α step's orders it allows (`--order`); `steps` maps an order to the
+                    kind of search step it runs (memory.STEPS)
+  extra_columns     columns a cell's weights row has beyond one per candidate (PC-DARTS's edge
+                    weight, DARTS-'s skip weight)
+  fits_memory       offered as a way to fit a search into less memory (a partial-channel
+                    method: the same search space at a fraction of the activations)
+
+Methods whose edges compute what DARTS's do (SNAS, DrNAS, SDARTS-RS, FairDARTS, β-DARTS: other
+mixing weights, other loss terms) share its `mix`. The sampling methods (GDAS, random_ws) run one
+candidate per edge, which one changes every step: their prediction takes every edge's most
+expensive candidate (what the step needs when the sample draws it), an upper bound.
+
+The recurrent search (RecurrentWalk) mixes every activation of a node as DARTS does for every
+method: an upper bound for the sampling ones. PC-DARTS applies to image cells only.
+
+The runtime implements these methods in spacec.runtime.relax (PartialEdge, SampledEdge,
+AuxiliarySkipEdge: branch `methods`, not yet merged here). Only DARTS's program is checked
+against its torch module (tests/test_cost.py, the saved tensors of whole supernets); the others
+are checked by hand on one-edge spaces until the modules are in this tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from spacec import catalog, spec
+from spacec.cost.programs import Step, is_zero, leads_with_relu, supernet_candidate
+from spacec.cost.tracer import Sym, Tracer
+from spacec.errors import ReportedError
+from spacec.registry import Registry
+
+# run(t, x, steps, C, stride, input_relu) -> the candidate's output
+Run = Callable[[Tracer, Sym, Sequence[Step], int, int, bool], Sym]
+Mix = Callable[..., Sym]
+IMAGE, SEQUENCE = "image", "sequence"  # spacec.catalog.NETWORK_DOMAINS
+
+
+class CostError(ReportedError):
+    """A prediction asked for something the method or the space does not do (an order the
+    method does not allow, a method or memory setting the space's domain does not take)."""
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    mix: Mix
+    arch_tensors: Callable[..., Mapping[str, tuple[int, ...]]]
+    optimizer_states: int
+    doc: str = ""
+    build: Mix | None = None
+    options: tuple[tuple[str, object], ...] = ()
+    orders: tuple[int, ...] = (1, 2)
+    steps: tuple[tuple[int, str], ...] = ((1, "first"), (2, "second"))
+    domains: tuple[str, ...] = (IMAGE, SEQUENCE)
+    extra_columns: int = 0
+    fits_memory: bool = False
+    citation: str = field(default="", compare=False)
+
+    @property
+    def modules(self) -> Mix:
+        return self.build or self.mix
+
+    @property
+    def label(self) -> str:
+        """The name with its cost options: pc_darts(k=4)."""
+        if not self.options:
+            return self.name
+        return f"{self.name}({', '.join(f'{k}={v}' for k, v in self.options)})"
+
+    def edge(self, t: Tracer, x: Sym, weights: Sym, candidates, C: int, stride: int, run: Run,
+             build: bool = False) -> Sym:
+        mix = self.modules if build else self.mix
+        return mix(t, x, weights, candidates, C, stride, run, **dict(self.options))
+
+    def tensors(self, cell: spec.Cell, opset: spec.OpSet) -> Mapping[str, tuple[int, ...]]:
+        return self.arch_tensors(cell, opset, **dict(self.options))
+
+    def step(self, order: int) -> str:
+        if order not in self.orders:
+            allowed = " or ".join(map(str, self.orders))
+            raise CostError(f"{self.name} searches with --order {allowed}, not {order}")
+        return dict(self.steps)[order]
+
+    def check_domain(self, domain: str) -> None:
+        if domain not in self.domains:
+            raise CostError(f"{self.name} does not apply to {domain} spaces "
+                            f"(only {', '.join(self.domains)})")
+
+
+METHODS = Registry("search method")
+
+
+def register_method(method: Method) -> Method:
+    METHODS.register(method.name)(method)
+    return method
+
+
+def method(name: str, **options: object) -> Method:
+    """The method registered as `name`, with `options` replacing its defaults (CostError for
+    an option it does not have)."""
+    found = METHODS[name].builder
+    if not options:
+        return found
+    defaults = dict(found.options)
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        known = ", ".join(defaults) or "none"
+        raise CostError(f"{name} has no option {', '.join(unknown)} (its options: {known})")
+    return dataclasses.replace(found, options=tuple({**defaults, **options}.items()))
+
+
+# ---- edges -----------------------------------------------------------------------------------
+def darts_mix(t: Tracer, x: Sym, weights: Sym, candidates: Sequence[Sequence[Step]], C: int,
+              stride: int, run: Run = supernet_candidate) -> Sym:
+    """DARTS MixedOp as runtime/nn/ops.py `MixedEdge` computes it: zero candidates skipped,
+    one ReLU shared by the candidates that start with one, sum of weights[i] * op_i(x)."""
+    active = [steps for steps in candidates if not is_zero(steps)]
+    if not active:
+        out = None
+        for steps in candidates:
+            term = t.mul(run(t, x, steps, C, stride, True), t.view(weights, ()))
+            out = term if out is None else t.add(out, term)
+        return out
+    shares_relu = any(leads_with_relu(steps[0][0]) for steps in active)
+    relu_x = t.relu(x) if shares_relu else x
+    out = None
+    for steps in active:
+        takes_relu = leads_with_relu(steps[0][0])
+        y = run(t, relu_x if takes_relu else x, steps, C, stride, not takes_relu)
+        term = t.mul(y, t.view(weights, ()))
+        out = term if out is None else t.add(out, term)
+    return out
+
+
+def _kept(steps: Sequence[Step], x: Sym, C: int, stride: int, weights_grad: bool
+          ) -> tuple[int, int]:
+    """What one candidate keeps for backward (bytes) and computes, on a scratch tracer."""
+    scratch = Tracer(weights_grad=weights_grad)
+    given = scratch.tensor(x.shape, x.grad)
+    takes_relu = leads_with_relu(steps[0][0])
+    supernet_candidate(scratch, scratch.relu(given) if takes_relu else given, steps, C, stride,
+                       not takes_relu)
+    return scratch.saved_bytes, scratch.multiply_adds
+
+
+def sampled_mix(t: Tracer, x: Sym, weights: Sym, candidates: Sequence[Sequence[Step]], C: int,
+                stride: int, run: Run = supernet_candidate, weighted: bool = True) -> Sym:
+    """runtime/relax/sampled.py `SampledEdge`: only the sampled candidate runs, on relu(x) if
+    it starts with a ReLU; GDAS returns w_s·o_s(x) + Σ_{k≠s} w_k. The sample is the candidate
+    that keeps the most for backward (module docstring)."""
+    steps = max(candidates, key=lambda s: _kept(s, x, C, stride, t.weights_grad))
+    takes_relu = leads_with_relu(steps[0][0])
+    out = run(t, t.relu(x) if takes_relu else x, steps, C, stride, not takes_relu)
+    if not weighted:
+        return out
+    others = t.tensor((), weights.grad)  # torch.cat(the other weights).sum(): a scalar
+    return t.add(t.mul(out, t.view(weights, ())), t.view(others, out.shape))
+
+
+def random_path_mix(t, x, weights, candidates, C, stride, run=supernet_candidate) -> Sym:
+    """random_ws: the path's candidate, unweighted (runtime/relax/path.py)."""
+    return sampled_mix(t, x, weights, candidates, C, stride, run, weighted=False)
+
+
+def partial_mix(t: Tracer, x: Sym, weights: Sym, candidates: Sequence[Sequence[Step]], C: int,
+                stride: int, run: Run = supernet_candidate, *, k: int, edge_norm: bool) -> Sym:
+    """runtime/relax/partial.py `PartialEdge`: the candidates on the first C/k channels (built
+    at C/k), the rest bypassing them (max-pooled 2x2 on a stride-2 edge), weighted by the edge
+    weight when `edge_norm`, concatenated and channel-shuffled (the reshape copies)."""
+    if C % k:
+        t.fail(f"pc_darts: k={k} must divide the edge's {C} channels")
+    part = C // k
+    mixed = darts_mix(t, t.narrow_channels(x, part), weights, candidates, part, stride, run)
+    if k == 1:
+        return mixed
+    rest = t.narrow_channels(x, C - part)  # a view of x
+    if stride == 2:
+        rest = t.max_pool(rest, 2, 2, 0)
+    if edge_norm:
+        rest = t.mul(rest, t.view(weights, ()))
+    return t.copy(t.cat([mixed, rest]))
+
+
+def auxiliary_skip_mix(t: Tracer, x: Sym, weights: Sym, candidates: Sequence[Sequence[Step]],
+                       C: int, stride: int, run: Run = supernet_candidate) -> Sym:
+    """runtime/relax/auxskip.py `AuxiliarySkipEdge`: the DARTS edge plus β·skip(x), the skip
+    the identity or, on a stride-2 edge, a FactorizedReduce (with ReLU, no affine)."""
+    mixed = darts_mix(t, x, weights, candidates, C, stride, run)
+    skip = x if stride == 1 else catalog.COSTS["factorized_reduce"](t, x, C, C, stride, False)
+    return t.add(mixed, t.mul(skip, t.view(weights, ())))
+
+
+# ---- architecture tensors --------------------------------------------------------------------
+def _alpha(cell: spec.Cell, opset: spec.OpSet) -> dict[str, tuple[int, ...]]:
+    return {"alpha": (len(cell.edges), len(opset.candidates))}
+
+
+def _alpha_and_beta(cell: spec.Cell, opset: spec.OpSet, *, k: int, edge_norm: bool
+                    ) -> dict[str, tuple[int, ...]]:
+    # PC-DARTS's β: one logit per edge (PartialChannels.arch_shapes)
+    return {**_alpha(cell, opset), **({"beta": (len(cell.edges),)} if edge_norm else {})}
+
+
+def _no_alpha(cell: spec.Cell, opset: spec.OpSet) -> dict[str, tuple[int, ...]]:
+    return {}
+
+
+# ---- the registry ----------------------------------------------------------------------------
+ADAM = 2  # the α optimiser, Adam (runtime/search/architect.py): exp_avg, exp_avg_sq
+FIRST_ORDER = {"orders": (1,), "steps": ((1, "first"),)}
+
+DARTS = register_method(Method("darts", darts_mix, _alpha, ADAM,
+                               "softmax over every candidate of every edge (Liu et al., 2019)"))
+for _name, _doc, _extra in (
+    ("snas", "soft Gumbel-softmax weights on every candidate (Xie et al., 2019)", FIRST_ORDER),
+    ("drnas", "Dirichlet-sampled weights on every candidate (Chen et al., 2021)", FIRST_ORDER),
+    ("sdarts_rs", "softmax plus uniform noise in the weight step (Chen & Hsieh, 2020)", {}),
+    ("fair_darts", "independent sigmoid weights (Chu et al., 2020)", {}),
+    ("beta_darts", "softmax with the β-decay loss term (Ye et al., 2022)", {}),
+):
+    register_method(Method(_name, darts_mix, _alpha, ADAM, _doc, **_extra))
+register_method(Method(
+    "pc_darts", partial_mix, _alpha_and_beta, ADAM,
+    "candidates on 1/k of an edge's channels, the rest bypass (Xu et al., 2020)",
+    # k=4: PC-DARTS model_search.py:31 (ImageNet: 2); edge normalisation on (lines 174-175)
+    options=(("k", 4), ("edge_norm", True)),
+    domains=(IMAGE,), extra_columns=1, fits_memory=True,
+))
+register_method(Method(
+    "gdas", sampled_mix, _alpha, ADAM,
+    "one hard Gumbel sample per edge: only that candidate runs (Dong & Yang, 2019)",
+    build=darts_mix, **FIRST_ORDER,
+))
+register_method(Method(
+    "darts_minus", auxiliary_skip_mix, _alpha, ADAM,
+    "the DARTS edge plus a decaying auxiliary skip β·x (Chu et al., 2021)", extra_columns=1,
+))
+register_method(Method(
+    "random_ws", random_path_mix, _no_alpha, 0,
+    "no α: each batch trains one random path of the supernet (Li & Talwalkar, 2019)",
+    build=darts_mix, orders=(1,), steps=((1, "weights"),),
+))

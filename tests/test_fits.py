@@ -1,0 +1,103 @@
+"""A run predicts its peak memory before it allocates anything, and refuses what cannot fit.
+
+spacec.runtime.run.fits asks the cost model (spacec.cost) for one step's peak at the run's batch
+and compares it with the free memory; these tests shrink the free memory instead of growing the
+network, so nothing large is ever allocated.
+"""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from spacec import cost
+from spacec.cli import main
+from spacec.runtime.run import fits
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TINY = ("--set", "C=4", "--set", "layers=3", "--epochs", "1", "--limit", "16", "--batch-size",
+        "8", "-q")
+
+
+@pytest.fixture
+def free_memory(monkeypatch):
+    """Set the free memory a run sees (bytes)."""
+
+    def set_free(nbytes: int | None) -> None:
+        monkeypatch.setattr(fits, "available_bytes", lambda device: nbytes)
+
+    return set_free
+
+
+def test_a_search_that_cannot_fit_is_refused_before_anything_is_written(free_memory, tmp_path):
+    free_memory(64 * 2**20)  # 64 MiB: the tiny supernet's weights fit, batch 8 does not
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(main, ["search", "darts_cnn", *TINY, "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "one first-order search step of darts_cnn at batch 8 needs about" in result.output
+    assert "but only 0.06 GiB is available" in result.output
+    assert "it would fit with --batch-size" in result.output
+    assert not out.exists()
+
+
+def test_the_largest_batch_offered_fits_and_one_more_does_not(free_memory, tmp_path):
+    free_memory(None)  # nothing refused: read the prediction
+    from spacec.load import compile_file, locate
+
+    compiled = compile_file(locate("darts_cnn"), {"C": 4, "layers": 3})
+    prediction = cost.predict_search(compiled.ir, 8)
+    budget = prediction.total - 1
+    with pytest.raises(cost.NotEnoughMemory) as raised:
+        cost.check_fits(prediction, budget, compiled.ir)
+    largest = raised.value.largest_batch
+    assert 1 <= largest < 8
+    assert cost.predict_search(compiled.ir, largest).total <= budget
+    assert cost.predict_search(compiled.ir, largest + 1).total > budget
+
+
+def test_a_run_prints_its_prediction_and_goes_on_when_it_fits(free_memory, tmp_path):
+    free_memory(1 << 40)
+    messages = []
+    from spacec.load import compile_file, locate
+
+    compiled = compile_file(locate("darts_cnn"), {"C": 4, "layers": 3})
+    import logging
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Catch()
+    logging.getLogger(fits.__name__).addHandler(handler)
+    logging.getLogger(fits.__name__).setLevel(logging.INFO)
+    try:
+        import torch
+
+        prediction = fits.check_search_memory(compiled.ir, 8, 2, "pc_darts", {"k": 2}, "fast",
+                                              None, torch.device("cpu"))
+    finally:
+        logging.getLogger(fits.__name__).removeHandler(handler)
+    assert prediction is not None and prediction.method_name == "pc_darts"
+    assert dict(prediction.method_options)["k"] == 2
+    assert any("predicted peak memory of a search step at batch 8" in m for m in messages)
+
+
+def test_a_training_run_that_cannot_fit_is_refused(free_memory, tmp_path):
+    free_memory(32 * 2**20)
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(main, ["train", "darts_cnn", "--genotype", "DARTS_V2", *TINY,
+                                       "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "one training step of darts_cnn at batch 8 needs about" in result.output
+    assert not out.exists()
+
+
+def test_a_method_the_cost_model_cannot_predict_is_not_refused():
+    import torch
+
+    def unknown(device_type):
+        raise cost.CostError("no program")
+
+    assert fits.check_memory(unknown, torch.device("cpu"), None, "search step") is None
