@@ -58,6 +58,7 @@ from spacec.runtime.domains.image.data import hold_in_memory
 from spacec.runtime.errors import ConfigError
 from spacec.runtime.run import config as yaml_config
 from spacec.runtime.run.console import screen_info, showing
+from spacec.runtime.run.fits import Fit
 from spacec.runtime.run.rundir import RunDir, is_run_dir, open_run_dir
 from spacec.runtime.search.config import SearchConfig
 from spacec.runtime.search.loop import Search, resume_search, start_search
@@ -194,11 +195,15 @@ def _random_search(assembled: Assembled, progress: bool) -> SearchRun:
                      compile_file(locate(assembled.cfg.space.name)), None)
 
 
+def _memory_row(fit: Fit | None) -> list[tuple[str, str]]:
+    return [] if fit is None else [("memory", fit.line())]
+
+
 def _search_lines(assembled: Assembled, built: Search) -> list[str]:
     plain = compile_file(locate(assembled.cfg.space.name))
     origins = param_origins(built.compiled, assembled, built.task.space_params(plain.params))
     return effective_lines("search", assembled, built.compiled, origins, built.task.describe(),
-                           search_method(assembled.cfg), built.device)
+                           search_method(assembled.cfg), built.device, _memory_row(built.fit))
 
 
 def _search_run(run_dir: Path, genotype: Genotype, built: Search,
@@ -360,7 +365,8 @@ def _train_lines(assembled: Assembled, trainer: Trainer) -> list[str]:
     origins = param_origins(trainer.compiled, assembled, trainer.task.space_params(plain.params))
     return effective_lines("train", assembled, trainer.compiled, origins,
                            trainer.task.describe(), train_method(assembled.cfg),
-                           trainer.device, [("genotype", _genotype_line(trainer.genotype))])
+                           trainer.device, [("genotype", _genotype_line(trainer.genotype)),
+                                            *_memory_row(trainer.fit)])
 
 
 def _genotype_line(genotype: Genotype) -> str:

@@ -57,7 +57,7 @@ def test_the_largest_batch_offered_fits_and_one_more_does_not(free_memory, tmp_p
     assert cost.predict_search(compiled.ir, largest + 1).total > budget
 
 
-def test_a_run_prints_its_prediction_and_goes_on_when_it_fits(free_memory, tmp_path):
+def test_a_run_logs_its_prediction_and_goes_on_when_it_fits(free_memory, tmp_path):
     free_memory(1 << 40)
     messages = []
     from spacec.load import compile_file, locate
@@ -75,13 +75,21 @@ def test_a_run_prints_its_prediction_and_goes_on_when_it_fits(free_memory, tmp_p
     try:
         import torch
 
-        prediction = fits.check_search_memory(compiled.ir, 8, 2, "pc_darts", {"k": 2}, "fast",
-                                              None, torch.device("cpu"))
+        fit = fits.check_search_memory(compiled.ir, 8, 2, "pc_darts", {"k": 2}, "fast", None,
+                                       torch.device("cpu"))
     finally:
         logging.getLogger(fits.__name__).removeHandler(handler)
-    assert prediction is not None and prediction.method_name == "pc_darts"
-    assert dict(prediction.method_options)["k"] == 2
-    assert any("predicted peak memory of a search step at batch 8" in m for m in messages)
+    assert fit is not None and fit.prediction.method_name == "pc_darts"
+    assert dict(fit.prediction.method_options)["k"] == 2
+    assert fit.available == 1 << 40
+
+
+def test_the_effective_configuration_shows_the_prediction(free_memory, tmp_path):
+    free_memory(1 << 40)
+    result = CliRunner().invoke(main, ["search", "darts_cnn", *TINY, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "  memory   predicted peak " in result.output
+    assert "per search step at batch 8 (memory fast) (1024.00 GiB available)" in result.output
 
 
 def test_a_training_run_that_cannot_fit_is_refused(free_memory, tmp_path):

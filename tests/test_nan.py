@@ -11,6 +11,7 @@ with 8 units; one torch thread.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -259,3 +260,16 @@ def test_metrics_are_strict_json_whatever_the_figures(tmp_path):
     assert second["nonfinite"] == ["model.w", "val_loss"]
     run.keep_metrics_through(1)
     assert strict_records(tmp_path) == [first]
+
+
+def test_a_perplexity_that_overflows_a_finite_loss_does_not_stop_the_run():
+    from spacec.runtime.run.finite import _overflowed, nonfinite_names
+
+    record = {"train_loss": 800.0, "train_ppl": math.inf, "val_loss": math.nan,
+              "val_ppl": math.nan}
+    assert _overflowed("train_ppl", record)
+    assert not _overflowed("val_ppl", record)  # its loss is not finite either
+    assert not _overflowed("train_loss", record)
+    assert nonfinite_names({"best": {"loss": 800.0, "ppl": math.inf}}) == []
+    assert nonfinite_names({"best": {"loss": math.inf, "ppl": math.inf}}) == ["best.loss",
+                                                                             "best.ppl"]

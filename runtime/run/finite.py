@@ -64,6 +64,8 @@ def _leaves(value: Any, name: str, numbers: list, tensors: list) -> None:
             tensors.append((name, value.detach()))
     elif isinstance(value, Mapping):
         for key, item in value.items():
+            if isinstance(key, str) and _overflowed(key, value):
+                continue  # an exponential of a finite figure (a perplexity) may overflow
             _leaves(item, f"{name}.{key}" if name else str(key), numbers, tensors)
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
@@ -127,7 +129,8 @@ class Guard:
         (`optimiser_parameter_names`), so that their states are named by parameter.
         """
         found = [key for key, value in (record or {}).items()
-                 if isinstance(value, float) and not math.isfinite(value)]
+                 if isinstance(value, float) and not math.isfinite(value)
+                 and not _overflowed(key, record)]
         found += [_readable(name, optimisers or {}) for name in nonfinite_names(state)]
         if not self.session.any_process(bool(found)):
             return []
@@ -161,6 +164,21 @@ class Guard:
                 f"({position(*self.kept)}) is kept in {self.run_dir / CHECKPOINT_NAME}: "
                 f"`spacec {self.command} --resume {self.run_dir}` continues from it (if it "
                 "fails the same way, start a new run with a lower learning rate)")
+
+
+# Figures computed as exp(another figure): a finite but large loss overflows its perplexity to
+# inf, which metrics.jsonl records as null; the state itself is sound (a diverging but finite run).
+_EXPONENTIAL_OF = {"ppl": "loss"}
+
+
+def _overflowed(key: str, record: Mapping[str, Any]) -> bool:
+    """Whether `key` is an exponential figure whose source figure is finite."""
+    prefix, _, figure = key.rpartition("_")
+    source = _EXPONENTIAL_OF.get(figure)
+    if source is None:
+        return False
+    value = record.get(f"{prefix}_{source}" if prefix else source)
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _readable(name: str, optimisers: Mapping[str, Sequence[str]]) -> str:

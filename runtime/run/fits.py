@@ -2,7 +2,8 @@
 
 `spacec.cost` predicts, from the compiled IR alone, the peak memory of one search step or one
 training step (weights, α and optimiser states, the activations kept for backward, the
-second-order step's copies). A run prints that figure at start and refuses to begin, with the
+second-order step's copies). A run prints that figure at start (`Fit.line`, in the effective
+configuration) and refuses to begin, with the
 figure, the memory available and what would make it fit (a smaller batch, a lower memory
 setting, a partial-channel method: `spacec.cost.NotEnoughMemory`), when it exceeds the free RAM
 (MemAvailable) or the GPU's free memory, instead of failing after minutes or swapping.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,7 +25,6 @@ import torch
 from spacec import cost
 from spacec.arch.genotype import Genotype
 from spacec.ir import IR
-from spacec.runtime.run.console import screen_info
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +47,39 @@ def cost_options(method_name: str, params: Mapping[str, Any]) -> dict[str, objec
     return {key: value for key, value in params.items() if key in known}
 
 
+@dataclass(frozen=True)
+class Fit:
+    """A step's predicted peak memory and the memory that was free for it (None: unknown)."""
+
+    what: str  # "search step" or "training step"
+    prediction: cost.Prediction
+    available: int | None
+
+    def line(self) -> str:
+        """For the effective configuration printed at the start of a run."""
+        free = "" if self.available is None else f" ({cost.gib(self.available)} available)"
+        return (f"predicted peak {cost.gib(self.prediction.total)} per {self.what} at batch "
+                f"{self.prediction.batch} (memory {self.prediction.memory}){free}")
+
+
 def check_memory(predict: Callable[[str], cost.Prediction], device: torch.device, ir: IR,
-                 what: str) -> cost.Prediction | None:
-    """Predict (`predict(device type)`), print it, and refuse when it cannot fit."""
+                 what: str) -> Fit | None:
+    """Predict (`predict(device type)`) and refuse when it cannot fit (NotEnoughMemory)."""
     try:
         prediction = predict(device.type if device.type in cost.DEVICES else "cpu")
     except cost.CostError as error:
         log.info("no memory prediction for this %s: %s", what, error)
         return None
-    available = available_bytes(device)
-    free = "" if available is None else f"; {cost.gib(available)} available"
-    screen_info(log, "predicted peak memory of a %s at batch %d on %s: %s%s", what,
-                prediction.batch, device, cost.gib(prediction.total), free)
-    if available is not None:
-        cost.check_fits(prediction, available, ir)
-    return prediction
+    fit = Fit(what, prediction, available_bytes(device))
+    log.info("%s", fit.line())
+    if fit.available is not None:
+        cost.check_fits(prediction, fit.available, ir)
+    return fit
 
 
 def check_search_memory(ir: IR, batch: int, order: int, method_name: str,
                         params: Mapping[str, Any], memory: str, bptt: int | None,
-                        device: torch.device) -> cost.Prediction | None:
+                        device: torch.device) -> Fit | None:
     """`check_memory` for one search step of the run's method (DARTS's program for a method the
     cost model has none for)."""
     name = method_name if method_name in cost.METHODS else "darts"
@@ -79,7 +93,7 @@ def check_search_memory(ir: IR, batch: int, order: int, method_name: str,
 
 
 def check_train_memory(ir: IR, genotype: Genotype, batch: int, auxiliary: bool,
-                       drop_path: bool, device: torch.device) -> cost.Prediction | None:
+                       drop_path: bool, device: torch.device) -> Fit | None:
     """`check_memory` for one training step of a derived image network."""
     if ir.space.network.kind != "image_classifier":
         return None  # the cost model predicts the recurrent search only

@@ -48,7 +48,7 @@ from spacec.runtime.run.console import EPOCH_RECORD, SCREEN
 from spacec.runtime.run.distributed import stopping_cleanly
 from spacec.runtime.run.events import Events, open_events, tensorboard_enabled
 from spacec.runtime.run.finite import Guard, optimiser_parameter_names, position
-from spacec.runtime.run.fits import check_search_memory
+from spacec.runtime.run.fits import Fit, check_search_memory
 from spacec.runtime.run.meter import Meter, format_metrics, progress_bar, progress_enabled
 from spacec.runtime.run.rng import capture_rng, restore_rng
 from spacec.runtime.run.rundir import RunDir, open_run_dir
@@ -75,6 +75,8 @@ class SearchResult:
 
 class Search:
     """One search: the supernet, its two optimisers, the strategy, the task and the position."""
+
+    fit: Fit | None = None  # the predicted peak memory of a step (spacec.runtime.run.fits)
 
     def __init__(self, cfg: SearchConfig, session: Session, compiled: CompiledSpace,
                  task: SearchTask, model: nn.Module, strategy: Strategy) -> None:
@@ -141,17 +143,19 @@ class Search:
         compiled = session.compile_run_space(cfg.space, task.space_params(plain.params))
         task.check_space(compiled)
         # The predicted peak of a step against the free memory, before the supernet exists.
-        check_search_memory(compiled.ir, session.shard.per_rank(cfg.data.batch_size,
-                                                                "data.batch_size"),
-                            cfg.arch.order, cfg.method.name, dataclasses.asdict(cfg.method),
-                            "fast", getattr(cfg.data, "bptt", None), session.device)
+        fit = check_search_memory(
+            compiled.ir, session.shard.per_rank(cfg.data.batch_size, "data.batch_size"),
+            cfg.arch.order, cfg.method.name, dataclasses.asdict(cfg.method), "fast",
+            getattr(cfg.data, "bptt", None), session.device)
         relaxation = chosen_method.build_relaxation(cfg.method)
         relaxation.seed(session.seed)
         model = compiled.supernet(relaxation=relaxation, **task.network_kwargs())
         model = model.to(session.device)
         task.bind(model)
         log.info("space %s (%s), %s", compiled.name, compiled.spec.path, task.describe())
-        return cls(cfg, session, compiled, task, model, chosen)
+        built = cls(cfg, session, compiled, task, model, chosen)
+        built.fit = fit  # the predicted peak memory (None: not predicted)
+        return built
 
     # -- checkpoints ---------------------------------------------------------------------------
 

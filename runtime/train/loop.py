@@ -51,7 +51,7 @@ from spacec.runtime.run.console import EPOCH_RECORD, SCREEN
 from spacec.runtime.run.distributed import stopping_cleanly
 from spacec.runtime.run.events import Events, open_events, tensorboard_enabled
 from spacec.runtime.run.finite import Guard, optimiser_parameter_names, position
-from spacec.runtime.run.fits import check_train_memory
+from spacec.runtime.run.fits import Fit, check_train_memory
 from spacec.runtime.run.meter import Meter, format_metrics, progress_bar, progress_enabled
 from spacec.runtime.run.rng import capture_rng, restore_rng
 from spacec.runtime.run.rundir import CHECKPOINT_NAME, RunDir, open_run_dir
@@ -92,6 +92,8 @@ class Best:
 
 class Trainer:
     """One training run: the network, its optimiser, the task and the position."""
+
+    fit: Fit | None = None  # the predicted peak memory of a step (spacec.runtime.run.fits)
 
     def __init__(self, cfg: TrainConfig, session: Session, compiled: CompiledSpace,
                  genotype: Genotype, network: nn.Module, task: TrainTask) -> None:
@@ -150,15 +152,17 @@ class Trainer:
         compiled = session.compile_run_space(cfg.space, task.space_params(declared))
         task.check_space(compiled)
         # The predicted peak of a step against the free memory, before the network exists.
-        check_train_memory(compiled.ir, genotype,
-                           session.shard.per_rank(cfg.data.batch_size, "data.batch_size"),
-                           getattr(cfg.optim, "auxiliary_weight", 0) > 0,
-                           getattr(cfg.optim, "drop_path_prob", 0) > 0,
-                           session.device)
+        fit = check_train_memory(compiled.ir, genotype,
+                                 session.shard.per_rank(cfg.data.batch_size, "data.batch_size"),
+                                 getattr(cfg.optim, "auxiliary_weight", 0) > 0,
+                                 getattr(cfg.optim, "drop_path_prob", 0) > 0,
+                                 session.device)
         network = compiled.discrete_network(genotype, **task.network_kwargs())
         task.bind(network)
         log.info("%s", task.describe())
-        return cls(cfg, session, compiled, genotype, network.to(session.device), task)
+        built = cls(cfg, session, compiled, genotype, network.to(session.device), task)
+        built.fit = fit  # the predicted peak memory (None: not predicted)
+        return built
 
     # -- checkpoints ---------------------------------------------------------------------------
 

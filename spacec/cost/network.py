@@ -556,16 +556,23 @@ class RecurrentWalk:
         return program
 
     def _mix(self, t: Tracer, sources, h_mask, weights, n, activations) -> Sym:
-        """A supernet node: stack its sources, one map, mix_edges over the activations."""
+        """A supernet node: stack its sources, one map, then the mix of the activations as the
+        runtime's one autograd node computes it (spacec.runtime.nn.recurrent.HighwayMix): it keeps
+        the states, c, h, the node's op weights [n, K], the K activations of h [n, K, B, nhid]
+        and the gate's gap A - W s [n, B, nhid]; nothing else of the mix is recorded."""
         states = t.stack(sources)
         c, h = catalog.SEQUENCE_COSTS["highway"](t, states, h_mask, self.nhid)
-        rows = t.view(weights, (n, weights.shape[1]))
-        mixed = t.tensor(states.shape[1:], False)  # zeros_like(states[0])
-        for _, fn in activations:
-            unweighted = catalog.SEQUENCE_COSTS["activation"](t, states, c, h, fn=fn)
-            weighted = t.mul(unweighted, t.view(rows, (n, 1, 1)))
-            mixed = t.add(mixed, t.sum_rows(weighted))
-        return mixed
+        grad = states.grad or c.grad or weights.grad
+        columns = len(activations)
+        index = [column for column, _ in activations]
+        consecutive = index == list(range(index[0], index[0] + columns)) if index else True
+        # Consecutive columns are a view of the α weights (their storage); others a gather.
+        node_weights = weights if consecutive else t.tensor((n, columns))
+        acts = t.tensor((n, columns, *states.shape[1:]))
+        gap = t.tensor(states.shape)
+        if grad:
+            t.save(states, c, h, node_weights, acts, gap)
+        return t.tensor(states.shape[1:], grad)
 
 
 def _searched(graph: nx.DiGraph, src: str, dst: str) -> bool:
