@@ -44,6 +44,9 @@ from spacec.runtime.errors import ConfigError, DataError
 PRESET_SUFFIX = ".yaml"
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 TASK = "task"
+# run.memory (spacec.runtime.nn.memory) and run.precision (spacec.runtime.run.session).
+MEMORY_SETTINGS = ("fast", "balanced", "low")
+PRECISIONS = ("fp32", "bf16")
 
 # task name -> the dataclass of its `data` section (the domain registry's lookup)
 DataClassOf = Callable[[str], type]
@@ -107,6 +110,20 @@ class RunConfig:
     # collective waits for the other processes (torch.distributed's default, 30 minutes).
     sync_bn: bool = False
     dist_timeout: float = 1800.0
+    # What a supernet's mixed edges keep for the backward pass (spacec.runtime.nn.memory):
+    # fast (everything), balanced (recompute the cheap candidates), low (recompute every edge).
+    # The same arithmetic in all three; search only. Default chosen by benchmarks/
+    # search_step.py (results in benchmarks/results/): balanced is as fast as fast and keeps
+    # less.
+    memory: str = "balanced"
+    # fp32, or bf16: the weights' forward passes under bf16 autocast (search: the weight step;
+    # training: every step). α, its softmax and the architecture step stay in fp32.
+    precision: str = "fp32"
+    # NHWC tensors (the generated networks' layout; oneDNN's and cuDNN's faster one); false:
+    # NCHW.
+    channels_last: bool = True
+    # torch.compile the network the weight step (search) or every step (training) calls.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -123,6 +140,12 @@ class RunConfig:
             raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
         if self.dist_timeout <= 0:
             raise ValueError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
+        if self.memory not in MEMORY_SETTINGS:
+            raise ValueError(f"memory must be one of {', '.join(MEMORY_SETTINGS)}, got "
+                             f"{self.memory!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                             f"{self.precision!r}")
 
 
 

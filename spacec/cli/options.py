@@ -22,6 +22,9 @@ from spacec.load import CompiledSpace, compile_file, locate, parse_overrides
 # would import torch).
 MODES = ("bilevel", "coordinate", "joint", "sample", "single")
 ORDERS = ("1", "2")
+# spacec.runtime.run.config.MEMORY_SETTINGS and PRECISIONS (a test checks they agree).
+MEMORY_SETTINGS = ("fast", "balanced", "low")
+PRECISIONS = ("fp32", "bf16")
 
 # CLI option -> dotted config key.
 OPTION_KEYS = {
@@ -39,6 +42,10 @@ OPTION_KEYS = {
     "checkpoint_every": "run.checkpoint_every",
     "threads": "run.threads",
     "sync_bn": "run.sync_bn",
+    "memory": "run.memory",
+    "precision": "run.precision",
+    "channels_last": "run.channels_last",
+    "compile": "run.compile",
 }
 # How an option's value is written into the configuration.
 _CONVERT: dict[str, Callable[[Any], Any]] = {
@@ -72,6 +79,14 @@ _SHARED = [
                  help="Parent folder of the run directory.  [config default: runs]"),
     click.option("--checkpoint-every", type=int, help="Also checkpoint every N steps."),
     click.option("--threads", type=int, help="CPU threads for torch."),
+    click.option("--precision", type=click.Choice(PRECISIONS),
+                 help="fp32, or bf16: the weights' forward passes under bf16 autocast (α, its "
+                      "softmax and the architecture step stay fp32).  [config default: fp32]"),
+    click.option("--channels-last/--no-channels-last", default=None,
+                 help="NHWC tensors (default) or NCHW."),
+    click.option("--compile/--no-compile", "compile", default=None,
+                 help="torch.compile the network the weight (training) step calls.  [config "
+                      "default: off]"),
     set_option,
     click.option("--cfg", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
                  help="Set any config field (repeatable), e.g. --cfg optim.lr=0.05."),
@@ -94,6 +109,11 @@ _SEARCH_ONLY = [
                       "preset are merged in."),
     click.option("--order", type=click.Choice(ORDERS), help="1: first-order α gradient, "
                  "2: second order (one unrolled SGD step)."),
+    click.option("--memory", type=click.Choice(MEMORY_SETTINGS),
+                 help="What the supernet keeps for the backward pass, same arithmetic: fast "
+                      "(everything), balanced (recomputes the cheap candidates), low "
+                      "(recomputes every edge: least memory, slower).  [config default: "
+                      "balanced]"),
     click.option("--mode", type=click.Choice(MODES), help="bilevel (DARTS), or the paper's "
                  "ablations: coordinate descent or joint optimisation on train∪val; single "
                  "(SNAS: one batch of the weights split), sample (random_ws)."),

@@ -27,6 +27,7 @@ from spacec.runtime.domains.image.data import (
     SeededItems,
     derive_seed,
     evaluation_subset,
+    pin_for,
     search_loaders,
     shuffled_loader,
     start_epoch,
@@ -108,6 +109,7 @@ class ImageSearchTask(SearchTask):
             batch_size=weights_loader.batch_size, shuffle=False, num_workers=cfg.num_workers,
             generator=torch.Generator().manual_seed(derive_seed(seed, "eval")),
         )
+        pin_for(device, train_loader, val_loader, self.eval_loader)
 
     def space_params(self, declared: Mapping[str, int | float]) -> dict[str, int | float]:
         return {"classes": self.info.num_classes} if "classes" in declared else {}

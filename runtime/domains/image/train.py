@@ -25,6 +25,7 @@ from spacec.runtime.domains.image.data import (
     ImageInfo,
     eval_loaders,
     holdout_loaders,
+    pin_for,
     start_epoch,
 )
 from spacec.runtime.nn.flops import multiply_adds
@@ -58,6 +59,7 @@ class ImageTrainTask(TrainTask):
         self.shard = shard or Shard()
         self.train_loader, self.eval_loader, self.info = SPLITS[split](cfg, seed,
                                                                        shard=self.shard)
+        pin_for(device, self.train_loader, self.eval_loader)
         self.auxiliary_weight = optim.auxiliary_weight
         if optim.nonmono is not None:
             from spacec.runtime.errors import ConfigError
