@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from spacec.cli import main
 from spacec.cli import options as cli_options
 from spacec.runtime.domains.image.data import pin_for
+from spacec.runtime.nn import memory
 from spacec.runtime.nn.memory import BALANCED, FAST, LOW, set_memory
 from spacec.runtime.relax.gumbel import HardGumbel
 from spacec.runtime.relax.partial import PartialChannels
@@ -150,7 +151,7 @@ def test_without_gradients_the_edges_run_plainly(compiled, memory):
 
 
 def test_memory_setting_is_validated_and_reaches_the_cli():
-    assert MEMORY_SETTINGS == cli_options.MEMORY_SETTINGS
+    assert MEMORY_SETTINGS == cli_options.MEMORY_SETTINGS == memory.MEMORY_SETTINGS
     assert PRECISIONS == cli_options.PRECISIONS
     with pytest.raises(ValueError, match="memory must be one of"):
         RunConfig(memory="tiny")

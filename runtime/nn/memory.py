@@ -39,9 +39,10 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
-from spacec.runtime.run.config import MEMORY_SETTINGS
-
-FAST, BALANCED, LOW = MEMORY_SETTINGS
+FAST, BALANCED, LOW = "fast", "balanced", "low"
+# The run section validates these names (spacec.runtime.run.config.MEMORY_SETTINGS, below this
+# package; tests/test_memory.py checks they agree).
+MEMORY_SETTINGS = (FAST, BALANCED, LOW)
 
 
 def check_memory(setting: str) -> str:
