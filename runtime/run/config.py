@@ -112,10 +112,11 @@ class RunConfig:
     dist_timeout: float = 1800.0
     # What a supernet's mixed edges keep for the backward pass (spacec.runtime.nn.memory):
     # fast (everything), balanced (recompute the cheap candidates), low (recompute every edge).
-    # The same arithmetic in all three; search only. Default chosen by benchmarks/
-    # search_step.py (results in benchmarks/results/): balanced is as fast as fast and keeps
-    # less.
-    memory: str = "balanced"
+    # The same arithmetic in all three (bit for bit on the CPU); search only. Default: fast,
+    # the only setting that costs no time (benchmarks/search_step.py, results in
+    # benchmarks/results/search_step_memory_cpu_b16.*: at batch 16 balanced keeps 0.88x of
+    # fast's peak for +17-25% CPU time, low 0.39-0.45x for +30-58%).
+    memory: str = "fast"
     # fp32, or bf16: the weights' forward passes under bf16 autocast (search: the weight step;
     # training: every step). α, its softmax and the architecture step stay in fp32.
     precision: str = "fp32"
