@@ -1,37 +1,48 @@
-"""Time and memory of one search step on the darts_cnn supernet, for DARTS or any method.
+"""Time and memory of one search step on the darts_cnn supernet, against an in-run baseline.
 
 Three kinds of DARTS step, each the search loop's work per batch: ``weights`` (the w step alone:
 forward, backward, clip, SGD), ``first`` (first-order α step + w step) and ``second``
-(second-order α step + w step), on random CIFAR-sized batches. With ``--method NAME`` (or
-``all``) the step is instead the search loop's own step for that method (`Search._step`: its
-relaxation, strategy and loss terms, first order, warm-up off) on batches of the embedded
-CIFAR-10 sample, read before timing. Each (device, batch, kind or method) runs in its own
-subprocess, so that the peak RSS reported is that configuration's; the time is the median over
-``--steps`` steps after ``--warmup`` warm-up steps (data loading is not timed).
+(second-order α step + w step), on random CIFAR-sized batches. Each kind runs for every variant:
 
-    python benchmarks/search_step.py                        # C=16, 8 cells, batch 16 and 64
+    reference        the same supernet in the reference code's arithmetic layout (quark0/darts
+                     model_search.py: NCHW, a ReLU inside every candidate, the zero op computed
+                     and multiplied, direct dilated convolutions; benchmarks/reference_layout.py),
+                     driven by the same architect
+    fast, balanced, low   spacec's supernet at each memory setting (run.memory)
+
+Every (batch, kind, variant) runs in its own subprocess, so that its peak RSS is its own, and the
+variants are interleaved (reference, fast, balanced, low, then again, ``--rounds`` times), so a
+change of the machine's load hits them alike. Reported: the median wall time and CPU time of a
+step (``--steps`` steps after ``--warmup``; the median over rounds), the peak RSS (and on CUDA
+the peak allocation, torch.cuda.max_memory_allocated, and steps/s, images/s), and every
+variant's ratios to the reference's. The load average is recorded (`uptime`): on a shared
+machine, the CPU time is the steadier figure.
+
+With ``--method NAME`` (or ``all``) the step is instead the search loop's own step for that
+method (`Search._step`: its relaxation, strategy and loss terms, first order, warm-up off) on
+batches of the embedded CIFAR-10 sample, read before timing, at ``--memory`` (no baseline).
+
+    python benchmarks/search_step.py --batch 16                     # C=16, 8 cells
     python benchmarks/search_step.py --C 4 --layers 5 --batch 8 --steps 2 --json out.json
     python benchmarks/search_step.py --method darts pc_darts gdas --batch 64
-
-Targets printed beside the DARTS figures: the reference implementation (quark0/darts) on 2
-threads, batch 16, C=16, 8 cells.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 from timing import peak_memory, run_in_subprocess, step_seconds
 
 KINDS = ("weights", "first", "second")
-# Reference implementation, 2 CPU threads, batch 16: seconds per step and peak RSS in GiB.
-TARGET_SECONDS = {"weights": 6.1, "first": 12.8, "second": 27.5}
-TARGET_RSS_GIB = {"weights": 3.0, "first": 3.0, "second": 3.8}
-TARGET_BATCH, TARGET_THREADS, TARGET_C, TARGET_LAYERS = 16, 2, 16, 8
+REFERENCE = "reference"
+SETTINGS = ("fast", "balanced", "low")  # spacec.runtime.run.config.MEMORY_SETTINGS
+VARIANTS = (REFERENCE, *SETTINGS)
 # DARTS train_search.py: the w optimiser and its clip; CIFAR images.
 LR, MOMENTUM, WEIGHT_DECAY, GRAD_CLIP = 0.025, 0.9, 3e-4, 5.0
 IMAGE_SHAPE, CLASSES = (3, 32, 32), 10
@@ -42,13 +53,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--space", default="darts_cnn")
     parser.add_argument("--C", type=int, default=16, help="initial channels (paper: 16)")
     parser.add_argument("--layers", type=int, default=8, help="cells (paper: 8)")
-    parser.add_argument("--batch", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--batch", type=int, nargs="+", default=[16])
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--method", nargs="+", metavar="NAME",
                         help="search methods (`spacec methods`), or all: time each method's "
                              "step instead of the DARTS kinds")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--memory", choices=SETTINGS, default="balanced",
+                        help="the memory setting of --method runs")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--devices", nargs="+", default=None,
                         help="default: cpu, and cuda when available")
@@ -60,6 +75,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------- one measurement (subprocess)
 
 
+def build(job: dict, device):
+    """The network of `job`'s variant, on `device`."""
+    if job["variant"] == REFERENCE:
+        from reference_layout import ReferenceNetwork
+
+        return ReferenceNetwork(C=job["C"], layers=job["layers"]).to(device)
+    import spacec
+    from spacec.runtime.nn.memory import set_memory
+
+    model = spacec.load(job["space"], C=job["C"], layers=job["layers"]).supernet()
+    return set_memory(model, job["variant"]).to(device)
+
+
 def measure(job: dict) -> dict:
     """Run one configuration in this process and return its figures."""
     if job.get("method"):
@@ -67,13 +95,12 @@ def measure(job: dict) -> dict:
     import torch
     import torch.nn.functional as F
 
-    import spacec
     from spacec.runtime.search.architect import ArchConfig, Architect
 
     torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
     device = torch.device(job["device"])
-    model = spacec.load(job["space"], C=job["C"], layers=job["layers"]).supernet().to(device)
+    model = build(job, device)
     optimizer = torch.optim.SGD(model.weights(), lr=LR, momentum=MOMENTUM,
                                 weight_decay=WEIGHT_DECAY)
 
@@ -89,20 +116,22 @@ def measure(job: dict) -> dict:
         return images, torch.randint(CLASSES, (job["batch"],), device=device)
 
     train, val = batch(), batch()
+    cpu_times = []
 
     def step() -> None:
+        started = time.process_time()
         if job["kind"] != "weights":
             architect.step(train, val, LR)
         optimizer.zero_grad(set_to_none=True)
         loss_fn(model, train).backward()
         torch.nn.utils.clip_grad_norm_(model.weights(), GRAD_CLIP)
         optimizer.step()
-
+        cpu_times.append(time.process_time() - started)
 
     times = step_seconds(step, job["warmup"], job["steps"], device)
-    result = {**job, "median_s": statistics.median(times), "min_s": min(times),
-              **peak_memory(device)}
-    return result
+    return {**job, "median_s": statistics.median(times), "min_s": min(times),
+            "cpu_median_s": statistics.median(cpu_times[job["warmup"]:]),
+            **peak_memory(device)}
 
 
 def method_search(job: dict):
@@ -124,7 +153,10 @@ def method_search(job: dict):
 def measure_method(job: dict) -> dict:
     import torch
 
+    from spacec.runtime.nn.memory import set_memory
+
     search = method_search(job)
+    set_memory(search.model, job["memory"])
     torch.manual_seed(0)
     batches = next(iter(search.task.batches(0, 0)))
     search.model.set_search_progress(0, search.cfg.optim.epochs)
@@ -139,28 +171,57 @@ def measure_method(job: dict) -> dict:
             "min_s": min(times), **peak_memory(device)}
 
 
-# ---------------------------------------------------------------- table
+# ---------------------------------------------------------------- summary and table
 
 
-def target_of(result: dict) -> tuple[float, float] | None:
-    comparable = (not result.get("method") and result["device"] == "cpu"
-                  and result["batch"] == TARGET_BATCH
-                  and result["threads"] == TARGET_THREADS and result["C"] == TARGET_C
-                  and result["layers"] == TARGET_LAYERS)
-    kind = result["kind"]
-    return (TARGET_SECONDS[kind], TARGET_RSS_GIB[kind]) if comparable else None
+def summarise(rounds: list[dict]) -> dict:
+    """One configuration's rounds: medians of the times, the smallest peak memory."""
+    first = rounds[0]
+    out = {k: v for k, v in first.items() if k not in ("median_s", "min_s", "cpu_median_s")}
+    out["rounds"] = len(rounds)
+    out["median_s"] = statistics.median(r["median_s"] for r in rounds)
+    out["min_s"] = min(r["min_s"] for r in rounds)
+    if "cpu_median_s" in first:
+        out["cpu_median_s"] = statistics.median(r["cpu_median_s"] for r in rounds)
+    for key in ("peak_rss_gib", "cuda_max_allocated_gib"):
+        if key in first:
+            out[key] = min(r[key] for r in rounds)
+    if first["device"] != "cpu":
+        out["steps_per_s"] = 1 / out["median_s"]
+        out["images_per_s"] = first["batch"] / out["median_s"]
+    return out
+
+
+def add_ratios(results: list[dict]) -> None:
+    """Each variant's time and memory over the reference's (same device, batch and kind)."""
+    reference = {(r["device"], r["batch"], r["kind"]): r for r in results
+                 if r.get("variant") == REFERENCE}
+    for r in results:
+        base = reference.get((r["device"], r["batch"], r["kind"]))
+        if base is None or r.get("method"):
+            continue
+        r["time_ratio"] = r["median_s"] / base["median_s"]
+        if "cpu_median_s" in r:
+            r["cpu_time_ratio"] = r["cpu_median_s"] / base["cpu_median_s"]
+        memory = "cuda_max_allocated_gib" if r["device"] != "cpu" else "peak_rss_gib"
+        r["memory_ratio"] = r[memory] / base[memory]
 
 
 def table(results: list[dict]) -> str:
-    header = (f"{'device':<7}{'batch':>6}  {'step':<12}{'median s':>10}{'min s':>9}"
-              f"{'RSS GiB':>9}{'CUDA GiB':>10}   target (reference, 2 threads, batch 16)")
+    header = (f"{'device':<7}{'batch':>6}  {'step':<9}{'variant':<10}{'wall s':>8}{'cpu s':>8}"
+              f"{'RSS GiB':>9}{'CUDA GiB':>10}{'time/ref':>10}{'cpu/ref':>9}{'mem/ref':>9}")
     lines = [header, "-" * len(header)]
     for r in results:
-        target = target_of(r)
         cuda = f"{r['cuda_max_allocated_gib']:.2f}" if "cuda_max_allocated_gib" in r else "-"
-        beside = f"{target[0]:.1f} s, {target[1]:.1f} GiB" if target else "-"
-        lines.append(f"{r['device']:<7}{r['batch']:>6}  {r['kind']:<12}{r['median_s']:>10.3f}"
-                     f"{r['min_s']:>9.3f}{r['peak_rss_gib']:>9.2f}{cuda:>10}   {beside}")
+        cpu = f"{r['cpu_median_s']:.2f}" if "cpu_median_s" in r else "-"
+
+        def ratio(key: str, r: dict = r) -> str:
+            return f"{r[key]:.2f}" if key in r else "-"
+
+        lines.append(f"{r['device']:<7}{r['batch']:>6}  {r['kind']:<9}"
+                     f"{r.get('variant') or r.get('memory', ''):<10}{r['median_s']:>8.2f}"
+                     f"{cpu:>8}{r['peak_rss_gib']:>9.2f}{cuda:>10}{ratio('time_ratio'):>10}"
+                     f"{ratio('cpu_time_ratio'):>9}{ratio('memory_ratio'):>9}")
     return "\n".join(lines)
 
 
@@ -168,6 +229,10 @@ def default_devices() -> list[str]:
     import torch
 
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,22 +246,36 @@ def main(argv: list[str] | None = None) -> None:
         from spacec.arch.methods import describe, method_names
 
         methods = [name for name in method_names() if describe(name).shares_weights]
+    loads = [load_average()]
     results = []
     for device in devices:
         for batch in args.batch:
             for kind in methods or args.kinds:
-                job = {"space": args.space, "C": args.C, "layers": args.layers, "batch": batch,
-                       "kind": kind, "device": device, "threads": args.threads,
-                       "warmup": args.warmup, "steps": args.steps,
-                       "method": kind if methods else None}
-                results.append(run_in_subprocess(__file__, job))
-                print(f"measured {device} batch {batch} {kind}: "
-                      f"{results[-1]['median_s']:.3f} s", file=sys.stderr, flush=True)
+                variants = [args.memory] if methods else args.variants
+                rounds: dict[str, list[dict]] = {v: [] for v in variants}
+                for _ in range(args.rounds):
+                    for variant in variants:  # interleaved: A B C D A B C D
+                        job = {"space": args.space, "C": args.C, "layers": args.layers,
+                               "batch": batch, "kind": kind, "device": device,
+                               "threads": args.threads, "warmup": args.warmup,
+                               "steps": args.steps, "variant": None if methods else variant,
+                               "memory": variant, "method": kind if methods else None}
+                        rounds[variant].append(run_in_subprocess(__file__, job))
+                        print(f"measured {device} batch {batch} {kind} {variant}: "
+                              f"{rounds[variant][-1]['median_s']:.3f} s, "
+                              f"{rounds[variant][-1]['peak_rss_gib']:.2f} GiB",
+                              file=sys.stderr, flush=True)
+                results += [summarise(rounds[v]) for v in variants]
+                loads.append(load_average())
+    add_ratios(results)
     print(f"{args.space}, C={args.C}, {args.layers} cells, {args.threads} CPU threads, median of "
-          f"{args.steps} steps after {args.warmup} warm-ups")
+          f"{args.steps} steps after {args.warmup} warm-up(s), {args.rounds} interleaved rounds; "
+          f"load average (1, 5, 15 min) during the run: {'; '.join(loads)}")
     print(table(results))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        record = {"date": time.strftime("%Y-%m-%d %H:%M"), "load_averages": loads,
+                  "results": results}
+        args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ size over the median time of ``--steps`` steps after ``--warmup`` warm-up steps.
     python benchmarks/train_step.py                                  # CPU (and CUDA if present)
     python benchmarks/train_step.py --batch 96 --steps 10 --json out.json
     python benchmarks/train_step.py --C 16 --layers 8 --genotype DARTS_V1 --devices cpu
+    python benchmarks/train_step.py --devices cuda --batch 96 --precision bf16 --compile
+
+On CUDA it also reports steps per second and the peak allocation (torch.cuda.max_memory_allocated).
+The switches are the run section's (precision, channels_last, compile), applied by the session.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import spacec  # noqa: E402
 from spacec.runtime.nn.flops import count_parameters  # noqa: E402
+from spacec.runtime.run.session import Session  # noqa: E402
 
 # quark0/darts cnn/train.py: the optimiser, clip, auxiliary weight and final drop path.
 LR, MOMENTUM, WEIGHT_DECAY, GRAD_CLIP, AUXILIARY_WEIGHT, DROP_PATH = 0.025, 0.9, 3e-4, 5.0, 0.4, 0.2
@@ -48,6 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--devices", nargs="+", default=None,
                         help="default: cpu, and cuda when available")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: forward passes under bf16 autocast (run.precision)")
+    parser.add_argument("--channels-first", action="store_true",
+                        help="NCHW instead of the generated network's NHWC (run.channels_last)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--json", type=Path, help="also write the results here")
     return parser.parse_args(argv)
 
@@ -64,28 +74,41 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict:
                                      drop_path_prob=DROP_PATH).to(device)
     optimizer = torch.optim.SGD(network.parameters(), lr=LR, momentum=MOMENTUM,
                                 weight_decay=WEIGHT_DECAY)
+    session = Session(device=device, seed=0, precision=args.precision,
+                      channels_last=not args.channels_first, compile_network=args.compile)
+    session.lay_out(network)
+    call = session.compiled(network, ("forward_with_auxiliary",))
     images = torch.randn(args.batch, *space.input_shape, device=device)
     labels = torch.randint(0, CLASSES, (args.batch,), device=device)
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        logits, logits_aux = network.forward_with_auxiliary(images)
-        loss = F.cross_entropy(logits, labels)
-        if logits_aux is not None:
-            loss = loss + AUXILIARY_WEIGHT * F.cross_entropy(logits_aux, labels)
+        with session.autocast():
+            logits, logits_aux = call.forward_with_auxiliary(images)
+            loss = F.cross_entropy(logits, labels)
+            if logits_aux is not None:
+                loss = loss + AUXILIARY_WEIGHT * F.cross_entropy(logits_aux, labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), GRAD_CLIP)
         optimizer.step()
 
     def inference_step() -> None:
-        with torch.no_grad():
-            network(images)
+        with torch.no_grad(), session.autocast():
+            call(images)
 
     network.train()
     train_seconds = median_seconds(train_step, args.warmup, args.steps, device)
     network.eval()
     inference_seconds = median_seconds(inference_step, args.warmup, args.steps, device)
+    memory = {}
+    if device.type == "cuda":
+        memory["cuda_max_allocated_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return {
+        "precision": args.precision,
+        "channels_last": not args.channels_first,
+        "compile": args.compile,
+        "train_steps_per_second": 1 / train_seconds,
+        **memory,
         "device": str(device),
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "batch": args.batch,

@@ -54,9 +54,13 @@ OPTION_KEYS = {
     "checkpoint_every": "run.checkpoint_every",
     "threads": "run.threads",
     "sync_bn": "run.sync_bn",
+    "memory": "run.memory",
+    "precision": "run.precision",
+    "channels_last": "run.channels_last",
+    "compile": "run.compile",
     "tensorboard": "run.tensorboard",
 }
-SEARCH_ONLY = ("order", "mode", "method")
+SEARCH_ONLY = ("order", "mode", "method", "memory")
 
 
 def _folder(value: Any) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from spacec.arch.derive import ALPHA, RULE, CellRule, DeriveOptions, derive
@@ -63,8 +64,11 @@ class SearchSpaceMixin:
         return [p for _, p in self.named_weights()]
 
     def cell_weights(self) -> dict[str, Any]:
-        """Cell type -> what its edges receive this forward pass (the relaxation's)."""
-        return self.relaxation.space_weights(self.arch, self.RULES)
+        """Cell type -> what its edges receive this forward pass (the relaxation's), computed
+        in the architecture tensors' precision also under autocast (run.precision bf16)."""
+        device = next(iter(self.parameters())).device.type
+        with torch.autocast(device_type=device, enabled=False):
+            return self.relaxation.space_weights(self.arch, self.RULES)
 
     def arch_values(self) -> dict[str, Any]:
         """The architecture tensors as nested lists of floats, flat names (α JSON files)."""

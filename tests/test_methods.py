@@ -109,12 +109,12 @@ def test_only_a_kth_of_the_channels_go_through_the_candidates(stride):
     edge = PartialEdge(CANDIDATES, 8, 8, stride, k=4, edge_weighted=True)
     x, weights = torch.randn(3, 8, 8, 8), F.softmax(torch.randn(5), dim=0)
     out = edge(x, torch.cat([weights, torch.tensor([0.25])]))
-    through = MixedEdge.forward(edge, x[:, :2], weights)  # the candidates, on 2 channels
+    through = MixedEdge.mix(edge, x[:, :2], weights)  # the candidates, on 2 channels
     rest = x[:, 2:] if stride == 1 else F.max_pool2d(x[:, 2:], 2, 2)
     assert torch.allclose(out, 0.25 * channel_shuffle(torch.cat([through, rest], 1), 4))
     changed = x.clone()
     changed[:, 2:] += 1.0  # the bypassed channels never reach a candidate
-    assert torch.equal(MixedEdge.forward(edge, changed[:, :2], weights), through)
+    assert torch.equal(MixedEdge.mix(edge, changed[:, :2], weights), through)
 
 
 def test_pc_darts_with_k1_and_without_edge_weights_is_darts(compiled):

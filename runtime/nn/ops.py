@@ -36,6 +36,7 @@ from torch import nn
 
 from spacec.registry import Entry, Registry, keyword_args
 from spacec.runtime.nn.accelerate import accelerate
+from spacec.runtime.nn.memory import BALANCED, FAST, LOW, recomputed
 
 OPS = Registry("operation")
 
@@ -428,7 +429,14 @@ class MixedEdge(nn.Module):
       * candidates whose first layer is a ReLU are built without it and share one relu(x).
     `self.ops[i]` is column i (zero columns hold their parameter-free Zero module), so
     state_dict keys are `ops.<column>.<...>` and match independently built candidates.
+
+    `memory` (spacec.runtime.nn.memory: fast, balanced, low) says what the edge keeps for the
+    backward pass; `forward` applies it to `mix`, which subclasses (the relaxations' edges)
+    override to change how the edge mixes, so every relaxation's edge gets the setting.
     """
+
+    edge_memory = True  # spacec.runtime.nn.memory.set_memory sets `memory` on these modules
+    memory = FAST
 
     def __init__(
         self,
@@ -452,8 +460,35 @@ class MixedEdge(nn.Module):
                 active.append((column, shares_relu))
         self._active: tuple[tuple[int, bool], ...] = tuple(active)
         self._shares_relu = any(shares_relu for _, shares_relu in active)
+        # The candidates `balanced` recomputes: those without a convolution (poolings and their
+        # BatchNorm), cheap to run again. An identity keeps nothing of its own.
+        self._cheap = frozenset(
+            column for column, op in enumerate(self.ops)
+            if not any(isinstance(m, nn.Conv2d) for m in op.modules())
+            and not isinstance(op, nn.Identity)
+        )
+        self._setting = FAST  # the setting of the call in progress
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: Any, memory: str | None = None) -> torch.Tensor:
+        """The edge's output; `memory` overrides the edge's setting for this call."""
+        setting = memory or self.memory
+        if setting == LOW and torch.is_grad_enabled():
+            return recomputed(self, self.mix, (x, weights), {"memory": FAST})
+        self._setting = setting
+        try:
+            return self.mix(x, weights)
+        finally:
+            self._setting = FAST
+
+    def weighted(self, column: int, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """weight * op_column(x); under `balanced`, recomputed in backward if the op is cheap."""
+        op = self.ops[column]
+        if self._setting == BALANCED and column in self._cheap and torch.is_grad_enabled():
+            return recomputed(op, op, (x,), {}, finish=weight.mul)
+        return weight * op(x)
+
+    def mix(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """sum_i weights[i] * op_i(x) over the non-zero candidates."""
         if weights.shape != (len(self.ops),):
             raise ValueError(
                 f"expected {len(self.ops)} weights (one per candidate), got shape "
@@ -464,6 +499,6 @@ class MixedEdge(nn.Module):
         relu_x = F.relu(x) if self._shares_relu else x
         out = None
         for column, takes_relu in self._active:
-            term = weights[column] * self.ops[column](relu_x if takes_relu else x)
+            term = self.weighted(column, relu_x if takes_relu else x, weights[column])
             out = term if out is None else out + term
         return out

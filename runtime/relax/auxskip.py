@@ -41,8 +41,8 @@ class AuxiliarySkipEdge(MixedEdge):
             raise ValueError(f"darts_minus: no auxiliary skip from {C_in} to {C_out} channels "
                              f"at stride {stride}")
 
-    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
-        return super().forward(x, weights[:-1]) + weights[-1] * self.skip(x)
+    def mix(self, x: Tensor, weights: Tensor) -> Tensor:
+        return super().mix(x, weights[:-1]) + weights[-1] * self.skip(x)
 
 
 def decayed(beta: float, epoch: int, t_start: int, t_max: int) -> float:

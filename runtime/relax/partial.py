@@ -60,12 +60,12 @@ class PartialEdge(MixedEdge):
         self.edge_weighted = edge_weighted
         self.bypass = nn.MaxPool2d(2, 2) if stride == 2 else nn.Identity()
 
-    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+    def mix(self, x: Tensor, weights: Tensor) -> Tensor:
         # The edge's weight multiplies both parts before they are joined, which equals weighing
         # the joined output (up to rounding) but keeps no edge-sized tensor for the backward
         # pass: the candidates' outputs and the bypassed input are kept anyway.
         mixing = weights[:-1] * weights[-1] if self.edge_weighted else weights
-        mixed = super().forward(x[:, : self.part], mixing)
+        mixed = super().mix(x[:, : self.part], mixing)
         if self.k == 1:
             return mixed
         rest = self.bypass(x[:, self.part:])

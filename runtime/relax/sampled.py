@@ -64,7 +64,7 @@ class SampledEdge(MixedEdge):
         super().__init__(candidates, C_in, C_out, stride, affine)
         self._relu_first = tuple(leads_with_relu(steps) for steps in candidates)
 
-    def forward(self, x: Tensor, row: SampledRow) -> Tensor:  # type: ignore[override]
+    def mix(self, x: Tensor, row: SampledRow) -> Tensor:  # type: ignore[override]
         if row.index is None:
             return x.new_zeros(())  # not in the sampled architecture: adds nothing
         index = row.index

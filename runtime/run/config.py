@@ -44,6 +44,9 @@ from spacec.runtime.errors import ConfigError, DataError
 PRESET_SUFFIX = ".yaml"
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 TASK = "task"
+# run.memory (spacec.runtime.nn.memory) and run.precision (spacec.runtime.run.session).
+MEMORY_SETTINGS = ("fast", "balanced", "low")
+PRECISIONS = ("fp32", "bf16")
 
 # task name -> the dataclass of its `data` section (the domain registry's lookup)
 DataClassOf = Callable[[str], type]
@@ -121,6 +124,21 @@ class RunConfig:
     # TensorBoard event files beside metrics.jsonl (spacec.runtime.run.events): true, false, or
     # auto (when the tensorboard package is installed).
     tensorboard: bool | str = "auto"
+    # What a supernet's mixed edges keep for the backward pass (spacec.runtime.nn.memory):
+    # fast (everything), balanced (recompute the cheap candidates), low (recompute every edge).
+    # The same arithmetic in all three (bit for bit on the CPU); search only. Default: fast,
+    # the only setting that costs no time (benchmarks/search_step.py, results in
+    # benchmarks/results/search_step_memory_cpu_b16.*: at batch 16 balanced keeps 0.88x of
+    # fast's peak for +17-25% CPU time, low 0.39-0.45x for +30-58%).
+    memory: str = "fast"
+    # fp32, or bf16: the weights' forward passes under bf16 autocast (search: the weight step;
+    # training: every step). α, its softmax and the architecture step stay in fp32.
+    precision: str = "fp32"
+    # NHWC tensors (the generated networks' layout; oneDNN's and cuDNN's faster one); false:
+    # NCHW.
+    channels_last: bool = True
+    # torch.compile the network the weight step (search) or every step (training) calls.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -139,6 +157,12 @@ class RunConfig:
             raise ValueError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
         if not isinstance(self.tensorboard, bool) and self.tensorboard != "auto":
             raise ValueError(f"tensorboard must be true, false or auto, got {self.tensorboard!r}")
+        if self.memory not in MEMORY_SETTINGS:
+            raise ValueError(f"memory must be one of {', '.join(MEMORY_SETTINGS)}, got "
+                             f"{self.memory!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                             f"{self.precision!r}")
 
 
 

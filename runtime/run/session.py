@@ -12,6 +12,7 @@ compiles the run's space, once per set of parameters.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,10 @@ class Session:
     world_size: int = 1
     local_rank: int = 0
     sync_bn: bool = False  # BatchNorm as SyncBatchNorm in `replicate` (several CUDA processes)
+    # The speed switches of the run section (spacec.runtime.run.config.RunConfig).
+    precision: str = "fp32"
+    channels_last: bool = True
+    compile_network: bool = False
     _compiled: dict[tuple, CompiledSpace] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -107,7 +112,9 @@ class Session:
         # The same seed on every process: equal weights and α, equal samples of a method.
         seed_everything(run_cfg.seed)
         return cls(device=device, seed=run_cfg.seed, threads=run_cfg.threads, rank=env.rank,
-                   world_size=env.world_size, local_rank=env.local_rank, sync_bn=sync_bn)
+                   world_size=env.world_size, local_rank=env.local_rank, sync_bn=sync_bn,
+                   precision=run_cfg.precision, channels_last=run_cfg.channels_last,
+                   compile_network=run_cfg.compile)
 
     @property
     def is_main(self) -> bool:
@@ -127,6 +134,33 @@ class Session:
         """The part of the data this process reads."""
         return Shard(self.rank, self.world_size)
 
+    # -- the speed switches ------------------------------------------------------------------
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Where a weight step's (or a training step's) forward pass runs: bf16 autocast on the
+        session's device with ``precision: bf16``, else nothing. The backward pass runs outside
+        it, as autocast's documentation asks; no loss scaling is needed for bf16."""
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def lay_out(self, network: nn.Module) -> nn.Module:
+        """`network` in the run's memory format (the generated networks are built NHWC and
+        convert their input to their `memory_format`); returns it."""
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        network.memory_format = layout
+        return network.to(memory_format=layout)
+
+    def compiled(self, network: nn.Module, methods: Sequence[str] = ()) -> Any:
+        """What steps call in place of `network` (and its training forwards `methods`):
+        themselves, or with ``compile: true`` their ``torch.compile`` versions, which share the
+        module's parameters and state (nothing is copied). One process only."""
+        if not self.compile_network:
+            return network
+        if self.world_size > 1:
+            raise ConfigError("run.compile: torch.compile runs on one process here; with "
+                              "several processes set compile: false")
+        return CompiledNetwork(network, methods)
     # -- collectives (no-ops with one process) -----------------------------------------------
 
     def all_reduce_mean(self, tensors: Iterable[torch.Tensor]) -> None:
@@ -214,6 +248,26 @@ class Session:
         optional overrides it declares, what the data fixes, then the explicit overrides."""
         declared = self.compile(space_cfg.name).params
         return self.compile(space_cfg.name, space_overrides(declared, space_cfg, from_data))
+
+
+class CompiledNetwork:
+    """`network` through ``torch.compile``: its forward, and the training forwards named in
+    `methods` (forward_with_auxiliary); any other attribute is the network's own."""
+
+    def __init__(self, network: nn.Module, methods: Sequence[str] = ()) -> None:
+        self.network = network
+        self._forward = torch.compile(network)
+        self._methods = {name: torch.compile(getattr(network, name)) for name in methods}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._forward(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._methods:
+            return self._methods[name]
+        return getattr(self.network, name)
 
 
 def space_overrides(declared: Mapping[str, int | float], space_cfg,

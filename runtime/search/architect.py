@@ -258,11 +258,15 @@ class Architect:
         if norm == 0:
             return {n: torch.zeros_like(a) for n, a in alphas.items()}
         radius = self.cfg.fd_scale / norm
-        plus = {n: w + radius * vector[n] for n, w in weights.items()}
-        minus = {n: w - radius * vector[n] for n, w in weights.items()}
-        alpha_plus, alpha_minus = _leaves(alphas), _leaves(alphas)
-        grad_plus = _grad(self._loss_at(plus, alpha_plus, batch), alpha_plus)
-        grad_minus = _grad(self._loss_at(minus, alpha_minus, batch), alpha_minus)
+
+        def grad_at(sign: float) -> TensorDict:
+            # One perturbed copy of the weights at a time: w + Rv is freed before w - Rv exists.
+            shifted = {n: w + sign * radius * vector[n] for n, w in weights.items()}
+            alpha_leaves = _leaves(alphas)
+            return _grad(self._loss_at(shifted, alpha_leaves, batch), alpha_leaves)
+
+        grad_plus = grad_at(1.0)
+        grad_minus = grad_at(-1.0)
         return self._mean({n: (grad_plus[n] - grad_minus[n]) / (2 * radius) for n in alphas})
 
     def _mean(self, grads: TensorDict) -> TensorDict:

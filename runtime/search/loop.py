@@ -42,6 +42,7 @@ from spacec.arch.genotype import Genotype
 from spacec.load import CompiledSpace
 from spacec.runtime.domains import SearchTask, StepBatches, domain
 from spacec.runtime.errors import CheckpointError, ConfigError
+from spacec.runtime.nn.memory import set_memory
 from spacec.runtime.run.checkpoint import load_checkpoint, save_checkpoint
 from spacec.runtime.run.config import resume_view
 from spacec.runtime.run.console import EPOCH_RECORD, SCREEN
@@ -87,7 +88,10 @@ class Search:
         self.model = model
         self.strategy = strategy
         # What training forwards call: the model, or its DDP replica on several processes.
-        self.trainable = session.replicate(model, model.relaxation.all_candidates_used)
+        # With run.compile, its torch.compile version (the architect's functional calls run on
+        # the model itself, in fp32).
+        self.trainable = session.compiled(
+            session.replicate(model, model.relaxation.all_candidates_used))
         optim = cfg.optim
         self.w_optimizer = torch.optim.SGD(
             model.weights(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
@@ -145,12 +149,13 @@ class Search:
         # The predicted peak of a step against the free memory, before the supernet exists.
         fit = check_search_memory(
             compiled.ir, session.shard.per_rank(cfg.data.batch_size, "data.batch_size"),
-            cfg.arch.order, cfg.method.name, dataclasses.asdict(cfg.method), "fast",
+            cfg.arch.order, cfg.method.name, dataclasses.asdict(cfg.method), cfg.run.memory,
             getattr(cfg.data, "bptt", None), session.device)
         relaxation = chosen_method.build_relaxation(cfg.method)
         relaxation.seed(session.seed)
         model = compiled.supernet(relaxation=relaxation, **task.network_kwargs())
-        model = model.to(session.device)
+        set_memory(model, cfg.run.memory)
+        model = session.lay_out(model.to(session.device))
         task.bind(model)
         log.info("space %s (%s), %s", compiled.name, compiled.spec.path, task.describe())
         built = cls(cfg, session, compiled, task, model, chosen)
@@ -294,7 +299,8 @@ class Search:
         """
         self.w_optimizer.zero_grad(set_to_none=True)
         with self.model.relaxation.weight_step():
-            out = self.task.train_loss(self.trainable, batch)
+            with self.session.autocast():  # run.precision; α's softmax stays fp32
+                out = self.task.train_loss(self.trainable, batch)
             self.guard.check_loss(out.metrics["loss"], "the training loss (w step)", where)
             loss = out.loss
             if self.terms.weights is not None:

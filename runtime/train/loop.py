@@ -104,7 +104,9 @@ class Trainer:
         self.network = network
         self.task = task
         # What training forwards call: the network, or its DDP replica on several processes.
-        self.trainable = session.replicate(network, methods=task.forward_methods)
+        # With run.compile, its torch.compile version.
+        self.trainable = session.compiled(
+            session.replicate(network, methods=task.forward_methods), task.forward_methods)
         self.best_rule = domain(cfg.task).best
         optim = cfg.optim
         self.optimizer = torch.optim.SGD(network.parameters(), lr=optim.lr,
@@ -160,7 +162,8 @@ class Trainer:
         network = compiled.discrete_network(genotype, **task.network_kwargs())
         task.bind(network)
         log.info("%s", task.describe())
-        built = cls(cfg, session, compiled, genotype, network.to(session.device), task)
+        built = cls(cfg, session, compiled, genotype,
+                    session.lay_out(network.to(session.device)), task)
         built.fit = fit  # the predicted peak memory (None: not predicted)
         return built
 
@@ -286,7 +289,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * batch.lr_scale
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.task.train_loss(self.trainable, batch.train)
+        with self.session.autocast():  # run.precision
+            out = self.task.train_loss(self.trainable, batch.train)
         self.guard.check_loss(out.metrics["loss"], "the training loss", where)
         out.loss.backward()
         if self.cfg.optim.grad_clip is not None:

@@ -24,6 +24,9 @@ from spacec.load import CompiledSpace, compile_file, locate, parse_overrides
 # would import torch).
 MODES = ("bilevel", "coordinate", "joint", "sample", "single")
 ORDERS = ("1", "2")
+# spacec.runtime.run.config.MEMORY_SETTINGS and PRECISIONS (a test checks they agree).
+MEMORY_SETTINGS = ("fast", "balanced", "low")
+PRECISIONS = ("fp32", "bf16")
 
 # What --resume accepts besides the run directory.
 RESUME_OPTIONS = ("resume", "device", "quiet", "nproc_per_node")
@@ -64,6 +67,14 @@ _SHARED = [
     click.option("--tensorboard/--no-tensorboard", default=None,
                  help="TensorBoard event files in the run directory (`tensorboard --logdir "
                       "runs`).  [default: when tensorboard is installed]"),
+    click.option("--precision", type=click.Choice(PRECISIONS),
+                 help="fp32, or bf16: the weights' forward passes under bf16 autocast (α, its "
+                      "softmax and the architecture step stay fp32).  [config default: fp32]"),
+    click.option("--channels-last/--no-channels-last", default=None,
+                 help="NHWC tensors (default) or NCHW."),
+    click.option("--compile/--no-compile", "compile", default=None,
+                 help="torch.compile the network the weight (training) step calls.  [config "
+                      "default: off]"),
     set_option,
     click.option("--cfg", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
                  help="Set any config field (repeatable), e.g. --cfg optim.lr=0.05."),
@@ -86,6 +97,11 @@ _SEARCH_ONLY = [
                       "preset are merged in."),
     click.option("--order", type=click.Choice(ORDERS), help="1: first-order α gradient, "
                  "2: second order (one unrolled SGD step)."),
+    click.option("--memory", type=click.Choice(MEMORY_SETTINGS),
+                 help="What the supernet keeps for the backward pass, same arithmetic: fast "
+                      "(everything), balanced (recomputes the cheap candidates), low "
+                      "(recomputes every edge: least memory, slower).  [config default: "
+                      "fast]"),
     click.option("--mode", type=click.Choice(MODES), help="bilevel (DARTS), or the paper's "
                  "ablations: coordinate descent or joint optimisation on train∪val; single "
                  "(SNAS: one batch of the weights split), sample (random_ws)."),

@@ -819,6 +819,18 @@ class SeededItems(Dataset):
             generator.set_state(state)
 
 
+def pin_for(device: torch.device, *loaders: DataLoader | None) -> None:
+    """On a CUDA device, have `loaders` put their batches in page-locked memory, so that the
+    tasks' ``.to(device, non_blocking=True)`` copies overlap with computation (with
+    ``num_workers > 0``, loading overlaps too); elsewhere nothing changes."""
+    if device.type != "cuda":
+        return
+    for loader in loaders:
+        if loader is not None:
+            loader.pin_memory = True
+            loader.pin_memory_device = str(device)
+
+
 def start_epoch(loader: DataLoader, epoch: int, batches_done: int = 0) -> None:
     """Position a shuffled loader at batch ``batches_done`` of epoch ``epoch``."""
     sampler = loader.sampler

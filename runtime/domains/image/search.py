@@ -29,6 +29,7 @@ from spacec.runtime.domains.image.data import (
     derive_seed,
     describe_images,
     evaluation_subset,
+    pin_for,
     search_loaders,
     shuffled_loader,
     start_epoch,
@@ -111,6 +112,7 @@ class ImageSearchTask(SearchTask):
             batch_size=weights_loader.batch_size, shuffle=False, num_workers=cfg.num_workers,
             generator=torch.Generator().manual_seed(derive_seed(seed, "eval")),
         )
+        pin_for(device, train_loader, val_loader, self.eval_loader)
 
     def space_params(self, declared: Mapping[str, int | float]) -> dict[str, int | float]:
         return {}  # the space decides classes and input size; `check_space` holds the data to it

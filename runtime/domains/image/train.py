@@ -28,6 +28,7 @@ from spacec.runtime.domains.image.data import (
     ImageInfo,
     check_against_space,
     describe_images,
+    pin_for,
     start_epoch,
     training_loaders,
 )
@@ -60,6 +61,7 @@ class ImageTrainTask(TrainTask):
         loaders = training_loaders(cfg, seed, shard=self.shard)
         self.train_loader, self.info = loaders.train, loaders.info
         self.eval_loader, self.test_loader = loaders.val, loaders.test
+        pin_for(device, self.train_loader, self.eval_loader, self.test_loader)
         self.auxiliary_weight = optim.auxiliary_weight
         if optim.nonmono is not None:
             from spacec.runtime.errors import ConfigError

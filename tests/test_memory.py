@@ -1,0 +1,259 @@
+"""Memory settings (spacec.runtime.nn.memory) and the GPU path's switches, checked on the CPU.
+
+Every memory setting must give the plain path's numbers: gradients of the weights and of α,
+BatchNorm running statistics, and α after a few first- and second-order search steps, for DARTS'
+softmax edges, GDAS's sampled edges and PC-DARTS's partial edges; and it must keep less for the
+backward pass. The GPU switches (bf16 autocast, NCHW/NHWC, torch.compile, pinned loaders) are
+checked against the fp32 eager path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from torch.utils.data import DataLoader
+
+from spacec.cli import main
+from spacec.cli import options as cli_options
+from spacec.runtime.domains.image.data import pin_for
+from spacec.runtime.nn import memory
+from spacec.runtime.nn.memory import BALANCED, FAST, LOW, set_memory
+from spacec.runtime.relax.gumbel import HardGumbel
+from spacec.runtime.relax.partial import PartialChannels
+from spacec.runtime.run.config import MEMORY_SETTINGS, PRECISIONS, RunConfig
+from spacec.runtime.run.session import CompiledNetwork, Session
+from spacec.runtime.search.architect import ArchConfig, Architect
+
+SAVING = (BALANCED, LOW)
+RELAXATIONS = {"softmax": lambda: None, "gdas": lambda: HardGumbel(),
+               "pc_darts": lambda: PartialChannels(k=2)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def supernet(compiled, memory: str, relaxation: str = "softmax", seed: int = 0):
+    torch.manual_seed(seed)
+    made = RELAXATIONS[relaxation]()
+    if made is not None:
+        made.seed(seed)
+    model = compiled("darts_cnn", C=4, layers=3).supernet(relaxation=made)
+    return set_memory(model, memory)
+
+
+def batch(seed: int = 1, size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(size, 3, 8, 8, generator=generator),
+            torch.randint(10, (size,), generator=generator))
+
+
+def loss_fn(call, data):
+    images, labels = data
+    return F.cross_entropy(call(images), labels)
+
+
+def gradients_and_buffers(model) -> tuple[dict, dict]:
+    model.zero_grad(set_to_none=True)
+    loss_fn(model, batch()).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return grads, {n: b.clone() for n, b in model.named_buffers()}
+
+
+def assert_same(got: dict, expected: dict) -> None:
+    assert got.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-6, atol=1e-7,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("relaxation", sorted(RELAXATIONS))
+@pytest.mark.parametrize("memory", SAVING)
+def test_gradients_and_running_statistics_equal_the_plain_path(compiled, memory, relaxation):
+    plain_grads, plain_buffers = gradients_and_buffers(supernet(compiled, FAST, relaxation))
+    grads, buffers = gradients_and_buffers(supernet(compiled, memory, relaxation))
+    assert any(name.startswith("arch.") for name in grads)  # α received a gradient
+    assert_same(grads, plain_grads)
+    # The replay ran BatchNorm again: the statistics must have moved once, not twice.
+    assert_same(buffers, plain_buffers)
+    assert any(n.endswith("num_batches_tracked") and int(b) == 1 for n, b in buffers.items())
+
+
+def trajectory(model, order: int, steps: int = 3) -> list[dict]:
+    w_optimizer = torch.optim.SGD(model.weights(), lr=0.1, momentum=0.9, weight_decay=3e-4)
+    architect = Architect(model, w_optimizer, loss_fn, ArchConfig(order=order, lr=0.05))
+    alphas = []
+    for step in range(steps):
+        train, val = batch(10 + step), batch(20 + step)
+        architect.step(train, val, lr=0.1)
+        w_optimizer.zero_grad(set_to_none=True)
+        loss_fn(model, train).backward()
+        w_optimizer.step()
+        alphas.append({k: a.detach().clone() for k, a in model.arch_parameters().items()})
+    return alphas
+
+
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("memory", SAVING)
+def test_alpha_trajectory_equals_the_plain_path(compiled, memory, order):
+    # Order 2 runs the supernet through functional_call on w', w ± Rv: the replay in the
+    # backward pass must use those tensors, not the module's parameters.
+    plain = trajectory(supernet(compiled, FAST), order)
+    got = trajectory(supernet(compiled, memory), order)
+    assert not torch.equal(plain[0]["normal"], plain[-1]["normal"])  # α moved
+    for expected, alphas in zip(plain, got, strict=True):
+        assert_same(alphas, expected)
+
+
+@pytest.mark.parametrize("relaxation", ["gdas", "pc_darts"])
+def test_methods_trajectory_with_the_lowest_setting(compiled, relaxation):
+    plain = trajectory(supernet(compiled, FAST, relaxation), 1, steps=2)
+    got = trajectory(supernet(compiled, LOW, relaxation), 1, steps=2)
+    for expected, alphas in zip(plain, got, strict=True):
+        assert_same(alphas, expected)
+
+
+def saved_bytes(model) -> int:
+    """Bytes autograd keeps for the backward pass outside recomputed regions."""
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss_fn(model, batch())
+    return total
+
+
+def test_lower_settings_keep_less(compiled):
+    kept = {memory: saved_bytes(supernet(compiled, memory)) for memory in MEMORY_SETTINGS}
+    assert kept[LOW] < kept[BALANCED] < kept[FAST]
+    assert kept[LOW] < 0.5 * kept[FAST]
+
+
+@pytest.mark.parametrize("memory", SAVING)
+def test_without_gradients_the_edges_run_plainly(compiled, memory):
+    images, _ = batch()
+    expected = supernet(compiled, FAST).eval()(images)
+    model = supernet(compiled, memory).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), expected.detach(), rtol=0, atol=0)
+
+
+def test_memory_setting_is_validated_and_reaches_the_cli():
+    assert MEMORY_SETTINGS == cli_options.MEMORY_SETTINGS == memory.MEMORY_SETTINGS
+    assert PRECISIONS == cli_options.PRECISIONS
+    with pytest.raises(ValueError, match="memory must be one of"):
+        RunConfig(memory="tiny")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        RunConfig(precision="fp8")
+    overrides = cli_options.config_overrides(None, (), (), {
+        "memory": "low", "precision": "bf16", "channels_last": False, "compile": True})
+    assert overrides == {"run.memory": "low", "run.precision": "bf16",
+                         "run.channels_last": False, "run.compile": True}
+
+
+def test_search_applies_the_run_settings(tmp_path):
+    from spacec.runtime.search.config import load_config
+    from spacec.runtime.search.loop import Search
+
+    cfg = load_config("quick", {"space.overrides.C": 4, "space.overrides.layers": 3,
+                                "data.batch_size": 4, "data.limit": 16, "run.memory": "low",
+                                "run.channels_last": False, "run.out": str(tmp_path)})
+    search = Search.build(cfg)
+    edges = [m for m in search.model.modules() if hasattr(m, "edge_memory")]
+    assert edges and all(edge.memory == LOW for edge in edges)
+    stem = next(p for p in search.model.parameters() if p.dim() == 4)
+    assert stem.is_contiguous() and search.model.memory_format == torch.contiguous_format
+
+
+# ---------------------------------------------------------------- the GPU path, on the CPU
+
+
+def session(**switches) -> Session:
+    return Session(device=torch.device("cpu"), seed=0, **switches)
+
+
+def test_bf16_autocast_keeps_alpha_in_fp32_and_stays_close(compiled):
+    model = supernet(compiled, FAST)
+    images, labels = batch()
+    expected = model(images)
+    with session(precision="bf16").autocast():
+        weights = model.cell_weights()
+        got = model(images)
+        assert got.dtype == torch.bfloat16
+    assert all(w.dtype == torch.float32 for w in weights.values())
+    # bf16 keeps 8 bits of mantissa: the logits agree to about 1e-2 of their scale.
+    torch.testing.assert_close(got.float(), expected, rtol=0.05, atol=0.05)
+
+
+def test_bf16_search_weight_step_moves_the_weights_as_fp32_does(tmp_path):
+    from spacec.runtime.search.config import load_config
+    from spacec.runtime.search.loop import Search
+
+    moved = {}
+    for precision in PRECISIONS:
+        cfg = load_config("quick", {"space.overrides.C": 4, "space.overrides.layers": 3,
+                                    "data.batch_size": 4, "data.limit": 16,
+                                    "run.precision": precision, "run.out": str(tmp_path)})
+        search = Search.build(cfg)
+        before = [w.detach().clone() for w in search.model.weights()]
+        search.weight_step(next(iter(search.task.batches(0, 0))).train, "test")
+        moved[precision] = torch.cat([(w.detach() - b).flatten()
+                                      for w, b in zip(search.model.weights(), before,
+                                                      strict=True)])
+    cosine = F.cosine_similarity(moved["fp32"], moved["bf16"], dim=0)
+    assert cosine > 0.95
+
+
+def test_channels_first_gives_the_channels_last_outputs(compiled):
+    images, _ = batch()
+    expected = supernet(compiled, FAST)(images)
+    model = session(channels_last=False).lay_out(supernet(compiled, FAST))
+    got = model(images)
+    assert all(p.is_contiguous() for p in model.parameters())
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_network_calls_the_compiled_forward_and_methods(compiled):
+    network = compiled("darts_cnn", C=4, layers=3).discrete_network("DARTS_V2", auxiliary=True)
+    wrapped = session(compile_network=True).compiled(network, ("forward_with_auxiliary",))
+    assert isinstance(wrapped, CompiledNetwork)
+    assert wrapped.training == network.training  # other attributes are the network's
+    assert session().compiled(network) is network
+
+
+@pytest.mark.slow
+def test_torch_compile_gives_the_eager_outputs(compiled):
+    torch.manual_seed(0)
+    network = compiled("darts_cnn", C=4, layers=2).discrete_network("DARTS_V2").eval()
+    images, _ = batch()
+    expected = network(images)
+    got = session(compile_network=True).compiled(network)(images)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_loaders_are_pinned_for_cuda_only():
+    loader = DataLoader(list(range(4)), batch_size=2)
+    pin_for(torch.device("cpu"), loader, None)
+    assert not loader.pin_memory
+    pin_for(torch.device("cuda", 0), loader, None)
+    assert loader.pin_memory and loader.pin_memory_device == "cuda:0"
+
+
+def test_cli_search_with_memory_and_precision(tmp_path):
+    result = CliRunner().invoke(main, [
+        "search", "darts_cnn", "--set", "C=4", "--set", "layers=3", "--batch-size", "4",
+        "--limit", "16", "--epochs", "1", "--memory", "low", "--precision", "bf16",
+        "--threads", "1", "-q", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
