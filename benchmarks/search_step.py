@@ -208,7 +208,7 @@ def add_ratios(results: list[dict]) -> None:
 
 
 def table(results: list[dict]) -> str:
-    header = (f"{'device':<7}{'batch':>6}  {'step':<9}{'variant':<10}{'wall s':>8}{'cpu s':>8}"
+    header = (f"{'device':<7}{'batch':>6}  {'step':<12} {'variant':<10}{'wall s':>8}{'cpu s':>8}"
               f"{'RSS GiB':>9}{'CUDA GiB':>10}{'time/ref':>10}{'cpu/ref':>9}{'mem/ref':>9}")
     lines = [header, "-" * len(header)]
     for r in results:
@@ -218,7 +218,7 @@ def table(results: list[dict]) -> str:
         def ratio(key: str, r: dict = r) -> str:
             return f"{r[key]:.2f}" if key in r else "-"
 
-        lines.append(f"{r['device']:<7}{r['batch']:>6}  {r['kind']:<9}"
+        lines.append(f"{r['device']:<7}{r['batch']:>6}  {r['kind']:<12} "
                      f"{r.get('variant') or r.get('memory', ''):<10}{r['median_s']:>8.2f}"
                      f"{cpu:>8}{r['peak_rss_gib']:>9.2f}{cuda:>10}{ratio('time_ratio'):>10}"
                      f"{ratio('cpu_time_ratio'):>9}{ratio('memory_ratio'):>9}")
