@@ -39,14 +39,6 @@ def available_bytes(device: torch.device) -> int | None:
     return None  # MPS shares the system's memory without a reliable free figure
 
 
-def cost_options(method_name: str, params: Mapping[str, Any]) -> dict[str, object]:
-    """The run's method parameters that the cost model's program of that method takes (k, ...)."""
-    if method_name not in cost.METHODS:
-        return {}
-    known = dict(cost.METHODS[method_name].builder.options)
-    return {key: value for key, value in params.items() if key in known}
-
-
 @dataclass(frozen=True)
 class Fit:
     """A step's predicted peak memory and the memory that was free for it (None: unknown)."""
@@ -87,7 +79,7 @@ def check_search_memory(ir: IR, batch: int, order: int, method_name: str,
     def predict(device_type: str) -> cost.Prediction:
         return cost.predict_search(ir, batch, order=order, method_name=name, memory=memory,
                                    device=device_type, bptt=bptt or 35,
-                                   method_options=cost_options(name, params))
+                                   method_options=cost.known_options(name, params))
 
     return check_memory(predict, device, ir, "search step")
 

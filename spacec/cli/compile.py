@@ -148,8 +148,7 @@ def info(
     named = compiled.spec.method
     if method is None and named is not None and named.name in cost.METHODS:
         # The space's method with the parameters it fixes that the cost model knows (k, ...).
-        known = dict(cost.METHODS[named.name].builder.options)
-        options = {**{k: v for k, v in named.values().items() if k in known}, **options}
+        options = {**cost.known_options(named.name, named.values()), **options}
     method = method or (named.name if named is not None and named.name in cost.METHODS
                         else "darts")
     report = space_report(compiled, method, options)

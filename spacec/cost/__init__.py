@@ -39,7 +39,7 @@ from spacec.cost.memory import (
     predict_search,
     predict_train,
 )
-from spacec.cost.methods import METHODS, CostError, method
+from spacec.cost.methods import METHODS, CostError, known_options, method
 from spacec.cost.network import DerivedWalk, PlacedError, Record, RecurrentWalk, SupernetWalk
 from spacec.cost.shapes import check_shapes, shapes, space_error
 from spacec.cost.tracer import Tracer
@@ -47,7 +47,8 @@ from spacec.cost.tracer import Tracer
 __all__ = [
     "DEVICES", "GIB", "MEMORY_SETTINGS", "METHODS", "STEPS", "CostError", "Costs", "Fix",
     "NotEnoughMemory", "Prediction", "Record", "alternatives", "available_ram", "check_fits",
-    "check_shapes", "derived_costs", "fit_message", "gib", "predict_search", "predict_train",
+    "check_shapes", "derived_costs", "fit_message", "gib", "known_options", "predict_search",
+    "predict_train",
     "shapes", "supernet_costs",
 ]  # fmt: skip
 

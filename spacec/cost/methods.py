@@ -112,6 +112,15 @@ def register_method(method: Method) -> Method:
     return method
 
 
+def known_options(name: str, params: Mapping[str, object]) -> dict[str, object]:
+    """Those of a run's or a space's method parameters that the cost program of method `name`
+    takes (PC-DARTS's k, ...); nothing for a method without a program."""
+    if name not in METHODS:
+        return {}
+    known = dict(METHODS[name].builder.options)
+    return {key: value for key, value in params.items() if key in known}
+
+
 def method(name: str, **options: object) -> Method:
     """The method registered as `name`, with `options` replacing its defaults (CostError for
     an option it does not have)."""
