@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_check_errors import BASE  # the same small valid space the error tests extend
 
 import spacec
 from spacec.arch.genotype import GenotypeError, resolve
@@ -23,29 +24,6 @@ from spacec.cli import main
 from spacec.errors import MAX_DIAGNOSTICS, SpaceError
 from spacec.files import FileError, atomic_write_text, atomic_write_with
 from spacec.parse import MAX_DIGITS, MAX_NESTING
-
-BASE = """\
-space tiny
-param C = 8
-ops o {
-    none = zero
-    skip = identity
-    conv = sep_conv(kernel=3)
-}
-cell normal {
-    inputs a, b
-    nodes 2
-    edges dense : o
-    output concat(*)
-    derive topk(k=2, exclude=[none])
-}
-network image_classifier {
-    channels C
-    stem conv_bn(kernel=3, channels=C)
-    body normal * 2
-    head classifier(classes=10)
-}
-"""
 
 
 def load_error(write_space, text: str, name: str = "t.space", **overrides) -> SpaceError:
