@@ -1,13 +1,20 @@
 """The cost model's predicted peak memory against the measured peak, step by step.
 
-For each (space, batch, step) the prediction comes from the IR alone (spacec.cost, no torch);
-the measurement from a fresh subprocess that builds the network, does ``--warmup`` steps and
-then one more, the search loop's work per batch (spacec.runtime.search.loop: α step on a
-validation batch, then the w step with clipping and SGD) or the training loop's
-(spacec.runtime.train.loop: forward with the auxiliary head, both losses, clipping, SGD, drop
-path on). Both figures leave the process's baseline out the same way: the measured figure is
-the peak resident set size less the resident size once torch, the space and the CPU kernels are
-loaded (the same step run once on the space at C=2, batch 2) but before the model is built; the
+For each (space, batch, step, method, memory setting) the prediction comes from the IR alone
+(spacec.cost, no torch), made as a run makes it (runtime/run/fits.py: the method's cost options
+as the `paper` preset sets them); the run's own prediction is recorded beside it. The
+measurement comes from a fresh subprocess that builds the search as `spacec search` does
+(`Search.build` on the `paper` preset: the method's relaxation and strategy, the memory
+setting, the order) on random images of the space's input size (the `memory` dataset), runs
+``--warmup`` steps of the search loop (`Search._step`: the α step on a validation batch, then
+the w step with the method's loss terms, clipping and SGD) and then one more. A method with a
+warm-up (PC-DARTS, DrNAS) has it set to 0, so its α step runs. `train` steps are the training
+loop's work per batch (forward with the auxiliary head, both losses, clipping, SGD, drop path
+on) on the derived network.
+
+Both figures leave the process's baseline out the same way: the measured figure is the peak
+resident set size less the resident size once torch, the space and the CPU kernels are loaded
+(the same step run once on the space at C=4, batch 2) but before the model is built; the
 prediction never counts the interpreter. On a GPU, the CUDA figure is max_memory_allocated over
 the measured step (nothing is on the device before the model).
 
@@ -17,31 +24,24 @@ the live tensors (tracemalloc does not see torch's allocations; the profiler's m
 tensors only) would leave out what the process actually holds. The delta against a baseline
 taken after the same step on a tiny network keeps torch's code pages and kernel caches out.
 
-Memory settings (``--memory``): the runtime has no recomputation switch yet (issue 11, part 1),
-so the worker emulates the two the cost model knows with torch.utils.checkpoint
-(non-reentrant): `balanced` wraps every candidate module of every MixedEdge, `low` every
-MixedEdge's forward. Only the weights step (``--steps weights``) can be emulated so: the
-architect's α step runs the supernet through torch.func.functional_call, and a checkpoint's
-recomputation in backward runs outside that call, on the module's own parameters, so torch
-finds other saved tensors and refuses (CheckpointError); the runtime's switch has to recompute
-with the functional call's tensors. Methods (``--methods``): only `darts` exists in this branch's runtime; the
-others are predicted and listed as not measured.
-
-    python benchmarks/cost_model.py                                  # the issue's table
-    python benchmarks/cost_model.py --spaces darts_cnn --batch 16 --steps first --json out.json
+    python benchmarks/cost_model.py                                  # darts on the three spaces
+    python benchmarks/cost_model.py --spaces darts_cnn --batch 16 --methods all --json out.json
+    python benchmarks/cost_model.py --spaces darts_cnn --memory fast balanced low
     python benchmarks/cost_model.py --limit-gib 8     # skip what the prediction says won't fit
     python benchmarks/cost_model.py --spaces darts_cnn darts_imagenet --steps train
-    python benchmarks/cost_model.py --spaces --rnn       # the recurrent search only
-    python benchmarks/cost_model.py --spaces darts_cnn --batch 16 --memory fast balanced low
+    python benchmarks/cost_model.py --spaces --rnn       # the recurrent search only (darts)
     python benchmarks/cost_model.py --reuse a.json b.json  # re-predict, keep the measurements
 
-Configurations whose prediction exceeds ``--limit-gib`` are listed as not measured. The table
-gives predicted / measured and whether that is within ±20% (the issue's accuracy target).
+A method runs the steps it allows (`--steps first second`: GDAS, SNAS, DrNAS and random_ws are
+first order; random_ws's step is the w step on one path). Configurations whose prediction
+exceeds ``--limit-gib`` are listed as not measured. The table gives predicted / measured and
+whether that is within ±20% (the issue's accuracy target).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--methods", nargs="+", default=["darts"],
-                        help="search methods to predict (only darts is measured here)")
+                        help="search methods (`spacec methods`), or all")
     parser.add_argument("--memory", nargs="+", default=["fast"],
                         choices=["fast", "balanced", "low"], help="memory settings")
     parser.add_argument("--reuse", type=Path, nargs="+", default=[],
@@ -94,6 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def predict(job: dict) -> dict:
+    """The prediction a run of `job` prints at start (runtime/run/fits.py), made here from the
+    IR: the order's step, the method's cost options as the `paper` preset sets them."""
     import spacec
     from spacec import cost
     from spacec.arch.genotype import resolve
@@ -105,9 +107,21 @@ def predict(job: dict) -> dict:
     else:
         prediction = cost.predict_search(space.ir, job["batch"], step=job["step"],
                                          device=job["device"], bptt=job.get("bptt", RNN_BPTT),
-                                         method_name=job.get("method", "darts"),
-                                         memory=job.get("memory", "fast"))
+                                         method_name=job["method"], memory=job["memory"],
+                                         method_options=method_options(job))
     return prediction.to_dict()
+
+
+def method_options(job: dict) -> dict:
+    """The cost options of `job`'s method as a run of it sets them (the preset's settings)."""
+    from spacec import cost
+
+    if job["space"] == "darts_rnn":
+        return {}
+    from spacec.runtime.search.config import load_config
+
+    cfg = load_config("paper", search_overrides(job))
+    return cost.known_options(job["method"], dataclasses.asdict(cfg.method))
 
 
 # ---------------------------------------------------------------- measurement (subprocess)
@@ -135,89 +149,87 @@ def tiny(job: dict) -> dict:
     if job["space"] == "darts_rnn":
         overrides.update(ninp=4, nhid=4)
     elif "C" in spacec.load(job["space"]).params:
-        overrides["C"] = 2
+        overrides["C"] = 4  # divisible by PC-DARTS's k
     return {**job, "overrides": overrides, "batch": 2}
 
 
-def image_step(job: dict, device):
+def train_step(job: dict, device):
+    """The training loop's work per batch on the derived network (module docstring)."""
     import torch
     import torch.nn.functional as F
 
     import spacec
-    from spacec.runtime.search.architect import ArchConfig, Architect
 
     space = spacec.load(job["space"], **job["overrides"])
-    shape = space.input_shape
     classes = dict(space.spec.params).get("classes", 10)
-
-    def batch():
-        images = torch.randn(job["batch"], *shape, device=device)
-        return images, torch.randint(classes, (job["batch"],), device=device)
-
-    if job["step"] == "train":
-        network = space.discrete_network(job["genotype"], auxiliary=True,
-                                         drop_path_prob=DROP_PATH).to(device)
-        network.train()
-        optimizer = torch.optim.SGD(network.parameters(), lr=LR, momentum=MOMENTUM,
-                                    weight_decay=WEIGHT_DECAY)
-        images, labels = batch()
-
-        def train_step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            logits, logits_aux = network.forward_with_auxiliary(images)
-            loss = F.cross_entropy(logits, labels)
-            if logits_aux is not None:
-                loss = loss + AUXILIARY_WEIGHT * F.cross_entropy(logits_aux, labels)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(network.parameters(), GRAD_CLIP)
-            optimizer.step()
-
-        return train_step
-
-    recompute(job.get("memory", "fast"))
-    model = space.supernet().to(device)
-    optimizer = torch.optim.SGD(model.weights(), lr=LR, momentum=MOMENTUM,
+    images = torch.randn(job["batch"], *space.input_shape, device=device)
+    labels = torch.randint(classes, (job["batch"],), device=device)
+    network = space.discrete_network(job["genotype"], auxiliary=True,
+                                     drop_path_prob=DROP_PATH).to(device)
+    network.train()
+    optimizer = torch.optim.SGD(network.parameters(), lr=LR, momentum=MOMENTUM,
                                 weight_decay=WEIGHT_DECAY)
 
-    def loss_fn(call, data):
-        images, labels = data
-        return F.cross_entropy(call(images), labels)
-
-    architect = Architect(model, optimizer, loss_fn,
-                          ArchConfig(order=2 if job["step"] == "second" else 1))
-    train, val = batch(), batch()
-
-    def search_step() -> None:
-        if job["step"] != "weights":
-            architect.step(train, val, LR)
+    def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(model, train).backward()
-        torch.nn.utils.clip_grad_norm_(model.weights(), GRAD_CLIP)
+        logits, logits_aux = network.forward_with_auxiliary(images)
+        loss = F.cross_entropy(logits, labels)
+        if logits_aux is not None:
+            loss = loss + AUXILIARY_WEIGHT * F.cross_entropy(logits_aux, labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), GRAD_CLIP)
         optimizer.step()
 
-    return search_step
+    return step
 
 
-def recompute(memory: str) -> None:
-    """Emulate a memory setting on MixedEdge with torch.utils.checkpoint (module docstring)."""
-    from functools import partial
+def search_overrides(job: dict) -> dict:
+    """The `paper` preset for `job`: its space, sizes, method, order, memory setting and batch,
+    on the `memory` dataset (random images the space's size, held by this process)."""
+    from spacec.arch.methods import describe
 
-    from torch.utils.checkpoint import checkpoint
+    overrides = {"space.name": job["space"], "method.name": job["method"],
+                 "data.name": "memory", "data.batch_size": job["batch"],
+                 "arch.order": 2 if job["step"] == "second" else 1,
+                 "run.memory": job["memory"], "run.threads": job["threads"],
+                 "run.device": job["device"], "run.out": "/tmp", "run.tensorboard": False}
+    overrides.update({f"space.overrides.{k}": v for k, v in job["overrides"].items()})
+    if "warmup_epochs" in describe(job["method"]).defaults():
+        overrides["method.warmup_epochs"] = 0  # the α step runs from the first step
+    return overrides
 
-    from spacec.runtime.nn.ops import MixedEdge
 
-    if memory == "low":
-        plain = MixedEdge.forward
-        MixedEdge.forward = lambda self, x, w: checkpoint(plain, self, x, w, use_reentrant=False)
-    elif memory == "balanced":
-        built = MixedEdge.__init__
+def search_step(job: dict, device):
+    """The search loop's own step (`Search._step`: the method's relaxation, strategy, loss
+    terms and memory setting, the α step then the w step) on random images."""
+    import torch
+    from torch.utils.data import TensorDataset
 
-        def init(self, *args, **kwargs):
-            built(self, *args, **kwargs)
-            for op in self.ops:
-                op.forward = partial(checkpoint, op.forward, use_reentrant=False)
+    import spacec
+    from spacec.runtime.domains.image.data import hold_in_memory
+    from spacec.runtime.search.config import load_config
+    from spacec.runtime.search.loop import Search
 
-        MixedEdge.__init__ = init
+    space = spacec.load(job["space"], **job["overrides"])
+    classes = dict(space.spec.params).get("classes", 10)
+    count = 4 * job["batch"]  # the train and validation halves, two batches each
+    labels = torch.arange(count) % classes  # every class present: the data's class count
+    data = TensorDataset(torch.randn(count, *space.input_shape), labels)
+    hold_in_memory(data, data, None)
+    search = Search.build(load_config("paper", search_overrides(job)))
+    batches = next(iter(search.task.batches(0, 0)))
+    search.model.set_search_progress(0, search.cfg.optim.epochs)
+    lr = search.learning_rate(0)
+    job["run_prediction"] = search.fit.prediction.to_dict() if search.fit else None
+
+    def step() -> None:
+        search._step(batches, lr, "benchmark")
+
+    return step
+
+
+def image_step(job: dict, device):
+    return train_step(job, device) if job["step"] == "train" else search_step(job, device)
 
 
 def recurrent_step(job: dict, device):
@@ -242,14 +254,15 @@ def measure(job: dict) -> dict:
     # the library's, not the model's), by the same step on a tiny version of the network.
     build(tiny(job), device)()
     baseline = resident_bytes()
-    step = build(job, device)
+    step = build(job, device)  # a search step records the run's own prediction in `job`
     for _ in range(job["warmup"]):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     step()
-    result = {"measured_bytes": peak_resident_bytes() - baseline, "baseline_bytes": baseline}
+    result = {"measured_bytes": peak_resident_bytes() - baseline, "baseline_bytes": baseline,
+              "run_prediction": job.get("run_prediction")}
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         result["measured_bytes"] = torch.cuda.max_memory_allocated(device)
@@ -259,22 +272,39 @@ def measure(job: dict) -> dict:
 # ---------------------------------------------------------------- table
 
 
+def search_kinds(method: str, steps: list[str]) -> list[str]:
+    """Of the asked search steps, those `method` runs (its orders; random_ws: the w step)."""
+    from spacec import cost
+
+    runs = dict(cost.METHODS[method].builder.steps).values()
+    kinds = [step for step in steps if step in runs]
+    if not kinds and any(step in ("first", "second") for step in steps):
+        kinds = [step for step in runs if step not in steps][:1]  # random_ws: its one step
+    return kinds
+
+
+def all_methods(names: list[str]) -> list[str]:
+    from spacec import cost
+
+    return sorted(cost.METHODS) if names == ["all"] else names
+
+
 def jobs(args: argparse.Namespace) -> list[dict]:
     common = {"device": args.device, "threads": args.threads, "warmup": args.warmup,
               "genotype": args.genotype}
     found = []
     for space in args.spaces:
         for batch in args.batch:
-            for step in args.steps:
-                overrides = TRAIN_OVERRIDES.get(space, {}) if step == "train" else {}
-                job = {**common, "space": space, "overrides": overrides, "batch": batch,
-                       "step": step, "method": "darts", "memory": "fast"}
-                if step == "train":
-                    found.append(job)
-                    continue
-                for method in args.methods:
+            if "train" in args.steps:
+                found.append({**common, "space": space, "batch": batch, "step": "train",
+                              "overrides": TRAIN_OVERRIDES.get(space, {}), "method": "darts",
+                              "memory": "fast"})
+            for method in all_methods(args.methods):
+                for step in search_kinds(method, [s for s in args.steps if s != "train"]):
                     for memory in args.memory:
-                        found.append({**job, "method": method, "memory": memory})
+                        found.append({**common, "space": space, "overrides": {},
+                                      "batch": batch, "step": step, "method": method,
+                                      "memory": memory})
     if args.rnn:
         for step in ("first", "second"):
             found.append({**common, "space": "darts_rnn", "overrides": RNN_QUICK,
@@ -284,11 +314,10 @@ def jobs(args: argparse.Namespace) -> list[dict]:
 
 
 TOLERANCE = 0.2  # the issue's accuracy target: within ±20% of the measured peak
-MEASURED_METHODS = ("darts",)  # the methods this branch's runtime has
 
 
 def table(results: list[dict]) -> str:
-    header = (f"{'space':<15}{'batch':>6}  {'step':<7}{'method':<12}{'memory':<9}"
+    header = (f"{'space':<15}{'batch':>6}  {'step':<8}{'method':<12}{'memory':<9}"
               f"{'predicted GiB':>14}{'measured GiB':>13}{'ratio':>7}  {'±20%':<5} "
               "peak phase (predicted)")
     lines = [header, "-" * len(header)]
@@ -301,7 +330,7 @@ def table(results: list[dict]) -> str:
             shown = f"{measured / GIB:>13.2f}{ratio:>7.2f}  {within:<5}"
         else:
             shown = f"{r.get('why', 'not measured'):>13}{'-':>7}  {'-':<5}"
-        lines.append(f"{r['space']:<15}{r['batch']:>6}  {r['step']:<7}"
+        lines.append(f"{r['space']:<15}{r['batch']:>6}  {r['step']:<8}"
                      f"{r.get('method', 'darts'):<12}{r.get('memory', 'fast'):<9}"
                      f"{predicted / GIB:>14.2f}{shown} {r['prediction']['peak_phase']}")
     return "\n".join(lines)
@@ -319,6 +348,15 @@ def reused(paths: list[Path]) -> dict[tuple, dict]:
             if result.get("measured_bytes"):
                 found[_key(result)] = result
     return found
+
+
+def check_same_prediction(result: dict) -> None:
+    """The run's own prediction (what `spacec search` printed) is the one in the table."""
+    ran = result.get("run_prediction")
+    if ran and ran["total_bytes"] != result["prediction"]["total_bytes"]:
+        print(f"note: the run predicted {ran['total_bytes'] / GIB:.2f} GiB, this script "
+              f"{result['prediction']['total_bytes'] / GIB:.2f} GiB ({ran['method']})",
+              file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -341,15 +379,20 @@ def main(argv: list[str] | None = None) -> None:
             result["baseline_bytes"] = earlier[_key(job)]["baseline_bytes"]
         elif args.predict_only:
             result["why"] = "not run"
-        elif job.get("method", "darts") not in MEASURED_METHODS:
-            result["why"] = "no runtime"
         elif prediction["total_bytes"] > args.limit_gib * GIB:
             result["why"] = "over limit"
         else:
-            result.update(run_in_subprocess(__file__, job))
-            print(f"{job['space']} batch {job['batch']} {job['step']} {job['memory']}: "
-                  f"predicted {prediction['total_bytes'] / GIB:.2f} GiB, measured "
-                  f"{result['measured_bytes'] / GIB:.2f} GiB", file=sys.stderr, flush=True)
+            try:
+                result.update(run_in_subprocess(__file__, job))
+            except RuntimeError as error:  # one failed configuration does not end the table
+                result["why"] = "failed"
+                print(error, file=sys.stderr, flush=True)
+            else:
+                check_same_prediction(result)
+                print(f"{job['space']} batch {job['batch']} {job['step']} {job['method']} "
+                      f"{job['memory']}: predicted {prediction['total_bytes'] / GIB:.2f} GiB, "
+                      f"measured {result['measured_bytes'] / GIB:.2f} GiB", file=sys.stderr,
+                      flush=True)
         results.append(result)
         if args.json:  # after every configuration: a long run that is cut short keeps its work
             args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

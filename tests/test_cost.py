@@ -609,12 +609,18 @@ def test_check_fits(compiled):
     assert cost.predict_search(space.ir, largest + 1, order=2).total > available
     fixes = {fix.options: fix.total for fix in error.fixes}
     assert f"--batch-size {largest}" in fixes
-    # Every setting that recomputes more, and the partial-channel method, fit at batch 64.
+    # Every setting that recomputes more, and the partial-channel method, are offered at batch
+    # 64 with their figure when (and only when) they fit; `low` and pc_darts do here.
     for options, settings in (("--memory balanced", {"memory": "balanced"}),
                               ("--memory low", {"memory": "low"}),
                               ("--method pc_darts", {"method_name": "pc_darts"})):
-        assert fixes[options] == cost.predict_search(space.ir, 64, order=2, **settings).total
-        assert fixes[options] <= available
+        total = cost.predict_search(space.ir, 64, order=2, **settings).total
+        assert total < prediction.total
+        if total <= available:
+            assert fixes[options] == total
+        else:
+            assert options not in fixes
+    assert {"--memory low", "--method pc_darts"} <= set(fixes)
     message = str(error)
     assert message.startswith("one second-order search step of darts_cnn at batch 64 needs "
                               f"about {prediction.total / cost.GIB:.2f} GiB on cpu")
@@ -681,29 +687,77 @@ def test_memory_settings_by_hand(load_text):
     # total weight (1). test_one_edge_by_hand has `fast`, where the edge keeps 5 x 32 + 4.
     others, per_batch = 48 + 32 + 2 + 2, 2 * 2 + 2 + 1
     expected = {
-        # balanced: the stem's output x (the skip's output, by α's multiplication), relu(x),
-        # the conv candidate's output (by α's multiplication); recomputed in backward: the conv
-        # candidate's inside, its 1x1 convolution's output and BatchNorm's statistics.
-        "balanced": (3 * 32, 32, 4, 3),
+        # balanced: neither candidate is recomputed (the identity keeps nothing of its own,
+        # the other has a convolution): what `fast` keeps (test_one_edge_by_hand).
+        "balanced": (4 * 32, 4, 0, 0, 0),
         # low: the edge keeps its input x only; recomputed: relu(x), the convolution's and
         # BatchNorm's outputs, BatchNorm's statistics.
-        "low": (32, 3 * 32, 4, 5),
-    }  # (kept per image, recomputed per image, recomputed per batch, recomputed tensors)
-    for memory, (kept, again, again_per_batch, tensors) in expected.items():
+        "low": (32, 0, 3 * 32, 4, 5),
+    }  # (kept per image, kept per batch, recomputed per image, recomputed per batch,
+    #    recomputed tensors)
+    _check_memory_settings(space, others, per_batch, expected)
+    costs = cost.supernet_costs(space.ir)
+    assert (costs.parameters, costs.multiply_adds) == (20, 96 + 64 + 4)
+
+
+def test_balanced_recomputes_the_candidates_without_a_convolution(load_text):
+    space = load_text(ONE_EDGE.replace("skip = identity", "pool = avg_pool(kernel=3)"))
+    # Kept per image beside the edge: the input's channels-last copy (48), the stem
+    # convolution's output (32), the pooled features (2), the log-probabilities (2); per batch:
+    # the stem BatchNorm's statistics (4), softmax(α) (2), the loss's total weight (1).
+    others, per_batch = 48 + 32 + 2 + 2, 2 * 2 + 2 + 1
+    expected = {
+        # fast: the stem's output x (by the pooling), the pooling's output (by its BatchNorm),
+        # that BatchNorm's output (by α's multiplication); relu(x), the convolution's and its
+        # BatchNorm's outputs; both BatchNorms' statistics.
+        "fast": (6 * 32, 8, 0, 0, 0),
+        # balanced: the pooling candidate and its product with α run under checkpoint: it keeps
+        # x only; recomputed: the pooling's and its BatchNorm's outputs and statistics. The
+        # convolution candidate keeps what it keeps under fast.
+        "balanced": (4 * 32, 4, 2 * 32, 4, 4),
+    }
+    _check_memory_settings(space, others, per_batch, expected)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_balanced_recomputes_what_the_runtime_recomputes(name, compiled):
+    # The cost model's candidates without a convolution are MixedEdge's `_cheap` columns.
+    from spacec.cost.network import _without_convolution
+    from spacec.runtime.nn.ops import MixedEdge
+
+    space = compiled(name, **SMALL[name])
+    found = set()
+    for opset in space.spec.opsets:
+        candidates = [tuple(step_of(s) for s in c.steps) for c in opset.candidates]
+        for stride in (1, 2):
+            edge = MixedEdge([tuple((n, dict(a)) for n, a in c) for c in candidates], 4, 4,
+                             stride)
+            active = {column for column, _ in edge._active}  # the zero candidates never run
+            cheap = {
+                column for column in active
+                if _without_convolution(candidates[column], (2, 4, 8, 8), 4, stride,
+                                        not leads_with_relu(candidates[column][0][0]))
+            }
+            assert cheap == set(edge._cheap) & active, (opset.name, stride)
+            found |= cheap
+    assert found  # every shipped space has a pooling candidate
+
+
+def _check_memory_settings(space, others: int, per_batch: int, expected: dict) -> None:
+    for memory, (kept, kept_per_batch, again, again_per_batch, tensors) in expected.items():
         setting = cost.MEMORY_SETTINGS[memory].builder
         for batch in (1, 3):
             t = Tracer(weights_grad=True)
             SupernetWalk(space.ir, t, batch, DARTS, alpha_grad=True,
                          recompute=setting.recompute).forward()
-            assert t.saved_bytes == 4 * (batch * (others + kept) + per_batch), memory
+            assert t.saved_bytes == 4 * (batch * (others + kept) + per_batch + kept_per_batch), \
+                memory
             assert t.recompute_peak == 4 * (batch * again + again_per_batch), memory
         prediction = cost.predict_search(space.ir, 3, memory=memory, device="cuda")
         terms = prediction.breakdown
         # on the GPU every tensor recomputed takes one 512-byte block
         assert terms["recomputed in backward"] == tensors * 512
-        costs = cost.supernet_costs(space.ir)
         assert prediction.total == sum(terms.values())
-        assert (costs.parameters, costs.multiply_adds) == (20, 96 + 64 + 4)
 
 
 def test_recompute_keeps_the_inputs_and_reruns_the_inside():
@@ -817,3 +871,18 @@ def test_the_method_option_of_info():
     assert refused.exit_code == 1
     assert "pc_darts has no option q (its options: k, edge_norm)" in refused.output
     assert "Traceback" not in refused.output
+
+
+@pytest.mark.parametrize("name", sorted(cost.METHODS))
+def test_every_methods_supernet_has_the_predicted_sizes(name, compiled):
+    # The cost program of each method against the supernet the runtime builds for it (its
+    # relaxation's edges and architecture tensors), at the method's default options.
+    from spacec.arch.methods import describe
+    from spacec.runtime.search.methods import method as runtime_method
+
+    space = compiled("darts_cnn", C=4, layers=3)
+    params = describe(name).params()
+    model = space.supernet(relaxation=runtime_method(name).build_relaxation(params))
+    costs = cost.supernet_costs(space.ir, name, **cost.known_options(name, params.values()))
+    assert costs.parameters == sum(p.numel() for p in model.weights())
+    assert costs.alpha == sum(a.numel() for a in model.arch_parameters().values())

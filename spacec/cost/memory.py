@@ -16,9 +16,9 @@ step is the largest phase's total:
 
 Three registries, each keyed by name so that a new method, setting or device adds an entry and
 no if-chain: `spacec.cost.methods.METHODS` (what an edge runs and keeps, α's size),
-`MEMORY_SETTINGS` (what of a mixed edge backward recomputes: `fast` keeps everything, today's
-runtime; `balanced` and `low` checkpoint each candidate or each edge, the switch the runtime is
-to get; recurrent spaces are predicted with `fast` only) and `DEVICES` (cpu, cuda). The step kinds (`STEPS`: weights,
+`MEMORY_SETTINGS` (what of a mixed edge backward recomputes, the runtime's `run.memory`:
+`fast` keeps everything; `balanced` checkpoints the candidates without a convolution, `low`
+each whole edge; recurrent spaces are predicted with `fast` only) and `DEVICES` (cpu, cuda). The step kinds (`STEPS`: weights,
 first, second; `TRAIN_STEP`) follow the search loop and the architect.
 
 Recurrent spaces: the prediction traces the cell at every time step of a segment of `bptt`
@@ -115,10 +115,12 @@ TRAIN_STEP = (
 @dataclass(frozen=True)
 class MemorySetting:
     """What of a mixed edge the backward pass recomputes instead of keeping (the runtime's
-    ``memory`` switch, issue 11): `recompute` is "" (keep everything), "candidate" (each
-    candidate under torch.utils.checkpoint: the edge keeps its input, relu(x) and every
-    candidate's output, which α's gradient needs) or "edge" (the whole mixed edge checkpointed:
-    it keeps its input and weights row only; its output is kept where its consumer keeps it).
+    ``run.memory``, spacec.runtime.nn.memory): `recompute` is "" (keep everything),
+    "candidate" (`balanced`: each candidate without a convolution, a pooling and its
+    BatchNorm, and its product with the weight under torch.utils.checkpoint: the edge keeps
+    their input only; the convolutions keep everything; a sampling method's edge runs its
+    candidate plainly) or "edge" (`low`: the whole mixed edge checkpointed: it keeps its input
+    and weights row only; its output is kept where its consumer keeps it).
     While backward reruns a segment, what that segment saves lives again: the largest such
     segment is added to the activations. `level` orders the settings, most memory first."""
 
@@ -140,7 +142,7 @@ register_memory_setting(MemorySetting(
     "fast", "", 0, "every tensor autograd saves stays until backward (today's runtime)"))
 register_memory_setting(MemorySetting(
     "balanced", "candidate", 1,
-    "each candidate of a mixed edge recomputed in backward; its output kept for α's gradient"))
+    "the candidates without a convolution recomputed in backward (poolings, their BatchNorm)"))
 register_memory_setting(MemorySetting(
     "low", "edge", 2, "each mixed edge recomputed in backward: its input kept, nothing inside"))
 

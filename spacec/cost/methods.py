@@ -4,8 +4,9 @@ A method registers once under its name (the `--method` of `spacec info`; the nam
 spacec.arch.methods.METHOD_INFO and the runtime's METHODS), with:
   mix               a program `mix(t, x, weights, candidates, C, stride, run, **options)`: one
                     searched edge of the supernet; `weights` is the edge's row of mixing
-                    weights; `run(t, x, steps, C, stride, input_relu)` runs one candidate (the
-                    memory setting decides whether its activations are kept or recomputed)
+                    weights; `run(t, x, steps, C, stride, input_relu, weight)` is one term of
+                    the edge's sum, weight · candidate(x) (the memory setting decides whether
+                    its activations are kept or recomputed)
   arch_tensors      (cell, opset, **options) -> {tensor name: shape}: the architecture
                     parameters it keeps per cell type (DARTS: α [edges, ops])
   optimizer_states  tensors the architecture optimiser keeps per architecture parameter
@@ -13,8 +14,8 @@ spacec.arch.methods.METHOD_INFO and the runtime's METHODS), with:
   build             the same signature as `mix`, visiting every module the edge holds (its
                     parameters), when the edge runs fewer than it holds (default: `mix`)
   options           the method's parameters that change its cost, with their defaults
-  orders            the α step's orders it allows (`--order`); `steps` maps an order to the
-                    kind of search step it runs (memory.STEPS)
+  steps             maps an order to the kind of search step it runs (memory.STEPS); the
+                    orders and domains it allows are its description's (spacec.arch.methods)
   extra_columns     columns a cell's weights row has beyond one per candidate (PC-DARTS's edge
                     weight, DARTS-'s skip weight)
   fits_memory       offered as a way to fit a search into less memory (a partial-channel
@@ -28,26 +29,28 @@ expensive candidate (what the step needs when the sample draws it), an upper bou
 The recurrent search (RecurrentWalk) mixes every activation of a node as DARTS does for every
 method: an upper bound for the sampling ones. PC-DARTS applies to image cells only.
 
-The runtime implements these methods in spacec.runtime.relax (PartialEdge, SampledEdge,
-AuxiliarySkipEdge: branch `methods`, not yet merged here). Only DARTS's program is checked
-against its torch module (tests/test_cost.py, the saved tensors of whole supernets); the others
-are checked by hand on one-edge spaces until the modules are in this tree.
+The runtime's edges are spacec.runtime.relax's (MixedEdge, PartialEdge, SampledEdge,
+AuxiliarySkipEdge). tests/test_cost.py checks DARTS's program against the saved tensors of whole
+supernets, every method's parameters and α against the supernet the runtime builds for it, and
+the others' activations by hand on one-edge spaces; benchmarks/cost_model.py measures every
+method's step against its prediction.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from spacec import catalog, spec
+from spacec.arch.methods import describe
 from spacec.cost.programs import Step, is_zero, leads_with_relu, supernet_candidate
 from spacec.cost.tracer import Sym, Tracer
 from spacec.errors import ReportedError
 from spacec.registry import Registry
 
-# run(t, x, steps, C, stride, input_relu) -> the candidate's output
-Run = Callable[[Tracer, Sym, Sequence[Step], int, int, bool], Sym]
+# run(t, x, steps, C, stride, input_relu, weight) -> weight · the candidate's output
+Run = Callable[[Tracer, Sym, Sequence[Step], int, int, bool, Sym], Sym]
 Mix = Callable[..., Sym]
 IMAGE, SEQUENCE = "image", "sequence"  # spacec.catalog.NETWORK_DOMAINS
 
@@ -63,15 +66,20 @@ class Method:
     mix: Mix
     arch_tensors: Callable[..., Mapping[str, tuple[int, ...]]]
     optimizer_states: int
-    doc: str = ""
     build: Mix | None = None
     options: tuple[tuple[str, object], ...] = ()
-    orders: tuple[int, ...] = (1, 2)
     steps: tuple[tuple[int, str], ...] = ((1, "first"), (2, "second"))
-    domains: tuple[str, ...] = (IMAGE, SEQUENCE)
     extra_columns: int = 0
     fits_memory: bool = False
-    citation: str = field(default="", compare=False)
+
+    @property
+    def orders(self) -> tuple[int, ...]:
+        """The α step's orders the method allows (its description, spacec.arch.methods)."""
+        return describe(self.name).orders
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return describe(self.name).domains
 
     @property
     def modules(self) -> Mix:
@@ -136,15 +144,21 @@ def method(name: str, **options: object) -> Method:
 
 
 # ---- edges -----------------------------------------------------------------------------------
+def weighted_candidate(t: Tracer, x: Sym, steps: Sequence[Step], C: int, stride: int,
+                       input_relu: bool, weight: Sym) -> Sym:
+    """weight · candidate(x), everything kept (runtime/nn/ops.py `MixedEdge.weighted`)."""
+    return t.mul(supernet_candidate(t, x, steps, C, stride, input_relu), t.view(weight, ()))
+
+
 def darts_mix(t: Tracer, x: Sym, weights: Sym, candidates: Sequence[Sequence[Step]], C: int,
-              stride: int, run: Run = supernet_candidate) -> Sym:
+              stride: int, run: Run = weighted_candidate) -> Sym:
     """DARTS MixedOp as runtime/nn/ops.py `MixedEdge` computes it: zero candidates skipped,
     one ReLU shared by the candidates that start with one, sum of weights[i] * op_i(x)."""
     active = [steps for steps in candidates if not is_zero(steps)]
     if not active:
         out = None
         for steps in candidates:
-            term = t.mul(run(t, x, steps, C, stride, True), t.view(weights, ()))
+            term = run(t, x, steps, C, stride, True, weights)
             out = term if out is None else t.add(out, term)
         return out
     shares_relu = any(leads_with_relu(steps[0][0]) for steps in active)
@@ -152,8 +166,7 @@ def darts_mix(t: Tracer, x: Sym, weights: Sym, candidates: Sequence[Sequence[Ste
     out = None
     for steps in active:
         takes_relu = leads_with_relu(steps[0][0])
-        y = run(t, relu_x if takes_relu else x, steps, C, stride, not takes_relu)
-        term = t.mul(y, t.view(weights, ()))
+        term = run(t, relu_x if takes_relu else x, steps, C, stride, not takes_relu, weights)
         out = term if out is None else t.add(out, term)
     return out
 
@@ -170,26 +183,28 @@ def _kept(steps: Sequence[Step], x: Sym, C: int, stride: int, weights_grad: bool
 
 
 def sampled_mix(t: Tracer, x: Sym, weights: Sym, candidates: Sequence[Sequence[Step]], C: int,
-                stride: int, run: Run = supernet_candidate, weighted: bool = True) -> Sym:
+                stride: int, run: Run = weighted_candidate, weighted: bool = True) -> Sym:
     """runtime/relax/sampled.py `SampledEdge`: only the sampled candidate runs, on relu(x) if
     it starts with a ReLU; GDAS returns w_s·o_s(x) + Σ_{k≠s} w_k. The sample is the candidate
-    that keeps the most for backward (module docstring)."""
+    that keeps the most for backward (module docstring). The candidate runs plainly whatever
+    `run` does: `SampledEdge.mix` recomputes no candidate (`low` recomputes the whole edge)."""
     steps = max(candidates, key=lambda s: _kept(s, x, C, stride, t.weights_grad))
     takes_relu = leads_with_relu(steps[0][0])
-    out = run(t, t.relu(x) if takes_relu else x, steps, C, stride, not takes_relu)
+    out = supernet_candidate(t, t.relu(x) if takes_relu else x, steps, C, stride,
+                             not takes_relu)
     if not weighted:
         return out
     others = t.tensor((), weights.grad)  # torch.cat(the other weights).sum(): a scalar
     return t.add(t.mul(out, t.view(weights, ())), t.view(others, out.shape))
 
 
-def random_path_mix(t, x, weights, candidates, C, stride, run=supernet_candidate) -> Sym:
+def random_path_mix(t, x, weights, candidates, C, stride, run=weighted_candidate) -> Sym:
     """random_ws: the path's candidate, unweighted (runtime/relax/path.py)."""
     return sampled_mix(t, x, weights, candidates, C, stride, run, weighted=False)
 
 
 def partial_mix(t: Tracer, x: Sym, weights: Sym, candidates: Sequence[Sequence[Step]], C: int,
-                stride: int, run: Run = supernet_candidate, *, k: int, edge_norm: bool) -> Sym:
+                stride: int, run: Run = weighted_candidate, *, k: int, edge_norm: bool) -> Sym:
     """runtime/relax/partial.py `PartialEdge`: the candidates on the first C/k channels (built
     at C/k), the rest bypassing them (max-pooled 2x2 on a stride-2 edge), weighted by the edge
     weight when `edge_norm`, concatenated and channel-shuffled (the reshape copies)."""
@@ -208,7 +223,7 @@ def partial_mix(t: Tracer, x: Sym, weights: Sym, candidates: Sequence[Sequence[S
 
 
 def auxiliary_skip_mix(t: Tracer, x: Sym, weights: Sym, candidates: Sequence[Sequence[Step]],
-                       C: int, stride: int, run: Run = supernet_candidate) -> Sym:
+                       C: int, stride: int, run: Run = weighted_candidate) -> Sym:
     """runtime/relax/auxskip.py `AuxiliarySkipEdge`: the DARTS edge plus β·skip(x), the skip
     the identity or, on a stride-2 edge, a FactorizedReduce (with ReLU, no affine)."""
     mixed = darts_mix(t, x, weights, candidates, C, stride, run)
@@ -233,36 +248,23 @@ def _no_alpha(cell: spec.Cell, opset: spec.OpSet) -> dict[str, tuple[int, ...]]:
 
 # ---- the registry ----------------------------------------------------------------------------
 ADAM = 2  # the α optimiser, Adam (runtime/search/architect.py): exp_avg, exp_avg_sq
-FIRST_ORDER = {"orders": (1,), "steps": ((1, "first"),)}
 
-DARTS = register_method(Method("darts", darts_mix, _alpha, ADAM,
-                               "softmax over every candidate of every edge (Liu et al., 2019)"))
-for _name, _doc, _extra in (
-    ("snas", "soft Gumbel-softmax weights on every candidate (Xie et al., 2019)", FIRST_ORDER),
-    ("drnas", "Dirichlet-sampled weights on every candidate (Chen et al., 2021)", FIRST_ORDER),
-    ("sdarts_rs", "softmax plus uniform noise in the weight step (Chen & Hsieh, 2020)", {}),
-    ("fair_darts", "independent sigmoid weights (Chu et al., 2020)", {}),
-    ("beta_darts", "softmax with the β-decay loss term (Ye et al., 2022)", {}),
-):
-    register_method(Method(_name, darts_mix, _alpha, ADAM, _doc, **_extra))
+# Every candidate of every edge runs, weighted: softmax (DARTS), soft Gumbel-softmax (SNAS),
+# Dirichlet samples (DrNAS), softmax plus noise in the w step (SDARTS-RS), independent sigmoids
+# (FairDARTS), softmax with a loss term (β-DARTS).
+DARTS = register_method(Method("darts", darts_mix, _alpha, ADAM))
+for _name in ("snas", "drnas", "sdarts_rs", "fair_darts", "beta_darts"):
+    register_method(Method(_name, darts_mix, _alpha, ADAM))
 register_method(Method(
-    "pc_darts", partial_mix, _alpha_and_beta, ADAM,
-    "candidates on 1/k of an edge's channels, the rest bypass (Xu et al., 2020)",
+    # the candidates on 1/k of an edge's channels, the rest bypass them;
     # k=4: PC-DARTS model_search.py:31 (ImageNet: 2); edge normalisation on (lines 174-175)
-    options=(("k", 4), ("edge_norm", True)),
-    domains=(IMAGE,), extra_columns=1, fits_memory=True,
+    "pc_darts", partial_mix, _alpha_and_beta, ADAM, options=(("k", 4), ("edge_norm", True)),
+    extra_columns=1, fits_memory=True,
 ))
-register_method(Method(
-    "gdas", sampled_mix, _alpha, ADAM,
-    "one hard Gumbel sample per edge: only that candidate runs (Dong & Yang, 2019)",
-    build=darts_mix, **FIRST_ORDER,
-))
-register_method(Method(
-    "darts_minus", auxiliary_skip_mix, _alpha, ADAM,
-    "the DARTS edge plus a decaying auxiliary skip β·x (Chu et al., 2021)", extra_columns=1,
-))
-register_method(Method(
-    "random_ws", random_path_mix, _no_alpha, 0,
-    "no α: each batch trains one random path of the supernet (Li & Talwalkar, 2019)",
-    build=darts_mix, orders=(1,), steps=((1, "weights"),),
-))
+# One hard Gumbel sample per edge: only that candidate runs (its modules all exist).
+register_method(Method("gdas", sampled_mix, _alpha, ADAM, build=darts_mix))
+# The DARTS edge plus a decaying auxiliary skip β·x.
+register_method(Method("darts_minus", auxiliary_skip_mix, _alpha, ADAM, extra_columns=1))
+# No α: each batch trains one random path of the supernet, in the w step only.
+register_method(Method("random_ws", random_path_mix, _no_alpha, 0, build=darts_mix,
+                       steps=((1, "weights"),)))

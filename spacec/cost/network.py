@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import networkx as nx
 
@@ -21,7 +22,7 @@ from spacec import catalog
 from spacec import ir as irmod
 from spacec.arch import layout
 from spacec.arch.genotype import Genotype
-from spacec.cost.methods import Method
+from spacec.cost.methods import Method, weighted_candidate
 from spacec.cost.programs import (
     DERIVED_PROGRAMS,
     SUPERNET_PROGRAMS,
@@ -213,19 +214,35 @@ def _sum(t: Tracer, terms: Sequence[Sym]) -> Sym:
     return out
 
 
-def _recomputed_candidate(t: Tracer, x: Sym, steps, C: int, stride: int, input_relu: bool
-                          ) -> Sym:
-    """A candidate under torch.utils.checkpoint: its input kept, its inside recomputed."""
-    return t.recompute(("candidate", steps, C, stride, input_relu),
-                       lambda t, x: supernet_candidate(t, x, steps, C, stride, input_relu), x)
+@cache
+def _without_convolution(steps, shape: tuple[int, ...], C: int, stride: int,
+                         input_relu: bool) -> bool:
+    """The candidate holds no parameters (no convolution) and is not the identity: what
+    `MixedEdge` recomputes under `balanced` (its `_cheap` columns)."""
+    scratch = Tracer()
+    x = scratch.tensor(shape, True)
+    out = supernet_candidate(scratch, x, steps, C, stride, input_relu)
+    return scratch.parameters == 0 and out.storage is not x.storage
 
 
-# What a memory setting recomputes (memory.MEMORY_SETTINGS `recompute`) -> how a candidate runs;
-# "edge" runs candidates plainly inside a recomputed edge (SupernetWalk._edge).
+def _balanced_term(t: Tracer, x: Sym, steps, C: int, stride: int, input_relu: bool,
+                   weight: Sym) -> Sym:
+    """`MixedEdge.weighted` under `balanced`: weight · candidate(x) under
+    torch.utils.checkpoint (its input kept, the candidate and the product recomputed) for a
+    candidate without a convolution; the others keep everything."""
+    if not _without_convolution(steps, x.shape, C, stride, input_relu):
+        return weighted_candidate(t, x, steps, C, stride, input_relu, weight)
+    return t.recompute(
+        ("weighted candidate", steps, C, stride, input_relu),
+        lambda t, x, w: weighted_candidate(t, x, steps, C, stride, input_relu, w), x, weight)
+
+
+# What a memory setting recomputes (memory.MEMORY_SETTINGS `recompute`) -> one term of a mixed
+# edge; "edge" runs the terms plainly inside a recomputed edge (SupernetWalk._edge).
 RECOMPUTED_CANDIDATES = {
-    "": supernet_candidate,
-    "candidate": _recomputed_candidate,
-    "edge": supernet_candidate,
+    "": weighted_candidate,
+    "candidate": _balanced_term,
+    "edge": weighted_candidate,
 }
 
 
