@@ -175,8 +175,13 @@ def test_process_environment_and_sync_bn_on_the_cpu():
     assert ProcessEnv.from_environment({}) == ProcessEnv()
     assert ProcessEnv.from_environment(
         {"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}) == ProcessEnv(3, 4, 1)
+    assert ProcessEnv.from_environment(
+        {"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
+    ) == ProcessEnv(3, 4, 1, 2)
     with pytest.raises(ConfigError, match="do not describe"):
         ProcessEnv.from_environment({"WORLD_SIZE": "2", "RANK": "2"})
+    with pytest.raises(ConfigError, match="do not describe"):
+        ProcessEnv.from_environment({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_WORLD_SIZE": "3"})
     with pytest.raises(ConfigError, match="SyncBatchNorm runs on CUDA devices only"):
         Session.start(RunConfig(sync_bn=True, threads=1), {"WORLD_SIZE": "2", "RANK": "0"})
     assert Session.start(RunConfig(sync_bn=True, threads=1), {}).sync_bn is False

@@ -109,3 +109,28 @@ def test_a_method_the_cost_model_cannot_predict_is_not_refused():
         raise cost.CostError("no program")
 
     assert fits.check_memory(unknown, torch.device("cpu"), None, "search step") is None
+
+
+def test_processes_on_one_machine_share_its_free_memory(free_memory):
+    # torchrun's processes on one CPU machine each count on their share of the free RAM; a GPU
+    # is each process's own.
+    import torch
+
+    from spacec.load import compile_file, locate
+
+    compiled = compile_file(locate("darts_cnn"), {"C": 4, "layers": 3})
+    prediction = cost.predict_search(compiled.ir, 8)
+    free_memory(prediction.total + prediction.total // 2)  # fits one process, not two
+
+    def check(processes: int, device: str = "cpu"):
+        return fits.check_memory(lambda device_type: prediction, torch.device(device),
+                                 compiled.ir, "search step", processes)
+
+    alone = check(1)
+    assert alone.available == prediction.total + prediction.total // 2
+    with pytest.raises(cost.NotEnoughMemory) as raised:
+        check(2)
+    assert raised.value.available == (prediction.total + prediction.total // 2) // 2
+    assert check(2, "cuda").sharing == 1
+    free_memory(4 * prediction.total)
+    assert "available to each of 2 processes on this machine" in check(2).line()

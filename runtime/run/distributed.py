@@ -68,10 +68,12 @@ class ProcessEnv:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0  # the process's index on its machine: its CUDA device
+    local_world_size: int = 1  # the run's processes on this machine
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> ProcessEnv:
-        """RANK, WORLD_SIZE and LOCAL_RANK (set by torchrun); one process when they are absent."""
+        """RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE (set by torchrun); one process
+        when they are absent."""
         environ = os.environ if environ is None else environ
         if "WORLD_SIZE" not in environ:
             return cls()
@@ -79,13 +81,16 @@ class ProcessEnv:
             world_size = int(environ["WORLD_SIZE"])
             rank = int(environ.get("RANK", "0"))
             local_rank = int(environ.get("LOCAL_RANK", str(rank)))
+            local_world_size = int(environ.get("LOCAL_WORLD_SIZE", "1"))
         except ValueError:
-            raise ConfigError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (torchrun sets "
-                              "them)") from None
-        if world_size < 1 or not 0 <= rank < world_size or local_rank < 0:
-            raise ConfigError(f"RANK={rank}, WORLD_SIZE={world_size}, LOCAL_RANK={local_rank} "
-                              "do not describe a process of the run")
-        return cls(rank, world_size, local_rank)
+            raise ConfigError("RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE must be "
+                              "integers (torchrun sets them)") from None
+        if (world_size < 1 or not 0 <= rank < world_size or local_rank < 0
+                or not 1 <= local_world_size <= world_size):
+            raise ConfigError(f"RANK={rank}, WORLD_SIZE={world_size}, LOCAL_RANK={local_rank}, "
+                              f"LOCAL_WORLD_SIZE={local_world_size} do not describe a process "
+                              "of the run")
+        return cls(rank, world_size, local_rank, local_world_size)
 
 
 def backend_for(device: torch.device) -> str:

@@ -8,7 +8,9 @@ figure, the memory available and what would make it fit (a smaller batch, a lowe
 setting, a partial-channel method: `spacec.cost.NotEnoughMemory`), when it exceeds the free RAM
 (MemAvailable) or the GPU's free memory, instead of failing after minutes or swapping.
 
-The prediction covers one process: on several, each holds a replica and its share of the batch.
+The prediction covers one process: on several, each holds a replica and its share of the batch;
+processes on one machine's CPU share its RAM, so each counts on its share of what is free (a
+GPU is each process's own).
 A space or a method the cost model does not cover (a recurrent space with a memory setting that
 recomputes, a method it has no program for) is not refused: the run says it cannot predict.
 """
@@ -46,23 +48,32 @@ class Fit:
     what: str  # "search step" or "training step"
     prediction: cost.Prediction
     available: int | None
+    sharing: int = 1  # the processes on this machine that share `available`'s memory
 
     def line(self) -> str:
         """For the effective configuration printed at the start of a run."""
-        free = "" if self.available is None else f" ({cost.gib(self.available)} available)"
+        shared = (f" to each of {self.sharing} processes on this machine"
+                  if self.sharing > 1 else "")
+        free = ("" if self.available is None
+                else f" ({cost.gib(self.available)} available{shared})")
         return (f"predicted peak {cost.gib(self.prediction.total)} per {self.what} at batch "
                 f"{self.prediction.batch} (memory {self.prediction.memory}){free}")
 
 
 def check_memory(predict: Callable[[str], cost.Prediction], device: torch.device, ir: IR,
-                 what: str) -> Fit | None:
-    """Predict (`predict(device type)`) and refuse when it cannot fit (NotEnoughMemory)."""
+                 what: str, processes_here: int = 1) -> Fit | None:
+    """Predict (`predict(device type)`) and refuse when it cannot fit (NotEnoughMemory).
+    `processes_here`: the run's processes on this machine (torchrun's LOCAL_WORLD_SIZE)."""
     try:
         prediction = predict(device.type if device.type in cost.DEVICES else "cpu")
     except cost.CostError as error:
         log.info("no memory prediction for this %s: %s", what, error)
         return None
-    fit = Fit(what, prediction, available_bytes(device))
+    available = available_bytes(device)
+    sharing = processes_here if device.type != "cuda" else 1
+    if available is not None and sharing > 1:
+        available //= sharing
+    fit = Fit(what, prediction, available, sharing)
     log.info("%s", fit.line())
     if fit.available is not None:
         cost.check_fits(prediction, fit.available, ir)
@@ -71,7 +82,7 @@ def check_memory(predict: Callable[[str], cost.Prediction], device: torch.device
 
 def check_search_memory(ir: IR, batch: int, order: int, method_name: str,
                         params: Mapping[str, Any], memory: str, bptt: int | None,
-                        device: torch.device) -> Fit | None:
+                        device: torch.device, processes_here: int = 1) -> Fit | None:
     """`check_memory` for one search step of the run's method (DARTS's program for a method the
     cost model has none for)."""
     name = method_name if method_name in cost.METHODS else "darts"
@@ -81,11 +92,12 @@ def check_search_memory(ir: IR, batch: int, order: int, method_name: str,
                                    device=device_type, bptt=bptt or 35,
                                    method_options=cost.known_options(name, params))
 
-    return check_memory(predict, device, ir, "search step")
+    return check_memory(predict, device, ir, "search step", processes_here)
 
 
 def check_train_memory(ir: IR, genotype: Genotype, batch: int, auxiliary: bool,
-                       drop_path: bool, device: torch.device) -> Fit | None:
+                       drop_path: bool, device: torch.device, processes_here: int = 1
+                       ) -> Fit | None:
     """`check_memory` for one training step of a derived image network."""
     if ir.space.network.kind != "image_classifier":
         return None  # the cost model predicts the recurrent search only
@@ -94,4 +106,4 @@ def check_train_memory(ir: IR, genotype: Genotype, batch: int, auxiliary: bool,
         return cost.predict_train(ir, genotype, batch, auxiliary=auxiliary, drop_path=drop_path,
                                   device=device_type)
 
-    return check_memory(predict, device, ir, "training step")
+    return check_memory(predict, device, ir, "training step", processes_here)

@@ -90,6 +90,7 @@ class Session:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # the run's processes on this machine (they share its RAM)
     sync_bn: bool = False  # BatchNorm as SyncBatchNorm in `replicate` (several CUDA processes)
     # The speed switches of the run section (spacec.runtime.run.config.RunConfig).
     precision: str = "fp32"
@@ -112,7 +113,8 @@ class Session:
         # The same seed on every process: equal weights and α, equal samples of a method.
         seed_everything(run_cfg.seed)
         return cls(device=device, seed=run_cfg.seed, threads=run_cfg.threads, rank=env.rank,
-                   world_size=env.world_size, local_rank=env.local_rank, sync_bn=sync_bn,
+                   world_size=env.world_size, local_rank=env.local_rank,
+                   local_world_size=env.local_world_size, sync_bn=sync_bn,
                    precision=run_cfg.precision, channels_last=run_cfg.channels_last,
                    compile_network=run_cfg.compile)
 

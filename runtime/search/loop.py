@@ -150,7 +150,7 @@ class Search:
         fit = check_search_memory(
             compiled.ir, session.shard.per_rank(cfg.data.batch_size, "data.batch_size"),
             cfg.arch.order, cfg.method.name, dataclasses.asdict(cfg.method), cfg.run.memory,
-            getattr(cfg.data, "bptt", None), session.device)
+            getattr(cfg.data, "bptt", None), session.device, session.local_world_size)
         relaxation = chosen_method.build_relaxation(cfg.method)
         relaxation.seed(session.seed)
         model = compiled.supernet(relaxation=relaxation, **task.network_kwargs())

@@ -158,7 +158,7 @@ class Trainer:
                                  session.shard.per_rank(cfg.data.batch_size, "data.batch_size"),
                                  getattr(cfg.optim, "auxiliary_weight", 0) > 0,
                                  getattr(cfg.optim, "drop_path_prob", 0) > 0,
-                                 session.device)
+                                 session.device, session.local_world_size)
         network = compiled.discrete_network(genotype, **task.network_kwargs())
         task.bind(network)
         log.info("%s", task.describe())
