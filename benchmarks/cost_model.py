@@ -276,7 +276,8 @@ def search_kinds(method: str, steps: list[str]) -> list[str]:
     """Of the asked search steps, those `method` runs (its orders; random_ws: the w step)."""
     from spacec import cost
 
-    runs = dict(cost.METHODS[method].builder.steps).values()
+    found = cost.METHODS[method].builder
+    runs = [found.step(order) for order in found.orders]
     kinds = [step for step in steps if step in runs]
     if not kinds and any(step in ("first", "second") for step in steps):
         kinds = [step for step in runs if step not in steps][:1]  # random_ws: its one step
@@ -331,7 +332,8 @@ def table(results: list[dict]) -> str:
         else:
             shown = f"{r.get('why', 'not measured'):>13}{'-':>7}  {'-':<5}"
         lines.append(f"{r['space']:<15}{r['batch']:>6}  {r['step']:<8}"
-                     f"{r.get('method', 'darts'):<12}{r.get('memory', 'fast'):<9}"
+                     f"{'-' if r['step'] == 'train' else r['method']:<12}"
+                     f"{'-' if r['step'] == 'train' else r['memory']:<9}"
                      f"{predicted / GIB:>14.2f}{shown} {r['prediction']['peak_phase']}")
     return "\n".join(lines)
 
