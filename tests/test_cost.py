@@ -886,3 +886,32 @@ def test_every_methods_supernet_has_the_predicted_sizes(name, compiled):
     costs = cost.supernet_costs(space.ir, name, **cost.known_options(name, params.values()))
     assert costs.parameters == sum(p.numel() for p in model.weights())
     assert costs.alpha == sum(a.numel() for a in model.arch_parameters().values())
+
+
+def test_sdarts_weight_step_keeps_no_candidate_output_for_alpha(load_text):
+    # SDARTS-RS mixes with a detached, perturbed softmax(α) in the w step (runtime/relax/
+    # perturbed.py): α's multiplication keeps no candidate output there. On the one-edge space
+    # that is two tensors fewer than DARTS keeps (the skip's output, the BatchNorm's output),
+    # one 512-byte block each on the GPU at these sizes; the α step is DARTS's.
+    space = load_text(ONE_EDGE)
+    for batch in (1, 3):
+        darts, sdarts = (cost.predict_search(space.ir, batch, method_name=name, device="cuda")
+                         .to_dict()["phases"] for name in ("darts", "sdarts_rs"))
+        w_step, a_step = "w step: forward and backward", "α step: ∇α L_val(w)"
+        assert darts[w_step] - sdarts[w_step] == 2 * 512
+        assert darts[a_step] == sdarts[a_step]
+
+
+def test_random_ws_runs_the_k_edges_a_top_k_rule_keeps(load_text):
+    # A random_ws step trains one sampled architecture: under a top-1 rule one edge into each
+    # node runs (its heaviest candidate, the bound), not all of them. Edges x -> n0, x -> n1,
+    # n0 -> n1: GDAS runs 3 conv candidates (1x1, 2 -> 2 channels, 16 pixels: 64 each), random_ws
+    # 2; the stem (96) and the classifier (4) as in test_one_edge_by_hand.
+    space = load_text(ONE_EDGE.replace("nodes 1", "nodes 2").replace("output n0 derive argmax",
+                                                                     "output n1 derive topk(k=1)"))
+    for name, edges in (("gdas", 3), ("random_ws", 2)):
+        t = Tracer(weights_grad=True)
+        SupernetWalk(space.ir, t, 1, method(name), alpha_grad=False).forward()
+        assert t.multiply_adds == 96 + edges * 64 + 4, name
+    assert (cost.supernet_costs(space.ir, "random_ws").parameters
+            == cost.supernet_costs(space.ir).parameters)  # every module is held

@@ -28,6 +28,7 @@ checked against a measurement by benchmarks/cost_model.py.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -105,6 +106,16 @@ STEPS: dict[str, tuple[Phase, ...]] = {
     ),
 }
 ORDERS = {1: "first", 2: "second"}
+
+
+def _method_phases(phases: tuple[Phase, ...], search_method: Method) -> tuple[Phase, ...]:
+    """`phases` as `search_method` runs them: its w step without α's gradient where the method
+    detaches the weights it mixes with (`Method.weight_step_alpha`)."""
+    if search_method.weight_step_alpha:
+        return phases
+    plain = Pass(True, False)
+    return tuple(dataclasses.replace(phase, activations=plain) if phase in _W_STEP
+                 and phase.activations is not None else phase for phase in phases)
 TRAIN_STEP = (
     Phase("forward and backward", Pass(True, False), (("weight gradients", 1),)),
     Phase("SGD update", None, (("weight gradients", 1), ("SGD temporaries", 1))),
@@ -400,7 +411,7 @@ def predict_search(
         raise CostError(f"--memory {memory} recomputes the mixed edges of image cells; a "
                         "recurrent search is predicted with --memory fast only")
     dev = DEVICES[device].builder
-    phases = STEPS[kind]
+    phases = _method_phases(STEPS[kind], search_method)
 
     def tracer_at(b: int, p: Pass, steps: int = bptt, build: bool = False
                   ) -> Callable[[Tracer], None]:

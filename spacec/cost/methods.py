@@ -20,11 +20,14 @@ spacec.arch.methods.METHOD_INFO and the runtime's METHODS), with:
                     weight, DARTS-'s skip weight)
   fits_memory       offered as a way to fit a search into less memory (a partial-channel
                     method: the same search space at a fraction of the activations)
+  weight_step_alpha whether the w step's pass carries α's gradient (not for SDARTS-RS)
+  runs_a_path       a step trains one sampled architecture: k edges into a node (random_ws)
 
 Methods whose edges compute what DARTS's do (SNAS, DrNAS, SDARTS-RS, FairDARTS, β-DARTS: other
 mixing weights, other loss terms) share its `mix`. The sampling methods (GDAS, random_ws) run one
 candidate per edge, which one changes every step: their prediction takes every edge's most
-expensive candidate (what the step needs when the sample draws it), an upper bound.
+expensive candidate (what the step needs when the sample draws it), an upper bound; random_ws
+runs only the sampled architecture's edges, the k heaviest into each node under a top-k rule.
 
 The recurrent search (RecurrentWalk) mixes every activation of a node as DARTS does for every
 method: an upper bound for the sampling ones. PC-DARTS applies to image cells only.
@@ -71,6 +74,13 @@ class Method:
     steps: tuple[tuple[int, str], ...] = ((1, "first"), (2, "second"))
     extra_columns: int = 0
     fits_memory: bool = False
+    # The w step's forward carries α's gradient (DARTS computes it and the step discards it);
+    # False: the edges get detached weights (SDARTS-RS's perturbed copy), so a candidate's
+    # output is not kept for α.
+    weight_step_alpha: bool = True
+    # Each step trains one sampled architecture (random_ws): under a top-k rule only k edges
+    # into a node run, the others add nothing.
+    runs_a_path: bool = False
 
     @property
     def orders(self) -> tuple[int, ...]:
@@ -182,13 +192,27 @@ def _kept(steps: Sequence[Step], x: Sym, C: int, stride: int, weights_grad: bool
     return scratch.saved_bytes, scratch.multiply_adds
 
 
+def heaviest(candidates: Sequence[Sequence[Step]], x: Sym, C: int, stride: int,
+             weights_grad: bool = True) -> int:
+    """The column of the candidate that keeps the most for backward on input `x`, of equals
+    the one that computes the most: a sampling method's worst sample."""
+    kept = [_kept(steps, x, C, stride, weights_grad) for steps in candidates]
+    return kept.index(max(kept))
+
+
+def heaviest_kept(candidates: Sequence[Sequence[Step]], x: Sym, C: int, stride: int,
+                  weights_grad: bool = True) -> int:
+    """What the heaviest candidate keeps for backward on input `x` (bytes)."""
+    return max(_kept(steps, x, C, stride, weights_grad)[0] for steps in candidates)
+
+
 def sampled_mix(t: Tracer, x: Sym, weights: Sym, candidates: Sequence[Sequence[Step]], C: int,
                 stride: int, run: Run = weighted_candidate, weighted: bool = True) -> Sym:
     """runtime/relax/sampled.py `SampledEdge`: only the sampled candidate runs, on relu(x) if
     it starts with a ReLU; GDAS returns w_s·o_s(x) + Σ_{k≠s} w_k. The sample is the candidate
     that keeps the most for backward (module docstring). The candidate runs plainly whatever
     `run` does: `SampledEdge.mix` recomputes no candidate (`low` recomputes the whole edge)."""
-    steps = max(candidates, key=lambda s: _kept(s, x, C, stride, t.weights_grad))
+    steps = candidates[heaviest(candidates, x, C, stride, t.weights_grad)]
     takes_relu = leads_with_relu(steps[0][0])
     out = supernet_candidate(t, t.relu(x) if takes_relu else x, steps, C, stride,
                              not takes_relu)
@@ -253,8 +277,10 @@ ADAM = 2  # the α optimiser, Adam (runtime/search/architect.py): exp_avg, exp_a
 # Dirichlet samples (DrNAS), softmax plus noise in the w step (SDARTS-RS), independent sigmoids
 # (FairDARTS), softmax with a loss term (β-DARTS).
 DARTS = register_method(Method("darts", darts_mix, _alpha, ADAM))
-for _name in ("snas", "drnas", "sdarts_rs", "fair_darts", "beta_darts"):
+for _name in ("snas", "drnas", "fair_darts", "beta_darts"):
     register_method(Method(_name, darts_mix, _alpha, ADAM))
+# runtime/relax/perturbed.py: the w step mixes with softmax(α).detach() + noise.
+register_method(Method("sdarts_rs", darts_mix, _alpha, ADAM, weight_step_alpha=False))
 register_method(Method(
     # the candidates on 1/k of an edge's channels, the rest bypass them;
     # k=4: PC-DARTS model_search.py:31 (ImageNet: 2); edge normalisation on (lines 174-175)
@@ -267,4 +293,4 @@ register_method(Method("gdas", sampled_mix, _alpha, ADAM, build=darts_mix))
 register_method(Method("darts_minus", auxiliary_skip_mix, _alpha, ADAM, extra_columns=1))
 # No α: each batch trains one random path of the supernet, in the w step only.
 register_method(Method("random_ws", random_path_mix, _no_alpha, 0, build=darts_mix,
-                       steps=((1, "weights"),)))
+                       steps=((1, "weights"),), runs_a_path=True))

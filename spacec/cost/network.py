@@ -21,8 +21,9 @@ import networkx as nx
 from spacec import catalog
 from spacec import ir as irmod
 from spacec.arch import layout
+from spacec.arch.derive import TOPK
 from spacec.arch.genotype import Genotype
-from spacec.cost.methods import Method, weighted_candidate
+from spacec.cost.methods import Method, heaviest_kept, weighted_candidate
 from spacec.cost.programs import (
     DERIVED_PROGRAMS,
     SUPERNET_PROGRAMS,
@@ -311,18 +312,33 @@ class SupernetWalk(_ImageWalk):
                 for src, data in incoming:
                     if data["kind"] == "fixed" and not data["joint"]:
                         terms.append(self._fixed(t, values[src], data, item.C, src, node))
-                for src, data in incoming:
-                    if data["kind"] == "searched":
-                        row = t.view(weights, (weights.shape[1],))
-                        terms.append(
-                            self._edge(t, values[src], row, candidates, names, item.C,
-                                       data["stride"], src, node)
-                        )
+                searched = [(src, data) for src, data in incoming if data["kind"] == "searched"]
+                for src, data in self._running(t, cell, searched, values, candidates, item.C):
+                    row = t.view(weights, (weights.shape[1],))
+                    terms.append(
+                        self._edge(t, values[src], row, candidates, names, item.C,
+                                   data["stride"], src, node)
+                    )
                 values[node] = _sum(t, terms)
             out = self.reduce(t, cell, values)
             return (out, *prepared, *(values[node] for node in cell.nodes))
 
         return program
+
+    def _running(self, t, cell, searched, values, candidates, C):
+        """The searched edges into a node that run: all of them, or for a method that trains
+        one sampled architecture (random_ws) the k a top-k rule keeps, the heaviest k."""
+        if not self.method.runs_a_path or self.build or cell.rule.kind != TOPK:
+            return searched
+        if len(searched) <= cell.rule.k:
+            return searched
+
+        def cost(edge) -> int:
+            src, data = edge
+            return heaviest_kept(candidates, values[src], C, data["stride"], t.weights_grad)
+
+        chosen = sorted(searched, key=cost, reverse=True)[:cell.rule.k]
+        return [edge for edge in searched if edge in chosen]
 
     @staticmethod
     def _fixed(t, x, data, C, src, node) -> Sym:
