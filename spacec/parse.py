@@ -442,8 +442,6 @@ _ALL = object()  # `concat(*)`, `stride ... from inputs`: every node (None in th
 _NEWLINE = re.compile("\n")
 
 Token = tuple[str, int]  # a value-carrying token: its text and its offset
-
-
 _object_new = object.__new__  # makes spans and names without their __init__ (see `span`)
 
 
@@ -452,8 +450,8 @@ class _Builder:
     recurses. Pure conversion: no checks, no lookups.
 
     Each method gets the values of its rule's children (nodes, and `Token`s for names, numbers
-    and paths; keywords and punctuation dropped) and the offsets of the rule's first and last
-    token (`span`). `depths` counts how deeply values nest (operators, calls, arguments, lists),
+    and paths; keywords and punctuation dropped) and the offsets where the rule's first token
+    starts and its last one ends (`span` makes them a `Span`). `depths` counts how deeply values nest (operators, calls, arguments, lists),
     refused past `MAX_NESTING`; a value with nothing inside it is one level deep and not
     recorded. One builder per parse.
     """
