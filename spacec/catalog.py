@@ -8,6 +8,7 @@ validates calls against it and the runtime's registries are tested to agree with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 INT = "int"
 NAMES = "names"  # a list of names, e.g. exclude=[none]
@@ -30,7 +31,7 @@ class Signature:
     odd: tuple[str, ...] = ()  # integer arguments that must be odd (padding k // 2 keeps the size)
     fixed_stride: int | None = None  # the only stride the primitive supports
 
-    @property
+    @cached_property  # asked for every call of the primitive a space writes
     def required(self) -> tuple[str, ...]:
         return tuple(name for name in self.args if name not in self.defaults)
 

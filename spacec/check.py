@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import keyword
 import math
+import operator
 import re
 import types
 import typing
@@ -274,12 +275,7 @@ class _Checker:
             right = self._quantity(expr.right, integer)
             if expr.op == "//" and right.value == 0:
                 self.fail(expr.span, "division by zero")
-            value = {
-                "+": lambda a, b: a + b,
-                "-": lambda a, b: a - b,
-                "*": lambda a, b: a * b,
-                "//": lambda a, b: a // b,
-            }[expr.op](left.value, right.value)
+            value = _OPERATORS[expr.op](left.value, right.value)
             return spec.Quantity(value, f"{_wrap(left.py)} {expr.op} {_wrap(right.py)}")
         self.fail(_span_of(expr), "expected a number or an integer expression")
 
@@ -1274,6 +1270,15 @@ _METHOD_KINDS = {
 
 def _article(noun: str) -> str:
     return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
+# What each operator of an integer expression computes.
+_OPERATORS: dict[str, Callable[[int | float, int | float], int | float]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "//": operator.floordiv,
+}
 
 
 def _wrap(py: str) -> str:

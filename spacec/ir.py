@@ -94,19 +94,22 @@ def cell_graph(cell: spec.Cell, space: spec.Space) -> nx.DiGraph:
                 stride=fixed.stride,
                 line=fixed.line,
             )
-    for row, edge in enumerate(cell.edges):
-        graph.add_edge(
+    graph.add_edges_from(
+        (
             edge.src,
             edge.dst,
-            kind="searched",
-            row=row,
-            ops=opset.names,
-            stride=edge.stride,
-            shared=edge.dst if cell.share else None,
-            line=edge.line,
+            {
+                "kind": "searched",
+                "row": row,
+                "ops": opset.names,
+                "stride": edge.stride,
+                "shared": edge.dst if cell.share else None,
+                "line": edge.line,
+            },
         )
-    for node in cell.output:
-        graph.add_edge(node, OUTPUT, kind="output")
+        for row, edge in enumerate(cell.edges)
+    )
+    graph.add_edges_from((node, OUTPUT, {"kind": "output"}) for node in cell.output)
     return graph
 
 
@@ -192,23 +195,30 @@ def lint(ir: IR) -> None:
 
 def _lint_cell(graph: nx.DiGraph) -> list[str]:
     messages = []
-    if not nx.is_directed_acyclic_graph(graph):
+    nodes = dict(graph.nodes(data=True))
+    edges = list(graph.edges(data=True))
+    # Edges that all go forward in node order make no cycle; only a graph with one that does
+    # not is searched for a cycle.
+    forward = all(nodes[u]["order"] < nodes[v]["order"] for u, v, _ in edges)
+    if not forward and not nx.is_directed_acyclic_graph(graph):
         messages.append("the cell graph has a cycle")
-    outputs = [n for n, d in graph.nodes(data=True) if d["role"] == "output"]
+    outputs = [n for n, d in nodes.items() if d["role"] == "output"]
     if len(outputs) != 1:
         messages.append(f"expected one output node, found {len(outputs)}")
-    for node, data in graph.nodes(data=True):
-        if data["role"] == "input" and graph.in_degree(node):
+    pred = graph.pred
+    for node, data in nodes.items():
+        fed = len(pred[node])
+        if data["role"] == "input" and fed:
             messages.append(f"input '{node}' has incoming edges")
-        if data["role"] == "intermediate" and not graph.in_degree(node):
+        if data["role"] == "intermediate" and not fed:
             messages.append(f"node '{node}' has no incoming edge")
-    rows = sorted(d["row"] for _, _, d in graph.edges(data=True) if d["kind"] == "searched")
+    rows = sorted(d["row"] for _, _, d in edges if d["kind"] == "searched")
     if rows != list(range(len(rows))):
         messages.append("α rows are not numbered 0 .. n-1")
-    for u, v, data in graph.edges(data=True):
-        if data["kind"] != "output" and graph.nodes[u]["order"] >= graph.nodes[v]["order"]:
+    for u, v, data in edges:
+        if data["kind"] != "output" and nodes[u]["order"] >= nodes[v]["order"]:
             messages.append(f"edge {u} -> {v} goes backwards")
-        if data.get("stride", 1) == 2 and graph.nodes[u]["role"] != "input":
+        if data.get("stride", 1) == 2 and nodes[u]["role"] != "input":
             messages.append(f"stride 2 on edge {u} -> {v}, which does not leave an input")
     return messages
 

@@ -1,36 +1,52 @@
-"""Text -> AST: parse a .space file with the Lark grammar and turn the tree into `spacec.ast`.
+"""Text -> AST: parse a .space file with the grammar's LALR(1) tables and build `spacec.ast` nodes.
 
 Building the AST only turns tokens into values; it validates nothing, so every semantic rule
 lives in `spacec.check`. Syntax errors become a `SpaceError` pointing at the offending token.
 
-Parsing is linear in the input and safe on any input:
+Lark analyses grammars/space.lark (the one definition of the language: its terminals, rules and
+LALR(1) tables, built once per process); this module runs those tables itself, because Lark's
+parse loop, its Token objects (str subclasses) and its tree-building callbacks cost several times
+more per token than the rest of the compiler together:
 
-* `_Lexer`, a contextual lexer equivalent to Lark's (a word is a keyword where the grammar expects
-  that keyword, else a name; only the terminals the parser can accept next are tried), scans with
-  one compiled pattern per parser state: Lark's own lexer costs several times more per token.
-  The grammar file stays the one definition of the terminals.
-* `_Builder` makes the AST nodes while the parser reduces (Lark's inline transformer): no parse
-  tree, no second pass, no recursion, positions taken from the tokens themselves (Lark's
-  position propagation cost more than all the rest of a parse).
+* `_Lexer` reads the whole text with one compiled pattern (whitespace and comments skipped inside
+  it, one named group per terminal), so a token costs one step of `re.finditer`. It reads what
+  Lark's contextual lexer reads: where the token it finds is not one the parser accepts in its
+  state, the text there is read again with only the acceptable terminals (`contextual`), as
+  Lark's contextual lexer does everywhere; a word is the keyword it spells where that keyword is
+  accepted, else a name. Positions are character offsets; lines and columns are computed only
+  for the spans the AST keeps.
+* `_Parser` runs the LALR(1) automaton on plain lists (states, values, start and end offsets),
+  with each table row a dict from a token's text (keywords, punctuation) or its terminal
+  (`<NAME>`, ...) to one integer action. A rule that only passes its one child on (`?rule`) is a
+  goto; a rule named `_rule` (and Lark's generated repetitions) hands its children to the rule
+  that contains it; every other rule calls its `_Builder` method with the children that carry a
+  value (keywords and punctuation only place it) and the offsets of its first and last token.
+* `_Builder` makes the AST nodes as the parser reduces: no parse tree, no second pass, no
+  recursion. A node's span runs from its first token to its last, parentheses included where a
+  parenthesised expression stands in a larger one.
 * Values nested deeper than `MAX_NESTING` levels (expressions, calls, lists) and integer literals
   longer than `MAX_DIGITS` digits are refused with a positioned error, so that no later stage
   (the checker's evaluation, the generated Python, Python's own compiler) meets unbounded
   recursion or unbounded numbers.
+
+Lark's own LALR parser stays the reference: tests/test_parse_reference.py compares the ASTs and
+syntax errors of both on the shipped spaces, large generated ones and generated and mutated input.
 """
 
 from __future__ import annotations
 
 import gc
 import re
-import threading
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
+from operator import itemgetter
 
-from lark import Lark, Token
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
-from lark.lexer import Lexer, LexerState
+from lark import Lark
+from lark.grammar import Rule
+from lark.parsers.lalr_analysis import Shift
 
 from spacec import ast
 from spacec.errors import Diagnostic, SpaceError, Span
@@ -55,43 +71,37 @@ _TERMINAL_LABELS = {
 }
 # The terminal whose pattern matches words; words equal to a keyword are typed by context.
 _WORD = "NAME"
+# Terminals that carry a value; the others (keywords, punctuation) only place their rule.
+_VALUE_TERMINALS = frozenset({"NAME", "INT", "FLOAT", "STRING"})
+_END = "$END"  # Lark's terminal for the end of the input
+_START = "start"  # the grammar's start rule
 
 
 def grammar_text() -> str:
     return resources.files("spacec.grammars").joinpath(GRAMMAR_FILE).read_text(encoding="utf-8")
 
 
+def lark_parser(**options) -> Lark:
+    """Lark's LALR(1) parser of the grammar, with its contextual lexer: the source of the tables
+    `_Parser` runs, and (with a parse tree) the reference the tests compare it with."""
+    return Lark(grammar_text(), parser="lalr", lexer="contextual", strict=True,
+                keep_all_tokens=True,  # keywords and punctuation place their statements
+                maybe_placeholders=True, **options)  # fmt: skip
+
+
 @lru_cache(maxsize=1)
-def parser() -> Lark:
-    """The LALR(1) parser, built once per process; it builds AST nodes as it goes."""
-    return Lark(
-        grammar_text(),
-        parser="lalr",
-        lexer=_Lexer,
-        strict=True,
-        keep_all_tokens=True,  # keywords and punctuation place their statements
-        maybe_placeholders=True,
-        transformer=_Builder(),
-    )
-
-
-_PARSING = threading.Lock()  # the builder and the lexer keep per-parse state: one at a time
+def parser() -> _Parser:
+    """The parser, built once per process from Lark's analysis of the grammar."""
+    return _Parser(lark_parser())
 
 
 def parse(text: str, path: str = "<string>") -> ast.SpaceFile:
     """Parse source text into a `SpaceFile`; raise `SpaceError` on a syntax error."""
-    lark = parser()
-    builder = lark.options.transformer
-    with _PARSING, collector_paused():
-        builder.reset(path)
+    with collector_paused():
         try:
-            items = lark.parse(text)
-        except UnexpectedInput as error:
-            raise SpaceError([_syntax_diagnostic(error, path)], {path: text}) from None
+            items = parser().parse(text, _Builder(path, text))
         except _Refused as refused:
             raise SpaceError([refused.diagnostic], {path: text}) from None
-        finally:
-            builder.reset(path)  # drop the positions of this parse
     return ast.SpaceFile(path=path, text=text, items=tuple(items))
 
 
@@ -110,24 +120,33 @@ def collector_paused():
             gc.enable()
 
 
-def _syntax_diagnostic(error: UnexpectedInput, path: str) -> Diagnostic:
-    line, column = max(error.line, 1), max(error.column, 1)
-    if isinstance(error, UnexpectedCharacters):
-        char = error.char
-        hint = "use // for integer division" if char == "/" else ""
-        return Diagnostic(Span(path, line, column), f"unexpected character {char!r}", hint)
-    assert isinstance(error, UnexpectedToken)
-    token = error.token
-    found = "end of file" if token.type == "$END" else repr(str(token))
-    expected = sorted({_label(name) for name in error.expected})
-    message = f"unexpected {found}; expected {_or_list(expected)}"
-    return Diagnostic(Span(path, line, column, max(len(str(token)), 1)), message)
+# ---- syntax errors -----------------------------------------------------------------------------
+class _Refused(Exception):
+    """Input the parser rejects: a syntax error, or input past a parsing limit (nesting depth,
+    digits of a literal)."""
+
+    def __init__(self, diagnostic: Diagnostic):
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
+
+
+def unexpected_character(span: Span, char: str) -> Diagnostic:
+    hint = "use // for integer division" if char == "/" else ""
+    return Diagnostic(span, f"unexpected character {char!r}", hint)
+
+
+def unexpected_token(span: Span, found: str | None, expected: Iterable[str]) -> Diagnostic:
+    """`found` is the token's text, None at the end of the file; `expected` the terminals the
+    parser accepts there."""
+    shown = "end of file" if found is None else repr(found)
+    labels = sorted({_label(name) for name in expected})
+    return Diagnostic(span, f"unexpected {shown}; expected {_or_list(labels)}")
 
 
 def _label(terminal: str) -> str:
     if terminal in _TERMINAL_LABELS:
         return _TERMINAL_LABELS[terminal]
-    pattern = parser().get_terminal(terminal).pattern
+    pattern = parser().lark.get_terminal(terminal).pattern
     return f"'{pattern.value}'" if pattern.type == "str" else terminal.lower()
 
 
@@ -138,143 +157,332 @@ def _or_list(words: list[str]) -> str:
 
 
 # ---- the lexer ---------------------------------------------------------------------------------
-class _Lexer(Lexer):
-    """Lark's contextual lexing, one compiled alternation per set of acceptable terminals.
+class _Lexer:
+    """Reads tokens as Lark's contextual lexer does, with one pattern for the whole text.
 
-    In each parser state only the terminals the parser accepts there are tried (so `nodes 2.5`
-    reads the integer 2, then a stray '.'), ordered as Lark orders them (priority, then longest
-    pattern). A word is the keyword it spells where that keyword is accepted, else a name. When
-    nothing acceptable matches, the text is matched against every terminal, and the parser
-    reports the token it did not expect; when nothing matches at all, the character is reported.
+    `tokens` matches the ignored text (whitespace, comments) before a token and then the token:
+    one named group per terminal (words in one group, `NAME`; keywords are typed by the parser's
+    state), then the end of the text, then any other character (`stray`). Its alternatives are
+    ordered as Lark orders terminals (priority, then longest pattern), so where the terminal it
+    finds is one the parser accepts, Lark's contextual lexer, which tries only the acceptable
+    terminals in the same order, finds the same token. Elsewhere `contextual` reads the text as
+    that lexer does (so `nodes 2.5` reads the integer 2, then a stray '.').
     """
 
-    __future_interface__ = 2
+    END_GROUP = "end_of_text"
+    STRAY_GROUP = "stray"
 
-    def __init__(self, conf):
-        self.terminals = {t.name: t for t in conf.terminals}
-        self.ignore = frozenset(conf.ignore)
+    def __init__(self, terminals: Iterable, ignore: Iterable[str]):
+        self.terminals = {t.name: t for t in terminals}
+        self.ignore = frozenset(ignore)
+        word = self.terminals[_WORD].pattern.to_regexp()
         self.keywords = {
             t.pattern.value: t.name
-            for t in conf.terminals
-            if t.pattern.type == "str" and re.fullmatch(self.terminals[_WORD].pattern.to_regexp(),
-                                                         t.pattern.value)
-        }  # fmt: skip
+            for t in self.terminals.values()
+            if t.pattern.type == "str" and re.fullmatch(word, t.pattern.value)
+        }
         self.keyword_names = frozenset(self.keywords.values())
         self.scanners: dict[frozenset[str], re.Pattern] = {}
         self.everything = self._scanner(frozenset(self.terminals))
+        skipped = "|".join(t.pattern.to_regexp() for t in self._ordered(self.ignore))
+        groups = self._ordered(self._scanned(frozenset(self.terminals)) - self.ignore)
+        self.tokens = re.compile(
+            f"(?:{skipped})*+(?:"  # possessive: skipping never backtracks
+            + "".join(f"(?P<{t.name}>{t.pattern.to_regexp()})|" for t in groups)
+            + rf"(?P<{self.END_GROUP}>\Z)|(?P<{self.STRAY_GROUP}>(?s:.)))"
+        )
+
+    def _ordered(self, names: Iterable[str]) -> list:
+        """Terminals in the order Lark's lexer tries them."""
+        return sorted(
+            (self.terminals[name] for name in names),
+            key=lambda t: (-t.priority, -t.pattern.max_width, -len(t.pattern.value), t.name),
+        )
+
+    def _scanned(self, accepts: frozenset[str]) -> set[str]:
+        """The terminals a scanner for `accepts` tries: keywords as words, typed afterwards."""
+        names = (set(accepts) | self.ignore) & set(self.terminals)
+        names -= self.keyword_names
+        if accepts & self.keyword_names:
+            names.add(_WORD)
+        return names
 
     def _scanner(self, accepts: frozenset[str]) -> re.Pattern:
         scanner = self.scanners.get(accepts)
         if scanner is None:
-            names = (set(accepts) | self.ignore) & set(self.terminals)
-            names -= self.keyword_names  # words: matched by the word pattern, typed afterwards
-            if accepts & self.keyword_names:
-                names.add(_WORD)
-            ordered = sorted(
-                (self.terminals[name] for name in names),
-                key=lambda t: (-t.priority, -t.pattern.max_width, -len(t.pattern.value), t.name),
-            )
             scanner = re.compile(
-                "|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in ordered)
+                "|".join(
+                    f"(?P<{t.name}>{t.pattern.to_regexp()})"
+                    for t in self._ordered(self._scanned(accepts))
+                )
             )
             self.scanners[accepts] = scanner
         return scanner
 
-    def lex(self, lexer_state: LexerState, parser_state) -> Iterator[Token]:
-        text = lexer_state.text.text
-        pos, end = lexer_state.text.start, lexer_state.text.end
-        line, line_start = 1, 0
-        states = parser_state.parse_conf.parse_table.states
-        by_state: dict[int, tuple[re.Pattern, frozenset[str]]] = {}
-        while pos < end:
-            state = parser_state.position
-            if state not in by_state:
-                accepts = frozenset(states[state])
-                by_state[state] = (self._scanner(accepts), accepts)
-            scanner, accepts = by_state[state]
-            match = scanner.match(text, pos)
-            if match is None:
-                match = self.everything.match(text, pos)
-                if match is None:
-                    raise UnexpectedCharacters(text, pos, line, pos - line_start + 1,
-                                               allowed=accepts, state=parser_state)  # fmt: skip
-            kind, value = match.lastgroup, match.group()
-            if kind in self.ignore:
-                newlines = value.count("\n")
-                if newlines:
-                    line += newlines
-                    line_start = pos + value.rindex("\n") + 1
-                pos = match.end()
-                continue
-            if kind == _WORD and value in self.keywords:
-                keyword = self.keywords[value]
-                if keyword in accepts or _WORD not in accepts:
-                    kind = keyword
-            column = pos - line_start + 1
-            token = Token(kind, value, pos, line, column, line, column + len(value), match.end())
-            lexer_state.last_token = token
-            pos = match.end()
-            yield token
+    def contextual(self, text: str, pos: int, accepts: frozenset[str]) -> tuple[str, str] | None:
+        """The token at `pos` (not in ignored text) as Lark's contextual lexer reads it where the
+        parser accepts `accepts`: (terminal, text); None where no terminal matches at all. When
+        nothing acceptable matches, the text is matched against every terminal, so that the
+        parser reports the token it did not expect."""
+        match = self._scanner(accepts).match(text, pos) or self.everything.match(text, pos)
+        if match is None:
+            return None
+        kind, value = match.lastgroup, match.group()
+        if kind == _WORD and value in self.keywords:
+            keyword = self.keywords[value]
+            if keyword in accepts or _WORD not in accepts:
+                kind = keyword
+        return kind, value
+
+
+# ---- the LALR(1) loop ----------------------------------------------------------------------------
+# What a reduction does (`_Parser.plans`): pop `size` entries, go to `goto[state below]`, and
+# unless `gather` is None (a rule that passes its one child on) push `gather(children)`, through
+# `build(builder, values, start, end)` for a rule that makes a node.
+Plan = tuple[int, dict[int, int], Callable | None, Callable | None]
+
+
+class _Parser:
+    """Lark's LALR(1) tables, run by a loop of our own (see the module's docstring).
+
+    `rows[state]` maps a token's key to an action: a state to shift to (>= 0) or `~plan` (< 0),
+    the index of the rule to reduce by. A token's key is its text for terminals of fixed text
+    (keywords, punctuation), else `<TERMINAL>`; `$END` at the end of the input.
+    """
+
+    def __init__(self, lark: Lark):
+        self.lark = lark
+        self.lexer = _Lexer(lark.terminals, lark.ignore_tokens)
+        table = lark.parser.parser.parser.parse_table
+        self.table = table.states  # Lark's own, for the expected terminals of an error
+        self.start_state = table.start_states[_START]
+        self.end_state = table.end_states[_START]
+        self.keys = {name: self._key(name) for name in self.lexer.terminals}
+        self.keys[_END] = _END
+        assert len(set(self.keys.values())) == len(self.keys), "two terminals share a key"
+        self.group_keys = {name: f"<{name}>" for name in self.lexer.terminals}
+        self.group_keys[_Lexer.END_GROUP] = _END
+        self.group_keys[_Lexer.STRAY_GROUP] = f"<{_Lexer.STRAY_GROUP}>"
+
+        self.plans: list[Plan] = []
+        planned: dict[Rule, int] = {}
+        gotos: dict[str, dict[int, int]] = {}
+        for state, actions in table.states.items():
+            for symbol, (_, target) in actions.items():
+                if not symbol.isupper():  # a rule: where the parser goes after reducing it
+                    gotos.setdefault(symbol, {})[state] = target
+        self.rows: list[dict[str, int]] = [{} for _ in range(max(table.states) + 1)]
+        for state, actions in table.states.items():
+            row = self.rows[state]
+            for symbol, (action, target) in actions.items():
+                if not symbol.isupper():
+                    continue
+                if action is Shift:
+                    row[self.keys[symbol]] = target
+                else:
+                    if target not in planned:
+                        planned[target] = len(self.plans)
+                        self.plans.append(self._plan(target, gotos[target.origin.name]))
+                    row[self.keys[symbol]] = ~planned[target]
+        self.accepts = {state: frozenset(actions) for state, actions in table.states.items()}
+
+    def _key(self, terminal: str) -> str:
+        pattern = self.lexer.terminals[terminal].pattern
+        return pattern.value if pattern.type == "str" else f"<{terminal}>"
+
+    @staticmethod
+    def _plan(rule: Rule, goto: dict[int, int]) -> Plan:
+        """How the loop reduces `rule`: as Lark's tree builder would with `keep_all_tokens` and
+        an inline transformer (`?rule` with one child: the child; `_rule`: its children, spliced
+        into the rule that contains it; else the builder's method of the rule's alias or name),
+        but keeping only the children that carry a value."""
+        name = rule.origin.name
+        size = len(rule.expansion)
+        kept = [
+            (index, not symbol.is_term and symbol.name.startswith("_"))
+            for index, symbol in enumerate(rule.expansion)
+            if not symbol.is_term or symbol.name in _VALUE_TERMINALS
+        ]
+        spliced = name.startswith("_")
+        if rule.options.expand1 and not rule.alias:
+            if size == 1 and kept == [(0, False)]:
+                return size, goto, None, None
+            if size < 2 or any(splice for _, splice in kept):
+                raise NotImplementedError(f"rule {rule}: a ?rule whose children vary in number")
+        build = None if spliced else getattr(_Builder, rule.alias or name)
+        return size, goto, _gatherer(kept, spliced), build
+
+    def parse(self, text: str, builder: _Builder) -> list:
+        """The builder's value of the start rule; raises `_Refused` on a syntax error."""
+        rows, plans, group_keys = self.rows, self.plans, self.group_keys
+        end_state, finditer = self.end_state, self.lexer.tokens.finditer
+        states = [self.start_state]
+        values: list = []
+        starts: list[int] = []  # offsets of each entry's first token
+        ends: list[int] = []  # and of the end of its last token
+        pos = last = 0  # where lexing (re)starts; the start of the last token shifted
+        while True:
+            reread = None
+            for match in finditer(text, pos):
+                group = match.lastgroup
+                token = match[group]
+                end = match.end()
+                start = end - len(token)
+                row = rows[states[-1]]
+                key = token
+                action = row.get(key)
+                if action is None:
+                    key = group_keys[group]
+                    action = row.get(key)
+                    if action is None:
+                        key, token, action = self._reread(text, start, states[-1], builder, last)
+                        end = reread = start + len(token)
+                while action < 0:
+                    size, goto, gather, build = plans[~action]
+                    if gather is None:
+                        states[-1] = goto[states[-2]]
+                    else:
+                        if size:
+                            children = values[-size:]
+                            del values[-size:], states[-size:]
+                            if size > 1:
+                                del starts[-size + 1 :], ends[-size:-1]
+                        else:
+                            children = []
+                            starts.append(start)
+                            ends.append(start)
+                        value = gather(children)
+                        if build is not None:
+                            value = build(builder, value, starts[-1], ends[-1])
+                        values.append(value)
+                        states.append(goto[states[-1]])
+                    action = rows[states[-1]].get(key)
+                    if action is None:
+                        if key == _END and states[-1] == end_state:
+                            return values[-1]
+                        raise self._unexpected(token, key, start, states[-1], builder, last)
+                states.append(action)
+                values.append(None if key is token else (token, start))
+                starts.append(start)
+                ends.append(end)
+                last = start
+                if reread is not None:
+                    break  # lex on after the token read again
+            pos = reread
+
+    def _reread(self, text: str, start: int, state: int, builder: _Builder, last: int):
+        """The token at `start` as Lark's contextual lexer reads it in `state`, where the token
+        read first is not acceptable: (key, text, action), or the syntax error."""
+        if start == len(text):
+            raise self._unexpected("", _END, start, state, builder, last)
+        accepts = self.accepts[state]
+        found = self.lexer.contextual(text, start, accepts)
+        if found is None:
+            span = builder.span(start, start + 1)
+            raise _Refused(unexpected_character(span, text[start]))
+        kind, token = found
+        key = token if self.keys[kind] == token else self.keys[kind]
+        action = self.rows[state].get(key)
+        if action is None:
+            raise self._unexpected(token, key, start, state, builder, last)
+        return key, token, action
+
+    def _unexpected(self, token, key, start, state, builder, last) -> _Refused:
+        expected = [name for name in self.table[state] if name.isupper()]
+        if key == _END:  # placed where the last token starts, as Lark places it
+            return _Refused(unexpected_token(builder.span(last, last + 1), None, expected))
+        return _Refused(unexpected_token(builder.span(start, start + len(token)), token, expected))
+
+
+def _gatherer(kept: list[tuple[int, bool]], spliced: bool) -> Callable:
+    """The function that takes a reduced rule's children to its values: `kept` lists the
+    children that carry a value, and whether each is a `_rule` whose values are spliced in. A
+    `_rule`'s values are a list that the rule containing it extends (Lark's repetitions are
+    left-recursive: `__x: item | __x "," item`), so growing it costs one append."""
+    if not any(splice for _, splice in kept):
+        indices = [index for index, _ in kept]
+        if len(indices) == 1:
+            (only,) = indices
+            if spliced:
+                return lambda children: [children[only]]
+            return lambda children: (children[only],)
+        if spliced:
+            return lambda children: [children[i] for i in indices]
+        if not indices:
+            return lambda children: ()
+        return itemgetter(*indices)
+    if [splice for _, splice in kept] == [True, False]:  # `__x: __x "," item`
+        first, then = (index for index, _ in kept)
+        if first == 0:
+
+            def append(children: list) -> list:
+                values = children[0]
+                values.append(children[then])
+                return values
+
+            return append
+
+    def gather(children: list) -> list:
+        values = None
+        for index, splice in kept:
+            child = children[index]
+            if values is None:
+                values = child if splice else [child]
+            elif splice:
+                values += child
+            else:
+                values.append(child)
+        return [] if values is None else values
+
+    return gather
 
 
 # ---- parse -> AST ------------------------------------------------------------------------------
-class _Refused(Exception):
-    """Input past a parsing limit (nesting depth, digits of a literal)."""
-
-    def __init__(self, diagnostic: Diagnostic):
-        super().__init__(diagnostic.message)
-        self.diagnostic = diagnostic
-
-
-# Terminals that carry a value; the others (keywords, punctuation) only place their rule.
-_VALUE_TERMINALS = frozenset({"NAME", "INT", "FLOAT", "STRING"})
 _ALL = object()  # `concat(*)`, `stride ... from inputs`: every node (None in the AST)
+_NEWLINE = re.compile("\n")
 
-Extent = tuple[int, int, int, int]  # line, column, end line, end column
+Token = tuple[str, int]  # a value-carrying token: its text and its offset
+_object_new = object.__new__  # makes spans and names without their __init__ (see `span`)
 
 
 class _Builder:
-    """Builds AST nodes as the parser reduces each rule (Lark's inline transformer): no parse
-    tree is built and nothing recurses. Pure conversion: no checks, no lookups.
+    """Builds AST nodes as the parser reduces each rule: no parse tree is built and nothing
+    recurses. Pure conversion: no checks, no lookups.
 
-    Each method gets its rule's children with every token kept (keywords and punctuation too,
-    for positions). A node's span runs from its first token to its last, parentheses included
-    where a parenthesised expression stands in a larger one (`extents`, by object id).
-    `depths` counts how deeply values nest (operators, calls, arguments, lists), refused past
-    `MAX_NESTING`.
+    Each method gets the values of its rule's children (nodes, and `Token`s for names, numbers
+    and paths; keywords and punctuation dropped) and the offsets where the rule's first token
+    starts and its last one ends (`span` makes them a `Span`). `depths` counts how deeply values nest (operators, calls, arguments, lists),
+    refused past `MAX_NESTING`; a value with nothing inside it is one level deep and not
+    recorded. One builder per parse.
     """
 
-    def __init__(self):
-        self.path = "<string>"
-        self.extents: dict[int, Extent] = {}
+    def __init__(self, path: str, text: str):
+        self.path = path
+        self.newlines = [match.start() for match in _NEWLINE.finditer(text)]
         self.depths: dict[int, int] = {}
 
-    def reset(self, path: str) -> None:
-        self.path = path
-        self.extents.clear()
-        self.depths.clear()
-
     # -- positions and nesting --
-    def _extent(self, item) -> Extent | None:
-        if isinstance(item, Token):
-            return item.line, item.column, item.end_line, item.end_column
-        return self.extents.get(id(item))
+    def span(self, start: int, end: int) -> Span:
+        """`Span` from offset `start` to `end`: lines count "\\n" only, columns characters from
+        1; a span over several lines has length 1.
 
-    def _bounds(self, children: list) -> Extent:
-        """From the start of the first child that has a place to the end of the last one."""
-        extent = self._extent
-        first = next(e for e in map(extent, children) if e is not None)
-        last = next(e for e in map(extent, reversed(children)) if e is not None)
-        return first[0], first[1], last[2], last[3]
+        Spans and names are most of the objects a parse makes, and a frozen dataclass's
+        `__init__` sets each field through `object.__setattr__`: they are made by filling the
+        new object's `__dict__`, four times faster, equal to what `__init__` makes (tested)."""
+        newlines = self.newlines
+        line = bisect_left(newlines, start)  # newlines before `start`: the 0-based line
+        span = _object_new(Span)
+        fields = span.__dict__
+        fields["path"] = self.path
+        fields["line"] = line + 1
+        fields["column"] = start - newlines[line - 1] if line else start + 1
+        one_line = line == len(newlines) or newlines[line] >= end
+        fields["length"] = end - start if one_line else 1
+        return span
 
-    def _placed(self, node, children: list):
-        """Record `node`'s extent (first to last child) and return it."""
-        self.extents[id(node)] = self._bounds(children)
-        return node
-
-    def _nested(self, node, *inner):
-        """Record `node` one level deeper than the deepest of `inner`; refuse past the limit."""
-        depth = 1 + max((self.depths.get(id(item), 0) for item in inner), default=0)
+    def _nested(self, node, depth: int):
+        """Record that `node` nests `depth` levels (a value with nothing inside it: one level,
+        not recorded); refuse past the limit."""
         if depth > MAX_NESTING:
             raise _Refused(
                 Diagnostic(
@@ -287,243 +495,214 @@ class _Builder:
         self.depths[id(node)] = depth
         return node
 
-    def _token_span(self, token: Token) -> Span:
-        return Span(self.path, token.line, token.column, len(token))
+    def _depth(self, items) -> int:
+        """One more than the deepest of `items`."""
+        depth = self.depths.get
+        return 1 + max([depth(id(item), 1) for item in items], default=0)
 
     def _name(self, token: Token) -> ast.Name:
-        return ast.Name(str(token), self._token_span(token))
+        text, start = token
+        name = _object_new(ast.Name)
+        fields = name.__dict__
+        fields["text"] = text
+        fields["span"] = self.span(start, start + len(text))
+        return name
 
     def _int(self, token: Token) -> int:
-        if len(token) > MAX_DIGITS:
+        digits, start = token
+        if len(digits) > MAX_DIGITS:
             raise _Refused(
                 Diagnostic(
-                    self._token_span(token),
-                    f"an integer of {len(token)} digits; at most {MAX_DIGITS}",
+                    self.span(start, start + len(digits)),
+                    f"an integer of {len(digits)} digits; at most {MAX_DIGITS}",
                 )
             )
-        return int(token)
-
-    @staticmethod
-    def _values(children: list) -> list:
-        """The children that carry a value: no keyword or punctuation, no empty placeholder."""
-        return [
-            c
-            for c in children
-            if c is not None and not (isinstance(c, Token) and c.type not in _VALUE_TERMINALS)
-        ]
-
-    def _node(self, make, children: list):
-        """`make(values, span)` placed at the children's extent."""
-        bounds = line, column, end_line, end_column = self._bounds(children)
-        length = end_column - column if line == end_line else 1
-        node = make(self._values(children), Span(self.path, line, column, max(length, 1)))
-        self.extents[id(node)] = bounds
-        return node
+        return int(digits)
 
     # -- values --
-    def start(self, children):
-        return children
+    def start(self, v, start, end):
+        return v
 
-    def int_lit(self, children):
-        return self._nested(self._node(lambda v, span: ast.Num(self._int(v[0]), span), children))
+    def int_lit(self, v, start, end):
+        return ast.Num(self._int(v[0]), self.span(start, end))
 
-    def float_lit(self, children):
-        return self._nested(self._node(lambda v, span: ast.Num(float(v[0]), span), children))
+    def float_lit(self, v, start, end):
+        return ast.Num(float(v[0][0]), self.span(start, end))
 
-    def ref(self, children):
-        return self._nested(self._node(lambda v, span: ast.Ref(str(v[0]), span), children))
+    def ref(self, v, start, end):
+        return ast.Ref(v[0][0], self.span(start, end))
 
-    def atom(self, children):
+    def atom(self, v, start, end):
         """`( expr )`: the expression, placed with its parentheses in what contains it."""
-        inner = self._values(children)[0]
-        return self._placed(inner, children)
+        return v[0]
 
-    def _binary(self, op: str, children):
-        node = self._node(lambda v, span: ast.BinOp(op, v[0], v[1], span), children)
-        return self._nested(node, node.left, node.right)
+    def _binary(self, op: str, v, start, end):
+        left, right = v
+        depth = self.depths.get
+        deeper = 1 + max(depth(id(left), 1), depth(id(right), 1))
+        return self._nested(ast.BinOp(op, left, right, self.span(start, end)), deeper)
 
-    def add(self, children):
-        return self._binary("+", children)
+    def add(self, v, start, end):
+        return self._binary("+", v, start, end)
 
-    def sub(self, children):
-        return self._binary("-", children)
+    def sub(self, v, start, end):
+        return self._binary("-", v, start, end)
 
-    def mul(self, children):
-        return self._binary("*", children)
+    def mul(self, v, start, end):
+        return self._binary("*", v, start, end)
 
-    def floordiv(self, children):
-        return self._binary("//", children)
+    def floordiv(self, v, start, end):
+        return self._binary("//", v, start, end)
 
-    def neg(self, children):
-        node = self._node(lambda v, span: ast.Neg(v[0], span), children)
-        return self._nested(node, node.operand)
+    def neg(self, v, start, end):
+        (operand,) = v
+        deeper = 1 + self.depths.get(id(operand), 1)
+        return self._nested(ast.Neg(operand, self.span(start, end)), deeper)
 
-    def list(self, children):
-        node = self._node(lambda v, span: ast.ListValue(tuple(v), span), children)
-        return self._nested(node, *node.items)
+    def list(self, v, start, end):
+        items = tuple(v)
+        node = ast.ListValue(items, self.span(start, end))
+        return self._nested(node, self._depth(items)) if items else node
 
-    def arg(self, children):
-        name, value = self._values(children)
-        node = self._placed(ast.Arg(self._name(name), value), children)
-        return self._nested(node, value)
+    def arg(self, v, start, end):
+        name, value = v
+        deeper = 1 + self.depths.get(id(value), 1)
+        return self._nested(ast.Arg(self._name(name), value), deeper)
 
-    def call(self, children):
-        node = self._node(lambda v, span: ast.Call(self._name(v[0]), tuple(v[1:]), span), children)
-        return self._nested(node, *node.args)
+    def call(self, v, start, end):
+        args = tuple(v[1:])
+        node = ast.Call(self._name(v[0]), args, self.span(start, end))
+        return self._nested(node, self._depth(args)) if args else node
 
-    def bare_call(self, children):
-        name = self._name(children[0])
-        return self._nested(self._placed(ast.Call(name, (), name.span), children))
+    def bare_call(self, v, start, end):
+        name = self._name(v[0])
+        return ast.Call(name, (), name.span)
 
-    def name_list(self, children):
-        return self._placed(tuple(self._name(t) for t in self._values(children)), children)
+    def name_list(self, v, start, end):
+        return tuple([self._name(token) for token in v])
 
-    def op_expr(self, children):
-        return self._placed(tuple(self._values(children)), children)
+    def op_expr(self, v, start, end):
+        return tuple(v)
 
     # -- declarations --
-    def space_decl(self, children):
-        return self._node(lambda v, span: ast.SpaceDecl(self._name(v[0]), span), children)
+    def space_decl(self, v, start, end):
+        return ast.SpaceDecl(self._name(v[0]), self.span(start, end))
 
-    def method_decl(self, children):
-        return self._node(lambda v, span: ast.MethodDecl(v[0], span), children)
+    def method_decl(self, v, start, end):
+        return ast.MethodDecl(v[0], self.span(start, end))
 
-    def import_decl(self, children):
-        def make(v, span):
-            names, (source, is_path) = v
-            return ast.Import(names, source, is_path, span)
+    def import_decl(self, v, start, end):
+        names, (source, is_path) = v
+        return ast.Import(names, source, is_path, self.span(start, end))
 
-        return self._node(make, children)
+    def path_source(self, v, start, end):
+        return ast.Name(v[0][0][1:-1], self.span(start, end)), True
 
-    def path_source(self, children):
-        token = children[0]
-        return self._placed((ast.Name(str(token)[1:-1], self._token_span(token)), True), children)
+    def name_source(self, v, start, end):
+        return self._name(v[0]), False
 
-    def name_source(self, children):
-        return self._placed((self._name(children[0]), False), children)
+    def param_decl(self, v, start, end):
+        return ast.Param(self._name(v[0]), v[1], self.span(start, end))
 
-    def param_decl(self, children):
-        return self._node(lambda v, span: ast.Param(self._name(v[0]), v[1], span), children)
+    def op_def(self, v, start, end):
+        return ast.OpDef(self._name(v[0]), v[1], self.span(start, end))
 
-    def op_def(self, children):
-        return self._node(lambda v, span: ast.OpDef(self._name(v[0]), v[1], span), children)
-
-    def ops_decl(self, children):
-        return self._node(lambda v, span: ast.OpSet(self._name(v[0]), tuple(v[1:]), span), children)
+    def ops_decl(self, v, start, end):
+        return ast.OpSet(self._name(v[0]), tuple(v[1:]), self.span(start, end))
 
     # -- cells --
-    def extends(self, children):
-        return self._placed(self._name(self._values(children)[0]), children)
+    def extends(self, v, start, end):
+        return self._name(v[0])
 
-    def cell_decl(self, children):
-        def make(v, span):
-            name, *rest = v
-            parent = rest.pop(0) if rest and isinstance(rest[0], ast.Name) else None
-            return ast.CellDecl(self._name(name), parent, tuple(rest), span)
+    def cell_decl(self, v, start, end):
+        name, *rest = v
+        parent = rest.pop(0) if rest and isinstance(rest[0], ast.Name) else None
+        return ast.CellDecl(self._name(name), parent, tuple(rest), self.span(start, end))
 
-        return self._node(make, children)
+    def inputs_stmt(self, v, start, end):
+        return ast.Inputs(v[0], self.span(start, end))
 
-    def inputs_stmt(self, children):
-        return self._node(lambda v, span: ast.Inputs(v[0], span), children)
+    def nodes_count(self, v, start, end):
+        return ast.NodesCount(self._int(v[0]), self.span(start, end))
 
-    def nodes_count(self, children):
-        return self._node(lambda v, span: ast.NodesCount(self._int(v[0]), span), children)
+    def nodes_named(self, v, start, end):
+        return ast.NodesNamed(v[0], self.span(start, end))
 
-    def nodes_named(self, children):
-        return self._node(lambda v, span: ast.NodesNamed(v[0], span), children)
+    def dense_from(self, v, start, end):
+        return self._name(v[0])
 
-    def dense_from(self, children):
-        return self._placed(self._name(self._values(children)[0]), children)
+    def dense_stmt(self, v, start, end):
+        source = v[0] if len(v) == 2 else None
+        return ast.DenseEdges(source, self._name(v[-1]), self.span(start, end))
 
-    def dense_stmt(self, children):
-        def make(v, span):
-            start = v[0] if len(v) == 2 else None
-            return ast.DenseEdges(start, self._name(v[-1]), span)
+    def edge_stmt(self, v, start, end):
+        sources, target, opset = v
+        return ast.Edges(sources, self._name(target), self._name(opset), self.span(start, end))
 
-        return self._node(make, children)
+    def fixed_each(self, v, start, end):
+        sources, target, steps = v
+        return ast.Fixed(sources, self._name(target), steps, False, self.span(start, end))
 
-    def edge_stmt(self, children):
-        return self._node(
-            lambda v, span: ast.Edges(v[0], self._name(v[1]), self._name(v[2]), span), children
-        )
+    def fixed_joint(self, v, start, end):
+        sources, target, steps = v
+        return ast.Fixed(sources, self._name(target), steps, True, self.span(start, end))
 
-    def fixed_each(self, children):
-        return self._node(
-            lambda v, span: ast.Fixed(v[0], self._name(v[1]), v[2], False, span), children
-        )
+    def combine_stmt(self, v, start, end):
+        return ast.Combine(self._name(v[0]), self.span(start, end))
 
-    def fixed_joint(self, children):
-        return self._node(
-            lambda v, span: ast.Fixed(v[0], self._name(v[1]), v[2], True, span), children
-        )
+    def output_reduce(self, v, start, end):
+        reduce, nodes = v
+        nodes = None if nodes is _ALL else nodes
+        return ast.Output(self._name(reduce), nodes, self.span(start, end))
 
-    def combine_stmt(self, children):
-        return self._node(lambda v, span: ast.Combine(self._name(v[0]), span), children)
+    def all_nodes(self, v, start, end):
+        return _ALL
 
-    def output_reduce(self, children):
-        def make(v, span):
-            reduce, nodes = v
-            return ast.Output(self._name(reduce), None if nodes is _ALL else nodes, span)
+    def output_node(self, v, start, end):
+        return ast.Output(None, (self._name(v[0]),), self.span(start, end))
 
-        return self._node(make, children)
+    def derive_stmt(self, v, start, end):
+        return ast.Derive(v[0], self.span(start, end))
 
-    def all_nodes(self, children):
-        return self._placed(_ALL, children)
+    def limit_stmt(self, v, start, end):
+        op, most = v
+        return ast.Limit(self._name(op), self._int(most), self.span(start, end))
 
-    def output_node(self, children):
-        return self._node(lambda v, span: ast.Output(None, (self._name(v[0]),), span), children)
+    def all_inputs(self, v, start, end):
+        return _ALL
 
-    def derive_stmt(self, children):
-        return self._node(lambda v, span: ast.Derive(v[0], span), children)
+    def stride_stmt(self, v, start, end):
+        value, sources = v
+        sources = None if sources is _ALL else sources
+        return ast.Stride(self._int(value), sources, self.span(start, end))
 
-    def limit_stmt(self, children):
-        return self._node(
-            lambda v, span: ast.Limit(self._name(v[0]), self._int(v[1]), span), children
-        )
+    def share_stmt(self, v, start, end):
+        return ast.Share(v[0], self.span(start, end))
 
-    def all_inputs(self, children):
-        return self._placed(_ALL, children)
-
-    def stride_stmt(self, children):
-        def make(v, span):
-            value, sources = v
-            return ast.Stride(self._int(value), None if sources is _ALL else sources, span)
-
-        return self._node(make, children)
-
-    def share_stmt(self, children):
-        return self._node(lambda v, span: ast.Share(v[0], span), children)
-
-    def search_norm_stmt(self, children):
-        return self._node(lambda v, span: ast.SearchNorm(v[0], span), children)
+    def search_norm_stmt(self, v, start, end):
+        return ast.SearchNorm(v[0], self.span(start, end))
 
     # -- network --
-    def setting(self, children):
-        return self._node(lambda v, span: ast.Setting(self._name(v[0]), v[1], span), children)
+    def setting(self, v, start, end):
+        return ast.Setting(self._name(v[0]), v[1], self.span(start, end))
 
-    def replace(self, children):
-        name, positions = self._values(children)
-        return self._placed((self._name(name), positions), children)
+    def replace(self, v, start, end):
+        name, positions = v
+        return self._name(name), positions
 
-    def repeat(self, children):
-        def make(v, span):
-            cell, count, *rest = v
-            replace_with, positions = rest[0] if rest else (None, None)
-            return ast.Repeat(self._name(cell), count, replace_with, positions, span)
+    def repeat(self, v, start, end):
+        cell, count, *rest = v
+        replace_with, positions = rest[0] if rest else (None, None)
+        return ast.Repeat(self._name(cell), count, replace_with, positions, self.span(start, end))
 
-        return self._node(make, children)
+    def block(self, v, start, end):
+        return ast.Block(v[0], self.span(start, end))
 
-    def block(self, children):
-        return self._node(lambda v, span: ast.Block(v[0], span), children)
+    def body_stmt(self, v, start, end):
+        return ast.Body(tuple(v), self.span(start, end))
 
-    def body_stmt(self, children):
-        return self._node(lambda v, span: ast.Body(tuple(v), span), children)
-
-    def network_decl(self, children):
-        def make(v, span):
-            kind, *stmts = v
-            settings = tuple(s for s in stmts if isinstance(s, ast.Setting))
-            bodies = tuple(s for s in stmts if isinstance(s, ast.Body))
-            return ast.NetworkDecl(self._name(kind), settings, bodies, span)
-
-        return self._node(make, children)
+    def network_decl(self, v, start, end):
+        kind, *stmts = v
+        settings = tuple(s for s in stmts if isinstance(s, ast.Setting))
+        bodies = tuple(s for s in stmts if isinstance(s, ast.Body))
+        return ast.NetworkDecl(self._name(kind), settings, bodies, self.span(start, end))

@@ -5,7 +5,8 @@ token by token or line by line (delete, duplicate, swap, change a number, rename
 Each runs the whole load pipeline (parse, check incl. imports, IR build and lint, code
 generation) from a file; a sample of the mutants that compile also builds its supernet at tiny
 sizes and runs one forward pass. The parser's own lexer is checked against Lark's contextual
-lexer on the same inputs. `benchmarks/fuzz.py` runs the same kinds of input 10^5 times.
+lexer on the same inputs, and its ASTs and syntax errors against Lark's own LALR parser.
+`benchmarks/fuzz.py` runs the same kinds of input 10^5 times.
 """
 
 from __future__ import annotations
@@ -292,3 +293,19 @@ def test_the_parser_reads_what_larks_reference_reads(lark_reference, text):
     if reference[0] == "ok":  # names and paths (numbers become values, not always nodes)
         reference = ("ok", [t for t in reference[1] if not t[2][:1].isdigit()])
     assert ours == reference
+
+
+# ---- the parser builds what Lark's own parser builds -------------------------------------------
+@FUZZ
+@given(
+    text=st.one_of(
+        mutated_space(PLAIN_NAMES + HOSTILE_NAMES),
+        st.lists(st.sampled_from(KEYWORDS + PUNCTUATION + NUMBERS + PLAIN_NAMES + ["\n", "x.5",
+                                 "2e3", "->>", '"x.space"', "(", ")"]),
+                 max_size=60).map(" ".join),
+        st.text(alphabet='ab01._-=>/(){}[]#" \n\t', max_size=80),
+        st.text(max_size=120),
+    )
+)  # fmt: skip
+def test_the_parser_builds_what_larks_parser_builds(agrees_with_lark, text):
+    agrees_with_lark(text)
