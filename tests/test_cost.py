@@ -915,3 +915,23 @@ def test_random_ws_runs_the_k_edges_a_top_k_rule_keeps(load_text):
         assert t.multiply_adds == 96 + edges * 64 + 4, name
     assert (cost.supernet_costs(space.ir, "random_ws").parameters
             == cost.supernet_costs(space.ir).parameters)  # every module is held
+
+
+def test_the_cpu_heap_keeps_part_of_what_a_setting_recomputes(load_text):
+    # On the CPU, glibc keeps freed activations in its heap: a step's resident peak is its live
+    # peak, plus a fraction of its activations, plus (for a setting that recomputes) a fraction
+    # of what the forward pass made and freed: what `fast` keeps and `low` does not.
+    from spacec.cost.memory import CPU_CHURN_RETAINED, CPU_RETAINED, CPU_RUNTIME
+
+    space = load_text(ONE_EDGE)
+    fast, low = (cost.predict_search(space.ir, 3, memory=memory).breakdown
+                 for memory in ("fast", "low"))
+    churned = fast["activations"] - low["activations"]
+    # relu(x), the convolution's and BatchNorm's outputs (3 images x 32 floats) and BatchNorm's
+    # two statistics (2 floats, 64-byte aligned blocks on the CPU); both keep the input x
+    assert churned == 3 * (4 * 3 * 32) + 2 * 64
+    for terms, churn in ((fast, 0), (low, churned)):
+        working = terms["activations"] + terms["recomputed in backward"]
+        assert terms["allocator and runtime"] == (int(CPU_RETAINED * working)
+                                                  + int(CPU_CHURN_RETAINED * churn)
+                                                  + CPU_RUNTIME)

@@ -162,14 +162,15 @@ register_memory_setting(MemorySetting(
 class Device:
     """How a device's allocator holds the live bytes.
 
-    `tensor_bytes(n)`: what one tensor of n bytes occupies; `resident(live, activations)`: the
-    memory the process holds at a peak of `live` bytes of tensors, `activations` of them
-    activations (what the allocator churns through every step).
+    `tensor_bytes(n)`: what one tensor of n bytes occupies; `resident(live, activations,
+    churned)`: the memory the process holds at a peak of `live` bytes of tensors, `activations`
+    of them activations (what the allocator churns through every step), when the forward pass
+    also made and freed `churned` bytes that a memory setting recomputes in backward.
     """
 
     name: str
     tensor_bytes: Callable[[int], int]
-    resident: Callable[[int, int], int]
+    resident: Callable[[int, int, int], int]
     measured_by: str
     doc: str = ""
 
@@ -192,6 +193,10 @@ CPU_ALIGNMENT = 64
 # peak of a step exceeds its live peak by this fraction of the activations (measured, see
 # benchmarks/cost_model.py and the README's table: 1.25-1.32 x live at batch 8-64).
 CPU_RETAINED = 0.25
+# A memory setting that recomputes frees, during the forward pass, what `fast` would keep; glibc
+# keeps part of that churn in its fragmented heap (measured, benchmarks/cost_model.py: darts_cnn
+# `low` at batch 16 and 64 holds 13-18% of the bytes it recomputed beyond its live peak).
+CPU_CHURN_RETAINED = 0.15
 # Fixed runtime state a step adds beyond tensors: the autograd graph's nodes and oneDNN's
 # primitive cache (measured: ~45 MiB above the traced tensors at batch 8 and 16, darts_cnn).
 CPU_RUNTIME = 48 * 2**20
@@ -202,7 +207,8 @@ register_device(
     Device(
         "cpu",
         lambda n: _round_up(n, CPU_ALIGNMENT),
-        lambda live, activations: live + int(CPU_RETAINED * activations) + CPU_RUNTIME,
+        lambda live, activations, churned: (live + int(CPU_RETAINED * activations)
+                                            + int(CPU_CHURN_RETAINED * churned) + CPU_RUNTIME),
         "peak resident set size of the process, less its size before the model is built",
         "glibc malloc through c10's CPU allocator",
     )
@@ -211,7 +217,7 @@ register_device(
     Device(
         "cuda",
         lambda n: _round_up(n, CUDA_BLOCK),
-        lambda live, activations: live,
+        lambda live, activations, churned: live,
         "torch.cuda.max_memory_allocated (the CUDA context and cached blocks excluded)",
         "the CUDA caching allocator; cuDNN workspaces are not counted",
     )
@@ -287,6 +293,7 @@ class _Traced:
     by_scope: dict[str, int]
     largest: int  # bytes of the largest activation
     recompute_peak: int  # bytes a recomputed segment saves again while its backward runs
+    churned: int = 0  # bytes the forward computes and frees for recomputation (fast keeps them)
 
 
 def _run(ir: irmod.IR, trace: Callable[[Tracer], None], t: Tracer) -> Tracer:
@@ -345,7 +352,8 @@ def _phase_peaks(
         for what, nbytes in terms:
             merged[what] = merged.get(what, 0) + nbytes
         live = sum(merged.values())
-        total = device.resident(live, activations)
+        churned = passes[phase.activations].churned if phase.activations is not None else 0
+        total = device.resident(live, activations, churned)
         merged["allocator and runtime"] = total - live
         peaks.append(PhasePeak(phase.name, total, tuple(merged.items())))
     return tuple(peaks)
@@ -413,14 +421,22 @@ def predict_search(
     dev = DEVICES[device].builder
     phases = _method_phases(STEPS[kind], search_method)
 
-    def tracer_at(b: int, p: Pass, steps: int = bptt, build: bool = False
-                  ) -> Callable[[Tracer], None]:
+    def tracer_at(b: int, p: Pass, steps: int = bptt, build: bool = False,
+                  recompute: str = setting.recompute) -> Callable[[Tracer], None]:
         if sequence:
             # the w step adds TAR to its loss (a pass with both gradients is the w step's)
             return lambda t: RecurrentWalk(ir, t, b, steps, p.alpha_grad,
                                            regularise=p.alpha_grad and p.weights_grad).forward()
         return lambda t: SupernetWalk(ir, t, b, search_method, p.alpha_grad, build=build,
-                                      recompute="" if build else setting.recompute).forward()
+                                      recompute="" if build else recompute).forward()
+
+    def traced(b: int, p: Pass) -> _Traced:
+        kept = _pass_bytes(ir, tracer_at(b, p), p.weights_grad, dev)
+        if not setting.recompute:
+            return kept
+        everything = _pass_bytes(ir, tracer_at(b, p, recompute=""), p.weights_grad, dev)
+        churned = sum(everything.by_scope.values()) - sum(kept.by_scope.values())
+        return dataclasses.replace(kept, churned=max(churned, 0))
 
     sizes = _sizes(ir, tracer_at(1, Pass(True, True), 1, build=True),
                    alpha_count(ir, search_method))
@@ -430,7 +446,7 @@ def predict_search(
     needed = {phase.activations for phase in phases if phase.activations is not None}
 
     def peaks_at(b: int) -> tuple[PhasePeak, ...]:
-        passes = {p: _pass_bytes(ir, tracer_at(b, p), p.weights_grad, dev) for p in needed}
+        passes = {p: traced(b, p) for p in needed}
         nhid = ir.space.network.get("hidden").value if sequence else 0
         data = 2 * (_text_data(b, bptt, nhid) if sequence else _image_data(ir, b))
         return _phase_peaks(phases, passes, persistent, data, sizes, dev)
