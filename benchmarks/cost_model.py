@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -60,6 +61,7 @@ RNN_QUICK = {"ntoken": 11322, "ninp": 32, "nhid": 32}
 RNN_BATCH, RNN_BPTT = 32, 35
 # `train` steps train the evaluation network: DARTS' CIFAR-10 one at C=36, 20 cells (train.py).
 TRAIN_OVERRIDES = {"darts_cnn": {"C": 36, "layers": 20}}
+SAMPLING = ("gdas", "random_ws")  # methods whose step runs a sample of the candidates
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -78,8 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=["darts"],
                         help="search methods (`spacec methods`), or all")
     parser.add_argument("--sample", nargs="+", default=["drawn"], choices=["drawn", "worst"],
-                        help="GDAS's samples: as drawn at the start of a search (uniform α), "
-                             "or the heaviest candidate on every edge (the prediction's bound)")
+                        help="GDAS's and random_ws's samples: as drawn at the start of a search, "
+                             "or the prediction's bound (the heaviest candidates)")
     parser.add_argument("--memory", nargs="+", default=["fast"],
                         choices=["fast", "balanced", "low"], help="memory settings")
     parser.add_argument("--reuse", type=Path, nargs="+", default=[],
@@ -226,6 +228,8 @@ def search_step(job: dict, device):
     job["run_prediction"] = search.fit.prediction.to_dict() if search.fit else None
     if job.get("sample") == "worst":
         draw_the_heaviest(search.model, space)
+        if job["method"] == "random_ws":  # the path the strategy samples from now on
+            search.model.relaxation.rng = HeaviestPath(space)
 
     def step() -> None:
         search._step(batches, lr, "benchmark")
@@ -233,21 +237,43 @@ def search_step(job: dict, device):
     return step
 
 
+class HeaviestPath(random.Random):
+    """random_ws's sampler drawing the cost model's bound: the heaviest candidate on the first k
+    edges into each node (its inputs' first: in a reduction cell the stride-2 edges from the
+    cell's inputs, which keep the larger tensors; in a normal cell all edges weigh the same)."""
+
+    def __init__(self, space) -> None:
+        super().__init__(0)
+        self.heaviest = {opset.name: opset.candidates[_heaviest_column(opset)].name
+                         for opset in space.spec.opsets}
+
+    def choice(self, seq):
+        found = [name for name in seq if name in self.heaviest.values()]
+        return found[0] if found else seq[0]
+
+    def sample(self, population, k, **_):
+        return list(population)[:k]
+
+
+def _heaviest_column(opset) -> int:
+    from spacec.cost.methods import heaviest
+    from spacec.cost.programs import step_of
+    from spacec.cost.tracer import Tracer
+
+    candidates = [tuple(step_of(s) for s in c.steps) for c in opset.candidates]
+    return heaviest(candidates, Tracer().tensor((1, 16, 8, 8), True), 16, 1)
+
+
 def draw_the_heaviest(model, space) -> None:
     """Make GDAS's hard samples (nearly) always the candidate the cost model's bound assumes:
     that column's α far above the others' (the Gumbel noise of a float32 draw stays below 17)."""
     import torch
 
-    from spacec.cost.methods import heaviest
-    from spacec.cost.programs import step_of
-    from spacec.cost.tracer import Tracer
-
-    x = Tracer().tensor((1, 16, 8, 8), True)
+    arch = model.arch_parameters()
     with torch.no_grad():
         for cell in space.spec.cells:
-            candidates = [tuple(step_of(s) for s in c.steps)
-                          for c in space.spec.opset(cell.opset).candidates]
-            model.arch_parameters()[cell.name][:, heaviest(candidates, x, 16, 1)] = 100.0
+            if cell.name in arch:  # random_ws has no α
+                arch[cell.name][:, _heaviest_column(space.spec.opset(cell.opset))] = 100.0
 
 
 def image_step(job: dict, device):
@@ -325,7 +351,7 @@ def jobs(args: argparse.Namespace) -> list[dict]:
             for method in all_methods(args.methods):
                 for step in search_kinds(method, [s for s in args.steps if s != "train"]):
                     for memory in args.memory:
-                        for sample in args.sample if method == "gdas" else ["drawn"]:
+                        for sample in args.sample if method in SAMPLING else ["drawn"]:
                             found.append({**common, "space": space, "overrides": {},
                                           "batch": batch, "step": step, "method": method,
                                           "memory": memory, "sample": sample})
@@ -430,8 +456,8 @@ def main(argv: list[str] | None = None) -> None:
           f"the IR vs measured after {args.warmup} warm-up step(s); baseline excluded")
     print(table(results))
     if any(r.get("sample") == "worst" for r in results):
-        print("gdas*: every edge's hard sample made the heaviest candidate (the prediction's "
-              "bound for a sampling method)")
+        print("*: the sample made the prediction's bound for a sampling method (GDAS: the "
+              "heaviest candidate on every edge; random_ws: on the first k edges into each node)")
 
 
 if __name__ == "__main__":
