@@ -36,15 +36,20 @@ syntax errors of both on the shipped spaces, large generated ones and generated 
 from __future__ import annotations
 
 import gc
+import hashlib
+import os
 import re
+import sys
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 from operator import itemgetter
+from pathlib import Path
 
 from lark import Lark
+from lark import __version__ as lark_version
 from lark.grammar import Rule
 from lark.parsers.lalr_analysis import Shift
 
@@ -91,8 +96,25 @@ def lark_parser(**options) -> Lark:
 
 @lru_cache(maxsize=1)
 def parser() -> _Parser:
-    """The parser, built once per process from Lark's analysis of the grammar."""
-    return _Parser(lark_parser())
+    """The parser, built once per process from Lark's analysis of the grammar, which is kept
+    between processes in the user's cache directory (Lark's `cache`, checked against the
+    grammar's hash; a cache that cannot be written or read is analysed afresh)."""
+    cache = _cache_file()
+    return _Parser(lark_parser(cache=str(cache)) if cache else lark_parser())
+
+
+def _cache_file() -> Path | None:
+    """Where Lark keeps its analysis of the grammar: a directory of the user's own (its pickle is
+    loaded, so never a shared place such as /tmp), named by the grammar, Lark and Python."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    digest = hashlib.sha256(grammar_text().encode("utf-8")).hexdigest()[:16]
+    folder = Path(base) / "spacec"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        return None
+    python = "".join(map(str, sys.version_info[:2]))
+    return folder / f"grammar-{digest}-lark{lark_version}-py{python}.pickle"
 
 
 def parse(text: str, path: str = "<string>") -> ast.SpaceFile:
@@ -252,7 +274,7 @@ class _Parser:
 
     def __init__(self, lark: Lark):
         self.lark = lark
-        self.lexer = _Lexer(lark.terminals, lark.ignore_tokens)
+        self.lexer = _Lexer(lark.terminals, lark.lexer_conf.ignore)
         table = lark.parser.parser.parser.parse_table
         self.table = table.states  # Lark's own, for the expected terminals of an error
         self.start_state = table.start_states[_START]

@@ -306,3 +306,43 @@ def test_syntax_error_carries_the_source_for_rendering():
         parse.parse("param C = 8\nparam D = = 2\n", "x.space")
     assert caught.value.sources == {"x.space": "param C = 8\nparam D = = 2\n"}
     assert "    param D = = 2" in str(caught.value).splitlines()
+
+
+# ---- the grammar's analysis, kept between processes ------------------------------------------
+_PARSE_A_SPACE = """
+import sys
+from spacec import parse
+print(repr(parse.parse(open(sys.argv[1], encoding="utf-8").read(), "darts_cnn.space")))
+"""
+
+
+def _parse_in_a_new_process(cache_home, space_file) -> str:
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _PARSE_A_SPACE, str(space_file)],
+                          capture_output=True, text=True, check=False,
+                          env={**os.environ, "XDG_CACHE_HOME": str(cache_home)})
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stdout.strip()
+
+
+def test_the_grammar_analysis_is_cached_per_user_and_survives_a_bad_cache(tmp_path):
+    from spacec.load import locate
+
+    space_file = locate("darts_cnn")
+    expected = repr(parse.parse(space_file.read_text(encoding="utf-8"), "darts_cnn.space"))
+    home = tmp_path / "cache"
+    first = _parse_in_a_new_process(home, space_file)  # analyses the grammar and saves it
+    [saved] = (home / "spacec").iterdir()
+    assert saved.name.startswith("grammar-") and saved.stat().st_size > 0
+    assert (home / "spacec").stat().st_mode & 0o077 == 0  # the user's own: its pickle is loaded
+    second = _parse_in_a_new_process(home, space_file)  # loads it
+    assert first == second == expected
+    saved.write_bytes(b"not a pickle")  # a damaged cache is analysed afresh
+    assert _parse_in_a_new_process(home, space_file) == expected
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a cache home that is a file: no cache, same parse
+    assert _parse_in_a_new_process(blocked, space_file) == expected
