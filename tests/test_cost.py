@@ -935,3 +935,31 @@ def test_the_cpu_heap_keeps_part_of_what_a_setting_recomputes(load_text):
         assert terms["allocator and runtime"] == (int(CPU_RETAINED * working)
                                                   + int(CPU_CHURN_RETAINED * churn)
                                                   + CPU_RUNTIME)
+
+
+def test_gdas_bound_is_what_the_heaviest_samples_save(compiled):
+    # GDAS's prediction assumes every edge draws its heaviest candidate; with α making those
+    # the samples, the supernet saves what the cost model traces, plus two α-sized tensors of
+    # the sampling (log_softmax(α) and the softmax of the perturbed logits) it leaves out.
+    from spacec.arch.methods import describe
+    from spacec.cost.methods import heaviest
+    from spacec.runtime.search.methods import method as runtime_method
+
+    torch.manual_seed(0)
+    space = compiled("darts_cnn", C=4, layers=3)
+    model = space.supernet(relaxation=runtime_method("gdas").build_relaxation(
+        describe("gdas").params()))
+    model.train()
+    arch, x = model.arch_parameters(), Tracer().tensor((1, 16, 8, 8), True)
+    with torch.no_grad():
+        for cell in space.spec.cells:
+            candidates = [tuple(step_of(s) for s in c.steps)
+                          for c in space.spec.opset(cell.opset).candidates]
+            arch[cell.name][:, heaviest(candidates, x, 16, 1)] = 100.0
+    images, labels = torch.randn(2, *space.input_shape), torch.randint(2, (2,))
+    saved = saved_bytes(lambda: F.cross_entropy(model(images), labels),
+                        [*model.parameters(), *model.buffers(), images, labels])[0]
+    t = Tracer(weights_grad=True)
+    SupernetWalk(space.ir, t, 2, method("gdas"), alpha_grad=True).forward()
+    alpha_bytes = 4 * cost.supernet_costs(space.ir, "gdas").alpha
+    assert saved - t.saved_bytes == 2 * alpha_bytes
