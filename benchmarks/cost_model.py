@@ -9,8 +9,8 @@ setting, the order) on random images of the space's input size (the `memory` dat
 ``--warmup`` steps of the search loop (`Search._step`: the α step on a validation batch, then
 the w step with the method's loss terms, clipping and SGD) and then one more. A method with a
 warm-up (PC-DARTS, DrNAS) has it set to 0, so its α step runs. `train` steps are the training
-loop's work per batch (forward with the auxiliary head, both losses, clipping, SGD, drop path
-on) on the derived network.
+loop's own step (`Trainer._step` of the `paper` train preset: forward with the auxiliary head,
+both losses, clipping, SGD, drop path at its final probability) on the derived network.
 
 Both figures leave the process's baseline out the same way: the measured figure is the peak
 resident set size less the resident size once torch, the space and the CPU kernels are loaded
@@ -51,9 +51,6 @@ from timing import GIB, ROOT, run_in_subprocess
 
 sys.path.insert(0, str(ROOT))
 
-# DARTS train_search.py: the w optimiser and its clip; train.py: auxiliary weight, drop path.
-LR, MOMENTUM, WEIGHT_DECAY, GRAD_CLIP = 0.025, 0.9, 3e-4, 5.0
-AUXILIARY_WEIGHT, DROP_PATH = 0.4, 0.2
 SEARCH_STEPS = ("weights", "first", "second")
 # The recurrent search at the quick preset's sizes (runtime/configs/search_rnn_quick.yaml: the
 # embedded WikiText-2 slice's 11,322 words, 32 units, batch 32, bptt 35).
@@ -159,33 +156,48 @@ def tiny(job: dict) -> dict:
 
 
 def train_step(job: dict, device):
-    """The training loop's work per batch on the derived network (module docstring)."""
+    """The training loop's own step (`Trainer._step`: forward with the auxiliary head, both
+    losses, clipping, SGD; drop path at the paper's final probability) of the `paper` preset on
+    random images (module docstring)."""
+    from spacec.arch.genotype import resolve
+    from spacec.runtime.train.config import load_train_config
+    from spacec.runtime.train.loop import Trainer
+
+    space = hold_random_images(job)
+    overrides = {"space.name": job["space"], "data.name": "memory",
+                 "data.batch_size": job["batch"], "data.train_portion": 0.5,
+                 "run.threads": job["threads"], "run.device": job["device"], "run.out": "/tmp",
+                 "run.tensorboard": False}
+    overrides.update({f"space.overrides.{k}": v for k, v in job["overrides"].items()})
+    trainer = Trainer.build(load_train_config("paper", overrides),
+                            resolve(job["genotype"], space.name))
+    trainer.network.drop_path_prob = trainer.cfg.optim.drop_path_prob
+    trainer.network.train()
+    batch = next(iter(trainer.task.batches(0, 0)))
+    job["run_prediction"] = trainer.fit.prediction.to_dict() if trainer.fit else None
+
+    def step() -> None:
+        trainer._step(batch, trainer.cfg.optim.lr, "benchmark")
+
+    return step
+
+
+def hold_random_images(job: dict):
+    """The `memory` dataset: 4 batches of random images of the space's size, every class
+    present; returns the space."""
     import torch
-    import torch.nn.functional as F
+    from torch.utils.data import TensorDataset
 
     import spacec
+    from spacec.runtime.domains.image.data import hold_in_memory
 
     space = spacec.load(job["space"], **job["overrides"])
     classes = dict(space.spec.params).get("classes", 10)
-    images = torch.randn(job["batch"], *space.input_shape, device=device)
-    labels = torch.randint(classes, (job["batch"],), device=device)
-    network = space.discrete_network(job["genotype"], auxiliary=True,
-                                     drop_path_prob=DROP_PATH).to(device)
-    network.train()
-    optimizer = torch.optim.SGD(network.parameters(), lr=LR, momentum=MOMENTUM,
-                                weight_decay=WEIGHT_DECAY)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        logits, logits_aux = network.forward_with_auxiliary(images)
-        loss = F.cross_entropy(logits, labels)
-        if logits_aux is not None:
-            loss = loss + AUXILIARY_WEIGHT * F.cross_entropy(logits_aux, labels)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), GRAD_CLIP)
-        optimizer.step()
-
-    return step
+    count = 4 * job["batch"]  # the train and validation halves, two batches each
+    labels = torch.arange(count) % classes
+    data = TensorDataset(torch.randn(count, *space.input_shape), labels)
+    hold_in_memory(data, data, None)
+    return space
 
 
 def search_overrides(job: dict) -> dict:
@@ -207,20 +219,10 @@ def search_overrides(job: dict) -> dict:
 def search_step(job: dict, device):
     """The search loop's own step (`Search._step`: the method's relaxation, strategy, loss
     terms and memory setting, the α step then the w step) on random images."""
-    import torch
-    from torch.utils.data import TensorDataset
-
-    import spacec
-    from spacec.runtime.domains.image.data import hold_in_memory
     from spacec.runtime.search.config import load_config
     from spacec.runtime.search.loop import Search
 
-    space = spacec.load(job["space"], **job["overrides"])
-    classes = dict(space.spec.params).get("classes", 10)
-    count = 4 * job["batch"]  # the train and validation halves, two batches each
-    labels = torch.arange(count) % classes  # every class present: the data's class count
-    data = TensorDataset(torch.randn(count, *space.input_shape), labels)
-    hold_in_memory(data, data, None)
+    space = hold_random_images(job)
     search = Search.build(load_config("paper", search_overrides(job)))
     batches = next(iter(search.task.batches(0, 0)))
     search.model.set_search_progress(0, search.cfg.optim.epochs)
