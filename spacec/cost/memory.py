@@ -18,8 +18,9 @@ Three registries, each keyed by name so that a new method, setting or device add
 no if-chain: `spacec.cost.methods.METHODS` (what an edge runs and keeps, α's size),
 `MEMORY_SETTINGS` (what of a mixed edge backward recomputes, the runtime's `run.memory`:
 `fast` keeps everything; `balanced` checkpoints the candidates without a convolution, `low`
-each whole edge; recurrent spaces are predicted with `fast` only) and `DEVICES` (cpu, cuda). The step kinds (`STEPS`: weights,
-first, second; `TRAIN_STEP`) follow the search loop and the architect.
+each whole edge; recurrent spaces are predicted with `fast` only) and `DEVICES` (cpu, cuda).
+The step kinds (`STEPS`: weights, first, second; `TRAIN_STEP`) follow the search loop and the
+architect; a method may change them (`Method.weight_step_alpha`).
 
 Recurrent spaces: the prediction traces the cell at every time step of a segment of `bptt`
 tokens; the per-op rules are the same as for images, so it is an estimate of the same kind,
@@ -116,6 +117,8 @@ def _method_phases(phases: tuple[Phase, ...], search_method: Method) -> tuple[Ph
     plain = Pass(True, False)
     return tuple(dataclasses.replace(phase, activations=plain) if phase in _W_STEP
                  and phase.activations is not None else phase for phase in phases)
+
+
 TRAIN_STEP = (
     Phase("forward and backward", Pass(True, False), (("weight gradients", 1),)),
     Phase("SGD update", None, (("weight gradients", 1), ("SGD temporaries", 1))),
@@ -150,7 +153,7 @@ def register_memory_setting(setting: MemorySetting) -> MemorySetting:
 
 
 register_memory_setting(MemorySetting(
-    "fast", "", 0, "every tensor autograd saves stays until backward (today's runtime)"))
+    "fast", "", 0, "every tensor autograd saves stays until backward"))
 register_memory_setting(MemorySetting(
     "balanced", "candidate", 1,
     "the candidates without a convolution recomputed in backward (poolings, their BatchNorm)"))
