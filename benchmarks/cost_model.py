@@ -304,7 +304,7 @@ def measure(job: dict) -> dict:
     # the library's, not the model's), by the same step on a tiny version of the network.
     build(tiny(job), device)()
     baseline = resident_bytes()
-    step = build(job, device)  # a search step records the run's own prediction in `job`
+    step = build(job, device)  # a search or training step records the run's prediction in `job`
     for _ in range(job["warmup"]):
         step()
     if device.type == "cuda":
