@@ -153,6 +153,16 @@ AUXILIARY_HEADS: dict[str, Signature] = {
     ),
 }
 
+# Every table of macro-network blocks, by the role its blocks play.
+BLOCK_TABLES: dict[str, dict[str, Signature]] = {
+    "stem": STEMS,
+    "preprocess": PREPROCESS,
+    "reduce input": REDUCE_INPUTS,
+    "fixed block": FIXED_BLOCKS,
+    "head": HEADS,
+    "auxiliary head": AUXILIARY_HEADS,
+}
+
 # Network kinds and their settings: key -> (role, required).
 NETWORK_SETTINGS: dict[str, dict[str, tuple[str, bool]]] = {
     "image_classifier": {

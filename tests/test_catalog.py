@@ -31,14 +31,7 @@ MAPPED_ARGS = {
     "preprocess": set(),
     "reduce input": set(),
 }
-BLOCK_TABLES = {
-    "stem": catalog.STEMS,
-    "preprocess": catalog.PREPROCESS,
-    "reduce input": catalog.REDUCE_INPUTS,
-    "fixed block": catalog.FIXED_BLOCKS,
-    "head": catalog.HEADS,
-    "auxiliary head": catalog.AUXILIARY_HEADS,
-}
+BLOCK_TABLES = catalog.BLOCK_TABLES
 
 
 def image_primitives() -> dict[str, catalog.Signature]:

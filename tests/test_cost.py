@@ -39,14 +39,7 @@ except ModuleNotFoundError:
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 DARTS = method("darts")
-BLOCK_TABLES = {
-    "stem": catalog.STEMS,
-    "preprocess": catalog.PREPROCESS,
-    "reduce input": catalog.REDUCE_INPUTS,
-    "fixed block": catalog.FIXED_BLOCKS,
-    "head": catalog.HEADS,
-    "auxiliary head": catalog.AUXILIARY_HEADS,
-}
+BLOCK_TABLES = catalog.BLOCK_TABLES
 
 
 # ---- measuring torch -------------------------------------------------------------------------
