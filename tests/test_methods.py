@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from test_check_errors import BASE  # the small valid space the error tests extend
 
 from spacec.arch.derive import STRENGTHS, check_genotype
 from spacec.arch.methods import (
@@ -586,30 +587,13 @@ def test_spacec_methods_lists_every_method():
 
 # ---------------------------------------------------------------- a space's `method` statement
 
-# A tiny image space that names its search method (`method` in the language: spacec.check).
-SPACE_WITH_METHOD = """\
-space tiny_pc
-method pc_darts(k=2, warmup_epochs=0)
-param C = 4
-ops o {
-    none = zero
-    skip = identity
-    conv = sep_conv(kernel=3)
-}
-cell normal {
-    inputs a, b
-    nodes 2
-    edges dense : o
-    output concat(*)
-    derive topk(k=2, exclude=[none])
-}
-network image_classifier {
-    channels C
-    stem conv_bn(kernel=3, channels=C)
-    body normal * 2
-    head classifier(classes=10)
-}
-"""
+# A tiny image space that names its search method (`method` in the language: spacec.check): the
+# small valid space the error tests extend, at C=4.
+SPACE_WITH_METHOD = BASE.replace(
+    "space tiny\nparam C = 8\n",
+    "space tiny_pc\nmethod pc_darts(k=2, warmup_epochs=0)\nparam C = 4\n",
+)
+assert SPACE_WITH_METHOD != BASE
 
 
 @pytest.fixture
