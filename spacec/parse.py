@@ -35,6 +35,7 @@ syntax errors of both on the shipped spaces, large generated ones and generated 
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import os
@@ -307,6 +308,8 @@ class _Parser:
                         self.plans.append(self._plan(target, gotos[target.origin.name]))
                     row[self.keys[symbol]] = ~planned[target]
         self.accepts = {state: frozenset(actions) for state, actions in table.states.items()}
+        # (state below, state on top, lookahead key) -> where a chain of `?rule`s ends
+        self.units: dict[tuple[int, int, str], tuple[int, int | None]] = {}
 
     def _key(self, terminal: str) -> str:
         pattern = self.lexer.terminals[terminal].pattern
@@ -335,14 +338,18 @@ class _Parser:
         return size, goto, _gatherer(kept, spliced), build
 
     def parse(self, text: str, builder: _Builder) -> list:
-        """The builder's value of the start rule; raises `_Refused` on a syntax error."""
+        """The builder's value of the start rule; raises `_Refused` on a syntax error.
+
+        A reduced rule's span ends where the last token shifted ends: the grammar's one empty
+        rule is `start`, which no rule contains and which has no span, so every other rule ends
+        with a token of its own."""
         rows, plans, group_keys = self.rows, self.plans, self.group_keys
         end_state, finditer = self.end_state, self.lexer.tokens.finditer
+        units = self.units
         states = [self.start_state]
         values: list = []
         starts: list[int] = []  # offsets of each entry's first token
-        ends: list[int] = []  # and of the end of its last token
-        pos = last = 0  # where lexing (re)starts; the start of the last token shifted
+        pos = last = last_end = 0  # where lexing (re)starts; the last token shifted: start, end
         while True:
             reread = None
             for match in finditer(text, pos):
@@ -361,24 +368,27 @@ class _Parser:
                         end = reread = start + len(token)
                 while action < 0:
                     size, goto, gather, build = plans[~action]
-                    if gather is None:
-                        states[-1] = goto[states[-2]]
+                    if gather is None:  # a chain of `?rule`s, in one step (see `_after_units`)
+                        below, top = states[-2], states[-1]
+                        found = units.get((below, top, key))
+                        if found is None:
+                            found = units[below, top, key] = self._after_units(below, top, key)
+                        states[-1], action = found
                     else:
                         if size:
                             children = values[-size:]
                             del values[-size:], states[-size:]
                             if size > 1:
-                                del starts[-size + 1 :], ends[-size:-1]
+                                del starts[-size + 1 :]
                         else:
                             children = []
                             starts.append(start)
-                            ends.append(start)
                         value = gather(children)
                         if build is not None:
-                            value = build(builder, value, starts[-1], ends[-1])
+                            value = build(builder, value, starts[-1], last_end)
                         values.append(value)
                         states.append(goto[states[-1]])
-                    action = rows[states[-1]].get(key)
+                        action = rows[states[-1]].get(key)
                     if action is None:
                         if key == _END and states[-1] == end_state:
                             return values[-1]
@@ -386,11 +396,27 @@ class _Parser:
                 states.append(action)
                 values.append(None if key is token else (token, start))
                 starts.append(start)
-                ends.append(end)
-                last = start
+                last, last_end = start, end
                 if reread is not None:
                     break  # lex on after the token read again
             pos = reread
+
+    def _after_units(self, below: int, top: int, key: str) -> tuple[int, int | None]:
+        """Reduce the `?rule`s that pass their one child on, one after another, from state `top`
+        over state `below` with lookahead `key`: (the state on top then, its action on `key`).
+
+        Such a reduction replaces the top state by the rule's goto from the state below it, which
+        stays, so the whole chain (`atom` to `unary` to ... to `value` for every number) depends
+        on those three keys only; the loop looks each chain up once (`units`) instead of running
+        five steps for every number it reads."""
+        action = self.rows[top].get(key)
+        while action is not None and action < 0:
+            size, goto, gather, _ = self.plans[~action]
+            if gather is not None:
+                break
+            top = goto[below]
+            action = self.rows[top].get(key)
+        return top, action
 
     def _reread(self, text: str, start: int, state: int, builder: _Builder, last: int):
         """The token at `start` as Lark's contextual lexer reads it in `state`, where the token
@@ -464,7 +490,33 @@ _ALL = object()  # `concat(*)`, `stride ... from inputs`: every node (None in th
 _NEWLINE = re.compile("\n")
 
 Token = tuple[str, int]  # a value-carrying token: its text and its offset
-_object_new = object.__new__  # makes spans and names without their __init__ (see `span`)
+_object_new = object.__new__
+
+
+def _maker(cls: type) -> Callable:
+    """A function making `cls`, a frozen dataclass, from its fields in order: the object its
+    `__init__` makes, four times faster.
+
+    The AST's nodes and spans are most of what a parse costs, and a frozen dataclass's
+    `__init__` sets each field through `object.__setattr__`; this fills the new object's
+    `__dict__` instead (tests/test_parse_reference.py checks both agree for every class).
+    Written out as the `dataclasses` module writes `__init__`."""
+    names = [field.name for field in dataclasses.fields(cls)]
+    assert all(name.isidentifier() for name in names)
+    stores = "".join(f"    fields[{name!r}] = {name}\n" for name in names)
+    source = (
+        f"def make_{cls.__name__}({', '.join(names)}):\n"
+        f"    made = new(cls)\n    fields = made.__dict__\n{stores}    return made\n"
+    )
+    namespace = {"new": _object_new, "cls": cls}
+    exec(source, namespace)  # noqa: S102 -- field names of our own dataclasses, checked above
+    return namespace[f"make_{cls.__name__}"]
+
+
+_NAME, _NUM, _REF, _BINOP, _NEG, _ARG, _CALL = map(
+    _maker, (ast.Name, ast.Num, ast.Ref, ast.BinOp, ast.Neg, ast.Arg, ast.Call)
+)
+_PARAM, _OPDEF, _EDGES = map(_maker, (ast.Param, ast.OpDef, ast.Edges))
 
 
 class _Builder:
@@ -480,42 +532,42 @@ class _Builder:
 
     def __init__(self, path: str, text: str):
         self.path = path
-        self.newlines = [match.start() for match in _NEWLINE.finditer(text)]
+        # Offsets of the "\n"s, between two sentinels: one before the text, one after it.
+        self.newlines = [-1, *(match.start() for match in _NEWLINE.finditer(text)), len(text) + 1]
         self.depths: dict[int, int] = {}
 
     # -- positions and nesting --
     def span(self, start: int, end: int) -> Span:
         """`Span` from offset `start` to `end`: lines count "\\n" only, columns characters from
-        1; a span over several lines has length 1.
-
-        Spans and names are most of the objects a parse makes, and a frozen dataclass's
-        `__init__` sets each field through `object.__setattr__`: they are made by filling the
-        new object's `__dict__`, four times faster, equal to what `__init__` makes (tested)."""
+        1; a span over several lines has length 1. (Made without `Span.__init__`, see `_maker`.)"""
         newlines = self.newlines
-        line = bisect_left(newlines, start)  # newlines before `start`: the 0-based line
+        line = bisect_left(newlines, start)  # newlines before `start`, with the first sentinel
         span = _object_new(Span)
         fields = span.__dict__
         fields["path"] = self.path
-        fields["line"] = line + 1
-        fields["column"] = start - newlines[line - 1] if line else start + 1
-        one_line = line == len(newlines) or newlines[line] >= end
-        fields["length"] = end - start if one_line else 1
+        fields["line"] = line
+        fields["column"] = start - newlines[line - 1]
+        fields["length"] = end - start if newlines[line] >= end else 1  # the next "\n" after it
         return span
 
     def _nested(self, node, depth: int):
         """Record that `node` nests `depth` levels (a value with nothing inside it: one level,
         not recorded); refuse past the limit."""
         if depth > MAX_NESTING:
-            raise _Refused(
-                Diagnostic(
-                    node.span,
-                    f"nested too deeply: more than {MAX_NESTING} levels of expressions, calls "
-                    "and lists",
-                    "split the expression with `param` declarations",
-                )
-            )
+            raise self._too_deep(node.span)
         self.depths[id(node)] = depth
         return node
+
+    @staticmethod
+    def _too_deep(span: Span) -> _Refused:
+        return _Refused(
+            Diagnostic(
+                span,
+                f"nested too deeply: more than {MAX_NESTING} levels of expressions, calls and "
+                "lists",
+                "split the expression with `param` declarations",
+            )
+        )
 
     def _depth(self, items) -> int:
         """One more than the deepest of `items`."""
@@ -524,11 +576,7 @@ class _Builder:
 
     def _name(self, token: Token) -> ast.Name:
         text, start = token
-        name = _object_new(ast.Name)
-        fields = name.__dict__
-        fields["text"] = text
-        fields["span"] = self.span(start, start + len(text))
-        return name
+        return _NAME(text, self.span(start, start + len(text)))
 
     def _int(self, token: Token) -> int:
         digits, start = token
@@ -546,13 +594,16 @@ class _Builder:
         return v
 
     def int_lit(self, v, start, end):
-        return ast.Num(self._int(v[0]), self.span(start, end))
+        ((digits, _),) = v
+        if len(digits) > MAX_DIGITS:
+            self._int(v[0])  # refused
+        return _NUM(int(digits), self.span(start, end))
 
     def float_lit(self, v, start, end):
         return ast.Num(float(v[0][0]), self.span(start, end))
 
     def ref(self, v, start, end):
-        return ast.Ref(v[0][0], self.span(start, end))
+        return _REF(v[0][0], self.span(start, end))
 
     def atom(self, v, start, end):
         """`( expr )`: the expression, placed with its parentheses in what contains it."""
@@ -562,7 +613,7 @@ class _Builder:
         left, right = v
         depth = self.depths.get
         deeper = 1 + max(depth(id(left), 1), depth(id(right), 1))
-        return self._nested(ast.BinOp(op, left, right, self.span(start, end)), deeper)
+        return self._nested(_BINOP(op, left, right, self.span(start, end)), deeper)
 
     def add(self, v, start, end):
         return self._binary("+", v, start, end)
@@ -579,7 +630,7 @@ class _Builder:
     def neg(self, v, start, end):
         (operand,) = v
         deeper = 1 + self.depths.get(id(operand), 1)
-        return self._nested(ast.Neg(operand, self.span(start, end)), deeper)
+        return self._nested(_NEG(operand, self.span(start, end)), deeper)
 
     def list(self, v, start, end):
         items = tuple(v)
@@ -588,17 +639,29 @@ class _Builder:
 
     def arg(self, v, start, end):
         name, value = v
-        deeper = 1 + self.depths.get(id(value), 1)
-        return self._nested(ast.Arg(self._name(name), value), deeper)
+        depths = self.depths
+        deeper = 1 + depths.get(id(value), 1)
+        node = _ARG(self._name(name), value)
+        if deeper > MAX_NESTING:  # an argument has no span of its own: `name=value`'s
+            raise self._too_deep(self.span(start, end))
+        depths[id(node)] = deeper
+        return node
 
     def call(self, v, start, end):
+        if len(v) == 1:
+            return _CALL(self._name(v[0]), (), self.span(start, end))
         args = tuple(v[1:])
-        node = ast.Call(self._name(v[0]), args, self.span(start, end))
-        return self._nested(node, self._depth(args)) if args else node
+        node = _CALL(self._name(v[0]), args, self.span(start, end))
+        depths = self.depths
+        deeper = 1 + max([depths[id(arg)] for arg in args])  # every `arg` records its depth
+        if deeper > MAX_NESTING:
+            raise self._too_deep(node.span)
+        depths[id(node)] = deeper
+        return node
 
     def bare_call(self, v, start, end):
         name = self._name(v[0])
-        return ast.Call(name, (), name.span)
+        return _CALL(name, (), name.span)
 
     def name_list(self, v, start, end):
         return tuple([self._name(token) for token in v])
@@ -624,10 +687,10 @@ class _Builder:
         return self._name(v[0]), False
 
     def param_decl(self, v, start, end):
-        return ast.Param(self._name(v[0]), v[1], self.span(start, end))
+        return _PARAM(self._name(v[0]), v[1], self.span(start, end))
 
     def op_def(self, v, start, end):
-        return ast.OpDef(self._name(v[0]), v[1], self.span(start, end))
+        return _OPDEF(self._name(v[0]), v[1], self.span(start, end))
 
     def ops_decl(self, v, start, end):
         return ast.OpSet(self._name(v[0]), tuple(v[1:]), self.span(start, end))
@@ -659,7 +722,7 @@ class _Builder:
 
     def edge_stmt(self, v, start, end):
         sources, target, opset = v
-        return ast.Edges(sources, self._name(target), self._name(opset), self.span(start, end))
+        return _EDGES(sources, self._name(target), self._name(opset), self.span(start, end))
 
     def fixed_each(self, v, start, end):
         sources, target, steps = v

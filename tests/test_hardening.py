@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from test_check_errors import BASE  # the same small valid space the error tests extend
 
 import spacec
+from spacec import parse
 from spacec.arch.genotype import GenotypeError, resolve
 from spacec.cli import main
 from spacec.errors import MAX_DIAGNOSTICS, SpaceError
@@ -96,6 +97,35 @@ def test_deep_nesting_is_a_positioned_error(text, write_space):
     assert diagnostic.message.startswith(f"nested too deeply: more than {MAX_NESTING} levels")
     assert diagnostic.span.line >= 1 and diagnostic.span.column >= 1
     assert str(error).startswith(f"{diagnostic.span}: error: nested too deeply")
+
+
+# Each shape at every depth around the limit: the value just inside an argument, a list or an
+# operator can reach the limit exactly, and the node around it must then be refused with its own
+# position (an argument once crashed there: it has no span of its own).
+AROUND_THE_LIMIT = {
+    "minus-in-argument": lambda d: "ops o { x = f(k=" + "-" * d + "1) }\n",
+    "plus-in-argument": lambda d: "ops o { x = f(k=" + " + ".join(["1"] * d) + ") }\n",
+    "list-in-argument": lambda d: "ops o { x = f(k=" + "[" * d + "1" + "]" * d + ") }\n",
+    "calls": lambda d: "ops o { x = f(" + "a=g(" * (d // 2) + ")" * (d // 2 + 1) + " }\n",
+    "minus-in-list": lambda d: "network n {\n tags [" + "-" * d + "1]\n}\n",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(AROUND_THE_LIMIT))
+def test_every_depth_around_the_limit_parses_or_is_refused_where_it_is(shape):
+    outcomes = []
+    for depth in range(MAX_NESTING - 6, MAX_NESTING + 4):
+        text = AROUND_THE_LIMIT[shape](depth)
+        try:
+            parse.parse(text, "t.space")
+            outcomes.append("ok")
+        except SpaceError as error:
+            (diagnostic,) = error.diagnostics
+            assert diagnostic.message.startswith("nested too deeply"), diagnostic.message
+            assert 1 <= diagnostic.span.column <= len(text)
+            outcomes.append("refused")
+    assert outcomes[0] == "ok" and outcomes[-1] == "refused"
+    assert outcomes == sorted(outcomes)  # deeper never parses once shallower is refused
 
 
 def test_redundant_parentheses_nest_nothing(write_space):

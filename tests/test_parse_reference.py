@@ -103,6 +103,21 @@ def test_where_reading_depends_on_the_parsers_state(text, agrees_with_lark):
     agrees_with_lark(text)
 
 
+@pytest.mark.parametrize(
+    "cls", [cls for cls in vars(ast).values() if dataclasses.is_dataclass(cls)] + [Span]
+)
+def test_a_maker_makes_what_init_makes(cls):
+    """`parse._maker` fills a new object's fields without `__init__`: the object is the one
+    `__init__` makes (equal, same hash, repr and fields, frozen, pickles)."""
+    values = [f"v{i}" for i, _ in enumerate(dataclasses.fields(cls))]
+    made, init = parse._maker(cls)(*values), cls(*values)
+    assert type(made) is cls and made == init and hash(made) == hash(init)
+    assert repr(made) == repr(init) and dataclasses.astuple(made) == tuple(values)
+    assert pickle.loads(pickle.dumps(made)) == init and copy.deepcopy(made) == init
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(made, dataclasses.fields(cls)[0].name, "other")
+
+
 def test_the_parsers_spans_are_spans():
     """The builder makes spans and names without their dataclass `__init__`: they are the same
     objects as the ones `__init__` makes."""
