@@ -11,20 +11,20 @@ from dataclasses import dataclass
 from spacec.errors import Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Name:
     text: str
     span: Span
 
 
 # ---- expressions ---------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Num:
     value: int | float
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ref:
     """A bare name in a value position: a parameter, or a symbol such as `tanh` or `none`."""
 
@@ -32,7 +32,7 @@ class Ref:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BinOp:
     op: str  # "+", "-", "*", "//"
     left: Expr
@@ -40,19 +40,19 @@ class BinOp:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Neg:
     operand: Expr
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Arg:
     name: Name
     value: Value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Call:
     """`name(arg=value, ...)`; a bare `name` where a call may stand is a Call without args."""
 
@@ -61,7 +61,7 @@ class Call:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ListValue:
     items: tuple[Value, ...]
     span: Span
@@ -72,13 +72,13 @@ Value = Expr | ListValue
 
 
 # ---- top-level declarations -------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpaceDecl:
     name: Name
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MethodDecl:
     """`method pc_darts(k=2)`: the space's default search method and the parameters it fixes."""
 
@@ -86,7 +86,7 @@ class MethodDecl:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Import:
     names: tuple[Name, ...]
     source: Name  # a shipped space's name, or a path (text without quotes)
@@ -94,21 +94,21 @@ class Import:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Param:
     name: Name
     value: Expr
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OpDef:
     name: Name
     steps: tuple[Call, ...]  # `a >> b`: the output of a feeds b
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OpSet:
     name: Name
     ops: tuple[OpDef, ...]
@@ -116,32 +116,32 @@ class OpSet:
 
 
 # ---- cell statements ----------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Inputs:
     names: tuple[Name, ...]
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodesCount:
     count: int
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodesNamed:
     names: tuple[Name, ...]
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DenseEdges:
     start: Name | None  # `edges dense from s0 : set`: sources from s0 on
     opset: Name
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Edges:
     sources: tuple[Name, ...]
     target: Name
@@ -149,7 +149,7 @@ class Edges:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fixed:
     """Non-searched edges: one per source, or one op over all sources jointly (`(a, b) -> n`)."""
 
@@ -160,46 +160,46 @@ class Fixed:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Combine:
     name: Name
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Output:
     reduce: Name | None  # None: the output is a single node
     nodes: tuple[Name, ...] | None  # None with a reduce: all intermediate nodes (`concat(*)`)
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Derive:
     rule: Call
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Limit:
     op: Name
     most: int
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stride:
     value: int
     sources: tuple[Name, ...] | None  # None: every input node
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Share:
     block: Call
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SearchNorm:
     norm: Call
     span: Span
@@ -222,7 +222,7 @@ CellStmt = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CellDecl:
     name: Name
     parent: Name | None
@@ -231,14 +231,14 @@ class CellDecl:
 
 
 # ---- the macro network --------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Setting:
     key: Name
     value: Value
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Repeat:
     """`cell * count` optionally `with other at [positions]` (positions among the count)."""
 
@@ -249,7 +249,7 @@ class Repeat:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Block:
     """A single body item: a cell by name or a fixed (non-searched) block such as res_block(...)."""
 
@@ -260,13 +260,13 @@ class Block:
 BodyItem = Repeat | Block
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Body:
     items: tuple[BodyItem, ...]
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NetworkDecl:
     kind: Name
     settings: tuple[Setting, ...]
@@ -277,7 +277,7 @@ class NetworkDecl:
 Item = SpaceDecl | MethodDecl | Import | Param | OpSet | CellDecl | NetworkDecl
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpaceFile:
     path: str
     text: str

@@ -30,7 +30,7 @@ EXCERPT_CONTEXT = 60
 MAX_LISTED_CHOICES = 20
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Span:
     """Where a piece of source text sits: 1-based line and column, and its length in characters."""
 
