@@ -1,6 +1,7 @@
 """The abstract syntax tree of a .space file: plain frozen dataclasses, each with its source span.
 
-Built by `spacec.parse` from Lark's parse tree; it records what the text says and nothing more.
+Built by `spacec.parse` as it reduces the grammar's rules; it records what the text says and
+nothing more. The classes have slots: a large space's AST is a million nodes and spans.
 Meaning (what a name refers to, whether a node order is legal, ...) is `spacec.check`'s business.
 """
 
