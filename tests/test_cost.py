@@ -523,6 +523,18 @@ network image_classifier {
 """
 
 
+def test_cells_of_one_operation_set_share_its_steps(compiled):
+    """The walk makes each operation set's candidates once, not once per cell: a generated space
+    of 8,670 cells over 87 sets made 5.2 million of them, three quarters of `spacec check`."""
+    space = compiled("darts_cnn", C=4, layers=3)
+    walk = SupernetWalk(space.ir, Tracer(weights_grad=False), 1, DARTS, alpha_grad=False)
+    normal, reduce = (walk.candidates[cell.name] for cell in space.spec.cells)
+    assert space.spec.cells[0].opset == space.spec.cells[1].opset and normal is reduce
+    assert normal == tuple(
+        tuple(step_of(s) for s in c.steps) for c in space.spec.opset(space.spec.cells[0].opset).candidates
+    )
+
+
 def test_a_network_reducing_past_1x1_is_a_check_error(load_text):
     with pytest.raises(SpaceError) as caught:
         load_text(TOO_DEEP)

@@ -264,12 +264,13 @@ class SupernetWalk(_ImageWalk):
         # recompute: what of a mixed edge the backward pass recomputes instead of keeping
         self.recompute = recompute
         self.run = RECOMPUTED_CANDIDATES[recompute]
-        self.candidates = {
-            cell.name: tuple(
-                tuple(step_of(s) for s in c.steps) for c in self.space.opset(cell.opset).candidates
-            )
-            for cell in self.space.cells
+        # Each cell's candidates as steps, made once per operation set: a large space has
+        # thousands of cells over a few sets (and `check_shapes` walks every compiled space).
+        steps = {
+            name: tuple(tuple(step_of(s) for s in c.steps) for c in self.space.opset(name).candidates)
+            for name in {cell.opset for cell in self.space.cells}
         }
+        self.candidates = {cell.name: steps[cell.opset] for cell in self.space.cells}
 
     def forward(self) -> Sym:
         t = self.t
