@@ -1,8 +1,11 @@
 """Seconds to check large spaces: valid ones, and files made of errors.
 
-`spacec check` parses, checks and builds the IR. Its cost must grow linearly with the input (issue
-12: a valid 5 MB space took 37 s, and 5 MB of repeated errors did not finish in 2 minutes). This
-script writes generated spaces of a few sizes and times each stage in this process:
+`spacec check` parses, checks, builds the IR and checks the sizes through the network
+(`spacec.load.compile_file`). Its cost must grow linearly with the input (issue 12: a valid 5 MB
+space took 37 s, and 5 MB of repeated errors did not finish in 2 minutes). This script writes
+generated spaces of a few sizes, times each stage in this process, and times the command itself
+(`python -m spacec check FILE` in a fresh process: with the interpreter's start, the imports and
+the exit, what a user waits for):
 
 * valid: a space in the style of the shipped ones (comments, aligned statements) scaled up in
   every direction at once: parameters computed from each other, large operation sets, many
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spacec import check, ir, parse  # noqa: E402
+from spacec import check, cost, ir, parse  # noqa: E402
 from spacec.errors import SpaceError  # noqa: E402
 from spacec.load import _Importer, read_source  # noqa: E402
 
@@ -169,6 +173,9 @@ def time_stages(path: Path) -> dict:
             started = time.perf_counter()
             built = ir.build(checked)
             figures["ir"] = time.perf_counter() - started
+            started = time.perf_counter()
+            cost.check_shapes(built, text)
+            figures["shapes"] = time.perf_counter() - started
             figures["cells"] = len(built.cells)
             figures["edges"] = sum(len(c.edges) for c in checked.cells)
         except SpaceError as error:
@@ -177,15 +184,28 @@ def time_stages(path: Path) -> dict:
             figures["rendered_lines"] = len(str(error).splitlines())
             figures["render"] = time.perf_counter() - started
             figures["shown"], figures["omitted"] = len(error.diagnostics), error.omitted
-    figures["total"] = sum(figures.get(k, 0.0) for k in ("read", "parse", "check", "ir", "render"))
+    figures["total"] = sum(
+        figures.get(k, 0.0) for k in ("read", "parse", "check", "ir", "shapes", "render")
+    )
     figures["cpu"] = time.process_time() - cpu
     return figures
+
+
+def time_command(path: Path) -> float:
+    """Wall seconds of `spacec check FILE` in a fresh interpreter (its exit status is 0 for a
+    valid space, 1 for a file of errors)."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "spacec", "check", str(path)], cwd=ROOT,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[1, 2.5, 5], help="MB")
     parser.add_argument("--kind", choices=["valid", "errors", "both"], default="both")
+    parser.add_argument("--no-command", dest="command", action="store_false",
+                        help="time the stages only, not `spacec check` in a fresh process")
     args = parser.parse_args(argv)
     kinds = ["valid", "errors"] if args.kind == "both" else [args.kind]
     parse.parser()  # built once per process; not part of any file's time
@@ -197,9 +217,12 @@ def main(argv: list[str] | None = None) -> None:
                 make = valid_space if kind == "valid" else error_space
                 path.write_text(make(int(size * MB)), encoding="utf-8")
                 f = time_stages(path)
+                if args.command:
+                    f["command"] = time_command(path)
                 mb = f["bytes"] / MB
                 stages = "  ".join(
-                    f"{k} {f[k]:.2f}s" for k in ("parse", "check", "ir", "render") if k in f
+                    f"{k} {f[k]:.2f}s" for k in ("parse", "check", "ir", "shapes", "render")
+                    if k in f
                 )
                 detail = (
                     f"{f['cells']} cells, {f['edges']} searched edges"
@@ -211,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(
                     f"  {mb:5.2f} MB ({tokens}{detail}): total {f['total']:.2f}s "
                     f"({f['total'] / mb:.2f} s/MB; CPU {f['cpu']:.2f}s)  [{stages}]"
+                    + (f"; spacec check {f['command']:.2f}s" if "command" in f else "")
                 )
 
 

@@ -53,3 +53,17 @@ def test_cost_model_plans_the_steps_each_method_runs(cost_model):
     assert ("gdas", "second") not in planned and ("snas", "second") not in planned
     assert ("random_ws", "weights") in planned
     assert {method for method, _ in planned} == set(cost_model.all_methods(["all"]))
+
+
+def test_check_large_times_every_stage_of_spacec_check_and_the_command(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import check_large
+
+    try:
+        check_large.main(["--sizes", "0.05"])
+    finally:
+        sys.modules.pop("check_large", None)
+    valid, errors = capsys.readouterr().out.split("errors spaces")
+    assert "searched edges" in valid and "errors shown" in errors
+    for stage in ("parse", "check", "ir", "shapes", "spacec check"):
+        assert f"{stage} " in valid, stage
