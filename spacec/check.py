@@ -572,14 +572,17 @@ class _Checker:
 
     def _cell(self, decl: ast.CellDecl, body: list) -> spec.Cell:
         groups: dict[str, list] = {}
-        own = {id(stmt) for stmt in decl.body}
+        own = None  # the cell's own statements (not inherited), by id: found when needed
         for stmt in body:
             group = _CELL_STATEMENT_GROUPS[type(stmt)]
-            if group in groups and group not in _REPEATABLE_GROUPS and id(stmt) in own:
-                self.error(
-                    stmt.span, f"cell '{decl.name.text}' has more than one '{group}' statement"
-                )
-                continue
+            if group in groups and group not in _REPEATABLE_GROUPS:
+                if own is None:
+                    own = {id(s) for s in decl.body}
+                if id(stmt) in own:
+                    self.error(
+                        stmt.span, f"cell '{decl.name.text}' has more than one '{group}' statement"
+                    )
+                    continue
             groups.setdefault(group, []).append(stmt)
         missing = [g for g in _REQUIRED_GROUPS if g not in groups]
         if missing:
@@ -614,7 +617,7 @@ class _Checker:
         norm = self._optional_step(
             groups.get("search_norm"), catalog.SEARCH_NORMS, "normalisation", "norm"
         )
-        reduction = any(s == 2 for s in strides.values())
+        reduction = 2 in strides.values()
         return spec.Cell(
             name=decl.name.text,
             inputs=inputs,
@@ -728,10 +731,11 @@ class _Checker:
                         for src in everything[start : order[dst]]:
                             add(src, dst, stmt.span, stmt.opset, stmt.span.line)
                 elif isinstance(stmt, ast.Edges):
-                    self._need_opset(stmt.opset)
+                    opset, line = stmt.opset, stmt.span.line
+                    self._need_opset(opset)
                     dst = target(stmt.target)
                     for source in stmt.sources:
-                        add(known(source), dst, source.span, stmt.opset, stmt.span.line)
+                        add(known(source), dst, source.span, opset, line)
                 else:
                     fixed.extend(self._fixed(stmt, known, target, order, strides))
             except _Invalid:
@@ -890,7 +894,7 @@ class _Checker:
             self.error(derive.span, "the derivation excludes every operation of the set")
         k = args["k"].value if "k" in args else 1
         if step.primitive == "topk":
-            incoming = Counter(e.dst for e in edges)
+            incoming = Counter(map(_DESTINATION, edges))
             short = [node for node in nodes if 0 < incoming[node] < k]
             if short:
                 count = incoming[short[0]]
@@ -1376,6 +1380,9 @@ def _call_key(call: ast.Call, table: Mapping[str, catalog.Signature]) -> tuple |
         else:
             return None
     return tuple(key)
+
+
+_DESTINATION = operator.attrgetter("dst")
 
 
 def _span_of(node) -> Span:

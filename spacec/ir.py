@@ -207,20 +207,30 @@ def lint(ir: IR) -> None:
 
 
 def _lint_cell(graph: nx.DiGraph) -> list[str]:
-    """What breaks the schema in one cell graph: one pass over the nodes and one over the edges
-    (the raw adjacency dicts, in the graph's edge order)."""
+    """What breaks the schema in one cell graph: one pass over the nodes, one over the
+    successors of each (the raw adjacency dicts, in the graph's edge order)."""
     messages = []
     nodes = dict(graph.nodes(data=True))
-    order = {node: data["order"] for node, data in nodes.items()}
-    inputs = {node for node, data in nodes.items() if data["role"] == "input"}
+    order = {}
+    inputs = set()
+    outputs = 0
+    for node, data in nodes.items():
+        order[node] = data["order"]
+        role = data["role"]
+        if role == "input":
+            inputs.add(node)
+        elif role == "output":
+            outputs += 1
     fed: set[str] = set()  # nodes with an incoming edge
     rows = []  # searched edges' α rows
     forward = True  # every edge goes forward in node order: then there is no cycle
     edge_messages = []
     for u, successors in graph.adjacency():
+        if not successors:
+            continue
+        fed.update(successors)
         u_order = order[u]
         for v, data in successors.items():
-            fed.add(v)
             kind = data["kind"]
             if u_order >= order[v]:
                 forward = False
@@ -232,9 +242,8 @@ def _lint_cell(graph: nx.DiGraph) -> list[str]:
                 edge_messages.append(f"stride 2 on edge {u} -> {v}, which does not leave an input")
     if not forward and not nx.is_directed_acyclic_graph(graph):
         messages.append("the cell graph has a cycle")
-    outputs = [n for n, d in nodes.items() if d["role"] == "output"]
-    if len(outputs) != 1:
-        messages.append(f"expected one output node, found {len(outputs)}")
+    if outputs != 1:
+        messages.append(f"expected one output node, found {outputs}")
     for node, data in nodes.items():
         role = data["role"]
         if role == "input" and node in fed:
