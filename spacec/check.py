@@ -97,6 +97,8 @@ class _Checker:
         # Operations whose definition failed, by set: still names of the set for later checks
         # (exclude, limit), so one bad definition does not make them look unknown.
         self.broken_ops: dict[str, set[str]] = {}
+        self.steps: dict[tuple, spec.Step] = {}  # valid steps by `_call_key`
+        self.known_operations: dict[str, frozenset[str]] = {}  # set -> `_known_operations`
 
     # -- reporting --
     def error(self, span: Span, message: str, hint: str = "") -> None:
@@ -237,47 +239,70 @@ class _Checker:
         return True
 
     def _number(self, expr: ast.Value) -> int | float:
-        return self._quantity(expr, integer=False).value
+        return self._evaluate(expr, False, False)[0]
 
     def _quantity(self, expr: ast.Value, integer: bool = True) -> spec.Quantity:
-        """Evaluate an expression over the parameters, keeping its Python rendering.
+        """Evaluate an expression over the parameters, keeping its Python rendering."""
+        return spec.Quantity(*self._evaluate(expr, integer))
 
-        Recursive: the parser bounds how deeply expressions nest (spacec.parse.MAX_NESTING)."""
-        quantity = self._evaluate(expr, integer)
-        problem = _out_of_range(quantity.value)
-        if problem:
-            self.fail(_span_of(expr), problem)
-        return quantity
+    def _evaluate(
+        self, expr: ast.Value, integer: bool, rendered: bool = True
+    ) -> tuple[int | float, str | None]:
+        """(value, Python rendering) of an expression, each node's value checked for range; the
+        rendering is None unless `rendered` (a parameter's value is all that is kept of it).
 
-    def _evaluate(self, expr: ast.Value, integer: bool) -> spec.Quantity:
-        if isinstance(expr, ast.Num):
-            if integer and not isinstance(expr.value, int):
-                self.fail(expr.span, f"expected an integer, got {expr.value}")
-            return spec.Quantity(expr.value, repr(expr.value))
-        if isinstance(expr, ast.Ref):
-            if ("param", expr.name) in self.failed:
-                raise _Invalid
-            if expr.name not in self.params:
-                self.fail(
-                    expr.span,
-                    f"unknown parameter '{expr.name}'",
-                    self.suggest(expr.name, self.params, "parameters"),
-                )
-            value = self.params[expr.name]
-            if integer and not isinstance(value, int):
-                self.fail(expr.span, f"parameter '{expr.name}' is {value}, expected an integer")
-            return spec.Quantity(value, expr.name)
-        if isinstance(expr, ast.Neg):
-            inner = self._quantity(expr.operand, integer)
-            return spec.Quantity(-inner.value, f"-{_wrap(inner.py)}")
-        if isinstance(expr, ast.BinOp):
-            left = self._quantity(expr.left, integer)
-            right = self._quantity(expr.right, integer)
-            if expr.op == "//" and right.value == 0:
-                self.fail(expr.span, "division by zero")
-            value = _OPERATORS[expr.op](left.value, right.value)
-            return spec.Quantity(value, f"{_wrap(left.py)} {expr.op} {_wrap(right.py)}")
-        self.fail(_span_of(expr), "expected a number or an integer expression")
+        Dispatched on the node's class through `_EVALUATORS` (a spanned error for anything
+        else). Recursive: the parser bounds how deeply expressions nest (MAX_NESTING)."""
+        evaluator = _EVALUATORS.get(expr.__class__)
+        if evaluator is None:
+            self.fail(_span_of(expr), "expected a number or an integer expression")
+        value, py = evaluator(self, expr, integer, rendered)
+        if not -MAX_INTEGER <= value <= MAX_INTEGER:  # else in range: the common case, quickly
+            problem = _out_of_range(value)
+            if problem:
+                self.fail(expr.span, problem)
+        return value, py
+
+    def _evaluate_num(self, expr: ast.Num, integer: bool, rendered: bool):
+        value = expr.value
+        if integer and not isinstance(value, int):
+            self.fail(expr.span, f"expected an integer, got {value}")
+        return value, repr(value) if rendered else None
+
+    def _evaluate_ref(self, expr: ast.Ref, integer: bool, rendered: bool):
+        name = expr.name
+        if ("param", name) in self.failed:
+            raise _Invalid
+        value = self.params.get(name)
+        if value is None:
+            self.fail(
+                expr.span,
+                f"unknown parameter '{name}'",
+                self.suggest(name, self.params, "parameters"),
+            )
+        if integer and not isinstance(value, int):
+            self.fail(expr.span, f"parameter '{name}' is {value}, expected an integer")
+        return value, name
+
+    def _evaluate_neg(self, expr: ast.Neg, integer: bool, rendered: bool):
+        value, py = self._evaluate(expr.operand, integer, rendered)
+        if not rendered:
+            return -value, None
+        return -value, f"-({py})" if " " in py else f"-{py}"
+
+    def _evaluate_binop(self, expr: ast.BinOp, integer: bool, rendered: bool):
+        left, left_py = self._evaluate(expr.left, integer, rendered)
+        right, right_py = self._evaluate(expr.right, integer, rendered)
+        op = expr.op
+        if op == "//" and right == 0:
+            self.fail(expr.span, "division by zero")
+        if not rendered:
+            return _OPERATORS[op](left, right), None
+        if " " in left_py:  # operands with an operator of their own are parenthesised
+            left_py = f"({left_py})"
+        if " " in right_py:
+            right_py = f"({right_py})"
+        return _OPERATORS[op](left, right), f"{left_py} {op} {right_py}"
 
     # -- imports and op sets --
     def _import(self, decl: ast.Import) -> None:
@@ -318,6 +343,7 @@ class _Checker:
     def _opset(self, decl: ast.OpSet) -> None:
         candidates: list[spec.Candidate] = []
         seen: dict[str, Span] = {}
+        step, primitives = self._step, catalog.PRIMITIVES
         for op in decl.ops:
             if op.name.text in seen:
                 self.error(
@@ -328,13 +354,13 @@ class _Checker:
                 continue
             seen[op.name.text] = op.name.span
             try:
-                steps = tuple(
-                    self._step(call, catalog.PRIMITIVES, "primitive") for call in op.steps
-                )
+                steps = tuple([step(call, primitives, "primitive") for call in op.steps])
             except _Invalid:
                 self.broken_ops.setdefault(decl.name.text, set()).add(op.name.text)
                 continue
-            if len(steps) > 1 and any(s.primitive in catalog.ZERO_PRIMITIVES for s in steps):
+            if len(steps) > 1 and not catalog.ZERO_PRIMITIVES.isdisjoint(
+                [s.primitive for s in steps]
+            ):
                 self.error(op.span, "'zero' cannot be composed with other operations")
                 self.broken_ops.setdefault(decl.name.text, set()).add(op.name.text)
                 continue
@@ -349,7 +375,24 @@ class _Checker:
             )
 
     def _step(self, call: ast.Call, table: Mapping[str, catalog.Signature], what: str) -> spec.Step:
-        """Validate a call against a catalogue table and evaluate its arguments."""
+        """Validate a call against a catalogue table and evaluate its arguments.
+
+        A call whose arguments are all literals or parameters is checked once per space: a valid
+        step is a function of the table, the name and those arguments (parameters are final once
+        `_params` ran), never of where the call is written, so a repeat (an operation written in
+        many sets) takes the first one's result. Failures are not kept: each is reported where
+        it is written."""
+        key = _call_key(call, table)
+        step = self.steps.get(key) if key is not None else None
+        if step is None:
+            step = self._check_step(call, table, what)
+            if key is not None:
+                self.steps[key] = step
+        return step
+
+    def _check_step(
+        self, call: ast.Call, table: Mapping[str, catalog.Signature], what: str
+    ) -> spec.Step:
         name = call.name.text
         if name not in table:
             self.fail(
@@ -529,14 +572,17 @@ class _Checker:
 
     def _cell(self, decl: ast.CellDecl, body: list) -> spec.Cell:
         groups: dict[str, list] = {}
-        own = {id(stmt) for stmt in decl.body}
+        own = None  # the cell's own statements (not inherited), by id: found when needed
         for stmt in body:
             group = _CELL_STATEMENT_GROUPS[type(stmt)]
-            if group in groups and group not in _REPEATABLE_GROUPS and id(stmt) in own:
-                self.error(
-                    stmt.span, f"cell '{decl.name.text}' has more than one '{group}' statement"
-                )
-                continue
+            if group in groups and group not in _REPEATABLE_GROUPS:
+                if own is None:
+                    own = {id(s) for s in decl.body}
+                if id(stmt) in own:
+                    self.error(
+                        stmt.span, f"cell '{decl.name.text}' has more than one '{group}' statement"
+                    )
+                    continue
             groups.setdefault(group, []).append(stmt)
         missing = [g for g in _REQUIRED_GROUPS if g not in groups]
         if missing:
@@ -571,7 +617,7 @@ class _Checker:
         norm = self._optional_step(
             groups.get("search_norm"), catalog.SEARCH_NORMS, "normalisation", "norm"
         )
-        reduction = any(s == 2 for s in strides.values())
+        reduction = 2 in strides.values()
         return spec.Cell(
             name=decl.name.text,
             inputs=inputs,
@@ -633,7 +679,9 @@ class _Checker:
         return strides
 
     def _cell_edges(self, decl, stmts, inputs, nodes, order, strides, node_spans):
-        searched: dict[tuple[str, str], tuple[str, int, Span]] = {}
+        searched: dict[tuple[str, str], Span] = {}  # (src, dst) -> where the edge is written
+        # Each searched edge as (dst's order, src's order, src, dst, set, line): sorted, α rows.
+        rows: list[tuple[int, int, str, str, str, int]] = []
         fixed: list[spec.FixedEdge] = []
         opsets: dict[str, Span] = {}
 
@@ -655,18 +703,22 @@ class _Checker:
             return dst
 
         def add(src: str, dst: str, src_span: Span, opset: ast.Name, line: int) -> None:
-            if order[src] >= order[dst]:
+            src_order, dst_order = order[src], order[dst]
+            if src_order >= dst_order:
                 self.error(
                     src_span,
                     f"edge {src} -> {dst} goes from a later node to an earlier one",
                     "cells are DAGs of ordered nodes: an edge must leave an earlier node",
                 )
                 return
-            if (src, dst) in searched:
+            edge = (src, dst)
+            if edge in searched:
                 self.error(src_span, f"duplicate edge {src} -> {dst}")
                 return
-            searched[(src, dst)] = (opset.text, line, src_span)
-            opsets.setdefault(opset.text, opset.span)
+            searched[edge] = src_span
+            rows.append((dst_order, src_order, src, dst, opset.text, line))
+            if opset.text not in opsets:
+                opsets[opset.text] = opset.span
 
         broken = False
         for stmt in stmts:
@@ -674,14 +726,16 @@ class _Checker:
                 if isinstance(stmt, ast.DenseEdges):
                     start = order[known(stmt.start)] if stmt.start else 0
                     self._need_opset(stmt.opset)
+                    everything = inputs + nodes
                     for dst in nodes:
-                        for src in (inputs + nodes)[start : order[dst]]:
+                        for src in everything[start : order[dst]]:
                             add(src, dst, stmt.span, stmt.opset, stmt.span.line)
                 elif isinstance(stmt, ast.Edges):
-                    self._need_opset(stmt.opset)
+                    opset, line = stmt.opset, stmt.span.line
+                    self._need_opset(opset)
                     dst = target(stmt.target)
                     for source in stmt.sources:
-                        add(known(source), dst, source.span, stmt.opset, stmt.span.line)
+                        add(known(source), dst, source.span, opset, line)
                 else:
                     fixed.extend(self._fixed(stmt, known, target, order, strides))
             except _Invalid:
@@ -702,7 +756,7 @@ class _Checker:
             for src in edge.sources:
                 if (src, edge.dst) in searched:
                     self.error(
-                        searched[(src, edge.dst)][2],
+                        searched[(src, edge.dst)],
                         f"edge {src} -> {edge.dst} is both searched and fixed",
                     )
         self._check_fixed_strides(opset, searched, strides)
@@ -716,12 +770,12 @@ class _Checker:
                 f"node{'s' if len(unfed) > 1 else ''} {shown}{more} of cell '{decl.name.text}' "
                 f"ha{'ve' if len(unfed) > 1 else 's'} no incoming edge",
             )
-        rows = sorted(searched, key=lambda e: (order[e[1]], order[e[0]]))
+        rows.sort()  # by destination, then source, in node order (no two rows tie)
         edges = tuple(
-            spec.Edge(
-                src, dst, searched[(src, dst)][0], strides.get(src, 1), searched[(src, dst)][1]
-            )
-            for src, dst in rows
+            [
+                spec.Edge(src, dst, opset_name, strides.get(src, 1), line)
+                for _, _, src, dst, opset_name, line in rows
+            ]
         )
         return edges, tuple(fixed), opset
 
@@ -739,7 +793,7 @@ class _Checker:
                 mismatch[fixed_stride] = next(
                     (
                         (src, dst, span)
-                        for (src, dst), (_, _, span) in searched.items()
+                        for (src, dst), span in searched.items()
                         if strides.get(src, 1) != fixed_stride
                     ),
                     None,
@@ -826,8 +880,7 @@ class _Checker:
     ) -> spec.Rule:
         step = self._step(derive.rule, catalog.DERIVE_RULES, "derivation rule")
         args = step.kwargs()
-        # Names of the set, with those whose definition failed (already reported).
-        known = set(opset.names) | self.broken_ops.get(opset.name, set())
+        known = self._known_operations(opset)
         exclude = []
         for op, span in args.get("exclude", ()):
             if op not in known:
@@ -841,7 +894,7 @@ class _Checker:
             self.error(derive.span, "the derivation excludes every operation of the set")
         k = args["k"].value if "k" in args else 1
         if step.primitive == "topk":
-            incoming = Counter(e.dst for e in edges)
+            incoming = Counter(map(_DESTINATION, edges))
             short = [node for node in nodes if 0 < incoming[node] < k]
             if short:
                 count = incoming[short[0]]
@@ -870,6 +923,15 @@ class _Checker:
             limited.setdefault(limit.op.text, limit.op.span)
             checked_limits.append((limit.op.text, limit.most))
         return spec.Rule(step.primitive, k, tuple(exclude), tuple(checked_limits))
+
+    def _known_operations(self, opset: spec.OpSet) -> frozenset[str]:
+        """The names of a set, with those whose definition failed (already reported): once per
+        set, as both are final before any cell is checked."""
+        known = self.known_operations.get(opset.name)
+        if known is None:
+            known = frozenset(opset.names) | self.broken_ops.get(opset.name, set())
+            self.known_operations[opset.name] = known
+        return known
 
     def _optional_step(self, stmts, table, what: str, attr: str) -> spec.Step | None:
         if not stmts:
@@ -1280,9 +1342,13 @@ _OPERATORS: dict[str, Callable[[int | float, int | float], int | float]] = {
     "//": operator.floordiv,
 }
 
-
-def _wrap(py: str) -> str:
-    return f"({py})" if " " in py else py
+# How `_Checker._evaluate` computes each kind of expression node (value, Python rendering).
+_EVALUATORS: dict[type, Callable[[_Checker, typing.Any, bool, bool], tuple]] = {
+    ast.Num: _Checker._evaluate_num,
+    ast.Ref: _Checker._evaluate_ref,
+    ast.Neg: _Checker._evaluate_neg,
+    ast.BinOp: _Checker._evaluate_binop,
+}
 
 
 def _out_of_range(value: int | float) -> str:
@@ -1295,6 +1361,28 @@ def _out_of_range(value: int | float) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return f"{value} is not a finite number"
     return ""
+
+
+def _call_key(call: ast.Call, table: Mapping[str, catalog.Signature]) -> tuple | None:
+    """What a valid step of `call` depends on, when every argument is a number or a name: the
+    table, the name, and each argument as (name, number's type, number) or (name, name given):
+    3 and 3.0 would be equal keys without the type, and `k` and 3 render differently even where
+    k = 3. None for any other argument (an expression; a list of names, whose step keeps the
+    names' positions)."""
+    key = [id(table), call.name.text]
+    for arg in call.args:
+        value = arg.value
+        cls = value.__class__
+        if cls is ast.Num:
+            key.append((arg.name.text, value.value.__class__, value.value))
+        elif cls is ast.Ref:
+            key.append((arg.name.text, value.name))  # two items: a number's have three
+        else:
+            return None
+    return tuple(key)
+
+
+_DESTINATION = operator.attrgetter("dst")
 
 
 def _span_of(node) -> Span:

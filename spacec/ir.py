@@ -60,7 +60,10 @@ def build(space: spec.Space) -> IR:
 
 def cell_graph(cell: spec.Cell, space: spec.Space) -> nx.DiGraph:
     opset = space.opset(cell.opset)
-    graph = nx.DiGraph(
+    graph = nx.DiGraph()
+    # Set, not passed to DiGraph(): networkx's backend dispatch of keyword arguments costs more
+    # than the rest of a small cell's graph.
+    graph.graph.update(
         name=cell.name,
         line=cell.line,
         inputs=cell.inputs,
@@ -80,36 +83,46 @@ def cell_graph(cell: spec.Cell, space: spec.Space) -> nx.DiGraph:
         share=_step_tuple(cell.share),
         search_norm=_step_tuple(cell.search_norm),
     )
-    for order, name in enumerate(cell.inputs + cell.nodes):
-        graph.add_node(name, role="input" if name in cell.inputs else "intermediate", order=order)
-    graph.add_node(OUTPUT, role="output", order=len(cell.inputs) + len(cell.nodes))
-    for fixed in cell.fixed:
-        for source in fixed.sources:
-            graph.add_edge(
-                source,
-                fixed.dst,
-                kind="fixed",
-                steps=tuple(_step_tuple(s) for s in fixed.steps),
-                joint=fixed.sources if fixed.joint else None,
-                stride=fixed.stride,
-                line=fixed.line,
-            )
-    graph.add_edges_from(
+    inputs = cell.inputs
+    add_node = graph.add_node  # one call per node: cheaper than add_nodes_from's (node, data)
+    for order, name in enumerate(inputs + cell.nodes):
+        add_node(name, role="input" if name in inputs else "intermediate", order=order)
+    add_node(OUTPUT, role="output", order=len(inputs) + len(cell.nodes))
+    # Every edge in one call, in the order the schema lists them: fixed, searched, output.
+    edges = [
+        (
+            source,
+            fixed.dst,
+            {
+                "kind": "fixed",
+                "steps": tuple([_step_tuple(s) for s in fixed.steps]),
+                "joint": fixed.sources if fixed.joint else None,
+                "stride": fixed.stride,
+                "line": fixed.line,
+            },
+        )
+        for fixed in cell.fixed
+        for source in fixed.sources
+    ]
+    ops = opset.names
+    shared = cell.share is not None
+    edges += [
         (
             edge.src,
             edge.dst,
             {
                 "kind": "searched",
                 "row": row,
-                "ops": opset.names,
+                "ops": ops,
                 "stride": edge.stride,
-                "shared": edge.dst if cell.share else None,
+                "shared": edge.dst if shared else None,
                 "line": edge.line,
             },
         )
         for row, edge in enumerate(cell.edges)
-    )
-    graph.add_edges_from((node, OUTPUT, {"kind": "output"}) for node in cell.output)
+    ]
+    edges += [(node, OUTPUT, {"kind": "output"}) for node in cell.output]
+    graph.add_edges_from(edges)
     return graph
 
 
@@ -194,33 +207,53 @@ def lint(ir: IR) -> None:
 
 
 def _lint_cell(graph: nx.DiGraph) -> list[str]:
+    """What breaks the schema in one cell graph: one pass over the nodes, one over the
+    successors of each (the raw adjacency dicts, in the graph's edge order)."""
     messages = []
     nodes = dict(graph.nodes(data=True))
-    edges = list(graph.edges(data=True))
-    # Edges that all go forward in node order make no cycle; only a graph with one that does
-    # not is searched for a cycle.
-    forward = all(nodes[u]["order"] < nodes[v]["order"] for u, v, _ in edges)
+    order = {}
+    inputs = set()
+    outputs = 0
+    for node, data in nodes.items():
+        order[node] = data["order"]
+        role = data["role"]
+        if role == "input":
+            inputs.add(node)
+        elif role == "output":
+            outputs += 1
+    fed: set[str] = set()  # nodes with an incoming edge
+    rows = []  # searched edges' α rows
+    forward = True  # every edge goes forward in node order: then there is no cycle
+    edge_messages = []
+    for u, successors in graph.adjacency():
+        if not successors:
+            continue
+        fed.update(successors)
+        u_order = order[u]
+        for v, data in successors.items():
+            kind = data["kind"]
+            if u_order >= order[v]:
+                forward = False
+                if kind != "output":
+                    edge_messages.append(f"edge {u} -> {v} goes backwards")
+            if kind == "searched":
+                rows.append(data["row"])
+            if data.get("stride", 1) == 2 and u not in inputs:
+                edge_messages.append(f"stride 2 on edge {u} -> {v}, which does not leave an input")
     if not forward and not nx.is_directed_acyclic_graph(graph):
         messages.append("the cell graph has a cycle")
-    outputs = [n for n, d in nodes.items() if d["role"] == "output"]
-    if len(outputs) != 1:
-        messages.append(f"expected one output node, found {len(outputs)}")
-    pred = graph.pred
+    if outputs != 1:
+        messages.append(f"expected one output node, found {outputs}")
     for node, data in nodes.items():
-        fed = len(pred[node])
-        if data["role"] == "input" and fed:
+        role = data["role"]
+        if role == "input" and node in fed:
             messages.append(f"input '{node}' has incoming edges")
-        if data["role"] == "intermediate" and not fed:
+        if role == "intermediate" and node not in fed:
             messages.append(f"node '{node}' has no incoming edge")
-    rows = sorted(d["row"] for _, _, d in edges if d["kind"] == "searched")
+    rows.sort()
     if rows != list(range(len(rows))):
         messages.append("α rows are not numbered 0 .. n-1")
-    for u, v, data in edges:
-        if data["kind"] != "output" and nodes[u]["order"] >= nodes[v]["order"]:
-            messages.append(f"edge {u} -> {v} goes backwards")
-        if data.get("stride", 1) == 2 and nodes[u]["role"] != "input":
-            messages.append(f"stride 2 on edge {u} -> {v}, which does not leave an input")
-    return messages
+    return messages + edge_messages
 
 
 def _lint_layout(ir: IR) -> list[Diagnostic]:
