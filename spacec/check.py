@@ -1368,7 +1368,14 @@ def _call_key(call: ast.Call, table: Mapping[str, catalog.Signature]) -> tuple |
     table, the name, and each argument as (name, number's type, number) or (name, name given):
     3 and 3.0 would be equal keys without the type, and `k` and 3 render differently even where
     k = 3. None for any other argument (an expression; a list of names, whose step keeps the
-    names' positions)."""
+    names' positions, and a call whose step would take a default list of names, which the
+    checker writes at the call's position)."""
+    signature = table.get(call.name.text)
+    if signature is not None and signature.defaults and any(
+        value and signature.args[name] == catalog.NAMES
+        for name, value in signature.defaults.items()
+    ):
+        return None
     key = [id(table), call.name.text]
     for arg in call.args:
         value = arg.value

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from spacec import check, parse, spec
-from spacec.errors import SpaceError
+from spacec import ast, catalog, check, parse, spec
+from spacec.errors import SpaceError, Span
 
 SETS = """\
 param k = 3
@@ -85,3 +85,16 @@ def test_a_call_checked_against_one_table_is_checked_again_against_another():
     [error] = caught.value.diagnostics
     assert error.message == "unknown stem block 'sep_conv'"
     assert (error.span.line, error.span.column) == (14, 10)
+
+
+def test_a_call_whose_default_is_a_list_of_names_is_not_shared(monkeypatch):
+    """The checker writes a default at the call's position, and a list of names keeps its
+    positions in the step: two such calls must not share one step."""
+    rule = catalog.DERIVE_RULES["argmax"]
+    with_names = catalog.Signature(rule.args, defaults={"exclude": ("none",)}, doc=rule.doc)
+    monkeypatch.setitem(catalog.DERIVE_RULES, "argmax", with_names)
+    at = Span("t.space", 1, 1)
+    argmax = ast.Call(ast.Name("argmax", at), (), at)
+    assert check._call_key(argmax, catalog.DERIVE_RULES) is None
+    topk = ast.Call(ast.Name("topk", at), (ast.Arg(ast.Name("k", at), ast.Num(2, at)),), at)
+    assert check._call_key(topk, catalog.DERIVE_RULES) is not None
