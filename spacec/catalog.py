@@ -163,6 +163,15 @@ BLOCK_TABLES: dict[str, dict[str, Signature]] = {
     "auxiliary head": AUXILIARY_HEADS,
 }
 
+# The block table of each network setting whose value is a block (NETWORK_SETTINGS' roles).
+SETTING_BLOCKS: dict[str, dict[str, Signature]] = {
+    "stem": STEMS,
+    "preprocess": PREPROCESS,
+    "reduce_input": REDUCE_INPUTS,
+    "head": HEADS,
+    "auxiliary": AUXILIARY_HEADS,
+}
+
 # Network kinds and their settings: key -> (role, required).
 NETWORK_SETTINGS: dict[str, dict[str, tuple[str, bool]]] = {
     "image_classifier": {

@@ -1158,13 +1158,7 @@ class _Checker:
             if not value.items:
                 self.fail(value.span, "a stem list needs at least one stem")
             return tuple(self._setting_value("stem", item, cells) for item in value.items)
-        table = {
-            "stem": catalog.STEMS,
-            "preprocess": catalog.PREPROCESS,
-            "reduce_input": catalog.REDUCE_INPUTS,
-            "head": catalog.HEADS,
-            "auxiliary": catalog.AUXILIARY_HEADS,
-        }[role]
+        table = catalog.SETTING_BLOCKS[role]
         call = value if isinstance(value, ast.Call) else _as_call(value)
         if call is None:
             self.fail(_span_of(value), f"expected a {role} block, e.g. {next(iter(table))}(...)")

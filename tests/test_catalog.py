@@ -165,3 +165,10 @@ def test_compiler_does_not_import_torch():
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_every_block_setting_names_one_of_the_block_tables():
+    roles = {role for settings in catalog.NETWORK_SETTINGS.values() for role, _ in settings.values()}
+    assert roles - {"int", "cell", "decoder"} == set(catalog.SETTING_BLOCKS)
+    tables = [id(table) for table in BLOCK_TABLES.values()]
+    assert all(id(table) in tables for table in catalog.SETTING_BLOCKS.values())
