@@ -288,7 +288,7 @@ class _Checker:
         value, py = self._evaluate(expr.operand, integer, rendered)
         if not rendered:
             return -value, None
-        return -value, f"-({py})" if " " in py else f"-{py}"
+        return -value, f"-{_wrap(py)}"
 
     def _evaluate_binop(self, expr: ast.BinOp, integer: bool, rendered: bool):
         left, left_py = self._evaluate(expr.left, integer, rendered)
@@ -298,11 +298,7 @@ class _Checker:
             self.fail(expr.span, "division by zero")
         if not rendered:
             return _OPERATORS[op](left, right), None
-        if " " in left_py:  # operands with an operator of their own are parenthesised
-            left_py = f"({left_py})"
-        if " " in right_py:
-            right_py = f"({right_py})"
-        return _OPERATORS[op](left, right), f"{left_py} {op} {right_py}"
+        return _OPERATORS[op](left, right), f"{_wrap(left_py)} {op} {_wrap(right_py)}"
 
     # -- imports and op sets --
     def _import(self, decl: ast.Import) -> None:
@@ -1335,6 +1331,11 @@ _OPERATORS: dict[str, Callable[[int | float, int | float], int | float]] = {
     "*": operator.mul,
     "//": operator.floordiv,
 }
+
+def _wrap(py: str) -> str:
+    """An operand's rendering, parenthesised where it has an operator of its own."""
+    return f"({py})" if " " in py else py
+
 
 # How `_Checker._evaluate` computes each kind of expression node (value, Python rendering).
 _EVALUATORS: dict[type, Callable[[_Checker, typing.Any, bool, bool], tuple]] = {

@@ -591,10 +591,7 @@ class _Builder:
         return v
 
     def int_lit(self, v, start, end):
-        ((digits, _),) = v
-        if len(digits) > MAX_DIGITS:
-            self._int(v[0])  # refused
-        return _NUM(int(digits), self.span(start, end))
+        return _NUM(self._int(v[0]), self.span(start, end))
 
     def float_lit(self, v, start, end):
         return ast.Num(float(v[0][0]), self.span(start, end))
@@ -645,16 +642,9 @@ class _Builder:
         return node
 
     def call(self, v, start, end):
-        if len(v) == 1:
-            return _CALL(self._name(v[0]), (), self.span(start, end))
         args = tuple(v[1:])
         node = _CALL(self._name(v[0]), args, self.span(start, end))
-        depths = self.depths
-        deeper = 1 + max([depths[id(arg)] for arg in args])  # every `arg` records its depth
-        if deeper > MAX_NESTING:
-            raise self._too_deep(node.span)
-        depths[id(node)] = deeper
-        return node
+        return self._nested(node, self._depth(args)) if args else node
 
     def bare_call(self, v, start, end):
         name = self._name(v[0])
