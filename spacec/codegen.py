@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
 import networkx as nx
 
 from spacec import __version__, spec
@@ -32,6 +32,9 @@ from spacec import ir as irmod
 from spacec.arch.derive import check_genotype
 from spacec.arch.genotype import GenotypeError
 from spacec.arch.rules import cell_rules, rule_fields
+
+if TYPE_CHECKING:
+    import jinja2
 
 TEMPLATES = {
     "image_classifier": "supernet_image.py.j2",
@@ -41,6 +44,8 @@ TEMPLATES = {
 
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
+    import jinja2  # here: `spacec check` and the runtime's imports need no templates
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("spacec", "templates"),
         undefined=jinja2.StrictUndefined,

@@ -4,9 +4,11 @@ Building the AST only turns tokens into values; it validates nothing, so every s
 lives in `spacec.check`. Syntax errors become a `SpaceError` pointing at the offending token.
 
 Lark analyses grammars/space.lark (the one definition of the language: its terminals, rules and
-LALR(1) tables, built once per process); this module runs those tables itself, because Lark's
-parse loop, its Token objects (str subclasses) and its tree-building callbacks cost several times
-more per token than the rest of the compiler together:
+LALR(1) tables); this module runs those tables itself, because Lark's parse loop, its Token
+objects (str subclasses) and its tree-building callbacks cost several times more per token than
+the rest of the compiler together. The tables are kept as JSON in the user's cache directory
+(`parser`), so that a command needs neither Lark's import nor its analysis unless the grammar
+changed:
 
 * `_Lexer` reads the whole text with one compiled pattern (whitespace and comments skipped inside
   it, one named group per terminal), so a token costs one step of `re.finditer`. It reads what
@@ -38,24 +40,23 @@ from __future__ import annotations
 import dataclasses
 import gc
 import hashlib
+import json
 import os
 import re
-import sys
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from importlib import resources
-from operator import itemgetter
 from pathlib import Path
-
-from lark import Lark
-from lark import __version__ as lark_version
-from lark.grammar import Rule
-from lark.parsers.lalr_analysis import Shift
+from typing import TYPE_CHECKING
 
 from spacec import ast
 from spacec.errors import Diagnostic, SpaceError, Span
+from spacec.files import FileError, atomic_write_text
+
+if TYPE_CHECKING:
+    from lark import Lark
 
 GRAMMAR_FILE = "space.lark"
 
@@ -90,6 +91,8 @@ def grammar_text() -> str:
 def lark_parser(**options) -> Lark:
     """Lark's LALR(1) parser of the grammar, with its contextual lexer: the source of the tables
     `_Parser` runs, and (with a parse tree) the reference the tests compare it with."""
+    from lark import Lark
+
     return Lark(grammar_text(), parser="lalr", lexer="contextual", strict=True,
                 keep_all_tokens=True,  # keywords and punctuation place their statements
                 maybe_placeholders=True, **options)  # fmt: skip
@@ -97,25 +100,112 @@ def lark_parser(**options) -> Lark:
 
 @lru_cache(maxsize=1)
 def parser() -> _Parser:
-    """The parser, built once per process from Lark's analysis of the grammar, which is kept
-    between processes in the user's cache directory (Lark's `cache`, checked against the
-    grammar's hash; a cache that cannot be written or read is analysed afresh)."""
-    cache = _cache_file()
-    return _Parser(lark_parser(cache=str(cache)) if cache else lark_parser())
+    """The parser, built once per process from Lark's analysis of the grammar (`tables`), which
+    is kept between processes as JSON in the user's cache directory, so that a command neither
+    imports Lark nor analyses the grammar (a cache that is missing, damaged or for another
+    grammar is analysed afresh and written again; one that cannot be written is not kept)."""
+    grammar = grammar_text()
+    cache = _cache_file(grammar)
+    saved = _read_tables(cache, grammar) if cache else None
+    if saved is not None:
+        try:
+            return _Parser(saved)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, re.error):
+            pass  # not tables this version wrote: analysed again below
+    analysed = tables(lark_parser(), grammar)
+    if cache:
+        _write_tables(cache, analysed)
+    return _Parser(analysed)
 
 
-def _cache_file() -> Path | None:
-    """Where Lark keeps its analysis of the grammar: a directory of the user's own (its pickle is
-    loaded, so never a shared place such as /tmp), named by the grammar, Lark and Python."""
+# Bumped whenever the saved tables change shape: older files are then not read.
+_TABLES_FORMAT = 1
+
+
+def tables(lark: Lark, grammar: str) -> dict:
+    """What `_Parser` needs from Lark's analysis of the grammar, as plain JSON data:
+
+    * `terminals`: each terminal's name, pattern (`kind` "str": fixed text, else a regular
+      expression), the regular expression that matches it, its priority and widest match;
+    * `states`: the LALR(1) table, state -> symbol -> ["shift", state] (for a rule: the state
+      after reducing it) or ["reduce", index in `rules`];
+    * `rules`: each rule's name, alias, whether it is a `?rule`, and its symbols as
+      [name, is a terminal]."""
+    from lark.parsers.lalr_analysis import Shift
+
+    table = lark.parser.parser.parser.parse_table
+    rules: list = []
+    numbered: dict = {}
+    states = {}
+    for state, actions in table.states.items():
+        row = {}
+        for symbol, (action, target) in actions.items():
+            if action is Shift:
+                row[symbol] = ["shift", target]
+                continue
+            if target not in numbered:
+                numbered[target] = len(rules)
+                rules.append({
+                    "name": target.origin.name,
+                    "alias": target.alias,
+                    "expand1": bool(target.options.expand1),
+                    "expansion": [[part.name, part.is_term] for part in target.expansion],
+                })  # fmt: skip
+            row[symbol] = ["reduce", numbered[target]]
+        states[str(state)] = row
+    terminals = [
+        {
+            "name": t.name,
+            "kind": t.pattern.type,
+            "value": t.pattern.value,
+            "regexp": t.pattern.to_regexp(),
+            "priority": t.priority,
+            "max_width": t.pattern.max_width,
+        }
+        for t in lark.terminals
+    ]
+    return {
+        "format": _TABLES_FORMAT,
+        "grammar": _digest(grammar),
+        "terminals": terminals,
+        "ignore": sorted(lark.lexer_conf.ignore),
+        "start": table.start_states[_START],
+        "end": table.end_states[_START],
+        "rules": rules,
+        "states": states,
+    }
+
+
+def _digest(grammar: str) -> str:
+    return hashlib.sha256(grammar.encode("utf-8")).hexdigest()
+
+
+def _cache_file(grammar: str) -> Path | None:
+    """Where the grammar's tables are kept: a directory of the user's own, named by the grammar
+    and the tables' format."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    digest = hashlib.sha256(grammar_text().encode("utf-8")).hexdigest()[:16]
     folder = Path(base) / "spacec"
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError:
         return None
-    python = "".join(map(str, sys.version_info[:2]))
-    return folder / f"grammar-{digest}-lark{lark_version}-py{python}.pickle"
+    return folder / f"grammar-{_digest(grammar)[:16]}-tables{_TABLES_FORMAT}.json"
+
+
+def _read_tables(cache: Path, grammar: str) -> dict | None:
+    try:
+        saved = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("format") != _TABLES_FORMAT:
+        return None
+    return saved if saved.get("grammar") == _digest(grammar) else None
+
+
+def _write_tables(cache: Path, analysed: dict) -> None:
+    """Write the tables whole or not at all: another process may be reading them."""
+    with suppress(FileError):  # not kept: the next process analyses the grammar again
+        atomic_write_text(cache, json.dumps(analysed))
 
 
 def parse(text: str, path: str = "<string>") -> ast.SpaceFile:
@@ -169,8 +259,8 @@ def unexpected_token(span: Span, found: str | None, expected: Iterable[str]) -> 
 def _label(terminal: str) -> str:
     if terminal in _TERMINAL_LABELS:
         return _TERMINAL_LABELS[terminal]
-    pattern = parser().lark.get_terminal(terminal).pattern
-    return f"'{pattern.value}'" if pattern.type == "str" else terminal.lower()
+    found = parser().lexer.terminals[terminal]
+    return f"'{found.value}'" if found.kind == "str" else terminal.lower()
 
 
 def _or_list(words: list[str]) -> str:
@@ -180,6 +270,19 @@ def _or_list(words: list[str]) -> str:
 
 
 # ---- the lexer ---------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Terminal:
+    """A terminal of the grammar, as Lark's analysis defines it: `kind` "str" for fixed text
+    (`value`), else "re" (`value` is the pattern); `regexp` matches it either way."""
+
+    name: str
+    kind: str
+    value: str
+    regexp: str
+    priority: int
+    max_width: int
+
+
 class _Lexer:
     """Reads tokens as Lark's contextual lexer does, with one pattern for the whole text.
 
@@ -195,23 +298,23 @@ class _Lexer:
     END_GROUP = "end_of_text"
     STRAY_GROUP = "stray"
 
-    def __init__(self, terminals: Iterable, ignore: Iterable[str]):
+    def __init__(self, terminals: Iterable[Terminal], ignore: Iterable[str]):
         self.terminals = {t.name: t for t in terminals}
         self.ignore = frozenset(ignore)
-        word = self.terminals[_WORD].pattern.to_regexp()
+        word = self.terminals[_WORD].regexp
         self.keywords = {
-            t.pattern.value: t.name
+            t.value: t.name
             for t in self.terminals.values()
-            if t.pattern.type == "str" and re.fullmatch(word, t.pattern.value)
+            if t.kind == "str" and re.fullmatch(word, t.value)
         }
         self.keyword_names = frozenset(self.keywords.values())
         self.scanners: dict[frozenset[str], re.Pattern] = {}
         self.everything = self._scanner(frozenset(self.terminals))
-        skipped = "|".join(t.pattern.to_regexp() for t in self._ordered(self.ignore))
+        skipped = "|".join(t.regexp for t in self._ordered(self.ignore))
         groups = self._ordered(self._scanned(frozenset(self.terminals)) - self.ignore)
         self.tokens = re.compile(
             f"(?:{skipped})*+(?:"  # possessive: skipping never backtracks
-            + "".join(f"(?P<{t.name}>{t.pattern.to_regexp()})|" for t in groups)
+            + "".join(f"(?P<{t.name}>{t.regexp})|" for t in groups)
             + rf"(?P<{self.END_GROUP}>\Z)|(?P<{self.STRAY_GROUP}>(?s:.)))"
         )
 
@@ -219,7 +322,7 @@ class _Lexer:
         """Terminals in the order Lark's lexer tries them."""
         return sorted(
             (self.terminals[name] for name in names),
-            key=lambda t: (-t.priority, -t.pattern.max_width, -len(t.pattern.value), t.name),
+            key=lambda t: (-t.priority, -t.max_width, -len(t.value), t.name),
         )
 
     def _scanned(self, accepts: frozenset[str]) -> set[str]:
@@ -235,7 +338,7 @@ class _Lexer:
         if scanner is None:
             scanner = re.compile(
                 "|".join(
-                    f"(?P<{t.name}>{t.pattern.to_regexp()})"
+                    f"(?P<{t.name}>{t.regexp})"
                     for t in self._ordered(self._scanned(accepts))
                 )
             )
@@ -259,10 +362,12 @@ class _Lexer:
 
 
 # ---- the LALR(1) loop ----------------------------------------------------------------------------
-# What a reduction does (`_Parser.plans`): pop `size` entries, go to `goto[state below]`, and
-# unless `gather` is None (a rule that passes its one child on) push `gather(children)`, through
-# `build(builder, values, start, end)` for a rule that makes a node.
-Plan = tuple[int, dict[int, int], Callable | None, Callable | None]
+# What a reduction does (`_Parser.plans`): pop `size` states and the `count` values its children
+# carry (keywords and punctuation carry none, so they push none), go to `goto[state below]`, and
+# push the children's values through `gather` (unless None: the list as it is) and `build`
+# (`build(builder, values, start, end)`, for a rule that makes a node). A rule that only passes
+# its one child on (`?rule`) has `count` -1: its child's value stays.
+Plan = tuple[int, int, dict[int, int], Callable | None, Callable | None]
 
 
 class _Parser:
@@ -273,13 +378,17 @@ class _Parser:
     (keywords, punctuation), else `<TERMINAL>`; `$END` at the end of the input.
     """
 
-    def __init__(self, lark: Lark):
-        self.lark = lark
-        self.lexer = _Lexer(lark.terminals, lark.lexer_conf.ignore)
-        table = lark.parser.parser.parser.parse_table
-        self.table = table.states  # Lark's own, for the expected terminals of an error
-        self.start_state = table.start_states[_START]
-        self.end_state = table.end_states[_START]
+    def __init__(self, tables: dict):
+        """`tables`: the grammar's analysis (see `tables`)."""
+        self.lexer = _Lexer([Terminal(**t) for t in tables["terminals"]], tables["ignore"])
+        states = {int(state): actions for state, actions in tables["states"].items()}
+        # For the expected terminals of an error: state -> the terminals it accepts.
+        self.expected = {
+            state: [symbol for symbol in actions if symbol.isupper()]
+            for state, actions in states.items()
+        }
+        self.start_state = tables["start"]
+        self.end_state = tables["end"]
         self.keys = {name: self._key(name) for name in self.lexer.terminals}
         self.keys[_END] = _END
         assert len(set(self.keys.values())) == len(self.keys), "two terminals share a key"
@@ -287,55 +396,59 @@ class _Parser:
         self.group_keys[_Lexer.END_GROUP] = _END
         self.group_keys[_Lexer.STRAY_GROUP] = f"<{_Lexer.STRAY_GROUP}>"
 
-        self.plans: list[Plan] = []
-        planned: dict[Rule, int] = {}
+        rules = tables["rules"]
         gotos: dict[str, dict[int, int]] = {}
-        for state, actions in table.states.items():
+        for state, actions in states.items():
             for symbol, (_, target) in actions.items():
                 if not symbol.isupper():  # a rule: where the parser goes after reducing it
                     gotos.setdefault(symbol, {})[state] = target
-        self.rows: list[dict[str, int]] = [{} for _ in range(max(table.states) + 1)]
-        for state, actions in table.states.items():
+        self.plans: list[Plan] = []
+        planned: dict[int, int] = {}  # index in `rules` -> index in `plans`
+        self.rows: list[dict[str, int]] = [{} for _ in range(max(states) + 1)]
+        for state, actions in states.items():
             row = self.rows[state]
             for symbol, (action, target) in actions.items():
                 if not symbol.isupper():
                     continue
-                if action is Shift:
+                if action == "shift":
                     row[self.keys[symbol]] = target
-                else:
+                elif action == "reduce":
                     if target not in planned:
                         planned[target] = len(self.plans)
-                        self.plans.append(self._plan(target, gotos[target.origin.name]))
+                        rule = rules[target]
+                        self.plans.append(self._plan(rule, gotos[rule["name"]]))
                     row[self.keys[symbol]] = ~planned[target]
-        self.accepts = {state: frozenset(actions) for state, actions in table.states.items()}
+                else:
+                    raise ValueError(f"unknown action {action!r}")
+        self.accepts = {state: frozenset(actions) for state, actions in states.items()}
         # (state below, state on top, lookahead key) -> where a chain of `?rule`s ends
         self.units: dict[tuple[int, int, str], tuple[int, int | None]] = {}
 
     def _key(self, terminal: str) -> str:
-        pattern = self.lexer.terminals[terminal].pattern
-        return pattern.value if pattern.type == "str" else f"<{terminal}>"
+        found = self.lexer.terminals[terminal]
+        return found.value if found.kind == "str" else f"<{terminal}>"
 
     @staticmethod
-    def _plan(rule: Rule, goto: dict[int, int]) -> Plan:
+    def _plan(rule: dict, goto: dict[int, int]) -> Plan:
         """How the loop reduces `rule`: as Lark's tree builder would with `keep_all_tokens` and
         an inline transformer (`?rule` with one child: the child; `_rule`: its children, spliced
         into the rule that contains it; else the builder's method of the rule's alias or name),
         but keeping only the children that carry a value."""
-        name = rule.origin.name
-        size = len(rule.expansion)
+        name, alias, expansion = rule["name"], rule["alias"], rule["expansion"]
+        size = len(expansion)
         kept = [
-            (index, not symbol.is_term and symbol.name.startswith("_"))
-            for index, symbol in enumerate(rule.expansion)
-            if not symbol.is_term or symbol.name in _VALUE_TERMINALS
+            (index, not is_term and symbol.startswith("_"))
+            for index, (symbol, is_term) in enumerate(expansion)
+            if not is_term or symbol in _VALUE_TERMINALS
         ]
         spliced = name.startswith("_")
-        if rule.options.expand1 and not rule.alias:
+        if rule["expand1"] and not alias:
             if size == 1 and kept == [(0, False)]:
-                return size, goto, None, None
+                return size, -1, goto, None, None
             if size < 2 or any(splice for _, splice in kept):
-                raise NotImplementedError(f"rule {rule}: a ?rule whose children vary in number")
-        build = None if spliced else getattr(_Builder, rule.alias or name)
-        return size, goto, _gatherer(kept, spliced), build
+                raise NotImplementedError(f"rule {name}: a ?rule whose children vary in number")
+        build = None if spliced else getattr(_Builder, alias or name)
+        return size, len(kept), goto, _gatherer([splice for _, splice in kept]), build
 
     def parse(self, text: str, builder: _Builder) -> list:
         """The builder's value of the start rule; raises `_Refused` on a syntax error.
@@ -346,7 +459,8 @@ class _Parser:
         rows, plans, group_keys = self.rows, self.plans, self.group_keys
         end_state, finditer = self.end_state, self.lexer.tokens.finditer
         units = self.units
-        states = [self.start_state]
+        state = self.start_state  # the state on top of `states`
+        states = [state]
         values: list = []
         starts: list[int] = []  # offsets of each entry's first token
         pos = last = last_end = 0  # where lexing (re)starts; the last token shifted: start, end
@@ -357,44 +471,52 @@ class _Parser:
                 token = match[group]
                 end = match.end()
                 start = end - len(token)
-                row = rows[states[-1]]
+                row = rows[state]
                 key = token
                 action = row.get(key)
                 if action is None:
                     key = group_keys[group]
                     action = row.get(key)
                     if action is None:
-                        key, token, action = self._reread(text, start, states[-1], builder, last)
+                        key, token, action = self._reread(text, start, state, builder, last)
                         end = reread = start + len(token)
                 while action < 0:
-                    size, goto, gather, build = plans[~action]
-                    if gather is None:  # a chain of `?rule`s, in one step (see `_after_units`)
-                        below, top = states[-2], states[-1]
-                        found = units.get((below, top, key))
+                    size, count, goto, gather, build = plans[~action]
+                    if count < 0:  # a chain of `?rule`s, in one step (see `_after_units`)
+                        below = states[-2]
+                        found = units.get((below, state, key))
                         if found is None:
-                            found = units[below, top, key] = self._after_units(below, top, key)
-                        states[-1], action = found
+                            found = units[below, state, key] = self._after_units(below, state, key)
+                        state, action = found
+                        states[-1] = state
                     else:
+                        if count:
+                            children = values[-count:]
+                            del values[-count:]
+                        else:
+                            children = []
                         if size:
-                            children = values[-size:]
-                            del values[-size:], states[-size:]
+                            del states[-size:]
                             if size > 1:
                                 del starts[-size + 1 :]
                         else:
-                            children = []
                             starts.append(start)
-                        value = gather(children)
+                        if gather is not None:
+                            children = gather(children)
                         if build is not None:
-                            value = build(builder, value, starts[-1], last_end)
-                        values.append(value)
-                        states.append(goto[states[-1]])
-                        action = rows[states[-1]].get(key)
+                            children = build(builder, children, starts[-1], last_end)
+                        values.append(children)
+                        state = goto[states[-1]]
+                        states.append(state)
+                        action = rows[state].get(key)
                     if action is None:
-                        if key == _END and states[-1] == end_state:
+                        if key == _END and state == end_state:
                             return values[-1]
-                        raise self._unexpected(token, key, start, states[-1], builder, last)
-                states.append(action)
-                values.append(None if key is token else (token, start))
+                        raise self._unexpected(token, key, start, state, builder, last)
+                state = action
+                states.append(state)
+                if key is not token:  # a name, number or path: it carries a value
+                    values.append((token, start))
                 starts.append(start)
                 last, last_end = start, end
                 if reread is not None:
@@ -411,8 +533,8 @@ class _Parser:
         five steps for every number it reads."""
         action = self.rows[top].get(key)
         while action is not None and action < 0:
-            size, goto, gather, _ = self.plans[~action]
-            if gather is not None:
+            _, count, goto, _, _ = self.plans[~action]
+            if count >= 0:
                 break
             top = goto[below]
             action = self.rows[top].get(key)
@@ -436,51 +558,39 @@ class _Parser:
         return key, token, action
 
     def _unexpected(self, token, key, start, state, builder, last) -> _Refused:
-        expected = [name for name in self.table[state] if name.isupper()]
+        expected = self.expected[state]
         if key == _END:  # placed where the last token starts, as Lark places it
             return _Refused(unexpected_token(builder.span(last, last + 1), None, expected))
         return _Refused(unexpected_token(builder.span(start, start + len(token)), token, expected))
 
 
-def _gatherer(kept: list[tuple[int, bool]], spliced: bool) -> Callable:
-    """The function that takes a reduced rule's children to its values: `kept` lists the
-    children that carry a value, and whether each is a `_rule` whose values are spliced in. A
-    `_rule`'s values are a list that the rule containing it extends (Lark's repetitions are
-    left-recursive: `__x: item | __x "," item`), so growing it costs one append."""
-    if not any(splice for _, splice in kept):
-        indices = [index for index, _ in kept]
-        if len(indices) == 1:
-            (only,) = indices
-            if spliced:
-                return lambda children: [children[only]]
-            return lambda children: (children[only],)
-        if spliced:
-            return lambda children: [children[i] for i in indices]
-        if not indices:
-            return lambda children: ()
-        return itemgetter(*indices)
-    if [splice for _, splice in kept] == [True, False]:  # `__x: __x "," item`
-        first, then = (index for index, _ in kept)
-        if first == 0:
+def _gatherer(splices: list[bool]) -> Callable | None:
+    """The function that takes the values of a reduced rule's children (those that carry one)
+    to the rule's values, or None where they are those values as they are. `splices` says for
+    each whether it is a `_rule`'s values, a list spliced into the containing rule's. Lark's
+    repetitions are left-recursive (`__x: item | __x "," item`), so the list they grow is
+    extended by one append for each item."""
+    if not any(splices):
+        return None
+    if splices == [True, False]:  # `__x: __x "," item`
 
-            def append(children: list) -> list:
-                values = children[0]
-                values.append(children[then])
-                return values
+        def append(children: list) -> list:
+            values, item = children
+            values.append(item)
+            return values
 
-            return append
+        return append
 
     def gather(children: list) -> list:
-        values = None
-        for index, splice in kept:
-            child = children[index]
+        values = None  # the first child's list, extended: a repetition never copies its items
+        for child, splice in zip(children, splices, strict=True):
             if values is None:
                 values = child if splice else [child]
             elif splice:
                 values += child
             else:
                 values.append(child)
-        return [] if values is None else values
+        return values
 
     return gather
 
@@ -490,35 +600,59 @@ _ALL = object()  # `concat(*)`, `stride ... from inputs`: every node (None in th
 _NEWLINE = re.compile("\n")
 
 Token = tuple[str, int]  # a value-carrying token: its text and its offset
-_object_new = object.__new__
 
 
 def _maker(cls: type) -> Callable:
     """A function making `cls`, a frozen dataclass with slots, from its fields in order: the
-    object its `__init__` makes, about twice as fast.
+    object its `__init__` makes, two to three times as fast.
 
     The AST's nodes and spans are most of what a parse costs, and a frozen dataclass's
-    `__init__` sets each field through `object.__setattr__`; this sets the slots directly
-    (tests/test_parse_reference.py checks both agree for every class). Written out as the
-    `dataclasses` module writes `__init__`."""
+    `__init__` sets each field through `object.__setattr__`. This fills an object of a plain
+    class with the same slots (stores Python's interpreter specialises), then makes it a `cls`:
+    `__class__` may be assigned between classes of one layout, and the object is then exactly
+    what `__init__` makes (tests/test_parse_reference.py checks both agree for every class).
+    Written out as the `dataclasses` module writes `__init__`."""
     names = [field.name for field in dataclasses.fields(cls)]
     assert all(name.isidentifier() for name in names)
-    namespace = {"new": _object_new, "cls": cls}
-    namespace.update({f"set_{name}": getattr(cls, name).__set__ for name in names})
-    stores = "".join(f"    set_{name}(made, {name})\n" for name in names)
+    draft = _draft(cls)
+    stores = "".join(f"    made.{name} = {name}\n" for name in names)
     source = (
         f"def make_{cls.__name__}({', '.join(names)}):\n"
-        f"    made = new(cls)\n{stores}    return made\n"
+        f"    made = draft()\n{stores}    made.__class__ = cls\n    return made\n"
     )
+    namespace = {"draft": draft, "cls": cls}
     exec(source, namespace)  # noqa: S102 -- field names of our own dataclasses, checked above
     return namespace[f"make_{cls.__name__}"]
+
+
+def _draft(cls: type) -> type:
+    """A plain class with the slots of `cls`, a dataclass with slots: its objects may become
+    `cls` objects by assigning `__class__`."""
+    assert tuple(field.name for field in dataclasses.fields(cls)) == cls.__slots__
+    return type(f"_{cls.__name__}Draft", (), {"__slots__": cls.__slots__})
 
 
 _NAME, _NUM, _REF, _BINOP, _NEG, _ARG, _CALL = map(
     _maker, (ast.Name, ast.Num, ast.Ref, ast.BinOp, ast.Neg, ast.Arg, ast.Call)
 )
 _PARAM, _OPDEF, _EDGES = map(_maker, (ast.Param, ast.OpDef, ast.Edges))
-_SPAN = _maker(Span)
+_SpanDraft = _draft(Span)
+
+
+# The values directly inside a value of each kind, one level deeper (see `_Builder._nested`);
+# other values (numbers, references, names) have nothing inside.
+_INSIDE: dict[type, Callable[..., tuple]] = {
+    ast.BinOp: lambda value: (value.left, value.right),
+    ast.Neg: lambda value: (value.operand,),
+    ast.Call: lambda value: value.args,
+    ast.Arg: lambda value: (value.value,),
+    ast.ListValue: lambda value: value.items,
+}
+
+
+def _inside(value) -> tuple:
+    inside = _INSIDE.get(type(value))
+    return () if inside is None else inside(value)
 
 
 class _Builder:
@@ -527,9 +661,9 @@ class _Builder:
 
     Each method gets the values of its rule's children (nodes, and `Token`s for names, numbers
     and paths; keywords and punctuation dropped) and the offsets where the rule's first token
-    starts and its last one ends (`span` makes them a `Span`). `depths` counts how deeply values nest (operators, calls, arguments, lists),
-    refused past `MAX_NESTING`; a value with nothing inside it is one level deep and not
-    recorded. One builder per parse.
+    starts and its last one ends (`span` makes them a `Span`). Values nested more than
+    `MAX_NESTING` levels (operators, calls, arguments, lists) are refused (`_nested`). One
+    builder per parse.
     """
 
     def __init__(self, path: str, text: str):
@@ -541,18 +675,32 @@ class _Builder:
     # -- positions and nesting --
     def span(self, start: int, end: int) -> Span:
         """`Span` from offset `start` to `end`: lines count "\\n" only, columns characters from
-        1; a span over several lines has length 1. (Made without `Span.__init__`, see `_maker`.)"""
+        1; a span over several lines has length 1. (Made as `_maker`'s functions make objects,
+        written out here: a span is made for nearly every token.)"""
         newlines = self.newlines
         line = bisect_left(newlines, start)  # newlines before `start`, with the first sentinel
-        length = end - start if newlines[line] >= end else 1  # the next "\n" after it
-        return _SPAN(self.path, line, start - newlines[line - 1], length)
+        made = _SpanDraft()
+        made.path = self.path
+        made.line = line
+        made.column = start - newlines[line - 1]
+        made.length = end - start if newlines[line] >= end else 1  # the next "\n" after it
+        made.__class__ = Span
+        return made
 
-    def _nested(self, node, depth: int):
-        """Record that `node` nests `depth` levels (a value with nothing inside it: one level,
-        not recorded); refuse past the limit."""
-        if depth > MAX_NESTING:
-            raise self._too_deep(node.span)
-        self.depths[id(node)] = depth
+    def _nested(self, node, inside: Iterable, start: int, end: int, span: Span | None = None):
+        """`node`, made of the values `inside` and written from offset `start` to `end`, unless
+        it nests more than `MAX_NESTING` levels: then refused at `span` (default: its own).
+
+        Each level takes at least one character of the text (an operator, a parenthesis, a
+        name), so a value written in at most `MAX_NESTING` characters, nearly every value, is
+        within the limit and costs nothing here. A longer one counts its levels (`depth`) and
+        keeps the count (`depths`, by identity: the parse keeps every node alive), so each
+        value is counted once."""
+        if end - start > MAX_NESTING:
+            depth = 1 + max(map(self._depth, inside), default=0)
+            if depth > MAX_NESTING:
+                raise self._too_deep(node.span if span is None else span)
+            self.depths[id(node)] = depth
         return node
 
     @staticmethod
@@ -566,10 +714,14 @@ class _Builder:
             )
         )
 
-    def _depth(self, items) -> int:
-        """One more than the deepest of `items`."""
-        depth = self.depths.get
-        return 1 + max([depth(id(item), 1) for item in items], default=0)
+    def _depth(self, value) -> int:
+        """How many levels `value` nests: one for a value with nothing inside it. Values that
+        `_nested` did not count are written in at most `MAX_NESTING` characters, so this
+        recursion is as shallow."""
+        known = self.depths.get(id(value))
+        if known is not None:
+            return known
+        return 1 + max(map(self._depth, _inside(value)), default=0)
 
     def _name(self, token: Token) -> ast.Name:
         text, start = token
@@ -605,9 +757,7 @@ class _Builder:
 
     def _binary(self, op: str, v, start, end):
         left, right = v
-        depth = self.depths.get
-        deeper = 1 + max(depth(id(left), 1), depth(id(right), 1))
-        return self._nested(_BINOP(op, left, right, self.span(start, end)), deeper)
+        return self._nested(_BINOP(op, left, right, self.span(start, end)), v, start, end)
 
     def add(self, v, start, end):
         return self._binary("+", v, start, end)
@@ -623,28 +773,22 @@ class _Builder:
 
     def neg(self, v, start, end):
         (operand,) = v
-        deeper = 1 + self.depths.get(id(operand), 1)
-        return self._nested(_NEG(operand, self.span(start, end)), deeper)
+        return self._nested(_NEG(operand, self.span(start, end)), v, start, end)
 
     def list(self, v, start, end):
         items = tuple(v)
-        node = ast.ListValue(items, self.span(start, end))
-        return self._nested(node, self._depth(items)) if items else node
+        return self._nested(ast.ListValue(items, self.span(start, end)), items, start, end)
 
     def arg(self, v, start, end):
         name, value = v
-        depths = self.depths
-        deeper = 1 + depths.get(id(value), 1)
         node = _ARG(self._name(name), value)
-        if deeper > MAX_NESTING:  # an argument has no span of its own: `name=value`'s
-            raise self._too_deep(self.span(start, end))
-        depths[id(node)] = deeper
-        return node
+        if end - start <= MAX_NESTING:  # (see `_nested`; an argument has no span of its own)
+            return node
+        return self._nested(node, (value,), start, end, self.span(start, end))
 
     def call(self, v, start, end):
         args = tuple(v[1:])
-        node = _CALL(self._name(v[0]), args, self.span(start, end))
-        return self._nested(node, self._depth(args)) if args else node
+        return self._nested(_CALL(self._name(v[0]), args, self.span(start, end)), args, start, end)
 
     def bare_call(self, v, start, end):
         name = self._name(v[0])

@@ -60,10 +60,10 @@ def test_check_large_times_every_stage_of_spacec_check_and_the_command(monkeypat
     import check_large
 
     try:
-        check_large.main(["--sizes", "0.05"])
+        check_large.main(["--sizes", "0.05", "--repeat", "1"])
     finally:
         sys.modules.pop("check_large", None)
     valid, errors = capsys.readouterr().out.split("errors spaces")
     assert "searched edges" in valid and "errors shown" in errors
-    for stage in ("parse", "check", "ir", "shapes", "spacec check"):
+    for stage in ("parse", "check", "ir", "shapes", "spacec check", "median"):
         assert f"{stage} " in valid, stage

@@ -9,6 +9,7 @@ Issue 14 item 8: an error in a cell that others extend is reported once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 from test_check_errors import BASE  # the same small valid space the error tests extend
 
 import spacec
-from spacec import parse
+from spacec import ast, parse
 from spacec.arch.genotype import GenotypeError, resolve
 from spacec.cli import main
 from spacec.errors import MAX_DIAGNOSTICS, SpaceError
@@ -126,6 +127,52 @@ def test_every_depth_around_the_limit_parses_or_is_refused_where_it_is(shape):
             outcomes.append("refused")
     assert outcomes[0] == "ok" and outcomes[-1] == "refused"
     assert outcomes == sorted(outcomes)  # deeper never parses once shallower is refused
+
+
+def _spaced(text: str) -> str:
+    """`text` with blanks after each opening, operator and `=`: the same values, written wider."""
+    for mark in ("(", "[", "-", "+", "="):
+        text = text.replace(mark, mark + "  ")
+    return text
+
+
+def _deepest(node) -> int:
+    """How many levels the deepest value inside `node` nests, counted on the AST (a value with
+    nothing inside it: one level)."""
+    inside = {
+        ast.BinOp: lambda v: (v.left, v.right),
+        ast.Neg: lambda v: (v.operand,),
+        ast.Call: lambda v: v.args,
+        ast.Arg: lambda v: (v.value,),
+        ast.ListValue: lambda v: v.items,
+    }
+    if isinstance(node, tuple):
+        return max(map(_deepest, node), default=0)
+    if type(node) in inside:
+        return 1 + max(map(_deepest, inside[type(node)](node)), default=0)
+    if isinstance(node, (ast.Num, ast.Ref, ast.Name)):
+        return 1
+    if dataclasses.is_dataclass(node):
+        return max((_deepest(getattr(node, f.name)) for f in dataclasses.fields(node)), default=0)
+    return 0
+
+
+@pytest.mark.parametrize("write", [str, _spaced], ids=["compact", "spaced"])
+@pytest.mark.parametrize("shape", sorted(AROUND_THE_LIMIT))
+def test_exactly_the_values_nested_past_the_limit_are_refused(shape, write, monkeypatch):
+    """The parser counts levels only for values written in more than `MAX_NESTING` characters
+    (each level takes one at least); the outcome must be the AST's own count, compact or wide."""
+    for depth in range(MAX_NESTING - 4, MAX_NESTING + 3):
+        text = write(AROUND_THE_LIMIT[shape](depth))
+        try:
+            parse.parse(text, "t.space")
+            refused = False
+        except SpaceError:
+            refused = True
+        with monkeypatch.context() as patched:
+            patched.setattr(parse, "MAX_NESTING", 10 * MAX_NESTING)
+            deepest = _deepest(parse.parse(text, "t.space").items)
+        assert refused == (deepest > MAX_NESTING), (shape, depth, deepest)
 
 
 def test_redundant_parentheses_nest_nothing(write_space):

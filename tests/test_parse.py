@@ -313,10 +313,11 @@ _PARSE_A_SPACE = """
 import sys
 from spacec import parse
 print(repr(parse.parse(open(sys.argv[1], encoding="utf-8").read(), "darts_cnn.space")))
+print("lark imported" if "lark" in sys.modules else "lark not imported")
 """
 
 
-def _parse_in_a_new_process(cache_home, space_file) -> str:
+def _parse_in_a_new_process(cache_home, space_file, lark_imported: bool) -> str:
     import os
     import subprocess
     import sys
@@ -326,23 +327,43 @@ def _parse_in_a_new_process(cache_home, space_file) -> str:
                           env={**os.environ, "XDG_CACHE_HOME": str(cache_home)})
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
-    return done.stdout.strip()
+    tree, imported = done.stdout.strip().splitlines()
+    assert imported == ("lark imported" if lark_imported else "lark not imported")
+    return tree
 
 
 def test_the_grammar_analysis_is_cached_per_user_and_survives_a_bad_cache(tmp_path):
+    import json
+
     from spacec.load import locate
 
     space_file = locate("darts_cnn")
     expected = repr(parse.parse(space_file.read_text(encoding="utf-8"), "darts_cnn.space"))
     home = tmp_path / "cache"
-    first = _parse_in_a_new_process(home, space_file)  # analyses the grammar and saves it
+    # The first process analyses the grammar with Lark and saves the tables ...
+    first = _parse_in_a_new_process(home, space_file, lark_imported=True)
     [saved] = (home / "spacec").iterdir()
     assert saved.name.startswith("grammar-") and saved.stat().st_size > 0
-    assert (home / "spacec").stat().st_mode & 0o077 == 0  # the user's own: its pickle is loaded
-    second = _parse_in_a_new_process(home, space_file)  # loads it
+    assert (home / "spacec").stat().st_mode & 0o077 == 0  # the user's own folder
+    # ... which the next one reads, without importing Lark.
+    second = _parse_in_a_new_process(home, space_file, lark_imported=False)
     assert first == second == expected
-    saved.write_bytes(b"not a pickle")  # a damaged cache is analysed afresh
-    assert _parse_in_a_new_process(home, space_file) == expected
+    tables = json.loads(saved.read_text(encoding="utf-8"))
+    broken = [
+        b"not JSON",  # damaged
+        json.dumps({**tables, "grammar": "0" * 64}).encode(),  # another grammar's
+        json.dumps({**tables, "format": 0}).encode(),  # another version's
+        json.dumps({**tables, "states": {"0": {"NAME": ["jump", 1]}}}).encode(),  # nonsense
+        json.dumps({**tables, "rules": []}).encode(),
+        b"[]",
+    ]
+    for content in broken:  # each is analysed afresh, and the file written again
+        saved.write_bytes(content)
+        assert _parse_in_a_new_process(home, space_file, lark_imported=True) == expected
+        rewritten = json.loads(saved.read_text(encoding="utf-8"))
+        assert [rewritten[key] for key in ("format", "grammar")] == [
+            tables[key] for key in ("format", "grammar")
+        ]  # (Lark may number the states otherwise in another process)
     blocked = tmp_path / "file"
     blocked.write_text("")  # a cache home that is a file: no cache, same parse
-    assert _parse_in_a_new_process(blocked, space_file) == expected
+    assert _parse_in_a_new_process(blocked, space_file, lark_imported=True) == expected
