@@ -670,6 +670,9 @@ class _Builder:
         self.path = path
         # Offsets of the "\n"s, between two sentinels: one before the text, one after it.
         self.newlines = [-1, *(match.start() for match in _NEWLINE.finditer(text)), len(text) + 1]
+        # Each line's number as one int object, shared by every span on that line: past line 256
+        # each span would otherwise hold an int of its own (28 bytes; 15 MB of a 5 MB space).
+        self.line_numbers = list(range(len(self.newlines)))
         self.depths: dict[int, int] = {}
 
     # -- positions and nesting --
@@ -681,7 +684,7 @@ class _Builder:
         line = bisect_left(newlines, start)  # newlines before `start`, with the first sentinel
         made = _SpanDraft()
         made.path = self.path
-        made.line = line
+        made.line = self.line_numbers[line]
         made.column = start - newlines[line - 1]
         made.length = end - start if newlines[line] >= end else 1  # the next "\n" after it
         made.__class__ = Span
