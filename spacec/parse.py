@@ -110,8 +110,8 @@ def parser() -> _Parser:
     if saved is not None:
         try:
             return _Parser(saved)
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError, re.error):
-            pass  # not tables this version wrote: analysed again below
+        except Exception:  # noqa: BLE001 -- not tables this version wrote: analysed again below
+            pass  # (a fault of `_Parser` itself would be raised again from the fresh tables)
     analysed = tables(lark_parser(), grammar)
     if cache:
         _write_tables(cache, analysed)

@@ -355,6 +355,8 @@ def test_the_grammar_analysis_is_cached_per_user_and_survives_a_bad_cache(tmp_pa
         json.dumps({**tables, "format": 0}).encode(),  # another version's
         json.dumps({**tables, "states": {"0": {"NAME": ["jump", 1]}}}).encode(),  # nonsense
         json.dumps({**tables, "rules": []}).encode(),
+        json.dumps({**tables, "terminals": [{**t, "kind": "str", "value": "="}
+                                            for t in tables["terminals"]]}).encode(),  # fmt: skip
         b"[]",
     ]
     for content in broken:  # each is analysed afresh, and the file written again
