@@ -177,6 +177,7 @@ def compile_file(path: Path, overrides: dict | None = None) -> CompiledSpace:
     with parse.collector_paused():
         tree = parse.parse(text, shown)
         checked = check.check(tree, overrides or {}, resolve=_Importer(path))
+        del tree  # most of its objects: freed now, their memory is the IR's (a lower peak)
         try:
             built = ir.build(checked)
             # Sizes that reach zero (or halves that do not line up) at the space's input size
