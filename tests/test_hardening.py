@@ -175,6 +175,51 @@ def test_exactly_the_values_nested_past_the_limit_are_refused(shape, write, monk
         assert refused == (deepest > MAX_NESTING), (shape, depth, deepest)
 
 
+# Ways to wrap a value in one more level (or none: parentheses), as (its text from the inner
+# one's, the inner precedence it needs without parentheses, the precedence it has): 0 an atom,
+# 1 a unary minus, 2 a product, 3 a sum, 4 a list (a value, not an expression).
+_WRAPPERS = {
+    "neg": (lambda x, b: f"-{b}{x}", 1, 1),
+    "add-left": (lambda x, b: f"{x}{b}+{b}1", 3, 3),
+    "sub-right": (lambda x, b: f"1{b}-{b}{x}", 2, 3),
+    "mul-left": (lambda x, b: f"{x}{b}*{b}2", 2, 2),
+    "div-right": (lambda x, b: f"2{b}//{b}{x}", 1, 2),
+    "parentheses": (lambda x, b: f"({b}{x}{b})", 3, 0),
+    "call": (lambda x, b: f"g({b}k{b}={b}{x}{b})", 4, 0),
+    "list": (lambda x, b: f"[{b}1,{b}{x}{b}]", 4, 4),
+}
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    wrappers=st.lists(st.sampled_from(sorted(_WRAPPERS)), min_size=110, max_size=170),
+    blanks=st.lists(st.sampled_from(["", " ", "    ", "\n  "]), min_size=1, max_size=8),
+)
+def test_any_nesting_is_refused_exactly_past_the_limit(wrappers, blanks):
+    """Random values near the limit, compact or wide: refused exactly when the AST nests
+    deeper than `MAX_NESTING` (counted as `test_exactly_the_values_nested_past_the_limit_...`
+    counts)."""
+    text, precedence = "1", 0
+    for index, name in enumerate(wrappers):
+        wrap, needs, has = _WRAPPERS[name]
+        if precedence > needs:  # the inner value needs parentheses (a list cannot have them)
+            if precedence == 4:
+                continue
+            text = f"({text})"
+        text, precedence = wrap(text, blanks[index % len(blanks)]), has
+    source = f"ops o {{ x = f(k={text}) }}\n"
+    try:
+        parse.parse(source, "t.space")
+        refused = False
+    except SpaceError as error:
+        assert error.diagnostics[0].message.startswith("nested too deeply"), error
+        refused = True
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(parse, "MAX_NESTING", 10 * MAX_NESTING)
+        deepest = _deepest(parse.parse(source, "t.space").items)
+    assert refused == (deepest > MAX_NESTING), (deepest, source)
+
+
 def test_redundant_parentheses_nest_nothing(write_space):
     text = BASE.replace("channels C\n", f"channels {'(' * DEEP}C{')' * DEEP}\n")
     assert spacec.load(str(write_space(text))).spec.network.get("channels").value == 8
