@@ -213,6 +213,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="runs of each file: the fastest is shown, with the median of the "
                         "command's (default 3)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat: at least 1")
     kinds = ["valid", "errors"] if args.kind == "both" else [args.kind]
     parse.parser()  # built once per process; not part of any file's time
     with tempfile.TemporaryDirectory() as folder:
