@@ -35,6 +35,14 @@ class Signature:
     def required(self) -> tuple[str, ...]:
         return tuple(name for name in self.args if name not in self.defaults)
 
+    @cached_property  # likewise
+    def names_by_default(self) -> tuple[str, ...]:
+        """Arguments whose default is a non-empty list of names (the checker writes it at the
+        call's position)."""
+        return tuple(
+            name for name, value in self.defaults.items() if value and self.args[name] == NAMES
+        )
+
 
 ACTIVATIONS = Choice(("tanh", "relu", "sigmoid", "identity"))
 

@@ -1332,6 +1332,7 @@ _OPERATORS: dict[str, Callable[[int | float, int | float], int | float]] = {
     "//": operator.floordiv,
 }
 
+
 def _wrap(py: str) -> str:
     """An operand's rendering, parenthesised where it has an operator of its own."""
     return f"({py})" if " " in py else py
@@ -1366,10 +1367,7 @@ def _call_key(call: ast.Call, table: Mapping[str, catalog.Signature]) -> tuple |
     names' positions, and a call whose step would take a default list of names, which the
     checker writes at the call's position)."""
     signature = table.get(call.name.text)
-    if signature is not None and signature.defaults and any(
-        value and signature.args[name] == catalog.NAMES
-        for name, value in signature.defaults.items()
-    ):
+    if signature is not None and signature.names_by_default:
         return None
     key = [id(table), call.name.text]
     for arg in call.args:
