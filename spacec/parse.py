@@ -690,9 +690,10 @@ class _Builder:
         made.__class__ = Span
         return made
 
-    def _nested(self, node, inside: Iterable, start: int, end: int, span: Span | None = None):
+    def _nested(self, node, inside: Iterable, start: int, end: int):
         """`node`, made of the values `inside` and written from offset `start` to `end`, unless
-        it nests more than `MAX_NESTING` levels: then refused at `span` (default: its own).
+        it nests more than `MAX_NESTING` levels: then refused there (an argument has no span of
+        its own, so the offsets place it).
 
         Each level takes at least one character of the text (an operator, a parenthesis, a
         name), so a value written in at most `MAX_NESTING` characters, nearly every value, is
@@ -702,7 +703,7 @@ class _Builder:
         if end - start > MAX_NESTING:
             depth = 1 + max(map(self._depth, inside), default=0)
             if depth > MAX_NESTING:
-                raise self._too_deep(node.span if span is None else span)
+                raise self._too_deep(self.span(start, end))
             self.depths[id(node)] = depth
         return node
 
@@ -784,10 +785,7 @@ class _Builder:
 
     def arg(self, v, start, end):
         name, value = v
-        node = _ARG(self._name(name), value)
-        if end - start <= MAX_NESTING:  # (see `_nested`; an argument has no span of its own)
-            return node
-        return self._nested(node, (value,), start, end, self.span(start, end))
+        return self._nested(_ARG(self._name(name), value), (value,), start, end)
 
     def call(self, v, start, end):
         args = tuple(v[1:])
