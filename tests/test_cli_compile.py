@@ -46,6 +46,27 @@ def test_check_shipped_space(name, compiled):
         assert f"{cell.name} [{len(cell.edges)}, " in out
 
 
+@pytest.mark.parametrize("space", ["darts_cnn", "no_such_space"])
+def test_check_pauses_the_collector_only_while_it_runs(space, monkeypatch):
+    """`check` frees the compiled space before the cyclic collector resumes; it must resume,
+    after a clean check and after an error alike."""
+    import gc
+
+    import spacec.cli.compile as commands
+
+    during = []
+
+    def compile_space(*args):
+        during.append(gc.isenabled())
+        return real(*args)
+
+    real = commands.compile_space
+    monkeypatch.setattr(commands, "compile_space", compile_space)
+    CliRunner().invoke(main, ["check", space])
+    assert during == [False]
+    assert gc.isenabled()
+
+
 def test_compile_to_a_file_writes_the_module(tmp_path, compiled):
     target = tmp_path / "out" / "darts_cnn_supernet.py"  # the folder does not exist yet
     assert spacec_cli("compile", "darts_cnn", "-o", str(target)) == ""

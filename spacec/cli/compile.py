@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from spacec import cost, ir
+from spacec import cost, ir, parse
 from spacec.arch.genotype import resolve
 from spacec.cli.app import main, user_errors, write_output
 from spacec.cli.options import compile_space, set_option
@@ -43,14 +43,24 @@ def _summary(path: Path) -> str:
 @user_errors
 def check(space: str, sets: tuple[str, ...]) -> None:
     """Check SPACE (a shipped name or a .space path); report every error, compiler-style."""
-    compiled = compile_space(space, sets)
+    # The compiled space is released before Python's cyclic collector resumes: it holds no
+    # cycles, so reference counting frees it, and the collector never walks its objects (for
+    # a 5 MB space, 400,000 objects and a third of a second).
+    with parse.collector_paused():
+        compiled = compile_space(space, sets)
+        report = _check_report(compiled)
+        del compiled
+    click.echo(report)
+
+
+def _check_report(compiled: CompiledSpace) -> str:
     shown = compiled.spec.cells[:CELLS_LISTED]
     cells = ", ".join(
         f"{c.name} [{len(c.edges)}, {len(compiled.spec.opset(c.opset).candidates)}]" for c in shown
     )
     more = len(compiled.spec.cells) - len(shown)
     cells += f", and {more} more cells" if more else ""
-    click.echo(f"{compiled.spec.path}: ok ({compiled.name}: {cells})")
+    return f"{compiled.spec.path}: ok ({compiled.name}: {cells})"
 
 
 @main.command("compile")
