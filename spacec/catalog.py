@@ -495,6 +495,12 @@ COSTS = {
 # Candidates the supernet's mixed edge follows with BatchNorm(C, affine=False): the pools, whose
 # outputs, unlike the other candidates', are not normalised (DARTS model_search.py MixedOp).
 NORM_IN_SUPERNET = frozenset({"max_pool", "avg_pool"})
+# Candidates whose supernet module is a chain of modules ending in that affine-free BatchNorm:
+# a mixed edge makes the candidate's weight the norm's per-channel weight (runtime/nn/ops.py
+# scaled_norm), and a candidate whose last step is one of these keeps nothing more for it.
+# The identity's reducing form (FactorizedReduce) is not a chain (tests/test_cost.py).
+NORM_ENDED_IN_SUPERNET = NORM_IN_SUPERNET | {"sep_conv", "dil_conv", "relu_conv_bn",
+                                             "conv_7x1_1x7"}
 
 
 # The recurrent pieces (runtime/nn/recurrent.py), on [rows, features] tensors: one time step.

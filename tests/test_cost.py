@@ -11,6 +11,7 @@ language model) are checked the same way, and a one-edge space pins the accounti
 from __future__ import annotations
 
 import random
+from unittest import mock
 
 import pytest
 import torch
@@ -29,6 +30,7 @@ from spacec.cost.programs import SUPERNET_PROGRAMS, leads_with_relu, step_of, su
 from spacec.cost.tracer import Tracer
 from spacec.errors import ReportedError, SpaceError
 from spacec.runtime.nn.blocks import BLOCKS
+from spacec.runtime.nn.memory import Remade, set_memory
 from spacec.runtime.nn.ops import OPS, build_op
 
 try:  # the hook-based count (runtime/tools/flops.py; runtime/nn/flops.py since the seams)
@@ -55,7 +57,18 @@ def saved_bytes(run, exclude=()):
             storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+    # What a memory setting's own hooks keep (spacec.runtime.nn.memory.Remade), which hooks
+    # outside do not see.
+    original = Remade._pack
+
+    def counted(self, tensor):
+        packed = original(self, tensor)
+        if packed is tensor:
+            pack(tensor)
+        return packed
+
+    with (mock.patch.object(Remade, "_pack", counted),
+          torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor)):
         result = run()
     return sum(storages.values()), result
 
@@ -85,6 +98,18 @@ def test_every_primitive_and_block_has_a_cost_program():
 def test_op_metadata_matches_the_runtime(name):
     assert leads_with_relu(name) == OPS[name].meta["leading_relu"]
     assert (name in catalog.NORM_IN_SUPERNET) == OPS[name].meta["norm_in_supernet"]
+
+
+@pytest.mark.parametrize("name", sorted(OPS.names()))
+def test_norm_ended_candidates_are_the_runtime_chains(name):
+    # The cost model's NORM_ENDED_IN_SUPERNET is where the runtime makes a candidate's α weight
+    # its last BatchNorm's weight (ops.split_final_norm), at every stride the op takes.
+    from spacec.runtime.nn.ops import _supernet_candidate, split_final_norm
+
+    for C_in, C_out, stride, args, _ in OP_CASES[name]:
+        module = _supernet_candidate(((name, args),), C_in, C_out, stride, False, True)
+        assert (split_final_norm(module) is not None) == (
+            name in catalog.NORM_ENDED_IN_SUPERNET), (name, stride)
 
 
 # (C_in, C_out, stride, args, height) per primitive: both strides, width changes, odd sizes and
@@ -235,9 +260,10 @@ def supernet_saved(model, images, labels, weights_grad, alpha_grad):
     return saved_bytes(run, [*params.values(), *buffers.values(), images, labels])[0]
 
 
-def check_supernet(space, batch=2, passes=((True, True), (False, True), (True, False))):
+def check_supernet(space, batch=2, passes=((True, True), (False, True), (True, False)),
+                   memory="fast"):
     torch.manual_seed(0)
-    model = space.supernet()
+    model = set_memory(space.supernet(), memory)
     costs = cost.supernet_costs(space.ir)
     assert costs.parameters == sum(p.numel() for p in model.weights())
     assert costs.alpha == sum(a.numel() for a in model.arch_parameters().values())
@@ -248,7 +274,8 @@ def check_supernet(space, batch=2, passes=((True, True), (False, True), (True, F
     labels = torch.randint(2, (batch,))
     for weights_grad, alpha_grad in passes:
         t = Tracer(weights_grad=weights_grad)
-        SupernetWalk(space.ir, t, batch, DARTS, alpha_grad).forward()
+        SupernetWalk(space.ir, t, batch, DARTS, alpha_grad,
+                     recompute=cost.MEMORY_SETTINGS[memory].builder.recompute).forward()
         assert t.saved_bytes == supernet_saved(model, images, labels, weights_grad, alpha_grad), (
             weights_grad, alpha_grad)
 
@@ -407,11 +434,12 @@ def test_one_edge_by_hand(load_text):
     # Saved floats per image: the input's channels-last copy (48, by the stem convolution);
     # the stem convolution's output (32, by its BatchNorm); the edge's ReLU output (32, by the
     # ReLU and the 1x1 convolution); the skip candidate's output, the stem's output (32, by
-    # α's multiplication); the 1x1 convolution's output (32, by BatchNorm) and BatchNorm's
-    # (32, by α's multiplication); the pooled features (2, by the linear layer) and the
-    # log-probabilities (2). Per batch: the two BatchNorms' mean and inverse std (2 x 2 x 2),
+    # α's multiplication); the 1x1 convolution's output (32, by its BatchNorm, whose weight
+    # is the candidate's α weight: its output is not kept); the pooled features (2, by the
+    # linear layer) and the log-probabilities (2). Per batch: the two BatchNorms' mean and
+    # inverse std (2 x 2 x 2), the edge BatchNorm's weight (the α weight once per channel, 2),
     # softmax(α) (2) and the loss's total weight (1).
-    per_image, per_batch = 4 * (48 + 32 + 32 + 32 + 32 + 32 + 2 + 2), 4 * (8 + 2 + 1)
+    per_image, per_batch = 4 * (48 + 32 + 32 + 32 + 32 + 2 + 2), 4 * (8 + 2 + 2 + 1)
     for batch in (1, 3):
         t = Tracer(weights_grad=True)
         SupernetWalk(space.ir, t, batch, DARTS, alpha_grad=True).forward()
@@ -689,15 +717,17 @@ def test_memory_settings_by_hand(load_text):
     # Kept per image (floats) beside what the edge keeps: the input's channels-last copy (48),
     # the stem convolution's output (32), the pooled features (2), the log-probabilities (2);
     # per batch: the stem BatchNorm's mean and inverse std (4), softmax(α) (2), the loss's
-    # total weight (1). test_one_edge_by_hand has `fast`, where the edge keeps 5 x 32 + 4.
+    # total weight (1). test_one_edge_by_hand has `fast`.
     others, per_batch = 48 + 32 + 2 + 2, 2 * 2 + 2 + 1
     expected = {
-        # balanced: neither candidate is recomputed (the identity keeps nothing of its own,
-        # the other has a convolution): what `fast` keeps (test_one_edge_by_hand).
-        "balanced": (4 * 32, 4, 0, 0, 0),
-        # low: the edge keeps its input x only; recomputed: relu(x), the convolution's and
-        # BatchNorm's outputs, BatchNorm's statistics.
-        "low": (32, 0, 3 * 32, 4, 5),
+        # fast and balanced: nothing is recomputed (no pooling; the convolution is not
+        # depthwise): the edge's input x (by the identity's product with α), relu(x) and the
+        # convolution's output; per batch BatchNorm's statistics (4) and weight (2).
+        "fast": (3 * 32, 6, 0, 0, 0),
+        "balanced": (3 * 32, 6, 0, 0, 0),
+        # low: the edge keeps its input x only; recomputed: relu(x), the convolution's output,
+        # BatchNorm's statistics and weight.
+        "low": (32, 0, 2 * 32, 6, 5),
     }  # (kept per image, kept per batch, recomputed per image, recomputed per batch,
     #    recomputed tensors)
     _check_memory_settings(space, others, per_batch, expected)
@@ -705,47 +735,37 @@ def test_memory_settings_by_hand(load_text):
     assert (costs.parameters, costs.multiply_adds) == (20, 96 + 64 + 4)
 
 
-def test_balanced_recomputes_the_candidates_without_a_convolution(load_text):
-    space = load_text(ONE_EDGE.replace("skip = identity", "pool = avg_pool(kernel=3)"))
+def test_settings_recompute_poolings_and_depthwise_convolutions(load_text):
+    space = load_text(ONE_EDGE.replace("skip = identity", "pool = avg_pool(kernel=3)")
+                      .replace("conv = relu_conv_bn(kernel=1)", "dil = dil_conv(kernel=3, dilation=2)"))
     # Kept per image beside the edge: the input's channels-last copy (48), the stem
     # convolution's output (32), the pooled features (2), the log-probabilities (2); per batch:
     # the stem BatchNorm's statistics (4), softmax(α) (2), the loss's total weight (1).
     others, per_batch = 48 + 32 + 2 + 2, 2 * 2 + 2 + 1
+    # Each candidate ends in a BatchNorm weighted by its α weight: per batch its statistics
+    # (4) and that weight once per channel (2), twice.
+    norms = 2 * (4 + 2)
     expected = {
-        # fast: the stem's output x (by the pooling), the pooling's output (by its BatchNorm),
-        # that BatchNorm's output (by α's multiplication); relu(x), the convolution's and its
-        # BatchNorm's outputs; both BatchNorms' statistics.
-        "fast": (6 * 32, 8, 0, 0, 0),
-        # balanced: the pooling candidate and its product with α run under checkpoint: it keeps
-        # x only; recomputed: the pooling's and its BatchNorm's outputs and statistics. The
-        # convolution candidate keeps what it keeps under fast.
-        "balanced": (4 * 32, 4, 2 * 32, 4, 4),
-    }
+        # fast: the edge's input x (by the pooling), the pooling's output (by its BatchNorm),
+        # relu(x), the polyphase stack (a copy of relu(x), 32), the depthwise convolution's
+        # output (by the pointwise one) and the pointwise output (by its BatchNorm).
+        "fast": (6 * 32, norms, 0, 0, 0),
+        # balanced: the pooling's output, the stack and the depthwise output are made again
+        # in backward (one at a time).
+        "balanced": (3 * 32, norms, 32, 0, 1),
+        # low: x only; recomputed: the five others above and the norms.
+        "low": (32, 0, 5 * 32, norms, 5 + 4 + 2),
+    }  # (kept per image, kept per batch, recomputed per image, recomputed per batch,
+    #    recomputed tensors)
     _check_memory_settings(space, others, per_batch, expected)
+    for memory in ("fast", "balanced"):
+        check_supernet(space, batch=3, memory=memory)
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
-def test_balanced_recomputes_what_the_runtime_recomputes(name, compiled):
-    # The cost model's candidates without a convolution are MixedEdge's `_cheap` columns.
-    from spacec.cost.network import _without_convolution
-    from spacec.runtime.nn.ops import MixedEdge
-
-    space = compiled(name, **SMALL[name])
-    found = set()
-    for opset in space.spec.opsets:
-        candidates = [tuple(step_of(s) for s in c.steps) for c in opset.candidates]
-        for stride in (1, 2):
-            edge = MixedEdge([tuple((n, dict(a)) for n, a in c) for c in candidates], 4, 4,
-                             stride)
-            active = {column for column, _ in edge._active}  # the zero candidates never run
-            cheap = {
-                column for column in active
-                if _without_convolution(candidates[column], (2, 4, 8, 8), 4, stride,
-                                        not leads_with_relu(candidates[column][0][0]))
-            }
-            assert cheap == set(edge._cheap) & active, (opset.name, stride)
-            found |= cheap
-    assert found  # every shipped space has a pooling candidate
+@pytest.mark.parametrize("memory", ["fast", "balanced", "low"])
+def test_every_setting_keeps_what_the_runtime_keeps(memory, compiled):
+    check_supernet(compiled("darts_cnn", C=4, layers=3), memory=memory,
+                   passes=((True, True), (False, True)))
 
 
 def _check_memory_settings(space, others: int, per_batch: int, expected: dict) -> None:
@@ -896,14 +916,15 @@ def test_every_methods_supernet_has_the_predicted_sizes(name, compiled):
 def test_sdarts_weight_step_keeps_no_candidate_output_for_alpha(load_text):
     # SDARTS-RS mixes with a detached, perturbed softmax(α) in the w step (runtime/relax/
     # perturbed.py): α's multiplication keeps no candidate output there. On the one-edge space
-    # that is two tensors fewer than DARTS keeps (the skip's output, the BatchNorm's output),
-    # one 512-byte block each on the GPU at these sizes; the α step is DARTS's.
+    # that is one tensor fewer than DARTS keeps (the skip's output; the other candidate's α
+    # weight is its BatchNorm's weight, kept either way), one 512-byte block on the GPU at
+    # these sizes; the α step is DARTS's.
     space = load_text(ONE_EDGE)
     for batch in (1, 3):
         darts, sdarts = (cost.predict_search(space.ir, batch, method_name=name, device="cuda")
                          .to_dict()["phases"] for name in ("darts", "sdarts_rs"))
         w_step, a_step = "w step: forward and backward", "α step: ∇α L_val(w)"
-        assert darts[w_step] - sdarts[w_step] == 2 * 512
+        assert darts[w_step] - sdarts[w_step] == 512
         assert darts[a_step] == sdarts[a_step]
 
 
@@ -932,9 +953,9 @@ def test_the_cpu_heap_keeps_part_of_what_a_setting_recomputes(load_text):
     fast, low = (cost.predict_search(space.ir, 3, memory=memory).breakdown
                  for memory in ("fast", "low"))
     churned = fast["activations"] - low["activations"]
-    # relu(x), the convolution's and BatchNorm's outputs (3 images x 32 floats) and BatchNorm's
-    # two statistics (2 floats, 64-byte aligned blocks on the CPU); both keep the input x
-    assert churned == 3 * (4 * 3 * 32) + 2 * 64
+    # relu(x) and the convolution's output (3 images x 32 floats), BatchNorm's two statistics
+    # and its weight (2 floats each, 64-byte aligned blocks on the CPU); both keep the input x
+    assert churned == 2 * (4 * 3 * 32) + 3 * 64
     for terms, churn in ((fast, 0), (low, churned)):
         working = terms["activations"] + terms["recomputed in backward"]
         assert terms["allocator and runtime"] == (int(CPU_RETAINED * working)

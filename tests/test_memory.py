@@ -1,15 +1,17 @@
 """Memory settings (spacec.runtime.nn.memory) and the GPU path's switches, checked on the CPU.
 
-Every memory setting must give the plain path's numbers: gradients of the weights and of α,
-BatchNorm running statistics, and α after a few first- and second-order search steps, for DARTS'
-softmax edges, GDAS's sampled edges and PC-DARTS's partial edges; and it must keep less for the
-backward pass. The GPU switches (bf16 autocast, NCHW/NHWC, torch.compile, pinned loaders) are
+Every memory setting must give the plain path's numbers (`fast`, autograd keeping everything):
+gradients of the weights and of α, BatchNorm running statistics, and α after a few first- and
+second-order search steps, for DARTS' softmax edges, GDAS's sampled edges and PC-DARTS's
+partial edges; and it must keep less for the backward pass. The plain path itself (a candidate's
+α weight as its last BatchNorm's weight) must equal weight · candidate(x) computed op by op. The GPU switches (bf16 autocast, NCHW/NHWC, torch.compile, pinned loaders) are
 checked against the fp32 eager path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from unittest import mock
 
 import pytest
 import torch
@@ -22,6 +24,7 @@ from spacec.cli import options as cli_options
 from spacec.runtime.domains.image.data import pin_for
 from spacec.runtime.nn import memory
 from spacec.runtime.nn.memory import BALANCED, FAST, LOW, set_memory
+from spacec.runtime.nn.ops import MixedEdge, split_final_norm
 from spacec.runtime.relax.gumbel import HardGumbel
 from spacec.runtime.relax.partial import PartialChannels
 from spacec.runtime.run.config import MEMORY_SETTINGS, PRECISIONS, RunConfig
@@ -122,23 +125,63 @@ def test_methods_trajectory_with_the_lowest_setting(compiled, relaxation):
 
 
 def saved_bytes(model) -> int:
-    """Bytes autograd keeps for the backward pass outside recomputed regions."""
-    total = 0
+    """Bytes of the distinct storages autograd keeps for the backward pass outside
+    checkpointed regions, with those a step-by-step recomputation's own hooks keep."""
+    storages: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += tensor.numel() * tensor.element_size()
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    original = memory.Remade._pack
+
+    def counted(self, tensor):
+        packed = original(self, tensor)
+        if packed is tensor:
+            pack(tensor)
+        return packed
+
+    with (mock.patch.object(memory.Remade, "_pack", counted),
+          torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)):
         loss_fn(model, batch())
-    return total
+    return sum(storages.values())
 
 
 def test_lower_settings_keep_less(compiled):
-    kept = {memory: saved_bytes(supernet(compiled, memory)) for memory in MEMORY_SETTINGS}
+    kept = {m: saved_bytes(supernet(compiled, m)) for m in MEMORY_SETTINGS}
     assert kept[LOW] < kept[BALANCED] < kept[FAST]
     assert kept[LOW] < 0.5 * kept[FAST]
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_weight_as_the_norms_weight_equals_the_product(layout):
+    # MixedEdge computes weight · BatchNorm(y) as one batch_norm whose weight is the α weight
+    # once per channel. Against the candidates run as modules and multiplied, float for float.
+    # channels_last: torch's CPU batch_norm backward misreads a stride-0 weight there.
+    # (16 channels: with fewer, that kernel takes a path without the fault.)
+    torch.manual_seed(0)
+    candidates = [[("zero", {})], [("max_pool", {"kernel": 3})], [("avg_pool", {"kernel": 3})],
+                  [("identity", {})], [("sep_conv", {"kernel": 3})],
+                  [("dil_conv", {"kernel": 3, "dilation": 2})]]
+    edge = MixedEdge(candidates, 16, 16, 1)
+    x = torch.randn(4, 16, 8, 8).to(memory_format=layout)
+    weights = torch.softmax(torch.randn(len(edge.ops)), 0)
+
+    def grads(run):
+        xs, ws = x.clone().requires_grad_(), weights.clone().requires_grad_()
+        out = run(xs, ws)
+        out.backward(torch.ones_like(out).to(memory_format=layout) / out.numel())
+        return out.detach(), xs.grad, ws.grad
+
+    def by_modules(xs, ws):
+        relu = F.relu(xs)
+        return sum(ws[c] * edge.ops[c](relu if shared else xs) for c, shared in edge._active)
+
+    scaled = [c for c, op in enumerate(edge.ops) if split_final_norm(op) is not None]
+    assert scaled == [1, 2, 4, 5]  # all but the zero and the identity
+    for got, expected in zip(grads(edge), grads(by_modules), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("memory", SAVING)

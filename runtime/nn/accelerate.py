@@ -28,24 +28,52 @@ class DilatedDepthwiseConv2d(nn.Conv2d):
     configuration (or input size not divisible by d) falls back to nn.Conv2d.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _conv_forward(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        # nn.Conv2d.forward calls this with the module's weight; spacec.runtime.nn.memory calls
+        # it with the weight a recomputation captured.
+        phases = self.phases(x)
+        if phases is None:
+            return super()._conv_forward(x, weight, bias)
+        return self.from_phases(phases, weight, bias, x.shape)
+
+    def polyphase(self, shape: torch.Size) -> bool:
+        """Whether an input of `shape` is convolved in the polyphase form."""
         d = self.dilation[0]
         k, stride = self.kernel_size[0], self.stride[0]
-        n, c, h, w = x.shape
-        polyphase = (
+        _, c, h, w = shape
+        return (
             d > 1 and self.dilation == (d, d) and self.kernel_size == (k, k) and k % 2 == 1
             and self.padding == (d * (k - 1) // 2,) * 2 and self.stride == (stride, stride)
             and stride in (1, d) and h % d == 0 and w % d == 0 and self.groups == c
         )  # fmt: skip
-        if not polyphase:
-            return super().forward(x)
-        pad = (k - 1) // 2
+
+    def phases(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The input's phases stacked on the batch axis (NCHW view of NHWC memory), what the
+        undilated convolution reads; None where the polyphase form does not apply."""
+        if not self.polyphase(x.shape):
+            return None
+        d, stride = self.dilation[0], self.stride[0]
+        n, c, h, w = x.shape
         if stride == d:
-            return F.conv2d(x[:, :, ::d, ::d], self.weight, self.bias, 1, pad, 1, self.groups)
+            return x[:, :, ::d, ::d]
         # Work in NHWC views so channels_last inputs stay channels_last without copies in conv2d.
         nhwc = x.permute(0, 2, 3, 1).reshape(n, h // d, d, w // d, d, c)
-        phases = nhwc.permute(0, 2, 4, 1, 3, 5).reshape(n * d * d, h // d, w // d, c)
-        out = F.conv2d(phases.permute(0, 3, 1, 2), self.weight, self.bias, 1, pad, 1, self.groups)
+        return nhwc.permute(0, 2, 4, 1, 3, 5).reshape(n * d * d, h // d, w // d, c).permute(
+            0, 3, 1, 2
+        )
+
+    def from_phases(
+        self, phases: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+        shape: torch.Size,
+    ) -> torch.Tensor:
+        """The convolution's output, from `phases` (of an input of `shape`)."""
+        d, pad = self.dilation[0], (self.kernel_size[0] - 1) // 2
+        out = F.conv2d(phases, weight, bias, 1, pad, 1, self.groups)
+        if self.stride[0] == d:
+            return out
+        n, c, h, w = shape
         out = out.permute(0, 2, 3, 1).reshape(n, d, d, h // d, w // d, c)
         return out.permute(0, 3, 1, 4, 2, 5).reshape(n, h, w, c).permute(0, 3, 1, 2)
 

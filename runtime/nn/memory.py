@@ -1,40 +1,48 @@
 """Memory settings of the supernet: what a mixed edge keeps for the backward pass.
 
 A DARTS mixed edge computes every candidate and returns their weighted sum; autograd keeps, for
-every candidate, the outputs of its ReLUs, convolutions, poolings and BatchNorms (and the
-BatchNorm output that the weight multiplies) until the backward pass reaches the edge. That is
-most of a search step's memory. The setting says how much of it an edge keeps:
+every candidate, the inputs of its convolutions, poolings and BatchNorms and the outputs of its
+ReLUs until the backward pass reaches the edge. That is most of a search step's memory. Every
+setting first has the weight of a candidate ending in an affine-free BatchNorm (all of DARTS's
+but the identity) be that norm's per-channel weight (spacec.runtime.nn.ops.scaled_norm), so
+the norm's output is not kept for the weight's gradient: the same arithmetic up to rounding, a
+fifth less kept for backward, one pass fewer. Then the setting says how much more an edge leaves out:
 
-    fast      everything (plain autograd): no recomputation.
-    balanced  everything but what the candidates without a convolution keep (a pooling, its
-              BatchNorm and the product with the weight: about a quarter of a DARTS edge's
-              activations, the int64 indices of max pooling among them): those candidates are
-              run again in the backward pass, no convolution is.
+    fast      nothing: every tensor autograd saves stays until backward.
+    balanced  a pooling candidate's output and max pooling's int64 indices (pooled again), the
+              outputs of the depthwise convolutions (the pointwise convolutions' inputs) and
+              the stacked phases of the dilated ones: computed again in the backward pass,
+              6-18% more time (benchmarks/search_step.py, batch 16).
     low       the edge's input only; the whole edge is recomputed in the backward pass, so at
               most one edge's activations exist at a time (one more forward of every edge).
 
 The arithmetic is the same in every setting: recomputation replays the same operations on the
-same tensors (`torch.utils.checkpoint`, non-reentrant), with the
+same tensors. `balanced` does it step by step with saved-tensor hooks (`Remade`):
+autograd's own nodes stay in the graph, so a backward pass still computes only the gradients
+it is asked for. `low` checkpoints the edge (`torch.utils.checkpoint`, non-reentrant), with the
 torch RNG state of the first run. Two things a naive replay would get wrong are handled here:
 
   * BatchNorm in training mode updates its running statistics on every call: the replay runs on
     copies of the buffers, so running_mean, running_var and num_batches_tracked are
-    updated once, as without recomputation;
+    updated once, as without recomputation (the step-by-step recomputations run no norm);
   * the second-order architecture step runs the supernet through ``torch.func.functional_call``
     on substituted weights (w', w ± Rv), and autograd reaches the edge after that call returned:
     the replay uses the tensors the edge computed with, captured at the first run, not the
     module's parameters of the moment.
 
 Recomputation needs nothing but first derivatives (the architect's second-order step uses a
-finite difference, not a double backward). Without gradients (evaluation) every setting runs
-the edge plainly.
+finite difference, not a double backward). Without gradients (evaluation), and under autocast,
+every setting runs the edge plainly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
@@ -108,3 +116,143 @@ def set_memory(module: nn.Module, setting: str) -> nn.Module:
         if getattr(type(sub), "edge_memory", False):
             sub.memory = setting
     return module
+
+
+# ---- hand-written recomputation of single steps (saved-tensor hooks) --------------------------
+# `balanced` keeps, of what a candidate's pooling or depthwise convolution makes, nothing but
+# the step's input (which the step's own backward keeps anyway), and computes the rest again
+# when the backward pass asks for it. Unlike checkpointing a whole candidate, autograd's own
+# nodes stay in the graph: each still computes only the gradients a backward pass needs (an α
+# step asks for no weight gradient), and nothing is traced twice.
+
+
+def autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument; CPU autocast has its own query
+        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+
+
+class Remade:
+    """Saved-tensor hooks for one step of a candidate: the tensors `pick` names are not kept
+    for the backward pass; `remake(name)` computes the named one again (and whatever else it
+    computes on the way, kept until asked for) from what the step captured (its input and
+    weight), when the backward pass unpacks it.
+
+    The captured tensors must not change in place before the backward pass, as autograd
+    requires of any tensor it keeps; their versions are checked here as autograd would.
+    """
+
+    def __init__(self, remake: Callable[[str], dict[str, Tensor]], *captured: Tensor) -> None:
+        self.remake = remake
+        self.captured = captured
+        self.versions = tuple(t._version for t in captured)
+        self.pick: Callable[[Tensor], str | None] = _keep
+        self.made: dict[str, Tensor] = {}
+
+    @contextmanager
+    def hooks(self, pick: Callable[[Tensor], str | None]) -> Iterator[None]:
+        """Within: `pick(tensor)` names the saved tensors to make again. Afterwards, `pick`
+        (which refers to the step's outputs, to recognise them) is dropped, so that nothing
+        here keeps those outputs alive."""
+        self.pick = pick
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack):
+                yield
+        finally:
+            self.pick = _keep
+
+    def _pack(self, tensor: Tensor) -> Any:
+        name = self.pick(tensor)
+        return tensor if name is None else _Token(self, name)
+
+    @staticmethod
+    def _unpack(packed: Any) -> Tensor:
+        return packed.remade.get(packed.name) if isinstance(packed, _Token) else packed
+
+    def get(self, name: str) -> Tensor:
+        if name not in self.made:
+            if tuple(t._version for t in self.captured) != self.versions:
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified "
+                    "by an inplace operation (a tensor the memory setting 'balanced' computes "
+                    "again in the backward pass)"
+                )
+            with torch.no_grad():
+                self.made.update(self.remake(name))
+        # Handed over: autograd holds it while it needs it.
+        return self.made.pop(name)
+
+
+def _keep(tensor: Tensor) -> None:
+    return None
+
+
+class _Token:
+    __slots__ = ("remade", "name")
+
+    def __init__(self, remade: Remade, name: str) -> None:
+        self.remade, self.name = remade, name
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.dtype == b.dtype
+
+
+def pooled_lean(pool: nn.Module, x: Tensor, then: Callable[[Tensor], Tensor]) -> Tensor:
+    """`then(pool(x))`, keeping neither the pooling's output (the input of `then`, a norm)
+    nor max pooling's int64 indices (twice the output's size): both are pooled again."""
+    is_max = isinstance(pool, nn.MaxPool2d)
+    remade = Remade(lambda name: _pool_again(pool, x, is_max), x)
+    outputs: list[Tensor] = []
+
+    def pick(tensor: Tensor) -> str | None:
+        if is_max and tensor.dtype == torch.int64 and tensor.dim() == 4:
+            return "indices"
+        if outputs and _same(tensor, outputs[0]):
+            return "pooled"
+        return None
+
+    with remade.hooks(pick):
+        pooled = pool(x)
+        outputs.append(pooled)
+        return then(pooled)
+
+
+def _pool_again(pool: nn.Module, x: Tensor, is_max: bool) -> dict[str, Tensor]:
+    if is_max:
+        pooled, indices = F.max_pool2d(x, pool.kernel_size, pool.stride, pool.padding,
+                                       pool.dilation, pool.ceil_mode, return_indices=True)
+        return {"pooled": pooled, "indices": indices}
+    return {"pooled": pool(x)}
+
+
+def convolved_lean(first: nn.Conv2d, second: nn.Module, x: Tensor) -> Tensor:
+    """`second(first(x))`, not keeping `first`'s output (the input `second` keeps for its
+    weight's gradient), nor the stacked phases a polyphase convolution reads
+    (spacec.runtime.nn.accelerate.DilatedDepthwiseConv2d): `first`, a depthwise convolution
+    and cheap, runs again, on the weight of this call (the second-order step substitutes
+    weights)."""
+    weight, bias = first.weight, first.bias
+    phased = hasattr(first, "polyphase") and first.polyphase(x.shape)
+    outputs: list[Tensor] = []
+
+    def remake(name: str) -> dict[str, Tensor]:
+        if not phased:
+            return {"hidden": first._conv_forward(x, weight, bias)}
+        phases = first.phases(x)
+        if name == "phases":
+            return {"phases": phases}
+        return {"hidden": first.from_phases(phases, weight, bias, x.shape), "phases": phases}
+
+    def pick(tensor: Tensor) -> str | None:
+        if outputs:
+            return "hidden" if _same(tensor, outputs[0]) else None
+        stacked = tensor.dim() == 4 and tensor.shape[0] != x.shape[0]
+        return "phases" if phased and stacked and not _same(tensor, weight) else None
+
+    remade = Remade(remake, x, weight)
+    with remade.hooks(pick):
+        hidden = first(x)
+        outputs.append(hidden)
+        return second(hidden)

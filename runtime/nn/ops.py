@@ -27,6 +27,7 @@ Entry metadata, derived from that signature where possible:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -35,8 +36,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from spacec.registry import Entry, Registry, keyword_args
-from spacec.runtime.nn.accelerate import accelerate
-from spacec.runtime.nn.memory import BALANCED, FAST, LOW, recomputed
+from spacec.runtime.nn.accelerate import DilatedDepthwiseConv2d, accelerate
+from spacec.runtime.nn.memory import (
+    BALANCED,
+    FAST,
+    LOW,
+    autocast_enabled,
+    convolved_lean,
+    pooled_lean,
+    recomputed,
+)
 
 OPS = Registry("operation")
 
@@ -419,6 +428,87 @@ def _supernet_candidate(
     return op
 
 
+# Candidates whose forward is exactly `self.op(x)`, with `op` an nn.Sequential.
+_WRAPPED_CHAINS = (SepConv, DilConv, ReLUConvBN)
+
+
+def _chain(module: nn.Module) -> list[nn.Module] | None:
+    """The modules `module` applies one after the other, or None if it is not such a chain."""
+    if isinstance(module, _WRAPPED_CHAINS):
+        module = module.op
+    if type(module) is not nn.Sequential:
+        return None
+    steps = []
+    for sub in module:
+        inner = _chain(sub) if isinstance(sub, (nn.Sequential, *_WRAPPED_CHAINS)) else [sub]
+        if inner is None:
+            return None
+        steps += inner
+    return steps
+
+
+def split_final_norm(
+    module: nn.Module,
+) -> tuple[tuple[nn.Module, ...], nn.BatchNorm2d] | None:
+    """(the modules before, the norm) if `module` is a chain ending in an affine-free
+    BatchNorm2d, as every DARTS candidate but the identity is in the supernet; else None."""
+    steps = _chain(module)
+    if not steps or type(steps[-1]) is not nn.BatchNorm2d or steps[-1].affine:
+        return None
+    return tuple(steps[:-1]), steps[-1]
+
+
+def _is_depthwise(module: nn.Module) -> bool:
+    return (type(module) in (nn.Conv2d, DilatedDepthwiseConv2d)
+            and module.groups == module.in_channels == module.out_channels)
+
+
+def _lean_chain(body: Sequence[nn.Module], x: torch.Tensor,
+                finish: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """`finish(body(x))` under `balanced`: a lone pooling's output and indices, and the output
+    of every depthwise convolution that a convolution reads next, are computed again in the
+    backward pass instead of kept (spacec.runtime.nn.memory)."""
+    if len(body) == 1 and isinstance(body[0], (nn.MaxPool2d, nn.AvgPool2d)):
+        return pooled_lean(body[0], x, finish)
+    step = 0
+    while step < len(body):
+        module = body[step]
+        if (_is_depthwise(module) and step + 1 < len(body)
+                and isinstance(body[step + 1], nn.Conv2d)):
+            x = convolved_lean(module, body[step + 1], x)
+            step += 2
+        else:
+            x = module(x)
+            step += 1
+    return finish(x)
+
+
+def scaled_norm(norm: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """`scale * norm(x)` for an affine-free BatchNorm2d, as one batch_norm with the scale as
+    its per-channel weight. The same arithmetic, but autograd keeps the norm's input only (a
+    separate product would also keep the norm's output, for the scale's gradient), and the
+    product costs no pass of its own. The rest is BatchNorm2d.forward's, step for step."""
+    momentum = 0.0 if norm.momentum is None else norm.momentum
+    if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
+        norm.num_batches_tracked.add_(1)
+        if norm.momentum is None:
+            momentum = 1.0 / float(norm.num_batches_tracked)
+    batch_stats = norm.training or (norm.running_mean is None and norm.running_var is None)
+    keep_running = not norm.training or norm.track_running_stats
+    return F.batch_norm(
+        x,
+        norm.running_mean if keep_running else None,
+        norm.running_var if keep_running else None,
+        # Contiguous: torch's CPU batch_norm backward on channels_last input reads a stride-0
+        # weight as if it were contiguous (torch 2.14.1: gradients off by 1e25).
+        scale.expand(norm.num_features).contiguous(),
+        None,
+        batch_stats,
+        momentum,
+        norm.eps,
+    )
+
+
 class MixedEdge(nn.Module):
     """DARTS MixedOp: sum_i weights[i] * op_i(x), candidates in alpha column order.
 
@@ -460,20 +550,18 @@ class MixedEdge(nn.Module):
                 active.append((column, shares_relu))
         self._active: tuple[tuple[int, bool], ...] = tuple(active)
         self._shares_relu = any(shares_relu for _, shares_relu in active)
-        # The candidates `balanced` recomputes: those without a convolution (poolings and their
-        # BatchNorm), cheap to run again. An identity keeps nothing of its own.
-        self._cheap = frozenset(
-            column for column, op in enumerate(self.ops)
-            if not any(isinstance(m, nn.Conv2d) for m in op.modules())
-            and not isinstance(op, nn.Identity)
-        )
         self._setting = FAST  # the setting of the call in progress
 
     def forward(self, x: torch.Tensor, weights: Any, memory: str | None = None) -> torch.Tensor:
         """The edge's output; `memory` overrides the edge's setting for this call."""
         setting = memory or self.memory
         if setting == LOW and torch.is_grad_enabled():
-            return recomputed(self, self.mix, (x, weights), {"memory": FAST})
+            # The whole edge runs again in the backward pass; meanwhile it keeps everything.
+            return recomputed(self, functools.partial(self._mix_as, FAST), (x, weights),
+                              {"memory": FAST})
+        return self._mix_as(setting, x, weights)
+
+    def _mix_as(self, setting: str, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         self._setting = setting
         try:
             return self.mix(x, weights)
@@ -481,11 +569,19 @@ class MixedEdge(nn.Module):
             self._setting = FAST
 
     def weighted(self, column: int, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """weight * op_column(x); under `balanced`, recomputed in backward if the op is cheap."""
-        op = self.ops[column]
-        if self._setting == BALANCED and column in self._cheap and torch.is_grad_enabled():
-            return recomputed(op, op, (x,), {}, finish=weight.mul)
-        return weight * op(x)
+        """weight * op_column(x), keeping for the backward pass what the setting says."""
+        # Found on every call, not kept: converting to SyncBatchNorm (--sync-bn) replaces the
+        # norms after the edge is built (a SyncBatchNorm is not fused).
+        split = split_final_norm(self.ops[column])
+        if split is None:
+            return weight * self.ops[column](x)
+        body, norm = split
+        if (self._setting == BALANCED and torch.is_grad_enabled()
+                and not autocast_enabled(x.device.type)):
+            return _lean_chain(body, x, lambda y: scaled_norm(norm, y, weight))
+        for module in body:
+            x = module(x)
+        return scaled_norm(norm, x, weight)
 
     def mix(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """sum_i weights[i] * op_i(x) over the non-zero candidates."""

@@ -17,8 +17,8 @@ step is the largest phase's total:
 Three registries, each keyed by name so that a new method, setting or device adds an entry and
 no if-chain: `spacec.cost.methods.METHODS` (what an edge runs and keeps, α's size),
 `MEMORY_SETTINGS` (what of a mixed edge backward recomputes, the runtime's `run.memory`:
-`fast` keeps everything; `balanced` checkpoints the candidates without a convolution, `low`
-each whole edge; recurrent spaces are predicted with `fast` only) and `DEVICES` (cpu, cuda).
+`fast` nothing; `balanced` the poolings' and the depthwise convolutions' outputs; `low` each
+whole edge; recurrent spaces are predicted with `fast` only) and `DEVICES` (cpu, cuda).
 The step kinds (`STEPS`: weights, first, second; `TRAIN_STEP`) follow the search loop and the
 architect; a method may change them (`Method.weight_step_alpha`).
 
@@ -129,12 +129,12 @@ TRAIN_STEP = (
 @dataclass(frozen=True)
 class MemorySetting:
     """What of a mixed edge the backward pass recomputes instead of keeping (the runtime's
-    ``run.memory``, spacec.runtime.nn.memory): `recompute` is "" (keep everything),
-    "candidate" (`balanced`: each candidate without a convolution, a pooling and its
-    BatchNorm, and its product with the weight under torch.utils.checkpoint: the edge keeps
-    their input only; the convolutions keep everything; a sampling method's edge runs its
-    candidate plainly) or "edge" (`low`: the whole mixed edge checkpointed: it keeps its input
-    and weights row only; its output is kept where its consumer keeps it).
+    ``run.memory``, spacec.runtime.nn.memory): `recompute` is "" (`fast`: keep everything),
+    "depthwise" (`balanced`: a lone pooling candidate's output and indices, and in a
+    candidate ending in a norm each depthwise convolution's output and polyphase stack, made
+    again in backward; a sampling method's edge runs its candidate plainly) or "edge" (`low`:
+    the whole mixed edge checkpointed: it keeps its input and weights row only; its output is
+    kept where its consumer keeps it).
     While backward reruns a segment, what that segment saves lives again: the largest such
     segment is added to the activations. `level` orders the settings, most memory first."""
 
@@ -155,8 +155,8 @@ def register_memory_setting(setting: MemorySetting) -> MemorySetting:
 register_memory_setting(MemorySetting(
     "fast", "", 0, "every tensor autograd saves stays until backward"))
 register_memory_setting(MemorySetting(
-    "balanced", "candidate", 1,
-    "the candidates without a convolution recomputed in backward (poolings, their BatchNorm)"))
+    "balanced", "depthwise", 1,
+    "the poolings' outputs and the depthwise convolutions' outputs made again in backward"))
 register_memory_setting(MemorySetting(
     "low", "edge", 2, "each mixed edge recomputed in backward: its input kept, nothing inside"))
 

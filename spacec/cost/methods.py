@@ -156,8 +156,17 @@ def method(name: str, **options: object) -> Method:
 # ---- edges -----------------------------------------------------------------------------------
 def weighted_candidate(t: Tracer, x: Sym, steps: Sequence[Step], C: int, stride: int,
                        input_relu: bool, weight: Sym) -> Sym:
-    """weight · candidate(x), everything kept (runtime/nn/ops.py `MixedEdge.weighted`)."""
-    return t.mul(supernet_candidate(t, x, steps, C, stride, input_relu), t.view(weight, ()))
+    """weight · candidate(x), nothing recomputed (runtime/nn/ops.py `MixedEdge.weighted`): a
+    candidate ending in an affine-free norm takes the weight as that norm's weight
+    (`scaled_norm`); any other's output is multiplied, and kept by the product."""
+    out = supernet_candidate(t, x, steps, C, stride, input_relu)
+    if ends_in_norm(steps):
+        return t.scaled_norm(out, weight)
+    return t.mul(out, t.view(weight, ()))
+
+
+def ends_in_norm(steps: Sequence[Step]) -> bool:
+    return bool(steps) and steps[-1][0] in catalog.NORM_ENDED_IN_SUPERNET
 
 
 def darts_mix(t: Tracer, x: Sym, weights: Sym, candidates: Sequence[Sequence[Step]], C: int,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 
 import networkx as nx
 
@@ -23,7 +22,7 @@ from spacec import ir as irmod
 from spacec.arch import layout
 from spacec.arch.derive import TOPK
 from spacec.arch.genotype import Genotype
-from spacec.cost.methods import Method, heaviest_kept, weighted_candidate
+from spacec.cost.methods import Method, ends_in_norm, heaviest_kept, weighted_candidate
 from spacec.cost.programs import (
     DERIVED_PROGRAMS,
     SUPERNET_PROGRAMS,
@@ -215,34 +214,30 @@ def _sum(t: Tracer, terms: Sequence[Sym]) -> Sym:
     return out
 
 
-@cache
-def _without_convolution(steps, shape: tuple[int, ...], C: int, stride: int,
-                         input_relu: bool) -> bool:
-    """The candidate holds no parameters (no convolution) and is not the identity: what
-    `MixedEdge` recomputes under `balanced` (its `_cheap` columns)."""
-    scratch = Tracer()
-    x = scratch.tensor(shape, True)
-    out = supernet_candidate(scratch, x, steps, C, stride, input_relu)
-    return scratch.parameters == 0 and out.storage is not x.storage
+def _lone_pool(steps) -> bool:
+    return len(steps) == 1 and steps[0][0] in catalog.NORM_IN_SUPERNET
 
 
 def _balanced_term(t: Tracer, x: Sym, steps, C: int, stride: int, input_relu: bool,
                    weight: Sym) -> Sym:
-    """`MixedEdge.weighted` under `balanced`: weight · candidate(x) under
-    torch.utils.checkpoint (its input kept, the candidate and the product recomputed) for a
-    candidate without a convolution; the others keep everything."""
-    if not _without_convolution(steps, x.shape, C, stride, input_relu):
+    """`MixedEdge.weighted` under `balanced`: a candidate ending in a norm keeps neither a
+    lone pooling's output and indices (memory.pooled_lean) nor its depthwise convolutions'
+    outputs and polyphase stacks (memory.convolved_lean): they are made again in backward."""
+    if not ends_in_norm(steps):
         return weighted_candidate(t, x, steps, C, stride, input_relu, weight)
-    return t.recompute(
-        ("weighted candidate", steps, C, stride, input_relu),
-        lambda t, x, w: weighted_candidate(t, x, steps, C, stride, input_relu, w), x, weight)
+    flag = "remake_pooling" if _lone_pool(steps) else "remake_depthwise"
+    setattr(t, flag, True)
+    try:
+        return weighted_candidate(t, x, steps, C, stride, input_relu, weight)
+    finally:
+        setattr(t, flag, False)
 
 
 # What a memory setting recomputes (memory.MEMORY_SETTINGS `recompute`) -> one term of a mixed
 # edge; "edge" runs the terms plainly inside a recomputed edge (SupernetWalk._edge).
 RECOMPUTED_CANDIDATES = {
     "": weighted_candidate,
-    "candidate": _balanced_term,
+    "depthwise": _balanced_term,
     "edge": weighted_candidate,
 }
 

@@ -19,7 +19,11 @@ only a shape, a requires-grad flag and a storage, and records what torch would:
   Parameters and buffers that are saved are not counted (they exist anyway);
 - recomputation (`recompute`, torch.utils.checkpoint): a segment whose forward saves nothing
   but its inputs, and whose own saved tensors live again while backward reruns it
-  (`recompute_peak`: the largest such segment, alive on top of what the others saved).
+  (`recompute_peak`: the largest such segment, alive on top of what the others saved); and
+  single outputs made again in backward instead of kept (`remake_pooling`,
+  `remake_depthwise`), each alive again only while its own backward runs;
+- `scaled_norm`: an affine-free BatchNorm whose per-channel weight is a mixing weight, which
+  keeps the norm's input (not also its output, as a separate product would).
 
 Shapes are tuples whose first dimension is the batch; image tensors are (N, C, H, W). Nothing here
 imports torch: the formulas are checked against torch by tests/test_cost.py.
@@ -61,6 +65,7 @@ class Sym:
     shape: tuple[int, ...]
     grad: bool  # requires grad (autograd records ops on it)
     storage: Storage
+    norm_input: Sym | None = None  # an affine-free BatchNorm's output: that norm's input
 
     @property
     def numel(self) -> int:
@@ -113,6 +118,13 @@ class Tracer:
     saved: dict[int, int] = field(default_factory=dict)  # id(storage) -> bytes
     scopes: dict[int, str] = field(default_factory=dict)  # id(storage) -> scope that saved it
     scope: str = ""
+    # Outputs `balanced` computes again in backward instead of keeping (runtime/nn/memory.py):
+    # a pooling's output and indices (pooled_lean); a depthwise convolution's output and the
+    # polyphase stack a dilated one reads (convolved_lean). While set, the ops mark what they
+    # make; a marked storage is alive again only while its backward runs.
+    remake_pooling: bool = False
+    remake_depthwise: bool = False
+    _remade: set = field(default_factory=set, repr=False)  # ids of storages made again
     _keep: list = field(default_factory=list, repr=False)  # keeps saved storages' ids unique
     _cache: dict = field(default_factory=dict, repr=False)
 
@@ -130,6 +142,10 @@ class Tracer:
     def save(self, *tensors: Sym | Storage) -> None:
         for item in tensors:
             storage = item.storage if isinstance(item, Sym) else item
+            if id(storage) in self._remade:
+                # alive again only while its backward runs
+                self.recompute_peak = max(self.recompute_peak, storage.nbytes)
+                continue
             if id(storage) not in self.saved:
                 self.saved[id(storage)] = storage.nbytes
                 self.scopes[id(storage)] = self.scope
@@ -187,7 +203,13 @@ class Tracer:
         out = self.tensor((n, out_channels, out_h, out_w), self._records(x, params=True))
         if out.grad:
             self.save(x)
+        if self.remake_depthwise and groups == c == out_channels:
+            self._remade_storage(out)
         return out
+
+    def _remade_storage(self, x: Sym) -> None:
+        self._remade.add(id(x.storage))
+        self._keep.append(x.storage)
 
     def pointwise(self, x: Sym, out_channels: int, stride: int = 1) -> Sym:
         """runtime PointwiseConv2d: a strided 1x1 convolution of the subsampled input (a copy)."""
@@ -212,8 +234,12 @@ class Tracer:
             out = self.conv(self.subsample(x, d), c, kernel, 1, pad, groups=c)
         else:
             phases = self.tensor((n * d * d, c, h // d, w // d), x.grad)  # the reshape's copy
+            if self.remake_depthwise:
+                self._remade_storage(phases)
             phased = self.conv(phases, c, kernel, 1, pad, groups=c)
             out = self.tensor((n, c, h, w), phased.grad)  # reshaped back: another copy
+            if self.remake_depthwise:
+                self._remade_storage(out)
         return out
 
     def bn(self, x: Sym, affine: bool) -> Sym:
@@ -225,7 +251,25 @@ class Tracer:
         out = self.tensor(x.shape, self._records(x, params=affine))
         if out.grad:
             self.save(x, self.tensor((c,)), self.tensor((c,)))  # save_mean, save_invstd
+        if not affine:
+            out.norm_input = x
         return out
+
+    def scaled_norm(self, out: Sym, weight: Sym) -> Sym:
+        """weight · out, where `out` is an affine-free BatchNorm's output, as runtime
+        scaled_norm computes it: the weight, expanded to one per channel, is the norm's weight.
+        The norm records if its input or the weight requires grad, and then keeps its input,
+        its statistics and that weight vector; nothing keeps its output."""
+        x = out.norm_input
+        if x is None:
+            raise ValueError("scaled_norm takes the output of an affine-free BatchNorm")
+        c = x.shape[1]
+        if not (out.grad or weight.grad):
+            return out
+        if not out.grad:
+            self.save(x, self.tensor((c,)), self.tensor((c,)))
+        self.save(self.tensor((c,)))  # the weight, one per channel (a copy)
+        return Sym(out.shape, True, out.storage)
 
     def relu(self, x: Sym) -> Sym:
         return self._saves_output(x)
@@ -249,7 +293,10 @@ class Tracer:
     def max_pool(self, x: Sym, kernel: int, stride: int, padding: int) -> Sym:
         out = self._pooled(x, kernel, stride, padding, "max pooling")
         if out.grad:
-            self.save(x, self.tensor(out.shape, itemsize=INDEX))
+            indices = self.tensor(out.shape, itemsize=INDEX)
+            if self.remake_pooling:
+                self._remade_storage(indices)
+            self.save(x, indices)
         return out
 
     def avg_pool(self, x: Sym, kernel: int, stride: int, padding: int) -> Sym:
@@ -268,7 +315,10 @@ class Tracer:
                 f"{max(out_h, 0)}x{max(out_w, 0)}",
                 (h, w, max(out_h, 0), max(out_w, 0)),
             )
-        return self.tensor((n, c, out_h, out_w), x.grad)
+        out = self.tensor((n, c, out_h, out_w), x.grad)
+        if self.remake_pooling:
+            self._remade_storage(out)
+        return out
 
     def global_avg_pool(self, x: Sym) -> Sym:
         """nn.AdaptiveAvgPool2d(1): its backward needs only the input's shape."""
