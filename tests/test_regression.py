@@ -4,6 +4,13 @@ Each case is a tiny `spacec search` run through the command line's entry point, 
 torch thread, CPU).
 The golden files in tests/golden/regression/ were recorded on the main branch before the
 runtime's seams were introduced (issue 8); every later change must reproduce them exactly.
+Re-recorded twice since, each time for a change of rounding only: darts_rnn for the fused
+recurrent mix; the image spaces when a candidate's α weight became its last BatchNorm's weight
+(issue 11). For the latter, the previous path (the product) still reproduces the old files bit
+for bit, one first- or second-order step moves α by 3e-4 and the two paths then differ by 2e-10,
+and perturbing one candidate's input by one float32 step on every edge of the previous path
+moves the recorded α as far by the second epoch (1.7e-4 of the largest α, first order) with the
+same genotypes.
 
 Floating-point results depend on the CPU's vector instruction set (oneDNN picks its kernels by
 it): where the recording machine's torch version and CPU capability match this one's the
