@@ -11,12 +11,12 @@ checked against the fp32 eager path.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from unittest import mock
 
 import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from test_cost import saved_bytes as saved_storage_bytes  # counts what Remade's hooks keep
 from torch.utils.data import DataLoader
 
 from spacec.cli import main
@@ -125,27 +125,9 @@ def test_methods_trajectory_with_the_lowest_setting(compiled, relaxation):
 
 
 def saved_bytes(model) -> int:
-    """Bytes of the distinct storages autograd keeps for the backward pass outside
+    """Bytes of the distinct storages autograd keeps for one loss's backward pass outside
     checkpointed regions, with those a step-by-step recomputation's own hooks keep."""
-    storages: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    original = memory.Remade._pack
-
-    def counted(self, tensor):
-        packed = original(self, tensor)
-        if packed is tensor:
-            pack(tensor)
-        return packed
-
-    with (mock.patch.object(memory.Remade, "_pack", counted),
-          torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)):
-        loss_fn(model, batch())
-    return sum(storages.values())
+    return saved_storage_bytes(lambda: loss_fn(model, batch()))[0]
 
 
 def test_lower_settings_keep_less(compiled):

@@ -61,9 +61,8 @@ def check_memory(setting: str) -> str:
 
 
 def recomputed(module: nn.Module, compute: Callable[..., Tensor], args: tuple[Any, ...],
-               kwargs: dict[str, Any], finish: Callable[[Tensor], Tensor] | None = None
-               ) -> Tensor:
-    """`finish(compute(*args))`, keeping only what it is given for the backward pass.
+               kwargs: dict[str, Any]) -> Tensor:
+    """`compute(*args)`, keeping only what it is given for the backward pass.
 
     `compute` runs on `module`'s parameters and buffers; the replay in the backward pass is
     ``module(*args, **kwargs)`` through ``functional_call`` on the parameters of this call and
@@ -80,8 +79,7 @@ def recomputed(module: nn.Module, compute: Callable[..., Tensor], args: tuple[An
         nonlocal calls
         calls += 1
         # The first run computes; a replay runs the module on the captured tensors.
-        out = compute(*args) if calls == 1 else functional_call(module, replayed, args, kwargs)
-        return out if finish is None else finish(out)
+        return compute(*args) if calls == 1 else functional_call(module, replayed, args, kwargs)
 
     # determinism_check: the replay is the same code on the same tensors (and checking the
     # metadata of every saved tensor costs Python time per tensor).

@@ -27,7 +27,6 @@ Entry metadata, derived from that signature where possible:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -556,12 +555,7 @@ class MixedEdge(nn.Module):
         """The edge's output; `memory` overrides the edge's setting for this call."""
         setting = memory or self.memory
         if setting == LOW and torch.is_grad_enabled():
-            # The whole edge runs again in the backward pass; meanwhile it keeps everything.
-            return recomputed(self, functools.partial(self._mix_as, FAST), (x, weights),
-                              {"memory": FAST})
-        return self._mix_as(setting, x, weights)
-
-    def _mix_as(self, setting: str, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+            return recomputed(self, self.mix, (x, weights), {"memory": FAST})
         self._setting = setting
         try:
             return self.mix(x, weights)

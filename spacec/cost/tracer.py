@@ -250,7 +250,7 @@ class Tracer:
         self.buffers += 2 * c * FLOAT + INDEX
         out = self.tensor(x.shape, self._records(x, params=affine))
         if out.grad:
-            self.save(x, self.tensor((c,)), self.tensor((c,)))  # save_mean, save_invstd
+            self._save_norm(x)
         if not affine:
             out.norm_input = x
         return out
@@ -267,9 +267,14 @@ class Tracer:
         if not (out.grad or weight.grad):
             return out
         if not out.grad:
-            self.save(x, self.tensor((c,)), self.tensor((c,)))
+            self._save_norm(x)
         self.save(self.tensor((c,)))  # the weight, one per channel (a copy)
         return Sym(out.shape, True, out.storage)
+
+    def _save_norm(self, x: Sym) -> None:
+        """What BatchNorm's backward keeps: its input, save_mean and save_invstd."""
+        c = x.shape[1]
+        self.save(x, self.tensor((c,)), self.tensor((c,)))
 
     def relu(self, x: Sym) -> Sym:
         return self._saves_output(x)
