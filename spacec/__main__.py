@@ -1,5 +1,5 @@
 """`python -m spacec ...` (and `torchrun -m spacec ...`): the command line."""
 
-from spacec.cli import main
+from spacec.cli import run
 
-main()
+run()

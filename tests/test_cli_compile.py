@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import networkx as nx
@@ -65,6 +68,17 @@ def test_check_pauses_the_collector_only_while_it_runs(space, monkeypatch):
     CliRunner().invoke(main, ["check", space])
     assert during == [False]
     assert gc.isenabled()
+
+
+def test_check_as_the_program_ends_after_writing_its_whole_report():
+    """As the `spacec` program, `check` ends the process without freeing the compiled space
+    (`exit_now`): its report is still written whole, with standard output a buffered pipe, and
+    the exit status is 0. In-process, as in the other tests, `exit_now` does nothing."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    result = subprocess.run([sys.executable, "-m", "spacec", "check", "darts_cnn"], env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == spacec_cli("check", "darts_cnn")
 
 
 def test_compile_to_a_file_writes_the_module(tmp_path, compiled):

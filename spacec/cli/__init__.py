@@ -8,6 +8,6 @@ modules, so that `spacec check`, `compile` and `derive` work where torch is not 
 """
 
 from spacec.cli import compile, runs, search, train  # noqa: F401  (each registers its commands)
-from spacec.cli.app import main
+from spacec.cli.app import main, run
 
-__all__ = ["main"]
+__all__ = ["main", "run"]

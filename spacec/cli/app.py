@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -56,6 +57,30 @@ def user_errors(command):
                             f"(pip install {package})") from None
 
     return wrapper
+
+
+def run() -> None:
+    """The `spacec` program (the console script and `python -m spacec`): `main`, in a process
+    that ends when the command does, so a command may end it early (`exit_now`)."""
+    global _PROGRAM
+    _PROGRAM = True
+    main()
+
+
+_PROGRAM = False  # set by `run`; commands invoked in-process (click's CliRunner) leave it unset
+
+
+def exit_now() -> None:
+    """End the `spacec` program here, successfully, without freeing what it built: as mypy
+    does, for a command whose work is done and whose output is written. A compiled 5 MB space
+    is 400,000 objects; freeing them one by one is a tenth of a second of `spacec check`. Only
+    for commands that hold nothing but the compiler's objects: atexit handlers do not run, so
+    nothing may be left to flush or to close but standard output and error, flushed here.
+    Called in-process (`_PROGRAM` unset), it does nothing, and the command returns as usual."""
+    if _PROGRAM:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 # Packages that only some commands need: a missing one is reported as such, not as a traceback.
