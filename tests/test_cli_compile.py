@@ -70,15 +70,27 @@ def test_check_pauses_the_collector_only_while_it_runs(space, monkeypatch):
     assert gc.isenabled()
 
 
-def test_check_as_the_program_ends_after_writing_its_whole_report():
-    """As the `spacec` program, `check` ends the process without freeing the compiled space
-    (`exit_now`): its report is still written whole, with standard output a buffered pipe, and
-    the exit status is 0. In-process, as in the other tests, `exit_now` does nothing."""
+@pytest.mark.parametrize("args", [["check", "darts_cnn"], ["info", "darts_cnn"],
+                                  ["compile", "darts_cnn", "--emit", "listing"]])
+def test_compiler_commands_as_the_program_end_after_writing_everything(args):
+    """As the `spacec` program, the compiler's commands end the process without freeing the
+    compiled space (`exit_now`): what they print is still written whole, with standard output a
+    buffered pipe, and the exit status is 0. In-process, as in the other tests, `exit_now` does
+    nothing."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    result = subprocess.run([sys.executable, "-m", "spacec", "check", "darts_cnn"], env=env,
+    result = subprocess.run([sys.executable, "-m", "spacec", *args], env=env,
                             capture_output=True, text=True, timeout=120, check=False)
     assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout == spacec_cli("check", "darts_cnn")
+    assert result.stdout == spacec_cli(*args)
+
+
+def test_compile_as_the_program_writes_its_file_whole(tmp_path, compiled):
+    target = tmp_path / "supernet.py"
+    result = subprocess.run([sys.executable, "-m", "spacec", "compile", "darts_cnn", "-o",
+                             str(target)], capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert target.read_text() == compiled("darts_cnn").source
 
 
 def test_compile_to_a_file_writes_the_module(tmp_path, compiled):
