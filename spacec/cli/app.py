@@ -59,15 +59,15 @@ def user_errors(command):
     return wrapper
 
 
+_PROGRAM = False  # set by `run`; commands invoked in-process (click's CliRunner) leave it unset
+
+
 def run() -> None:
     """The `spacec` program (the console script and `python -m spacec`): `main`, in a process
     that ends when the command does, so a command may end it early (`exit_now`)."""
     global _PROGRAM
     _PROGRAM = True
     main()
-
-
-_PROGRAM = False  # set by `run`; commands invoked in-process (click's CliRunner) leave it unset
 
 
 def exit_now() -> None:
