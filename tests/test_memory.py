@@ -19,9 +19,11 @@ from click.testing import CliRunner
 from test_cost import saved_bytes as saved_storage_bytes  # counts what Remade's hooks keep
 from torch.utils.data import DataLoader
 
+import spacec
 from spacec.cli import main
 from spacec.cli import options as cli_options
 from spacec.runtime.domains.image.data import pin_for
+from spacec.runtime.errors import ConfigError
 from spacec.runtime.nn import memory
 from spacec.runtime.nn.memory import BALANCED, FAST, LOW, set_memory
 from spacec.runtime.nn.ops import MixedEdge, split_final_norm
@@ -258,6 +260,16 @@ def test_compiled_network_calls_the_compiled_forward_and_methods(compiled):
     assert session().compiled(network) is network
 
 
+def test_compile_on_the_cpu_without_a_cxx_compiler_is_refused_before_the_run(compiled,
+                                                                              monkeypatch):
+    network = compiled("darts_cnn", C=4, layers=3).discrete_network("DARTS_V2")
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(ConfigError, match="needs a C.. compiler"):
+        session(compile_network=True).compiled(network)
+    assert session().compiled(network) is network  # without compile, nothing is needed
+
+
 @pytest.mark.slow
 def test_torch_compile_gives_the_eager_outputs(compiled):
     torch.manual_seed(0)
@@ -282,3 +294,49 @@ def test_cli_search_with_memory_and_precision(tmp_path):
         "--limit", "16", "--epochs", "1", "--memory", "low", "--precision", "bf16",
         "--threads", "1", "-q", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
+
+
+# darts_rnn with two searched nodes: a graph torch.compile makes in a fraction of the time.
+SMALL_RNN = """
+space small_rnn
+ops rnn_ops { none = zero  tanh = activation(fn=tanh)  relu = activation(fn=relu)  identity = activation(fn=identity) }
+cell recurrent {
+    inputs   x, h_prev
+    nodes    s0, s1, s2
+    fixed    (x, h_prev) -> s0 : highway_init(fn=tanh)
+    edges    dense from s0 : rnn_ops
+    share    highway per node
+    combine  sum
+    search_norm  batch_norm
+    output   mean(s1, s2)
+    derive   topk(k=1, exclude=[none])
+}
+network language_model { tokens 20  embedding 8  hidden 8  step recurrent  decoder tied }
+"""
+
+
+@pytest.mark.slow
+def test_torch_compile_of_the_recurrent_step_gives_the_eager_step(write_space):
+    """A recurrent network is compiled one time step at a time (RecurrentLM.compile_steps):
+    a training forward (dropout, the search cell's shared BatchNorm) and its gradients, α's
+    included, equal the eager ones."""
+    space = spacec.load(str(write_space(SMALL_RNN)))
+    words = torch.randint(20, (4, 3), generator=torch.Generator().manual_seed(0))
+    runs = {}
+    for compile_network in (False, True):
+        torch.manual_seed(0)
+        model = space.supernet()
+        stepped = session(compile_network=compile_network).compiled(model)
+        assert stepped is model  # compiled in place: the architect's calls run it too
+        torch.manual_seed(1)  # the same dropout masks
+        log_prob, _ = stepped(words, model.init_hidden(3))
+        F.nll_loss(log_prob.view(-1, 20), words.flatten()).backward()
+        runs[compile_network] = (log_prob, {name: p.grad for name, p in model.named_parameters()},
+                                 model.cell.norm.running_var.clone())
+        assert ("cell_step" in vars(model)) == compile_network
+    (eager, eager_grads, eager_var), (got, got_grads, got_var) = runs[False], runs[True]
+    torch.testing.assert_close(got, eager, rtol=1e-5, atol=1e-5)
+    assert eager_grads.keys() == got_grads.keys() and any("arch" in k for k in eager_grads)
+    for name, grad in eager_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    torch.testing.assert_close(got_var, eager_var)

@@ -656,3 +656,28 @@ def test_fused_supernet_equals_the_plain_path(space_text, load_text):
     assert any(name.startswith("arch.") for name in fused_grads)
     for name, grad in fused_grads.items():
         assert torch.allclose(grad, plain_grads[name], rtol=1e-4, atol=1e-7), name
+
+
+def test_compile_steps_has_every_time_step_call_the_compiled_step(supernet):
+    model = supernet.eval()
+    data, hidden = tokens(5, 3, 11), [torch.randn(1, 3, 6)]
+    expected, _ = model(data, hidden)
+    wrapped, calls = [], []
+
+    def compile_(step):
+        wrapped.append(step)
+
+        def compiled_step(*args):
+            calls.append(args[0].shape)
+            return step(*args)
+
+        return compiled_step
+
+    parameters = list(model.parameters())
+    model.compile_steps(compile_)
+    model.compile_steps(compile_)  # idempotent: the step is wrapped once
+    assert len(wrapped) == 1 and wrapped[0] == TinySupernet.cell_step.__get__(model)
+    got, _ = model(data, hidden)
+    assert calls == [torch.Size([3, 6])] * 5  # one call per time step, the step's own input
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert all(a is b for a, b in zip(model.parameters(), parameters, strict=True))

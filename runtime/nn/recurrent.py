@@ -483,6 +483,17 @@ class RecurrentLM(nn.Module, abc.ABC):
         """Computed once per forward and handed to every `cell_step` (a supernet: softmax(α))."""
         return None
 
+    def compile_steps(self, compile: Callable[[Callable], Callable]) -> None:
+        """Have every time step call ``compile(self.cell_step)`` (e.g. ``torch.compile``).
+
+        The unit compiled is one time step: its graph is made once and serves every step of
+        every sequence, forward and backward. Compiling `forward` would trace the unrolled
+        loop instead, a graph as long as the sequence (bptt 35: 35 cells of 8 nodes), made
+        again for every sequence length. Idempotent; the parameters are the module's own.
+        """
+        if "cell_step" not in self.__dict__:
+            self.cell_step = compile(self.cell_step)
+
     def init_hidden(self, bsz: int) -> list[Tensor]:
         weight = self.encoder.weight
         return [weight.new_zeros(1, bsz, self.nhid)]

@@ -138,7 +138,8 @@ class RunConfig:
     # NHWC tensors (the generated networks' layout; oneDNN's and cuDNN's faster one); false:
     # NCHW.
     channels_last: bool = True
-    # torch.compile the network the weight step (search) or every step (training) calls.
+    # torch.compile the network the weight step (search) or every step (training) calls; a
+    # recurrent network compiles its time step, which every step calls (RecurrentLM.compile_steps).
     compile: bool = False
 
     def __post_init__(self) -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,12 +158,20 @@ class Session:
     def compiled(self, network: nn.Module, methods: Sequence[str] = ()) -> Any:
         """What steps call in place of `network` (and its training forwards `methods`):
         themselves, or with ``compile: true`` their ``torch.compile`` versions, which share the
-        module's parameters and state (nothing is copied). One process only."""
+        module's parameters and state (nothing is copied); a recurrent network is returned
+        itself, its time step compiled in place. One process only."""
         if not self.compile_network:
             return network
         if self.world_size > 1:
             raise ConfigError("run.compile: torch.compile runs on one process here; with "
                               "several processes set compile: false")
+        _check_cpu_compiler(self.device)
+        compile_steps = getattr(network, "compile_steps", None)
+        if compile_steps is not None:
+            # A recurrent network compiles its time step in place (RecurrentLM.compile_steps),
+            # so the architecture step, which calls the network itself, runs it compiled too.
+            compile_steps(torch.compile)
+            return network
         return CompiledNetwork(network, methods)
     # -- collectives (no-ops with one process) -----------------------------------------------
 
@@ -250,6 +260,23 @@ class Session:
         optional overrides it declares, what the data fixes, then the explicit overrides."""
         declared = self.compile(space_cfg.name).params
         return self.compile(space_cfg.name, space_overrides(declared, space_cfg, from_data))
+
+
+# What torch.compile's code generator for the CPU (inductor) may build its C++ kernels with.
+CXX_COMPILERS = ("g++", "clang++", "c++")
+
+
+def _check_cpu_compiler(device: torch.device) -> None:
+    """torch.compile on the CPU builds C++ kernels at the first step: without a compiler it
+    fails there, deep inside torch. Say so before the run starts."""
+    if device.type != "cpu":
+        return
+    named = os.environ.get("CXX")
+    if (named and shutil.which(named)) or any(shutil.which(c) for c in CXX_COMPILERS):
+        return
+    raise ConfigError("run.compile on the CPU needs a C++ compiler (g++ or clang++ on PATH, or "
+                      "$CXX): torch.compile builds C++ kernels. Install one, or run without "
+                      "--compile")
 
 
 class CompiledNetwork:

@@ -89,7 +89,8 @@ class Search:
         self.strategy = strategy
         # What training forwards call: the model, or its DDP replica on several processes.
         # With run.compile, its torch.compile version (the architect's functional calls run on
-        # the model itself, in fp32).
+        # the model itself, in fp32; a recurrent model compiles its time step in place, so they
+        # run that compiled too).
         self.trainable = session.compiled(
             session.replicate(model, model.relaxation.all_candidates_used))
         optim = cfg.optim

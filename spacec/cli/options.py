@@ -73,8 +73,8 @@ _SHARED = [
     click.option("--channels-last/--no-channels-last", default=None,
                  help="NHWC tensors (default) or NCHW."),
     click.option("--compile/--no-compile", "compile", default=None,
-                 help="torch.compile the network the weight (training) step calls.  [config "
-                      "default: off]"),
+                 help="torch.compile the network the weight (training) step calls; a "
+                      "recurrent network's time step, in every step.  [config default: off]"),
     set_option,
     click.option("--cfg", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
                  help="Set any config field (repeatable), e.g. --cfg optim.lr=0.05."),
