@@ -24,6 +24,10 @@ asks autograd for ∇α alone; the reference's calls ``loss.backward()`` and als
 weight gradient, so against the reference code itself the first-order ratio would be higher.
 Peak memory of a search kind is the two models' together. ``--no-baseline`` skips it.
 
+``--compile`` times spacec's model with its time step through ``torch.compile`` (what ``spacec
+search --compile`` runs: `RecurrentLM.compile_steps`), against the same eager baseline; the
+warm-up then includes compiling, whose seconds the table shows.
+
 The default run is short (a few steps at reduced batch) because the machine it was written on is
 shared by other jobs and its timings are noisy; for figures worth comparing, use more steps, the
 paper's batch (``--batch 256`` search, ``--train-batch 64``) and an otherwise idle machine:
@@ -66,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--compile", action="store_true",
+                        help="spacec's model with its time step compiled (torch.compile)")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="search kinds: do not time the reference-layout baseline")
     parser.add_argument("--devices", nargs="+", default=None,
@@ -90,7 +96,7 @@ def reference_layout():
     return ReferenceLayout()
 
 
-def build_step(job: dict, device, relaxation=None):
+def build_step(job: dict, device, relaxation=None, compile_steps: bool = False):
     """The model and a closure doing one step of `job['kind']` on fresh random segments."""
     import torch
 
@@ -119,6 +125,8 @@ def build_step(job: dict, device, relaxation=None):
                               betas=(0.9, 0.999), unrolled_clip=CLIP)
         params = model.weights()
         architect = Architect(model, optimizer, segment_loss, arch_cfg)
+    if compile_steps:
+        model.compile_steps(torch.compile)
     carries = {"train": HiddenCarry(), "val": HiddenCarry()}
 
     def segment(stream: str) -> TextBatch:
@@ -156,14 +164,14 @@ def measure(job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     device = torch.device(job["device"])
-    runs = {"spacec": build_step(job, device)}
+    runs = {"spacec": build_step(job, device, compile_steps=job["compile"])}
     if job["baseline"] and job["kind"] != "train":
         runs = {"baseline": build_step(job, device, reference_layout()), **runs}
     load_before = os.getloadavg()
-    for model, step in runs.values():
+    warmup: dict[str, float] = {}
+    for name, (model, step) in runs.items():
         model.train()
-        for _ in range(job["warmup"]):
-            timed(step, device)
+        warmup[name] = sum(timed(step, device)[0] for _ in range(job["warmup"]))
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     for _ in range(job["steps"]):
         for name, (_, step) in runs.items():  # A B A B ...
@@ -172,7 +180,8 @@ def measure(job: dict) -> dict:
     tokens = job["batch"] * job["bptt"]
     result = {**job, "weights": sum(p.numel() for n, p in model.named_parameters()
                                     if not n.startswith("arch.")),
-              "load_before": load_before, "load_after": os.getloadavg(), **peak_memory(device)}
+              "load_before": load_before, "load_after": os.getloadavg(),
+              "warmup_s": warmup["spacec"], **peak_memory(device)}
     for name, found in times.items():
         wall = statistics.median(w for w, _ in found)
         cpu = statistics.median(c for _, c in found)
@@ -190,7 +199,8 @@ def measure(job: dict) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    header = (f"{'device':<7}{'kind':<9}{'size':>5}{'batch':>6}{'weights':>12}{'median s':>10}"
+    header = (f"{'device':<7}{'kind':<9}{'step':<9}{'size':>5}{'batch':>6}{'weights':>12}"
+              f"{'warm-up s':>10}{'median s':>10}"
               f"{'tokens/s':>10}{'base tok/s':>11}{'ratio':>7}{'cpu ratio':>10}{'RSS GiB':>9}"
               f"{'CUDA GiB':>10}")
     lines = [header, "-" * len(header)]
@@ -199,8 +209,10 @@ def table(results: list[dict]) -> str:
         base = f"{r['baseline_tokens_per_s']:.0f}" if "ratio" in r else "-"
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
         cpu_ratio = f"{r['cpu_ratio']:.2f}" if "ratio" in r else "-"
-        lines.append(f"{r['device']:<7}{r['kind']:<9}{r['size']:>5}{r['batch']:>6}"
-                     f"{r['weights']:>12,}{r['median_s']:>10.3f}{r['tokens_per_s']:>10.0f}"
+        step = "compiled" if r.get("compile") else "eager"
+        lines.append(f"{r['device']:<7}{r['kind']:<9}{step:<9}{r['size']:>5}{r['batch']:>6}"
+                     f"{r['weights']:>12,}{r['warmup_s']:>10.1f}{r['median_s']:>10.3f}"
+                     f"{r['tokens_per_s']:>10.0f}"
                      f"{base:>11}{ratio:>7}{cpu_ratio:>10}{r['peak_rss_gib']:>9.2f}{cuda:>10}")
     return "\n".join(lines)
 
@@ -214,7 +226,7 @@ def default_devices() -> list[str]:
 def jobs(args: argparse.Namespace, device: str) -> list[dict]:
     common = {"device": device, "ntoken": args.ntoken, "bptt": args.bptt,
               "threads": args.threads, "warmup": args.warmup, "steps": args.steps,
-              "baseline": args.baseline}
+              "baseline": args.baseline, "compile": args.compile}
     found = []
     for kind in args.kinds:
         train = kind == "train"
@@ -226,6 +238,8 @@ def jobs(args: argparse.Namespace, device: str) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.compile and args.warmup < 1:
+        raise SystemExit("--compile: at least one warm-up step (it compiles)")
     if args.worker:
         print(json.dumps(measure(json.loads(args.worker))))
         return
@@ -240,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
           f"of {args.steps} steps after {args.warmup} warm-up(s); tokens = the w batch's words; "
           f"{datetime.datetime.now().isoformat(timespec='seconds')}, load average (1 min) "
           f"{min(load[0] for load in loads):.2f}-{max(load[0] for load in loads):.2f} on "
-          f"{os.cpu_count()} CPUs; ratio = baseline (reference node mix) time / spacec time")
+          f"{os.cpu_count()} CPUs; ratio = baseline (reference node mix, eager) time / spacec time")
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
