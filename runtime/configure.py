@@ -361,7 +361,21 @@ def _device_line(run_cfg: Any, device: torch.device) -> str:
         why = "asked for"
     threads = torch.get_num_threads()
     how = "run.threads" if run_cfg.threads is not None else "torch's default"
-    return f"{device} ({why}); {threads} CPU thread{'s' if threads != 1 else ''} ({how})"
+    switches = "".join(f"; {text}" for text in _speed_switches(run_cfg))
+    return f"{device} ({why}); {threads} CPU thread{'s' if threads != 1 else ''} ({how}){switches}"
+
+
+def _speed_switches(run_cfg: Any) -> list[str]:
+    """The run section's speed switches that differ from their defaults, as the device line
+    names them."""
+    switches = []
+    if run_cfg.precision != "fp32":
+        switches.append(f"{run_cfg.precision} autocast (run.precision)")
+    if not run_cfg.channels_last:
+        switches.append("NCHW (run.channels_last: false)")
+    if run_cfg.compile:
+        switches.append("torch.compile (run.compile)")
+    return switches
 
 
 def effective_lines(command: str, assembled: Assembled, compiled: CompiledSpace,

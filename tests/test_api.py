@@ -252,6 +252,16 @@ def test_the_run_directory_records_the_device(found):
     assert "  device   cpu (auto: no CUDA device); 1 CPU thread (run.threads)" in found.effective
 
 
+def test_the_device_line_names_the_speed_switches_that_are_not_defaults():
+    from spacec.runtime.configure import _device_line
+
+    cpu = torch.device("cpu")
+    assert _device_line(RunConfig(threads=1), cpu).endswith("(run.threads)")
+    line = _device_line(RunConfig(precision="bf16", channels_last=False, compile=True), cpu)
+    assert line.endswith("; bf16 autocast (run.precision); NCHW (run.channels_last: false); "
+                         "torch.compile (run.compile)")
+
+
 def test_a_run_from_another_device_resumes_here(tmp_path, monkeypatch):
     """A run started on a GPU (its configuration says cuda, its checkpoint holds CUDA generator
     states) resumes on the CPU with --device cpu, tensors mapped to the CPU, and ends as an
