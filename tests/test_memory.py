@@ -340,3 +340,31 @@ def test_torch_compile_of_the_recurrent_step_gives_the_eager_step(write_space):
     for name, grad in eager_grads.items():
         torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
     torch.testing.assert_close(got_var, eager_var)
+
+
+@pytest.mark.slow
+def test_second_order_arch_gradient_through_the_compiled_recurrent_step(write_space):
+    """The architecture step calls the network itself, so with a compiled time step its
+    unrolled weights (w', w ± R·v, through functional_call) run the compiled step: ∇α equals
+    the eager one."""
+    from spacec.runtime.domains.text.data import HiddenCarry, TextBatch, segment_loss
+
+    space = spacec.load(str(write_space(SMALL_RNN)))
+    generator = torch.Generator().manual_seed(0)
+    words = [torch.randint(20, (5, 3), generator=generator) for _ in range(2)]
+    found = {}
+    for compile_network in (False, True):
+        torch.manual_seed(0)
+        model = space.supernet()
+        session(compile_network=compile_network).compiled(model)
+        w_optimizer = torch.optim.SGD(model.weights(), lr=1.0)
+        architect = Architect(model, w_optimizer, segment_loss,
+                              ArchConfig(order=2, lr=3e-3, unrolled_clip=0.25))
+        train, val = (TextBatch(w[:-1], w[1:].flatten(), model.init_hidden(3), HiddenCarry())
+                      for w in words)
+        torch.manual_seed(1)
+        found[compile_network] = architect.arch_gradient(train, val, 1.0)
+    assert found[False].keys() == found[True].keys()
+    for key, grad in found[False].items():
+        assert grad.abs().sum() > 0
+        torch.testing.assert_close(found[True][key], grad, rtol=1e-3, atol=1e-6, msg=key)
