@@ -299,7 +299,12 @@ def test_cli_search_with_memory_and_precision(tmp_path):
 # darts_rnn with two searched nodes: a graph torch.compile makes in a fraction of the time.
 SMALL_RNN = """
 space small_rnn
-ops rnn_ops { none = zero  tanh = activation(fn=tanh)  relu = activation(fn=relu)  identity = activation(fn=identity) }
+ops rnn_ops {
+    none = zero
+    tanh = activation(fn=tanh)
+    relu = activation(fn=relu)
+    identity = activation(fn=identity)
+}
 cell recurrent {
     inputs   x, h_prev
     nodes    s0, s1, s2
