@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 from test_cost import saved_bytes as saved_storage_bytes  # counts what Remade's hooks keep
+from test_recurrent import SPARSE_SPACE, loss_and_gradients
 from torch.utils.data import DataLoader
 
-import spacec
 from spacec.cli import main
 from spacec.cli import options as cli_options
 from spacec.runtime.domains.image.data import pin_for
@@ -296,67 +296,43 @@ def test_cli_search_with_memory_and_precision(tmp_path):
     assert result.exit_code == 0, result.output
 
 
-# darts_rnn with two searched nodes: a graph torch.compile makes in a fraction of the time.
-SMALL_RNN = """
-space small_rnn
-ops rnn_ops {
-    none = zero
-    tanh = activation(fn=tanh)
-    relu = activation(fn=relu)
-    identity = activation(fn=identity)
-}
-cell recurrent {
-    inputs   x, h_prev
-    nodes    s0, s1, s2
-    fixed    (x, h_prev) -> s0 : highway_init(fn=tanh)
-    edges    dense from s0 : rnn_ops
-    share    highway per node
-    combine  sum
-    search_norm  batch_norm
-    output   mean(s1, s2)
-    derive   topk(k=1, exclude=[none])
-}
-network language_model { tokens 20  embedding 8  hidden 8  step recurrent  decoder tied }
-"""
-
-
 @pytest.mark.slow
-def test_torch_compile_of_the_recurrent_step_gives_the_eager_step(write_space):
+def test_torch_compile_of_the_recurrent_step_gives_the_eager_step(load_text):
     """A recurrent network is compiled one time step at a time (RecurrentLM.compile_steps):
     a training forward (dropout, the search cell's shared BatchNorm) and its gradients, α's
     included, equal the eager ones."""
-    space = spacec.load(str(write_space(SMALL_RNN)))
-    words = torch.randint(20, (4, 3), generator=torch.Generator().manual_seed(0))
+    space = load_text(SPARSE_SPACE)
+    words = torch.randint(13, (5, 3), generator=torch.Generator().manual_seed(0))
     runs = {}
     for compile_network in (False, True):
         torch.manual_seed(0)
         model = space.supernet()
-        stepped = session(compile_network=compile_network).compiled(model)
-        assert stepped is model  # compiled in place: the architect's calls run it too
-        torch.manual_seed(1)  # the same dropout masks
-        log_prob, _ = stepped(words, model.init_hidden(3))
-        F.nll_loss(log_prob.view(-1, 20), words.flatten()).backward()
-        runs[compile_network] = (log_prob, {name: p.grad for name, p in model.named_parameters()},
-                                 model.cell.norm.running_var.clone())
+        # compiled in place: the architect's calls run it too
+        assert session(compile_network=compile_network).compiled(model) is model
         assert ("cell_step" in vars(model)) == compile_network
-    (eager, eager_grads, eager_var), (got, got_grads, got_var) = runs[False], runs[True]
+        loss, grads = loss_and_gradients(model, words)
+        runs[compile_network] = (loss, grads,
+                                 {name: b.clone() for name, b in model.named_buffers()})
+    (eager, eager_grads, eager_buffers), (got, got_grads, got_buffers) = runs[False], runs[True]
     torch.testing.assert_close(got, eager, rtol=1e-5, atol=1e-5)
     assert eager_grads.keys() == got_grads.keys() and any("arch" in k for k in eager_grads)
     for name, grad in eager_grads.items():
         torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
-    torch.testing.assert_close(got_var, eager_var)
+    assert eager_buffers.keys() == got_buffers.keys() and eager_buffers
+    for name, buffer in eager_buffers.items():
+        torch.testing.assert_close(got_buffers[name], buffer, msg=name)
 
 
 @pytest.mark.slow
-def test_second_order_arch_gradient_through_the_compiled_recurrent_step(write_space):
+def test_second_order_arch_gradient_through_the_compiled_recurrent_step(load_text):
     """The architecture step calls the network itself, so with a compiled time step its
     unrolled weights (w', w ± R·v, through functional_call) run the compiled step: ∇α equals
     the eager one."""
     from spacec.runtime.domains.text.data import HiddenCarry, TextBatch, segment_loss
 
-    space = spacec.load(str(write_space(SMALL_RNN)))
+    space = load_text(SPARSE_SPACE)
     generator = torch.Generator().manual_seed(0)
-    words = [torch.randint(20, (5, 3), generator=generator) for _ in range(2)]
+    words = [torch.randint(13, (5, 3), generator=generator) for _ in range(2)]
     found = {}
     for compile_network in (False, True):
         torch.manual_seed(0)
