@@ -20,11 +20,16 @@ machine, the CPU time is the steadier figure.
 
 With ``--method NAME`` (or ``all``) the step is instead the search loop's own step for that
 method (`Search._step`: its relaxation, strategy and loss terms, first order, warm-up off) on
-batches of the embedded CIFAR-10 sample, read before timing, at ``--memory`` (no baseline).
+batches of the embedded CIFAR-10 sample, read before timing, at ``--memory`` and ``--order``
+(no baseline). ``--switches`` then times the run section's speed switches against each other,
+interleaved: ``fp32`` (the default run), ``bf16`` (run.precision), ``nchw`` (run.channels_last
+off), ``compile`` (run.compile) and combinations such as ``bf16+compile``.
 
     python benchmarks/search_step.py --batch 16                     # C=16, 8 cells
     python benchmarks/search_step.py --C 4 --layers 5 --batch 8 --steps 2 --json out.json
     python benchmarks/search_step.py --method darts pc_darts gdas --batch 64
+    python benchmarks/search_step.py --method darts --devices cuda --batch 64 --order 2 \
+        --switches fp32 bf16 bf16+compile
 """
 
 from __future__ import annotations
@@ -43,9 +48,20 @@ KINDS = ("weights", "first", "second")
 REFERENCE = "reference"
 SETTINGS = ("fast", "balanced", "low")  # spacec.runtime.run.config.MEMORY_SETTINGS
 VARIANTS = (REFERENCE, *SETTINGS)
+# --switches: the run section's overrides each switch sets (spacec.runtime.run.config.RunConfig)
+SWITCHES = {"fp32": {}, "bf16": {"run.precision": "bf16"}, "nchw": {"run.channels_last": False},
+            "compile": {"run.compile": True}}
 # DARTS train_search.py: the w optimiser and its clip; CIFAR images.
 LR, MOMENTUM, WEIGHT_DECAY, GRAD_CLIP = 0.025, 0.9, 3e-4, 5.0
 IMAGE_SHAPE, CLASSES = (3, 32, 32), 10
+
+
+def parse_switches(text: str) -> str:
+    unknown = [name for name in text.split("+") if name not in SWITCHES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown switch {unknown[0]!r} (known: "
+                                         f"{', '.join(SWITCHES)})")
+    return text
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,6 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "step instead of the DARTS kinds")
     parser.add_argument("--memory", choices=SETTINGS, default="balanced",
                         help="the memory setting of --method runs")
+    parser.add_argument("--order", type=int, nargs="+", choices=(1, 2), default=[1],
+                        help="with --method: the α gradient's order (each one given)")
+    parser.add_argument("--switches", nargs="+", default=["fp32"], type=parse_switches,
+                        help="with --method: speed switches to compare, e.g. fp32 bf16+compile")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions")
@@ -147,6 +167,10 @@ def method_search(job: dict):
                  "run.threads": job["threads"], "run.device": job["device"], "run.out": "/tmp"}
     if "warmup_epochs" in params:
         overrides["method.warmup_epochs"] = 0  # time the α step too
+    if job.get("order", 1) != 1:
+        overrides["arch.order"] = job["order"]
+    for name in job.get("switches", "fp32").split("+"):
+        overrides.update(SWITCHES[name])
     return Search.build(load_config("quick", overrides))
 
 
@@ -167,7 +191,8 @@ def measure_method(job: dict) -> dict:
 
     device = torch.device(job["device"])
     times = step_seconds(step, job["warmup"], job["steps"], device)
-    return {**job, "kind": job["method"], "median_s": statistics.median(times),
+    kind = job["method"] if job.get("order", 1) == 1 else f"{job['method']} 2nd"
+    return {**job, "kind": kind, "median_s": statistics.median(times),
             "min_s": min(times), **peak_memory(device)}
 
 
@@ -193,12 +218,16 @@ def summarise(rounds: list[dict]) -> dict:
 
 
 def add_ratios(results: list[dict]) -> None:
-    """Each variant's time and memory over the reference's (same device, batch and kind)."""
-    reference = {(r["device"], r["batch"], r["kind"]): r for r in results
-                 if r.get("variant") == REFERENCE}
+    """Each variant's time and memory over the reference's (same device, batch and kind); with
+    --method, each switch's over the first switch's (same device, batch and method)."""
+    reference: dict[tuple, dict] = {}
+    for r in results:
+        key = (r["device"], r["batch"], r["kind"])
+        if r.get("variant") == REFERENCE or (r.get("method") and key not in reference):
+            reference[key] = r
     for r in results:
         base = reference.get((r["device"], r["batch"], r["kind"]))
-        if base is None or r.get("method"):
+        if base is None:
             continue
         r["time_ratio"] = r["median_s"] / base["median_s"]
         if "cpu_median_s" in r:
@@ -208,7 +237,7 @@ def add_ratios(results: list[dict]) -> None:
 
 
 def table(results: list[dict]) -> str:
-    header = (f"{'device':<7}{'batch':>6}  {'step':<12} {'variant':<10}{'wall s':>8}{'cpu s':>8}"
+    header = (f"{'device':<7}{'batch':>6}  {'step':<12} {'variant':<15}{'wall s':>8}{'cpu s':>8}"
               f"{'RSS GiB':>9}{'CUDA GiB':>10}{'time/ref':>10}{'cpu/ref':>9}{'mem/ref':>9}")
     lines = [header, "-" * len(header)]
     for r in results:
@@ -218,8 +247,9 @@ def table(results: list[dict]) -> str:
         def ratio(key: str, r: dict = r) -> str:
             return f"{r[key]:.2f}" if key in r else "-"
 
+        variant = r.get("variant") or f"{r['memory']} {r.get('switches', '')}".strip()
         lines.append(f"{r['device']:<7}{r['batch']:>6}  {r['kind']:<12} "
-                     f"{r.get('variant') or r.get('memory', ''):<10}{r['median_s']:>8.2f}"
+                     f"{variant:<15}{r['median_s']:>8.2f}"
                      f"{cpu:>8}{r['peak_rss_gib']:>9.2f}{cuda:>10}{ratio('time_ratio'):>10}"
                      f"{ratio('cpu_time_ratio'):>9}{ratio('memory_ratio'):>9}")
     return "\n".join(lines)
@@ -250,8 +280,9 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for device in devices:
         for batch in args.batch:
-            for kind in methods or args.kinds:
-                variants = [args.memory] if methods else args.variants
+            kinds = [(m, o) for m in methods for o in args.order] or [(k, 1) for k in args.kinds]
+            for kind, order in kinds:
+                variants = args.switches if methods else args.variants
                 rounds: dict[str, list[dict]] = {v: [] for v in variants}
                 for _ in range(args.rounds):
                     for variant in variants:  # interleaved: A B C D A B C D
@@ -259,7 +290,10 @@ def main(argv: list[str] | None = None) -> None:
                                "batch": batch, "kind": kind, "device": device,
                                "threads": args.threads, "warmup": args.warmup,
                                "steps": args.steps, "variant": None if methods else variant,
-                               "memory": variant, "method": kind if methods else None}
+                               "memory": args.memory if methods else variant,
+                               "method": kind if methods else None}
+                        if methods:
+                            job.update(order=order, switches=variant)
                         rounds[variant].append(run_in_subprocess(__file__, job))
                         print(f"measured {device} batch {batch} {kind} {variant}: "
                               f"{rounds[variant][-1]['median_s']:.3f} s, "

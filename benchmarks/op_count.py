@@ -1,0 +1,110 @@
+"""Operations per search step: what bounds a step on a GPU that launches faster than it computes.
+
+On a large GPU the DARTS search step at the paper's sizes is bound by launching kernels, not by
+arithmetic (README, "On a GPU"), so the number of operations a step runs decides its time there.
+The count is the same on every device but for the optimiser's and the clipping's per-tensor
+loops, which CUDA runs as a few `foreach` kernels; it needs no GPU. This script counts, with
+torch's profiler on the CPU, the top-level aten operations (those not called by another aten
+operation) of one step of benchmarks/search_step.py's kinds, for the reference layout and
+spacec's memory settings, at a small size (the count does not depend on channels or batch).
+
+    python benchmarks/op_count.py
+    python benchmarks/op_count.py --kinds second --variants reference fast --top 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from search_step import (  # noqa: E402
+    CLASSES,
+    GRAD_CLIP,
+    IMAGE_SHAPE,
+    KINDS,
+    LR,
+    MOMENTUM,
+    VARIANTS,
+    WEIGHT_DECAY,
+    build,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="darts_cnn")
+    parser.add_argument("--C", type=int, default=4)
+    parser.add_argument("--layers", type=int, default=8, help="cells (paper: 8)")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=["first", "second"])
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["reference", "fast"])
+    parser.add_argument("--top", type=int, default=8, help="the most frequent operations shown")
+    return parser.parse_args(argv)
+
+
+def count(job: dict) -> collections.Counter:
+    import torch
+    import torch.nn.functional as F
+    from torch.profiler import ProfilerActivity, profile
+
+    from spacec.runtime.search.architect import ArchConfig, Architect
+
+    torch.manual_seed(0)
+    model = build(job, torch.device("cpu"))
+    optimizer = torch.optim.SGD(model.weights(), lr=LR, momentum=MOMENTUM,
+                                weight_decay=WEIGHT_DECAY)
+
+    def loss_fn(call, batch):
+        return F.cross_entropy(call(batch[0]), batch[1])
+
+    architect = Architect(model, optimizer, loss_fn,
+                          ArchConfig(order=2 if job["kind"] == "second" else 1))
+
+    def batch():
+        return torch.randn(job["batch"], *IMAGE_SHAPE), torch.randint(CLASSES, (job["batch"],))
+
+    train, val = batch(), batch()
+
+    def step() -> None:
+        if job["kind"] != "weights":
+            architect.step(train, val, LR)
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model, train).backward()
+        torch.nn.utils.clip_grad_norm_(model.weights(), GRAD_CLIP)
+        optimizer.step()
+
+    step()  # the momentum buffers exist from here on, as in every later step
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    found: collections.Counter = collections.Counter()
+    for event in prof.events():
+        parent = event.cpu_parent
+        if event.name.startswith("aten::") and not (parent and parent.name.startswith("aten::")):
+            found[event.name] += 1
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    print(f"{args.space}, C={args.C}, {args.layers} cells, batch {args.batch}: top-level aten "
+          "operations in one step (CPU)")
+    for kind in args.kinds:
+        base = None
+        for variant in args.variants:
+            job = {"space": args.space, "C": args.C, "layers": args.layers,
+                   "batch": args.batch, "kind": kind, "variant": variant}
+            found = count(job)
+            total = sum(found.values())
+            base = base or total
+            common = ", ".join(f"{name[6:]} {n}" for name, n in found.most_common(args.top))
+            print(f"{kind:<8}{variant:<10}{total:>8} ({total / base:.2f}×)  {common}")
+
+
+if __name__ == "__main__":
+    main()
