@@ -10,8 +10,8 @@
 # to start, import torch and initialise CUDA: the cost model's twelve configurations alone took
 # over 4 minutes there. For a short lease, pick steps.
 #
-# Steps (STEPS picks some, in this order): smoke cost search switches train rnn compile.
-# The smoke and cost steps time nothing and run side by side; every timed step runs alone.
+# Steps (STEPS picks some; they run in this order, what the first lease, on 2026-11-30, left
+# unmeasured first): smoke compile switches rnn search train cost. Each runs alone.
 # LIMIT caps each step's seconds (default 300); SNAPSHOT=FILE re-tars OUTDIR there after
 # every step, so that what finished survives a run cut short.
 set -u
@@ -19,7 +19,8 @@ out=$(realpath -m "${1:?usage: bash benchmarks/cuda.sh OUTDIR}")
 mkdir -p "$out"
 cd "$(dirname "$0")"
 py=${PYTHON:-python3}
-steps=${STEPS:-smoke cost search switches train rnn compile}
+dev=${DEVICE:-cuda}  # DEVICE=cpu tries the smoke step without a GPU
+steps=${STEPS:-smoke compile switches rnn search train cost}
 export PYTHONUNBUFFERED=1
 
 wanted() { [[ " $steps " == *" $1 "* ]]; }
@@ -52,43 +53,47 @@ smoke() {
     local runs=$out/runs spacec=(timeout "${LIMIT:-300}" "$py" -m spacec)
     rm -rf "$runs"
     set -x
-    "${spacec[@]}" search --device cuda --epochs 1 --out "$runs/first" || return
-    "${spacec[@]}" search --device cuda --order 2 --precision bf16 --epochs 1 --out "$runs/second" \
+    "${spacec[@]}" search --device "$dev" --epochs 1 --out "$runs/first" || return
+    "${spacec[@]}" search --device "$dev" --order 2 --precision bf16 --epochs 1 --out "$runs/second" \
         || return
     local run
     run=$(ls -d "$runs"/first/*/)
-    "${spacec[@]}" train --genotype "$run" --device cuda --epochs 1 --out "$runs/train" || return
+    "${spacec[@]}" train --genotype "$run" --device "$dev" --epochs 1 --out "$runs/train" || return
     # killed outright after its first checkpoint, then resumed to the end
-    "$py" -m spacec search --device cuda --epochs 2 --checkpoint-every 3 --out "$runs/killed" &
+    "$py" -m spacec search --device "$dev" --epochs 2 --checkpoint-every 3 --out "$runs/killed" &
     local pid=$! waited=0
     until ls "$runs"/killed/*/checkpoint.pt >/dev/null 2>&1 || ((waited++ > 600)); do sleep 0.2; done
     kill -9 "$pid"
     wait "$pid"
     "${spacec[@]}" search --resume "$(ls -d "$runs"/killed/*/)" || return
-    "${spacec[@]}" search darts_rnn --device cuda --epochs 1 --limit 4000 --out "$runs/rnn" || return
+    "${spacec[@]}" search darts_rnn --device "$dev" --epochs 1 --limit 4000 --out "$runs/rnn" || return
     # asks for more than the GPU has: refused before allocating, exit status 1, no traceback
-    if "${spacec[@]}" search --device cuda --set C=4096 --out "$runs/huge"; then return 1; fi
+    if "${spacec[@]}" search --device "$dev" --set C=4096 --out "$runs/huge"; then return 1; fi
     set +x
 }
 
-if wanted smoke || wanted cost; then
-    pids=()
-    if wanted smoke; then step smoke smoke & pids+=($!); fi
-    if wanted cost; then
-        step cost "$py" cost_model.py --device cuda --spaces darts_cnn nas_bench_201 darts_imagenet \
-            --batch 16 64 --steps first second --limit-gib 120 --json "$out/cost_model_cuda.json" &
-        pids+=($!)
-    fi
-    wait "${pids[@]}"
+if wanted smoke; then
+    step smoke smoke
 fi
-if wanted search; then
-    step search "$py" search_step.py --devices cuda --batch 64 --rounds 1 --warmup 3 --steps 10 \
-        --json "$out/search_step_cuda_b64.json"
+if wanted compile; then
+    step compile_train "$py" train_step.py --devices cuda --batch 96 --warmup 3 --steps 10 \
+        --precision bf16 --compile --json "$out/train_step_cuda_b96_bf16_compiled.json"
+    step compile_search "$py" search_step.py --method darts --devices cuda --batch 64 --order 1 \
+        --memory fast --switches fp32 compile --rounds 1 --warmup 3 --steps 10 \
+        --json "$out/search_step_compiled_cuda_b64.json"
 fi
 if wanted switches; then
     step switches "$py" search_step.py --method darts --devices cuda --batch 64 --order 1 2 \
         --memory fast --switches fp32 bf16 nchw --rounds 1 --warmup 3 --steps 10 \
         --json "$out/search_step_switches_cuda_b64.json"
+fi
+if wanted rnn; then
+    step rnn "$py" rnn_tokens.py --devices cuda --batch 256 --train-batch 64 --warmup 2 --steps 5 \
+        --json "$out/rnn_tokens_cuda_b256.json"
+fi
+if wanted search; then
+    step search "$py" search_step.py --devices cuda --batch 64 --rounds 1 --warmup 3 --steps 10 \
+        --json "$out/search_step_cuda_b64.json"
 fi
 if wanted train; then
     for precision in fp32 bf16; do
@@ -96,14 +101,7 @@ if wanted train; then
             --precision "$precision" --json "$out/train_step_cuda_b96_$precision.json"
     done
 fi
-if wanted rnn; then
-    step rnn "$py" rnn_tokens.py --devices cuda --batch 256 --train-batch 64 --warmup 2 --steps 5 \
-        --json "$out/rnn_tokens_cuda_b256.json"
-fi
-if wanted compile; then
-    step compile_train "$py" train_step.py --devices cuda --batch 96 --warmup 3 --steps 10 \
-        --precision bf16 --compile --json "$out/train_step_cuda_b96_bf16_compiled.json"
-    step compile_search "$py" search_step.py --method darts --devices cuda --batch 64 --order 1 \
-        --memory fast --switches bf16+compile --rounds 1 --warmup 3 --steps 10 \
-        --json "$out/search_step_compiled_cuda_b64.json"
+if wanted cost; then
+    step cost "$py" cost_model.py --device cuda --spaces darts_cnn nas_bench_201 darts_imagenet \
+        --batch 16 64 --steps first second --limit-gib 120 --json "$out/cost_model_cuda.json"
 fi
