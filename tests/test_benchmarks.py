@@ -67,3 +67,40 @@ def test_check_large_times_every_stage_of_spacec_check_and_the_command(monkeypat
     assert "searched edges" in valid and "errors shown" in errors
     for stage in ("parse", "check", "ir", "shapes", "spacec check", "median"):
         assert f"{stage} " in valid, stage
+
+
+@pytest.fixture
+def search_step(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import search_step
+
+    yield search_step
+    sys.modules.pop("search_step", None)
+
+
+def test_search_step_switches_set_the_runs_own_options(search_step, tmp_path):
+    job = {"space": "darts_cnn", "C": 4, "layers": 3, "batch": 4, "threads": 1,
+           "device": "cpu", "method": "darts", "order": 2, "switches": "bf16+nchw"}
+    search = search_step.method_search(job)
+    assert search.cfg.arch.order == 2
+    assert search.session.precision == "bf16" and not search.session.channels_last
+    with pytest.raises(SystemExit):
+        search_step.parse_args(["--switches", "bf16+fast"])
+
+
+def test_op_count_counts_every_operation_of_a_step(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import op_count
+
+    try:
+        job = {"space": "darts_cnn", "C": 2, "layers": 3, "batch": 1}
+        reference = op_count.count({**job, "kind": "weights", "variant": "reference"})
+        spacec = op_count.count({**job, "kind": "weights", "variant": "fast"})
+    finally:
+        sys.modules.pop("op_count", None)
+        sys.modules.pop("search_step", None)
+    # the same convolutions and their gradients in both layouts, counted once each (top level)
+    assert reference["aten::conv2d"] == spacec["aten::conv2d"] > 0
+    assert reference["aten::convolution_backward"] == spacec["aten::convolution_backward"] > 0
+    # spacec's NHWC and polyphase layout adds permutes, which the reference's has none of
+    assert spacec["aten::permute"] > 0 == reference["aten::permute"]
