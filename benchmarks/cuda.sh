@@ -79,7 +79,7 @@ if wanted compile; then
     step compile_train "$py" train_step.py --devices cuda --batch 96 --warmup 3 --steps 10 \
         --precision bf16 --compile --json "$out/train_step_cuda_b96_bf16_compiled.json"
     step compile_search "$py" search_step.py --method darts --devices cuda --batch 64 --order 1 \
-        --memory fast --switches fp32 compile --rounds 1 --warmup 3 --steps 10 \
+        --memory fast --switches fp32 compile cudagraphs --rounds 1 --warmup 3 --steps 10 \
         --json "$out/search_step_compiled_cuda_b64.json"
 fi
 if wanted switches; then

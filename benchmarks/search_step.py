@@ -23,7 +23,8 @@ method (`Search._step`: its relaxation, strategy and loss terms, first order, wa
 batches of the embedded CIFAR-10 sample, read before timing, at ``--memory`` and ``--order``
 (no baseline). ``--switches`` then times the run section's speed switches against each other,
 interleaved: ``fp32`` (the default run), ``bf16`` (run.precision), ``nchw`` (run.channels_last
-off), ``compile`` (run.compile) and combinations such as ``bf16+compile``.
+off), ``compile`` (run.compile), ``cudagraphs`` (run.compile with compile_mode
+reduce-overhead: CUDA graphs on a GPU) and combinations such as ``bf16+compile``.
 
     python benchmarks/search_step.py --batch 16                     # C=16, 8 cells
     python benchmarks/search_step.py --C 4 --layers 5 --batch 8 --steps 2 --json out.json
@@ -50,7 +51,8 @@ SETTINGS = ("fast", "balanced", "low")  # spacec.runtime.run.config.MEMORY_SETTI
 VARIANTS = (REFERENCE, *SETTINGS)
 # --switches: the run section's overrides each switch sets (spacec.runtime.run.config.RunConfig)
 SWITCHES = {"fp32": {}, "bf16": {"run.precision": "bf16"}, "nchw": {"run.channels_last": False},
-            "compile": {"run.compile": True}}
+            "compile": {"run.compile": True},
+            "cudagraphs": {"run.compile": True, "run.compile_mode": "reduce-overhead"}}
 # DARTS train_search.py: the w optimiser and its clip; CIFAR images.
 LR, MOMENTUM, WEIGHT_DECAY, GRAD_CLIP = 0.025, 0.9, 3e-4, 5.0
 IMAGE_SHAPE, CLASSES = (3, 32, 32), 10

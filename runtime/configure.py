@@ -374,7 +374,8 @@ def _speed_switches(run_cfg: Any) -> list[str]:
     if not run_cfg.channels_last:
         switches.append("NCHW (run.channels_last: false)")
     if run_cfg.compile:
-        switches.append("torch.compile (run.compile)")
+        mode = "" if run_cfg.compile_mode == "default" else f", mode {run_cfg.compile_mode}"
+        switches.append(f"torch.compile (run.compile{mode})")
     return switches
 
 

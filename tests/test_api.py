@@ -260,6 +260,8 @@ def test_the_device_line_names_the_speed_switches_that_are_not_defaults():
     line = _device_line(RunConfig(precision="bf16", channels_last=False, compile=True), cpu)
     assert line.endswith("; bf16 autocast (run.precision); NCHW (run.channels_last: false); "
                          "torch.compile (run.compile)")
+    line = _device_line(RunConfig(compile=True, compile_mode="reduce-overhead"), cpu)
+    assert line.endswith("; torch.compile (run.compile, mode reduce-overhead)")
 
 
 def test_a_run_from_another_device_resumes_here(tmp_path, monkeypatch):

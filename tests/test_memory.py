@@ -260,6 +260,22 @@ def test_compiled_network_calls_the_compiled_forward_and_methods(compiled):
     assert session().compiled(network) is network
 
 
+def test_compile_mode_reaches_torch_compile(compiled, monkeypatch):
+    modes = []
+
+    def fake_compile(function, mode="default"):
+        modes.append(mode)
+        return function
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    network = compiled("darts_cnn", C=4, layers=3).discrete_network("DARTS_V2", auxiliary=True)
+    session(compile_network=True, compile_mode="reduce-overhead").compiled(
+        network, ("forward_with_auxiliary",))
+    assert modes == ["reduce-overhead", "reduce-overhead"]  # the forward and the method
+    with pytest.raises(ValueError, match="compile_mode must be one of default, reduce-overhead"):
+        RunConfig(compile_mode="fastest")
+
+
 def test_compile_on_the_cpu_without_a_cxx_compiler_is_refused_before_the_run(compiled,
                                                                               monkeypatch):
     network = compiled("darts_cnn", C=4, layers=3).discrete_network("DARTS_V2")

@@ -47,6 +47,9 @@ TASK = "task"
 # run.memory (spacec.runtime.nn.memory) and run.precision (spacec.runtime.run.session).
 MEMORY_SETTINGS = ("fast", "balanced", "low")
 PRECISIONS = ("fp32", "bf16")
+# torch.compile's modes (run.compile_mode); reduce-overhead replays CUDA graphs, which is what a
+# step bound by kernel launches needs on a GPU (README, "On a GPU").
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 # task name -> the dataclass of its `data` section (the domain registry's lookup)
 DataClassOf = Callable[[str], type]
@@ -141,6 +144,9 @@ class RunConfig:
     # torch.compile the network the weight step (search) or every step (training) calls; a
     # recurrent network compiles its time step, which every step calls (RecurrentLM.compile_steps).
     compile: bool = False
+    # torch.compile's mode with compile: true: default, reduce-overhead (CUDA graphs on a GPU),
+    # max-autotune or max-autotune-no-cudagraphs. Default: torch's default.
+    compile_mode: str = "default"
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -165,6 +171,9 @@ class RunConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
                              f"{self.precision!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got "
+                             f"{self.compile_mode!r}")
 
 
 

@@ -13,6 +13,7 @@ compiles the run's space, once per set of parameters.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -98,6 +99,7 @@ class Session:
     precision: str = "fp32"
     channels_last: bool = True
     compile_network: bool = False
+    compile_mode: str = "default"
     _compiled: dict[tuple, CompiledSpace] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -118,7 +120,7 @@ class Session:
                    world_size=env.world_size, local_rank=env.local_rank,
                    local_world_size=env.local_world_size, sync_bn=sync_bn,
                    precision=run_cfg.precision, channels_last=run_cfg.channels_last,
-                   compile_network=run_cfg.compile)
+                   compile_network=run_cfg.compile, compile_mode=run_cfg.compile_mode)
 
     @property
     def is_main(self) -> bool:
@@ -166,13 +168,14 @@ class Session:
             raise ConfigError("run.compile: torch.compile runs on one process here; with "
                               "several processes set compile: false")
         _check_cpu_compiler(self.device)
+        compile = functools.partial(torch.compile, mode=self.compile_mode)
         compile_steps = getattr(network, "compile_steps", None)
         if compile_steps is not None:
             # A recurrent network compiles its time step in place (RecurrentLM.compile_steps),
             # so the architecture step, which calls the network itself, runs it compiled too.
-            compile_steps(torch.compile)
+            compile_steps(compile)
             return network
-        return CompiledNetwork(network, methods)
+        return CompiledNetwork(network, methods, compile)
     # -- collectives (no-ops with one process) -----------------------------------------------
 
     def all_reduce_mean(self, tensors: Iterable[torch.Tensor]) -> None:
@@ -283,10 +286,11 @@ class CompiledNetwork:
     """`network` through ``torch.compile``: its forward, and the training forwards named in
     `methods` (forward_with_auxiliary); any other attribute is the network's own."""
 
-    def __init__(self, network: nn.Module, methods: Sequence[str] = ()) -> None:
+    def __init__(self, network: nn.Module, methods: Sequence[str] = (),
+                 compile: Callable[[Any], Any] = torch.compile) -> None:
         self.network = network
-        self._forward = torch.compile(network)
-        self._methods = {name: torch.compile(getattr(network, name)) for name in methods}
+        self._forward = compile(network)
+        self._methods = {name: compile(getattr(network, name)) for name in methods}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._forward(*args, **kwargs)
