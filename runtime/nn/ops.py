@@ -587,8 +587,14 @@ class MixedEdge(nn.Module):
         if not self._active:
             return sum(w * op(x) for w, op in zip(weights, self.ops, strict=True))
         relu_x = F.relu(x) if self._shares_relu else x
+        # One unbind, not one index per candidate: backward then stacks the candidates' weight
+        # gradients in one operation (and a zero for each zero candidate), where indexing would
+        # scatter each into a vector of zeros of its own and add the vectors up (on a GPU, where
+        # the search step is bound by launches, that is 2-3 kernels per candidate; README,
+        # "On a GPU").
+        column_weights = weights.unbind()
         out = None
         for column, takes_relu in self._active:
-            term = self.weighted(column, relu_x if takes_relu else x, weights[column])
+            term = self.weighted(column, relu_x if takes_relu else x, column_weights[column])
             out = term if out is None else out + term
         return out
