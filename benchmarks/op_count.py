@@ -6,7 +6,9 @@ The count is the same on every device but for the optimiser's and the clipping's
 loops, which CUDA runs as a few `foreach` kernels; it needs no GPU. This script counts, with
 torch's profiler on the CPU, the top-level aten operations (those not called by another aten
 operation) of one step of benchmarks/search_step.py's kinds, for the reference layout and
-spacec's memory settings, at a small size (the count does not depend on channels or batch).
+spacec's memory settings, at a small size (the count does not depend on channels or batch): all
+of them, and those that are not views (`VIEWS`), which cost the CPU a dispatch but launch
+nothing on a GPU.
 
     python benchmarks/op_count.py
     python benchmarks/op_count.py --kinds second --variants reference fast --top 20
@@ -34,6 +36,16 @@ from search_step import (  # noqa: E402
     WEIGHT_DECAY,
     build,
 )
+
+# Operations that make a view and launch no kernel on a GPU; the second column counts the others.
+# Approximately: a `reshape` that cannot view copies (counted as a view here), and a `contiguous`
+# or `to` that has nothing to do copies nothing (counted as work).
+VIEWS = frozenset(f"aten::{name}" for name in (
+    "view", "_unsafe_view", "reshape", "permute", "expand", "expand_as", "select", "slice",
+    "narrow", "unbind", "split", "split_with_sizes", "chunk", "detach", "alias", "t",
+    "transpose", "squeeze", "unsqueeze", "as_strided", "view_as", "flatten", "unflatten",
+    "lift_fresh",
+))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -93,7 +105,7 @@ def count(job: dict) -> collections.Counter:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     print(f"{args.space}, C={args.C}, {args.layers} cells, batch {args.batch}: top-level aten "
-          "operations in one step (CPU)")
+          "operations in one step (CPU): all of them, then those that are not views")
     for kind in args.kinds:
         base = None
         for variant in args.variants:
@@ -101,9 +113,11 @@ def main(argv: list[str] | None = None) -> None:
                    "batch": args.batch, "kind": kind, "variant": variant}
             found = count(job)
             total = sum(found.values())
-            base = base or total
+            kernels = sum(n for name, n in found.items() if name not in VIEWS)
+            base = base or (total, kernels)
             common = ", ".join(f"{name[6:]} {n}" for name, n in found.most_common(args.top))
-            print(f"{kind:<8}{variant:<10}{total:>8} ({total / base:.2f}×)  {common}")
+            print(f"{kind:<8}{variant:<10}{total:>8} ({total / base[0]:.2f}×){kernels:>8} "
+                  f"({kernels / base[1]:.2f}×)  {common}")
 
 
 if __name__ == "__main__":

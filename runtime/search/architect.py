@@ -282,7 +282,7 @@ class Architect:
 
     def _loss_at(self, weights: TensorDict, alphas: TensorDict, batch: Any) -> Tensor:
         """loss_fn at substituted weights and α, on fresh buffer clones (the model stays as is)."""
-        buffers = {n: b.clone() for n, b in self.model.named_buffers()}
+        buffers = _copies(dict(self.model.named_buffers()))
         tensors = {**weights, **alphas, **buffers}
 
         def call(*inputs: Any) -> Tensor:
@@ -300,6 +300,24 @@ class Architect:
 
     def _keyed(self, by_full_name: TensorDict) -> TensorDict:
         return {key: by_full_name[full] for key, full in self._alpha_names.items()}
+
+
+def _copies(tensors: Mapping[str, Tensor]) -> TensorDict:
+    """Copies of `tensors` (equal values, contiguous), made by one concatenation for each dtype
+    and device rather than one clone each: a supernet has thousands of small buffers (its
+    norms' statistics), and on a GPU, where the search step is bound by launches, each clone is
+    one."""
+    groups: dict[tuple, list[str]] = {}
+    for name, tensor in tensors.items():
+        groups.setdefault((tensor.dtype, tensor.device), []).append(name)
+    copies = {}
+    for names in groups.values():
+        originals = [tensors[name] for name in names]
+        flat = torch.cat([tensor.reshape(-1) for tensor in originals])
+        pieces = flat.split([tensor.numel() for tensor in originals])
+        for name, tensor, piece in zip(names, originals, pieces, strict=True):
+            copies[name] = piece.view(tensor.shape)
+    return copies
 
 
 def _full_names(model: nn.Module, alphas: Mapping[str, nn.Parameter]) -> dict[str, str]:
