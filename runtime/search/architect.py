@@ -303,20 +303,25 @@ class Architect:
 
 
 def _copies(tensors: Mapping[str, Tensor]) -> TensorDict:
-    """Copies of `tensors` (equal values, contiguous), made by one concatenation for each dtype
-    and device rather than one clone each: a supernet has thousands of small buffers (its
-    norms' statistics), and on a GPU, where the search step is bound by launches, each clone is
-    one."""
+    """Copies of `tensors` (equal values), made by one operation for all the vectors of a dtype
+    and device (`cat`, then `split` into views) and one for all the scalars (`stack`, then
+    `unbind`) rather than one clone each: a supernet has thousands of small buffers (its
+    norms' statistics and counters), and on a GPU, where the search step is bound by issuing
+    operations, each clone is a launch. Tensors of other shapes are cloned."""
     groups: dict[tuple, list[str]] = {}
-    for name, tensor in tensors.items():
-        groups.setdefault((tensor.dtype, tensor.device), []).append(name)
     copies = {}
-    for names in groups.values():
+    for name, tensor in tensors.items():
+        if tensor.dim() > 1:
+            copies[name] = tensor.clone()
+        else:
+            groups.setdefault((tensor.dim(), tensor.dtype, tensor.device), []).append(name)
+    for (dim, _, _), names in groups.items():
         originals = [tensors[name] for name in names]
-        flat = torch.cat([tensor.reshape(-1) for tensor in originals])
-        pieces = flat.split([tensor.numel() for tensor in originals])
-        for name, tensor, piece in zip(names, originals, pieces, strict=True):
-            copies[name] = piece.view(tensor.shape)
+        if dim == 0:
+            pieces = torch.stack(originals).unbind()
+        else:
+            pieces = torch.cat(originals).split([tensor.numel() for tensor in originals])
+        copies.update(zip(names, pieces, strict=True))
     return copies
 
 
