@@ -25,17 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from search_step import (  # noqa: E402
-    CLASSES,
-    GRAD_CLIP,
-    IMAGE_SHAPE,
-    KINDS,
-    LR,
-    MOMENTUM,
-    VARIANTS,
-    WEIGHT_DECAY,
-    build,
-)
+from search_step import KINDS, VARIANTS, darts_step  # noqa: E402
 
 # Operations that make a view and launch no kernel on a GPU; the second column counts the others.
 # Approximately: a `reshape` that cannot view copies (counted as a view here), and a `contiguous`
@@ -62,35 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def count(job: dict) -> collections.Counter:
     import torch
-    import torch.nn.functional as F
     from torch.profiler import ProfilerActivity, profile
 
-    from spacec.runtime.search.architect import ArchConfig, Architect
-
-    torch.manual_seed(0)
-    model = build(job, torch.device("cpu"))
-    optimizer = torch.optim.SGD(model.weights(), lr=LR, momentum=MOMENTUM,
-                                weight_decay=WEIGHT_DECAY)
-
-    def loss_fn(call, batch):
-        return F.cross_entropy(call(batch[0]), batch[1])
-
-    architect = Architect(model, optimizer, loss_fn,
-                          ArchConfig(order=2 if job["kind"] == "second" else 1))
-
-    def batch():
-        return torch.randn(job["batch"], *IMAGE_SHAPE), torch.randint(CLASSES, (job["batch"],))
-
-    train, val = batch(), batch()
-
-    def step() -> None:
-        if job["kind"] != "weights":
-            architect.step(train, val, LR)
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(model, train).backward()
-        torch.nn.utils.clip_grad_norm_(model.weights(), GRAD_CLIP)
-        optimizer.step()
-
+    step = darts_step(job, torch.device("cpu"))
     step()  # the momentum buffers exist from here on, as in every later step
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()

@@ -41,6 +41,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from timing import peak_memory, run_in_subprocess, step_seconds
@@ -110,18 +111,16 @@ def build(job: dict, device):
     return set_memory(model, job["variant"]).to(device)
 
 
-def measure(job: dict) -> dict:
-    """Run one configuration in this process and return its figures."""
-    if job.get("method"):
-        return measure_method(job)
+def darts_step(job: dict, device) -> Callable[[], None]:
+    """One DARTS step of `job`'s kind (weights, first, second) on `job`'s variant and size, as
+    a function: the model, its SGD and the architect built, a train and a validation batch
+    drawn."""
     import torch
     import torch.nn.functional as F
 
     from spacec.runtime.search.architect import ArchConfig, Architect
 
-    torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
-    device = torch.device(job["device"])
     model = build(job, device)
     optimizer = torch.optim.SGD(model.weights(), lr=LR, momentum=MOMENTUM,
                                 weight_decay=WEIGHT_DECAY)
@@ -138,19 +137,35 @@ def measure(job: dict) -> dict:
         return images, torch.randint(CLASSES, (job["batch"],), device=device)
 
     train, val = batch(), batch()
-    cpu_times = []
 
     def step() -> None:
-        started = time.process_time()
         if job["kind"] != "weights":
             architect.step(train, val, LR)
         optimizer.zero_grad(set_to_none=True)
         loss_fn(model, train).backward()
         torch.nn.utils.clip_grad_norm_(model.weights(), GRAD_CLIP)
         optimizer.step()
+
+    return step
+
+
+def measure(job: dict) -> dict:
+    """Run one configuration in this process and return its figures."""
+    if job.get("method"):
+        return measure_method(job)
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    device = torch.device(job["device"])
+    step = darts_step(job, device)
+    cpu_times = []
+
+    def timed_step() -> None:
+        started = time.process_time()
+        step()
         cpu_times.append(time.process_time() - started)
 
-    times = step_seconds(step, job["warmup"], job["steps"], device)
+    times = step_seconds(timed_step, job["warmup"], job["steps"], device)
     return {**job, "median_s": statistics.median(times), "min_s": min(times),
             "cpu_median_s": statistics.median(cpu_times[job["warmup"]:]),
             **peak_memory(device)}
