@@ -19,9 +19,9 @@ variant's ratios to the reference's. The load average is recorded (`uptime`): on
 machine, the CPU time is the steadier figure.
 
 With ``--method NAME`` (or ``all``) the step is instead the search loop's own step for that
-method (`Search._step`: its relaxation, strategy and loss terms, first order, warm-up off) on
-batches of the embedded CIFAR-10 sample, read before timing, at ``--memory`` and ``--order``
-(no baseline). ``--switches`` then times the run section's speed switches against each other,
+method (`Search._step`: its relaxation, strategy and loss terms, warm-up off) on batches of
+the embedded CIFAR-10 sample, read before timing, at ``--memory`` and each ``--order`` (default:
+first; no baseline). ``--switches`` then times the run section's speed switches against each other,
 interleaved: ``fp32`` (the default run), ``bf16`` (run.precision), ``nchw`` (run.channels_last
 off), ``compile`` (run.compile), ``cudagraphs`` (run.compile with compile_mode
 reduce-overhead: CUDA graphs on a GPU) and combinations such as ``bf16+compile``.
