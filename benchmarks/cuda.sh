@@ -39,7 +39,7 @@ step() {
     started=$(date +%s)
     echo "=== $name: $*"
     if declare -F "$1" >/dev/null; then  # a function of this script: its commands are capped
-        "$@" >"$out/$name.txt" 2>&1
+        ("$@") >"$out/$name.txt" 2>&1  # in a subshell: its `set -x` ends with it
     else
         timeout "${LIMIT:-300}" "$@" >"$out/$name.txt" 2>&1
     fi

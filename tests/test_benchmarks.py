@@ -78,7 +78,7 @@ def search_step(monkeypatch):
     sys.modules.pop("search_step", None)
 
 
-def test_search_step_switches_set_the_runs_own_options(search_step, tmp_path):
+def test_search_step_switches_set_the_runs_own_options(search_step):
     job = {"space": "darts_cnn", "C": 4, "layers": 3, "batch": 4, "threads": 1,
            "device": "cpu", "method": "darts", "order": 2, "switches": "bf16+nchw"}
     search = search_step.method_search(job)
