@@ -7,6 +7,7 @@ measure and reports consistent numbers.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -16,12 +17,21 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture
-def cost_model(monkeypatch):
+def benchmark(monkeypatch):
+    """`benchmark(name)`: the script benchmarks/NAME.py as a module. It and the other scripts it
+    imports are forgotten afterwards, so each test imports them afresh."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import cost_model
+    before = set(sys.modules)
+    yield importlib.import_module
+    for name in set(sys.modules) - before:
+        file = getattr(sys.modules[name], "__file__", None)
+        if file and Path(file).parent == BENCHMARKS:
+            del sys.modules[name]
 
-    yield cost_model
-    sys.modules.pop("cost_model", None)
+
+@pytest.fixture
+def cost_model(benchmark):
+    return benchmark("cost_model")
 
 
 @pytest.mark.parametrize("method,memory,step", [("pc_darts", "balanced", "first"),
@@ -55,30 +65,16 @@ def test_cost_model_plans_the_steps_each_method_runs(cost_model):
     assert {method for method, _ in planned} == set(cost_model.all_methods(["all"]))
 
 
-def test_check_large_times_every_stage_of_spacec_check_and_the_command(monkeypatch, capsys):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import check_large
-
-    try:
-        check_large.main(["--sizes", "0.05", "--repeat", "1"])
-    finally:
-        sys.modules.pop("check_large", None)
+def test_check_large_times_every_stage_of_spacec_check_and_the_command(benchmark, capsys):
+    benchmark("check_large").main(["--sizes", "0.05", "--repeat", "1"])
     valid, errors = capsys.readouterr().out.split("errors spaces")
     assert "searched edges" in valid and "errors shown" in errors
     for stage in ("parse", "check", "ir", "shapes", "spacec check", "median"):
         assert f"{stage} " in valid, stage
 
 
-@pytest.fixture
-def search_step(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import search_step
-
-    yield search_step
-    sys.modules.pop("search_step", None)
-
-
-def test_search_step_switches_set_the_runs_own_options(search_step):
+def test_search_step_switches_set_the_runs_own_options(benchmark):
+    search_step = benchmark("search_step")
     job = {"space": "darts_cnn", "C": 4, "layers": 3, "batch": 4, "threads": 1,
            "device": "cpu", "method": "darts", "order": 2, "switches": "bf16+nchw"}
     search = search_step.method_search(job)
@@ -88,17 +84,11 @@ def test_search_step_switches_set_the_runs_own_options(search_step):
         search_step.parse_args(["--switches", "bf16+fast"])
 
 
-def test_op_count_counts_every_operation_of_a_step(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import op_count
-
-    try:
-        job = {"space": "darts_cnn", "C": 2, "layers": 3, "batch": 1}
-        reference = op_count.count({**job, "kind": "weights", "variant": "reference"})
-        spacec = op_count.count({**job, "kind": "weights", "variant": "fast"})
-    finally:
-        sys.modules.pop("op_count", None)
-        sys.modules.pop("search_step", None)
+def test_op_count_counts_every_operation_of_a_step(benchmark):
+    op_count = benchmark("op_count")
+    job = {"space": "darts_cnn", "C": 2, "layers": 3, "batch": 1}
+    reference = op_count.count({**job, "kind": "weights", "variant": "reference"})
+    spacec = op_count.count({**job, "kind": "weights", "variant": "fast"})
     # the same convolutions and their gradients in both layouts, counted once each (top level)
     assert reference["aten::conv2d"] == spacec["aten::conv2d"] > 0
     assert reference["aten::convolution_backward"] == spacec["aten::convolution_backward"] > 0
