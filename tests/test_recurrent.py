@@ -13,6 +13,7 @@ from torch import nn
 from torch.func import functional_call
 
 import spacec
+from spacec.runtime.nn import recurrent as recurrent_module
 from spacec.runtime.nn.recurrent import (
     ACTIVATION_SLOPES,
     ACTIVATIONS,
@@ -22,6 +23,8 @@ from spacec.runtime.nn.recurrent import (
     NodeNorm,
     RecurrentLM,
     SharedHighway,
+    decoded_nll,
+    decoded_nll_reference,
     dropout_mask,
     embedded_dropout,
     highway_edge,
@@ -681,3 +684,78 @@ def test_compile_steps_has_every_time_step_call_the_compiled_step(supernet):
     assert calls == [torch.Size([3, 6])] * 5  # one call per time step, the step's own input
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
     assert all(a is b for a, b in zip(model.parameters(), parameters, strict=True))
+
+
+# ---------------------------------------------------------------- the fused loss head
+
+
+def _head(ntoken=37, nhid=5, rows=23, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    decoder = nn.Linear(nhid, ntoken).to(dtype)
+    with torch.no_grad():
+        decoder.weight.copy_(torch.randn(ntoken, nhid, generator=gen, dtype=dtype))
+        decoder.bias.copy_(torch.randn(ntoken, generator=gen, dtype=dtype))
+    hidden = torch.randn(rows, nhid, generator=gen, dtype=dtype, requires_grad=True)
+    targets = torch.randint(ntoken, (rows,), generator=gen)
+    return hidden, decoder, targets
+
+
+def _loss_and_grads(loss_fn, hidden, decoder, targets, scale=1.0):
+    for p in (hidden, *decoder.parameters()):
+        p.grad = None
+    loss = loss_fn(hidden, decoder, targets)
+    (scale * loss).backward()
+    return loss.detach(), hidden.grad, decoder.weight.grad, decoder.bias.grad
+
+
+@pytest.mark.parametrize("block_bytes", [1 << 20, 64, 8 * 37 * 5])  # one, per-row, 5-row blocks
+def test_decoded_nll_is_the_reference_loss_and_gradient(monkeypatch, block_bytes):
+    monkeypatch.setattr(recurrent_module, "_HEAD_BLOCK_BYTES", block_bytes)
+    hidden, decoder, targets = _head()
+    fused = _loss_and_grads(decoded_nll, hidden, decoder, targets, scale=3.0)
+    reference = _loss_and_grads(decoded_nll_reference, hidden, decoder, targets, scale=3.0)
+    for got, want in zip(fused, reference, strict=True):
+        assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_decoded_nll_float32_matches_within_rounding_and_skips_unneeded_gradients():
+    hidden, decoder, targets = _head(ntoken=1000, nhid=16, rows=70, dtype=torch.float32)
+    decoder.bias.requires_grad_(False)
+    fused = _loss_and_grads(decoded_nll, hidden, decoder, targets)
+    reference = _loss_and_grads(decoded_nll_reference, hidden, decoder, targets)
+    assert fused[3] is None and reference[3] is None
+    for got, want in zip(fused[:3], reference[:3], strict=True):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_decoded_nll_refuses_a_second_backward_through_spent_logits():
+    hidden, decoder, targets = _head()
+    loss = decoded_nll(hidden, decoder, targets)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward pass"):
+        loss.backward()
+
+
+def test_forward_with_targets_returns_the_nll_of_its_log_probabilities(supernet):
+    model = supernet.train()
+    data, targets = tokens(6, 5, 11), tokens(6, 5, 11, seed=1).view(-1)
+    torch.manual_seed(3)  # the same dropout masks for both calls
+    log_prob, hidden, raw, dropped = model(data, model.init_hidden(5), True)
+    torch.manual_seed(3)
+    loss, hidden_t, raw_t, dropped_t = model(data, model.init_hidden(5), True, targets)
+    assert loss.dim() == 0
+    assert torch.allclose(loss, F.nll_loss(log_prob.view(-1, 11), targets), atol=1e-6)
+    for a, b in zip((*hidden, *raw, *dropped), (*hidden_t, *raw_t, *dropped_t), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_decode_nll_is_an_instance_seam(supernet):
+    calls = []
+
+    def head(hidden, decoder, targets):
+        calls.append(hidden.shape)
+        return decoded_nll_reference(hidden, decoder, targets)
+
+    supernet.decode_nll = head
+    supernet(tokens(3, 2, 11), supernet.init_hidden(2), False, tokens(3, 2, 11).view(-1))
+    assert calls == [(6, 6)]

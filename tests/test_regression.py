@@ -4,9 +4,11 @@ Each case is a tiny `spacec search` run through the command line's entry point, 
 torch thread, CPU).
 The golden files in tests/golden/regression/ were recorded on the main branch before the
 runtime's seams were introduced (issue 8); every later change must reproduce them exactly.
-Re-recorded twice since, each time for a change of rounding only: darts_rnn for the fused
+Re-recorded three times since, each time for a change of rounding only: darts_rnn for the fused
 recurrent mix; the image spaces when a candidate's α weight became its last BatchNorm's weight
-(issue 11). For the latter, the previous path (the product) still reproduces the old files bit
+(issue 11); darts_rnn again for the fused loss head (`DecodedNLL`, issue 11: with the reference's
+op-by-op head the previous AVX-512 recording is reproduced bit for bit). For the image spaces'
+change, the previous path (the product) still reproduces the old files bit
 for bit, one first- or second-order step moves α by 3e-4 and the two paths then differ by 2e-10,
 and perturbing one candidate's input by one float32 step on every edge of the previous path
 moves the recorded α as far by the second epoch (1.7e-4 of the largest α, first order) with the

@@ -334,6 +334,96 @@ class HighwayMix(torch.autograd.Function):
         return d_states, d_c, d_h, d_weights, None
 
 
+# Bytes of logits `DecodedNLL` works through at a time on the CPU (26 rows at PTB's 10,000
+# words), so that a block stays in cache between its passes; on a GPU, all rows at once.
+_HEAD_BLOCK_BYTES = 1 << 20
+
+
+def _row_blocks(logits: Tensor) -> Iterator[slice]:
+    rows, width = logits.shape
+    row_bytes = width * logits.element_size()
+    step = rows if logits.device.type != "cpu" else max(1, _HEAD_BLOCK_BYTES // row_bytes)
+    for start in range(0, rows, step):
+        yield slice(start, start + step)
+
+
+class DecodedNLL(torch.autograd.Function):
+    """Mean NLL of `targets` under log_softmax(hidden W^T + b), as one autograd node.
+
+    The same sum as ``F.nll_loss(F.log_softmax(decoder(hidden), -1), targets)``: with m the
+    row's largest logit and s = Σ exp(logits - m), NLL_i = log s_i + m_i - logits[i, target_i],
+    and the gradient in the logits is (softmax - onehot) / N, softmax = exp(logits - m) / s.
+    The log-probabilities are never made (nothing but the loss reads them): the forward pass
+    turns the logits into exp(logits - m) in place, and the backward pass that into the
+    gradient, row block by row block while a block is in cache. Per step of the decoder this
+    writes one [N, ntoken] tensor where log_softmax, nll_loss and their backward passes write
+    four (at the paper's batch 256, 358 MB each), and takes one exp per logit instead of two.
+    Once differentiable; a second backward pass through the same graph (retain_graph) raises,
+    the saved tensor being spent. The cost model traces the same
+    (spacec.cost.tracer.Tracer.decoded_nll).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets):
+        logits = hidden.mm(weight.t()) if bias is None else torch.addmm(bias, hidden, weight.t())
+        picked = logits.gather(1, targets[:, None]).squeeze(1)
+        largest = logits.new_empty(logits.shape[0])
+        sums = logits.new_empty(logits.shape[0])
+        for rows in _row_blocks(logits):
+            block = logits[rows]
+            torch.amax(block, dim=1, out=largest[rows])
+            torch.sum(block.sub_(largest[rows, None]).exp_(), dim=1, out=sums[rows])
+        ctx.spent = False
+        # As a linear layer: its input only for the weight's gradient (an α-only pass).
+        kept = hidden if ctx.needs_input_grad[1] else None
+        ctx.save_for_backward(kept, weight, logits, sums, targets)
+        return (sums.log() + largest - picked).mean()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        if ctx.spent:
+            raise RuntimeError(
+                "DecodedNLL: a second backward pass through the same loss is not supported "
+                "(its saved exponentials became the gradient)"
+            )
+        ctx.spent = True
+        hidden, weight, exps, sums, targets = ctx.saved_tensors
+        needs_hidden, needs_weight, needs_bias, _ = ctx.needs_input_grad
+        d_logits = exps  # spent here: softmax - onehot, in place
+        d_bias = exps.new_zeros(exps.shape[1]) if needs_bias else None
+        for rows in _row_blocks(exps):
+            block = d_logits[rows]
+            block.div_(sums[rows, None])
+            block[torch.arange(block.shape[0], device=block.device), targets[rows]] -= 1.0
+            if d_bias is not None:
+                d_bias.add_(block.sum(dim=0))
+        scale = grad / exps.shape[0]
+        d_hidden = d_logits.mm(weight).mul_(scale) if needs_hidden else None
+        d_weight = d_logits.t().mm(hidden).mul_(scale) if needs_weight else None
+        if d_bias is not None:
+            d_bias.mul_(scale)
+        return d_hidden, d_weight, d_bias, None
+
+
+def decoded_nll(hidden: Tensor, decoder: nn.Linear, targets: Tensor) -> Tensor:
+    """Mean NLL of targets [N] under log_softmax(decoder(hidden)), hidden [N, nhid].
+
+    `DecodedNLL`, equal to `decoded_nll_reference` up to float rounding
+    (tests/test_recurrent.py); under autocast the reference path runs, whose log-softmax
+    autocast keeps in float32.
+    """
+    if torch.is_autocast_enabled(hidden.device.type):
+        return decoded_nll_reference(hidden, decoder, targets)
+    return DecodedNLL.apply(hidden, decoder.weight, decoder.bias, targets)
+
+
+def decoded_nll_reference(hidden: Tensor, decoder: nn.Linear, targets: Tensor) -> Tensor:
+    """The decoder, log-softmax and NLL op by op, as the reference computes its loss
+    (rnn/model_search.py `_loss`): the plain path `decoded_nll` is tested against."""
+    return F.nll_loss(F.log_softmax(decoder(hidden), dim=-1), targets)
+
+
 class NodeNorm(nn.BatchNorm1d):
     """BatchNorm1d(nhid, affine=False) over [B, nhid]: the search cell's `self.bn`."""
 
@@ -457,6 +547,10 @@ class RecurrentLM(nn.Module, abc.ABC):
             self.decoder.weight = self.encoder.weight
         self._init_weights()
 
+    # The loss head `forward` uses given targets: (hidden [N, nhid], decoder, targets [N]) ->
+    # mean NLL. An instance may set its own (benchmarks time the reference's op-by-op head).
+    decode_nll = staticmethod(decoded_nll)
+
     def _init_weights(self) -> None:
         # RNNModel.init_weights
         with torch.no_grad():
@@ -499,9 +593,18 @@ class RecurrentLM(nn.Module, abc.ABC):
         return [weight.new_zeros(1, bsz, self.nhid)]
 
     def forward(
-        self, input: Tensor, hidden: Sequence[Tensor], return_h: bool = False
+        self,
+        input: Tensor,
+        hidden: Sequence[Tensor],
+        return_h: bool = False,
+        targets: Tensor | None = None,
     ) -> tuple[Tensor, list[Tensor]] | tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
-        """input [T, B] word ids, hidden [[1, B, nhid]] -> (log_prob [T, B, ntoken], hidden)."""
+        """input [T, B] word ids, hidden [[1, B, nhid]] -> (log_prob [T, B, ntoken], hidden).
+
+        With `targets` [T * B] (the next words, flattened as log_prob.view(-1, ntoken) is),
+        the first value is instead their mean NLL, computed by `decode_nll` without making
+        the log-probabilities (what a training or evaluation loss needs, at less memory).
+        """
         steps, batch = input.shape
         if steps == 0:
             raise ValueError("input has no time steps")
@@ -512,11 +615,14 @@ class RecurrentLM(nn.Module, abc.ABC):
         raw_output = self._unroll(emb, h_prev, x_mask, h_mask)
         new_hidden = [raw_output[-1].unsqueeze(0)]
         output = self.lockdrop(raw_output, self.dropout)
-        logits = self.decoder(output.view(-1, self.nhid))
-        log_prob = F.log_softmax(logits, dim=-1).view(steps, batch, self.ntoken)
+        flat = output.view(-1, self.nhid)
+        if targets is None:
+            decoded = F.log_softmax(self.decoder(flat), dim=-1).view(steps, batch, self.ntoken)
+        else:
+            decoded = self.decode_nll(flat, self.decoder, targets)
         if return_h:
-            return log_prob, new_hidden, [raw_output], [output]
-        return log_prob, new_hidden
+            return decoded, new_hidden, [raw_output], [output]
+        return decoded, new_hidden
 
     def _initial_state(self, hidden: Sequence[Tensor], batch: int) -> Tensor:
         if len(hidden) != 1 or tuple(hidden[0].shape) != (1, batch, self.nhid):

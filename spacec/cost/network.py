@@ -518,16 +518,13 @@ class RecurrentWalk:
         raw = t.stack(outputs)
         dropped = t.mul(raw, t.tensor((1, batch, self.nhid)))
         flat = t.view(dropped, (self.steps * batch, self.nhid))
-        logits = t.linear(flat, self.ntoken)
+        loss = t.decoded_nll(flat, self.ntoken)  # the targets it reads are data
         if self.tied:
             t.parameters -= self.nhid * self.ntoken  # the decoder's weight is the embedding
-        if logits.grad:
-            # log_softmax keeps its output, nll_loss the targets (data) and a total weight
-            t.save(t.tensor(logits.shape), t.tensor(()))
         if self.regularise and raw.grad:
             # TAR: (raw[1:] - raw[:-1]).pow(2).mean(), pow keeps its input
             t.save(t.tensor(((self.steps - 1), batch, self.nhid)))
-        return logits
+        return loss
 
     def cell_step(self, x, h, x_mask, h_mask, weights) -> Sym:
         key = ("recurrent cell", self.genotype is None, self.ninp, self.nhid,

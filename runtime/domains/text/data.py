@@ -70,7 +70,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spacec.runtime.domains.base import LossOutput
@@ -272,11 +271,6 @@ def following_starts(steps: Sequence[BpttStep], rows: int) -> tuple[tuple[int, b
 # ---------------------------------------------------------------- losses and evaluation
 
 
-def nll(log_prob: Tensor, targets: Tensor) -> Tensor:
-    """Mean negative log-likelihood of log_prob [T, B, ntoken] for targets [T * B]."""
-    return F.nll_loss(log_prob.view(-1, log_prob.size(-1)), targets)
-
-
 def activation_penalty(raw: Tensor, dropped: Tensor, ar_alpha: float, tar_beta: float) -> Tensor:
     """AWD-LSTM's AR (on dropped outputs) + TAR (on raw outputs), outputs [T, B, nhid]."""
     penalty = raw.new_zeros(())
@@ -289,16 +283,16 @@ def activation_penalty(raw: Tensor, dropped: Tensor, ar_alpha: float, tar_beta: 
 
 def segment_loss(call: Callable[..., Any], batch: TextBatch) -> Tensor:
     """The α loss (and the metric): plain NLL of one segment; stores the state leaving it."""
-    log_prob, hidden = call(batch.data, batch.hidden)
+    loss, hidden = call(batch.data, batch.hidden, False, batch.targets)
     batch.carry.store(hidden)
-    return nll(log_prob, batch.targets)
+    return loss
 
 
 def training_loss(model: nn.Module, batch: TextBatch, cfg: LanguageData) -> LossOutput:
     """The w step's loss on one segment: NLL + AR + TAR; metrics report the raw NLL."""
-    log_prob, hidden, raw_outputs, dropped_outputs = model(batch.data, batch.hidden, True)
+    raw_loss, hidden, raw_outputs, dropped_outputs = model(batch.data, batch.hidden, True,
+                                                           batch.targets)
     batch.carry.store(hidden)
-    raw_loss = nll(log_prob, batch.targets)
     loss = raw_loss + activation_penalty(raw_outputs[-1], dropped_outputs[-1], cfg.ar_alpha,
                                          cfg.tar_beta)
     return LossOutput(loss, {"loss": raw_loss.item()}, batch.tokens)
@@ -351,8 +345,8 @@ def evaluate_nll(model: nn.Module, source: Tensor, bptt: int, shard: Shard | Non
             hidden = model.init_hidden(source.size(1))
             for start in range(0, source.size(0) - 1, bptt):
                 data, targets = get_batch(source, start, bptt)
-                log_prob, hidden = model(data, hidden)
-                total += nll(log_prob, targets).item() * targets.numel()
+                loss, hidden = model(data, hidden, False, targets)
+                total += loss.item() * targets.numel()
                 tokens += targets.numel()
     finally:
         model.train(was_training)
