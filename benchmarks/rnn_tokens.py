@@ -16,7 +16,9 @@ subprocess so peak memory is that configuration's.
 The search kinds are measured against an in-run baseline: the same supernet, weights and step,
 with the reference's node mix (rnn/model_search.py `DARTSCellSearch.cell`: for every candidate,
 states + c * (act(h) - states) over all sources, weighted and summed, recorded op by op:
-`recurrent.mix_edges_reference`) in place of the fused one (`recurrent.mix_edges`). Both models
+`recurrent.mix_edges_reference`) in place of the fused one (`recurrent.mix_edges`), and the
+reference's loss head (rnn/model_search.py `_loss`: decoder, log_softmax, nll_loss, op by op:
+`recurrent.decoded_nll_reference`) in place of the fused one (`recurrent.decoded_nll`). Both models
 live in one process and their steps alternate (baseline, spacec, baseline, ...), so load on a
 shared machine hits both alike; ``ratio`` is the baseline's median time over spacec's, by wall
 clock and by process CPU time. The baseline uses spacec's architect, whose first-order α step
@@ -26,7 +28,9 @@ Peak memory of a search kind is the two models' together. ``--no-baseline`` skip
 
 ``--compile`` times spacec's model with its time step through ``torch.compile`` (what ``spacec
 search --compile`` runs: `RecurrentLM.compile_steps`), against the same eager baseline; the
-warm-up then includes compiling, whose seconds the table shows.
+warm-up then includes compiling, whose seconds the table shows. ``--compile-mode`` passes
+torch.compile's mode (``spacec search --compile --cfg run.compile_mode=...``); the table's step
+reads ``autotune`` for a mode other than the default.
 
 The default run is short (a few steps at reduced batch) because the machine it was written on is
 shared by other jobs and its timings are noisy; for figures worth comparing, use more steps, the
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import statistics
@@ -72,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--compile", action="store_true",
                         help="spacec's model with its time step compiled (torch.compile)")
+    parser.add_argument("--compile-mode", default="default",
+                        help="torch.compile's mode with --compile (spacec's run.compile_mode), "
+                             "e.g. max-autotune-no-cudagraphs")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="search kinds: do not time the reference-layout baseline")
     parser.add_argument("--devices", nargs="+", default=None,
@@ -85,7 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def reference_layout():
-    """The softmax relaxation with the reference's op-by-op node mix (the in-run baseline)."""
+    """The softmax relaxation with the reference's op-by-op node mix (the in-run baseline;
+    `build_step` gives it the reference's loss head too)."""
     from spacec.runtime.nn import recurrent
     from spacec.runtime.relax.softmax import Softmax
 
@@ -96,7 +105,8 @@ def reference_layout():
     return ReferenceLayout()
 
 
-def build_step(job: dict, device, relaxation=None, compile_steps: bool = False):
+def build_step(job: dict, device, relaxation=None, compile_steps: bool = False,
+               compile_mode: str = "default"):
     """The model and a closure doing one step of `job['kind']` on fresh random segments."""
     import torch
 
@@ -108,6 +118,7 @@ def build_step(job: dict, device, relaxation=None, compile_steps: bool = False):
         segment_loss,
         training_loss,
     )
+    from spacec.runtime.nn import recurrent
     from spacec.runtime.search.architect import ArchConfig, Architect
 
     cfg = LanguageData()  # the search's dropouts, AR 0 and TAR 1e-3
@@ -120,13 +131,15 @@ def build_step(job: dict, device, relaxation=None, compile_steps: bool = False):
         params, architect = list(model.parameters()), None
     else:
         model = space.supernet(relaxation=relaxation, **cfg.dropouts()).to(device)
+        if relaxation is not None:  # the baseline
+            model.decode_nll = recurrent.decoded_nll_reference
         optimizer = torch.optim.SGD(model.weights(), lr=LR, weight_decay=SEARCH_WDECAY)
         arch_cfg = ArchConfig(order=2 if job["kind"] == "search2" else 1, lr=3e-3,
                               betas=(0.9, 0.999), unrolled_clip=CLIP)
         params = model.weights()
         architect = Architect(model, optimizer, segment_loss, arch_cfg)
     if compile_steps:
-        model.compile_steps(torch.compile)
+        model.compile_steps(functools.partial(torch.compile, mode=compile_mode))
     carries = {"train": HiddenCarry(), "val": HiddenCarry()}
 
     def segment(stream: str) -> TextBatch:
@@ -164,7 +177,8 @@ def measure(job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     device = torch.device(job["device"])
-    runs = {"spacec": build_step(job, device, compile_steps=job["compile"])}
+    runs = {"spacec": build_step(job, device, compile_steps=job["compile"],
+                                 compile_mode=job.get("compile_mode", "default"))}
     if job["baseline"] and job["kind"] != "train":
         runs = {"baseline": build_step(job, device, reference_layout()), **runs}
     load_before = os.getloadavg()
@@ -209,7 +223,9 @@ def table(results: list[dict]) -> str:
         base = f"{r['baseline_tokens_per_s']:.0f}" if "ratio" in r else "-"
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
         cpu_ratio = f"{r['cpu_ratio']:.2f}" if "ratio" in r else "-"
-        step = "compiled" if r.get("compile") else "eager"
+        step = "eager"
+        if r.get("compile"):
+            step = "compiled" if r.get("compile_mode", "default") == "default" else "autotune"
         lines.append(f"{r['device']:<7}{r['kind']:<9}{step:<9}{r['size']:>5}{r['batch']:>6}"
                      f"{r['weights']:>12,}{r['warmup_s']:>10.1f}{r['median_s']:>10.3f}"
                      f"{r['tokens_per_s']:>10.0f}"
@@ -226,7 +242,8 @@ def default_devices() -> list[str]:
 def jobs(args: argparse.Namespace, device: str) -> list[dict]:
     common = {"device": device, "ntoken": args.ntoken, "bptt": args.bptt,
               "threads": args.threads, "warmup": args.warmup, "steps": args.steps,
-              "baseline": args.baseline, "compile": args.compile}
+              "baseline": args.baseline, "compile": args.compile,
+              "compile_mode": args.compile_mode}
     found = []
     for kind in args.kinds:
         train = kind == "train"
@@ -254,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
           f"of {args.steps} steps after {args.warmup} warm-up(s); tokens = the w batch's words; "
           f"{datetime.datetime.now().isoformat(timespec='seconds')}, load average (1 min) "
           f"{min(load[0] for load in loads):.2f}-{max(load[0] for load in loads):.2f} on "
-          f"{os.cpu_count()} CPUs; ratio = baseline (reference node mix, eager) time / spacec time")
+          f"{os.cpu_count()} CPUs; ratio = baseline (reference node mix and loss head, eager) time / spacec time")
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
