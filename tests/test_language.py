@@ -457,6 +457,16 @@ def test_cli_data_problems_exit_1_without_a_traceback(tmp_path, extra, message):
     assert "Traceback" not in result.output and not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("memory", ["balanced", "low"])
+def test_cli_a_recomputing_memory_setting_is_refused_not_ignored(tmp_path, memory):
+    # It recomputes image cells' mixed edges; a recurrent supernet has none.
+    result = CliRunner().invoke(main, ["search", "darts_rnn", *TINY_CLI, "--memory", memory,
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert f"run.memory: memory setting '{memory}' recomputes the mixed edges" in result.output
+    assert "Traceback" not in result.output and not any(tmp_path.iterdir())
+
+
 def test_cli_an_empty_training_file_exits_1(tmp_path):
     folder = write_corpus(tmp_path / "corpus", "a b\n")
     (folder / "train.txt").write_text("\n\n")

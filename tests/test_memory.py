@@ -20,12 +20,13 @@ from test_cost import saved_bytes as saved_storage_bytes  # counts what Remade's
 from test_recurrent import SPARSE_SPACE, loss_and_gradients
 from torch.utils.data import DataLoader
 
+import spacec
 from spacec.cli import main
 from spacec.cli import options as cli_options
 from spacec.runtime.domains.image.data import pin_for
 from spacec.runtime.errors import ConfigError
 from spacec.runtime.nn import memory
-from spacec.runtime.nn.memory import BALANCED, FAST, LOW, set_memory
+from spacec.runtime.nn.memory import BALANCED, FAST, LOW, MemoryNotApplicable, set_memory
 from spacec.runtime.nn.ops import MixedEdge, split_final_norm
 from spacec.runtime.relax.gumbel import HardGumbel
 from spacec.runtime.relax.partial import PartialChannels
@@ -365,3 +366,11 @@ def test_second_order_arch_gradient_through_the_compiled_recurrent_step(load_tex
     for key, grad in found[False].items():
         assert grad.abs().sum() > 0
         torch.testing.assert_close(found[True][key], grad, rtol=1e-3, atol=1e-6, msg=key)
+
+
+def test_a_recomputing_setting_on_a_network_without_mixed_edges_raises():
+    recurrent = spacec.load("darts_rnn", ntoken=20, ninp=4, nhid=4).supernet()
+    assert set_memory(recurrent, FAST) is recurrent
+    for setting in (BALANCED, LOW):
+        with pytest.raises(MemoryNotApplicable, match=f"'{setting}' recomputes"):
+            set_memory(recurrent, setting)

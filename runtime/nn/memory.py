@@ -106,13 +106,28 @@ def _slots(module: nn.Module) -> tuple[list[Slot], list[Slot]]:
     return slots
 
 
+class MemoryNotApplicable(ValueError):
+    """A setting that recomputes, for a network with no mixed edge to recompute (a recurrent
+    supernet): it would change nothing, and a run must not pretend it did."""
+
+    def __init__(self, setting: str) -> None:
+        super().__init__(
+            f"memory setting {setting!r} recomputes the mixed edges of image cells, and this "
+            f"network has none (a recurrent search keeps everything: memory {FAST!r})"
+        )
+        self.setting = setting
+
+
 def set_memory(module: nn.Module, setting: str) -> nn.Module:
     """Give every mixed edge of `module` (spacec.runtime.nn.ops.MixedEdge and its subclasses,
-    marked by ``edge_memory``) the memory `setting`; returns `module`."""
+    marked by ``edge_memory``) the memory `setting`; returns `module`. A setting other than
+    `fast` on a module without mixed edges raises `MemoryNotApplicable`."""
     check_memory(setting)
-    for sub in module.modules():
-        if getattr(type(sub), "edge_memory", False):
-            sub.memory = setting
+    edges = [sub for sub in module.modules() if getattr(type(sub), "edge_memory", False)]
+    if setting != FAST and not edges:
+        raise MemoryNotApplicable(setting)
+    for edge in edges:
+        edge.memory = setting
     return module
 
 
