@@ -467,6 +467,14 @@ def test_cli_a_recomputing_memory_setting_is_refused_not_ignored(tmp_path, memor
     assert "Traceback" not in result.output and not any(tmp_path.iterdir())
 
 
+def test_cli_training_refuses_a_recomputing_memory_setting(tmp_path):
+    result = CliRunner().invoke(main, ["train", "darts_rnn", "--genotype", "DARTS", *TINY_CLI,
+                                       "--cfg", "run.memory=low", "--out", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "run.memory: memory setting 'low' recomputes the mixed edges" in result.output
+    assert "Traceback" not in result.output and not any(tmp_path.iterdir())
+
+
 def test_cli_an_empty_training_file_exits_1(tmp_path):
     folder = write_corpus(tmp_path / "corpus", "a b\n")
     (folder / "train.txt").write_text("\n\n")

@@ -108,12 +108,12 @@ def _slots(module: nn.Module) -> tuple[list[Slot], list[Slot]]:
 
 class MemoryNotApplicable(ValueError):
     """A setting that recomputes, for a network with no mixed edge to recompute (a recurrent
-    supernet): it would change nothing, and a run must not pretend it did."""
+    supernet, a derived network): it would change nothing, and a run must not pretend it did."""
 
     def __init__(self, setting: str) -> None:
         super().__init__(
-            f"memory setting {setting!r} recomputes the mixed edges of image cells, and this "
-            f"network has none (a recurrent search keeps everything: memory {FAST!r})"
+            f"memory setting {setting!r} recomputes the mixed edges of an image supernet, and "
+            f"this network has none: it keeps everything for backward, as {FAST!r} does"
         )
         self.setting = setting
 

@@ -101,7 +101,7 @@ _SEARCH_ONLY = [
                  help="What the supernet keeps for the backward pass, same arithmetic: fast "
                       "(everything), balanced (recomputes the poolings' and depthwise "
                       "convolutions' outputs), low (recomputes every edge: least memory, "
-                      "slowest); image spaces (a recurrent search refuses the last two).  "
+                      "slowest); image supernets only (a recurrent search refuses the last two).  "
                       "[config default: fast]"),
     click.option("--mode", type=click.Choice(MODES), help="bilevel (DARTS), or the paper's "
                  "ablations: coordinate descent or joint optimisation on train∪val; single "
