@@ -18,8 +18,8 @@ with the reference's node mix (rnn/model_search.py `DARTSCellSearch.cell`: for e
 states + c * (act(h) - states) over all sources, weighted and summed, recorded op by op:
 `recurrent.mix_edges_reference`) in place of the fused one (`recurrent.mix_edges`), and the
 reference's loss head (rnn/model_search.py `_loss`: decoder, log_softmax, nll_loss, op by op:
-`recurrent.decoded_nll_reference`) in place of the fused one (`recurrent.decoded_nll`). Both models
-live in one process and their steps alternate (baseline, spacec, baseline, ...), so load on a
+`recurrent.decoded_nll_reference`) in place of the fused one (`recurrent.decoded_nll`). Both
+models live in one process and their steps alternate (baseline, spacec, baseline, ...), so load on a
 shared machine hits both alike; ``ratio`` is the baseline's median time over spacec's, by wall
 clock and by process CPU time. The baseline uses spacec's architect, whose first-order α step
 asks autograd for ∇α alone; the reference's calls ``loss.backward()`` and also computes every
@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> None:
           f"of {args.steps} steps after {args.warmup} warm-up(s); tokens = the w batch's words; "
           f"{datetime.datetime.now().isoformat(timespec='seconds')}, load average (1 min) "
           f"{min(load[0] for load in loads):.2f}-{max(load[0] for load in loads):.2f} on "
-          f"{os.cpu_count()} CPUs; ratio = baseline (reference node mix and loss head, eager) time / spacec time")
+          f"{os.cpu_count()} CPUs; ratio = baseline (reference node mix and loss head, eager) "
+          "time / spacec time")
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
