@@ -93,8 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def reference_layout():
-    """The softmax relaxation with the reference's op-by-op node mix (the in-run baseline;
-    `build_step` gives it the reference's loss head too)."""
+    """The softmax relaxation with the reference's op-by-op node mix (the in-run baseline's)."""
     from spacec.runtime.nn import recurrent
     from spacec.runtime.relax.softmax import Softmax
 
@@ -105,9 +104,10 @@ def reference_layout():
     return ReferenceLayout()
 
 
-def build_step(job: dict, device, relaxation=None, compile_steps: bool = False,
+def build_step(job: dict, device, reference: bool = False, compile_steps: bool = False,
                compile_mode: str = "default"):
-    """The model and a closure doing one step of `job['kind']` on fresh random segments."""
+    """The model and a closure doing one step of `job['kind']` on fresh random segments;
+    `reference`: the in-run baseline (the reference's node mix and loss head)."""
     import torch
 
     import spacec
@@ -130,8 +130,9 @@ def build_step(job: dict, device, relaxation=None, compile_steps: bool = False,
         optimizer = torch.optim.SGD(model.parameters(), lr=LR, weight_decay=TRAIN_WDECAY)
         params, architect = list(model.parameters()), None
     else:
+        relaxation = reference_layout() if reference else None
         model = space.supernet(relaxation=relaxation, **cfg.dropouts()).to(device)
-        if relaxation is not None:  # the baseline
+        if reference:
             model.decode_nll = recurrent.decoded_nll_reference
         optimizer = torch.optim.SGD(model.weights(), lr=LR, weight_decay=SEARCH_WDECAY)
         arch_cfg = ArchConfig(order=2 if job["kind"] == "search2" else 1, lr=3e-3,
@@ -178,9 +179,9 @@ def measure(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     device = torch.device(job["device"])
     runs = {"spacec": build_step(job, device, compile_steps=job["compile"],
-                                 compile_mode=job.get("compile_mode", "default"))}
+                                 compile_mode=job["compile_mode"])}
     if job["baseline"] and job["kind"] != "train":
-        runs = {"baseline": build_step(job, device, reference_layout()), **runs}
+        runs = {"baseline": build_step(job, device, reference=True), **runs}
     load_before = os.getloadavg()
     warmup: dict[str, float] = {}
     for name, (model, step) in runs.items():
@@ -225,7 +226,7 @@ def table(results: list[dict]) -> str:
         cpu_ratio = f"{r['cpu_ratio']:.2f}" if "ratio" in r else "-"
         step = "eager"
         if r.get("compile"):
-            step = "compiled" if r.get("compile_mode", "default") == "default" else "autotune"
+            step = "compiled" if r["compile_mode"] == "default" else "autotune"
         lines.append(f"{r['device']:<7}{r['kind']:<9}{step:<9}{r['size']:>5}{r['batch']:>6}"
                      f"{r['weights']:>12,}{r['warmup_s']:>10.1f}{r['median_s']:>10.3f}"
                      f"{r['tokens_per_s']:>10.0f}"

@@ -47,6 +47,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
+from spacec.runtime.errors import ConfigError
+
 FAST, BALANCED, LOW = "fast", "balanced", "low"
 # The run section validates these names (spacec.runtime.run.config.MEMORY_SETTINGS, below this
 # package; tests/test_memory.py checks they agree).
@@ -106,14 +108,15 @@ def _slots(module: nn.Module) -> tuple[list[Slot], list[Slot]]:
     return slots
 
 
-class MemoryNotApplicable(ValueError):
+class MemoryNotApplicable(ConfigError):
     """A setting that recomputes, for a network with no mixed edge to recompute (a recurrent
     supernet, a derived network): it would change nothing, and a run must not pretend it did."""
 
     def __init__(self, setting: str) -> None:
         super().__init__(
-            f"memory setting {setting!r} recomputes the mixed edges of an image supernet, and "
-            f"this network has none: it keeps everything for backward, as {FAST!r} does"
+            f"run.memory: memory setting {setting!r} recomputes the mixed edges of an image "
+            f"supernet, and this network has none: it keeps everything for backward, as "
+            f"{FAST!r} does"
         )
         self.setting = setting
 

@@ -42,7 +42,7 @@ from spacec.arch.genotype import Genotype
 from spacec.load import CompiledSpace
 from spacec.runtime.domains import SearchTask, StepBatches, domain
 from spacec.runtime.errors import CheckpointError, ConfigError
-from spacec.runtime.nn.memory import MemoryNotApplicable, set_memory
+from spacec.runtime.nn.memory import set_memory
 from spacec.runtime.run.checkpoint import load_checkpoint, save_checkpoint
 from spacec.runtime.run.config import resume_view
 from spacec.runtime.run.console import EPOCH_RECORD, SCREEN
@@ -155,10 +155,7 @@ class Search:
         relaxation = chosen_method.build_relaxation(cfg.method)
         relaxation.seed(session.seed)
         model = compiled.supernet(relaxation=relaxation, **task.network_kwargs())
-        try:
-            set_memory(model, cfg.run.memory)
-        except MemoryNotApplicable as error:
-            raise ConfigError(f"run.memory: {error}") from None
+        set_memory(model, cfg.run.memory)
         model = session.lay_out(model.to(session.device))
         task.bind(model)
         log.info("space %s (%s), %s", compiled.name, compiled.spec.path, task.describe())

@@ -45,7 +45,7 @@ from spacec.load import CompiledSpace, locate
 from spacec.runtime.domains import StepBatches, TrainTask, domain
 from spacec.runtime.errors import CheckpointError, ConfigError
 from spacec.runtime.nn.flops import count_parameters
-from spacec.runtime.nn.memory import MemoryNotApplicable, set_memory
+from spacec.runtime.nn.memory import set_memory
 from spacec.runtime.run.checkpoint import load_checkpoint, save_checkpoint
 from spacec.runtime.run.config import resume_view
 from spacec.runtime.run.console import EPOCH_RECORD, SCREEN
@@ -161,10 +161,7 @@ class Trainer:
                                  getattr(cfg.optim, "drop_path_prob", 0) > 0,
                                  session.device, session.local_world_size)
         network = compiled.discrete_network(genotype, **task.network_kwargs())
-        try:
-            set_memory(network, cfg.run.memory)  # a derived network has no mixed edge
-        except MemoryNotApplicable as error:
-            raise ConfigError(f"run.memory: {error}") from None
+        set_memory(network, cfg.run.memory)  # no mixed edge: refuses a setting that recomputes
         task.bind(network)
         log.info("%s", task.describe())
         built = cls(cfg, session, compiled, genotype,

@@ -348,21 +348,17 @@ class Tracer:
 
     def decoded_nll(self, x: Sym, out_features: int) -> Sym:
         """A language model's loss head: nn.Linear, log-softmax and NLL as one autograd node
-        (spacec.runtime.nn.recurrent.DecodedNLL). It keeps the logits' storage (turned into
-        exponentials) and one sum per row, and its input only for the weight's gradient. Its
-        backward pass turns that storage into the logits' gradient in place, so it is not the
-        backward working set's largest tensor: it is made here without counting as one."""
-        width = x.shape[-1]
-        self._parameter(width * out_features + out_features)
-        rows = math.prod(x.shape[:-1])
-        self.multiply_adds += rows * width * out_features
-        loss = self.tensor((), self._records(x, params=True))
-        if loss.grad:
-            logits = Storage(self.tensor_bytes(rows * out_features * FLOAT))
-            self.save(logits, self.tensor((rows,)))
-            if self.weights_grad:
-                self.save(x)
-        return loss
+        (spacec.runtime.nn.recurrent.DecodedNLL). Its linear layer counts as one (parameters,
+        multiply-adds, its input kept only for the weight's gradient); it also keeps the logits'
+        storage (turned into exponentials) and one sum per row. Its backward pass turns that
+        storage into the logits' gradient in place, so the logits are not the backward working
+        set's largest tensor."""
+        largest = self.largest
+        logits = self.linear(x, out_features)
+        self.largest = largest
+        if logits.grad:
+            self.save(logits, self.tensor(logits.shape[:-1]))
+        return self.tensor((), logits.grad)
 
     def matmul(self, x: Sym, out_features: int) -> Sym:
         """x [rows, in] @ W [in, out] with W a parameter (the recurrent cell's maps)."""
