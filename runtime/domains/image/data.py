@@ -822,13 +822,14 @@ class SeededItems(Dataset):
 def pin_for(device: torch.device, *loaders: DataLoader | None) -> None:
     """On a CUDA device, have `loaders` put their batches in page-locked memory, so that the
     tasks' ``.to(device, non_blocking=True)`` copies overlap with computation (with
-    ``num_workers > 0``, loading overlaps too); elsewhere nothing changes."""
+    ``num_workers > 0``, loading overlaps too); elsewhere nothing changes. Page-locked memory
+    serves every CUDA device; the loader's ``pin_memory_device`` stays unset, which torch
+    deprecates (set, it warns on every epoch: 2.11 and 2.14 do)."""
     if device.type != "cuda":
         return
     for loader in loaders:
         if loader is not None:
             loader.pin_memory = True
-            loader.pin_memory_device = str(device)
 
 
 def start_epoch(loader: DataLoader, epoch: int, batches_done: int = 0) -> None:
