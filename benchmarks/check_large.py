@@ -34,7 +34,6 @@ from operator import itemgetter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from spacec import check, cost, ir, parse  # noqa: E402
 from spacec.errors import SpaceError  # noqa: E402

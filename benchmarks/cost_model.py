@@ -47,9 +47,7 @@ import random
 import sys
 from pathlib import Path
 
-from timing import GIB, ROOT, run_in_subprocess
-
-sys.path.insert(0, str(ROOT))
+from timing import GIB, run_in_subprocess
 
 SEARCH_STEPS = ("weights", "first", "second")
 # The recurrent search at the quick preset's sizes (runtime/configs/search_rnn_quick.yaml: the

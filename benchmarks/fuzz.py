@@ -30,7 +30,6 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import spacec  # noqa: E402
 from spacec.arch.derive import DerivationError, derive  # noqa: E402

@@ -30,7 +30,6 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 # (processes, threads per process)
 CONFIGS = ((1, 1), (1, 2), (2, 1))
 
@@ -86,10 +85,9 @@ def measure(job: dict) -> dict | None:
 
 def run_config(processes: int, job: dict) -> dict:
     """`job` on `processes` processes under torchrun, in fresh interpreters."""
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc-per-node", str(processes), __file__, "--worker", json.dumps(job)]
-    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(job["threads"])}
+    env = {**os.environ, "OMP_NUM_THREADS": str(job["threads"])}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{processes} process(es) failed:\n{done.stderr[-3000:]}")

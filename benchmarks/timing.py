@@ -4,16 +4,13 @@ measurement per subprocess (so each configuration's peak memory is its own)."""
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 GIB = 2**30
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def step_seconds(step: Callable[[], None], warmup: int, steps: int, device) -> list[float]:
@@ -49,12 +46,10 @@ def peak_memory(device) -> dict[str, float]:
 
 def run_in_subprocess(script: str, job: dict) -> dict:
     """Run `script --worker JOB` in a fresh interpreter and return the JSON its last line prints."""
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     done = subprocess.run(
         [sys.executable, script, "--worker", json.dumps(job)],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": path},
         check=False,
     )
     if done.returncode != 0:

@@ -21,16 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from timing import step_seconds
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import spacec  # noqa: E402
 from spacec.runtime.nn.flops import count_parameters  # noqa: E402
