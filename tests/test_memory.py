@@ -297,6 +297,15 @@ def test_torch_compile_gives_the_eager_outputs(compiled):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_compiling_says_that_its_first_steps_take_minutes(caplog):
+    network = torch.nn.Linear(2, 2)
+    with caplog.at_level("INFO", logger="spacec.runtime.run.session"):
+        assert session().compiled(network) is network
+        assert caplog.text == ""  # without run.compile nothing is said
+        session(compile_network=True).compiled(network)  # compiles lazily, at its first call
+    assert "run.compile: the first steps compile the network's kernels" in caplog.text
+
+
 def test_loaders_are_pinned_for_cuda_only():
     loader = DataLoader(list(range(4)), batch_size=2)
     pin_for(torch.device("cpu"), loader, None)

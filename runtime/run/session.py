@@ -30,6 +30,7 @@ from spacec.load import CompiledSpace, compile_file, locate
 from spacec.runtime.errors import ConfigError
 from spacec.runtime.run import distributed
 from spacec.runtime.run.config import is_shipped_space
+from spacec.runtime.run.console import screen_info
 from spacec.runtime.run.distributed import ProcessEnv, Replica, Shard
 from spacec.runtime.run.meter import Meter
 from spacec.runtime.run.rng import seed_everything
@@ -168,6 +169,9 @@ class Session:
             raise ConfigError("run.compile: torch.compile runs on one process here; with "
                               "several processes set compile: false")
         _check_cpu_compiler(self.device)
+        screen_info(log, "run.compile: the first steps compile the network's kernels, which "
+                    "takes minutes while torch's kernel cache is cold (tens of minutes for an "
+                    "image supernet on a few CPU cores); later runs reuse the cache")
         compile = functools.partial(torch.compile, mode=self.compile_mode)
         compile_steps = getattr(network, "compile_steps", None)
         if compile_steps is not None:
