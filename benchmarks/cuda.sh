@@ -21,7 +21,8 @@
 # STEPS picks steps, run in the order given; `a+b` runs steps a and b at the same time, which
 # is only for steps that measure memory or check behaviour (smoke, cost*), never for timings.
 # Steps: rnn second compiled compile smoke cost cost_methods cost_memory switches search train.
-# LIMIT caps each command's seconds (default 300); DEADLINE (seconds since the epoch) caps them
+# LIMIT caps each command's seconds (default 300; COMPILE_LIMIT, default 1200, the compiled
+# steps' commands); DEADLINE (seconds since the epoch) caps them
 # all: no step starts after it and none runs past it. SNAPSHOT=FILE re-tars OUTDIR there after
 # every step, so that what finished survives a run cut short.
 set -u
@@ -103,9 +104,9 @@ s_switches() {
         --memory fast --switches fp32 nchw bf16 --rounds 1 --warmup 3 --steps 10 \
         --json "$out/search_step_switches_cuda_b64.json"
 }
-# the same with the search step compiled (minutes of compiling each): LIMIT=900 or more
+# the same with the search step compiled: minutes of compiling each, so their own cap
 s_compiled() {
-    step compiled "$py" search_step.py --method darts --devices cuda --batch 64 --order 1 \
+    LIMIT=${COMPILE_LIMIT:-1200} step compiled "$py" search_step.py --method darts --devices cuda --batch 64 --order 1 \
         --memory fast --switches fp32 cudagraphs compile --rounds 1 --warmup 3 --steps 10 \
         --json "$out/search_step_compiled_cuda_b64.json"
 }
@@ -123,7 +124,7 @@ s_rnn() {
         --warmup 2 --steps 5 --json "$out/rnn_tokens_cuda_b256_compiled.json"
 }
 s_compile() {
-    step compile_train "$py" train_step.py --devices cuda --batch 96 --warmup 3 --steps 10 \
+    LIMIT=${COMPILE_LIMIT:-1200} step compile_train "$py" train_step.py --devices cuda --batch 96 --warmup 3 --steps 10 \
         --precision bf16 --compile --json "$out/train_step_cuda_b96_bf16_compiled.json"
 }
 s_search() {

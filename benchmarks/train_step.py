@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from timing import step_seconds
 
-import spacec  # noqa: E402
-from spacec.runtime.nn.flops import count_parameters  # noqa: E402
-from spacec.runtime.run.session import Session  # noqa: E402
+import spacec
+from spacec.runtime.nn.flops import count_parameters
+from spacec.runtime.run.session import Session
 
 # quark0/darts cnn/train.py: the optimiser, clip, auxiliary weight and final drop path.
 LR, MOMENTUM, WEIGHT_DECAY, GRAD_CLIP, AUXILIARY_WEIGHT, DROP_PATH = 0.025, 0.9, 3e-4, 5.0, 0.4, 0.2
