@@ -60,16 +60,22 @@ def saved_bytes(run, exclude=()):
     # What a memory setting's own hooks keep (spacec.runtime.nn.memory.Remade), which hooks
     # outside do not see.
     original = Remade._pack
+    held = []  # kept by the hooks unless settled later (Remade.deferred)
 
     def counted(self, tensor):
         packed = original(self, tensor)
         if packed is tensor:
             pack(tensor)
+        elif packed.name is None:
+            held.append(packed)
         return packed
 
     with (mock.patch.object(Remade, "_pack", counted),
           torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor)):
         result = run()
+    for token in held:
+        if token.tensor is not None:
+            pack(token.tensor)
     return sum(storages.values()), result
 
 
@@ -720,11 +726,12 @@ def test_memory_settings_by_hand(load_text):
     # total weight (1). test_one_edge_by_hand has `fast`.
     others, per_batch = 48 + 32 + 2 + 2, 2 * 2 + 2 + 1
     expected = {
-        # fast and balanced: nothing is recomputed (no pooling; the convolution is not
-        # depthwise): the edge's input x (by the identity's product with α), relu(x) and the
+        # fast: the edge's input x (by the identity's product with α), relu(x) and the
         # convolution's output; per batch BatchNorm's statistics (4) and weight (2).
         "fast": (3 * 32, 6, 0, 0, 0),
-        "balanced": (3 * 32, 6, 0, 0, 0),
+        # balanced: relu(x) is made again in backward (the convolution is not depthwise, but
+        # the ReLU is the edge's shared one, read by a candidate ending in a norm).
+        "balanced": (2 * 32, 6, 32, 0, 1),
         # low: the edge keeps its input x only; recomputed: relu(x), the convolution's output,
         # BatchNorm's statistics and weight.
         "low": (32, 0, 2 * 32, 6, 5),
@@ -750,11 +757,30 @@ def test_settings_recompute_poolings_and_depthwise_convolutions(load_text):
         # relu(x), the polyphase stack (a copy of relu(x), 32), the depthwise convolution's
         # output (by the pointwise one) and the pointwise output (by its BatchNorm).
         "fast": (6 * 32, norms, 0, 0, 0),
-        # balanced: the pooling's output, the stack and the depthwise output are made again
-        # in backward (one at a time).
-        "balanced": (3 * 32, norms, 32, 0, 1),
+        # balanced: the pooling's output, relu(x), the stack and the depthwise output are made
+        # again in backward (one at a time).
+        "balanced": (2 * 32, norms, 32, 0, 1),
         # low: x only; recomputed: the five others above and the norms.
         "low": (32, 0, 5 * 32, norms, 5 + 4 + 2),
+    }  # (kept per image, kept per batch, recomputed per image, recomputed per batch,
+    #    recomputed tensors)
+    _check_memory_settings(space, others, per_batch, expected)
+    for memory in ("fast", "balanced"):
+        check_supernet(space, batch=3, memory=memory)
+
+
+def test_balanced_makes_the_relus_again(load_text):
+    space = load_text(ONE_EDGE.replace("conv = relu_conv_bn(kernel=1)", "sep = sep_conv(kernel=3)"))
+    others, per_batch = 48 + 32 + 2 + 2, 2 * 2 + 2 + 1  # as test_memory_settings_by_hand
+    # Two BatchNorms: the middle one's statistics (4), the last one's and its α weight (4 + 2).
+    norms = 4 + 4 + 2
+    expected = {
+        # fast: the edge's input x (by the identity's product with α), the shared relu(x), both
+        # depthwise outputs, both pointwise outputs and the ReLU between the halves.
+        "fast": (7 * 32, norms, 0, 0, 0),
+        # balanced: x and the pointwise outputs (the norms' inputs) only; relu(x), the depthwise
+        # outputs and relu(norm(.)) are made again in backward, one at a time.
+        "balanced": (3 * 32, norms, 32, 0, 1),
     }  # (kept per image, kept per batch, recomputed per image, recomputed per batch,
     #    recomputed tensors)
     _check_memory_settings(space, others, per_batch, expected)
@@ -959,7 +985,7 @@ def test_the_cpu_heap_keeps_part_of_what_a_setting_recomputes(load_text):
     for terms, churn in ((fast, 0), (low, churned)):
         working = terms["activations"] + terms["recomputed in backward"]
         assert terms["allocator and runtime"] == (int(CPU_RETAINED * working)
-                                                  + int(CPU_CHURN_RETAINED * churn)
+                                                  + int(CPU_CHURN_RETAINED["edge"] * churn)
                                                   + CPU_RUNTIME)
 
 

@@ -10,6 +10,8 @@ checked against the fp32 eager path.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -137,6 +139,41 @@ def test_lower_settings_keep_less(compiled):
     kept = {m: saved_bytes(supernet(compiled, m)) for m in MEMORY_SETTINGS}
     assert kept[LOW] < kept[BALANCED] < kept[FAST]
     assert kept[LOW] < 0.5 * kept[FAST]
+
+
+def test_balanced_leaves_no_relu_output_alive(compiled, monkeypatch):
+    # The hooks not keeping a ReLU's output is half of it: nothing else (a replay's captured
+    # tensors, a closure) may hold it either, or it stays in memory all the same.
+    from spacec.runtime.nn import ops
+
+    made = []
+
+    def recording(wrapped):
+        def wrapper(*args):
+            result = wrapped(*args)
+            before = result[1] if isinstance(result, tuple) else result
+            run = before.run
+
+            def recorded(x):
+                out = run(x)
+                made.append(weakref.ref(out))
+                return out
+
+            before.run = recorded
+            return result
+        return wrapper
+
+    monkeypatch.setattr(ops, "shared_relu", recording(memory.shared_relu))
+    monkeypatch.setattr(ops, "norm_relu_before", recording(memory.norm_relu_before))
+    model = supernet(compiled, BALANCED)
+    images, labels = batch()
+    loss = F.cross_entropy(model(images), labels)  # the graph, and all it keeps, alive
+    gc.collect()
+    # every mixed edge's shared ReLU (14 edges a cell, 3 cells) and the middle ReLUs of its
+    # separable convolutions
+    assert len(made) > 3 * 14
+    assert [ref for ref in made if ref() is not None] == []
+    loss.backward()
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])

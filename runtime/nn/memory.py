@@ -10,9 +10,11 @@ fifth less kept for backward, one pass fewer. Then the setting says how much mor
 
     fast      nothing: every tensor autograd saves stays until backward.
     balanced  a pooling candidate's output and max pooling's int64 indices (pooled again), the
-              outputs of the depthwise convolutions (the pointwise convolutions' inputs) and
-              the stacked phases of the dilated ones: computed again in the backward pass,
-              6-18% more time (benchmarks/search_step.py, batch 16).
+              outputs of the depthwise convolutions (the pointwise convolutions' inputs), the
+              stacked phases of the dilated ones, the edge's shared ReLU and every ReLU after
+              a BatchNorm (normalised again from the norm's input, which the norm keeps
+              anyway): computed again in the backward pass, for more time
+              (benchmarks/search_step.py; README, "Memory").
     low       the edge's input only; the whole edge is recomputed in the backward pass, so at
               most one edge's activations exist at a time (one more forward of every edge).
 
@@ -135,11 +137,11 @@ def set_memory(module: nn.Module, setting: str) -> nn.Module:
 
 
 # ---- hand-written recomputation of single steps (saved-tensor hooks) --------------------------
-# `balanced` keeps, of what a candidate's pooling or depthwise convolution makes, nothing but
-# the step's input (which the step's own backward keeps anyway), and computes the rest again
-# when the backward pass asks for it. Unlike checkpointing a whole candidate, autograd's own
-# nodes stay in the graph: each still computes only the gradients a backward pass needs (an α
-# step asks for no weight gradient), and nothing is traced twice.
+# `balanced` keeps, of what a candidate's pooling, depthwise convolution or ReLU makes, nothing
+# but what is kept anyway (the pooling's or the ReLU's input, a norm's input), and computes the
+# rest again when the backward pass asks for it. Unlike checkpointing a whole candidate,
+# autograd's own nodes stay in the graph: each still computes only the gradients a backward
+# pass needs (an α step asks for no weight gradient), and nothing is traced twice.
 
 
 def autocast_enabled(device_type: str) -> bool:
@@ -165,6 +167,9 @@ class Remade:
         self.versions = tuple(t._version for t in captured)
         self.pick: Callable[[Tensor], str | None] = _keep
         self.made: dict[str, Tensor] = {}
+        self.tokens: dict[str, int] = {}  # name -> saved copies not yet asked for
+        self.deferring = False
+        self.pending: list[_Token] = []
 
     @contextmanager
     def hooks(self, pick: Callable[[Tensor], str | None]) -> Iterator[None]:
@@ -180,11 +185,38 @@ class Remade:
 
     def _pack(self, tensor: Tensor) -> Any:
         name = self.pick(tensor)
-        return tensor if name is None else _Token(self, name)
+        if name is not None:
+            self.tokens[name] = self.tokens.get(name, 0) + 1
+            return _Token(self, name)
+        if self.deferring:
+            held = _Token(self, None, tensor)
+            self.pending.append(held)
+            return held
+        return tensor
 
     @staticmethod
     def _unpack(packed: Any) -> Tensor:
-        return packed.remade.get(packed.name) if isinstance(packed, _Token) else packed
+        if not isinstance(packed, _Token):
+            return packed
+        return packed.tensor if packed.name is None else packed.remade.get(packed.name)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Within: what the hooks keep is held where `settle` can still drop it (an op saves its
+        own output before the caller sees that output)."""
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+
+    def settle(self, output: Tensor, name: str) -> None:
+        """The held copies of `output` are dropped and made again as `name` when asked for."""
+        for held in self.pending:
+            if _same(held.tensor, output):
+                held.tensor, held.name = None, name
+                self.tokens[name] = self.tokens.get(name, 0) + 1
+        self.pending.clear()
 
     def get(self, name: str) -> Tensor:
         if name not in self.made:
@@ -195,9 +227,15 @@ class Remade:
                     "again in the backward pass)"
                 )
             with torch.no_grad():
-                self.made.update(self.remake(name))
-        # Handed over: autograd holds it while it needs it.
-        return self.made.pop(name)
+                made = self.remake(name)
+            # What the remake made on the way is kept only for saved copies still to be asked.
+            self.made.update((key, tensor) for key, tensor in made.items()
+                             if key == name or self.tokens.get(key, 0) > 0)
+        # Kept until every saved copy of it was asked for (a ReLU's output is saved by the ReLU
+        # and by the convolution reading it), then handed over: autograd holds it while it
+        # needs it.
+        self.tokens[name] = self.tokens.get(name, 1) - 1
+        return self.made[name] if self.tokens[name] > 0 else self.made.pop(name)
 
 
 def _keep(tensor: Tensor) -> None:
@@ -205,14 +243,21 @@ def _keep(tensor: Tensor) -> None:
 
 
 class _Token:
-    __slots__ = ("remade", "name")
+    """A saved tensor as the hooks keep it: made again by `remade` as `name`, or (name None)
+    held as `tensor`."""
 
-    def __init__(self, remade: Remade, name: str) -> None:
-        self.remade, self.name = remade, name
+    __slots__ = ("remade", "name", "tensor")
+
+    def __init__(self, remade: Remade, name: str | None, tensor: Tensor | None = None) -> None:
+        self.remade, self.name, self.tensor = remade, name, tensor
 
 
 def _same(a: Tensor, b: Tensor) -> bool:
     return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.dtype == b.dtype
+
+
+def _same_storage(a: Tensor, b: Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 def pooled_lean(pool: nn.Module, x: Tensor, then: Callable[[Tensor], Tensor]) -> Tensor:
@@ -243,32 +288,108 @@ def _pool_again(pool: nn.Module, x: Tensor, is_max: bool) -> dict[str, Tensor]:
     return {"pooled": pool(x)}
 
 
-def convolved_lean(first: nn.Conv2d, second: nn.Module, x: Tensor) -> Tensor:
-    """`second(first(x))`, not keeping `first`'s output (the input `second` keeps for its
-    weight's gradient), nor the stacked phases a polyphase convolution reads
-    (spacec.runtime.nn.accelerate.DilatedDepthwiseConv2d): `first`, a depthwise convolution
-    and cheap, runs again, on the weight of this call (the second-order step substitutes
-    weights)."""
+class Before:
+    """Cheap steps (a ReLU, or a BatchNorm and a ReLU) before a step of a candidate, whose
+    output the backward pass makes again instead of keeping: `run` in the forward pass,
+    `again` in the backward pass (the same arithmetic, no side effects). What a replay reads
+    besides the candidate's input is `captured`. The lean steps keep `again` and `captured`,
+    never `run` (which may hold the output itself)."""
+
+    def __init__(self, run: Callable[[Tensor], Tensor], again: Callable[[Tensor], Tensor],
+                 *captured: Tensor) -> None:
+        self.run, self.again, self.captured = run, again, captured
+
+
+def norm_relu_before(norm: nn.BatchNorm2d) -> Before:
+    """relu(norm(y)) for a BatchNorm in training mode, the ReLU in place (the norm's backward
+    reads its input, not its output): one tensor made instead of two. The replay normalises
+    `y` by its batch statistics again (the same kernel on the same input), updating no running
+    statistics, with the norm's weight and bias of this call."""
+    weight, bias, eps = norm.weight, norm.bias, norm.eps
+
+    def again(y: Tensor) -> Tensor:
+        return F.relu_(F.batch_norm(y, None, None, weight, bias, True, 0.0, eps))
+
+    captured = tuple(p for p in (weight, bias) if p is not None)
+    return Before(lambda y: F.relu_(norm(y)), again, *captured)
+
+
+def shared_relu(x: Tensor) -> tuple[Tensor, Before]:
+    """relu(x), computed once for all of a mixed edge's candidates that start with a ReLU, and
+    not kept by the ReLU: made again from `x` when its backward runs. Returns it and the
+    `Before` through which the candidates' lean steps read it (they do not keep it either)."""
+    remade = Remade(lambda name: {"input": F.relu(x)}, x)
+    with remade.hooks(_keep), remade.deferred():
+        made = F.relu(x)
+    remade.settle(made, "input")
+    return made, Before(lambda given: made, F.relu)
+
+
+def _made_before(remade: Remade, before: Before, x: Tensor) -> Tensor:
+    # before.run(x), its saved copies of its output handed to `remade` as "input".
+    with remade.deferred():
+        made = before.run(x)
+    remade.settle(made, "input")
+    return made
+
+
+def through_lean(before: Before, then: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """`then(before.run(x))`, not keeping `before`'s output (a ReLU's, which the ReLU and
+    `then`, a convolution or a norm, would keep): it is made again from `x` in backward."""
+    again = before.again
+    inputs: list[Tensor] = []
+
+    def pick(tensor: Tensor) -> str | None:
+        return "input" if inputs and _same(tensor, inputs[0]) else None
+
+    remade = Remade(lambda name: {"input": again(x)}, x, *before.captured)
+    with remade.hooks(pick):
+        inputs.append(_made_before(remade, before, x))
+        return then(inputs[0])
+
+
+def convolved_lean(first: nn.Conv2d, second: nn.Module, x: Tensor,
+                   before: Before | None = None) -> Tensor:
+    """`second(first(before.run(x)))`, not keeping `first`'s output (the input `second` keeps
+    for its weight's gradient), nor the stacked phases a polyphase convolution reads
+    (spacec.runtime.nn.accelerate.DilatedDepthwiseConv2d), nor `before`'s output (the input
+    `first` keeps): `first`, a depthwise convolution and cheap, and `before` run again, on the
+    weights of this call (the second-order step substitutes weights). Without `before`, `x`
+    is `first`'s input."""
     weight, bias = first.weight, first.bias
     phased = hasattr(first, "polyphase") and first.polyphase(x.shape)
-    outputs: list[Tensor] = []
+    again = None if before is None else before.again
+    inputs: list[Tensor] = []  # before's output
+    outputs: list[Tensor] = []  # first's output
 
     def remake(name: str) -> dict[str, Tensor]:
+        made = {} if again is None else {"input": again(x)}
+        if name == "input":
+            return made
+        given = made.get("input", x)
         if not phased:
-            return {"hidden": first._conv_forward(x, weight, bias)}
-        phases = first.phases(x)
+            return {**made, "hidden": first._conv_forward(given, weight, bias)}
+        made["phases"] = first.phases(given)
         if name == "phases":
-            return {"phases": phases}
-        return {"hidden": first.from_phases(phases, weight, bias, x.shape), "phases": phases}
+            return made
+        return {**made, "hidden": first.from_phases(made["phases"], weight, bias, x.shape)}
 
     def pick(tensor: Tensor) -> str | None:
         if outputs:
             return "hidden" if _same(tensor, outputs[0]) else None
+        if inputs and _same(tensor, inputs[0]):
+            return "input"
+        if not phased:
+            return None
+        if inputs and _same_storage(tensor, inputs[0]):
+            return "phases"  # strided: a view of `before`'s output
         stacked = tensor.dim() == 4 and tensor.shape[0] != x.shape[0]
-        return "phases" if phased and stacked and not _same(tensor, weight) else None
+        return "phases" if stacked and not _same(tensor, weight) else None
 
-    remade = Remade(remake, x, weight)
+    remade = Remade(remake, x, weight, *(() if before is None else before.captured))
     with remade.hooks(pick):
-        hidden = first(x)
+        if before is not None:
+            inputs.append(_made_before(remade, before, x))
+        hidden = first(inputs[0] if inputs else x)
         outputs.append(hidden)
         return second(hidden)

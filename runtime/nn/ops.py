@@ -40,10 +40,14 @@ from spacec.runtime.nn.memory import (
     BALANCED,
     FAST,
     LOW,
+    Before,
     autocast_enabled,
     convolved_lean,
+    norm_relu_before,
     pooled_lean,
     recomputed,
+    shared_relu,
+    through_lean,
 )
 
 OPS = Registry("operation")
@@ -462,24 +466,42 @@ def _is_depthwise(module: nn.Module) -> bool:
             and module.groups == module.in_channels == module.out_channels)
 
 
+def _depthwise_pair(body: Sequence[nn.Module], step: int) -> bool:
+    """Whether body[step] is a depthwise convolution that a convolution reads next."""
+    return (step + 1 < len(body) and _is_depthwise(body[step])
+            and isinstance(body[step + 1], nn.Conv2d))
+
+
+def _norm_relu(body: Sequence[nn.Module], step: int) -> bool:
+    """Whether body[step:step + 2] is a BatchNorm2d in training mode and a ReLU."""
+    return (step + 1 < len(body) and type(body[step]) is nn.BatchNorm2d
+            and body[step].training and type(body[step + 1]) is nn.ReLU)
+
+
 def _lean_chain(body: Sequence[nn.Module], x: torch.Tensor,
-                finish: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """`finish(body(x))` under `balanced`: a lone pooling's output and indices, and the output
-    of every depthwise convolution that a convolution reads next, are computed again in the
-    backward pass instead of kept (spacec.runtime.nn.memory)."""
-    if len(body) == 1 and isinstance(body[0], (nn.MaxPool2d, nn.AvgPool2d)):
+                finish: Callable[[torch.Tensor], torch.Tensor],
+                before: Before | None = None) -> torch.Tensor:
+    """`finish(body(before.run(x) if before else x))` under `balanced`: a lone pooling's output
+    and indices, the output of every depthwise convolution that a convolution reads next, and
+    the output of `before` (the edge's shared ReLU) and of every ReLU after a BatchNorm are
+    computed again in the backward pass instead of kept (spacec.runtime.nn.memory)."""
+    body = [module for module in body if type(module) is not nn.Identity]
+    if len(body) == 1 and isinstance(body[0], (nn.MaxPool2d, nn.AvgPool2d)) and before is None:
         return pooled_lean(body[0], x, finish)
     step = 0
     while step < len(body):
-        module = body[step]
-        if (_is_depthwise(module) and step + 1 < len(body)
-                and isinstance(body[step + 1], nn.Conv2d)):
-            x = convolved_lean(module, body[step + 1], x)
-            step += 2
-        else:
-            x = module(x)
+        if _depthwise_pair(body, step):
+            x = convolved_lean(body[step], body[step + 1], x, before)
+            before, step = None, step + 2
+        elif before is not None:
+            x, before = through_lean(before, body[step], x), None
             step += 1
-    return finish(x)
+        elif _norm_relu(body, step):
+            before, step = norm_relu_before(body[step]), step + 2
+        else:
+            x = body[step](x)
+            step += 1
+    return finish(x) if before is None else through_lean(before, finish, x)
 
 
 def scaled_norm(norm: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -562,20 +584,33 @@ class MixedEdge(nn.Module):
         finally:
             self._setting = FAST
 
-    def weighted(self, column: int, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """weight * op_column(x), keeping for the backward pass what the setting says."""
+    def weighted(self, column: int, x: torch.Tensor, weight: torch.Tensor,
+                 relu: tuple[torch.Tensor, Before | None] | None = None) -> torch.Tensor:
+        """weight * op_column(x), keeping for the backward pass what the setting says; `relu`
+        (for a candidate built without its leading ReLU): the edge's shared relu(x) and, when
+        the setting makes it again in backward, how (`memory.shared_relu`)."""
         # Found on every call, not kept: converting to SyncBatchNorm (--sync-bn) replaces the
         # norms after the edge is built (a SyncBatchNorm is not fused).
         split = split_final_norm(self.ops[column])
         if split is None:
-            return weight * self.ops[column](x)
+            return weight * self.ops[column](x if relu is None else relu[0])
         body, norm = split
-        if (self._setting == BALANCED and torch.is_grad_enabled()
-                and not autocast_enabled(x.device.type)):
+        if relu is not None:
+            relu_x, before = relu
+            if before is not None:
+                # The chain reads relu(x) through `before`, and keeps x (kept anyway), not it.
+                return _lean_chain(body, x, lambda y: scaled_norm(norm, y, weight), before)
+            x = relu_x
+        if self._lean(x):
             return _lean_chain(body, x, lambda y: scaled_norm(norm, y, weight))
         for module in body:
             x = module(x)
         return scaled_norm(norm, x, weight)
+
+    def _lean(self, x: torch.Tensor) -> bool:
+        """Whether this call recomputes step by step (`balanced`, recording, no autocast)."""
+        return (self._setting == BALANCED and torch.is_grad_enabled()
+                and not autocast_enabled(x.device.type))
 
     def mix(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """sum_i weights[i] * op_i(x) over the non-zero candidates."""
@@ -586,7 +621,11 @@ class MixedEdge(nn.Module):
             )
         if not self._active:
             return sum(w * op(x) for w, op in zip(weights, self.ops, strict=True))
-        relu_x = F.relu(x) if self._shares_relu else x
+        # relu(x) once, for the candidates that share it, made before any candidate runs (the
+        # order autograd's nodes are made in decides the order gradients are summed in).
+        relu: tuple[torch.Tensor, Before | None] | None = None
+        if self._shares_relu:
+            relu = shared_relu(x) if self._lean(x) else (F.relu(x), None)
         # One unbind, not one index per candidate: backward then stacks the candidates' weight
         # gradients in one operation (and a zero for each zero candidate), where indexing would
         # scatter each into a vector of zeros of its own and add the vectors up (on a GPU, where
@@ -595,6 +634,6 @@ class MixedEdge(nn.Module):
         column_weights = weights.unbind()
         out = None
         for column, takes_relu in self._active:
-            term = self.weighted(column, relu_x if takes_relu else x, column_weights[column])
+            term = self.weighted(column, x, column_weights[column], relu if takes_relu else None)
             out = term if out is None else out + term
         return out

@@ -145,8 +145,9 @@ def compile_command(
               help="A cost option of the method, e.g. k=2 for pc_darts (repeatable).")
 @click.option("--memory", type=click.Choice(cost.MEMORY_SETTINGS.names()), default="fast",
               show_default=True,
-              help="fast: keep every activation for backward; balanced: recompute the poolings' "
-              "and depthwise convolutions' outputs; low: recompute each mixed edge.")
+              help="fast: keep every activation for backward; balanced: recompute the poolings', "
+              "the depthwise convolutions' and the ReLUs' outputs; low: recompute each mixed "
+              "edge.")
 @click.option("--device", type=click.Choice(cost.DEVICES.names()), default="cpu",
               show_default=True, help="The device whose allocator the prediction models.")
 @click.option("--bptt", type=click.IntRange(min=1), default=35, show_default=True,

@@ -99,9 +99,10 @@ _SEARCH_ONLY = [
                  "2: second order (one unrolled SGD step)."),
     click.option("--memory", type=click.Choice(MEMORY_SETTINGS),
                  help="What the supernet keeps for the backward pass, same arithmetic: fast "
-                      "(everything), balanced (recomputes the poolings' and depthwise "
-                      "convolutions' outputs), low (recomputes every edge: least memory, "
-                      "slowest); image supernets only (a recurrent search refuses the last two).  "
+                      "(everything), balanced (recomputes the poolings', the depthwise "
+                      "convolutions' and the ReLUs' outputs), low (recomputes every edge: "
+                      "least memory, slowest); image supernets only (a recurrent search "
+                      "refuses the last two).  "
                       "[config default: fast]"),
     click.option("--mode", type=click.Choice(MODES), help="bilevel (DARTS), or the paper's "
                  "ablations: coordinate descent or joint optimisation on train∪val; single "

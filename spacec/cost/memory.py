@@ -17,8 +17,8 @@ step is the largest phase's total:
 Three registries, each keyed by name so that a new method, setting or device adds an entry and
 no if-chain: `spacec.cost.methods.METHODS` (what an edge runs and keeps, α's size),
 `MEMORY_SETTINGS` (what of a mixed edge backward recomputes, the runtime's `run.memory`:
-`fast` nothing; `balanced` the poolings' and the depthwise convolutions' outputs; `low` each
-whole edge; recurrent spaces are predicted with `fast` only) and `DEVICES` (cpu, cuda).
+`fast` nothing; `balanced` the poolings', the depthwise convolutions' and the ReLUs' outputs;
+`low` each whole edge; recurrent spaces are predicted with `fast` only) and `DEVICES` (cpu, cuda).
 The step kinds (`STEPS`: weights, first, second; `TRAIN_STEP`) follow the search loop and the
 architect; a method may change them (`Method.weight_step_alpha`).
 
@@ -131,10 +131,11 @@ class MemorySetting:
     """What of a mixed edge the backward pass recomputes instead of keeping (the runtime's
     ``run.memory``, spacec.runtime.nn.memory): `recompute` is "" (`fast`: keep everything),
     "depthwise" (`balanced`: a lone pooling candidate's output and indices, and in a
-    candidate ending in a norm each depthwise convolution's output and polyphase stack, made
-    again in backward; a sampling method's edge runs its candidate plainly) or "edge" (`low`:
-    the whole mixed edge checkpointed: it keeps its input and weights row only; its output is
-    kept where its consumer keeps it).
+    candidate ending in a norm each depthwise convolution's output and polyphase stack and
+    each ReLU's output after a BatchNorm, made again in backward, as is the edge's shared
+    ReLU where only such candidates read it; a sampling method's edge runs its candidate
+    plainly) or "edge" (`low`: the whole mixed edge checkpointed: it keeps its input and
+    weights row only; its output is kept where its consumer keeps it).
     While backward reruns a segment, what that segment saves lives again: the largest such
     segment is added to the activations. `level` orders the settings, most memory first."""
 
@@ -156,7 +157,8 @@ register_memory_setting(MemorySetting(
     "fast", "", 0, "every tensor autograd saves stays until backward"))
 register_memory_setting(MemorySetting(
     "balanced", "depthwise", 1,
-    "the poolings' outputs and the depthwise convolutions' outputs made again in backward"))
+    "the poolings', the depthwise convolutions' and the ReLUs' outputs made again in "
+    "backward"))
 register_memory_setting(MemorySetting(
     "low", "edge", 2, "each mixed edge recomputed in backward: its input kept, nothing inside"))
 
@@ -166,14 +168,15 @@ class Device:
     """How a device's allocator holds the live bytes.
 
     `tensor_bytes(n)`: what one tensor of n bytes occupies; `resident(live, activations,
-    churned)`: the memory the process holds at a peak of `live` bytes of tensors, `activations`
-    of them activations (what the allocator churns through every step), when the forward pass
-    also made and freed `churned` bytes that a memory setting recomputes in backward.
+    churned, recompute)`: the memory the process holds at a peak of `live` bytes of tensors,
+    `activations` of them activations (what the allocator churns through every step), when the
+    forward pass also made and freed `churned` bytes that a memory setting (its `recompute`
+    kind) computes again in backward.
     """
 
     name: str
     tensor_bytes: Callable[[int], int]
-    resident: Callable[[int, int, int], int]
+    resident: Callable[[int, int, int, str], int]
     measured_by: str
     doc: str = ""
 
@@ -197,9 +200,12 @@ CPU_ALIGNMENT = 64
 # benchmarks/cost_model.py and the README's table: 1.25-1.32 x live at batch 8-64).
 CPU_RETAINED = 0.25
 # A memory setting that recomputes frees, during the forward pass, what `fast` would keep; glibc
-# keeps part of that churn in its fragmented heap (measured, benchmarks/cost_model.py: darts_cnn
-# `low` at batch 16 and 64 holds 13-18% of the bytes it recomputed beyond its live peak).
-CPU_CHURN_RETAINED = 0.15
+# keeps part of that churn in its fragmented heap, by the setting's recompute kind (measured,
+# benchmarks/cost_model.py, darts_cnn at batch 16 and 64: `low` holds 13-18% of the bytes it
+# recomputed beyond its live peak; `balanced`, which frees a candidate's ReLU, depthwise and
+# pooling outputs step by step between the tensors it keeps, 30-42%:
+# benchmarks/results/cost_model_balanced_cpu.txt).
+CPU_CHURN_RETAINED = {"depthwise": 0.35, "edge": 0.15}
 # Fixed runtime state a step adds beyond tensors: the autograd graph's nodes and oneDNN's
 # primitive cache (measured: ~45 MiB above the traced tensors at batch 8 and 16, darts_cnn).
 CPU_RUNTIME = 48 * 2**20
@@ -210,8 +216,9 @@ register_device(
     Device(
         "cpu",
         lambda n: _round_up(n, CPU_ALIGNMENT),
-        lambda live, activations, churned: (live + int(CPU_RETAINED * activations)
-                                            + int(CPU_CHURN_RETAINED * churned) + CPU_RUNTIME),
+        lambda live, activations, churned, recompute: (
+            live + int(CPU_RETAINED * activations)
+            + int(CPU_CHURN_RETAINED.get(recompute, 0.0) * churned) + CPU_RUNTIME),
         "peak resident set size of the process, less its size before the model is built",
         "glibc malloc through c10's CPU allocator",
     )
@@ -220,7 +227,7 @@ register_device(
     Device(
         "cuda",
         lambda n: _round_up(n, CUDA_BLOCK),
-        lambda live, activations, churned: live,
+        lambda live, activations, churned, recompute: live,
         "torch.cuda.max_memory_allocated (the CUDA context and cached blocks excluded)",
         "the CUDA caching allocator; cuDNN workspaces are not counted",
     )
@@ -336,6 +343,7 @@ def _phase_peaks(
     data: int,
     sizes: Mapping[str, int],
     device: Device,
+    recompute: str = "",
 ) -> tuple[PhasePeak, ...]:
     peaks = []
     for phase in phases:
@@ -356,7 +364,7 @@ def _phase_peaks(
             merged[what] = merged.get(what, 0) + nbytes
         live = sum(merged.values())
         churned = passes[phase.activations].churned if phase.activations is not None else 0
-        total = device.resident(live, activations, churned)
+        total = device.resident(live, activations, churned, recompute)
         merged["allocator and runtime"] = total - live
         peaks.append(PhasePeak(phase.name, total, tuple(merged.items())))
     return tuple(peaks)
@@ -452,7 +460,7 @@ def predict_search(
         passes = {p: traced(b, p) for p in needed}
         nhid = ir.space.network.get("hidden").value if sequence else 0
         data = 2 * (_text_data(b, bptt, nhid) if sequence else _image_data(ir, b))
-        return _phase_peaks(phases, passes, persistent, data, sizes, dev)
+        return _phase_peaks(phases, passes, persistent, data, sizes, dev, setting.recompute)
 
     peaks = peaks_at(batch)
     return Prediction(

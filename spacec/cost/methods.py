@@ -180,8 +180,11 @@ def darts_mix(t: Tracer, x: Sym, weights: Sym, candidates: Sequence[Sequence[Ste
             term = run(t, x, steps, C, stride, True, weights)
             out = term if out is None else t.add(out, term)
         return out
-    shares_relu = any(leads_with_relu(steps[0][0]) for steps in active)
-    relu_x = t.relu(x) if shares_relu else x
+    sharing = [steps for steps in active if leads_with_relu(steps[0][0])]
+    # `balanced` makes the shared ReLU's output again in backward (memory.shared_relu), and so
+    # do the candidates reading it, where all of them recompute (end in a norm).
+    remade = getattr(run, "remakes_shared_relu", False) and all(map(ends_in_norm, sharing))
+    relu_x = t.relu(x, remade=remade) if sharing else x
     out = None
     for steps in active:
         takes_relu = leads_with_relu(steps[0][0])

@@ -222,7 +222,8 @@ def _balanced_term(t: Tracer, x: Sym, steps, C: int, stride: int, input_relu: bo
                    weight: Sym) -> Sym:
     """`MixedEdge.weighted` under `balanced`: a candidate ending in a norm keeps neither a
     lone pooling's output and indices (memory.pooled_lean) nor its depthwise convolutions'
-    outputs and polyphase stacks (memory.convolved_lean): they are made again in backward."""
+    outputs and polyphase stacks (memory.convolved_lean) nor its ReLUs' outputs after a
+    BatchNorm (memory.norm_relu_before): they are made again in backward."""
     if not ends_in_norm(steps):
         return weighted_candidate(t, x, steps, C, stride, input_relu, weight)
     flag = "remake_pooling" if _lone_pool(steps) else "remake_depthwise"
@@ -231,6 +232,9 @@ def _balanced_term(t: Tracer, x: Sym, steps, C: int, stride: int, input_relu: bo
         return weighted_candidate(t, x, steps, C, stride, input_relu, weight)
     finally:
         setattr(t, flag, False)
+
+
+_balanced_term.remakes_shared_relu = True  # type: ignore[attr-defined]  (methods.darts_mix)
 
 
 # What a memory setting recomputes (memory.MEMORY_SETTINGS `recompute`) -> one term of a mixed

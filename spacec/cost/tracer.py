@@ -66,6 +66,7 @@ class Sym:
     grad: bool  # requires grad (autograd records ops on it)
     storage: Storage
     norm_input: Sym | None = None  # an affine-free BatchNorm's output: that norm's input
+    from_norm: bool = False  # a BatchNorm's output (a ReLU after it is made again: balanced)
 
     @property
     def numel(self) -> int:
@@ -120,8 +121,9 @@ class Tracer:
     scope: str = ""
     # Outputs `balanced` computes again in backward instead of keeping (runtime/nn/memory.py):
     # a pooling's output and indices (pooled_lean); a depthwise convolution's output and the
-    # polyphase stack a dilated one reads (convolved_lean). While set, the ops mark what they
-    # make; a marked storage is alive again only while its backward runs.
+    # polyphase stack a dilated one reads (convolved_lean); a ReLU's output after a BatchNorm
+    # (norm_relu_before). While set, the ops mark what they make; a marked storage is alive
+    # again only while its backward runs.
     remake_pooling: bool = False
     remake_depthwise: bool = False
     _remade: set = field(default_factory=set, repr=False)  # ids of storages made again
@@ -253,6 +255,7 @@ class Tracer:
             self._save_norm(x)
         if not affine:
             out.norm_input = x
+        out.from_norm = True
         return out
 
     def scaled_norm(self, out: Sym, weight: Sym) -> Sym:
@@ -276,8 +279,16 @@ class Tracer:
         c = x.shape[1]
         self.save(x, self.tensor((c,)), self.tensor((c,)))
 
-    def relu(self, x: Sym) -> Sym:
-        return self._saves_output(x)
+    def relu(self, x: Sym, remade: bool = False) -> Sym:
+        """`remade`: its output is made again in backward (`balanced`: an edge's shared ReLU,
+        memory.shared_relu); under `remake_depthwise`, so is a ReLU's after a BatchNorm
+        (memory.norm_relu_before)."""
+        out = self.tensor(x.shape, x.grad)
+        if remade or (self.remake_depthwise and x.from_norm):
+            self._remade_storage(out)
+        if out.grad:
+            self.save(out)
+        return out
 
     def sigmoid(self, x: Sym) -> Sym:
         return self._saves_output(x)
