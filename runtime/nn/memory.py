@@ -314,23 +314,22 @@ def norm_relu_before(norm: nn.BatchNorm2d) -> Before:
     return Before(lambda y: F.relu_(norm(y)), again, *captured)
 
 
-def shared_relu(x: Tensor) -> tuple[Tensor, Before]:
-    """relu(x), computed once for all of a mixed edge's candidates that start with a ReLU, and
-    not kept by the ReLU: made again from `x` when its backward runs. Returns it and the
-    `Before` through which the candidates' lean steps read it (they do not keep it either)."""
-    remade = Remade(lambda name: {"input": F.relu(x)}, x)
-    with remade.hooks(_keep), remade.deferred():
-        made = F.relu(x)
-    remade.settle(made, "input")
-    return made, Before(lambda given: made, F.relu)
-
-
 def _made_before(remade: Remade, before: Before, x: Tensor) -> Tensor:
     # before.run(x), its saved copies of its output handed to `remade` as "input".
     with remade.deferred():
         made = before.run(x)
     remade.settle(made, "input")
     return made
+
+
+def shared_relu(x: Tensor) -> tuple[Tensor, Before]:
+    """relu(x), computed once for all of a mixed edge's candidates that start with a ReLU, and
+    not kept by the ReLU: made again from `x` when its backward runs. Returns it and the
+    `Before` through which the candidates' lean steps read it (they do not keep it either)."""
+    remade = Remade(lambda name: {"input": F.relu(x)}, x)
+    with remade.hooks(_keep):
+        made = _made_before(remade, Before(F.relu, F.relu), x)
+    return made, Before(lambda given: made, F.relu)
 
 
 def through_lean(before: Before, then: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
