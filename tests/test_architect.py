@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 
 import pytest
 import torch
@@ -304,6 +305,21 @@ def test_step_changes_only_alpha(order, training):
     assert w_opt.state.keys() == buffers.keys()
     assert all(torch.equal(w_opt.state[p]["momentum_buffer"], b) for p, b in buffers.items())
     assert set(stats) == {"val_loss", "arch_grad_norm"}
+
+
+def test_second_order_frees_the_validation_graph_before_the_finite_difference(monkeypatch):
+    alive = []
+    finite_difference = Architect._finite_difference
+
+    def spy(self, *args):
+        alive.extend(o for o in gc.get_objects()
+                     if issubclass(type(o), torch.Tensor) and o.grad_fn is not None)
+        return finite_difference(self, *args)
+
+    monkeypatch.setattr(Architect, "_finite_difference", spy)
+    model, w_opt = make_setup()
+    architect(model, w_opt, order=2).step(TRAIN, VAL, ETA)
+    assert alive == []
 
 
 def test_arch_gradient_has_no_side_effects():

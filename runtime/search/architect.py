@@ -225,13 +225,18 @@ class Architect:
         val_loss = self._loss_at(unrolled, alpha_leaves, val_batch)
         val_grads = self._mean(
             _grad(self._penalised(val_loss, alpha_leaves), {**alpha_leaves, **unrolled}))
+        # Only the value from here on: the spent graph's nodes, left alive through the finite
+        # difference, sit between its freed activations and keep the CPU heap from reusing
+        # them (nas_bench_201 at batch 64: 1.65 GiB resident instead of 1.30).
+        val_loss_value = val_loss.item()
+        del val_loss
         d_alpha = {n: val_grads[n] for n in alpha_leaves}
         vector = {n: val_grads[n] for n in unrolled}
         if self.cfg.unrolled_clip is not None:
             vector, _ = _clip_total_norm(vector, self.cfg.unrolled_clip)
         implicit = self._finite_difference(weights, alphas, vector, train_batch)
         grads = {n: d_alpha[n] - lr * chain_coef * implicit[n] for n in d_alpha}
-        return grads, val_loss.item()
+        return grads, val_loss_value
 
     def _virtual_step(self, weights: TensorDict, grads: TensorDict, lr: float) -> TensorDict:
         """The update SGD (momentum, weight decay, no dampening) would apply next, unapplied."""
