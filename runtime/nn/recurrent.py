@@ -365,12 +365,17 @@ class DecodedNLL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets):
-        logits = hidden.mm(weight.t()) if bias is None else torch.addmm(bias, hidden, weight.t())
-        picked = logits.gather(1, targets[:, None]).squeeze(1)
+        # The bias is added block by block, in cache: addmm would first copy it into every row
+        # of the [N, ntoken] output (at batch 256, 358 MB written once more per pass).
+        logits = hidden.mm(weight.t())
+        picked = logits.new_empty(logits.shape[0])
         largest = logits.new_empty(logits.shape[0])
         sums = logits.new_empty(logits.shape[0])
         for rows in _row_blocks(logits):
             block = logits[rows]
+            if bias is not None:
+                block.add_(bias)
+            torch.gather(block, 1, targets[rows, None], out=picked[rows, None])
             torch.amax(block, dim=1, out=largest[rows])
             torch.sum(block.sub_(largest[rows, None]).exp_(), dim=1, out=sums[rows])
         ctx.spent = False
