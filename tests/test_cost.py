@@ -66,7 +66,7 @@ def saved_bytes(run, exclude=()):
         packed = original(self, tensor)
         if packed is tensor:
             pack(tensor)
-        elif packed.name is None:
+        elif getattr(packed, "name", "") is None:  # held by a token (not made again, not unread)
             held.append(packed)
         return packed
 

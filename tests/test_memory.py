@@ -176,6 +176,36 @@ def test_balanced_leaves_no_relu_output_alive(compiled, monkeypatch):
     loss.backward()
 
 
+def test_an_alpha_only_pass_makes_no_convolution_again(compiled, monkeypatch):
+    # The first-order α step runs on weights that need no gradient: a pointwise convolution's
+    # saved input (the depthwise output) is then never read, so `balanced` does not make it.
+    from spacec.runtime.search import architect as architect_module
+
+    calls = []
+    conv2d = F.conv2d
+    monkeypatch.setattr(F, "conv2d", lambda *args, **kw: calls.append(1) or conv2d(*args, **kw))
+    in_backward = []
+    grad = architect_module._grad
+
+    def counted(loss, wrt):
+        start = len(calls)
+        result = grad(loss, wrt)
+        in_backward.append(len(calls) - start)
+        return result
+
+    monkeypatch.setattr(architect_module, "_grad", counted)
+    model = supernet(compiled, BALANCED)
+    w_optimizer = torch.optim.SGD(model.weights(), lr=0.1, momentum=0.9)
+    Architect(model, w_optimizer, loss_fn, ArchConfig(order=1)).arch_gradient(
+        batch(10), batch(20), lr=0.1)
+    assert in_backward == [0]
+    start = len(calls)
+    loss = loss_fn(model, batch())
+    forward = len(calls) - start
+    loss.backward()  # the weights' pass does make them again
+    assert len(calls) - start - forward > 3 * 8  # a cell's separable and dilated convolutions
+
+
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_the_weight_as_the_norms_weight_equals_the_product(layout):
     # MixedEdge computes weight · BatchNorm(y) as one batch_norm whose weight is the α weight

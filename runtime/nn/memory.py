@@ -14,7 +14,9 @@ fifth less kept for backward, one pass fewer. Then the setting says how much mor
               stacked phases of the dilated ones, the edge's shared ReLU and every ReLU after
               a BatchNorm (normalised again from the norm's input, which the norm keeps
               anyway): computed again in the backward pass, for more time
-              (benchmarks/search_step.py; README, "Memory").
+              (benchmarks/search_step.py; README, "Memory"). In an α-only pass (weights
+              that need no gradient) a convolution's input, saved only for its weight's
+              gradient, is not made again at all: nothing reads it (`_Unread`).
     low       the edge's input only; the whole edge is recomputed in the backward pass, so at
               most one edge's activations exist at a time (one more forward of every edge).
 
@@ -166,6 +168,8 @@ class Remade:
         self.captured = captured
         self.versions = tuple(t._version for t in captured)
         self.pick: Callable[[Tensor], str | None] = _keep
+        # Names whose saved copies the backward pass never reads (`_Unread`).
+        self.unread: frozenset[str] = frozenset()
         self.made: dict[str, Tensor] = {}
         self.tokens: dict[str, int] = {}  # name -> saved copies not yet asked for
         self.deferring = False
@@ -185,6 +189,8 @@ class Remade:
 
     def _pack(self, tensor: Tensor) -> Any:
         name = self.pick(tensor)
+        if name in self.unread:
+            return _Unread(tensor)
         if name is not None:
             self.tokens[name] = self.tokens.get(name, 0) + 1
             return _Token(self, name)
@@ -196,6 +202,8 @@ class Remade:
 
     @staticmethod
     def _unpack(packed: Any) -> Tensor:
+        if isinstance(packed, _Unread):
+            return packed.placeholder()
         if not isinstance(packed, _Token):
             return packed
         return packed.tensor if packed.name is None else packed.remade.get(packed.name)
@@ -250,6 +258,29 @@ class _Token:
 
     def __init__(self, remade: Remade, name: str | None, tensor: Tensor | None = None) -> None:
         self.remade, self.name, self.tensor = remade, name, tensor
+
+
+class _Unread:
+    """A saved tensor the backward pass does not read: a convolution's input when its weight
+    needs no gradient (an α-only pass runs on weights that do not require one). Autograd saves
+    it all the same and hands it to the convolution's backward, which computes the input's
+    gradient from the weight alone; so it is neither kept nor made again, and the backward
+    gets uninitialised memory of its layout (the layout decides the gradient's, the contents
+    nothing: tests/test_memory.py checks the gradients bit for bit)."""
+
+    __slots__ = ("shape", "stride", "dtype", "device")
+
+    def __init__(self, tensor: Tensor) -> None:
+        self.shape, self.stride = tensor.shape, tensor.stride()
+        self.dtype, self.device = tensor.dtype, tensor.device
+
+    def placeholder(self) -> Tensor:
+        return torch.empty_strided(self.shape, self.stride, dtype=self.dtype, device=self.device)
+
+
+def _weight_needs_grad(conv: nn.Module) -> bool:
+    """Whether backward computes `conv`'s weight gradient, for which it reads the saved input."""
+    return not isinstance(conv, nn.Conv2d) or conv.weight.requires_grad
 
 
 def _same(a: Tensor, b: Tensor) -> bool:
@@ -386,6 +417,10 @@ def convolved_lean(first: nn.Conv2d, second: nn.Module, x: Tensor,
         return "phases" if stacked and not _same(tensor, weight) else None
 
     remade = Remade(remake, x, weight, *(() if before is None else before.captured))
+    # In an α-only pass `second` reads `first`'s output, and `first` its phases, for nothing.
+    remade.unread = frozenset(
+        (() if _weight_needs_grad(second) else ("hidden",))
+        + ("phases",) * (phased and not _weight_needs_grad(first)))
     with remade.hooks(pick):
         if before is not None:
             inputs.append(_made_before(remade, before, x))
