@@ -23,8 +23,12 @@ fifth less kept for backward, one pass fewer. Then the setting says how much mor
 The arithmetic is the same in every setting: recomputation replays the same operations on the
 same tensors. `balanced` does it step by step with saved-tensor hooks (`Remade`):
 autograd's own nodes stay in the graph, so a backward pass still computes only the gradients
-it is asked for. `low` checkpoints the edge (`torch.utils.checkpoint`, non-reentrant), with the
-torch RNG state of the first run. Two things a naive replay would get wrong are handled here:
+it is asked for. `low` runs the edge without a graph and, in backward, again with one
+(`_Recomputed`: one autograd node per edge, its input, weights row and parameters its inputs,
+with the torch RNG state of the first run), differentiating that for what autograd asks; it
+hands back the edge input's gradient summed over the candidates, so its numbers equal `fast`'s
+up to the order of that sum (float rounding). Two things a naive replay would get wrong are
+handled here:
 
   * BatchNorm in training mode updates its running statistics on every call: the replay runs on
     copies of the buffers, so running_mean, running_var and num_batches_tracked are
@@ -41,6 +45,7 @@ every setting runs the edge plainly.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -48,8 +53,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from torch.func import functional_call
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import checkpoint, get_device_states, set_device_states
 
 from spacec.runtime.errors import ConfigError
 
@@ -70,15 +76,42 @@ def recomputed(module: nn.Module, compute: Callable[..., Tensor], args: tuple[An
                kwargs: dict[str, Any]) -> Tensor:
     """`compute(*args)`, keeping only what it is given for the backward pass.
 
-    `compute` runs on `module`'s parameters and buffers; the replay in the backward pass is
-    ``module(*args, **kwargs)`` through ``functional_call`` on the parameters of this call and
-    on copies of the buffers (module docstring), so `kwargs` must make the module's call do
-    what `compute` does, without recomputation of its own.
+    `compute` runs on `module`'s parameters and buffers without recording a graph; the replay
+    in the backward pass is ``module(*args, **kwargs)`` through ``functional_call`` on the
+    parameters of this call and on copies of the buffers (module docstring), so `kwargs` must
+    make the module's call do what `compute` does, without recomputation of its own.
+
+    Why not ``torch.utils.checkpoint(use_reentrant=False)``, which this replaced: it records
+    the edge's graph in the forward pass (its nodes are what backward replays into), and those
+    small nodes, allocated between the edge's freed temporaries, pinned them in glibc's heap:
+    on nas_bench_201 at batch 64 a step held 0.93 GiB above its start where this holds 0.40-0.44
+    (README, "Memory"). The checkpoint stays under torch.compile (Dynamo traces it), under
+    autocast (it replays in the forward's precision) and for arguments `_split` cannot see
+    into.
     """
-    # Made here, outside the checkpointed region (whose operations a replay must repeat).
+    # Made here, outside the recomputed region (whose operations a replay must repeat).
     params, buffers = _slots(module)
-    replayed = {name: getattr(owner, attr) for name, owner, attr in params}
-    replayed.update((name, getattr(owner, attr).clone()) for name, owner, attr in buffers)
+    names = [name for name, _, _ in params]
+    weights = [getattr(owner, attr) for _, owner, attr in params]
+    copies = {name: getattr(owner, attr).clone() for name, owner, attr in buffers}
+    tensors, rebuilt = _split(args)
+    device_type = tensors[0].device.type if tensors else "cpu"
+    if rebuilt is None or torch.compiler.is_compiling() or autocast_enabled(device_type):
+        replayed = {**dict(zip(names, weights, strict=True)), **copies}
+        return _checkpointed(module, compute, args, kwargs, replayed)
+
+    def replay(given: tuple[Tensor, ...], given_weights: tuple[Tensor, ...]) -> Tensor:
+        state = {**dict(zip(names, given_weights, strict=True)), **copies}
+        return functional_call(module, state, rebuilt(iter(given)), kwargs)
+
+    return _Recomputed.apply(lambda *given: compute(*rebuilt(iter(given))), replay,
+                             len(tensors), *tensors, *weights)
+
+
+def _checkpointed(module: nn.Module, compute: Callable[..., Tensor], args: tuple[Any, ...],
+                  kwargs: dict[str, Any], replayed: dict[str, Tensor]) -> Tensor:
+    """`recomputed` through torch.utils.checkpoint (it replays under autocast, and Dynamo
+    traces it)."""
     calls = 0
 
     def run(*args: Any) -> Tensor:
@@ -87,10 +120,76 @@ def recomputed(module: nn.Module, compute: Callable[..., Tensor], args: tuple[An
         # The first run computes; a replay runs the module on the captured tensors.
         return compute(*args) if calls == 1 else functional_call(module, replayed, args, kwargs)
 
-    # determinism_check: the replay is the same code on the same tensors (and checking the
-    # metadata of every saved tensor costs Python time per tensor).
+    # determinism_check: the replay is the same code on the same tensors.
     return checkpoint(run, *args, use_reentrant=False, preserve_rng_state=True,
                       determinism_check="none")
+
+
+_PLAIN = (type(None), bool, int, float, str)
+
+
+def _split(value: Any) -> tuple[list[Tensor], Callable[[Iterator[Tensor]], Any] | None]:
+    """The tensors in `value` (through tuples, lists, dicts and dataclasses, such as a sampled
+    edge's row) and how to build `value` again from others in their place, holding none of
+    them; None for that when `value` holds anything else, which might hide a tensor (the
+    caller then checkpoints)."""
+    if isinstance(value, Tensor):
+        return [value], next
+    if isinstance(value, _PLAIN):
+        return [], lambda given: value
+    if type(value) in (tuple, list, dict) or (
+            dataclasses.is_dataclass(value) and not isinstance(value, type)):
+        if isinstance(value, dict):
+            items = value
+        elif isinstance(value, (tuple, list)):
+            items = dict(enumerate(value))
+        else:
+            items = {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.init}
+        split = {key: _split(item) for key, item in items.items()}
+        if any(make is None for _, make in split.values()):
+            return [], None
+        makes = {key: make for key, (_, make) in split.items()}
+        kind = type(value)
+
+        def make(given: Iterator[Tensor]) -> Any:
+            made = {key: part(given) for key, part in makes.items()}
+            if kind is dict:
+                return made
+            if kind in (tuple, list):
+                return kind(made.values())
+            return kind(**made)
+
+        return [t for found, _ in split.values() for t in found], make
+    return [], None
+
+
+class _Recomputed(torch.autograd.Function):
+    """One autograd node for a recomputed region: the forward pass runs it without a graph,
+    keeping its tensor inputs (the region's arguments, then its weights); the backward pass
+    runs it again with a graph, on those inputs and with the forward's random state, and
+    differentiates that for the inputs autograd asks for (an α-only pass: not the weights)."""
+
+    @staticmethod
+    def forward(ctx, compute, replay, count, *tensors):
+        ctx.replay, ctx.count = replay, count
+        ctx.devices, ctx.device_states = get_device_states(*tensors)
+        ctx.cpu_state = torch.get_rng_state()
+        ctx.save_for_backward(*tensors)
+        return compute(*tensors[:count])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        needs = ctx.needs_input_grad[3:]
+        inputs = [t.detach().requires_grad_(need) for t, need in zip(ctx.saved_tensors, needs,
+                                                                        strict=True)]
+        with torch.random.fork_rng(devices=ctx.devices), torch.enable_grad():
+            torch.set_rng_state(ctx.cpu_state)
+            set_device_states(ctx.devices, ctx.device_states)
+            out = ctx.replay(tuple(inputs[:ctx.count]), tuple(inputs[ctx.count:]))
+        wanted = [t for t, need in zip(inputs, needs, strict=True) if need]
+        found = iter(torch.autograd.grad(out, wanted, grad, allow_unused=True))
+        return (None, None, None, *(next(found) if need else None for need in needs))
 
 
 Slot = tuple[str, nn.Module, str]  # (name in the module's state_dict, owner, attribute)

@@ -201,11 +201,13 @@ CPU_ALIGNMENT = 64
 CPU_RETAINED = 0.25
 # A memory setting that recomputes frees, during the forward pass, what `fast` would keep; glibc
 # keeps part of that churn in its fragmented heap, by the setting's recompute kind (measured,
-# benchmarks/cost_model.py, darts_cnn at batch 16 and 64: `low` holds 13-18% of the bytes it
-# recomputed beyond its live peak; `balanced`, which frees a candidate's ReLU, depthwise and
-# pooling outputs step by step between the tensors it keeps, 30-42%:
-# benchmarks/results/cost_model_balanced_cpu.txt).
-CPU_CHURN_RETAINED = {"depthwise": 0.35, "edge": 0.15}
+# benchmarks/cost_model.py): `balanced`, which frees a candidate's ReLU, depthwise and pooling
+# outputs step by step between the tensors and autograd nodes it keeps, 30-42% on darts_cnn at
+# batch 16 and 64 (benchmarks/results/cost_model_balanced_cpu.txt); `low`, whose edges record no
+# graph in the forward pass, none that a constant would fit (0 fits darts_cnn at batch 16 and 64
+# within 0.88-1.20x, benchmarks/results/cost_model_low_cpu.txt; it held 13-18% when its edges
+# were checkpointed with their graph recorded).
+CPU_CHURN_RETAINED = {"depthwise": 0.35, "edge": 0.0}
 # Fixed runtime state a step adds beyond tensors: the autograd graph's nodes and oneDNN's
 # primitive cache (measured: ~45 MiB above the traced tensors at batch 8 and 16, darts_cnn).
 CPU_RUNTIME = 48 * 2**20
