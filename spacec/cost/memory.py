@@ -204,9 +204,9 @@ CPU_RETAINED = 0.25
 # benchmarks/cost_model.py): `balanced`, which frees a candidate's ReLU, depthwise and pooling
 # outputs step by step between the tensors and autograd nodes it keeps, 30-42% on darts_cnn at
 # batch 16 and 64 (benchmarks/results/cost_model_balanced_cpu.txt); `low`, whose edges record no
-# graph in the forward pass, none that a constant would fit (0 fits darts_cnn at batch 16 and 64
-# within 0.88-1.20x, benchmarks/results/cost_model_low_cpu.txt; it held 13-18% when its edges
-# were checkpointed with their graph recorded).
+# graph in the forward pass, none that a constant would fit (0 fits darts_cnn at batch 16 and 64:
+# 0.88-1.20x, the batch-16 first-order step just over; benchmarks/results/cost_model_low_cpu.txt;
+# it held 13-18% when its edges were checkpointed with their graph recorded).
 CPU_CHURN_RETAINED = {"depthwise": 0.35, "edge": 0.0}
 # Fixed runtime state a step adds beyond tensors: the autograd graph's nodes and oneDNN's
 # primitive cache (measured: ~45 MiB above the traced tensors at batch 8 and 16, darts_cnn).
