@@ -307,13 +307,21 @@ def test_step_changes_only_alpha(order, training):
     assert set(stats) == {"val_loss", "arch_grad_norm"}
 
 
+def graph_tensors() -> list[Tensor]:
+    """The tensors alive in this process that hold an autograd graph."""
+    return [o for o in gc.get_objects()
+            if issubclass(type(o), torch.Tensor) and o.grad_fn is not None]
+
+
 def test_second_order_frees_the_validation_graph_before_the_finite_difference(monkeypatch):
+    gc.collect()
+    earlier = graph_tensors()  # other tests' leftovers, held so that their ids stay theirs
+    known = {id(t) for t in earlier}
     alive = []
     finite_difference = Architect._finite_difference
 
     def spy(self, *args):
-        alive.extend(o for o in gc.get_objects()
-                     if issubclass(type(o), torch.Tensor) and o.grad_fn is not None)
+        alive.extend(t for t in graph_tensors() if id(t) not in known)
         return finite_difference(self, *args)
 
     monkeypatch.setattr(Architect, "_finite_difference", spy)

@@ -46,7 +46,7 @@ every setting runs the edge plainly.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -94,15 +94,17 @@ def recomputed(module: nn.Module, compute: Callable[..., Tensor], args: tuple[An
     names = [name for name, _, _ in params]
     weights = [getattr(owner, attr) for _, owner, attr in params]
     copies = {name: getattr(owner, attr).clone() for name, owner, attr in buffers}
+
+    def state(given_weights: Sequence[Tensor]) -> dict[str, Tensor]:
+        return {**dict(zip(names, given_weights, strict=True)), **copies}
+
     tensors, rebuilt = _split(args)
     device_type = tensors[0].device.type if tensors else "cpu"
     if rebuilt is None or torch.compiler.is_compiling() or autocast_enabled(device_type):
-        replayed = {**dict(zip(names, weights, strict=True)), **copies}
-        return _checkpointed(module, compute, args, kwargs, replayed)
+        return _checkpointed(module, compute, args, kwargs, state(weights))
 
     def replay(given: tuple[Tensor, ...], given_weights: tuple[Tensor, ...]) -> Tensor:
-        state = {**dict(zip(names, given_weights, strict=True)), **copies}
-        return functional_call(module, state, rebuilt(iter(given)), kwargs)
+        return functional_call(module, state(given_weights), rebuilt(iter(given)), kwargs)
 
     return _Recomputed.apply(lambda *given: compute(*rebuilt(iter(given))), replay,
                              len(tensors), *tensors, *weights)
@@ -137,30 +139,29 @@ def _split(value: Any) -> tuple[list[Tensor], Callable[[Iterator[Tensor]], Any] 
         return [value], next
     if isinstance(value, _PLAIN):
         return [], lambda given: value
-    if type(value) in (tuple, list, dict) or (
-            dataclasses.is_dataclass(value) and not isinstance(value, type)):
-        if isinstance(value, dict):
-            items = value
-        elif isinstance(value, (tuple, list)):
-            items = dict(enumerate(value))
-        else:
-            items = {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.init}
-        split = {key: _split(item) for key, item in items.items()}
-        if any(make is None for _, make in split.values()):
-            return [], None
-        makes = {key: make for key, (_, make) in split.items()}
-        kind = type(value)
+    parts = _parts(value)
+    if parts is None:
+        return [], None
+    items, build = parts
+    split = {key: _split(item) for key, item in items.items()}
+    if any(make is None for _, make in split.values()):
+        return [], None
+    makes = {key: make for key, (_, make) in split.items()}
+    return ([t for found, _ in split.values() for t in found],
+            lambda given: build({key: make(given) for key, make in makes.items()}))
 
-        def make(given: Iterator[Tensor]) -> Any:
-            made = {key: part(given) for key, part in makes.items()}
-            if kind is dict:
-                return made
-            if kind in (tuple, list):
-                return kind(made.values())
-            return kind(**made)
 
-        return [t for found, _ in split.values() for t in found], make
-    return [], None
+def _parts(value: Any) -> tuple[dict[Any, Any], Callable[[dict[Any, Any]], Any]] | None:
+    """A container's items by key and how to build one of its kind from items so keyed."""
+    kind = type(value)
+    if kind is dict:
+        return value, dict
+    if kind in (tuple, list):
+        return dict(enumerate(value)), lambda made: kind(made.values())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.init}
+        return fields, lambda made: kind(**made)
+    return None
 
 
 class _Recomputed(torch.autograd.Function):
@@ -517,9 +518,12 @@ def convolved_lean(first: nn.Conv2d, second: nn.Module, x: Tensor,
 
     remade = Remade(remake, x, weight, *(() if before is None else before.captured))
     # In an α-only pass `second` reads `first`'s output, and `first` its phases, for nothing.
-    remade.unread = frozenset(
-        (() if _weight_needs_grad(second) else ("hidden",))
-        + ("phases",) * (phased and not _weight_needs_grad(first)))
+    unread = set()
+    if not _weight_needs_grad(second):
+        unread.add("hidden")
+    if phased and not _weight_needs_grad(first):
+        unread.add("phases")
+    remade.unread = frozenset(unread)
     with remade.hooks(pick):
         if before is not None:
             inputs.append(_made_before(remade, before, x))
