@@ -9,6 +9,10 @@ forward, backward, clip, SGD), ``first`` (first-order α step + w step) and ``se
                      and multiplied, direct dilated convolutions; benchmarks/reference_layout.py),
                      driven by the same architect
     fast, balanced, low   spacec's supernet at each memory setting (run.memory)
+    then             with ``--then REV``: the same step as git revision REV of this repository
+                     takes it, with its code and its own worker (REV's benchmarks/search_step.py,
+                     at its default settings), e.g. the code of the day issue 11 was filed
+                     (3930e86), to tell whether a setting is slower than the code was then
 
 Every (batch, kind, variant) runs in its own subprocess, so that its peak RSS is its own, and the
 variants are interleaved (reference, fast, balanced, low, then again, ``--rounds`` times), so a
@@ -28,6 +32,7 @@ reduce-overhead: CUDA graphs on a GPU) and combinations such as ``bf16+compile``
 
     python benchmarks/search_step.py --batch 16                     # C=16, 8 cells
     python benchmarks/search_step.py --C 4 --layers 5 --batch 8 --steps 2 --json out.json
+    python benchmarks/search_step.py --then 3930e86 --variants reference then fast balanced
     python benchmarks/search_step.py --method darts pc_darts gdas --batch 64
     python benchmarks/search_step.py --method darts --devices cuda --batch 64 --order 2 \
         --switches fp32 bf16 bf16+compile
@@ -40,16 +45,20 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from timing import peak_memory, run_in_subprocess, step_seconds
+from timing import peak_memory, run_in_subprocess, step_seconds, tree_of_revision
 
 KINDS = ("weights", "first", "second")
-REFERENCE = "reference"
+REFERENCE, THEN = "reference", "then"
 SETTINGS = ("fast", "balanced", "low")  # spacec.runtime.run.config.MEMORY_SETTINGS
-VARIANTS = (REFERENCE, *SETTINGS)
+VARIANTS = (REFERENCE, THEN, *SETTINGS)
+# The memory setting a `then` revision's worker is given: every revision's default (the first
+# had none, and its worker reads no setting).
+THEN_SETTING = "fast"
 # --switches: the run section's overrides each switch sets (spacec.runtime.run.config.RunConfig)
 SWITCHES = {"fp32": {}, "bf16": {"run.precision": "bf16"}, "nchw": {"run.channels_last": False},
             "compile": {"run.compile": True},
@@ -74,7 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=8, help="cells (paper: 8)")
     parser.add_argument("--batch", type=int, nargs="+", default=[16])
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS,
+                        default=[v for v in VARIANTS if v != THEN])
+    parser.add_argument("--then", metavar="REV",
+                        help="git revision the variant `then` runs (e.g. 3930e86)")
     parser.add_argument("--method", nargs="+", metavar="NAME",
                         help="search methods (`spacec methods`), or all: time each method's "
                              "step instead of the DARTS kinds")
@@ -235,27 +247,36 @@ def summarise(rounds: list[dict]) -> dict:
 
 
 def add_ratios(results: list[dict]) -> None:
-    """Each variant's time and memory over the reference's (same device, batch and kind); with
-    --method, each switch's over the first switch's (same device, batch and method)."""
+    """Each variant's time and memory over the reference's (same device, batch and kind) and,
+    with --then, over the revision's; with --method, each switch's over the first switch's
+    (same device, batch and method)."""
     reference: dict[tuple, dict] = {}
+    then: dict[tuple, dict] = {}
     for r in results:
         key = (r["device"], r["batch"], r["kind"])
         if r.get("variant") == REFERENCE or (r.get("method") and key not in reference):
             reference[key] = r
+        if r.get("variant") == THEN:
+            then[key] = r
     for r in results:
-        base = reference.get((r["device"], r["batch"], r["kind"]))
-        if base is None:
-            continue
-        r["time_ratio"] = r["median_s"] / base["median_s"]
-        if "cpu_median_s" in r:
-            r["cpu_time_ratio"] = r["cpu_median_s"] / base["cpu_median_s"]
+        key = (r["device"], r["batch"], r["kind"])
         memory = "cuda_max_allocated_gib" if r["device"] != "cpu" else "peak_rss_gib"
-        r["memory_ratio"] = r[memory] / base[memory]
+        base = reference.get(key)
+        if base is not None:
+            r["time_ratio"] = r["median_s"] / base["median_s"]
+            if "cpu_median_s" in r and "cpu_median_s" in base:
+                r["cpu_time_ratio"] = r["cpu_median_s"] / base["cpu_median_s"]
+            r["memory_ratio"] = r[memory] / base[memory]
+        if key in then:
+            r["then_time_ratio"] = r["median_s"] / then[key]["median_s"]
+            r["then_memory_ratio"] = r[memory] / then[key][memory]
 
 
 def table(results: list[dict]) -> str:
+    then = any("then_time_ratio" in r for r in results)
     header = (f"{'device':<7}{'batch':>6}  {'step':<12} {'variant':<15}{'wall s':>8}{'cpu s':>8}"
-              f"{'RSS GiB':>9}{'CUDA GiB':>10}{'time/ref':>10}{'cpu/ref':>9}{'mem/ref':>9}")
+              f"{'RSS GiB':>9}{'CUDA GiB':>10}{'time/ref':>10}{'cpu/ref':>9}{'mem/ref':>9}"
+              + (f"{'time/then':>11}{'mem/then':>10}" if then else ""))
     lines = [header, "-" * len(header)]
     for r in results:
         cuda = f"{r['cuda_max_allocated_gib']:.2f}" if "cuda_max_allocated_gib" in r else "-"
@@ -268,7 +289,9 @@ def table(results: list[dict]) -> str:
         lines.append(f"{r['device']:<7}{r['batch']:>6}  {r['kind']:<12} "
                      f"{variant:<15}{r['median_s']:>8.2f}"
                      f"{cpu:>8}{r['peak_rss_gib']:>9.2f}{cuda:>10}{ratio('time_ratio'):>10}"
-                     f"{ratio('cpu_time_ratio'):>9}{ratio('memory_ratio'):>9}")
+                     f"{ratio('cpu_time_ratio'):>9}{ratio('memory_ratio'):>9}"
+                     + (f"{ratio('then_time_ratio'):>11}{ratio('then_memory_ratio'):>10}"
+                        if then else ""))
     return "\n".join(lines)
 
 
@@ -293,6 +316,41 @@ def main(argv: list[str] | None = None) -> None:
         from spacec.arch.methods import describe, method_names
 
         methods = [name for name in method_names() if describe(name).shares_weights]
+    if methods and THEN in args.variants:
+        raise SystemExit("search_step.py: the variant `then` times DARTS steps, not --method")
+    with tempfile.TemporaryDirectory(prefix="spacec-then-") as scratch:
+        then_tree = None
+        if THEN in args.variants and not methods:
+            if not args.then:
+                raise SystemExit("search_step.py: the variant `then` needs --then REV")
+            then_tree = tree_of_revision(args.then, Path(scratch))
+        results, loads = measure_all(args, devices, methods, then_tree)
+    add_ratios(results)
+    then = f"; then: {args.then}" if then_tree is not None else ""
+    print(f"{args.space}, C={args.C}, {args.layers} cells, {args.threads} CPU threads, median of "
+          f"{args.steps} steps after {args.warmup} warm-up(s), {args.rounds} interleaved rounds; "
+          f"load average (1, 5, 15 min) during the run: {'; '.join(loads)}{then}")
+    print(table(results))
+    if args.json:
+        record = {"date": time.strftime("%Y-%m-%d %H:%M"), "load_averages": loads,
+                  "then": args.then if then_tree is not None else None, "results": results}
+        args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def run_job(job: dict, then_tree: Path | None) -> dict:
+    """One measurement in its own process: by this script, or for the variant `then` by the
+    revision's own worker on the revision's code."""
+    if job["variant"] != THEN:
+        return run_in_subprocess(__file__, job)
+    assert then_tree is not None
+    result = run_in_subprocess(str(then_tree / "benchmarks" / "search_step.py"),
+                               {**job, "variant": THEN_SETTING, "memory": THEN_SETTING},
+                               env={"PYTHONPATH": str(then_tree)})
+    return {**result, "variant": THEN, "memory": THEN}
+
+
+def measure_all(args: argparse.Namespace, devices: list[str], methods: list[str],
+                then_tree: Path | None) -> tuple[list[dict], list[str]]:
     loads = [load_average()]
     results = []
     for device in devices:
@@ -311,22 +369,14 @@ def main(argv: list[str] | None = None) -> None:
                                "method": kind if methods else None}
                         if methods:
                             job.update(order=order, switches=variant)
-                        rounds[variant].append(run_in_subprocess(__file__, job))
+                        rounds[variant].append(run_job(job, then_tree))
                         print(f"measured {device} batch {batch} {kind} {variant}: "
                               f"{rounds[variant][-1]['median_s']:.3f} s, "
                               f"{rounds[variant][-1]['peak_rss_gib']:.2f} GiB",
                               file=sys.stderr, flush=True)
                 results += [summarise(rounds[v]) for v in variants]
                 loads.append(load_average())
-    add_ratios(results)
-    print(f"{args.space}, C={args.C}, {args.layers} cells, {args.threads} CPU threads, median of "
-          f"{args.steps} steps after {args.warmup} warm-up(s), {args.rounds} interleaved rounds; "
-          f"load average (1, 5, 15 min) during the run: {'; '.join(loads)}")
-    print(table(results))
-    if args.json:
-        record = {"date": time.strftime("%Y-%m-%d %H:%M"), "load_averages": loads,
-                  "results": results}
-        args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return results, loads
 
 
 if __name__ == "__main__":

@@ -713,7 +713,7 @@ DISCRETE_TEMPLATES = {
     "language_model": "discrete_sequence.py.j2",
 }
 # Runtime names the templates use besides the primitives (which codegen adds as it meets them).
-IMAGE_NETWORK_NEEDS = frozenset({"torch", "nn", "drop_path"})
+IMAGE_NETWORK_NEEDS = frozenset({"torch", "nn", "drop_path", "concat_channels"})
 SEQUENCE_NETWORK_NEEDS = frozenset({"torch", "nn", "RecurrentLM", "highway_edge"})
 
 

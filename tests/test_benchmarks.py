@@ -8,6 +8,8 @@ measure and reports consistent numbers.
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -94,3 +96,22 @@ def test_op_count_counts_every_operation_of_a_step(benchmark):
     assert reference["aten::convolution_backward"] == spacec["aten::convolution_backward"] > 0
     # spacec's NHWC and polyphase layout adds permutes, which the reference's has none of
     assert spacec["aten::permute"] > 0 == reference["aten::permute"]
+
+
+@pytest.mark.skipif(not (BENCHMARKS.parent / ".git").exists(), reason="not a git checkout")
+def test_search_step_then_runs_a_revisions_own_code(benchmark, tmp_path):
+    # --then REV: the revision's files, importable as installed (package-dir mapped in spacec/),
+    # and its own worker measuring its own supernet; here HEAD at a tiny size.
+    search_step = benchmark("search_step")
+    tree = benchmark("timing").tree_of_revision("HEAD", tmp_path)
+    job = {"space": "darts_cnn", "C": 2, "layers": 3, "batch": 2, "kind": "first",
+           "device": "cpu", "threads": 1, "warmup": 0, "steps": 1, "variant": search_step.THEN,
+           "memory": search_step.THEN}
+    result = search_step.run_job(job, tree)
+    assert result["variant"] == search_step.THEN and result["median_s"] > 0
+    probe = ("import spacec, spacec.runtime, spacec.grammars, spacec.spaces; "
+             "print(spacec.runtime.__file__)")
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                           check=True, env={**os.environ, "PYTHONPATH": str(tree)},
+                           cwd=tmp_path)  # as a worker's script: not this checkout's spacec
+    assert Path(found.stdout.strip()).resolve().is_relative_to(tree.resolve())

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
 from torch import nn
 
 from spacec.registry import Registry, UnknownName
-from spacec.runtime.nn.blocks import BLOCKS
+from spacec.runtime.nn.blocks import BLOCKS, concat_channels
 from spacec.runtime.nn.ops import OPS, MixedEdge, build_op
 
 N, C, H = 2, 4, 8  # tiny: batch, channels, spatial size
@@ -412,3 +413,31 @@ def test_pointwise_stride_two_matches_nn_conv2d(size):
     fast(x1).pow(2).sum().backward()
     plain(x2).pow(2).sum().backward()
     torch.testing.assert_close(x1.grad, x2.grad)
+
+
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_a_cells_concatenation_hands_every_state_its_gradient_in_the_states_layout(layout):
+    # torch.cat's backward hands out channel slices, in channels_last contiguous in no layout:
+    # a BatchNorm's backward fed one takes torch's slow strided CPU kernel (blocks.ChannelConcat).
+    states = [torch.randn(2, c, 5, 5).contiguous(memory_format=layout).requires_grad_()
+              for c in (3, 4, 2)]
+    out = concat_channels(states)
+    assert torch.equal(out, torch.cat(states, dim=1))
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, states, grad)
+    expected = torch.autograd.grad(torch.cat(states, dim=1), states, grad)
+    for part, want in zip(got, expected, strict=True):
+        assert torch.equal(part, want)
+        assert part.is_contiguous(memory_format=layout)
+
+
+def test_a_cells_concatenation_without_a_backward_pass_is_a_plain_cat():
+    states = [torch.randn(2, c, 5, 5, requires_grad=True) for c in (3, 4)]
+    with torch.no_grad():
+        assert torch.equal(concat_channels(states), torch.cat(states, dim=1))
+    with warnings.catch_warnings():  # torch 2.14 deprecates tracing (the export command's)
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(lambda a, b: concat_channels([a, b]), tuple(states),
+                                 check_trace=False)
+    assert "aten::cat" in str(traced.graph)
+    assert torch.equal(traced(*states), torch.cat(states, dim=1))

@@ -189,3 +189,42 @@ def stem_imagenet_1(C_in: int, C_out: int, stride: int, affine: bool) -> nn.Modu
         nn.Conv2d(C_in, C_out, 3, stride=2, padding=1, bias=False),
         nn.BatchNorm2d(C_out),
     )
+
+
+class ChannelConcat(torch.autograd.Function):
+    """torch.cat(states, dim=1), whose backward hands every state its gradient in the state's
+    own memory layout. cat's own backward hands out channel slices of the output's gradient,
+    which in channels_last are contiguous in no layout; a BatchNorm's backward that receives
+    one (a candidate of a node only the concatenation reads) takes torch's strided CPU kernel,
+    5-8x slower than its channels_last one (torch 2.14.1: 5.7 vs 0.69 ms at 16x16x32x32). The
+    copy costs one pass over the gradient. Same values: only strides change."""
+
+    @staticmethod
+    def forward(ctx, *states: torch.Tensor) -> torch.Tensor:
+        ctx.channels = [state.shape[1] for state in states]
+        ctx.layouts = [_layout(state) for state in states]
+        return torch.cat(states, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        parts = grad.split(ctx.channels, dim=1)
+        return tuple(
+            part.contiguous(memory_format=layout)
+            for part, layout in zip(parts, ctx.layouts, strict=True)
+        )
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    if channels_last and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def concat_channels(states: list[torch.Tensor]) -> torch.Tensor:
+    """A cell's output: its states side by side along the channels; when a backward pass may
+    follow, through ChannelConcat (tracing and exporting see a plain cat)."""
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
+    if not torch.is_grad_enabled() or torch.jit.is_tracing() or exporting:
+        return torch.cat(states, dim=1)
+    return ChannelConcat.apply(*states)

@@ -129,11 +129,12 @@ class RunConfig:
     tensorboard: bool | str = "auto"
     # What a supernet's mixed edges keep for the backward pass (spacec.runtime.nn.memory):
     # fast (everything), balanced (recompute the poolings', the depthwise convolutions' and the
-    # ReLUs' outputs), low (recompute every edge). The same arithmetic in all three (bit for
-    # bit on the CPU); search only. Default: fast, the only setting that costs no time
-    # (benchmarks/search_step.py, results in benchmarks/results/search_step_memory_cpu_b16.*:
-    # at batch 16 against the reference layout's peak, fast 0.81-0.83x, balanced 0.56-0.59x
-    # for +14-24% CPU time, low 0.35-0.37x for +24-42%).
+    # ReLUs' outputs), low (recompute every edge). The same arithmetic in all three (balanced
+    # bit for bit on the CPU, low up to rounding); search only. Default: fast, the only
+    # setting that costs no time (benchmarks/search_step.py, results in
+    # benchmarks/results/search_step_memory_cpu_b16.*, search_step_low_cpu_b16.* and
+    # search_step_concat_cpu_b16.*: at batch 16 against the reference layout's peak, fast
+    # 0.81x, balanced 0.56-0.57x for +10-15% CPU time, low 0.30x for +14-36%).
     memory: str = "fast"
     # fp32, or bf16: the weights' forward passes under bf16 autocast (search: the weight step;
     # training: every step). α, its softmax and the architecture step stay in fp32.
