@@ -441,3 +441,29 @@ def test_a_cells_concatenation_without_a_backward_pass_is_a_plain_cat():
                                  check_trace=False)
     assert "aten::cat" in str(traced.graph)
     assert torch.equal(traced(*states), torch.cat(states, dim=1))
+
+
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+@pytest.mark.parametrize("offset", [0, 1])
+def test_a_subsampled_input_gets_its_gradient_in_its_own_layout(layout, offset):
+    # Slicing's backward builds NCHW zeros; a channels_last ReLU's backward fed them takes a
+    # slow mixed-layout kernel (ops.Subsampled). Same values as slicing, x's layout.
+    from spacec.runtime.nn.ops import Subsampled
+
+    x = torch.randn(2, 3, 7, 6).contiguous(memory_format=layout).requires_grad_()
+    sampled = Subsampled.apply(x, offset, (2, 2))
+    expected = x[:, :, offset::2, offset::2]
+    assert torch.equal(sampled, expected)
+    grad = torch.randn_like(sampled)
+    (got,) = torch.autograd.grad(sampled, x, grad)
+    (want,) = torch.autograd.grad(expected, x, grad)
+    assert torch.equal(got, want)
+    assert got.is_contiguous(memory_format=layout)
+
+
+def test_factorized_reduce_hands_its_input_a_channels_last_gradient():
+    # Without its ReLU (the supernet's edges share one): what reaches that ReLU's backward.
+    op = build_op([("factorized_reduce", {})], C, 2 * C, 2, affine=False, input_relu=False)
+    x = torch.randn(N, C, H, H).contiguous(memory_format=torch.channels_last).requires_grad_()
+    (grad,) = torch.autograd.grad(op(x).square().sum(), x)
+    assert grad.is_contiguous(memory_format=torch.channels_last)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from spacec.registry import Registry, keyword_args
-from spacec.runtime.nn.ops import INPUT_RELU, OPS, ReLUConvBN
+from spacec.runtime.nn.ops import INPUT_RELU, OPS, ReLUConvBN, memory_layout, records_backward
 
 BLOCKS = Registry("block")
 
@@ -202,7 +202,7 @@ class ChannelConcat(torch.autograd.Function):
     @staticmethod
     def forward(ctx, *states: torch.Tensor) -> torch.Tensor:
         ctx.channels = [state.shape[1] for state in states]
-        ctx.layouts = [_layout(state) for state in states]
+        ctx.layouts = [memory_layout(state) for state in states]
         return torch.cat(states, dim=1)
 
     @staticmethod
@@ -214,17 +214,9 @@ class ChannelConcat(torch.autograd.Function):
         )
 
 
-def _layout(x: torch.Tensor) -> torch.memory_format:
-    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-    if channels_last and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
-
-
 def concat_channels(states: list[torch.Tensor]) -> torch.Tensor:
     """A cell's output: its states side by side along the channels; when a backward pass may
     follow, through ChannelConcat (tracing and exporting see a plain cat)."""
-    exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
-    if not torch.is_grad_enabled() or torch.jit.is_tracing() or exporting:
-        return torch.cat(states, dim=1)
-    return ChannelConcat.apply(*states)
+    if records_backward():
+        return ChannelConcat.apply(*states)
+    return torch.cat(states, dim=1)
