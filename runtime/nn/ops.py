@@ -112,6 +112,11 @@ def memory_layout(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def _subsampled(x: torch.Tensor, offset: int, stride: tuple[int, int]) -> torch.Tensor:
+    sampled = x[:, :, offset :: stride[0], offset :: stride[1]]
+    return sampled.contiguous(memory_format=torch.channels_last)
+
+
 class Subsampled(torch.autograd.Function):
     """x[:, :, offset::stride, offset::stride] as a channels_last copy, whose backward scatters
     the gradient into zeros in x's own layout. Slicing's backward makes those zeros contiguous
@@ -123,8 +128,7 @@ class Subsampled(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, offset: int, stride: tuple[int, int]) -> torch.Tensor:
         ctx.offset, ctx.stride = offset, stride
         ctx.shape, ctx.layout = x.shape, memory_layout(x)
-        sampled = x[:, :, offset :: stride[0], offset :: stride[1]]
-        return sampled.contiguous(memory_format=torch.channels_last)
+        return _subsampled(x, offset, stride)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
@@ -134,6 +138,14 @@ class Subsampled(torch.autograd.Function):
         ).zero_()
         grad_x[:, :, offset::down, offset::across] = grad
         return grad_x, None, None
+
+
+def subsample(x: torch.Tensor, offset: int, stride: tuple[int, int]) -> torch.Tensor:
+    """x[:, :, offset::stride, offset::stride] as a channels_last copy; when a backward pass
+    may follow, through Subsampled (tracing and exporting see plain slicing)."""
+    if records_backward():
+        return Subsampled.apply(x, offset, stride)
+    return _subsampled(x, offset, stride)
 
 
 class PointwiseConv2d(nn.Conv2d):
@@ -146,11 +158,7 @@ class PointwiseConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         if self.kernel_size != (1, 1) or self.padding != (0, 0) or self.stride == (1, 1):
             return super().forward(x[:, :, offset:, offset:] if offset else x)
-        if records_backward():
-            sampled = Subsampled.apply(x, offset, self.stride)
-        else:
-            sampled = x[:, :, offset :: self.stride[0], offset :: self.stride[1]]
-            sampled = sampled.contiguous(memory_format=torch.channels_last)
+        sampled = subsample(x, offset, self.stride)
         return F.conv2d(sampled, self.weight, self.bias, 1, 0, self.dilation, self.groups)
 
 
