@@ -437,7 +437,7 @@ def _setting_view(value):
 # uses (one definition per primitive: see runtime/nn/ops.py for the rules a definition follows).
 # The compiler reads them as text and never imports the runtime: compiling needs no torch.
 # The files, in spacec.runtime's folder; copies keep this order, and each file's own order.
-DEFINITION_FILES = ("nn/ops.py", "nn/blocks.py", "nn/recurrent.py")
+DEFINITION_FILES = ("nn/layout.py", "nn/ops.py", "nn/blocks.py", "nn/recurrent.py")
 DEFINITION_MODULES = frozenset(
     "spacec.runtime." + path.removesuffix(".py").replace("/", ".") for path in DEFINITION_FILES
 )

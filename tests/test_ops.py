@@ -447,18 +447,32 @@ def test_a_cells_concatenation_without_a_backward_pass_is_a_plain_cat():
 @pytest.mark.parametrize("offset", [0, 1])
 def test_a_subsampled_input_gets_its_gradient_in_its_own_layout(layout, offset):
     # Slicing's backward builds NCHW zeros; a channels_last ReLU's backward fed them takes a
-    # slow mixed-layout kernel (ops.Subsampled). Same values as slicing, x's layout.
-    from spacec.runtime.nn.ops import Subsampled
+    # slow mixed-layout kernel (layout.Subsampled). Same values as slicing, x's layout.
+    from spacec.runtime.nn.layout import Subsampled
 
     x = torch.randn(2, 3, 7, 6).contiguous(memory_format=layout).requires_grad_()
     sampled = Subsampled.apply(x, offset, (2, 2))
     expected = x[:, :, offset::2, offset::2]
     assert torch.equal(sampled, expected)
+    assert sampled.is_contiguous(memory_format=layout)
     grad = torch.randn_like(sampled)
     (got,) = torch.autograd.grad(sampled, x, grad)
     (want,) = torch.autograd.grad(expected, x, grad)
     assert torch.equal(got, want)
     assert got.is_contiguous(memory_format=layout)
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_a_strided_dilated_convolution_hands_its_input_a_channels_last_gradient(kernel):
+    # dil_conv with stride 2 = dilation: the polyphase form reads phase (0, 0) alone
+    # (accelerate.DilatedDepthwiseConv2d.phases), a copy whose gradient keeps x's layout.
+    op = build_op([("dil_conv", {"kernel": kernel, "dilation": 2})], C, C, 2, affine=False,
+                  input_relu=False)
+    conv = op.op[1]
+    assert conv.polyphase((N, C, H, H)) and conv.stride == (2, 2)
+    x = torch.randn(N, C, H, H).contiguous(memory_format=torch.channels_last).requires_grad_()
+    (grad,) = torch.autograd.grad(op(x).square().sum(), x)
+    assert grad.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_factorized_reduce_hands_its_input_a_channels_last_gradient():
@@ -467,3 +481,4 @@ def test_factorized_reduce_hands_its_input_a_channels_last_gradient():
     x = torch.randn(N, C, H, H).contiguous(memory_format=torch.channels_last).requires_grad_()
     (grad,) = torch.autograd.grad(op(x).square().sum(), x)
     assert grad.is_contiguous(memory_format=torch.channels_last)
+

@@ -344,8 +344,8 @@ def test_copied_definitions_use_only_torch_and_the_standard_library():
 def test_extraction_follows_dependencies_in_file_order():
     code = codegen.standalone_code({"res_block"})
     assert code.names == (
-        "_input_relu", "records_backward", "memory_layout", "_subsampled", "Subsampled",
-        "subsample", "PointwiseConv2d", "ReLUConvBN", "ResNetBasicBlock", "res_block",
+        "records_backward", "memory_layout", "_subsampled", "Subsampled", "subsample",
+        "_input_relu", "PointwiseConv2d", "ReLUConvBN", "ResNetBasicBlock", "res_block",
     )  # fmt: skip
     assert code.imports == "import torch\nimport torch.nn.functional as F\nfrom torch import nn"
 

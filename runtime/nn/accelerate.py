@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spacec.runtime.nn.layout import subsample
+
 
 class DilatedDepthwiseConv2d(nn.Conv2d):
     """A dilated depthwise convolution computed on polyphase sub-images. Same parameters, same
@@ -50,14 +52,17 @@ class DilatedDepthwiseConv2d(nn.Conv2d):
         )  # fmt: skip
 
     def phases(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The input's phases stacked on the batch axis (NCHW view of NHWC memory), what the
-        undilated convolution reads; None where the polyphase form does not apply."""
+        """The input's phases stacked on the batch axis (an NCHW view of NHWC memory; with
+        stride d, phase (0, 0) alone, copied), what the undilated convolution reads; None where
+        the polyphase form does not apply."""
         if not self.polyphase(x.shape):
             return None
         d, stride = self.dilation[0], self.stride[0]
         n, c, h, w = x.shape
         if stride == d:
-            return x[:, :, ::d, ::d]
+            # A copy, not the strided view: slicing's backward would hand the input an NCHW
+            # gradient, which a channels_last ReLU's backward takes a slow kernel for.
+            return subsample(x, 0, (d, d))
         # Work in NHWC views so channels_last inputs stay channels_last without copies in conv2d.
         nhwc = x.permute(0, 2, 3, 1).reshape(n, h // d, d, w // d, d, c)
         return nhwc.permute(0, 2, 4, 1, 3, 5).reshape(n * d * d, h // d, w // d, c).permute(

@@ -9,7 +9,8 @@ DARTS search network preprocesses with affine=False).
 
 These definitions are copied verbatim into the standalone derived network, like the ops; they
 follow the rules stated in ops.py (torch and the standard library only, registration in
-decorators, a builder named as it is registered), and may use the definitions of ops.py.
+decorators, a builder named as it is registered), and may use the definitions of ops.py and
+layout.py.
 
 Entry metadata:
   args          names of the arguments a space file passes (all required)
@@ -26,7 +27,8 @@ import torch
 from torch import nn
 
 from spacec.registry import Registry, keyword_args
-from spacec.runtime.nn.ops import INPUT_RELU, OPS, ReLUConvBN, memory_layout, records_backward
+from spacec.runtime.nn.layout import memory_layout, records_backward
+from spacec.runtime.nn.ops import INPUT_RELU, OPS, ReLUConvBN
 
 BLOCKS = Registry("block")
 

@@ -387,10 +387,6 @@ def _same(a: Tensor, b: Tensor) -> bool:
     return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.dtype == b.dtype
 
 
-def _same_storage(a: Tensor, b: Tensor) -> bool:
-    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-
-
 def pooled_lean(pool: nn.Module, x: Tensor, then: Callable[[Tensor], Tensor]) -> Tensor:
     """`then(pool(x))`, keeping neither the pooling's output (the input of `then`, a norm)
     nor max pooling's int64 indices (twice the output's size): both are pooled again."""
@@ -490,6 +486,7 @@ def convolved_lean(first: nn.Conv2d, second: nn.Module, x: Tensor,
     phased = hasattr(first, "polyphase") and first.polyphase(x.shape)
     again = None if before is None else before.again
     inputs: list[Tensor] = []  # before's output
+    stacked: list[Tensor] = []  # the phases `first` convolves (polyphase)
     outputs: list[Tensor] = []  # first's output
 
     def remake(name: str) -> dict[str, Tensor]:
@@ -509,12 +506,13 @@ def convolved_lean(first: nn.Conv2d, second: nn.Module, x: Tensor,
             return "hidden" if _same(tensor, outputs[0]) else None
         if inputs and _same(tensor, inputs[0]):
             return "input"
+        return "phases" if stacked and _same(tensor, stacked[0]) else None
+
+    def convolve(given: Tensor) -> Tensor:
         if not phased:
-            return None
-        if inputs and _same_storage(tensor, inputs[0]):
-            return "phases"  # strided: a view of `before`'s output
-        stacked = tensor.dim() == 4 and tensor.shape[0] != x.shape[0]
-        return "phases" if stacked and not _same(tensor, weight) else None
+            return first(given)
+        stacked.append(first.phases(given))
+        return first.from_phases(stacked[0], weight, bias, given.shape)
 
     remade = Remade(remake, x, weight, *(() if before is None else before.captured))
     # In an α-only pass `second` reads `first`'s output, and `first` its phases, for nothing.
@@ -527,6 +525,7 @@ def convolved_lean(first: nn.Conv2d, second: nn.Module, x: Tensor,
     with remade.hooks(pick):
         if before is not None:
             inputs.append(_made_before(remade, before, x))
-        hidden = first(inputs[0] if inputs else x)
+        hidden = convolve(inputs[0] if inputs else x)
+        stacked.clear()
         outputs.append(hidden)
         return second(hidden)

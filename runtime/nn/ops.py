@@ -11,7 +11,7 @@ network (spacec.codegen reads this file as text and copies the top-level definit
 needs, and what they need, in file order). Hence the rules for a definition (a builder and every
 class, function or constant it uses):
   * its body names only torch, `nn`, `F`, the standard library and other top-level definitions
-    of this file or of blocks.py / recurrent.py, never a spacec name;
+    of this file or of layout.py / blocks.py / recurrent.py, never a spacec name;
   * registration stays in decorators (not copied), and a builder is named as it is registered.
 tests/test_primitives.py runs every registered primitive in both forms and requires equal
 outputs. Speed-ups only the supernet wants are a pass over built modules (accelerate.py).
@@ -36,6 +36,7 @@ from torch import nn
 
 from spacec.registry import Entry, Registry, keyword_args
 from spacec.runtime.nn.accelerate import DilatedDepthwiseConv2d, accelerate
+from spacec.runtime.nn.layout import subsample
 from spacec.runtime.nn.memory import (
     BALANCED,
     FAST,
@@ -95,57 +96,6 @@ def _check_odd_kernel(op: str, kernel: int) -> None:
 def _check_positive(op: str, what: str, value: int) -> None:
     if not isinstance(value, int) or value < 1:
         raise ValueError(f"{op}: {what} must be a positive integer, got {value!r}")
-
-
-def records_backward() -> bool:
-    """Whether what runs now may be differentiated: not under no_grad, tracing or exporting,
-    which see plain operations instead of a custom autograd Function."""
-    exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
-    return torch.is_grad_enabled() and not torch.jit.is_tracing() and not exporting
-
-
-def memory_layout(x: torch.Tensor) -> torch.memory_format:
-    """channels_last for a 4-d tensor laid out so (and not contiguous as well), else contiguous."""
-    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-    if channels_last and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def _subsampled(x: torch.Tensor, offset: int, stride: tuple[int, int]) -> torch.Tensor:
-    sampled = x[:, :, offset :: stride[0], offset :: stride[1]]
-    return sampled.contiguous(memory_format=torch.channels_last)
-
-
-class Subsampled(torch.autograd.Function):
-    """x[:, :, offset::stride, offset::stride] as a channels_last copy, whose backward scatters
-    the gradient into zeros in x's own layout. Slicing's backward makes those zeros contiguous
-    (NCHW), and on the CPU a channels_last ReLU's backward fed an NCHW gradient takes torch's
-    mixed-layout kernel (torch 2.14.1: 2.66 ms per call where both in channels_last take 0.14,
-    FactorizedReduce in darts_cnn at batch 16). The same values."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, offset: int, stride: tuple[int, int]) -> torch.Tensor:
-        ctx.offset, ctx.stride = offset, stride
-        ctx.shape, ctx.layout = x.shape, memory_layout(x)
-        return _subsampled(x, offset, stride)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        offset, (down, across) = ctx.offset, ctx.stride
-        grad_x = torch.empty(
-            ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.layout
-        ).zero_()
-        grad_x[:, :, offset::down, offset::across] = grad
-        return grad_x, None, None
-
-
-def subsample(x: torch.Tensor, offset: int, stride: tuple[int, int]) -> torch.Tensor:
-    """x[:, :, offset::stride, offset::stride] as a channels_last copy; when a backward pass
-    may follow, through Subsampled (tracing and exporting see plain slicing)."""
-    if records_backward():
-        return Subsampled.apply(x, offset, stride)
-    return _subsampled(x, offset, stride)
 
 
 class PointwiseConv2d(nn.Conv2d):

@@ -232,8 +232,11 @@ class Tracer:
         if not polyphase:
             return self.conv(x, c, kernel, stride, padding, dilation, groups=c)
         pad = (kernel - 1) // 2
-        if stride == d:
-            out = self.conv(self.subsample(x, d), c, kernel, 1, pad, groups=c)
+        if stride == d:  # phase (0, 0) alone, copied (runtime layout.subsample)
+            phase = self.copy(self.subsample(x, d))
+            if self.remake_depthwise:
+                self._remade_storage(phase)
+            out = self.conv(phase, c, kernel, 1, pad, groups=c)
         else:
             phases = self.tensor((n * d * d, c, h // d, w // d), x.grad)  # the reshape's copy
             if self.remake_depthwise:
