@@ -482,3 +482,24 @@ def test_factorized_reduce_hands_its_input_a_channels_last_gradient():
     (grad,) = torch.autograd.grad(op(x).square().sum(), x)
     assert grad.is_contiguous(memory_format=torch.channels_last)
 
+
+def test_a_mixed_edges_sum_adds_into_its_own_tensor_never_into_a_candidates_output():
+    # sigmoid keeps its output for backward: adding into a candidate's output would break it.
+    from spacec.runtime.nn.ops import _summed
+
+    inputs = [torch.randn(2, 3, requires_grad=True) for _ in range(4)]
+    terms = [x.sigmoid() for x in inputs]
+    versions = [t._version for t in terms]
+    out, owned = None, False
+    for term in terms:
+        out, owned = _summed(out, term, owned)
+    assert [t._version for t in terms] == versions
+    plain = ((terms[0] + terms[1]) + terms[2]) + terms[3]
+    assert torch.equal(out, plain)
+    grad = torch.randn(2, 3)
+    got = torch.autograd.grad(out, inputs, grad, retain_graph=True)
+    want = torch.autograd.grad(plain, inputs, grad)
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    # A term of another dtype or shape is added out of place, as `out + term` would broadcast.
+    wider, owned = _summed(out, torch.ones(1, 2, 3), owned)
+    assert wider.shape == (1, 2, 3) and out._version == 2

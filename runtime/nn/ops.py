@@ -531,6 +531,19 @@ def scaled_norm(norm: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor) -> t
     )
 
 
+def _summed(out: torch.Tensor | None, term: torch.Tensor,
+            owned: bool) -> tuple[torch.Tensor, bool]:
+    """out + term, and whether the result is the sum's own tensor. Once it is (from the second
+    term on), later terms are added into it in place: no backward reads a sum, and the running
+    sum stays in cache instead of a new tensor being written for every term (the same
+    additions in the same order)."""
+    if out is None:
+        return term, False
+    if owned and term.dtype == out.dtype and term.shape == out.shape:
+        return out.add_(term), True
+    return out + term, True
+
+
 class MixedEdge(nn.Module):
     """DARTS MixedOp: sum_i weights[i] * op_i(x), candidates in alpha column order.
 
@@ -633,8 +646,8 @@ class MixedEdge(nn.Module):
         # the search step is bound by launches, that is 2-3 kernels per candidate; README,
         # "On a GPU").
         column_weights = weights.unbind()
-        out = None
+        out, owned = None, False
         for column, takes_relu in self._active:
             term = self.weighted(column, x, column_weights[column], relu if takes_relu else None)
-            out = term if out is None else out + term
+            out, owned = _summed(out, term, owned)
         return out
