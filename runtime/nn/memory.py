@@ -486,7 +486,7 @@ def convolved_lean(first: nn.Conv2d, second: nn.Module, x: Tensor,
     phased = hasattr(first, "polyphase") and first.polyphase(x.shape)
     again = None if before is None else before.again
     inputs: list[Tensor] = []  # before's output
-    stacked: list[Tensor] = []  # the phases `first` convolves (polyphase)
+    running: list[bool] = []  # not empty while `first` runs
     outputs: list[Tensor] = []  # first's output
 
     def remake(name: str) -> dict[str, Tensor]:
@@ -506,13 +506,10 @@ def convolved_lean(first: nn.Conv2d, second: nn.Module, x: Tensor,
             return "hidden" if _same(tensor, outputs[0]) else None
         if inputs and _same(tensor, inputs[0]):
             return "input"
-        return "phases" if stacked and _same(tensor, stacked[0]) else None
-
-    def convolve(given: Tensor) -> Tensor:
-        if not phased:
-            return first(given)
-        stacked.append(first.phases(given))
-        return first.from_phases(stacked[0], weight, bias, given.shape)
+        # A convolution saves its input and weight; a polyphase one's input is its phases.
+        if phased and running and not _same(tensor, weight) and not _same(tensor, x):
+            return "phases"
+        return None
 
     remade = Remade(remake, x, weight, *(() if before is None else before.captured))
     # In an α-only pass `second` reads `first`'s output, and `first` its phases, for nothing.
@@ -525,7 +522,8 @@ def convolved_lean(first: nn.Conv2d, second: nn.Module, x: Tensor,
     with remade.hooks(pick):
         if before is not None:
             inputs.append(_made_before(remade, before, x))
-        hidden = convolve(inputs[0] if inputs else x)
-        stacked.clear()
+        running.append(True)
+        hidden = first(inputs[0] if inputs else x)
+        running.clear()
         outputs.append(hidden)
         return second(hidden)
