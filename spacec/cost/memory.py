@@ -168,15 +168,14 @@ class Device:
     """How a device's allocator holds the live bytes.
 
     `tensor_bytes(n)`: what one tensor of n bytes occupies; `resident(live, activations,
-    churned, recompute)`: the memory the process holds at a peak of `live` bytes of tensors,
-    `activations` of them activations (what the allocator churns through every step), when the
-    forward pass also made and freed `churned` bytes that a memory setting (its `recompute`
-    kind) computes again in backward.
+    recompute)`: the memory the process holds at a peak of `live` bytes of tensors,
+    `activations` of them the activations kept for backward (what the allocator churns through
+    every step), under a memory setting whose recompute kind is `recompute` ("" for `fast`).
     """
 
     name: str
     tensor_bytes: Callable[[int], int]
-    resident: Callable[[int, int, int, str], int]
+    resident: Callable[[int, int, str], int]
     measured_by: str
     doc: str = ""
 
@@ -195,22 +194,20 @@ def _round_up(n: int, multiple: int) -> int:
 
 # c10's CPU allocator aligns every block to 64 bytes (c10/core/alignment.h, gAlignment).
 CPU_ALIGNMENT = 64
-# glibc malloc keeps freed activation memory in its heap instead of returning it: the resident
-# peak of a step exceeds its live peak by this fraction of the activations (measured, see
-# benchmarks/cost_model.py and the README's table: 1.25-1.32 x live at batch 8-64).
-CPU_RETAINED = 0.25
-# A memory setting that recomputes frees, during the forward pass, what `fast` would keep; glibc
-# keeps part of that churn in its fragmented heap, by the setting's recompute kind (measured,
-# benchmarks/cost_model.py): `balanced`, which frees a candidate's ReLU, depthwise and pooling
-# outputs step by step between the tensors and autograd nodes it keeps, 30-42% on darts_cnn at
-# batch 16 and 64 (benchmarks/results/cost_model_balanced_cpu.txt); `low`, whose edges record no
-# graph in the forward pass, none that a constant would fit (0 fits darts_cnn at batch 16 and 64:
-# 0.88-1.20x, the batch-16 first-order step just over; benchmarks/results/cost_model_low_cpu.txt;
-# it held 13-18% when its edges were checkpointed with their graph recorded).
-CPU_CHURN_RETAINED = {"depthwise": 0.35, "edge": 0.0}
-# Fixed runtime state a step adds beyond tensors: the autograd graph's nodes and oneDNN's
-# primitive cache (measured: ~45 MiB above the traced tensors at batch 8 and 16, darts_cnn).
-CPU_RUNTIME = 48 * 2**20
+# glibc malloc keeps freed memory in its heap instead of returning it: a step's resident peak
+# exceeds its live peak by a share of the activations it keeps for backward, the holes its
+# freed temporaries leave between them. The share depends on what the memory setting frees in
+# the forward pass (its recompute kind): `fast` frees only the temporaries of sums and
+# products; `balanced` frees a candidate's ReLU, depthwise and pooling outputs between the
+# tensors it keeps, so nearly as much again stays resident; `low` frees each edge's insides.
+# Fitted to the peaks measured on 2026-12-02 (2 threads, every method and memory setting,
+# darts_cnn, nas_bench_201, darts_imagenet, a derived network's training, the recurrent search)
+# by benchmarks/cost_fit.py: benchmarks/results/cost_model_refit_cpu.*. A share of the bytes
+# the forward pass frees (the model until then, for `balanced` and `low`) fitted worse.
+CPU_RETAINED = {"": 0.16, "depthwise": 0.86, "edge": 0.63}
+# Fixed runtime state a step adds beyond tensors and beyond the baseline the measurement takes
+# after the same step on a tiny network: the autograd graph's nodes (fitted with the shares).
+CPU_RUNTIME = 4 * 2**20
 # The CUDA caching allocator rounds every block up to 512 bytes (c10/cuda/CUDACachingAllocator).
 CUDA_BLOCK = 512
 
@@ -218,9 +215,8 @@ register_device(
     Device(
         "cpu",
         lambda n: _round_up(n, CPU_ALIGNMENT),
-        lambda live, activations, churned, recompute: (
-            live + int(CPU_RETAINED * activations)
-            + int(CPU_CHURN_RETAINED.get(recompute, 0.0) * churned) + CPU_RUNTIME),
+        lambda live, activations, recompute: (
+            live + int(CPU_RETAINED[recompute] * activations) + CPU_RUNTIME),
         "peak resident set size of the process, less its size before the model is built",
         "glibc malloc through c10's CPU allocator",
     )
@@ -229,7 +225,7 @@ register_device(
     Device(
         "cuda",
         lambda n: _round_up(n, CUDA_BLOCK),
-        lambda live, activations, churned, recompute: live,
+        lambda live, activations, recompute: live,
         "torch.cuda.max_memory_allocated (the CUDA context and cached blocks excluded)",
         "the CUDA caching allocator; cuDNN workspaces are not counted",
     )
@@ -305,7 +301,6 @@ class _Traced:
     by_scope: dict[str, int]
     largest: int  # bytes of the largest activation
     recompute_peak: int  # bytes a recomputed segment saves again while its backward runs
-    churned: int = 0  # bytes the forward computes and frees for recomputation (fast keeps them)
 
 
 def _run(ir: irmod.IR, trace: Callable[[Tracer], None], t: Tracer) -> Tracer:
@@ -365,8 +360,7 @@ def _phase_peaks(
         for what, nbytes in terms:
             merged[what] = merged.get(what, 0) + nbytes
         live = sum(merged.values())
-        churned = passes[phase.activations].churned if phase.activations is not None else 0
-        total = device.resident(live, activations, churned, recompute)
+        total = device.resident(live, activations, recompute)
         merged["allocator and runtime"] = total - live
         peaks.append(PhasePeak(phase.name, total, tuple(merged.items())))
     return tuple(peaks)
@@ -434,22 +428,14 @@ def predict_search(
     dev = DEVICES[device].builder
     phases = _method_phases(STEPS[kind], search_method)
 
-    def tracer_at(b: int, p: Pass, steps: int = bptt, build: bool = False,
-                  recompute: str = setting.recompute) -> Callable[[Tracer], None]:
+    def tracer_at(b: int, p: Pass, steps: int = bptt,
+                  build: bool = False) -> Callable[[Tracer], None]:
         if sequence:
             # the w step adds TAR to its loss (a pass with both gradients is the w step's)
             return lambda t: RecurrentWalk(ir, t, b, steps, p.alpha_grad,
                                            regularise=p.alpha_grad and p.weights_grad).forward()
         return lambda t: SupernetWalk(ir, t, b, search_method, p.alpha_grad, build=build,
-                                      recompute="" if build else recompute).forward()
-
-    def traced(b: int, p: Pass) -> _Traced:
-        kept = _pass_bytes(ir, tracer_at(b, p), p.weights_grad, dev)
-        if not setting.recompute:
-            return kept
-        everything = _pass_bytes(ir, tracer_at(b, p, recompute=""), p.weights_grad, dev)
-        churned = sum(everything.by_scope.values()) - sum(kept.by_scope.values())
-        return dataclasses.replace(kept, churned=max(churned, 0))
+                                      recompute="" if build else setting.recompute).forward()
 
     sizes = _sizes(ir, tracer_at(1, Pass(True, True), 1, build=True),
                    alpha_count(ir, search_method))
@@ -459,7 +445,7 @@ def predict_search(
     needed = {phase.activations for phase in phases if phase.activations is not None}
 
     def peaks_at(b: int) -> tuple[PhasePeak, ...]:
-        passes = {p: traced(b, p) for p in needed}
+        passes = {p: _pass_bytes(ir, tracer_at(b, p), p.weights_grad, dev) for p in needed}
         nhid = ir.space.network.get("hidden").value if sequence else 0
         data = 2 * (_text_data(b, bptt, nhid) if sequence else _image_data(ir, b))
         return _phase_peaks(phases, passes, persistent, data, sizes, dev, setting.recompute)
