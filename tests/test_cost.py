@@ -987,6 +987,15 @@ def test_the_cpu_heap_keeps_a_share_of_the_activations_by_setting(load_text):
         assert terms["allocator and runtime"] == int(CPU_RETAINED[kind] * working) + CPU_RUNTIME
 
 
+def test_a_recompute_kind_without_a_fitted_share_is_predicted_with_the_largest():
+    from spacec.cost.memory import CPU_RETAINED, CPU_RUNTIME, DEVICES
+
+    resident = DEVICES["cpu"].builder.resident
+    assert resident(10**6, 10**6, "unfitted") == (
+        10**6 + int(max(CPU_RETAINED.values()) * 10**6) + CPU_RUNTIME)
+    assert resident(10**6, 10**6, "") < resident(10**6, 10**6, "unfitted")
+
+
 def test_gdas_bound_is_what_the_heaviest_samples_save(compiled):
     # GDAS's prediction assumes every edge draws its heaviest candidate; with α making those
     # the samples, the supernet saves what the cost model traces, plus two α-sized tensors of

@@ -197,13 +197,14 @@ CPU_ALIGNMENT = 64
 # glibc malloc keeps freed memory in its heap instead of returning it: a step's resident peak
 # exceeds its live peak by a share of the activations it keeps for backward, the holes its
 # freed temporaries leave between them. The share depends on what the memory setting frees in
-# the forward pass (its recompute kind): `fast` frees only the temporaries of sums and
-# products; `balanced` frees a candidate's ReLU, depthwise and pooling outputs between the
-# tensors it keeps, so nearly as much again stays resident; `low` frees each edge's insides.
-# Fitted to the peaks measured on 2026-12-02 (2 threads, every method and memory setting,
-# darts_cnn, nas_bench_201, darts_imagenet, a derived network's training, the recurrent search)
-# by benchmarks/cost_fit.py: benchmarks/results/cost_model_refit_cpu.*. A share of the bytes
-# the forward pass frees (the model until then, for `balanced` and `low`) fitted worse.
+# the forward pass (its recompute kind): `fast` frees little between the tensors it keeps;
+# `balanced` frees a candidate's ReLU, depthwise and pooling outputs between them, so nearly as
+# much again stays resident; `low` frees each edge's insides. Fitted to the peaks measured on
+# 2026-12-02 (2 threads, every method and memory setting, darts_cnn, nas_bench_201,
+# darts_imagenet, a derived network's training, the recurrent search) by
+# benchmarks/cost_fit.py: benchmarks/results/cost_model_refit_cpu.*. The model until then added
+# a share of the bytes `balanced` and `low` free in the forward pass; with the activations'
+# share by setting, the best such share is none. A kind not fitted yet takes the largest share.
 CPU_RETAINED = {"": 0.16, "depthwise": 0.86, "edge": 0.63}
 # Fixed runtime state a step adds beyond tensors and beyond the baseline the measurement takes
 # after the same step on a tiny network: the autograd graph's nodes (fitted with the shares).
@@ -216,7 +217,8 @@ register_device(
         "cpu",
         lambda n: _round_up(n, CPU_ALIGNMENT),
         lambda live, activations, recompute: (
-            live + int(CPU_RETAINED[recompute] * activations) + CPU_RUNTIME),
+            live + int(CPU_RETAINED.get(recompute, max(CPU_RETAINED.values())) * activations)
+            + CPU_RUNTIME),
         "peak resident set size of the process, less its size before the model is built",
         "glibc malloc through c10's CPU allocator",
     )
