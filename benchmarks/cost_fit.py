@@ -44,7 +44,7 @@ memory.register_device(memory.Device(
 ))
 
 
-def phase_terms(job: dict) -> list[tuple[int, int, int, str]]:
+def phase_terms(job: dict) -> list[tuple[int, int, str]]:
     """The terms of every phase of `job`'s step at its batch size, as the CPU would add them."""
     import spacec
     from spacec.arch.genotype import resolve
@@ -62,6 +62,12 @@ def phase_terms(job: dict) -> list[tuple[int, int, int, str]]:
     return TERMS[:len(TERMS) // 2]  # the prediction also runs batch + 1, for the growth
 
 
+def kind_of(row) -> str:
+    """The recompute kind of a row's memory setting (every phase of a step has the same)."""
+    _, _, terms = row
+    return terms[0][2]
+
+
 def resident(terms, retained: dict[str, float], runtime: int) -> float:
     return max(live + retained[kind] * activations + runtime
                for live, activations, kind in terms)
@@ -76,13 +82,13 @@ def score(rows, retained: dict[str, float], runtime: int) -> tuple[int, float]:
 
 def fit(rows) -> tuple[dict[str, float], int]:
     """The shares (one per recompute kind, each fitted on its own rows) and the runtime."""
-    kinds = sorted({kind for _, _, terms in rows for *_, kind in terms})
+    kinds = sorted({kind_of(row) for row in rows})
     shares = [s / 100 for s in range(0, 101)]
     best = None
     for runtime in (m * 4 * MIB for m in range(17)):
         retained = {}
         for kind in kinds:
-            own = [row for row in rows if row[2][0][2] == kind]
+            own = [row for row in rows if kind_of(row) == kind]
             retained[kind] = min(shares, key=lambda s: score(own, {kind: s}, runtime))
         candidate = (score(rows, retained, runtime), retained, runtime)
         if best is None or candidate[0] < best[0]:
@@ -97,7 +103,7 @@ def held_out(rows) -> list[str]:
         others = [row for row in rows if row[0]["space"] != space]
         own = [row for row in rows if row[0]["space"] == space]
         retained, runtime = fit(others)
-        if any(kind not in retained for _, _, terms in own for *_, kind in terms):
+        if any(kind_of(row) not in retained for row in own):
             continue  # a setting only this space measured
         ratios = [resident(terms, retained, runtime) / measured for _, measured, terms in own]
         lines.append(f"{space}: {len(own)} rows, fitted without them "

@@ -57,6 +57,25 @@ def test_cost_model_measures_the_runs_own_step(cost_model, method, memory, step)
     assert 0 < measured["measured_bytes"] < 2**30
 
 
+def test_cost_fit_recovers_the_constants_that_made_the_measurements(benchmark, cost_model):
+    from spacec.cost import memory
+
+    cost_fit = benchmark("cost_fit")
+    shares, runtime = {"": 0.2, "depthwise": 0.7, "edge": 0.5}, 8 * 2**20
+    rows = []
+    for setting in ("fast", "balanced", "low"):
+        for batch in (2, 8):
+            job = {"space": "darts_cnn", "overrides": {"C": 4, "layers": 3}, "batch": batch,
+                   "step": "first", "method": "darts", "memory": setting, "device": "cpu",
+                   "threads": 1, "warmup": 1, "genotype": "DARTS_V2"}
+            terms = cost_fit.phase_terms(job)
+            # the recorded terms add up to the CPU's own prediction (up to int rounding)
+            today = cost_fit.resident(terms, memory.CPU_RETAINED, memory.CPU_RUNTIME)
+            assert abs(today - cost_model.predict(job)["total_bytes"]) <= 1
+            rows.append((job, cost_fit.resident(terms, shares, runtime), terms))
+    assert cost_fit.fit(rows) == (shares, runtime)
+
+
 def test_cost_model_plans_the_steps_each_method_runs(cost_model):
     args = cost_model.parse_args(["--spaces", "darts_cnn", "--batch", "16", "--methods", "all",
                                   "--steps", "first", "second", "--predict-only"])
