@@ -23,14 +23,12 @@ out: its prediction is a bound, the heaviest sample's peak (`--sample worst` mea
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 import cost_model
 from timing import GIB
 
-from spacec import cost
 from spacec.cost import memory
 
 MIB = 2**20
@@ -46,19 +44,8 @@ memory.register_device(memory.Device(
 
 def phase_terms(job: dict) -> list[tuple[int, int, str]]:
     """The terms of every phase of `job`'s step at its batch size, as the CPU would add them."""
-    import spacec
-    from spacec.arch.genotype import resolve
-
     TERMS.clear()
-    space = spacec.load(job["space"], **job["overrides"])
-    if job["step"] == "train":
-        cost.predict_train(space.ir, resolve(job["genotype"], space.name), job["batch"],
-                           device="cpu_terms")
-    else:
-        cost.predict_search(space.ir, job["batch"], step=job["step"], device="cpu_terms",
-                            bptt=job.get("bptt", cost_model.RNN_BPTT),
-                            method_name=job["method"], memory=job["memory"],
-                            method_options=cost_model.method_options(job))
+    cost_model.predict(job, device="cpu_terms")
     return TERMS[:len(TERMS) // 2]  # the prediction also runs batch + 1, for the growth
 
 
@@ -138,18 +125,12 @@ def main() -> None:
                         help="cost_model.py --json files (a configuration measured twice: the "
                              "later file's)")
     args = parser.parse_args()
-    measured = {}
-    for path in args.results:
-        for result in json.loads(path.read_text(encoding="utf-8")):
-            drawn = (result.get("method") in cost_model.SAMPLING
-                     and result.get("sample", "drawn") == "drawn")
-            if result.get("measured_bytes") and result["device"] == "cpu" and not drawn:
-                measured[cost_model._key(result)] = result
     rows = []
-    for result in measured.values():
-        job = {k: v for k, v in result.items() if k not in (
-            "prediction", "run_prediction", "measured_bytes", "baseline_bytes", "why")}
-        rows.append((job, result["measured_bytes"], phase_terms(job)))
+    for result in cost_model.reused(args.results).values():
+        drawn = (result.get("method") in cost_model.SAMPLING
+                 and result.get("sample", "drawn") == "drawn")
+        if result["device"] == "cpu" and not drawn:
+            rows.append((result, result["measured_bytes"], phase_terms(result)))
     print("today:")
     print(table(rows, memory.CPU_RETAINED, memory.CPU_RUNTIME))
     print("\nfitted (fewest outside ±20%, then the least squares of the log ratios):")

@@ -93,20 +93,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------- prediction (no torch)
 
 
-def predict(job: dict) -> dict:
+def predict(job: dict, device: str | None = None) -> dict:
     """The prediction a run of `job` prints at start (runtime/run/fits.py), made here from the
-    IR: the order's step, the method's cost options as the `paper` preset sets them."""
+    IR: the order's step, the method's cost options as the `paper` preset sets them. `device`:
+    the cost model's device to predict for, if not the job's (a registered `cost.Device`)."""
     import spacec
     from spacec import cost
     from spacec.arch.genotype import resolve
 
+    device = device or job["device"]
     space = spacec.load(job["space"], **job["overrides"])
     if job["step"] == "train":
         genotype = resolve(job["genotype"], space.name)
-        prediction = cost.predict_train(space.ir, genotype, job["batch"], device=job["device"])
+        prediction = cost.predict_train(space.ir, genotype, job["batch"], device=device)
     else:
         prediction = cost.predict_search(space.ir, job["batch"], step=job["step"],
-                                         device=job["device"], bptt=job.get("bptt", RNN_BPTT),
+                                         device=device, bptt=job.get("bptt", RNN_BPTT),
                                          method_name=job["method"], memory=job["memory"],
                                          method_options=method_options(job))
     return prediction.to_dict()
