@@ -736,6 +736,54 @@ def test_decoded_nll_refuses_a_second_backward_through_spent_logits():
         loss.backward()
 
 
+def _saved_logits(loss):
+    """The [N, ntoken] storage a DecodedNLL loss saved for its backward pass."""
+    return loss.grad_fn.saved_tensors[2]
+
+
+@pytest.fixture
+def spare_logits(monkeypatch):
+    spare = recurrent_module._SpareLogits()
+    monkeypatch.setattr(recurrent_module, "_SPARE_LOGITS", spare)
+    return spare
+
+
+def test_decoded_nll_lends_its_logits_to_the_next_step_and_stays_exact(spare_logits):
+    # Rows 23, then fewer (a view of the spare), then more (a new allocation, kept as spare).
+    pointers = []
+    for rows in (23, 11, 23, 31):
+        hidden, decoder, targets = _head(rows=rows, seed=rows)
+        loss = decoded_nll(hidden, decoder, targets)
+        pointers.append(_saved_logits(loss).data_ptr())
+        fused = _loss_and_grads(lambda *_, loss=loss: loss, hidden, decoder, targets, scale=2.0)
+        reference = _loss_and_grads(decoded_nll_reference, hidden, decoder, targets, scale=2.0)
+        for got, want in zip(fused, reference, strict=True):
+            assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert pointers[1] == pointers[2] == pointers[0]
+    assert pointers[3] != pointers[0]
+    assert spare_logits.spare[torch.float64].numel() == 31 * 37
+
+
+def test_decoded_nll_without_a_graph_hands_its_logits_back_at_once(spare_logits):
+    hidden, decoder, targets = _head()
+    with torch.no_grad():
+        loss = decoded_nll(hidden, decoder, targets)
+    assert torch.allclose(loss, decoded_nll_reference(hidden, decoder, targets), rtol=1e-12)
+    assert spare_logits.spare[torch.float64].numel() == 23 * 37
+
+
+def test_decoded_nll_losses_alive_together_keep_their_own_logits(spare_logits):
+    heads = [_head(seed=seed) for seed in (1, 2)]
+    _loss_and_grads(decoded_nll, *heads[0])  # leaves a spare behind
+    losses = [decoded_nll(*head) for head in heads]
+    assert _saved_logits(losses[0]).data_ptr() != _saved_logits(losses[1]).data_ptr()
+    for loss, head in zip(reversed(losses), reversed(heads), strict=True):
+        fused = _loss_and_grads(lambda *_, loss=loss: loss, *head)
+        reference = _loss_and_grads(decoded_nll_reference, *head)
+        for got, want in zip(fused, reference, strict=True):
+            assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_forward_with_targets_returns_the_nll_of_its_log_probabilities(supernet):
     model = supernet.train()
     data, targets = tokens(6, 5, 11), tokens(6, 5, 11, seed=1).view(-1)

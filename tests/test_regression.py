@@ -4,10 +4,14 @@ Each case is a tiny `spacec search` run through the command line's entry point, 
 torch thread, CPU).
 The golden files in tests/golden/regression/ were recorded on the main branch before the
 runtime's seams were introduced (issue 8); every later change must reproduce them exactly.
-Re-recorded four times since, each time for a change of rounding only: darts_rnn for the fused
+Re-recorded five times since, each time for a change of rounding only: darts_rnn for the fused
 recurrent mix; the image spaces when a candidate's α weight became its last BatchNorm's weight
 (issue 11); darts_rnn again for the fused loss head (`DecodedNLL`, issue 11: with the reference's
-op-by-op head the previous AVX-512 recording is reproduced bit for bit); the image spaces whose
+op-by-op head the previous AVX-512 recording is reproduced bit for bit), and a third time when
+that head's backward pass moved the division by the row sums and the one-hot term onto the
+products' small sides (issue 11: its gradients at 560 rows and 10,000 words moved from 1.4e-6 to
+8e-8 of the largest away from float64's; with the recurrent search's SGD at lr 20 the tiny run's
+α then differ by up to 0.017 after two epochs, and four of its eight chosen edges); the image spaces whose
 cells concatenate their nodes (not nas_bench_201) when the concatenation's backward began
 handing every node a channels_last gradient (`blocks.ChannelConcat`, issue 11): the same
 gradient values, but a BatchNorm's backward then runs torch's channels_last kernel instead of

@@ -347,27 +347,70 @@ def _row_blocks(logits: Tensor) -> Iterator[slice]:
         yield slice(start, start + step)
 
 
+class _SpareLogits:
+    """The CPU storage of the last `DecodedNLL` whose backward pass is over, lent to the next.
+
+    The logits are a step's largest tensor (358 MB at the paper's batch 256). glibc maps an
+    allocation that large afresh and unmaps it when it is freed, so without this every
+    forward pass would fault in its 87,500 pages again (about 0.3 s of system time in an
+    8.7 s search step). One spare per dtype, the largest given back; a request it cannot hold
+    allocates anew. A GPU's caching allocator does this already, so only CPU tensors come here.
+    """
+
+    def __init__(self) -> None:
+        self.spare: dict[torch.dtype, Tensor] = {}
+
+    def take(self, rows: int, cols: int, like: Tensor) -> Tensor:
+        # A spare too small is dropped first: it and a new allocation would never coexist
+        # without it.
+        spare = self.spare.pop(like.dtype, None) if like.device.type == "cpu" else None
+        if spare is None or spare.numel() < rows * cols:
+            del spare
+            return like.new_empty((rows, cols))
+        return spare[: rows * cols].view(rows, cols)
+
+    def give_back(self, logits: Tensor) -> None:
+        if logits.device.type != "cpu":
+            return
+        whole = (logits if logits._base is None else logits._base).view(-1)
+        held = self.spare.get(logits.dtype)
+        if held is None or held.numel() < whole.numel():
+            self.spare[logits.dtype] = whole
+
+
+_SPARE_LOGITS = _SpareLogits()
+
+
 class DecodedNLL(torch.autograd.Function):
     """Mean NLL of `targets` under log_softmax(hidden W^T + b), as one autograd node.
 
     The same sum as ``F.nll_loss(F.log_softmax(decoder(hidden), -1), targets)``: with m the
-    row's largest logit and s = Σ exp(logits - m), NLL_i = log s_i + m_i - logits[i, target_i],
-    and the gradient in the logits is (softmax - onehot) / N, softmax = exp(logits - m) / s.
-    The log-probabilities are never made (nothing but the loss reads them): the forward pass
-    turns the logits into exp(logits - m) in place, and the backward pass that into the
-    gradient, row block by row block while a block is in cache. Per step of the decoder this
-    writes one [N, ntoken] tensor where log_softmax, nll_loss and their backward passes write
-    four (at the paper's batch 256, 358 MB each), and takes one exp per logit instead of two.
-    Once differentiable; a second backward pass through the same graph (retain_graph) raises,
-    the saved tensor being spent. The cost model traces the same
+    row's largest logit, E = exp(logits - m) and s = Σ E, NLL_i = log s_i + m_i - logits[i,
+    target_i], and the gradient in the logits is (E / s - onehot) / N. The log-probabilities
+    are never made (nothing but the loss reads them): the forward pass turns the logits into E
+    in place, row block by row block while a block is in cache, and the backward pass never
+    makes the logits' gradient either: the division by s and the one-hot term go on the
+    products' small sides,
+
+        d hidden = ((E W) / s - W[targets]) / N,
+        [d W, d b] = (E^T [hidden / s, 1 / s] - onehot^T [hidden, 1]) / N,
+
+    so the [N, ntoken] storage is only read, by the two products. Per step of the decoder one
+    [N, ntoken] tensor is written where log_softmax, nll_loss and their backward passes write
+    four (at the paper's batch 256, 358 MB each), with one exp per logit instead of two. On the
+    CPU that storage is reused from step to step (`_SpareLogits`), so a second backward pass
+    through the same graph (retain_graph) raises. The cost model traces the same
     (spacec.cost.tracer.Tracer.decoded_nll).
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets):
+    def forward(ctx, hidden, weight, bias, targets, recorded):
+        # `recorded`: whether autograd records this call (it runs forward without grad mode, and
+        # fills needs_input_grad under no_grad too), i.e. whether a backward pass may follow.
         # The bias is added block by block, in cache: addmm would first copy it into every row
         # of the [N, ntoken] output (at batch 256, 358 MB written once more per pass).
-        logits = hidden.mm(weight.t())
+        logits = torch.mm(hidden, weight.t(),
+                          out=_SPARE_LOGITS.take(hidden.shape[0], weight.shape[0], hidden))
         picked = logits.new_empty(logits.shape[0])
         largest = logits.new_empty(logits.shape[0])
         sums = logits.new_empty(logits.shape[0])
@@ -379,10 +422,14 @@ class DecodedNLL(torch.autograd.Function):
             torch.amax(block, dim=1, out=largest[rows])
             torch.sum(block.sub_(largest[rows, None]).exp_(), dim=1, out=sums[rows])
         ctx.spent = False
+        loss = (sums.log() + largest - picked).mean()
+        if not recorded:
+            _SPARE_LOGITS.give_back(logits)
+            return loss
         # As a linear layer: its input only for the weight's gradient (an α-only pass).
         kept = hidden if ctx.needs_input_grad[1] else None
         ctx.save_for_backward(kept, weight, logits, sums, targets)
-        return (sums.log() + largest - picked).mean()
+        return loss
 
     @staticmethod
     @once_differentiable
@@ -390,25 +437,42 @@ class DecodedNLL(torch.autograd.Function):
         if ctx.spent:
             raise RuntimeError(
                 "DecodedNLL: a second backward pass through the same loss is not supported "
-                "(its saved exponentials became the gradient)"
+                "(its saved exponentials were handed to the next step)"
             )
         ctx.spent = True
         hidden, weight, exps, sums, targets = ctx.saved_tensors
-        needs_hidden, needs_weight, needs_bias, _ = ctx.needs_input_grad
-        d_logits = exps  # spent here: softmax - onehot, in place
-        d_bias = exps.new_zeros(exps.shape[1]) if needs_bias else None
-        for rows in _row_blocks(exps):
-            block = d_logits[rows]
-            block.div_(sums[rows, None])
-            block[torch.arange(block.shape[0], device=block.device), targets[rows]] -= 1.0
-            if d_bias is not None:
-                d_bias.add_(block.sum(dim=0))
+        needs_hidden, needs_weight, needs_bias, _, _ = ctx.needs_input_grad
         scale = grad / exps.shape[0]
-        d_hidden = d_logits.mm(weight).mul_(scale) if needs_hidden else None
-        d_weight = d_logits.t().mm(hidden).mul_(scale) if needs_weight else None
-        if d_bias is not None:
-            d_bias.mul_(scale)
-        return d_hidden, d_weight, d_bias, None
+        inverse = sums.reciprocal()
+        d_hidden = d_weight = d_bias = None
+        if needs_hidden:
+            d_hidden = exps.mm(weight).mul_(inverse[:, None]).sub_(weight[targets]).mul_(scale)
+        if needs_weight or needs_bias:
+            d_weight, d_bias = _decoder_gradients(exps, inverse, hidden, targets,
+                                                  needs_weight, needs_bias)
+            d_weight = d_weight.mul_(scale) if d_weight is not None else None
+            d_bias = d_bias.mul_(scale) if d_bias is not None else None
+        _SPARE_LOGITS.give_back(exps)
+        return d_hidden, d_weight, d_bias, None, None
+
+
+def _decoder_gradients(
+    exps: Tensor, inverse: Tensor, hidden: Tensor | None, targets: Tensor,
+    needs_weight: bool, needs_bias: bool,
+) -> tuple[Tensor | None, Tensor | None]:
+    """N times the decoder's weight and bias gradients, E^T [hidden / s, 1 / s] - onehot^T
+    [hidden, 1]: one product over E for both."""
+    scaled, onehot = [], []
+    if needs_weight:
+        scaled.append(hidden * inverse[:, None])
+        onehot.append(hidden)
+    if needs_bias:
+        scaled.append(inverse[:, None])
+        onehot.append(inverse.new_ones(inverse.shape[0], 1))
+    both = exps.t().mm(torch.cat(scaled, dim=1))
+    both.index_add_(0, targets, torch.cat(onehot, dim=1), alpha=-1.0)
+    d_weight = both[:, : hidden.shape[1]] if needs_weight else None
+    return d_weight, (both[:, -1] if needs_bias else None)
 
 
 def decoded_nll(hidden: Tensor, decoder: nn.Linear, targets: Tensor) -> Tensor:
@@ -420,7 +484,10 @@ def decoded_nll(hidden: Tensor, decoder: nn.Linear, targets: Tensor) -> Tensor:
     """
     if torch.is_autocast_enabled(hidden.device.type):
         return decoded_nll_reference(hidden, decoder, targets)
-    return DecodedNLL.apply(hidden, decoder.weight, decoder.bias, targets)
+    weight, bias = decoder.weight, decoder.bias
+    recorded = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (hidden, weight, bias))
+    return DecodedNLL.apply(hidden, weight, bias, targets, recorded)
 
 
 def decoded_nll_reference(hidden: Tensor, decoder: nn.Linear, targets: Tensor) -> Tensor:

@@ -364,9 +364,9 @@ class Tracer:
         """A language model's loss head: nn.Linear, log-softmax and NLL as one autograd node
         (spacec.runtime.nn.recurrent.DecodedNLL). Its linear layer counts as one (parameters,
         multiply-adds, its input kept only for the weight's gradient); it also keeps the logits'
-        storage (turned into exponentials) and one sum per row. Its backward pass turns that
-        storage into the logits' gradient in place, so the logits are not the backward working
-        set's largest tensor."""
+        storage (turned into exponentials) and one sum per row. Its backward pass only reads
+        that storage (the division by the sums and the one-hot term go on the products' small
+        sides), so no second [N, ntoken] tensor is made."""
         largest = self.largest
         logits = self.linear(x, out_features)
         self.largest = largest
