@@ -104,6 +104,34 @@ def test_a_training_run_that_cannot_fit_is_refused(free_memory, tmp_path):
     assert not out.exists()
 
 
+def test_a_step_that_fits_without_the_predictions_margin_is_warned_about():
+    from spacec.load import compile_file, locate
+
+    compiled = compile_file(locate("darts_cnn"), {"C": 4, "layers": 3})
+    prediction = cost.predict_search(compiled.ir, 8)
+    roomy = int(prediction.total * (1 + cost.MARGIN)) + 1
+    assert cost.close_call(prediction, roomy, compiled.ir) is None
+    assert cost.close_call(prediction, prediction.total - 1, compiled.ir) is None  # refused
+    warning = cost.close_call(prediction, prediction.total, compiled.ir)
+    assert "is within 20% of the" in warning and "may still run out of memory" in warning
+    # The options offered leave the margin: a smaller batch, or a setting that keeps less.
+    assert "20% to spare with --batch-size" in warning
+    assert "--memory balanced" in warning
+    batch = int(warning.split("--batch-size ")[1].split()[0])
+    assert cost.predict_search(compiled.ir, batch).total * (1 + cost.MARGIN) <= prediction.total
+
+
+def test_a_run_close_to_the_free_memory_starts_with_a_warning(free_memory, tmp_path):
+    from spacec.load import compile_file, locate
+
+    compiled = compile_file(locate("darts_cnn"), {"C": 4, "layers": 3})
+    predicted = cost.predict_search(compiled.ir, 8).total
+    free_memory(predicted + predicted // 10)
+    result = CliRunner().invoke(main, ["search", "darts_cnn", *TINY, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "may still run out of memory" in result.output
+
+
 def test_a_method_the_cost_model_cannot_predict_is_not_refused():
     import torch
 

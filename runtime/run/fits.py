@@ -6,7 +6,9 @@ second-order step's copies). A run prints that figure at start (`Fit.line`, in t
 configuration) and refuses to begin, with the
 figure, the memory available and what would make it fit (a smaller batch, a lower memory
 setting, a partial-channel method: `spacec.cost.NotEnoughMemory`), when it exceeds the free RAM
-(MemAvailable) or the GPU's free memory, instead of failing after minutes or swapping.
+(MemAvailable) or the GPU's free memory, instead of failing after minutes or swapping. A step
+that fits with less to spare than the prediction's error (`spacec.cost.MARGIN`) starts with a
+warning that says so and what would leave that margin.
 
 The prediction covers one process: on several, each holds a replica and its share of the batch;
 processes on one machine's CPU share its RAM, so each counts on its share of what is free (a
@@ -77,6 +79,9 @@ def check_memory(predict: Callable[[str], cost.Prediction], device: torch.device
     log.info("%s", fit.line())
     if fit.available is not None:
         cost.check_fits(prediction, fit.available, ir)
+        warning = cost.close_call(prediction, fit.available, ir)
+        if warning is not None:
+            log.warning("%s", warning)
     return fit
 
 

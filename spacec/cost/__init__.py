@@ -8,7 +8,8 @@
 - `predict_search(ir, batch, ...)`, `predict_train(ir, genotype, batch, ...)`: the predicted
   peak memory of one step with its breakdown (spacec.cost.memory);
 - `check_fits(prediction, available, ir)`: the prediction, or NotEnoughMemory naming what would
-  make it fit (spacec.cost.fit); `fit_message`, the same as text or None.
+  make it fit (spacec.cost.fit); `fit_message`, the same as text or None; `close_call`, a
+  warning for a step that fits with less than the prediction's error (`MARGIN`) to spare.
 
 Every figure comes from the catalogue's cost programs (spacec.catalog.COSTS) run by a symbolic
 tracer (spacec.cost.tracer) over the network the compiler generates (spacec.cost.network).
@@ -21,11 +22,13 @@ from dataclasses import dataclass
 from spacec import ir as irmod
 from spacec.arch.genotype import Genotype
 from spacec.cost.fit import (
+    MARGIN,
     Fix,
     NotEnoughMemory,
     alternatives,
     available_ram,
     check_fits,
+    close_call,
     fit_message,
     gib,
 )
@@ -46,7 +49,8 @@ from spacec.cost.tracer import Tracer
 
 __all__ = [
     "DEVICES", "GIB", "MEMORY_SETTINGS", "METHODS", "STEPS", "CostError", "Costs", "Fix",
-    "NotEnoughMemory", "Prediction", "Record", "alternatives", "available_ram", "check_fits",
+    "MARGIN", "NotEnoughMemory", "Prediction", "Record", "alternatives", "available_ram",
+    "check_fits", "close_call",
     "check_shapes", "derived_costs", "fit_message", "gib", "known_options", "predict_search",
     "predict_train",
     "shapes", "supernet_costs",

@@ -5,8 +5,9 @@ returns the prediction when the step fits, else raises `NotEnoughMemory` (a Repo
 command line prints it and exits) naming the predicted figure, the available memory and the
 options that would make it fit: the largest batch size that does (from the prediction's growth
 per sample), a memory setting that recomputes more, a method registered as fitting in less
-memory (a partial-channel one). `available_ram()` reads what the kernel says a new process can
-get on the CPU; a GPU's free memory is the runtime's to ask torch for.
+memory (a partial-channel one). A step that fits but leaves less free than the prediction's
+error (`MARGIN`) gets a warning instead (`close_call`). `available_ram()` reads what the kernel
+says a new process can get on the CPU; a GPU's free memory is the runtime's to ask torch for.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from spacec import ir as irmod
 from spacec.cost.memory import GIB, MEMORY_SETTINGS, Prediction, predict_search
 from spacec.cost.methods import METHODS, method
 from spacec.errors import ReportedError
+
+# How far above its prediction a measured peak may lie: the accuracy benchmarks/cost_model.py
+# checks against (issue 11: ±20%; the CPU configurations measured on 2026-12-01 with the refitted
+# allocator constants landed at 0.81-1.18x of their measured peaks, README "Predicted before it
+# runs"). A step predicted to fit with less than this to spare is warned about, not refused:
+# most such runs do fit.
+MARGIN = 0.20
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,27 @@ def _message(prediction: Prediction, available: int, fixes: tuple[Fix, ...]) -> 
             f"{fix.options} ({gib(fix.total)})" for fix in fixes))
     else:
         lines.append("no batch size fits: the weights and their optimiser states alone exceed it")
+    return "\n".join(lines)
+
+
+def close_call(prediction: Prediction, available: int, ir: irmod.IR | None = None
+               ) -> str | None:
+    """None unless the predicted peak fits in `available` bytes with less than `MARGIN` of it
+    to spare; then a warning naming both figures and the options that would leave the margin
+    (other memory settings and methods too when the space's `ir` is given)."""
+    if prediction.total > available or prediction.total * (1 + MARGIN) <= available:
+        return None
+    budget = int(available / (1 + MARGIN))
+    others = alternatives(ir, prediction) if ir is not None else {}
+    fixes = fixes_for(prediction, budget, others)
+    lines = [
+        f"the predicted peak, {gib(prediction.total)}, is within {MARGIN:.0%} of the "
+        f"{gib(available)} available; measured peaks lie up to {MARGIN:.0%} above their "
+        "prediction, so this run may still run out of memory"
+    ]
+    if fixes:
+        lines.append(f"{MARGIN:.0%} to spare with " + "; or ".join(
+            f"{fix.options} ({gib(fix.total)})" for fix in fixes))
     return "\n".join(lines)
 
 
