@@ -263,8 +263,12 @@ def _identity_slope(x: Tensor, y: Tensor) -> Tensor | float:
 
 
 ACTIVATION_SLOPES: Mapping[str, Callable[[Tensor, Tensor], Tensor | float]] = _ActivationTable(
-    {"tanh": _tanh_slope, "relu": _relu_slope, "sigmoid": _sigmoid_slope,
-     "identity": _identity_slope}
+    {
+        "tanh": _tanh_slope,
+        "relu": _relu_slope,
+        "sigmoid": _sigmoid_slope,
+        "identity": _identity_slope,
+    }
 )
 
 
@@ -409,8 +413,9 @@ class DecodedNLL(torch.autograd.Function):
         # fills needs_input_grad under no_grad too), i.e. whether a backward pass may follow.
         # The bias is added block by block, in cache: addmm would first copy it into every row
         # of the [N, ntoken] output (at batch 256, 358 MB written once more per pass).
-        logits = torch.mm(hidden, weight.t(),
-                          out=_SPARE_LOGITS.take(hidden.shape[0], weight.shape[0], hidden))
+        logits = torch.mm(
+            hidden, weight.t(), out=_SPARE_LOGITS.take(hidden.shape[0], weight.shape[0], hidden)
+        )
         picked = logits.new_empty(logits.shape[0])
         largest = logits.new_empty(logits.shape[0])
         sums = logits.new_empty(logits.shape[0])
@@ -448,8 +453,9 @@ class DecodedNLL(torch.autograd.Function):
         if needs_hidden:
             d_hidden = exps.mm(weight).mul_(inverse[:, None]).sub_(weight[targets]).mul_(scale)
         if needs_weight or needs_bias:
-            d_weight, d_bias = _decoder_gradients(exps, inverse, hidden, targets,
-                                                  needs_weight, needs_bias)
+            d_weight, d_bias = _decoder_gradients(
+                exps, inverse, hidden, targets, needs_weight, needs_bias
+            )
             d_weight = d_weight.mul_(scale) if d_weight is not None else None
             d_bias = d_bias.mul_(scale) if d_bias is not None else None
         _SPARE_LOGITS.give_back(exps)
@@ -457,8 +463,12 @@ class DecodedNLL(torch.autograd.Function):
 
 
 def _decoder_gradients(
-    exps: Tensor, inverse: Tensor, hidden: Tensor | None, targets: Tensor,
-    needs_weight: bool, needs_bias: bool,
+    exps: Tensor,
+    inverse: Tensor,
+    hidden: Tensor | None,
+    targets: Tensor,
+    needs_weight: bool,
+    needs_bias: bool,
 ) -> tuple[Tensor | None, Tensor | None]:
     """N times the decoder's weight and bias gradients, E^T [hidden / s, 1 / s] - onehot^T
     [hidden, 1]: one product over E for both."""
@@ -486,7 +496,8 @@ def decoded_nll(hidden: Tensor, decoder: nn.Linear, targets: Tensor) -> Tensor:
         return decoded_nll_reference(hidden, decoder, targets)
     weight, bias = decoder.weight, decoder.bias
     recorded = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (hidden, weight, bias))
+        t is not None and t.requires_grad for t in (hidden, weight, bias)
+    )
     return DecodedNLL.apply(hidden, weight, bias, targets, recorded)
 
 
