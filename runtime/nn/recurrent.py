@@ -359,14 +359,14 @@ class _SpareLogits:
     forward pass would fault in its 87,500 pages again (about 0.3 s of system time in an
     8.7 s search step). One spare per dtype, the largest given back; a request it cannot hold
     allocates anew. A GPU's caching allocator does this already, so only CPU tensors come here.
+    Like that allocator's blocks, the spare stays with the process after its last step.
     """
 
     def __init__(self) -> None:
         self.spare: dict[torch.dtype, Tensor] = {}
 
     def take(self, rows: int, cols: int, like: Tensor) -> Tensor:
-        # A spare too small is dropped first: it and a new allocation would never coexist
-        # without it.
+        # A spare too small is dropped before the new allocation, so the two never coexist.
         spare = self.spare.pop(like.dtype, None) if like.device.type == "cpu" else None
         if spare is None or spare.numel() < rows * cols:
             del spare
