@@ -454,10 +454,8 @@ class DecodedNLL(torch.autograd.Function):
             d_hidden = exps.mm(weight).mul_(inverse[:, None]).sub_(weight[targets]).mul_(scale)
         if needs_weight or needs_bias:
             d_weight, d_bias = _decoder_gradients(
-                exps, inverse, hidden, targets, needs_weight, needs_bias
+                exps, inverse, hidden, targets, scale, needs_weight, needs_bias
             )
-            d_weight = d_weight.mul_(scale) if d_weight is not None else None
-            d_bias = d_bias.mul_(scale) if d_bias is not None else None
         _SPARE_LOGITS.give_back(exps)
         return d_hidden, d_weight, d_bias, None, None
 
@@ -467,11 +465,12 @@ def _decoder_gradients(
     inverse: Tensor,
     hidden: Tensor | None,
     targets: Tensor,
+    scale: Tensor,
     needs_weight: bool,
     needs_bias: bool,
 ) -> tuple[Tensor | None, Tensor | None]:
-    """N times the decoder's weight and bias gradients, E^T [hidden / s, 1 / s] - onehot^T
-    [hidden, 1]: one product over E for both."""
+    """The decoder's weight and bias gradients, (E^T [hidden / s, 1 / s] - onehot^T
+    [hidden, 1]) * scale: one product over E for both."""
     scaled, onehot = [], []
     if needs_weight:
         scaled.append(hidden * inverse[:, None])
@@ -480,7 +479,7 @@ def _decoder_gradients(
         scaled.append(inverse[:, None])
         onehot.append(inverse.new_ones(inverse.shape[0], 1))
     both = exps.t().mm(torch.cat(scaled, dim=1))
-    both.index_add_(0, targets, torch.cat(onehot, dim=1), alpha=-1.0)
+    both.index_add_(0, targets, torch.cat(onehot, dim=1), alpha=-1.0).mul_(scale)
     d_weight = both[:, : hidden.shape[1]] if needs_weight else None
     return d_weight, (both[:, -1] if needs_bias else None)
 

@@ -110,11 +110,14 @@ def _message(prediction: Prediction, available: int, fixes: tuple[Fix, ...]) -> 
         f"{prediction.peak.name}), but only {gib(available)} is available"
     ]
     if fixes:
-        lines.append("it would fit with " + "; or ".join(
-            f"{fix.options} ({gib(fix.total)})" for fix in fixes))
+        lines.append("it would fit with " + _listed(fixes))
     else:
         lines.append("no batch size fits: the weights and their optimiser states alone exceed it")
     return "\n".join(lines)
+
+
+def _listed(fixes: tuple[Fix, ...]) -> str:
+    return "; or ".join(f"{fix.options} ({gib(fix.total)})" for fix in fixes)
 
 
 def close_call(prediction: Prediction, available: int, ir: irmod.IR | None = None
@@ -133,8 +136,7 @@ def close_call(prediction: Prediction, available: int, ir: irmod.IR | None = Non
         "prediction, so this run may still run out of memory"
     ]
     if fixes:
-        lines.append(f"{MARGIN:.0%} to spare with " + "; or ".join(
-            f"{fix.options} ({gib(fix.total)})" for fix in fixes))
+        lines.append(f"{MARGIN:.0%} to spare with " + _listed(fixes))
     return "\n".join(lines)
 
 
