@@ -30,7 +30,9 @@ Peak memory of a search kind is the two models' together. ``--no-baseline`` skip
 search --compile`` runs: `RecurrentLM.compile_steps`), against the same eager baseline; the
 warm-up then includes compiling, whose seconds the table shows. ``--compile-mode`` passes
 torch.compile's mode (``spacec search --compile --cfg run.compile_mode=...``); the table's step
-reads ``autotune`` for a mode other than the default.
+reads ``autotune`` for a mode other than the default. ``--unroll K`` compiles K consecutive time
+steps as one graph (``run.compile_unroll``, whose default it takes); the step then reads
+``compiled/K``.
 
 The default run is short (a few steps at reduced batch) because the machine it was written on is
 shared by other jobs and its timings are noisy; for figures worth comparing, use more steps, the
@@ -77,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--compile", action="store_true",
                         help="spacec's model with its time step compiled (torch.compile)")
+    parser.add_argument("--unroll", type=int, default=None,
+                        help="with --compile: time steps per compiled graph (spacec's "
+                             "run.compile_unroll; default: its default)")
     parser.add_argument("--compile-mode", default="default",
                         help="torch.compile's mode with --compile (spacec's run.compile_mode), "
                              "e.g. max-autotune-no-cudagraphs")
@@ -105,7 +110,7 @@ def reference_layout():
 
 
 def build_step(job: dict, device, reference: bool = False, compile_steps: bool = False,
-               compile_mode: str = "default"):
+               compile_mode: str = "default", unroll: int = 1):
     """The model and a closure doing one step of `job['kind']` on fresh random segments;
     `reference`: the in-run baseline (the reference's node mix and loss head)."""
     import torch
@@ -140,7 +145,7 @@ def build_step(job: dict, device, reference: bool = False, compile_steps: bool =
         params = model.weights()
         architect = Architect(model, optimizer, segment_loss, arch_cfg)
     if compile_steps:
-        model.compile_steps(functools.partial(torch.compile, mode=compile_mode))
+        model.compile_steps(functools.partial(torch.compile, mode=compile_mode), unroll=unroll)
     carries = {"train": HiddenCarry(), "val": HiddenCarry()}
 
     def segment(stream: str) -> TextBatch:
@@ -179,7 +184,7 @@ def measure(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     device = torch.device(job["device"])
     runs = {"spacec": build_step(job, device, compile_steps=job["compile"],
-                                 compile_mode=job["compile_mode"])}
+                                 compile_mode=job["compile_mode"], unroll=job["unroll"])}
     if job["baseline"] and job["kind"] != "train":
         runs = {"baseline": build_step(job, device, reference=True), **runs}
     load_before = os.getloadavg()
@@ -214,7 +219,7 @@ def measure(job: dict) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    header = (f"{'device':<7}{'kind':<9}{'step':<9}{'size':>5}{'batch':>6}{'weights':>12}"
+    header = (f"{'device':<7}{'kind':<9}{'step':<12}{'size':>5}{'batch':>6}{'weights':>12}"
               f"{'warm-up s':>10}{'median s':>10}"
               f"{'tokens/s':>10}{'base tok/s':>11}{'ratio':>7}{'cpu ratio':>10}{'RSS GiB':>9}"
               f"{'CUDA GiB':>10}")
@@ -227,7 +232,8 @@ def table(results: list[dict]) -> str:
         step = "eager"
         if r.get("compile"):
             step = "compiled" if r["compile_mode"] == "default" else "autotune"
-        lines.append(f"{r['device']:<7}{r['kind']:<9}{step:<9}{r['size']:>5}{r['batch']:>6}"
+            step += f"/{r['unroll']}" if r.get("unroll", 1) > 1 else ""
+        lines.append(f"{r['device']:<7}{r['kind']:<9}{step:<12}{r['size']:>5}{r['batch']:>6}"
                      f"{r['weights']:>12,}{r['warmup_s']:>10.1f}{r['median_s']:>10.3f}"
                      f"{r['tokens_per_s']:>10.0f}"
                      f"{base:>11}{ratio:>7}{cpu_ratio:>10}{r['peak_rss_gib']:>9.2f}{cuda:>10}")
@@ -244,7 +250,7 @@ def jobs(args: argparse.Namespace, device: str) -> list[dict]:
     common = {"device": device, "ntoken": args.ntoken, "bptt": args.bptt,
               "threads": args.threads, "warmup": args.warmup, "steps": args.steps,
               "baseline": args.baseline, "compile": args.compile,
-              "compile_mode": args.compile_mode}
+              "compile_mode": args.compile_mode, "unroll": args.unroll}
     found = []
     for kind in args.kinds:
         train = kind == "train"
@@ -256,6 +262,10 @@ def jobs(args: argparse.Namespace, device: str) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.unroll is None:
+        from spacec.runtime.run.config import RunConfig
+
+        args.unroll = RunConfig().compile_unroll
     if args.compile and args.warmup < 1:
         raise SystemExit("--compile: at least one warm-up step (it compiles)")
     if args.worker:

@@ -361,6 +361,9 @@ def test_compile_mode_reaches_torch_compile(compiled, monkeypatch):
     assert modes == ["reduce-overhead", "reduce-overhead"]  # the forward and the method
     with pytest.raises(ValueError, match="compile_mode must be one of default, reduce-overhead"):
         RunConfig(compile_mode="fastest")
+    for unroll in (0, 2.5, True):
+        with pytest.raises(ValueError, match="compile_unroll must be an integer >= 1"):
+            RunConfig(compile_unroll=unroll)
 
 
 def test_compile_on_the_cpu_without_a_cxx_compiler_is_refused_before_the_run(compiled,
@@ -410,7 +413,7 @@ def test_cli_search_with_memory_and_precision(tmp_path):
 
 @pytest.mark.slow
 def test_torch_compile_of_the_recurrent_step_gives_the_eager_step(load_text):
-    """A recurrent network is compiled one time step at a time (RecurrentLM.compile_steps):
+    """A recurrent network is compiled a few time steps at a time (RecurrentLM.compile_steps):
     a training forward (dropout, the search cell's shared BatchNorm) and its gradients, α's
     included, equal the eager ones."""
     space = load_text(SPARSE_SPACE)
@@ -420,8 +423,10 @@ def test_torch_compile_of_the_recurrent_step_gives_the_eager_step(load_text):
         torch.manual_seed(0)
         model = space.supernet()
         # compiled in place: the architect's calls run it too
-        assert session(compile_network=compile_network).compiled(model) is model
-        assert ("cell_step" in vars(model)) == compile_network
+        # 4 steps at unroll 3: one compiled run of 3 steps, then one single step
+        compiled = session(compile_network=compile_network, compile_unroll=3).compiled(model)
+        assert compiled is model
+        assert ("cell_step" in vars(model)) == ("cell_steps" in vars(model)) == compile_network
         loss, grads = loss_and_gradients(model, words)
         runs[compile_network] = (loss, grads,
                                  {name: b.clone() for name, b in model.named_buffers()})
@@ -437,9 +442,9 @@ def test_torch_compile_of_the_recurrent_step_gives_the_eager_step(load_text):
 
 @pytest.mark.slow
 def test_second_order_arch_gradient_through_the_compiled_recurrent_step(load_text):
-    """The architecture step calls the network itself, so with a compiled time step its
-    unrolled weights (w', w ± R·v, through functional_call) run the compiled step: ∇α equals
-    the eager one."""
+    """The architecture step calls the network itself, so with compiled time steps (two to a
+    graph here) its unrolled weights (w', w ± R·v, through functional_call) run the compiled
+    steps: ∇α equals the eager one."""
     from spacec.runtime.domains.text.data import HiddenCarry, TextBatch, segment_loss
 
     space = load_text(SPARSE_SPACE)
@@ -449,7 +454,7 @@ def test_second_order_arch_gradient_through_the_compiled_recurrent_step(load_tex
     for compile_network in (False, True):
         torch.manual_seed(0)
         model = space.supernet()
-        session(compile_network=compile_network).compiled(model)
+        session(compile_network=compile_network, compile_unroll=2).compiled(model)
         w_optimizer = torch.optim.SGD(model.weights(), lr=1.0)
         architect = Architect(model, w_optimizer, segment_loss,
                               ArchConfig(order=2, lr=3e-3, unrolled_clip=0.25))

@@ -686,6 +686,47 @@ def test_compile_steps_has_every_time_step_call_the_compiled_step(supernet):
     assert all(a is b for a, b in zip(model.parameters(), parameters, strict=True))
 
 
+
+@pytest.mark.parametrize("steps", [2, 5, 7])
+def test_compile_steps_unrolled_runs_whole_runs_then_single_steps(supernet, steps):
+    """With unroll 3 a sequence's steps go 3 at a time through one compiled function, the rest
+    one at a time; the loss is bit for bit the eager one, and so is every gradient up to the
+    order in which the inputs' slices sum the embedding's."""
+    data, hidden = tokens(steps + 1, 3, 11), [torch.randn(1, 3, 6)]
+    expected_loss, expected = loss_and_gradients(supernet, data)
+    wrapped, calls = [], []
+
+    def compile_(function):
+        wrapped.append(function)
+
+        def compiled(*args):
+            calls.append(tuple(args[0].shape))
+            return function(*args)
+
+        return compiled
+
+    supernet.compile_steps(compile_, unroll=3)
+    assert len(wrapped) == 2 and vars(supernet)["unroll"] == 3
+    got_loss, got = loss_and_gradients(supernet, data)
+    whole = steps // 3
+    assert calls == [(3, 3, 6)] * whole + [(3, 6)] * (steps - 3 * whole)
+    torch.testing.assert_close(got_loss, expected_loss, rtol=0, atol=0)
+    assert got.keys() == expected.keys()
+    for name, grad in expected.items():
+        torch.testing.assert_close(got[name], grad, rtol=1e-6, atol=1e-7, msg=name)
+    calls.clear()
+    supernet.eval()
+    out, new_hidden = supernet(data[:-1], hidden)
+    assert out.shape == (steps, 3, 11) and new_hidden[0].shape == (1, 3, 6)
+    assert len(calls) == whole + steps - 3 * whole
+
+
+def test_compile_steps_refuses_an_unroll_below_one(supernet):
+    with pytest.raises(ValueError, match="unroll must be >= 1, got 0"):
+        supernet.compile_steps(lambda step: step, unroll=0)
+    assert "cell_step" not in vars(supernet)
+
+
 # ---------------------------------------------------------------- the fused loss head
 
 

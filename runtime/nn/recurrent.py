@@ -659,16 +659,37 @@ class RecurrentLM(nn.Module, abc.ABC):
         """Computed once per forward and handed to every `cell_step` (a supernet: softmax(α))."""
         return None
 
-    def compile_steps(self, compile: Callable[[Callable], Callable]) -> None:
+    def compile_steps(self, compile: Callable[[Callable], Callable], unroll: int = 1) -> None:
         """Have every time step call ``compile(self.cell_step)`` (e.g. ``torch.compile``).
 
         The unit compiled is one time step: its graph is made once and serves every step of
         every sequence, forward and backward. Compiling `forward` would trace the unrolled
         loop instead, a graph as long as the sequence (bptt 35: 35 cells of 8 nodes), made
-        again for every sequence length. Idempotent; the parameters are the module's own.
+        again for every sequence length. With `unroll` > 1, runs of that many consecutive
+        steps are one compiled graph instead (`cell_steps`), and the steps a sequence has left
+        over go one at a time: fewer calls, each of which costs the guards' checks, an autograd
+        node and, in backward, one accumulation of every weight's gradient (README, "Speed").
+        Idempotent; the parameters are the module's own.
         """
-        if "cell_step" not in self.__dict__:
-            self.cell_step = compile(self.cell_step)
+        if unroll < 1:
+            raise ValueError(f"unroll must be >= 1, got {unroll}")
+        if "cell_step" in self.__dict__:
+            return
+        step = self.cell_step
+
+        def cell_steps(
+            xs: Tensor, h_prev: Tensor, x_mask: Tensor | None, h_mask: Tensor | None, context: Any
+        ) -> Tensor:
+            """`step` over xs [K, B, ninp] from h_prev [B, nhid]: the states [K, B, nhid]."""
+            states = []
+            for x_t in xs.unbind(0):
+                h_prev = step(x_t, h_prev, x_mask, h_mask, context)
+                states.append(h_prev)
+            return torch.stack(states)
+
+        self.cell_step = compile(step)
+        if unroll > 1:
+            self.cell_steps, self.unroll = compile(cell_steps), unroll
 
     def init_hidden(self, bsz: int) -> list[Tensor]:
         weight = self.encoder.weight
@@ -726,8 +747,16 @@ class RecurrentLM(nn.Module, abc.ABC):
         self, emb: Tensor, h_prev: Tensor, x_mask: Tensor | None, h_mask: Tensor | None
     ) -> Tensor:
         context = self.step_context()
-        outputs = []
+        outputs: list[Tensor] = []
         h_t = h_prev
+        unroll = self.__dict__.get("unroll", 1)
+        if unroll > 1:
+            unrolled = len(emb) - len(emb) % unroll
+            for start in range(0, unrolled, unroll):
+                run = self.cell_steps(emb[start : start + unroll], h_t, x_mask, h_mask, context)
+                outputs.extend(run.unbind(0))
+                h_t = outputs[-1]
+            emb = emb[unrolled:]
         for x_t in emb:
             h_t = self.cell_step(x_t, h_t, x_mask, h_mask, context)
             outputs.append(h_t)

@@ -148,6 +148,12 @@ class RunConfig:
     # torch.compile's mode with compile: true: default, reduce-overhead (CUDA graphs on a GPU),
     # max-autotune or max-autotune-no-cudagraphs. Default: torch's default.
     compile_mode: str = "default"
+    # With compile: true, a recurrent network's consecutive time steps per compiled graph
+    # (RecurrentLM.compile_steps; the steps a sequence has left over run one at a time). Default
+    # 5 (bptt 35 is 7 such runs): darts_rnn's compiled first-order search step at batch 16 took
+    # 0.84 against 0.93 s with one step per graph, for 131 against 22 s of compiling
+    # (benchmarks/rnn_tokens.py --unroll; README, "Speed").
+    compile_unroll: int = 5
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -172,6 +178,10 @@ class RunConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
                              f"{self.precision!r}")
+        if isinstance(self.compile_unroll, bool) or not isinstance(self.compile_unroll, int) \
+                or self.compile_unroll < 1:
+            raise ValueError(f"compile_unroll must be an integer >= 1, got "
+                             f"{self.compile_unroll!r}")
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got "
                              f"{self.compile_mode!r}")

@@ -101,6 +101,7 @@ class Session:
     channels_last: bool = True
     compile_network: bool = False
     compile_mode: str = "default"
+    compile_unroll: int = 1  # a recurrent network's time steps per compiled graph
     _compiled: dict[tuple, CompiledSpace] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -121,7 +122,8 @@ class Session:
                    world_size=env.world_size, local_rank=env.local_rank,
                    local_world_size=env.local_world_size, sync_bn=sync_bn,
                    precision=run_cfg.precision, channels_last=run_cfg.channels_last,
-                   compile_network=run_cfg.compile, compile_mode=run_cfg.compile_mode)
+                   compile_network=run_cfg.compile, compile_mode=run_cfg.compile_mode,
+                   compile_unroll=run_cfg.compile_unroll)
 
     @property
     def is_main(self) -> bool:
@@ -177,7 +179,7 @@ class Session:
         if compile_steps is not None:
             # A recurrent network compiles its time step in place (RecurrentLM.compile_steps),
             # so the architecture step, which calls the network itself, runs it compiled too.
-            compile_steps(compile)
+            compile_steps(compile, unroll=self.compile_unroll)
             return network
         return CompiledNetwork(network, methods, compile)
     # -- collectives (no-ops with one process) -----------------------------------------------
