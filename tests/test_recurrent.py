@@ -706,7 +706,7 @@ def test_compile_steps_unrolled_runs_whole_runs_then_single_steps(supernet, step
         return compiled
 
     supernet.compile_steps(compile_, unroll=3)
-    assert len(wrapped) == 2 and vars(supernet)["unroll"] == 3
+    assert len(wrapped) == 2 and vars(supernet)["_steps_per_graph"] == 3
     got_loss, got = loss_and_gradients(supernet, data)
     whole = steps // 3
     assert calls == [(3, 3, 6)] * whole + [(3, 6)] * (steps - 3 * whole)

@@ -689,7 +689,7 @@ class RecurrentLM(nn.Module, abc.ABC):
 
         self.cell_step = compile(step)
         if unroll > 1:
-            self.cell_steps, self.unroll = compile(cell_steps), unroll
+            self.cell_steps, self._steps_per_graph = compile(cell_steps), unroll
 
     def init_hidden(self, bsz: int) -> list[Tensor]:
         weight = self.encoder.weight
@@ -749,7 +749,7 @@ class RecurrentLM(nn.Module, abc.ABC):
         context = self.step_context()
         outputs: list[Tensor] = []
         h_t = h_prev
-        unroll = self.__dict__.get("unroll", 1)
+        unroll = self.__dict__.get("_steps_per_graph", 1)
         if unroll > 1:
             unrolled = len(emb) - len(emb) % unroll
             for start in range(0, unrolled, unroll):
