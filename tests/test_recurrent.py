@@ -686,7 +686,6 @@ def test_compile_steps_has_every_time_step_call_the_compiled_step(supernet):
     assert all(a is b for a, b in zip(model.parameters(), parameters, strict=True))
 
 
-
 @pytest.mark.parametrize("steps", [2, 5, 7])
 def test_compile_steps_unrolled_runs_whole_runs_then_single_steps(supernet, steps):
     """With unroll 3 a sequence's steps go 3 at a time through one compiled function, the rest

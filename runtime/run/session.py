@@ -29,7 +29,7 @@ from spacec.errors import ReportedError
 from spacec.load import CompiledSpace, compile_file, locate
 from spacec.runtime.errors import ConfigError
 from spacec.runtime.run import distributed
-from spacec.runtime.run.config import is_shipped_space
+from spacec.runtime.run.config import RunConfig, is_shipped_space
 from spacec.runtime.run.console import screen_info
 from spacec.runtime.run.distributed import ProcessEnv, Replica, Shard
 from spacec.runtime.run.meter import Meter
@@ -101,7 +101,7 @@ class Session:
     channels_last: bool = True
     compile_network: bool = False
     compile_mode: str = "default"
-    compile_unroll: int = 1  # a recurrent network's time steps per compiled graph
+    compile_unroll: int = RunConfig.compile_unroll  # a recurrent network's steps per graph
     _compiled: dict[tuple, CompiledSpace] = field(default_factory=dict, repr=False)
 
     @classmethod
