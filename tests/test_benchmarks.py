@@ -134,3 +134,31 @@ def test_search_step_then_runs_a_revisions_own_code(benchmark, tmp_path):
                            check=True, env={**os.environ, "PYTHONPATH": str(tree)},
                            cwd=tmp_path)  # as a worker's script: not this checkout's spacec
     assert Path(found.stdout.strip()).resolve().is_relative_to(tree.resolve())
+
+
+def test_depthwise_grad_alternates_the_blocked_and_onednns_weight_gradient(benchmark, capsys,
+                                                                          monkeypatch):
+    from spacec.runtime.nn import accelerate
+
+    depthwise_grad = benchmark("depthwise_grad")
+    calls = []
+    original = accelerate._weight_grad_by_blocks
+
+    def counted(*args):
+        calls.append(accelerate._BLOCKED_KERNELS)
+        return original(*args)
+
+    monkeypatch.setattr(accelerate, "_weight_grad_by_blocks", counted)
+    depthwise_grad.main(["--measure", "step", "--C", "2", "--layers", "3", "--batch", "2",
+                         "--pairs", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].split()[:2] == ["fast", "weights"]
+    # 2 warm-up steps and 2 of the 4 timed ones run the blocks; the switch is restored after
+    per_step = len(calls) // 4
+    assert per_step > 0 and len(calls) == 4 * per_step
+    assert accelerate._BLOCKED_KERNELS == (5,)
+    calls.clear()
+    depthwise_grad.main(["--measure", "kernels", "--batch", "1", "--repeat", "1"])
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert len(rows) == len(depthwise_grad.SHAPES)
+    assert all(float(row.split()[-1]) < 1e-4 for row in rows)  # the same gradient

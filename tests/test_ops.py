@@ -397,6 +397,97 @@ def test_dilated_depthwise_matches_nn_conv2d(kernel, stride, size, channels_last
     torch.testing.assert_close(fast.weight.grad, plain.weight.grad)
 
 
+def _depthwise_pair(kernel: int, stride: int, channels: int = 16):
+    from spacec.runtime.nn.accelerate import DepthwiseConv2d
+
+    torch.manual_seed(0)
+    plain = nn.Conv2d(channels, channels, kernel, stride, kernel // 2, groups=channels,
+                      bias=False)
+    fast = DepthwiseConv2d(channels, channels, kernel, stride, kernel // 2, groups=channels,
+                           bias=False)
+    fast.load_state_dict(plain.state_dict())
+    return fast, plain
+
+
+def _blocked_calls(monkeypatch) -> list[int]:
+    from spacec.runtime.nn import accelerate
+
+    calls: list[int] = []
+    original = accelerate._weight_grad_by_blocks
+
+    def counted(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(accelerate, "_weight_grad_by_blocks", counted)
+    return calls
+
+
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+@pytest.mark.parametrize(("stride", "size"), [(1, 8), (1, 11), (2, 16), (2, 17), (1, 4)])
+def test_a_5x5_depthwise_weight_gradient_summed_by_blocks_is_nn_conv2ds(stride, size, layout,
+                                                                        monkeypatch):
+    # accelerate.DepthwiseConv2d: the forward pass and the input gradient are nn.Conv2d's own
+    # calls (bit for bit); the weight gradient, from 5x3 blocks, differs by summation order only.
+    calls = _blocked_calls(monkeypatch)
+    fast, plain = _depthwise_pair(5, stride)
+    x = torch.randn(3, 16, size, size).contiguous(memory_format=layout)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = fast(x1), plain(x2)
+    assert torch.equal(y1, y2)
+    grad = torch.randn_like(y1)
+    y1.backward(grad)
+    y2.backward(grad)
+    assert torch.equal(x1.grad, x2.grad)
+    exact = torch.ops.aten.convolution_backward(
+        grad.double(), x.double(), plain.weight.double(), None, [stride] * 2, [2, 2], [1, 1],
+        False, [0, 0], 16, [False, True, False])[1]
+    torch.testing.assert_close(fast.weight.grad.double(), exact, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(fast.weight.grad, plain.weight.grad, rtol=1e-5, atol=1e-4)
+    # From 8 output columns up the blocks sum it; narrower, oneDNN's generic kernel is faster.
+    assert len(calls) == (y1.shape[-1] >= 8)
+
+
+def test_the_blocked_weight_gradient_is_only_taken_where_it_is_measured_faster(monkeypatch):
+    calls = _blocked_calls(monkeypatch)
+    x = torch.randn(2, 16, 8, 8, requires_grad=True)
+    for kernel, stride in ((3, 1), (7, 1), (5, 3)):
+        fast, plain = _depthwise_pair(kernel, stride)
+        fast(x).sum().backward()
+        assert not calls, (kernel, stride)
+    fast, _ = _depthwise_pair(5, 1)
+    with torch.no_grad():  # evaluation: nothing to differentiate
+        fast(x)
+    fast.weight.requires_grad_(False)  # an α-only pass: no weight gradient
+    fast(x).sum().backward()
+    fast.weight.requires_grad_(True)
+    fast.double()(x.double()).sum().backward()  # oneDNN's float32 kernels only
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast.float()(x).float().sum().backward()
+    assert not calls
+    fast(x).sum().backward()
+    assert len(calls) == 1
+
+
+def test_a_dilated_5x5_depthwise_convolution_sums_its_weight_gradient_by_blocks(monkeypatch):
+    # dil_conv 5x5: the polyphase form's undilated convolution runs through depthwise_conv2d.
+    from spacec.runtime.nn.accelerate import DilatedDepthwiseConv2d
+
+    calls = _blocked_calls(monkeypatch)
+    torch.manual_seed(0)
+    fast = DilatedDepthwiseConv2d(16, 16, 5, 1, 4, dilation=2, groups=16, bias=False)
+    plain = nn.Conv2d(16, 16, 5, 1, 4, dilation=2, groups=16, bias=False)
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 16, 16, 16).contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    grad = torch.randn(2, 16, 16, 16)
+    fast(x1).backward(grad)
+    plain(x2).backward(grad)
+    assert calls
+    torch.testing.assert_close(x1.grad, x2.grad)
+    torch.testing.assert_close(fast.weight.grad, plain.weight.grad, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("size", [8, 7])
 def test_pointwise_stride_two_matches_nn_conv2d(size):
     from spacec.runtime.nn.ops import PointwiseConv2d

@@ -31,7 +31,7 @@ from spacec import codegen
 from spacec.arch.derive import derive
 from spacec.load import load_generated
 from spacec.runtime.nn import recurrent
-from spacec.runtime.nn.accelerate import DilatedDepthwiseConv2d, accelerate
+from spacec.runtime.nn.accelerate import DepthwiseConv2d, DilatedDepthwiseConv2d, accelerate
 from spacec.runtime.nn.blocks import BLOCKS
 from spacec.runtime.nn.ops import OPS, MixedEdge, build_op
 
@@ -302,7 +302,7 @@ def test_the_supernet_runs_dilated_convolutions_accelerated():
     assert any(isinstance(m, DilatedDepthwiseConv2d) for m in fixed.modules())
 
 
-def test_only_dilated_depthwise_convolutions_are_accelerated():
+def test_only_depthwise_convolutions_are_accelerated():
     torch.manual_seed(0)
     ops = [
         OPS[n].builder(C, C, OPS[n].meta["fixed_stride"] or 1, False, **example_args(OPS[n].meta))
@@ -317,8 +317,10 @@ def test_only_dilated_depthwise_convolutions_are_accelerated():
         for old, new in zip(olds, news, strict=True)
         if old is not new
     }
-    assert changed == {("Conv2d", "DilatedDepthwiseConv2d")}
+    assert changed == {("Conv2d", "DilatedDepthwiseConv2d"), ("Conv2d", "DepthwiseConv2d")}
     assert sum(new is DilatedDepthwiseConv2d for news in after for new in news) == 1
+    # sep_conv's two depthwise convolutions and the undilated dil_conv's one
+    assert sum(new is DepthwiseConv2d for news in after for new in news) == 3
 
 
 # ---- the extraction -------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Each case is a tiny `spacec search` run through the command line's entry point, 
 torch thread, CPU).
 The golden files in tests/golden/regression/ were recorded on the main branch before the
 runtime's seams were introduced (issue 8); every later change must reproduce them exactly.
-Re-recorded five times since, each time for a change of rounding only: darts_rnn for the fused
+Re-recorded six times since, each time for a change of rounding only: darts_rnn for the fused
 recurrent mix; the image spaces when a candidate's α weight became its last BatchNorm's weight
 (issue 11); darts_rnn again for the fused loss head (`DecodedNLL`, issue 11: with the reference's
 op-by-op head the previous AVX-512 recording is reproduced bit for bit), and a third time when
@@ -17,8 +17,13 @@ handing every node a channels_last gradient (`blocks.ChannelConcat`, issue 11): 
 gradient values, but a BatchNorm's backward then runs torch's channels_last kernel instead of
 its strided one, which sums in another order; the AVX-512 recordings' α moved by at most 4.5e-5
 after two epochs (2.3e-9 first order), every genotype the same; the AVX2 recordings of those
-four files were dropped and wait to be recorded again on such a machine. For the image spaces'
-change, the previous path (the product) still reproduces the old files bit
+four files were dropped and wait to be recorded again on such a machine; and the three
+darts_cnn files when a 5x5 depthwise convolution's weight gradient began to be summed from two
+5x3 blocks on the CPU (`accelerate.DepthwiseConv2d`, issue 11): the same products in another
+order; on the AMD EPYC (AVX-512) machine the recorded α moved by at most 2.0e-5 after two
+epochs second order (1.8e-9 first order, 4.1e-9 joint), every genotype the same, and the Intel
+Xeon's recordings of those three files were dropped and wait to be recorded again there. For
+the image spaces' change, the previous path (the product) still reproduces the old files bit
 for bit, one first- or second-order step moves α by 3e-4 and the two paths then differ by 2e-10,
 and perturbing one candidate's input by one float32 step on every edge of the previous path
 moves the recorded α as far by the second epoch (1.7e-4 of the largest α, first order) with the

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spacec.registry import Entry, Registry, keyword_args
-from spacec.runtime.nn.accelerate import DilatedDepthwiseConv2d, accelerate
+from spacec.runtime.nn.accelerate import DepthwiseConv2d, DilatedDepthwiseConv2d, accelerate
 from spacec.runtime.nn.layout import subsample
 from spacec.runtime.nn.memory import (
     BALANCED,
@@ -463,7 +463,7 @@ def split_final_norm(
 
 
 def _is_depthwise(module: nn.Module) -> bool:
-    return (type(module) in (nn.Conv2d, DilatedDepthwiseConv2d)
+    return (type(module) in (nn.Conv2d, DepthwiseConv2d, DilatedDepthwiseConv2d)
             and module.groups == module.in_channels == module.out_channels)
 
 
