@@ -17,13 +17,14 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from spacec.runtime.nn.layout import subsample
+from spacec.runtime.nn.memory import autocast_enabled
 
 # Depthwise kernels whose weight gradient `_weight_grad_by_blocks` computes. oneDNN (torch
 # 2.14.1, CPU) computes the depthwise weight gradient with its depthwise kernel for kernels up to
 # 3 columns wide (of any height) and otherwise with its generic grouped convolution, 16 channels
-# to a block: for 5x5, 4-10x the forward's time. Summed from 5x3 blocks it takes a third to a
-# half of that (measured from 8 output columns up; at 4, 0.48 vs 0.74 ms, the blocks lose). 7x7,
-# in three blocks, was not faster in every measurement and is left to oneDNN.
+# to a block: for 5x5, 4-10x the forward's time. Summed from 5x3 blocks it takes 0.40-0.55x of
+# that from 8 output columns up (at 4, twice as long: benchmarks/depthwise_grad.py). 7x7, in
+# three blocks, was not faster in every measurement and is left to oneDNN.
 _BLOCKED_KERNELS = (5,)
 _MIN_BLOCKED_WIDTH = 8
 
@@ -44,15 +45,8 @@ def _blocked_applies(x: torch.Tensor, weight: torch.Tensor, stride: int, padding
         k in _BLOCKED_KERNELS and weight.shape == (x.shape[1], 1, k, k) and padding == k // 2
         and stride in (1, 2) and weight.requires_grad and torch.is_grad_enabled()
         and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-        and not torch.compiler.is_compiling() and not _autocast_enabled()
+        and not torch.compiler.is_compiling() and not autocast_enabled("cpu")
     )  # fmt: skip
-
-
-def _autocast_enabled() -> bool:
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4: no device argument
-        return torch.is_autocast_cpu_enabled()
 
 
 def _convolution_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
