@@ -29,14 +29,15 @@ _BLOCKED_KERNELS = (5,)
 _MIN_BLOCKED_WIDTH = 8
 
 
-def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int,
-                     padding: int) -> torch.Tensor:
-    """``F.conv2d(x, weight, None, stride, padding, 1, channels)`` for a depthwise convolution;
-    where its weight gradient is faster summed by blocks (a 5x5 kernel, "same" padding, stride 1
-    or 2, on the CPU in float32, recording a graph), through `_DepthwiseConv`."""
-    if _blocked_applies(x, weight, stride, padding):
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     stride: int, padding: int) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, stride, padding, 1, channels)`` for a depthwise convolution;
+    where its weight gradient is faster summed by blocks (a 5x5 kernel without bias, "same"
+    padding, stride 1 or 2, on the CPU in float32, recording a graph), through
+    `_DepthwiseConv`."""
+    if bias is None and _blocked_applies(x, weight, stride, padding):
         return _DepthwiseConv.apply(x, weight, stride, padding)
-    return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
+    return F.conv2d(x, weight, bias, stride, padding, 1, x.shape[1])
 
 
 def _blocked_applies(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> bool:
@@ -125,9 +126,9 @@ class DepthwiseConv2d(nn.Conv2d):
     def _conv_forward(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
-        if bias is not None or self.padding_mode != "zeros" or not _square(self):
+        if self.padding_mode != "zeros" or not _square(self):
             return super()._conv_forward(x, weight, bias)
-        return depthwise_conv2d(x, weight, self.stride[0], self.padding[0])
+        return depthwise_conv2d(x, weight, bias, self.stride[0], self.padding[0])
 
 
 def _square(conv: nn.Conv2d) -> bool:
@@ -193,10 +194,7 @@ class DilatedDepthwiseConv2d(nn.Conv2d):
     ) -> torch.Tensor:
         """The convolution's output, from `phases` (of an input of `shape`)."""
         d, pad = self.dilation[0], (self.kernel_size[0] - 1) // 2
-        if bias is None:
-            out = depthwise_conv2d(phases, weight, 1, pad)
-        else:
-            out = F.conv2d(phases, weight, bias, 1, pad, 1, self.groups)
+        out = depthwise_conv2d(phases, weight, bias, 1, pad)  # groups == channels here
         if self.stride[0] == d:
             return out
         n, c, h, w = shape
