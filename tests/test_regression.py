@@ -27,7 +27,9 @@ the image spaces' change, the previous path (the product) still reproduces the o
 for bit, one first- or second-order step moves α by 3e-4 and the two paths then differ by 2e-10,
 and perturbing one candidate's input by one float32 step on every edge of the previous path
 moves the recorded α as far by the second epoch (1.7e-4 of the largest α, first order) with the
-same genotypes.
+same genotypes. Recordings added since, with no change of numbers (`SPACEC_RECORD_REGRESSION=add`):
+a 2-core AMD EPYC with AVX2 only (Zen 3, kernel digest 6fe21cd7cee6099f) for every case but
+nas_bench_201, whose first (AVX2) recording it reproduces bit for bit.
 
 Floating-point results depend on the machine: torch's own kernels are chosen by the CPU's vector
 instruction set, oneDNN's and MKL's by the CPU itself. Across machines they are not comparable
