@@ -50,6 +50,7 @@ from spacec.runtime.run.distributed import stopping_cleanly
 from spacec.runtime.run.events import Events, open_events, tensorboard_enabled
 from spacec.runtime.run.finite import Guard, optimiser_parameter_names, position
 from spacec.runtime.run.fits import Fit, check_search_memory
+from spacec.runtime.run.heap import frozen_setup
 from spacec.runtime.run.meter import Meter, format_metrics, progress_bar, progress_enabled
 from spacec.runtime.run.rng import capture_rng, restore_rng
 from spacec.runtime.run.rundir import RunDir, open_run_dir
@@ -239,8 +240,9 @@ class Search:
                          first_step=0 if fresh else self.epoch + 1) as self.events:
             if fresh and self.session.is_main:
                 self.events.alphas(0, self.model.arch_values())
-            while self.epoch < self.cfg.optim.epochs:
-                self._run_epoch(run_dir, show, on_step)
+            with frozen_setup():
+                while self.epoch < self.cfg.optim.epochs:
+                    self._run_epoch(run_dir, show, on_step)
         self.events = Events()
         return self.genotype(final=True)
 

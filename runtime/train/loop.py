@@ -53,6 +53,7 @@ from spacec.runtime.run.distributed import stopping_cleanly
 from spacec.runtime.run.events import Events, open_events, tensorboard_enabled
 from spacec.runtime.run.finite import Guard, optimiser_parameter_names, position
 from spacec.runtime.run.fits import Fit, check_train_memory
+from spacec.runtime.run.heap import frozen_setup
 from spacec.runtime.run.meter import Meter, format_metrics, progress_bar, progress_enabled
 from spacec.runtime.run.rng import capture_rng, restore_rng
 from spacec.runtime.run.rundir import CHECKPOINT_NAME, RunDir, open_run_dir
@@ -248,7 +249,7 @@ class Trainer:
         """Train until the last epoch; returns the report (also written to report.json)."""
         show = progress_enabled(quiet) and self.session.is_main
         with open_events(run_dir, self.cfg.run.tensorboard, self.session.is_main,
-                         first_step=self.epoch + 1) as self.events:
+                         first_step=self.epoch + 1) as self.events, frozen_setup():
             while self.epoch < self.cfg.optim.epochs:
                 self._run_epoch(run_dir, show)
         self.events = Events()
