@@ -16,7 +16,11 @@ forward, backward, clip, SGD), ``first`` (first-order α step + w step) and ``se
 
 Every (batch, kind, variant) runs in its own subprocess, so that its peak RSS is its own, and the
 variants are interleaved (reference, fast, balanced, low, then again, ``--rounds`` times), so a
-change of the machine's load hits them alike. Reported: the median wall time and CPU time of a
+change of the machine's load hits them alike. spacec's variants step as the search loop does,
+with the objects of the setup frozen out of Python's cyclic collector
+(spacec.runtime.run.heap.frozen_setup); the reference variant, as the reference code does,
+without (``--no-freeze``: spacec's too); the seconds the collector ran per step are printed as
+each measurement ends and kept in the JSON (``collector_s_per_step``). Reported: the median wall time and CPU time of a
 step (``--steps`` steps after ``--warmup``; the median over rounds), the peak RSS (and on CUDA
 the peak allocation, torch.cuda.max_memory_allocated, and steps/s, images/s), and every
 variant's ratios to the reference's. The load average is recorded (`uptime`): on a shared
@@ -50,7 +54,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from timing import peak_memory, run_in_subprocess, step_seconds, tree_of_revision
+from timing import (
+    CollectorTime,
+    peak_memory,
+    run_in_subprocess,
+    step_seconds,
+    tree_of_revision,
+)
 
 KINDS = ("weights", "first", "second")
 REFERENCE, THEN = "reference", "then"
@@ -102,6 +112,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--devices", nargs="+", default=None,
                         help="default: cpu, and cuda when available")
+    parser.add_argument("--no-freeze", dest="freeze", action="store_false",
+                        help="spacec's variants without the search loop's frozen setup "
+                             "(spacec.runtime.run.heap), to measure what it saves")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -161,6 +174,19 @@ def darts_step(job: dict, device) -> Callable[[], None]:
     return step
 
 
+def setup_as_run(job: dict):
+    """What the search loop runs its steps in (spacec.runtime.run.heap.frozen_setup: the
+    objects of the setup left out of the cyclic collector's walks); the reference variant, the
+    reference code's layout, runs without."""
+    import contextlib
+
+    if job.get("variant") == REFERENCE or not job.get("freeze", True):
+        return contextlib.nullcontext()
+    from spacec.runtime.run.heap import frozen_setup
+
+    return frozen_setup()
+
+
 def measure(job: dict) -> dict:
     """Run one configuration in this process and return its figures."""
     if job.get("method"):
@@ -177,9 +203,11 @@ def measure(job: dict) -> dict:
         step()
         cpu_times.append(time.process_time() - started)
 
-    times = step_seconds(timed_step, job["warmup"], job["steps"], device)
+    with setup_as_run(job), CollectorTime() as collector:
+        times = step_seconds(timed_step, job["warmup"], job["steps"], device)
     return {**job, "median_s": statistics.median(times), "min_s": min(times),
             "cpu_median_s": statistics.median(cpu_times[job["warmup"]:]),
+            "collector_s_per_step": collector.seconds / (job["warmup"] + job["steps"]),
             **peak_memory(device)}
 
 
@@ -219,7 +247,8 @@ def measure_method(job: dict) -> dict:
         search._step(batches, lr, "benchmark")
 
     device = torch.device(job["device"])
-    times = step_seconds(step, job["warmup"], job["steps"], device)
+    with setup_as_run(job):
+        times = step_seconds(step, job["warmup"], job["steps"], device)
     kind = job["method"] if job.get("order", 1) == 1 else f"{job['method']} 2nd"
     return {**job, "kind": kind, "median_s": statistics.median(times),
             "min_s": min(times), **peak_memory(device)}
@@ -235,8 +264,9 @@ def summarise(rounds: list[dict]) -> dict:
     out["rounds"] = len(rounds)
     out["median_s"] = statistics.median(r["median_s"] for r in rounds)
     out["min_s"] = min(r["min_s"] for r in rounds)
-    if "cpu_median_s" in first:
-        out["cpu_median_s"] = statistics.median(r["cpu_median_s"] for r in rounds)
+    for key in ("cpu_median_s", "collector_s_per_step"):
+        if key in first:
+            out[key] = statistics.median(r[key] for r in rounds)
     for key in ("peak_rss_gib", "cuda_max_allocated_gib"):
         if key in first:
             out[key] = min(r[key] for r in rounds)
@@ -293,6 +323,14 @@ def table(results: list[dict]) -> str:
                      + (f"{ratio('then_time_ratio'):>11}{ratio('then_memory_ratio'):>10}"
                         if then else ""))
     return "\n".join(lines)
+
+
+def collector_note(result: dict) -> str:
+    """The garbage collector's share of a measurement, where it was timed (not a `then`
+    revision's worker, whose code may not time it)."""
+    if "collector_s_per_step" not in result:
+        return ""
+    return f", cyclic collector {result['collector_s_per_step'] * 1e3:.0f} ms/step"
 
 
 def default_devices() -> list[str]:
@@ -364,6 +402,7 @@ def measure_all(args: argparse.Namespace, devices: list[str], methods: list[str]
                         job = {"space": args.space, "C": args.C, "layers": args.layers,
                                "batch": batch, "kind": kind, "device": device,
                                "threads": args.threads, "warmup": args.warmup,
+                               "freeze": args.freeze,
                                "steps": args.steps, "variant": None if methods else variant,
                                "memory": args.memory if methods else variant,
                                "method": kind if methods else None}
@@ -372,7 +411,8 @@ def measure_all(args: argparse.Namespace, devices: list[str], methods: list[str]
                         rounds[variant].append(run_job(job, then_tree))
                         print(f"measured {device} batch {batch} {kind} {variant}: "
                               f"{rounds[variant][-1]['median_s']:.3f} s, "
-                              f"{rounds[variant][-1]['peak_rss_gib']:.2f} GiB",
+                              f"{rounds[variant][-1]['peak_rss_gib']:.2f} GiB"
+                              + collector_note(rounds[variant][-1]),
                               file=sys.stderr, flush=True)
                 results += [summarise(rounds[v]) for v in variants]
                 loads.append(load_average())

@@ -3,6 +3,7 @@ measurement per subprocess (so each configuration's peak memory is its own)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
@@ -35,6 +36,26 @@ def step_seconds(step: Callable[[], None], warmup: int, steps: int, device) -> l
         synchronise()
         times.append(time.perf_counter() - started)
     return times
+
+
+class CollectorTime:
+    """Seconds Python's cyclic garbage collector runs while this is entered (`gc.callbacks`)."""
+
+    def __init__(self) -> None:
+        self.seconds, self._started = 0.0, 0.0
+
+    def _note(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+    def __enter__(self) -> CollectorTime:
+        gc.callbacks.append(self._note)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        gc.callbacks.remove(self._note)
 
 
 def peak_memory(device) -> dict[str, float]:

@@ -105,6 +105,20 @@ def test_search_step_switches_set_the_runs_own_options(benchmark):
         search_step.parse_args(["--switches", "bf16+fast"])
 
 
+def test_search_step_times_spacec_as_the_loop_runs_and_the_reference_without(benchmark):
+    import gc
+
+    search_step = benchmark("search_step")
+    with search_step.setup_as_run({"variant": "balanced"}):
+        assert gc.get_freeze_count() > 0  # spacec.runtime.run.heap.frozen_setup, as the loop
+    with search_step.setup_as_run({"variant": search_step.REFERENCE}):
+        assert gc.get_freeze_count() == 0
+    with search_step.setup_as_run({"variant": "balanced", "freeze": False}):  # --no-freeze
+        assert gc.get_freeze_count() == 0
+    assert search_step.parse_args(["--no-freeze"]).freeze is False
+    assert gc.get_freeze_count() == 0
+
+
 def test_op_count_counts_every_operation_of_a_step(benchmark):
     op_count = benchmark("op_count")
     job = {"space": "darts_cnn", "C": 2, "layers": 3, "batch": 1}
