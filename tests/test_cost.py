@@ -742,8 +742,23 @@ def test_memory_settings_by_hand(load_text):
     assert (costs.parameters, costs.multiply_adds) == (20, 96 + 64 + 4)
 
 
-def test_settings_recompute_poolings_and_depthwise_convolutions(load_text):
-    space = load_text(ONE_EDGE.replace("skip = identity", "pool = avg_pool(kernel=3)")
+# Beside the pooling, the edge's dilated convolution keeps, under `fast`: relu(x), its polyphase
+# stack (a copy of relu(x)), the depthwise convolution's output (by the pointwise one) and the
+# pointwise output (by its BatchNorm); under `balanced` the pointwise output only, the rest made
+# again in backward, one at a time.
+POOLING_KEPT = {
+    # average pooling: its input x and its output (by its BatchNorm), in every setting but low:
+    # pooling again cost balanced the most time per byte of what it recomputes (memory.py).
+    "avg_pool": {"fast": 6 * 32, "balanced": 3 * 32},
+    # max pooling: x, its int64 indices (2 * 32 float32's worth) and its output under fast;
+    # under balanced x only, the output and indices pooled again in backward.
+    "max_pool": {"fast": 8 * 32, "balanced": 2 * 32},
+}
+
+
+@pytest.mark.parametrize("pool", sorted(POOLING_KEPT))
+def test_settings_recompute_poolings_and_depthwise_convolutions(load_text, pool):
+    space = load_text(ONE_EDGE.replace("skip = identity", f"pool = {pool}(kernel=3)")
                       .replace("conv = relu_conv_bn(kernel=1)", "dil = dil_conv(kernel=3, dilation=2)"))
     # Kept per image beside the edge: the input's channels-last copy (48), the stem
     # convolution's output (32), the pooled features (2), the log-probabilities (2); per batch:
@@ -752,16 +767,16 @@ def test_settings_recompute_poolings_and_depthwise_convolutions(load_text):
     # Each candidate ends in a BatchNorm weighted by its α weight: per batch its statistics
     # (4) and that weight once per channel (2), twice.
     norms = 2 * (4 + 2)
+    kept = POOLING_KEPT[pool]
+    # balanced: the largest output made again at a time, a max pooling's with its indices
+    again = 3 * 32 if pool == "max_pool" else 32
     expected = {
-        # fast: the edge's input x (by the pooling), the pooling's output (by its BatchNorm),
-        # relu(x), the polyphase stack (a copy of relu(x), 32), the depthwise convolution's
-        # output (by the pointwise one) and the pointwise output (by its BatchNorm).
-        "fast": (6 * 32, norms, 0, 0, 0),
-        # balanced: the pooling's output, relu(x), the stack and the depthwise output are made
-        # again in backward (one at a time).
-        "balanced": (2 * 32, norms, 32, 0, 1),
-        # low: x only; recomputed: the five others above and the norms.
-        "low": (32, 0, 5 * 32, norms, 5 + 4 + 2),
+        "fast": (kept["fast"], norms, 0, 0, 0),
+        # on the GPU at batch 3: a max pooling's output one 512-byte block, its indices two
+        "balanced": (kept["balanced"], norms, again, 0, 3 if pool == "max_pool" else 1),
+        # low: x only; recomputed: everything else fast keeps, and the norms.
+        # (a max pooling's indices: two blocks more)
+        "low": (32, 0, kept["fast"] - 32, norms, 5 + 4 + 2 + 2 * (pool == "max_pool")),
     }  # (kept per image, kept per batch, recomputed per image, recomputed per batch,
     #    recomputed tensors)
     _check_memory_settings(space, others, per_batch, expected)

@@ -9,14 +9,17 @@ the norm's output is not kept for the weight's gradient: the same arithmetic up 
 fifth less kept for backward, one pass fewer. Then the setting says how much more an edge leaves out:
 
     fast      nothing: every tensor autograd saves stays until backward.
-    balanced  a pooling candidate's output and max pooling's int64 indices (pooled again), the
+    balanced  a max pooling candidate's output and int64 indices (pooled again), the
               outputs of the depthwise convolutions (the pointwise convolutions' inputs), the
               stacked phases of the dilated ones, the edge's shared ReLU and every ReLU after
               a BatchNorm (normalised again from the norm's input, which the norm keeps
               anyway): computed again in the backward pass, for more time
-              (benchmarks/search_step.py; README, "Memory"). In an α-only pass (weights
-              that need no gradient) a convolution's input, saved only for its weight's
-              gradient, is not made again at all: nothing reads it (`_Unread`).
+              (benchmarks/search_step.py; README, "Memory"). An average pooling's output is
+              kept: pooling again cost the most time per byte of all these (darts_cnn, batch
+              16: about 5% of a first-order step, for 2% of the reference layout's peak). In
+              an α-only pass (weights that need no gradient) a convolution's input, saved
+              only for its weight's gradient, is not made again at all: nothing reads it
+              (`_Unread`).
     low       the edge's input only; the whole edge is recomputed in the backward pass, so at
               most one edge's activations exist at a time (one more forward of every edge).
 
@@ -387,15 +390,14 @@ def _same(a: Tensor, b: Tensor) -> bool:
     return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.dtype == b.dtype
 
 
-def pooled_lean(pool: nn.Module, x: Tensor, then: Callable[[Tensor], Tensor]) -> Tensor:
-    """`then(pool(x))`, keeping neither the pooling's output (the input of `then`, a norm)
-    nor max pooling's int64 indices (twice the output's size): both are pooled again."""
-    is_max = isinstance(pool, nn.MaxPool2d)
-    remade = Remade(lambda name: _pool_again(pool, x, is_max), x)
+def pooled_lean(pool: nn.MaxPool2d, x: Tensor, then: Callable[[Tensor], Tensor]) -> Tensor:
+    """`then(pool(x))`, keeping neither the max pooling's output (the input of `then`, a norm)
+    nor its int64 indices (twice the output's size): both are pooled again."""
+    remade = Remade(lambda name: _pool_again(pool, x), x)
     outputs: list[Tensor] = []
 
     def pick(tensor: Tensor) -> str | None:
-        if is_max and tensor.dtype == torch.int64 and tensor.dim() == 4:
+        if tensor.dtype == torch.int64 and tensor.dim() == 4:
             return "indices"
         if outputs and _same(tensor, outputs[0]):
             return "pooled"
@@ -407,12 +409,10 @@ def pooled_lean(pool: nn.Module, x: Tensor, then: Callable[[Tensor], Tensor]) ->
         return then(pooled)
 
 
-def _pool_again(pool: nn.Module, x: Tensor, is_max: bool) -> dict[str, Tensor]:
-    if is_max:
-        pooled, indices = F.max_pool2d(x, pool.kernel_size, pool.stride, pool.padding,
-                                       pool.dilation, pool.ceil_mode, return_indices=True)
-        return {"pooled": pooled, "indices": indices}
-    return {"pooled": pool(x)}
+def _pool_again(pool: nn.MaxPool2d, x: Tensor) -> dict[str, Tensor]:
+    pooled, indices = F.max_pool2d(x, pool.kernel_size, pool.stride, pool.padding,
+                                   pool.dilation, pool.ceil_mode, return_indices=True)
+    return {"pooled": pooled, "indices": indices}
 
 
 class Before:

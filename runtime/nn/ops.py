@@ -482,12 +482,13 @@ def _norm_relu(body: Sequence[nn.Module], step: int) -> bool:
 def _lean_chain(body: Sequence[nn.Module], x: torch.Tensor,
                 finish: Callable[[torch.Tensor], torch.Tensor],
                 before: Before | None = None) -> torch.Tensor:
-    """`finish(body(before.run(x) if before else x))` under `balanced`: a lone pooling's output
-    and indices, the output of every depthwise convolution that a convolution reads next, and
-    the output of `before` (the edge's shared ReLU) and of every ReLU after a BatchNorm are
-    computed again in the backward pass instead of kept (spacec.runtime.nn.memory)."""
+    """`finish(body(before.run(x) if before else x))` under `balanced`: a lone max pooling's
+    output and indices, the output of every depthwise convolution that a convolution reads
+    next, and the output of `before` (the edge's shared ReLU) and of every ReLU after a
+    BatchNorm are computed again in the backward pass instead of kept
+    (spacec.runtime.nn.memory; an average pooling's output is kept)."""
     body = [module for module in body if type(module) is not nn.Identity]
-    if len(body) == 1 and isinstance(body[0], (nn.MaxPool2d, nn.AvgPool2d)) and before is None:
+    if len(body) == 1 and isinstance(body[0], nn.MaxPool2d) and before is None:
         return pooled_lean(body[0], x, finish)
     step = 0
     while step < len(body):

@@ -128,7 +128,7 @@ class RunConfig:
     # auto (when the tensorboard package is installed).
     tensorboard: bool | str = "auto"
     # What a supernet's mixed edges keep for the backward pass (spacec.runtime.nn.memory):
-    # fast (everything), balanced (recompute the poolings', the depthwise convolutions' and the
+    # fast (everything), balanced (recompute the max poolings', the depthwise convolutions' and the
     # ReLUs' outputs), low (recompute every edge). The same arithmetic in all three (balanced
     # bit for bit on the CPU, low up to rounding); search only. Default: fast, the only
     # setting that costs no time (benchmarks/search_step.py, results in

@@ -145,7 +145,7 @@ def compile_command(
               help="A cost option of the method, e.g. k=2 for pc_darts (repeatable).")
 @click.option("--memory", type=click.Choice(cost.MEMORY_SETTINGS.names()), default="fast",
               show_default=True,
-              help="fast: keep every activation for backward; balanced: recompute the poolings', "
+              help="fast: keep every activation for backward; balanced: recompute the max poolings', "
               "the depthwise convolutions' and the ReLUs' outputs; low: recompute each mixed "
               "edge.")
 @click.option("--device", type=click.Choice(cost.DEVICES.names()), default="cpu",

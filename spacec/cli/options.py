@@ -99,7 +99,7 @@ _SEARCH_ONLY = [
                  "2: second order (one unrolled SGD step)."),
     click.option("--memory", type=click.Choice(MEMORY_SETTINGS),
                  help="What the supernet keeps for the backward pass, same arithmetic: fast "
-                      "(everything), balanced (recomputes the poolings', the depthwise "
+                      "(everything), balanced (recomputes the max poolings', the depthwise "
                       "convolutions' and the ReLUs' outputs), low (recomputes every edge: "
                       "least memory, slowest); image supernets only (a recurrent search "
                       "refuses the last two).  "

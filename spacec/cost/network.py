@@ -215,13 +215,14 @@ def _sum(t: Tracer, terms: Sequence[Sym]) -> Sym:
 
 
 def _lone_pool(steps) -> bool:
+    # A lone average pooling sets the flag too; the tracer's average pooling ignores it.
     return len(steps) == 1 and steps[0][0] in catalog.NORM_IN_SUPERNET
 
 
 def _balanced_term(t: Tracer, x: Sym, steps, C: int, stride: int, input_relu: bool,
                    weight: Sym) -> Sym:
     """`MixedEdge.weighted` under `balanced`: a candidate ending in a norm keeps neither a
-    lone pooling's output and indices (memory.pooled_lean) nor its depthwise convolutions'
+    lone max pooling's output and indices (memory.pooled_lean) nor its depthwise convolutions'
     outputs and polyphase stacks (memory.convolved_lean) nor its ReLUs' outputs after a
     BatchNorm (memory.norm_relu_before): they are made again in backward."""
     if not ends_in_norm(steps):

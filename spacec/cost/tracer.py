@@ -120,7 +120,7 @@ class Tracer:
     scopes: dict[int, str] = field(default_factory=dict)  # id(storage) -> scope that saved it
     scope: str = ""
     # Outputs `balanced` computes again in backward instead of keeping (runtime/nn/memory.py):
-    # a pooling's output and indices (pooled_lean); a depthwise convolution's output and the
+    # a max pooling's output and indices (pooled_lean); a depthwise convolution's output and the
     # polyphase stack a dilated one reads (convolved_lean); a ReLU's output after a BatchNorm
     # (norm_relu_before). While set, the ops mark what they make; a marked storage is alive
     # again only while its backward runs.
@@ -311,10 +311,16 @@ class Tracer:
 
     def max_pool(self, x: Sym, kernel: int, stride: int, padding: int) -> Sym:
         out = self._pooled(x, kernel, stride, padding, "max pooling")
+        if self.remake_pooling:
+            self._remade_storage(out)
         if out.grad:
             indices = self.tensor(out.shape, itemsize=INDEX)
             if self.remake_pooling:
+                # pooled again together: the indices wait while the norm's backward reads
+                # the output (memory.pooled_lean)
                 self._remade_storage(indices)
+                self.recompute_peak = max(self.recompute_peak,
+                                          out.storage.nbytes + indices.storage.nbytes)
             self.save(x, indices)
         return out
 
@@ -334,10 +340,7 @@ class Tracer:
                 f"{max(out_h, 0)}x{max(out_w, 0)}",
                 (h, w, max(out_h, 0), max(out_w, 0)),
             )
-        out = self.tensor((n, c, out_h, out_w), x.grad)
-        if self.remake_pooling:
-            self._remade_storage(out)
-        return out
+        return self.tensor((n, c, out_h, out_w), x.grad)
 
     def global_avg_pool(self, x: Sym) -> Sym:
         """nn.AdaptiveAvgPool2d(1): its backward needs only the input's shape."""
