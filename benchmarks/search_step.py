@@ -20,10 +20,10 @@ change of the machine's load hits them alike. spacec's variants step as the sear
 with the objects of the setup frozen out of Python's cyclic collector
 (spacec.runtime.run.heap.frozen_setup); the reference variant, as the reference code does,
 without (``--no-freeze``: spacec's too); the seconds the collector ran per step are printed as
-each measurement ends and kept in the JSON (``collector_s_per_step``). Reported: the median wall time and CPU time of a
-step (``--steps`` steps after ``--warmup``; the median over rounds), the peak RSS (and on CUDA
-the peak allocation, torch.cuda.max_memory_allocated, and steps/s, images/s), and every
-variant's ratios to the reference's. The load average is recorded (`uptime`): on a shared
+each measurement ends and kept in the JSON (``collector_s_per_step``). Reported: the median
+wall time and CPU time of a step (``--steps`` steps after ``--warmup``; the median over rounds),
+the peak RSS (and on CUDA the peak allocation, torch.cuda.max_memory_allocated, and steps/s,
+images/s), and every variant's ratios to the reference's. The load average is recorded (`uptime`): on a shared
 machine, the CPU time is the steadier figure.
 
 With ``--method NAME`` (or ``all``) the step is instead the search loop's own step for that
@@ -45,6 +45,7 @@ reduce-overhead: CUDA graphs on a GPU) and combinations such as ``bf16+compile``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -178,8 +179,6 @@ def setup_as_run(job: dict):
     """What the search loop runs its steps in (spacec.runtime.run.heap.frozen_setup: the
     objects of the setup left out of the cyclic collector's walks); the reference variant, the
     reference code's layout, runs without."""
-    import contextlib
-
     if job.get("variant") == REFERENCE or not job.get("freeze", True):
         return contextlib.nullcontext()
     from spacec.runtime.run.heap import frozen_setup
