@@ -67,8 +67,9 @@ KINDS = ("weights", "first", "second")
 REFERENCE, THEN = "reference", "then"
 SETTINGS = ("fast", "balanced", "low")  # spacec.runtime.run.config.MEMORY_SETTINGS
 VARIANTS = (REFERENCE, THEN, *SETTINGS)
-# The memory setting a `then` revision's worker is given: every revision's default (the first
-# had none, and its worker reads no setting).
+# The memory setting a `then` revision's worker is given: what every revision's default runs on
+# this benchmark's batches (`fast`, and since `auto` became the default, `fast` wherever it
+# fits; the first revision had no setting, and its worker reads none).
 THEN_SETTING = "fast"
 # --switches: the run section's overrides each switch sets (spacec.runtime.run.config.RunConfig)
 SWITCHES = {"fp32": {}, "bf16": {"run.precision": "bf16"}, "nchw": {"run.channels_last": False},

@@ -46,6 +46,8 @@ _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 TASK = "task"
 # run.memory (spacec.runtime.nn.memory) and run.precision (spacec.runtime.run.session).
 MEMORY_SETTINGS = ("fast", "balanced", "low")
+# run.memory: the fastest of MEMORY_SETTINGS whose step fits (spacec.runtime.run.fits).
+AUTO_MEMORY = "auto"
 PRECISIONS = ("fp32", "bf16")
 # torch.compile's modes (run.compile_mode); reduce-overhead replays CUDA graphs, which is what a
 # step bound by kernel launches needs on a GPU (README, "On a GPU").
@@ -129,13 +131,16 @@ class RunConfig:
     tensorboard: bool | str = "auto"
     # What a supernet's mixed edges keep for the backward pass (spacec.runtime.nn.memory):
     # fast (everything), balanced (recompute the max poolings', the depthwise convolutions' and the
-    # ReLUs' outputs), low (recompute every edge). The same arithmetic in all three (balanced
-    # bit for bit on the CPU, low up to rounding); search only. Default: fast, the only
-    # setting that costs no time (benchmarks/search_step.py, results in
-    # benchmarks/results/search_step_memory_cpu_b16.*, search_step_low_cpu_b16.* and
-    # search_step_concat_cpu_b16.*: at batch 16 against the reference layout's peak, fast
-    # 0.81x, balanced 0.56-0.57x for +10-15% CPU time, low 0.30x for +14-36%).
-    memory: str = "fast"
+    # ReLUs' outputs), low (recompute every edge); or auto: the fastest of the three whose step
+    # the cost model predicts to fit the free memory with its error (20%) to spare, fast where it
+    # cannot predict (spacec.runtime.run.fits; the run prints its choice). The same arithmetic
+    # in all three (balanced bit for bit on the CPU, low up to rounding); search only (training
+    # takes fast or auto). Default: auto, which is fast wherever fast fits, the only setting
+    # that costs no time (benchmarks/search_step.py, results in
+    # benchmarks/results/search_step_memory_cpu_b16.*, search_step_low_cpu_b16.*,
+    # search_step_zen5_vs_issue_cpu_b16_avg_kept.*: at batch 16 against the reference layout's
+    # peak, fast 0.79-0.81x, balanced 0.56-0.57x for +4-15% time, low 0.30x for +14-36%).
+    memory: str = AUTO_MEMORY
     # fp32, or bf16: the weights' forward passes under bf16 autocast (search: the weight step;
     # training: every step). α, its softmax and the architecture step stay in fp32.
     precision: str = "fp32"
@@ -172,9 +177,9 @@ class RunConfig:
             raise ValueError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
         if not isinstance(self.tensorboard, bool) and self.tensorboard != "auto":
             raise ValueError(f"tensorboard must be true, false or auto, got {self.tensorboard!r}")
-        if self.memory not in MEMORY_SETTINGS:
-            raise ValueError(f"memory must be one of {', '.join(MEMORY_SETTINGS)}, got "
-                             f"{self.memory!r}")
+        if self.memory not in (AUTO_MEMORY, *MEMORY_SETTINGS):
+            raise ValueError(f"memory must be one of {', '.join((AUTO_MEMORY, *MEMORY_SETTINGS))}"
+                             f", got {self.memory!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
                              f"{self.precision!r}")

@@ -49,7 +49,12 @@ from spacec.runtime.run.console import EPOCH_RECORD, SCREEN
 from spacec.runtime.run.distributed import stopping_cleanly
 from spacec.runtime.run.events import Events, open_events, tensorboard_enabled
 from spacec.runtime.run.finite import Guard, optimiser_parameter_names, position
-from spacec.runtime.run.fits import Fit, check_search_memory
+from spacec.runtime.run.fits import (
+    Fit,
+    agreed_memory,
+    check_search_memory,
+    resolved_memory,
+)
 from spacec.runtime.run.heap import frozen_setup
 from spacec.runtime.run.meter import Meter, format_metrics, progress_bar, progress_enabled
 from spacec.runtime.run.rng import capture_rng, restore_rng
@@ -153,10 +158,12 @@ class Search:
             compiled.ir, session.shard.per_rank(cfg.data.batch_size, "data.batch_size"),
             cfg.arch.order, cfg.method.name, dataclasses.asdict(cfg.method), cfg.run.memory,
             getattr(cfg.data, "bptt", None), session.device, session.local_world_size)
+        # `auto`: each process chose for its own free memory; all keep what the leanest keeps.
+        memory = agreed_memory(session.gather(resolved_memory(cfg.run.memory, fit)))
         relaxation = chosen_method.build_relaxation(cfg.method)
         relaxation.seed(session.seed)
         model = compiled.supernet(relaxation=relaxation, **task.network_kwargs())
-        set_memory(model, cfg.run.memory)
+        set_memory(model, memory)
         model = session.lay_out(model.to(session.device))
         task.bind(model)
         log.info("space %s (%s), %s", compiled.name, compiled.spec.path, task.describe())

@@ -52,7 +52,7 @@ from spacec.runtime.run.console import EPOCH_RECORD, SCREEN
 from spacec.runtime.run.distributed import stopping_cleanly
 from spacec.runtime.run.events import Events, open_events, tensorboard_enabled
 from spacec.runtime.run.finite import Guard, optimiser_parameter_names, position
-from spacec.runtime.run.fits import Fit, check_train_memory
+from spacec.runtime.run.fits import Fit, check_train_memory, resolved_memory
 from spacec.runtime.run.heap import frozen_setup
 from spacec.runtime.run.meter import Meter, format_metrics, progress_bar, progress_enabled
 from spacec.runtime.run.rng import capture_rng, restore_rng
@@ -162,7 +162,8 @@ class Trainer:
                                  getattr(cfg.optim, "drop_path_prob", 0) > 0,
                                  session.device, session.local_world_size)
         network = compiled.discrete_network(genotype, **task.network_kwargs())
-        set_memory(network, cfg.run.memory)  # no mixed edge: refuses a setting that recomputes
+        # No mixed edge: `auto` keeps everything; a setting that recomputes is refused.
+        set_memory(network, resolved_memory(cfg.run.memory, None))
         task.bind(network)
         log.info("%s", task.describe())
         built = cls(cfg, session, compiled, genotype,

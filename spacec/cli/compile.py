@@ -143,11 +143,13 @@ def compile_command(
               help="1: first-order α step, 2: second order (one unrolled SGD step).")
 @click.option("--method-option", "method_options", metavar="KEY=VALUE", multiple=True,
               help="A cost option of the method, e.g. k=2 for pc_darts (repeatable).")
-@click.option("--memory", type=click.Choice(cost.MEMORY_SETTINGS.names()), default="fast",
-              show_default=True,
+@click.option("--memory", type=click.Choice((*cost.MEMORY_SETTINGS.names(), cost.AUTO)),
+              default="fast", show_default=True,
               help="fast: keep every activation for backward; balanced: recompute the max poolings', "
               "the depthwise convolutions' and the ReLUs' outputs; low: recompute each mixed "
-              "edge.")
+              "edge; auto: the setting a run would choose here (the fastest whose step fits "
+              "this machine's free RAM with 20% to spare; with --device cuda, whose free "
+              "memory only a run can ask the GPU for: fast).")
 @click.option("--device", type=click.Choice(cost.DEVICES.names()), default="cpu",
               show_default=True, help="The device whose allocator the prediction models.")
 @click.option("--bptt", type=click.IntRange(min=1), default=35, show_default=True,
@@ -181,17 +183,35 @@ def info(
                         else "darts")
     report = space_report(compiled, method, options)
     if batch_size is not None:
-        prediction = cost.predict_search(
-            compiled.ir, batch_size, order=int(order), method_name=method, memory=memory,
-            device=device, bptt=bptt, method_options=options,
-        )
-        report["memory"] = prediction.to_dict()
+
+        def predict(setting: str) -> cost.Prediction:
+            return cost.predict_search(
+                compiled.ir, batch_size, order=int(order), method_name=method, memory=setting,
+                device=device, bptt=bptt, method_options=options,
+            )
+
+        report["memory"] = (chosen_memory(predict, device, compiled.ir) if memory == cost.AUTO
+                            else predict(memory).to_dict())
     if genotype:
         report["derived"] = derived_report(compiled, genotype, batch_size, device)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
     click.echo("\n".join(info_lines(report)))
+
+
+def chosen_memory(predict, device: str, ir) -> dict:
+    """`--memory auto`: the prediction under the setting a run on this machine would choose
+    (spacec.cost.choose_memory), with the free memory it was chosen for and why; where no
+    setting fits, the one that keeps least, and a run's refusal as the reason."""
+    available = cost.available_ram() if device == "cpu" else None
+    try:
+        choice = cost.choose_memory(predict, available, ir)
+        prediction, reason = choice.prediction, choice.reason
+    except cost.NotEnoughMemory as refused:
+        reason = "no setting fits, a run would refuse to start: " + str(refused).replace("\n", "; ")
+        prediction = refused.prediction
+    return {**prediction.to_dict(), "auto": {"available_bytes": available, "reason": reason}}
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
@@ -289,11 +309,17 @@ def memory_lines(memory: dict, what: str) -> list[str]:
     step = {"first": "first-order", "second": "second-order", "weights": "weights-only",
             "train": "a"}[memory["step"]]
     method = f"{memory['method']} " if memory["what"] == "search" else ""
+    auto = memory.get("auto")
+    setting = memory["memory"] if auto is None else f"auto: {memory['memory']}"
     lines = [
         f"predicted peak memory of {'a ' if memory['what'] == 'search' else ''}{step} {method}"
-        f"{what} at batch {memory['batch']} on {memory['device']} (memory {memory['memory']}): "
+        f"{what} at batch {memory['batch']} on {memory['device']} (memory {setting}): "
         f"{cost.gib(memory['total_bytes'])}, during {memory['peak_phase']}"
     ]
+    if auto is not None:
+        free = ("free memory unknown" if auto["available_bytes"] is None
+                else f"{cost.gib(auto['available_bytes'])} free")
+        lines.append(f"  for {free}" + (f": {auto['reason']}" if auto["reason"] else ""))
     width = max(map(len, memory["breakdown_bytes"]))
     for term, nbytes in sorted(memory["breakdown_bytes"].items(), key=lambda kv: -kv[1]):
         if nbytes:

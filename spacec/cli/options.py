@@ -24,8 +24,10 @@ from spacec.load import CompiledSpace, compile_file, locate, parse_overrides
 # would import torch).
 MODES = ("bilevel", "coordinate", "joint", "sample", "single")
 ORDERS = ("1", "2")
-# spacec.runtime.run.config.MEMORY_SETTINGS and PRECISIONS (a test checks they agree).
+# spacec.runtime.run.config.MEMORY_SETTINGS, AUTO_MEMORY and PRECISIONS (a test checks they
+# agree).
 MEMORY_SETTINGS = ("fast", "balanced", "low")
+AUTO_MEMORY = "auto"
 PRECISIONS = ("fp32", "bf16")
 
 # What --resume accepts besides the run directory.
@@ -97,13 +99,14 @@ _SEARCH_ONLY = [
                       "preset are merged in."),
     click.option("--order", type=click.Choice(ORDERS), help="1: first-order α gradient, "
                  "2: second order (one unrolled SGD step)."),
-    click.option("--memory", type=click.Choice(MEMORY_SETTINGS),
+    click.option("--memory", type=click.Choice((AUTO_MEMORY, *MEMORY_SETTINGS)),
                  help="What the supernet keeps for the backward pass, same arithmetic: fast "
                       "(everything), balanced (recomputes the max poolings', the depthwise "
                       "convolutions' and the ReLUs' outputs), low (recomputes every edge: "
                       "least memory, slowest); image supernets only (a recurrent search "
-                      "refuses the last two).  "
-                      "[config default: fast]"),
+                      "refuses the last two); auto: the fastest whose step is predicted to "
+                      "fit the free memory (the run prints its choice).  "
+                      "[config default: auto]"),
     click.option("--mode", type=click.Choice(MODES), help="bilevel (DARTS), or the paper's "
                  "ablations: coordinate descent or joint optimisation on train∪val; single "
                  "(SNAS: one batch of the weights split), sample (random_ws)."),

@@ -9,7 +9,8 @@
   peak memory of one step with its breakdown (spacec.cost.memory);
 - `check_fits(prediction, available, ir)`: the prediction, or NotEnoughMemory naming what would
   make it fit (spacec.cost.fit); `fit_message`, the same as text or None; `close_call`, a
-  warning for a step that fits with less than the prediction's error (`MARGIN`) to spare.
+  warning for a step that fits with less than the prediction's error (`MARGIN`) to spare;
+  `choose_memory`, the fastest memory setting whose step fits (the runtime's `auto`).
 
 Every figure comes from the catalogue's cost programs (spacec.catalog.COSTS) run by a symbolic
 tracer (spacec.cost.tracer) over the network the compiler generates (spacec.cost.network).
@@ -22,15 +23,19 @@ from dataclasses import dataclass
 from spacec import ir as irmod
 from spacec.arch.genotype import Genotype
 from spacec.cost.fit import (
+    AUTO,
     MARGIN,
     Fix,
+    MemoryChoice,
     NotEnoughMemory,
     alternatives,
     available_ram,
     check_fits,
+    choose_memory,
     close_call,
     fit_message,
     gib,
+    settings_by_level,
 )
 from spacec.cost.memory import (
     DEVICES,
@@ -48,12 +53,12 @@ from spacec.cost.shapes import check_shapes, shapes, space_error
 from spacec.cost.tracer import Tracer
 
 __all__ = [
-    "DEVICES", "GIB", "MEMORY_SETTINGS", "METHODS", "STEPS", "CostError", "Costs", "Fix",
-    "MARGIN", "NotEnoughMemory", "Prediction", "Record", "alternatives", "available_ram",
-    "check_fits", "close_call",
+    "AUTO", "DEVICES", "GIB", "MEMORY_SETTINGS", "METHODS", "STEPS", "CostError", "Costs", "Fix",
+    "MARGIN", "MemoryChoice", "NotEnoughMemory", "Prediction", "Record", "alternatives",
+    "available_ram", "check_fits", "choose_memory", "close_call",
     "check_shapes", "derived_costs", "fit_message", "gib", "known_options", "predict_search",
     "predict_train",
-    "shapes", "supernet_costs",
+    "settings_by_level", "shapes", "supernet_costs",
 ]  # fmt: skip
 
 

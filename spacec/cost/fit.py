@@ -8,16 +8,20 @@ per sample), a memory setting that recomputes more, a method registered as fitti
 memory (a partial-channel one). A step that fits but leaves less free than the prediction's
 error (`MARGIN`) gets a warning instead (`close_call`). `available_ram()` reads what the kernel
 says a new process can get on the CPU; a GPU's free memory is the runtime's to ask torch for.
+
+The memory setting `auto` (the runtime's default) is resolved here, from the predictions alone:
+`choose_memory` picks the setting that keeps the most for backward (the fastest) among those
+whose step fits with `MARGIN` to spare; the settings differ in time only, never in arithmetic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from spacec import ir as irmod
 from spacec.cost.memory import GIB, MEMORY_SETTINGS, Prediction, predict_search
-from spacec.cost.methods import METHODS, method
+from spacec.cost.methods import METHODS, CostError, method
 from spacec.errors import ReportedError
 
 # How far above its prediction a measured peak may lie: the accuracy benchmarks/cost_model.py
@@ -95,6 +99,62 @@ def fixes_for(prediction: Prediction, available: int,
             batch = other.largest_batch(available)
             found.append(Fix(f"{option} --batch-size {batch}", _at_batch(other, batch)))
     return tuple(found)
+
+
+# run.memory: the fastest memory setting whose step fits (`choose_memory`).
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class MemoryChoice:
+    """The memory setting `auto` chose: its step's prediction, and why not a faster one."""
+
+    prediction: Prediction
+    reason: str = ""  # empty when the fastest setting was chosen
+
+    @property
+    def memory(self) -> str:
+        return self.prediction.memory
+
+
+def settings_by_level() -> list[str]:
+    """The memory settings, the one that keeps most for backward (the fastest) first."""
+    return sorted(MEMORY_SETTINGS.names(), key=lambda name: MEMORY_SETTINGS[name].builder.level)
+
+
+def choose_memory(predict: Callable[[str], Prediction], available: int | None,
+                  ir: irmod.IR | None = None) -> MemoryChoice:
+    """The memory setting for `auto`, trying every setting in order of what it keeps (fastest
+    first; `predict(name)` predicts the step under it, CostError for one the space or method
+    does not take): the first whose peak fits `available` bytes with `MARGIN` to spare; else,
+    of those that fit at all, the one predicted to need least (`close_call` then warns); else
+    NotEnoughMemory for the one that keeps least, with the fixes for it. With `available`
+    unknown, the fastest. CostError when no setting can be predicted."""
+    predictions = []
+    for name in settings_by_level():
+        try:
+            predictions.append(predict(name))
+        except CostError:
+            continue
+    if not predictions:
+        raise CostError("no memory setting of this step can be predicted")
+    fastest = predictions[0]
+    if available is None:
+        return MemoryChoice(fastest)
+    roomy = [p for p in predictions if p.total * (1 + MARGIN) <= available]
+    fitting = [p for p in predictions if p.total <= available]
+    if roomy or fitting:
+        chosen = roomy[0] if roomy else min(fitting, key=lambda p: p.total)
+        return MemoryChoice(chosen, "" if chosen is fastest else _slower(fastest, available))
+    least = min(predictions, key=lambda p: p.total)
+    others = alternatives(ir, least) if ir is not None else {}
+    raise NotEnoughMemory(least, available, fixes_for(least, available, others))
+
+
+def _slower(fastest: Prediction, available: int) -> str:
+    fits = "does not fit in" if fastest.total > available else f"leaves less than {MARGIN:.0%} of"
+    return (f"{fastest.memory}'s predicted peak, {gib(fastest.total)}, {fits} the "
+            f"{gib(available)} available")
 
 
 def _at_batch(prediction: Prediction, batch: int) -> int:
