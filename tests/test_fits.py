@@ -314,3 +314,21 @@ def test_info_shows_what_auto_would_choose_here(monkeypatch):
     assert "(memory auto: low)" in result.output and "no setting fits" in result.output
     result = CliRunner().invoke(main, [*args, "--device", "cuda"])
     assert "(memory auto: fast)" in result.output and "free memory unknown" in result.output
+
+
+def test_processes_of_a_run_keep_what_the_leanest_keeps(free_memory, tmp_path, monkeypatch):
+    from spacec.runtime.run.session import Session
+    from spacec.runtime.search.config import load_config
+    from spacec.runtime.search.loop import Search
+
+    free_memory(1 << 40)  # fast here; another process (below) chose balanced for its share
+    monkeypatch.setattr(Session, "gather", lambda self, value: [value, "balanced"])
+    cfg = load_config("quick", {"space.overrides.C": 4, "space.overrides.layers": 3,
+                                "data.batch_size": 8, "data.limit": 16,
+                                "run.out": str(tmp_path)})
+    search = Search.build(cfg)
+    assert all(edge.memory == "balanced" for edge in search.model.modules()
+               if hasattr(edge, "edge_memory"))
+    assert search.fit.memory == "balanced" and search.fit.prediction.memory == "balanced"
+    assert "(memory auto: balanced)" in search.fit.line()
+    assert "another process of this run has less memory free" in search.fit.line()

@@ -154,12 +154,18 @@ class Search:
         compiled = session.compile_run_space(cfg.space, task.space_params(plain.params))
         task.check_space(compiled)
         # The predicted peak of a step against the free memory, before the supernet exists.
-        fit = check_search_memory(
-            compiled.ir, session.shard.per_rank(cfg.data.batch_size, "data.batch_size"),
-            cfg.arch.order, cfg.method.name, dataclasses.asdict(cfg.method), cfg.run.memory,
-            getattr(cfg.data, "bptt", None), session.device, session.local_world_size)
+        def check(memory: str) -> Fit | None:
+            return check_search_memory(
+                compiled.ir, session.shard.per_rank(cfg.data.batch_size, "data.batch_size"),
+                cfg.arch.order, cfg.method.name, dataclasses.asdict(cfg.method), memory,
+                getattr(cfg.data, "bptt", None), session.device, session.local_world_size)
+
+        fit = check(cfg.run.memory)
         # `auto`: each process chose for its own free memory; all keep what the leanest keeps.
         memory = agreed_memory(session.gather(resolved_memory(cfg.run.memory, fit)))
+        if fit is not None and fit.memory != memory:
+            fit = dataclasses.replace(check(memory), chosen=True,
+                                      reason="another process of this run has less memory free")
         relaxation = chosen_method.build_relaxation(cfg.method)
         relaxation.seed(session.seed)
         model = compiled.supernet(relaxation=relaxation, **task.network_kwargs())
