@@ -23,8 +23,8 @@ without (``--no-freeze``: spacec's too); the seconds the collector ran per step 
 each measurement ends and kept in the JSON (``collector_s_per_step``). Reported: the median
 wall time and CPU time of a step (``--steps`` steps after ``--warmup``; the median over rounds),
 the peak RSS (and on CUDA the peak allocation, torch.cuda.max_memory_allocated, and steps/s,
-images/s), and every variant's ratios to the reference's. The load average is recorded (`uptime`): on a shared
-machine, the CPU time is the steadier figure.
+images/s), and every variant's ratios to the reference's. The load average is recorded
+(`uptime`): on a shared machine, the CPU time is the steadier figure.
 
 With ``--method NAME`` (or ``all``) the step is instead the search loop's own step for that
 method (`Search._step`: its relaxation, strategy and loss terms, warm-up off) on batches of

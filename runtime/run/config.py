@@ -38,6 +38,8 @@ from typing import Any
 
 import yaml
 
+# run.memory: the fastest of MEMORY_SETTINGS whose step fits (spacec.runtime.run.fits).
+from spacec.cost import AUTO as AUTO_MEMORY
 from spacec.files import atomic_write_text, read_text
 from spacec.runtime.errors import ConfigError, DataError
 
@@ -46,8 +48,6 @@ _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 TASK = "task"
 # run.memory (spacec.runtime.nn.memory) and run.precision (spacec.runtime.run.session).
 MEMORY_SETTINGS = ("fast", "balanced", "low")
-# run.memory: the fastest of MEMORY_SETTINGS whose step fits (spacec.runtime.run.fits).
-AUTO_MEMORY = "auto"
 PRECISIONS = ("fp32", "bf16")
 # torch.compile's modes (run.compile_mode); reduce-overhead replays CUDA graphs, which is what a
 # step bound by kernel launches needs on a GPU (README, "On a GPU").

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -200,13 +201,14 @@ def info(
     click.echo("\n".join(info_lines(report)))
 
 
-def chosen_memory(predict, device: str, ir) -> dict:
+def chosen_memory(predict: Callable[[str], cost.Prediction], device: str,
+                  space_ir: ir.IR) -> dict:
     """`--memory auto`: the prediction under the setting a run on this machine would choose
     (spacec.cost.choose_memory), with the free memory it was chosen for and why; where no
     setting fits, the one that keeps least, and a run's refusal as the reason."""
     available = cost.available_ram() if device == "cpu" else None
     try:
-        choice = cost.choose_memory(predict, available, ir)
+        choice = cost.choose_memory(predict, available, space_ir)
         prediction, reason = choice.prediction, choice.reason
     except cost.NotEnoughMemory as refused:
         reason = "no setting fits, a run would refuse to start: " + str(refused).replace("\n", "; ")

@@ -17,6 +17,7 @@ import click
 from click.core import ParameterSource
 
 from spacec.arch.methods import method_names
+from spacec.cost import AUTO as AUTO_MEMORY
 from spacec.load import CompiledSpace, compile_file, locate, parse_overrides
 
 # The search strategies and α-gradient orders (spacec.runtime.search.strategy.STRATEGIES and
@@ -24,10 +25,8 @@ from spacec.load import CompiledSpace, compile_file, locate, parse_overrides
 # would import torch).
 MODES = ("bilevel", "coordinate", "joint", "sample", "single")
 ORDERS = ("1", "2")
-# spacec.runtime.run.config.MEMORY_SETTINGS, AUTO_MEMORY and PRECISIONS (a test checks they
-# agree).
+# spacec.runtime.run.config.MEMORY_SETTINGS and PRECISIONS (a test checks they agree).
 MEMORY_SETTINGS = ("fast", "balanced", "low")
-AUTO_MEMORY = "auto"
 PRECISIONS = ("fp32", "bf16")
 
 # What --resume accepts besides the run directory.

@@ -117,6 +117,11 @@ class MemoryChoice:
         return self.prediction.memory
 
 
+def _spares_margin(prediction: Prediction, available: int) -> bool:
+    """Whether the step fits `available` bytes even if its peak lies `MARGIN` above prediction."""
+    return prediction.total * (1 + MARGIN) <= available
+
+
 def settings_by_level() -> list[str]:
     """The memory settings, the one that keeps most for backward (the fastest) first."""
     return sorted(MEMORY_SETTINGS.names(), key=lambda name: MEMORY_SETTINGS[name].builder.level)
@@ -141,7 +146,7 @@ def choose_memory(predict: Callable[[str], Prediction], available: int | None,
     fastest = predictions[0]
     if available is None:
         return MemoryChoice(fastest)
-    roomy = [p for p in predictions if p.total * (1 + MARGIN) <= available]
+    roomy = [p for p in predictions if _spares_margin(p, available)]
     fitting = [p for p in predictions if p.total <= available]
     if roomy or fitting:
         chosen = roomy[0] if roomy else min(fitting, key=lambda p: p.total)
@@ -185,7 +190,7 @@ def close_call(prediction: Prediction, available: int, ir: irmod.IR | None = Non
     """None unless the predicted peak fits in `available` bytes with less than `MARGIN` of it
     to spare; then a warning naming both figures and the options that would leave the margin
     (other memory settings and methods too when the space's `ir` is given)."""
-    if prediction.total > available or prediction.total * (1 + MARGIN) <= available:
+    if prediction.total > available or _spares_margin(prediction, available):
         return None
     budget = int(available / (1 + MARGIN))
     others = alternatives(ir, prediction) if ir is not None else {}
