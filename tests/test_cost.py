@@ -516,7 +516,12 @@ def test_recurrent_supernet_and_derived(compiled):
         assert counter.multiply_adds == expected.multiply_adds  # per token
 
 
-def test_recurrent_search_activations(compiled):
+def test_recurrent_search_activations(compiled, monkeypatch):
+    from spacec.runtime.nn import recurrent
+
+    # A recurrent step run earlier in this process left its logits' storage to be lent
+    # (recurrent._SpareLogits): the saved logits would be a view of that larger storage.
+    monkeypatch.setattr(recurrent, "_SPARE_LOGITS", recurrent._SpareLogits())
     space = compiled("darts_rnn", ntoken=50, ninp=8, nhid=8)
     torch.manual_seed(0)
     model = space.supernet()
