@@ -109,6 +109,17 @@ def reference_layout():
     return ReferenceLayout()
 
 
+def reference_products(model) -> None:
+    """The baseline's products by torch.mm, as the reference's: its cell maps re-classed back
+    from the supernet's speed-ups (spacec.runtime.nn.accelerate) to the plain blocks."""
+    from spacec.runtime.nn import recurrent
+
+    for sub in model.modules():
+        for plain in (recurrent.HighwayInit, recurrent.SharedHighway):
+            if isinstance(sub, plain):
+                sub.__class__ = plain
+
+
 def build_step(job: dict, device, reference: bool = False, compile_steps: bool = False,
                compile_mode: str = "default", unroll: int = 1):
     """The model and a closure doing one step of `job['kind']` on fresh random segments;
@@ -139,6 +150,7 @@ def build_step(job: dict, device, reference: bool = False, compile_steps: bool =
         model = space.supernet(relaxation=relaxation, **cfg.dropouts()).to(device)
         if reference:
             model.decode_nll = recurrent.decoded_nll_reference
+            reference_products(model)
         optimizer = torch.optim.SGD(model.weights(), lr=LR, weight_decay=SEARCH_WDECAY)
         arch_cfg = ArchConfig(order=2 if job["kind"] == "search2" else 1, lr=3e-3,
                               betas=(0.9, 0.999), unrolled_clip=CLIP)

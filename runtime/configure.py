@@ -29,6 +29,7 @@ import torch
 
 from spacec.load import CompiledSpace, compile_file, locate
 from spacec.runtime.errors import ConfigError
+from spacec.runtime.nn import gemm
 from spacec.runtime.run import config as yaml_config
 from spacec.runtime.search import config as search_config_module
 from spacec.runtime.search.config import SearchConfig
@@ -354,14 +355,17 @@ def param_origins(compiled: CompiledSpace, assembled: Assembled,
     return origins
 
 
-def _device_line(run_cfg: Any, device: torch.device) -> str:
+def _device_line(run_cfg: Any, device: torch.device, products: bool = False) -> str:
     if run_cfg.device == "auto":
         why = "auto: CUDA is available" if device.type == "cuda" else "auto: no CUDA device"
     else:
         why = "asked for"
     threads = torch.get_num_threads()
     how = "run.threads" if run_cfg.threads is not None else "torch's default"
-    switches = "".join(f"; {text}" for text in _speed_switches(run_cfg))
+    speed = _speed_switches(run_cfg)
+    if products and device.type == "cpu":
+        speed.append(f"float32 products {gemm.choice().line()} (run.matmul)")
+    switches = "".join(f"; {text}" for text in speed)
     return f"{device} ({why}); {threads} CPU thread{'s' if threads != 1 else ''} ({how}){switches}"
 
 
@@ -390,7 +394,9 @@ def effective_lines(command: str, assembled: Assembled, compiled: CompiledSpace,
             ("method" if command == "search" else "training", method)]
     if command == "search":
         rows.append(("", method_origins(cfg, assembled.method)))
-    rows += [("device", _device_line(cfg.run, device)), ("seed", str(cfg.run.seed))]
+    # Only a recurrent supernet's products go through spacec.runtime.nn.gemm.
+    products = command == "search" and cfg.task == "sequence"
+    rows += [("device", _device_line(cfg.run, device, products)), ("seed", str(cfg.run.seed))]
     lines = [f"spacec {command}: the effective configuration",
              *(f"  {label:<8} {text}" for label, text in rows)]
     changes = preset_changes(assembled)

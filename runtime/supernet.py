@@ -21,6 +21,7 @@ from spacec.arch.derive import ALPHA, RULE, CellRule, DeriveOptions, derive
 from spacec.arch.genotype import Genotype
 from spacec.arch.layout import CellInput
 from spacec.runtime.nn import blocks
+from spacec.runtime.nn.accelerate import accelerate_network
 from spacec.runtime.relax import Relaxation, relaxation_of
 
 ARCH = "arch"  # the module holding the architecture tensors; their names start with "arch."
@@ -42,7 +43,8 @@ class SearchSpaceMixin:
     arch: nn.ModuleDict
 
     def init_arch(self) -> None:
-        """Create every cell type's architecture tensors, in the space's cell order."""
+        """Create every cell type's architecture tensors, in the space's cell order; then
+        apply the supernet's speed-ups (spacec.runtime.nn.accelerate.accelerate_network)."""
         self.arch = nn.ModuleDict()
         for cell, rule in self.RULES.items():
             shapes = self.relaxation.arch_shapes(rule)
@@ -50,6 +52,7 @@ class SearchSpaceMixin:
                 {name: nn.Parameter(self.relaxation.init_arch(name, shape))
                  for name, shape in shapes.items()}
             )
+        accelerate_network(self)
 
     def arch_parameters(self) -> dict[str, nn.Parameter]:
         """Flat names -> architecture tensors (α [edges, ops]: rows in the space's edge order,

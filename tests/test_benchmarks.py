@@ -176,3 +176,33 @@ def test_depthwise_grad_alternates_the_blocked_and_onednns_weight_gradient(bench
     rows = capsys.readouterr().out.splitlines()[2:]
     assert len(rows) == len(depthwise_grad.SHAPES)
     assert all(float(row.split()[-1]) < 1e-4 for row in rows)  # the same gradient
+
+
+def test_gemm_times_both_backends_on_the_products_it_names(benchmark, capsys):
+    gemm_bench = benchmark("gemm")
+    results = gemm_bench.measure(batch=2, rounds=1, nhid=8, ntoken=30)
+    assert [r["what"] for r in results] == [s[0] for s in gemm_bench.shapes(2, 8, 30)]
+    for r in results:
+        assert r["aten_gflops"] > 0 and r["onednn_gflops"] > 0
+        assert r["ratio"] == pytest.approx(r["onednn_gflops"] / r["aten_gflops"])
+        assert r["max_abs_diff"] < 1e-3
+    # The head's weight gradient: [ntoken, rows] @ [rows, nhid + 1], rows = batch x bptt.
+    assert (results[-1]["m"], results[-1]["k"], results[-1]["n"]) == (30, 2 * 35, 9)
+
+
+def test_rnn_tokens_baseline_multiplies_by_torch_mm(benchmark):
+    from spacec.runtime.nn import accelerate, recurrent
+
+    rnn_tokens = benchmark("rnn_tokens")
+    job = {"kind": "search1", "size": 8, "ntoken": 20, "bptt": 3, "batch": 2}
+    import torch
+
+    model, step = rnn_tokens.build_step(job, torch.device("cpu"), reference=True)
+    kinds = {type(m) for m in model.modules()}
+    assert recurrent.SharedHighway in kinds and recurrent.HighwayInit in kinds
+    assert not kinds & {accelerate.FastSharedHighway, accelerate.FastHighwayInit}
+    assert model.decode_nll is recurrent.decoded_nll_reference
+    spacec_model, _ = rnn_tokens.build_step(job, torch.device("cpu"))
+    assert accelerate.FastSharedHighway in {type(m) for m in spacec_model.modules()}
+    model.train()
+    step()

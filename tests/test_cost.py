@@ -492,8 +492,10 @@ class MatrixProducts(TorchDispatchMode):
         self.multiply_adds = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
-            left, right = args[-2], args[-1]
+        if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default,
+                    torch.ops.spacec.matmul.default):  # the last: oneDNN's (runtime/nn/gemm.py)
+            left, right = (args[0], args[1]) if func is torch.ops.spacec.matmul.default \
+                else (args[-2], args[-1])
             self.multiply_adds += left.shape[0] * left.shape[1] * right.shape[1]
         return func(*args, **(kwargs or {}))
 

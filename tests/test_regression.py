@@ -31,6 +31,16 @@ same genotypes. Recordings added since, with no change of numbers (`SPACEC_RECOR
 a 2-core AMD EPYC with AVX2 only (Zen 3, kernel digest 6fe21cd7cee6099f) for every case but
 nas_bench_201, whose first (AVX2) recording it reproduces bit for bit.
 
+A recurrent supernet's products may run through oneDNN instead of torch.mm (`run.matmul`,
+spacec.runtime.nn.gemm, issue 11; `auto`, the default, takes oneDNN where it is clearly
+faster, as on AMD CPUs). The darts_rnn case asks for torch.mm, with which every one of its
+recordings was made and is still reproduced bit for bit; darts_rnn_onednn asks for oneDNN and
+was first recorded on the Zen 5 EPYC (kernel digest e5f23b21bd12cd51). On that machine the two
+runs' α differ by up to 0.017 after two epochs (of 0.021 at most) and 7 of the 10 chosen edges:
+the recurrent search's SGD at lr 20 carries a rounding that far at this size, as it did for the
+loss head's change above; one step's gradients are equally close to float64's with either
+backend (tests/test_gemm.py).
+
 Floating-point results depend on the machine: torch's own kernels are chosen by the CPU's vector
 instruction set, oneDNN's and MKL's by the CPU itself. Across machines they are not comparable
 with a tolerance: Adam's first steps move each α by about its learning rate in the direction of
@@ -85,9 +95,14 @@ CASES: dict[str, list[str]] = {
         "example_three_inputs", "--set", "C=4", "--set", "layers=3", "--batch-size", "16",
         "--limit", "32",
     ],
+    # torch.mm's products, as every darts_rnn recording was made; oneDNN's in the next case.
     "darts_rnn": [
         "darts_rnn", "--set", "ninp=8", "--set", "nhid=8", "--batch-size", "4",
-        "--limit", "800",
+        "--limit", "800", "--cfg", "run.matmul=aten",
+    ],
+    "darts_rnn_onednn": [
+        "darts_rnn", "--set", "ninp=8", "--set", "nhid=8", "--batch-size", "4",
+        "--limit", "800", "--cfg", "run.matmul=onednn",
     ],
 }
 

@@ -6,7 +6,9 @@ built module: it changes the class of some submodules to a faster subclass with 
 parameters and the same result. Changing `__class__` keeps the parameters, their order and the
 state_dict keys, and draws no random numbers, so a supernet initialises exactly as it would
 without the pass. `ops.build_op` applies `accelerate` to every candidate it builds (the
-supernet's mixed and fixed edges).
+supernet's mixed and fixed edges); every supernet applies `accelerate_network` to itself once
+built (`SearchSpaceMixin.init_arch`), which sends a recurrent supernet's matrix products
+through `gemm` (oneDNN's where the process chose it).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from spacec.runtime.nn import gemm, recurrent
 from spacec.runtime.nn.layout import subsample
 from spacec.runtime.nn.memory import autocast_enabled
 
@@ -230,3 +233,48 @@ def accelerate(module: nn.Module) -> nn.Module:
         elif is_depthwise(sub):
             sub.__class__ = DepthwiseConv2d
     return module
+
+
+# ---------------------------------------------------------------- the recurrent search's products
+
+
+class FastHighwayInit(recurrent.HighwayInit):
+    """HighwayInit whose product is `gemm.matmul` (oneDNN's where the process chose it)."""
+
+    def product(self, xh: torch.Tensor) -> torch.Tensor:
+        return gemm.matmul(xh, self.weight)
+
+
+class FastSharedHighway(recurrent.SharedHighway):
+    """SharedHighway whose product is `gemm.matmul` (oneDNN's where the process chose it)."""
+
+    def product(self, states: torch.Tensor) -> torch.Tensor:
+        return gemm.matmul(states, self.weight)
+
+
+def fast_decoded_nll(hidden: torch.Tensor, decoder: nn.Linear,
+                     targets: torch.Tensor) -> torch.Tensor:
+    """`recurrent.decoded_nll` with oneDNN's products where `gemm.applies`."""
+    if gemm.applies(hidden, decoder.weight):
+        return recurrent.decoded_nll(hidden, decoder, targets, gemm.OneDNNDecoderProducts)
+    return recurrent.decoded_nll(hidden, decoder, targets)
+
+
+_FAST_RECURRENT = {recurrent.HighwayInit: FastHighwayInit,
+                   recurrent.SharedHighway: FastSharedHighway}
+
+
+def accelerate_network(network: nn.Module) -> nn.Module:
+    """The speed-ups of a whole supernet, in place; returns `network`. A recurrent one's
+    products go through `gemm` (its HighwayInit and SharedHighway maps re-classed, its loss
+    head `fast_decoded_nll` unless the instance has a head of its own); an image supernet's
+    candidates were accelerated as they were built (`ops.build_op`)."""
+    for sub in network.modules():
+        fast = _FAST_RECURRENT.get(type(sub))
+        if fast is not None:
+            sub.__class__ = fast
+    if isinstance(network, recurrent.RecurrentLM):
+        if "decode_nll" not in network.__dict__:
+            network.decode_nll = fast_decoded_nll
+        gemm.choice()  # auto is timed now, not in the first step
+    return network

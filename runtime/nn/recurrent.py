@@ -155,8 +155,12 @@ class HighwayInit(nn.Module):
         # x [B, ninp], h_prev [B, nhid] -> s0 [B, nhid]; h_prev itself enters the highway unmasked.
         x_in = x if x_mask is None else x * x_mask
         h_in = h_prev if h_mask is None else h_prev * h_mask
-        c0, h0 = torch.split(torch.cat([x_in, h_in], dim=-1).mm(self.weight), self.nhid, dim=-1)
+        c0, h0 = torch.split(self.product(torch.cat([x_in, h_in], dim=-1)), self.nhid, dim=-1)
         return h_prev + c0.sigmoid() * (self._activation(h0) - h_prev)
+
+    def product(self, xh: Tensor) -> Tensor:
+        """[x, h] W0 (the search's speed-ups may compute it otherwise, the same arithmetic)."""
+        return xh.mm(self.weight)
 
     def extra_repr(self) -> str:
         return f"ninp={self.ninp}, nhid={self.nhid}, fn={self.fn}"
@@ -176,9 +180,14 @@ class SharedHighway(nn.Module):
         The map reads the masked states; the highway mixes the unmasked ones (`mix_edges`).
         """
         masked = states if h_mask is None else states * h_mask
-        ch = masked.reshape(-1, self.nhid).mm(self.weight)
+        ch = self.product(masked.reshape(-1, self.nhid))
         c, h = torch.split(ch.view(*states.shape[:-1], 2 * self.nhid), self.nhid, dim=-1)
         return c.sigmoid(), h
+
+    def product(self, states: Tensor) -> Tensor:
+        """states [n, nhid] W (the search's speed-ups may compute it otherwise, the same
+        arithmetic)."""
+        return states.mm(self.weight)
 
     def extra_repr(self) -> str:
         return f"nhid={self.nhid}"
@@ -348,7 +357,39 @@ def _row_blocks(logits: Tensor) -> Iterator[slice]:
     row_bytes = width * logits.element_size()
     step = rows if logits.device.type != "cpu" else max(1, _HEAD_BLOCK_BYTES // row_bytes)
     for start in range(0, rows, step):
-        yield slice(start, start + step)
+        yield slice(start, min(start + step, rows))
+
+
+class AtenDecoderProducts:
+    """The products `DecodedNLL` makes, by torch.mm: the logits of all rows in one product
+    written straight into the (reused) logits storage, `out` (`rows` None: one block), and the
+    backward pass's products. The head adds the bias block by block, in cache: addmm would
+    first copy it into every row of the [N, ntoken] output (at batch 256, 358 MB written once
+    more per pass). The supernet's speed-ups may pass another products class
+    (spacec.runtime.nn.gemm.OneDNNDecoderProducts)."""
+
+    rows = None
+
+    @staticmethod
+    def logits(
+        hidden: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor
+    ) -> tuple[Tensor, bool]:
+        """hidden [n, nhid] -> (its logits [n, ntoken], whether the bias is in them)."""
+        return torch.mm(hidden, weight.t(), out=out), False
+
+    @staticmethod
+    def mm(a: Tensor, b: Tensor) -> Tensor:
+        return a.mm(b)
+
+
+def _product_blocks(rows: int, step: int | None) -> Iterator[slice]:
+    step = rows if step is None else step
+    for start in range(0, rows, step):
+        yield slice(start, min(start + step, rows))
+
+
+def _offset(rows: slice, by: int) -> slice:
+    return slice(rows.start + by, rows.stop + by)
 
 
 class _SpareLogits:
@@ -405,28 +446,35 @@ class DecodedNLL(torch.autograd.Function):
     CPU that storage is reused from step to step (`_SpareLogits`), so a second backward pass
     through the same graph (retain_graph) raises. The cost model traces the same
     (spacec.cost.tracer.Tracer.decoded_nll).
+
+    The products are `products`' (AtenDecoderProducts: torch.mm, the logits of all rows
+    written into that storage at once). One that makes the logits block by block in storage of
+    its own (spacec.runtime.nn.gemm.OneDNNDecoderProducts) has E written into the reused
+    storage instead, from the block while it is fresh.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, recorded):
+    def forward(ctx, hidden, weight, bias, targets, recorded, products=None):
         # `recorded`: whether autograd records this call (it runs forward without grad mode, and
         # fills needs_input_grad under no_grad too), i.e. whether a backward pass may follow.
-        # The bias is added block by block, in cache: addmm would first copy it into every row
-        # of the [N, ntoken] output (at batch 256, 358 MB written once more per pass).
-        logits = torch.mm(
-            hidden, weight.t(), out=_SPARE_LOGITS.take(hidden.shape[0], weight.shape[0], hidden)
-        )
+        # `products`: who multiplies (AtenDecoderProducts unless given).
+        products = AtenDecoderProducts if products is None else products
+        logits = _SPARE_LOGITS.take(hidden.shape[0], weight.shape[0], hidden)
         picked = logits.new_empty(logits.shape[0])
         largest = logits.new_empty(logits.shape[0])
         sums = logits.new_empty(logits.shape[0])
-        for rows in _row_blocks(logits):
-            block = logits[rows]
-            if bias is not None:
-                block.add_(bias)
-            torch.gather(block, 1, targets[rows, None], out=picked[rows, None])
-            torch.amax(block, dim=1, out=largest[rows])
-            torch.sum(block.sub_(largest[rows, None]).exp_(), dim=1, out=sums[rows])
+        for outer in _product_blocks(logits.shape[0], products.rows):
+            block, biased = products.logits(hidden[outer], weight, bias, logits[outer])
+            for inner in _row_blocks(block):
+                part, rows = block[inner], _offset(inner, outer.start)
+                if bias is not None and not biased:
+                    part.add_(bias)
+                torch.gather(part, 1, targets[rows, None], out=picked[rows, None])
+                torch.amax(part, dim=1, out=largest[rows])
+                exps = torch.exp(part.sub_(largest[rows, None]), out=logits[rows])
+                torch.sum(exps, dim=1, out=sums[rows])
         ctx.spent = False
+        ctx.products = products
         loss = (sums.log() + largest - picked).mean()
         if not recorded:
             _SPARE_LOGITS.give_back(logits)
@@ -446,21 +494,23 @@ class DecodedNLL(torch.autograd.Function):
             )
         ctx.spent = True
         hidden, weight, exps, sums, targets = ctx.saved_tensors
-        needs_hidden, needs_weight, needs_bias, _, _ = ctx.needs_input_grad
+        needs_hidden, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        mm = ctx.products.mm
         scale = grad / exps.shape[0]
         inverse = sums.reciprocal()
         d_hidden = d_weight = d_bias = None
         if needs_hidden:
-            d_hidden = exps.mm(weight).mul_(inverse[:, None]).sub_(weight[targets]).mul_(scale)
+            d_hidden = mm(exps, weight).mul_(inverse[:, None]).sub_(weight[targets]).mul_(scale)
         if needs_weight or needs_bias:
             d_weight, d_bias = _decoder_gradients(
-                exps, inverse, hidden, targets, scale, needs_weight, needs_bias
+                mm, exps, inverse, hidden, targets, scale, needs_weight, needs_bias
             )
         _SPARE_LOGITS.give_back(exps)
-        return d_hidden, d_weight, d_bias, None, None
+        return d_hidden, d_weight, d_bias, None, None, None
 
 
 def _decoder_gradients(
+    mm: Callable[[Tensor, Tensor], Tensor],
     exps: Tensor,
     inverse: Tensor,
     hidden: Tensor | None,
@@ -478,18 +528,20 @@ def _decoder_gradients(
     if needs_bias:
         scaled.append(inverse[:, None])
         onehot.append(inverse.new_ones(inverse.shape[0], 1))
-    both = exps.t().mm(torch.cat(scaled, dim=1))
+    both = mm(exps.t(), torch.cat(scaled, dim=1))
     both.index_add_(0, targets, torch.cat(onehot, dim=1), alpha=-1.0).mul_(scale)
     d_weight = both[:, : hidden.shape[1]] if needs_weight else None
     return d_weight, (both[:, -1] if needs_bias else None)
 
 
-def decoded_nll(hidden: Tensor, decoder: nn.Linear, targets: Tensor) -> Tensor:
+def decoded_nll(
+    hidden: Tensor, decoder: nn.Linear, targets: Tensor, products: Any = None
+) -> Tensor:
     """Mean NLL of targets [N] under log_softmax(decoder(hidden)), hidden [N, nhid].
 
-    `DecodedNLL`, equal to `decoded_nll_reference` up to float rounding
-    (tests/test_recurrent.py); under autocast the reference path runs, whose log-softmax
-    autocast keeps in float32.
+    `DecodedNLL` (its products by `products`, AtenDecoderProducts unless given), equal to
+    `decoded_nll_reference` up to float rounding (tests/test_recurrent.py); under autocast the
+    reference path runs, whose log-softmax autocast keeps in float32.
     """
     if torch.is_autocast_enabled(hidden.device.type):
         return decoded_nll_reference(hidden, decoder, targets)
@@ -497,7 +549,7 @@ def decoded_nll(hidden: Tensor, decoder: nn.Linear, targets: Tensor) -> Tensor:
     recorded = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (hidden, weight, bias)
     )
-    return DecodedNLL.apply(hidden, weight, bias, targets, recorded)
+    return DecodedNLL.apply(hidden, weight, bias, targets, recorded, products)
 
 
 def decoded_nll_reference(hidden: Tensor, decoder: nn.Linear, targets: Tensor) -> Tensor:

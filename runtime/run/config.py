@@ -49,6 +49,8 @@ TASK = "task"
 # run.memory (spacec.runtime.nn.memory) and run.precision (spacec.runtime.run.session).
 MEMORY_SETTINGS = ("fast", "balanced", "low")
 PRECISIONS = ("fp32", "bf16")
+# run.matmul (spacec.runtime.nn.gemm): auto, or the backend of float32 CPU products.
+MATMUL_SETTINGS = ("auto", "aten", "onednn")
 # torch.compile's modes (run.compile_mode); reduce-overhead replays CUDA graphs, which is what a
 # step bound by kernel launches needs on a GPU (README, "On a GPU").
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -159,6 +161,12 @@ class RunConfig:
     # 0.84 against 0.93 s with one step per graph, for 131 against 22 s of compiling
     # (benchmarks/rnn_tokens.py --unroll; README, "Speed").
     compile_unroll: int = 5
+    # Float32 matrix products of a recurrent supernet on the CPU (spacec.runtime.nn.gemm): aten
+    # (torch.mm: MKL in torch's x86 wheels), onednn, or auto: oneDNN where one timed product at
+    # start shows it at least 1.15x torch.mm's speed. MKL runs its AVX2 kernels on AMD CPUs
+    # even where they have AVX-512; oneDNN's ran at 1.3-2.3x its speed on the Zen 5 EPYC
+    # (benchmarks/gemm.py). The same float32 arithmetic, summed in another order.
+    matmul: str = "auto"
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -187,6 +195,9 @@ class RunConfig:
                 or self.compile_unroll < 1:
             raise ValueError(f"compile_unroll must be an integer >= 1, got "
                              f"{self.compile_unroll!r}")
+        if self.matmul not in MATMUL_SETTINGS:
+            raise ValueError(f"matmul must be one of {', '.join(MATMUL_SETTINGS)}, got "
+                             f"{self.matmul!r}")
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got "
                              f"{self.compile_mode!r}")
@@ -194,8 +205,9 @@ class RunConfig:
 
 
 # Run settings a resumed run may differ in from its checkpoint: the device (--resume --device),
-# and TensorBoard's switch, which changes no result (a checkpoint written before it existed lacks it).
-RESUME_MAY_CHANGE = ("device", "tensorboard")
+# TensorBoard's switch, which changes no result, and the products' backend, which changes only
+# their rounding (a checkpoint written before these existed lacks them).
+RESUME_MAY_CHANGE = ("device", "tensorboard", "matmul")
 
 
 def resume_view(config: Mapping[str, Any]) -> dict[str, Any]:

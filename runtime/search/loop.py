@@ -42,6 +42,7 @@ from spacec.arch.genotype import Genotype
 from spacec.load import CompiledSpace
 from spacec.runtime.domains import SearchTask, StepBatches, domain
 from spacec.runtime.errors import CheckpointError, ConfigError
+from spacec.runtime.nn import gemm
 from spacec.runtime.nn.memory import set_memory
 from spacec.runtime.run.checkpoint import load_checkpoint, save_checkpoint
 from spacec.runtime.run.config import resume_view
@@ -166,6 +167,9 @@ class Search:
         if fit is not None and fit.memory != memory:
             fit = dataclasses.replace(check(memory), chosen=True,
                                       reason="another process of this run has less memory free")
+        # The backend of a recurrent supernet's float32 CPU products (run.matmul), one for all
+        # the run's processes.
+        gemm.select_for_run(cfg.run.matmul, session.gather)
         relaxation = chosen_method.build_relaxation(cfg.method)
         relaxation.seed(session.seed)
         model = compiled.supernet(relaxation=relaxation, **task.network_kwargs())

@@ -1,0 +1,285 @@
+"""The float32 CPU products' backend (spacec.runtime.nn.gemm) and the recurrent supernet's use
+of it (spacec.runtime.nn.accelerate): same results as torch.mm up to rounding, chosen per
+process, stated in the effective configuration."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import spacec
+from spacec.runtime.nn import accelerate, gemm, recurrent
+from spacec.runtime.run import config as run_config
+
+needs_onednn = pytest.mark.skipif(not gemm.onednn_available(), reason="torch without oneDNN")
+
+
+@pytest.fixture
+def backend():
+    """Select a backend for one test; the process's choice is restored after it."""
+    before = gemm._choice
+    yield gemm.select
+    gemm._choice = before
+
+
+def _pair(m=7, k=13, n=5, seed=0, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randn(m, k, generator=gen, dtype=dtype, requires_grad=True)
+    b = torch.randn(k, n, generator=gen, dtype=dtype, requires_grad=True)
+    return a, b
+
+
+def _value_and_grads(fn, a, b, seed=1):
+    a.grad = b.grad = None
+    out = fn(a, b)
+    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
+    (out * weight).sum().backward()
+    return out.detach(), a.grad, b.grad
+
+
+@needs_onednn
+@pytest.mark.parametrize("layout", ["plain", "a transposed", "b transposed"])
+def test_onednn_matmul_and_its_gradients_equal_torch_mm(backend, layout):
+    assert backend(gemm.ONEDNN).backend == gemm.ONEDNN
+    a, b = _pair()
+    if layout == "a transposed":
+        a = a.detach().t().contiguous().t().requires_grad_()
+    if layout == "b transposed":
+        b = b.detach().t().contiguous().t().requires_grad_()
+    got = _value_and_grads(gemm.matmul, a, b)
+    want = _value_and_grads(torch.mm, a, b)
+    assert got[0].grad_fn is None  # detached copies compared
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    # The product really is the custom operator (not torch.mm): autograd names its node.
+    assert "spacec" in type(gemm.matmul(a, b).grad_fn).__name__.lower() or \
+        "matmul" in type(gemm.matmul(a, b).grad_fn).__name__.lower()
+
+
+@needs_onednn
+def test_gradient_of_one_input_only(backend):
+    backend(gemm.ONEDNN)
+    a, b = _pair()
+    b.requires_grad_(False)
+    gemm.matmul(a, b).sum().backward()
+    torch.testing.assert_close(a.grad, torch.ones(7, 5) @ b.t())
+    assert b.grad is None
+
+
+@pytest.mark.parametrize(("dtype", "autocast"), [(torch.float64, False), (torch.float32, True)])
+def test_products_outside_float32_or_under_autocast_are_torch_mm(backend, dtype, autocast):
+    backend(gemm.ONEDNN)
+    a, b = _pair(dtype=dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        assert not gemm.applies(a, b)
+        out = gemm.matmul(a, b)
+    assert type(out.grad_fn).__name__ == "MmBackward0"
+
+
+def test_aten_is_torch_mm_exactly(backend):
+    assert backend(gemm.ATEN).line() == "aten (torch.mm, as asked)"
+    a, b = _pair()
+    assert torch.equal(gemm.matmul(a, b), torch.mm(a, b))
+    assert type(gemm.matmul(a, b).grad_fn).__name__ == "MmBackward0"
+
+
+@needs_onednn
+def test_auto_times_both_and_says_so(backend):
+    made = backend(gemm.AUTO)
+    assert made.setting == gemm.AUTO and made.backend in (gemm.ATEN, gemm.ONEDNN)
+    assert "x torch.mm's speed on this CPU" in made.reason
+    assert made.line().startswith(f"auto: {made.backend} (oneDNN ")
+
+
+def test_auto_keeps_torch_mm_unless_onednn_is_clearly_faster(backend, monkeypatch):
+    monkeypatch.setattr(gemm, "onednn_available", lambda: True)
+    for speedup, expected in ((1.0, gemm.ATEN), (gemm.AUTO_MARGIN - 0.01, gemm.ATEN),
+                              (gemm.AUTO_MARGIN, gemm.ONEDNN), (2.5, gemm.ONEDNN)):
+        monkeypatch.setattr(gemm, "_speedup", lambda speedup=speedup: speedup)
+        made = backend(gemm.AUTO)
+        assert made.backend == expected, speedup
+        assert f"oneDNN {speedup:.2f}x torch.mm's speed" in made.reason
+
+
+def test_auto_is_timed_once_per_process_unless_selected_again(backend, monkeypatch):
+    timed = []
+    monkeypatch.setattr(gemm, "onednn_available", lambda: True)
+    monkeypatch.setattr(gemm, "_speedup", lambda: timed.append(1) or 2.0)
+    gemm._choice = None
+    assert gemm.choice().backend == gemm.ONEDNN
+    gemm.choice()
+    assert len(timed) == 1
+
+
+def test_without_onednn_every_setting_is_torch_mm(backend, monkeypatch):
+    monkeypatch.setattr(gemm, "onednn_available", lambda: False)
+    for setting in (gemm.AUTO, gemm.ONEDNN):
+        made = backend(setting)
+        assert made.backend == gemm.ATEN and made.reason == "this torch has no oneDNN"
+
+
+def test_settings_agree_with_the_run_config_and_are_checked(backend):
+    assert run_config.MATMUL_SETTINGS == gemm.SETTINGS
+    assert run_config.RunConfig().matmul == gemm.AUTO
+    with pytest.raises(ValueError, match="matmul must be one of auto, aten, onednn"):
+        run_config.RunConfig(matmul="mkl")
+    with pytest.raises(ValueError, match="matmul must be one of"):
+        backend("mkl")
+    assert "matmul" in run_config.RESUME_MAY_CHANGE
+
+
+# ---------------------------------------------------------------- the loss head
+
+
+def _head(ntoken=37, nhid=6, rows=23, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    decoder = nn.Linear(nhid, ntoken)
+    with torch.no_grad():
+        decoder.weight.copy_(torch.randn(ntoken, nhid, generator=gen))
+        decoder.bias.copy_(torch.randn(ntoken, generator=gen))
+    hidden = torch.randn(rows, nhid, generator=gen, requires_grad=True)
+    return hidden, decoder, torch.randint(ntoken, (rows,), generator=gen)
+
+
+def _loss_and_grads(loss_fn, hidden, decoder, targets):
+    for p in (hidden, *decoder.parameters()):
+        p.grad = None
+    loss = loss_fn(hidden, decoder, targets)
+    (2.0 * loss).backward()
+    return loss.detach(), hidden.grad, decoder.weight.grad, decoder.bias.grad
+
+
+@needs_onednn
+@pytest.mark.parametrize(("rows", "block_rows", "block_bytes"),
+                         [(23, 256, 1 << 20), (23, 5, 1 << 20), (23, 5, 4 * 37 * 2), (9, 4, 64)])
+def test_onednn_loss_head_is_the_reference_loss_and_gradient(backend, monkeypatch, rows,
+                                                             block_rows, block_bytes):
+    # Product blocks of `block_rows` rows (the last one shorter), cut again into cache blocks.
+    backend(gemm.ONEDNN)
+    monkeypatch.setattr(gemm.OneDNNDecoderProducts, "rows", block_rows)
+    monkeypatch.setattr(recurrent, "_HEAD_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(recurrent, "_SPARE_LOGITS", recurrent._SpareLogits())
+    hidden, decoder, targets = _head(rows=rows)
+    got = _loss_and_grads(accelerate.fast_decoded_nll, hidden, decoder, targets)
+    want = _loss_and_grads(recurrent.decoded_nll_reference, hidden, decoder, targets)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+@needs_onednn
+def test_onednn_loss_head_without_bias_and_alpha_only(backend, monkeypatch):
+    backend(gemm.ONEDNN)
+    monkeypatch.setattr(gemm.OneDNNDecoderProducts, "rows", 4)
+    hidden, decoder, targets = _head(rows=10)
+    decoder.bias = None
+    decoder.weight.requires_grad_(False)  # an α-only pass: the hidden state's gradient alone
+    hidden.grad = None
+    accelerate.fast_decoded_nll(hidden, decoder, targets).backward()
+    got = hidden.grad
+    hidden.grad = None
+    recurrent.decoded_nll_reference(hidden, decoder, targets).backward()
+    torch.testing.assert_close(got, hidden.grad, rtol=1e-5, atol=1e-6)
+    assert decoder.weight.grad is None
+
+
+# ---------------------------------------------------------------- the recurrent supernet
+
+
+def _supernet(seed=0, dtype=torch.float32):
+    space = spacec.load("darts_rnn", ntoken=50, ninp=12, nhid=12)
+    torch.manual_seed(seed)
+    # No dropout: its masks are drawn in the model's dtype, so float64 would draw others.
+    rates = dict.fromkeys(("dropout", "dropouth", "dropoutx", "dropouti", "dropoute"), 0.0)
+    return space.supernet(**rates).to(dtype)
+
+
+def _step_grads(model):
+    torch.manual_seed(5)
+    words = torch.randint(50, (6, 4))
+    model.train()
+    model.zero_grad(set_to_none=True)
+    loss, _ = model(words, model.init_hidden(4), targets=torch.randint(50, (24,)))
+    loss.backward()
+    return loss.detach().double(), {n: p.grad.double() for n, p in model.named_parameters()}
+
+
+def _relative_error(grads, exact):
+    error = sum(((grads[n] - exact[n]) ** 2).sum() for n in exact) ** 0.5
+    return float(error / sum((g**2).sum() for g in exact.values()) ** 0.5)
+
+
+def test_the_supernet_computes_its_products_through_gemm():
+    model = _supernet()
+    kinds = {type(m) for m in model.modules()}
+    assert accelerate.FastSharedHighway in kinds and accelerate.FastHighwayInit in kinds
+    assert recurrent.SharedHighway not in kinds and recurrent.HighwayInit not in kinds
+    assert model.decode_nll is accelerate.fast_decoded_nll
+    # Re-classing keeps the parameters: the same names and values as plain blocks would have.
+    plain = _supernet()
+    for sub in plain.modules():
+        for base in (recurrent.HighwayInit, recurrent.SharedHighway):
+            if isinstance(sub, base):
+                sub.__class__ = base
+    assert model.state_dict().keys() == plain.state_dict().keys()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, plain.state_dict()[key])
+
+
+@needs_onednn
+def test_a_supernet_step_with_onednn_equals_torch_mm(backend):
+    backend(gemm.ONEDNN)
+    fast = _step_grads(_supernet())
+    backend(gemm.ATEN)
+    plain = _step_grads(_supernet())
+    exact = _step_grads(_supernet(dtype=torch.float64))  # float64: torch.mm whatever the choice
+    torch.testing.assert_close(fast[0], plain[0], rtol=1e-5, atol=1e-6)
+    assert fast[1].keys() == plain[1].keys() == exact[1].keys()
+    for name, grad in fast[1].items():
+        torch.testing.assert_close(grad, plain[1][name], rtol=1e-4, atol=1e-6, msg=name)
+    # Rounding only: oneDNN's step is as close to float64's as torch.mm's.
+    assert _relative_error(fast[1], exact[1]) < 2 * _relative_error(plain[1], exact[1]) + 1e-7
+
+
+def test_the_derived_network_copies_the_plain_products():
+    source = spacec.load("darts_rnn").discrete_source("DARTS")
+    assert "xh.mm(self.weight)" in source and "states.mm(self.weight)" in source
+    assert "import spacec" not in source and "from spacec" not in source
+    assert "_linear_pointwise" not in source and "spacec::matmul" not in source
+
+
+# ---------------------------------------------------------------- the run
+
+
+def test_the_device_line_of_a_recurrent_search_names_the_products_backend(backend):
+    from spacec.runtime.configure import _device_line
+
+    backend(gemm.ATEN)
+    cpu = torch.device("cpu")
+    line = _device_line(run_config.RunConfig(threads=1, matmul="aten"), cpu, products=True)
+    assert line.endswith("(run.threads); float32 products aten (torch.mm, as asked) (run.matmul)")
+    assert "products" not in _device_line(run_config.RunConfig(), cpu)
+    assert "products" not in _device_line(run_config.RunConfig(), torch.device("meta"), True)
+
+
+def test_a_search_selects_the_run_sections_backend(backend):
+    from spacec.runtime.search.config import load_config
+    from spacec.runtime.search.loop import Search
+
+    for setting, expected in (("aten", gemm.ATEN), ("onednn", gemm.ONEDNN)):
+        cfg = load_config("rnn_quick", {"space.overrides.ninp": 8, "space.overrides.nhid": 8,
+                                        "data.batch_size": 2, "data.limit": 400,
+                                        "run.device": "cpu", "run.matmul": setting})
+        Search.build(cfg)
+        if not gemm.onednn_available():
+            expected = gemm.ATEN
+        assert gemm.choice().backend == expected
+
+
+def test_processes_that_time_differently_all_take_torch_mm(backend, monkeypatch):
+    monkeypatch.setattr(gemm, "onednn_available", lambda: True)
+    monkeypatch.setattr(gemm, "_speedup", lambda: 2.0)  # this process: oneDNN
+    made = gemm.select_for_run(gemm.AUTO, lambda value: [value, gemm.ATEN])  # the other: aten
+    assert made.backend == gemm.ATEN and gemm.choice() == made
+    assert "processes timed oneDNN differently" in made.line()
+    assert gemm.select_for_run(gemm.AUTO, lambda value: [value, value]).backend == gemm.ONEDNN
