@@ -394,8 +394,8 @@ def effective_lines(command: str, assembled: Assembled, compiled: CompiledSpace,
             ("method" if command == "search" else "training", method)]
     if command == "search":
         rows.append(("", method_origins(cfg, assembled.method)))
-    # Only a recurrent supernet's products go through spacec.runtime.nn.gemm.
-    products = command == "search" and cfg.task == "sequence"
+    # Only a recurrent network's products go through spacec.runtime.nn.gemm.
+    products = command in ("search", "train") and cfg.task == "sequence"
     rows += [("device", _device_line(cfg.run, device, products)), ("seed", str(cfg.run.seed))]
     lines = [f"spacec {command}: the effective configuration",
              *(f"  {label:<8} {text}" for label, text in rows)]

@@ -30,6 +30,11 @@ def _pair(m=7, k=13, n=5, seed=0, dtype=torch.float32):
     return a, b
 
 
+def _is_gemm(node) -> bool:
+    """Whether an autograd node is the backward of spacec::matmul (autograd's name for it)."""
+    return "spacec_matmul" in node.name()
+
+
 def _value_and_grads(fn, a, b, seed=1):
     a.grad = b.grad = None
     out = fn(a, b)
@@ -52,9 +57,7 @@ def test_onednn_matmul_and_its_gradients_equal_torch_mm(backend, layout):
     assert got[0].grad_fn is None  # detached copies compared
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
-    # The product really is the custom operator (not torch.mm): autograd names its node.
-    assert "spacec" in type(gemm.matmul(a, b).grad_fn).__name__.lower() or \
-        "matmul" in type(gemm.matmul(a, b).grad_fn).__name__.lower()
+    assert _is_gemm(gemm.matmul(a, b).grad_fn)  # the custom operator, not torch.mm
 
 
 @needs_onednn
@@ -241,6 +244,58 @@ def test_a_supernet_step_with_onednn_equals_torch_mm(backend):
     assert _relative_error(fast[1], exact[1]) < 2 * _relative_error(plain[1], exact[1]) + 1e-7
 
 
+def _derived(seed=0, dtype=torch.float32):
+    space = spacec.load("darts_rnn", ntoken=50, ninp=12, nhid=12)
+    torch.manual_seed(seed)
+    rates = dict.fromkeys(("dropout", "dropouth", "dropoutx", "dropouti", "dropoute"), 0.0)
+    return space.discrete_network("DARTS", **rates).to(dtype)
+
+
+def test_a_derived_network_gets_the_products_through_its_seam():
+    network = accelerate.accelerate_derived(_derived())
+    seamed = [m for m in network.modules() if "product" in m.__dict__]
+    # DARTS's cell: the init map and one shared map per node (8), each a copy of the blocks.
+    assert len(seamed) == 9
+    assert {type(m).__name__ for m in seamed} == {"HighwayInit", "SharedHighway"}
+    assert all(type(m).__module__.startswith("spacec_generated.") for m in seamed)
+    assert network.decode_nll is accelerate.fast_decoded_nll
+    assert network.state_dict().keys() == _derived().state_dict().keys()
+    # An image network has no such seam: nothing changes.
+    image = spacec.load("darts_cnn", C=4, layers=3).discrete_network("DARTS_V2")
+    accelerate.accelerate_derived(image)
+    assert not any("product" in m.__dict__ for m in image.modules())
+    assert "decode_nll" not in image.__dict__
+
+
+@needs_onednn
+def test_a_derived_network_step_with_onednn_equals_torch_mm(backend):
+    backend(gemm.ONEDNN)
+    fast_network = accelerate.accelerate_derived(_derived())
+    fast = _step_grads(fast_network)
+    assert any(_is_gemm(node) for node in _graph_nodes(fast_network))
+    plain = _step_grads(_derived())
+    exact = _step_grads(_derived(dtype=torch.float64))
+    torch.testing.assert_close(fast[0], plain[0], rtol=1e-5, atol=1e-6)
+    for name, grad in fast[1].items():
+        torch.testing.assert_close(grad, plain[1][name], rtol=1e-4, atol=1e-6, msg=name)
+    assert _relative_error(fast[1], exact[1]) < 2 * _relative_error(plain[1], exact[1]) + 1e-7
+
+
+def _graph_nodes(model):
+    """The autograd nodes of one forward pass's loss, by a walk from its grad_fn."""
+    torch.manual_seed(5)
+    loss, _ = model(torch.randint(50, (2, 4)), model.init_hidden(4),
+                    targets=torch.randint(50, (8,)))
+    seen, pending = [], [loss.grad_fn]
+    while pending:
+        node = pending.pop()
+        if node is None or node in seen:
+            continue
+        seen.append(node)
+        pending.extend(next_fn for next_fn, _ in node.next_functions)
+    return seen
+
+
 def test_the_derived_network_copies_the_plain_products():
     source = spacec.load("darts_rnn").discrete_source("DARTS")
     assert "xh.mm(self.weight)" in source and "states.mm(self.weight)" in source
@@ -283,3 +338,18 @@ def test_processes_that_time_differently_all_take_torch_mm(backend, monkeypatch)
     assert made.backend == gemm.ATEN and gemm.choice() == made
     assert "processes timed oneDNN differently" in made.line()
     assert gemm.select_for_run(gemm.AUTO, lambda value: [value, value]).backend == gemm.ONEDNN
+
+
+def test_a_training_run_selects_the_backend_and_accelerates_its_network(backend):
+    from spacec.arch.genotype import resolve
+    from spacec.runtime.train.config import load_train_config
+    from spacec.runtime.train.loop import Trainer
+
+    cfg = load_train_config("rnn_quick", {"space.overrides.ninp": 8, "space.overrides.nhid": 8,
+                                          "data.batch_size": 2, "data.limit": 400,
+                                          "run.device": "cpu", "run.matmul": "aten"})
+    trainer = Trainer.build(cfg, resolve("DARTS", "darts_rnn"))
+    assert gemm.choice().backend == gemm.ATEN
+    network = trainer.network
+    assert sum("product" in m.__dict__ for m in network.modules()) == 9
+    assert network.decode_nll is accelerate.fast_decoded_nll

@@ -13,6 +13,8 @@ through `gemm` (oneDNN's where the process chose it).
 
 from __future__ import annotations
 
+import types
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -262,6 +264,37 @@ def fast_decoded_nll(hidden: torch.Tensor, decoder: nn.Linear,
 
 _FAST_RECURRENT = {recurrent.HighwayInit: FastHighwayInit,
                    recurrent.SharedHighway: FastSharedHighway}
+
+
+def _gemm_product(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return gemm.matmul(x, self.weight)
+
+
+def _has_product_seam(module: nn.Module) -> bool:
+    # The seam of HighwayInit and SharedHighway, and of their copies in a derived network.
+    weight = getattr(module, "weight", None)
+    return callable(getattr(type(module), "product", None)) and isinstance(weight, nn.Parameter) \
+        and weight.dim() == 2
+
+
+def accelerate_derived(network: nn.Module) -> nn.Module:
+    """A derived network's products through `gemm`, in place; returns `network`. Its classes
+    are the standalone module's copies, not re-classed: each module with the `product` seam
+    (the copies of HighwayInit and SharedHighway: x @ self.weight) gets `gemm.matmul` as its
+    own `product`, and a language model the loss head `fast_decoded_nll` (the same arithmetic
+    as its copy's `decoded_nll`). An image network has neither and is returned as it is."""
+    found = False
+    for sub in network.modules():
+        if _has_product_seam(sub):
+            sub.product = types.MethodType(_gemm_product, sub)
+            found = True
+    if callable(getattr(type(network), "decode_nll", None)) \
+            and "decode_nll" not in network.__dict__:
+        network.decode_nll = fast_decoded_nll
+        found = True
+    if found:
+        gemm.choice()  # auto is timed now, not in the first step
+    return network
 
 
 def accelerate_network(network: nn.Module) -> nn.Module:

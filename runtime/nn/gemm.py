@@ -12,8 +12,8 @@ Which of the two runs is a process-wide choice (`select`, the run section's `mat
 size and takes oneDNN where it is at least `AUTO_MARGIN` times faster. The choice applies to
 float32 CPU tensors outside autocast only; everything else goes to torch.mm.
 
-Two ways in, both used by the supernet's speed-ups (accelerate.py), never by the definitions
-the derived network copies:
+Two ways in, both used by the speed-ups of accelerate.py (a supernet's, and those `spacec
+train` applies to a derived network), never by the definitions the derived network copies:
   * `matmul(a, b)`: a differentiable a @ b, a custom operator (`spacec::matmul`) so that
     torch.compile keeps it as one opaque call (inductor's own oneDNN lowering wants constant
     weights) and autograd differentiates it by two more such products;

@@ -161,7 +161,7 @@ class RunConfig:
     # 0.84 against 0.93 s with one step per graph, for 131 against 22 s of compiling
     # (benchmarks/rnn_tokens.py --unroll; README, "Speed").
     compile_unroll: int = 5
-    # Float32 matrix products of a recurrent supernet on the CPU (spacec.runtime.nn.gemm): aten
+    # Float32 matrix products of a recurrent network on the CPU (spacec.runtime.nn.gemm): aten
     # (torch.mm: MKL in torch's x86 wheels), onednn, or auto: oneDNN where one timed product at
     # start shows it at least 1.15x torch.mm's speed. MKL runs its AVX2 kernels on AMD CPUs
     # even where they have AVX-512; oneDNN's ran at 1.3-2.3x its speed on the Zen 5 EPYC
