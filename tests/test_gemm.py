@@ -4,6 +4,8 @@ process, stated in the effective configuration."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from torch import nn
@@ -78,6 +80,39 @@ def test_products_outside_float32_or_under_autocast_are_torch_mm(backend, dtype,
         assert not gemm.applies(a, b)
         out = gemm.matmul(a, b)
     assert type(out.grad_fn).__name__ == "MmBackward0"
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (4, 0)])
+def test_empty_products_are_torch_mms(backend, shape):
+    backend(gemm.ONEDNN)
+    a = torch.randn(*shape, requires_grad=True)
+    b = torch.randn(shape[1], 3, requires_grad=True)
+    out = gemm.matmul(a, b)
+    out.sum().backward()
+    assert torch.equal(out, a @ b) and a.grad.shape == a.shape and b.grad.shape == b.shape
+
+
+@needs_onednn
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="torch.compile on the CPU needs a C++ compiler")
+def test_torch_compile_keeps_the_product_and_its_gradients(backend, tmp_path, monkeypatch):
+    # Inductor lowers oneDNN's linear only with constant weights; the custom operator stays one
+    # opaque call instead, forward and backward.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    backend(gemm.ONEDNN)
+
+    def loss(a, b):
+        return torch.sigmoid(gemm.matmul(a * 2, b)).sum()
+
+    a, b = _pair()
+    torch._dynamo.reset()
+    try:
+        got = _value_and_grads(lambda a, b: torch.compile(loss)(a, b), a, b)
+    finally:
+        torch._dynamo.reset()
+    want = _value_and_grads(loss, a, b)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
 
 
 def test_aten_is_torch_mm_exactly(backend):

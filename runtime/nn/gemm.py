@@ -124,11 +124,12 @@ def _speedup() -> float:
 
 
 def applies(*tensors: Tensor) -> bool:
-    """Whether products of these tensors go to oneDNN: the choice is oneDNN, all are float32
-    CPU tensors, and CPU autocast is off."""
+    """Whether products of these tensors go to oneDNN: the choice is oneDNN, all are non-empty
+    float32 CPU tensors (oneDNN makes no primitive for an empty one), and CPU autocast is off."""
     return (
         choice().backend == ONEDNN
-        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        and all(t.device.type == "cpu" and t.dtype == torch.float32 and t.numel() > 0
+                for t in tensors)
         and not torch.is_autocast_enabled("cpu")
     )
 
