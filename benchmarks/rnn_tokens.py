@@ -18,7 +18,8 @@ with the reference's node mix (rnn/model_search.py `DARTSCellSearch.cell`: for e
 states + c * (act(h) - states) over all sources, weighted and summed, recorded op by op:
 `recurrent.mix_edges_reference`) in place of the fused one (`recurrent.mix_edges`), and the
 reference's loss head (rnn/model_search.py `_loss`: decoder, log_softmax, nll_loss, op by op:
-`recurrent.decoded_nll_reference`) in place of the fused one (`recurrent.decoded_nll`). Both
+`recurrent.decoded_nll_reference`) in place of the fused one (`recurrent.decoded_nll`), and
+torch.mm's products where spacec's may be oneDNN's (`reference_products`; `run.matmul`). Both
 models live in one process and their steps alternate (baseline, spacec, baseline, ...), so load on a
 shared machine hits both alike; ``ratio`` is the baseline's median time over spacec's, by wall
 clock and by process CPU time. The baseline uses spacec's architect, whose first-order α step
