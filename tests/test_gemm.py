@@ -388,3 +388,14 @@ def test_a_training_run_selects_the_backend_and_accelerates_its_network(backend)
     network = trainer.network
     assert sum("product" in m.__dict__ for m in network.modules()) == 9
     assert network.decode_nll is accelerate.fast_decoded_nll
+
+
+@needs_onednn
+def test_the_heads_products_take_a_transposed_left_operand_swapped():
+    gen = torch.Generator().manual_seed(3)
+    exps, right = torch.rand(40, 30, generator=gen), torch.randn(40, 7, generator=gen)
+    got = gemm.OneDNNDecoderProducts.mm(exps.t(), right)  # E^T [30, 40] @ [40, 7]
+    torch.testing.assert_close(got, exps.t() @ right, rtol=1e-5, atol=1e-5)
+    left = torch.randn(5, 40, generator=gen)
+    torch.testing.assert_close(gemm.OneDNNDecoderProducts.mm(left, exps), left @ exps,
+                               rtol=1e-5, atol=1e-5)
