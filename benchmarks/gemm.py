@@ -26,7 +26,8 @@ NHID, NTOKEN, BPTT = 300, 10000, 35
 
 def shapes(batch: int, nhid: int = NHID, ntoken: int = NTOKEN,
            bptt: int = BPTT) -> list[tuple[str, int, int, int, bool, bool]]:
-    """(what, M, K, N, a transposed, b transposed) of the step's products at `batch`."""
+    """(what, M, K, N, a transposed, b transposed) of the step's products at `batch`; the
+    head's ("head ..." and the two after it) as the loss head makes them (`HEAD_ROWS`)."""
     rows = batch * bptt
     found = []
     for n in (1, 4, 8):
@@ -60,16 +61,24 @@ def best_seconds(run, rounds: int, repeat: int) -> float:
     return best
 
 
+HEAD_ROWS = 3  # the last rows of `shapes`: the loss head's products
+
+
 def measure(batch: int, rounds: int, nhid: int, ntoken: int) -> list[dict]:
     import torch
 
     from spacec.runtime.nn import gemm
 
     results = []
-    for what, m, k, n, a_t, b_t in shapes(batch, nhid, ntoken):
+    found = shapes(batch, nhid, ntoken)
+    for index, (what, m, k, n, a_t, b_t) in enumerate(found):
         a, b = operands(m, k, n, a_t, b_t)
+        # The cell's products are `gemm.matmul`'s; the head's, OneDNNDecoderProducts' (which
+        # computes a transposed left operand's product swapped).
+        onednn = gemm.OneDNNDecoderProducts.mm if index >= len(found) - HEAD_ROWS \
+            else gemm._onednn_mm
         runs = {"aten": lambda a=a, b=b: torch.mm(a, b),
-                "onednn": lambda a=a, b=b: gemm._onednn_mm(a, b)}
+                "onednn": lambda a=a, b=b, onednn=onednn: onednn(a, b)}
         flops = 2 * m * k * n
         repeat = max(1, int(2e8 // flops))
         for run in runs.values():
