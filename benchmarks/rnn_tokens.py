@@ -27,7 +27,7 @@ asks autograd for ∇α alone; the reference's calls ``loss.backward()`` and als
 weight gradient, so against the reference code itself the first-order ratio would be higher.
 The ``train`` kind's baseline is the derived network as the compiler generates it (its
 products by torch.mm), spacec's the same network with the speed-ups `spacec train` applies
-(`accelerate.accelerate_derived`: its products through spacec.runtime.nn.gemm, oneDNN's where
+(`accelerate.accelerate_network`: its products through spacec.runtime.nn.gemm, oneDNN's where
 ``run.matmul: auto`` chooses it). Peak memory is the two models' together. ``--no-baseline``
 skips the baseline.
 
@@ -115,14 +115,10 @@ def reference_layout():
 
 
 def reference_products(model) -> None:
-    """The baseline's products by torch.mm, as the reference's: its cell maps re-classed back
-    from the supernet's speed-ups (spacec.runtime.nn.accelerate) to the plain blocks."""
-    from spacec.runtime.nn import recurrent
-
+    """The baseline's products by torch.mm, as the reference's: its cell maps' own `product`,
+    which the supernet's speed-ups (spacec.runtime.nn.accelerate) gave them, taken away."""
     for sub in model.modules():
-        for plain in (recurrent.HighwayInit, recurrent.SharedHighway):
-            if isinstance(sub, plain):
-                sub.__class__ = plain
+        sub.__dict__.pop("product", None)
 
 
 def build_step(job: dict, device, reference: bool = False, compile_steps: bool = False,
@@ -140,7 +136,7 @@ def build_step(job: dict, device, reference: bool = False, compile_steps: bool =
         training_loss,
     )
     from spacec.runtime.nn import recurrent
-    from spacec.runtime.nn.accelerate import accelerate_derived
+    from spacec.runtime.nn.accelerate import accelerate_network
     from spacec.runtime.search.architect import ArchConfig, Architect
 
     cfg = LanguageData()  # the search's dropouts, AR 0 and TAR 1e-3
@@ -150,7 +146,7 @@ def build_step(job: dict, device, reference: bool = False, compile_steps: bool =
     if job["kind"] == "train":
         model = space.discrete_network("DARTS", **cfg.dropouts()).to(device)
         if not reference:  # what spacec train runs (its products through spacec's gemm)
-            accelerate_derived(model)
+            accelerate_network(model)
         optimizer = torch.optim.SGD(model.parameters(), lr=LR, weight_decay=TRAIN_WDECAY)
         params, architect = list(model.parameters()), None
     else:

@@ -7,8 +7,9 @@ parameters and the same result. Changing `__class__` keeps the parameters, their
 state_dict keys, and draws no random numbers, so a supernet initialises exactly as it would
 without the pass. `ops.build_op` applies `accelerate` to every candidate it builds (the
 supernet's mixed and fixed edges); every supernet applies `accelerate_network` to itself once
-built (`SearchSpaceMixin.init_arch`), which sends a recurrent supernet's matrix products
-through `gemm` (oneDNN's where the process chose it).
+built (`SearchSpaceMixin.init_arch`), and `spacec train` to its derived network: it sends a
+recurrent network's matrix products through `gemm` (oneDNN's where the process chose it) by
+giving the modules with the `product` seam their own `product` instead of a new class.
 """
 
 from __future__ import annotations
@@ -237,21 +238,7 @@ def accelerate(module: nn.Module) -> nn.Module:
     return module
 
 
-# ---------------------------------------------------------------- the recurrent search's products
-
-
-class FastHighwayInit(recurrent.HighwayInit):
-    """HighwayInit whose product is `gemm.matmul` (oneDNN's where the process chose it)."""
-
-    def product(self, xh: torch.Tensor) -> torch.Tensor:
-        return gemm.matmul(xh, self.weight)
-
-
-class FastSharedHighway(recurrent.SharedHighway):
-    """SharedHighway whose product is `gemm.matmul` (oneDNN's where the process chose it)."""
-
-    def product(self, states: torch.Tensor) -> torch.Tensor:
-        return gemm.matmul(states, self.weight)
+# ---------------------------------------------------------------- a recurrent network's products
 
 
 def fast_decoded_nll(hidden: torch.Tensor, decoder: nn.Linear,
@@ -262,27 +249,25 @@ def fast_decoded_nll(hidden: torch.Tensor, decoder: nn.Linear,
     return recurrent.decoded_nll(hidden, decoder, targets)
 
 
-_FAST_RECURRENT = {recurrent.HighwayInit: FastHighwayInit,
-                   recurrent.SharedHighway: FastSharedHighway}
-
-
 def _gemm_product(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return gemm.matmul(x, self.weight)
 
 
 def _has_product_seam(module: nn.Module) -> bool:
-    # The seam of HighwayInit and SharedHighway, and of their copies in a derived network.
+    # HighwayInit's and SharedHighway's seam, x @ self.weight, also on their copies.
     weight = getattr(module, "weight", None)
     return callable(getattr(type(module), "product", None)) and isinstance(weight, nn.Parameter) \
         and weight.dim() == 2
 
 
-def accelerate_derived(network: nn.Module) -> nn.Module:
-    """A derived network's products through `gemm`, in place; returns `network`. Its classes
-    are the standalone module's copies, not re-classed: each module with the `product` seam
-    (the copies of HighwayInit and SharedHighway: x @ self.weight) gets `gemm.matmul` as its
-    own `product`, and a language model the loss head `fast_decoded_nll` (the same arithmetic
-    as its copy's `decoded_nll`). An image network has neither and is returned as it is."""
+def accelerate_network(network: nn.Module) -> nn.Module:
+    """A whole network's speed-ups, in place; returns `network`. A recurrent network's products
+    go through `gemm`: each module with the `product` seam gets `gemm.matmul` as its own
+    `product`, and the network the loss head `fast_decoded_nll` unless the instance has a head
+    of its own. One pass for both kinds of network: a supernet's maps are HighwayInit and
+    SharedHighway, a derived network's the standalone module's copies of them (whose class this
+    pass could not swap for a subclass of the originals). An image network has neither (its
+    supernet's candidates were accelerated as they were built, `ops.build_op`)."""
     found = False
     for sub in network.modules():
         if _has_product_seam(sub):
@@ -293,21 +278,5 @@ def accelerate_derived(network: nn.Module) -> nn.Module:
         network.decode_nll = fast_decoded_nll
         found = True
     if found:
-        gemm.choice()  # auto is timed now, not in the first step
-    return network
-
-
-def accelerate_network(network: nn.Module) -> nn.Module:
-    """The speed-ups of a whole supernet, in place; returns `network`. A recurrent one's
-    products go through `gemm` (its HighwayInit and SharedHighway maps re-classed, its loss
-    head `fast_decoded_nll` unless the instance has a head of its own); an image supernet's
-    candidates were accelerated as they were built (`ops.build_op`)."""
-    for sub in network.modules():
-        fast = _FAST_RECURRENT.get(type(sub))
-        if fast is not None:
-            sub.__class__ = fast
-    if isinstance(network, recurrent.RecurrentLM):
-        if "decode_nll" not in network.__dict__:
-            network.decode_nll = fast_decoded_nll
         gemm.choice()  # auto is timed now, not in the first step
     return network

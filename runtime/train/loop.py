@@ -45,7 +45,7 @@ from spacec.load import CompiledSpace, locate
 from spacec.runtime.domains import StepBatches, TrainTask, domain
 from spacec.runtime.errors import CheckpointError, ConfigError
 from spacec.runtime.nn import gemm
-from spacec.runtime.nn.accelerate import accelerate_derived
+from spacec.runtime.nn.accelerate import accelerate_network
 from spacec.runtime.nn.flops import count_parameters
 from spacec.runtime.nn.memory import set_memory
 from spacec.runtime.run.checkpoint import load_checkpoint, save_checkpoint
@@ -166,7 +166,7 @@ class Trainer:
         # The backend of a recurrent network's float32 CPU products (run.matmul), one for all
         # the run's processes.
         gemm.select_for_run(cfg.run.matmul, session.gather)
-        network = accelerate_derived(compiled.discrete_network(genotype, **task.network_kwargs()))
+        network = accelerate_network(compiled.discrete_network(genotype, **task.network_kwargs()))
         # No mixed edge: `auto` keeps everything; a setting that recomputes is refused.
         set_memory(network, resolved_memory(cfg.run.memory, None))
         task.bind(network)
