@@ -355,7 +355,7 @@ def param_origins(compiled: CompiledSpace, assembled: Assembled,
     return origins
 
 
-def _device_line(run_cfg: Any, device: torch.device, products: bool = False) -> str:
+def _device_line(run_cfg: Any, device: torch.device) -> str:
     if run_cfg.device == "auto":
         why = "auto: CUDA is available" if device.type == "cuda" else "auto: no CUDA device"
     else:
@@ -363,8 +363,9 @@ def _device_line(run_cfg: Any, device: torch.device, products: bool = False) -> 
     threads = torch.get_num_threads()
     how = "run.threads" if run_cfg.threads is not None else "torch's default"
     speed = _speed_switches(run_cfg)
-    if products and device.type == "cpu":
-        speed.append(f"float32 products {gemm.choice().line()} (run.matmul)")
+    products = gemm.decided()  # decided where the network's products go through gemm
+    if products is not None and device.type == "cpu":
+        speed.append(f"float32 products {products.line()} (run.matmul)")
     switches = "".join(f"; {text}" for text in speed)
     return f"{device} ({why}); {threads} CPU thread{'s' if threads != 1 else ''} ({how}){switches}"
 
@@ -394,9 +395,7 @@ def effective_lines(command: str, assembled: Assembled, compiled: CompiledSpace,
             ("method" if command == "search" else "training", method)]
     if command == "search":
         rows.append(("", method_origins(cfg, assembled.method)))
-    # Only a recurrent network's products go through spacec.runtime.nn.gemm.
-    products = command in ("search", "train") and cfg.task == "sequence"
-    rows += [("device", _device_line(cfg.run, device, products)), ("seed", str(cfg.run.seed))]
+    rows += [("device", _device_line(cfg.run, device)), ("seed", str(cfg.run.seed))]
     lines = [f"spacec {command}: the effective configuration",
              *(f"  {label:<8} {text}" for label, text in rows)]
     changes = preset_changes(assembled)

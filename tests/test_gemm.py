@@ -20,9 +20,9 @@ needs_onednn = pytest.mark.skipif(not gemm.onednn_available(), reason="torch wit
 @pytest.fixture
 def backend():
     """Select a backend for one test; the process's choice is restored after it."""
-    before = gemm._choice
+    before = gemm._choice, gemm._asked
     yield gemm.select
-    gemm._choice = before
+    gemm._choice, gemm._asked = before
 
 
 def _pair(m=7, k=13, n=5, seed=0, dtype=torch.float32):
@@ -144,7 +144,7 @@ def test_auto_is_timed_once_per_process_unless_selected_again(backend, monkeypat
     timed = []
     monkeypatch.setattr(gemm, "onednn_available", lambda: True)
     monkeypatch.setattr(gemm, "_speedup", lambda: timed.append(1) or 2.0)
-    gemm._choice = None
+    gemm.select_for_run(gemm.AUTO, lambda value: [value])  # whatever an earlier test ran
     assert gemm.choice().backend == gemm.ONEDNN
     gemm.choice()
     assert len(timed) == 1
@@ -349,12 +349,13 @@ def test_the_derived_network_copies_the_plain_products():
 def test_the_device_line_of_a_recurrent_search_names_the_products_backend(backend):
     from spacec.runtime.configure import _device_line
 
-    backend(gemm.ATEN)
+    backend(gemm.ATEN)  # as a recurrent network's build decides it
     cpu = torch.device("cpu")
-    line = _device_line(run_config.RunConfig(threads=1, matmul="aten"), cpu, products=True)
+    line = _device_line(run_config.RunConfig(threads=1, matmul="aten"), cpu)
     assert line.endswith("(run.threads); float32 products aten (torch.mm, as asked) (run.matmul)")
+    assert "products" not in _device_line(run_config.RunConfig(), torch.device("meta"))
+    gemm.select_for_run(gemm.AUTO, lambda value: [value])  # a run whose network needs none
     assert "products" not in _device_line(run_config.RunConfig(), cpu)
-    assert "products" not in _device_line(run_config.RunConfig(), torch.device("meta"), True)
 
 
 def test_a_search_selects_the_run_sections_backend(backend):
@@ -374,10 +375,30 @@ def test_a_search_selects_the_run_sections_backend(backend):
 def test_processes_that_time_differently_all_take_torch_mm(backend, monkeypatch):
     monkeypatch.setattr(gemm, "onednn_available", lambda: True)
     monkeypatch.setattr(gemm, "_speedup", lambda: 2.0)  # this process: oneDNN
-    made = gemm.select_for_run(gemm.AUTO, lambda value: [value, gemm.ATEN])  # the other: aten
-    assert made.backend == gemm.ATEN and gemm.choice() == made
+    gathered = []
+
+    def other_takes_aten(value):
+        gathered.append(value)
+        return [value, gemm.ATEN]
+
+    gemm.select_for_run(gemm.AUTO, other_takes_aten)
+    assert gemm.decided() is None and not gathered  # nothing timed or gathered yet
+    made = gemm.choice()
+    assert made.backend == gemm.ATEN and gemm.choice() == made and gathered == [gemm.ONEDNN]
     assert "processes timed oneDNN differently" in made.line()
-    assert gemm.select_for_run(gemm.AUTO, lambda value: [value, value]).backend == gemm.ONEDNN
+    gemm.select_for_run(gemm.AUTO, lambda value: [value, value])
+    assert gemm.choice().backend == gemm.ONEDNN
+
+
+def test_an_image_search_neither_times_nor_gathers(backend, monkeypatch):
+    from spacec.runtime.search.config import load_config
+    from spacec.runtime.search.loop import Search
+
+    monkeypatch.setattr(gemm, "_speedup", lambda: pytest.fail("an image run timed the products"))
+    cfg = load_config("quick", {"space.overrides.C": 4, "space.overrides.layers": 3,
+                                "data.batch_size": 8, "data.limit": 16, "run.device": "cpu"})
+    Search.build(cfg)
+    assert gemm.decided() is None
 
 
 def test_a_training_run_selects_the_backend_and_accelerates_its_network(backend):

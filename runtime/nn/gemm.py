@@ -55,6 +55,9 @@ class Choice:
 
 
 _choice: Choice | None = None
+# What `choice` resolves when a product first needs one: a run's setting and how its processes
+# agree on it (`select_for_run`); auto, in this process alone, until a run says otherwise.
+_asked: tuple[str, Callable[[str], list[str]] | None] = (AUTO, None)
 
 
 def onednn_available() -> bool:
@@ -63,8 +66,7 @@ def onednn_available() -> bool:
 
 def select(setting: str = AUTO) -> Choice:
     """Make `setting` the process's choice (auto is timed now) and return it."""
-    if setting not in SETTINGS:
-        raise ValueError(f"matmul must be one of {', '.join(SETTINGS)}, got {setting!r}")
+    _check(setting)
     if setting == ATEN:
         return settle(Choice(ATEN, ATEN, "torch.mm, as asked"))
     if not onednn_available():
@@ -74,27 +76,44 @@ def select(setting: str = AUTO) -> Choice:
     return settle(_timed_choice())
 
 
-def select_for_run(setting: str, gather: Callable[[str], list[str]]) -> Choice:
-    """`select` for one of a run's processes; `gather(backend)` returns every process's. The
-    processes that timed differently under auto all take torch.mm, so that every process
-    computes the same."""
-    made = select(setting)
-    if len(set(gather(made.backend))) > 1:
-        made = settle(Choice(ATEN, setting,
-                             "the run's processes timed oneDNN differently; all take torch.mm"))
-    return made
+def select_for_run(setting: str, gather: Callable[[str], list[str]]) -> None:
+    """A run's setting, decided when its network first sends products here
+    (spacec.runtime.nn.accelerate.accelerate_network, as every process builds it), not before:
+    a run whose network has none (an image network) neither times nor gathers. `gather(backend)`
+    returns every process's backend; processes that timed differently under auto all take
+    torch.mm, so that every process computes the same."""
+    global _choice, _asked
+    _check(setting)
+    _choice, _asked = None, (setting, gather)
+
+
+def _check(setting: str) -> None:
+    if setting not in SETTINGS:
+        raise ValueError(f"matmul must be one of {', '.join(SETTINGS)}, got {setting!r}")
 
 
 def settle(made: Choice) -> Choice:
-    """Make `made` the process's choice as it is (`select` and `select_for_run` decide)."""
+    """Make `made` the process's choice as it is (`select` and `choice` decide)."""
     global _choice
     _choice = made
     return made
 
 
 def choice() -> Choice:
-    """The process's choice; auto, timed at first use, when nothing was selected."""
-    return _choice if _choice is not None else select(AUTO)
+    """The process's choice, decided now if it is not yet (`select_for_run`)."""
+    if _choice is not None:
+        return _choice
+    setting, gather = _asked
+    made = select(setting)
+    if gather is not None and len(set(gather(made.backend))) > 1:
+        made = settle(Choice(ATEN, setting,
+                             "the run's processes timed oneDNN differently; all take torch.mm"))
+    return made
+
+
+def decided() -> Choice | None:
+    """The choice if some network's products needed one since the run's setting, else None."""
+    return _choice
 
 
 @torch.compiler.disable  # timed eagerly even when first asked from inside a compiled step

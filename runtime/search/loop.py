@@ -167,8 +167,8 @@ class Search:
         if fit is not None and fit.memory != memory:
             fit = dataclasses.replace(check(memory), chosen=True,
                                       reason="another process of this run has less memory free")
-        # The backend of a recurrent supernet's float32 CPU products (run.matmul), one for all
-        # the run's processes.
+        # The backend of a recurrent network's float32 CPU products (run.matmul), one for all
+        # the run's processes, decided as the network is built.
         gemm.select_for_run(cfg.run.matmul, session.gather)
         relaxation = chosen_method.build_relaxation(cfg.method)
         relaxation.seed(session.seed)

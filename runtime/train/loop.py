@@ -164,7 +164,7 @@ class Trainer:
                                  getattr(cfg.optim, "drop_path_prob", 0) > 0,
                                  session.device, session.local_world_size)
         # The backend of a recurrent network's float32 CPU products (run.matmul), one for all
-        # the run's processes.
+        # the run's processes, decided as the network is built.
         gemm.select_for_run(cfg.run.matmul, session.gather)
         network = accelerate_network(compiled.discrete_network(genotype, **task.network_kwargs()))
         # No mixed edge: `auto` keeps everything; a setting that recomputes is refused.
