@@ -51,14 +51,11 @@ def operands(m: int, k: int, n: int, a_t: bool, b_t: bool):
     return a, b
 
 
-def best_seconds(run, rounds: int, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(repeat):
-            run()
-        best = min(best, (time.perf_counter() - start) / repeat)
-    return best
+def seconds_per_call(run, repeat: int) -> float:
+    start = time.perf_counter()
+    for _ in range(repeat):
+        run()
+    return (time.perf_counter() - start) / repeat
 
 
 HEAD_ROWS = 3  # the last rows of `shapes`: the loss head's products
@@ -86,7 +83,7 @@ def measure(batch: int, rounds: int, nhid: int, ntoken: int) -> list[dict]:
         seconds = dict.fromkeys(runs, float("inf"))
         for _ in range(rounds):  # interleaved
             for name, run in runs.items():
-                seconds[name] = min(seconds[name], best_seconds(run, 1, repeat))
+                seconds[name] = min(seconds[name], seconds_per_call(run, repeat))
         diff = (runs["aten"]() - runs["onednn"]()).abs().max().item()
         results.append({"batch": batch, "what": what, "m": m, "k": k, "n": n,
                         "aten_gflops": flops / seconds["aten"] / 1e9,

@@ -355,7 +355,13 @@ _HEAD_BLOCK_BYTES = 1 << 20
 def _row_blocks(logits: Tensor) -> Iterator[slice]:
     rows, width = logits.shape
     row_bytes = width * logits.element_size()
-    step = rows if logits.device.type != "cpu" else max(1, _HEAD_BLOCK_BYTES // row_bytes)
+    on_cpu = logits.device.type == "cpu"
+    return _slices(rows, max(1, _HEAD_BLOCK_BYTES // row_bytes) if on_cpu else None)
+
+
+def _slices(rows: int, step: int | None) -> Iterator[slice]:
+    """Consecutive slices of `rows` rows, `step` at a time (None: all at once)."""
+    step = max(1, rows if step is None else step)
     for start in range(0, rows, step):
         yield slice(start, min(start + step, rows))
 
@@ -380,12 +386,6 @@ class AtenDecoderProducts:
     @staticmethod
     def mm(a: Tensor, b: Tensor) -> Tensor:
         return a.mm(b)
-
-
-def _product_blocks(rows: int, step: int | None) -> Iterator[slice]:
-    step = rows if step is None else step
-    for start in range(0, rows, step):
-        yield slice(start, min(start + step, rows))
 
 
 def _offset(rows: slice, by: int) -> slice:
@@ -463,7 +463,7 @@ class DecodedNLL(torch.autograd.Function):
         picked = logits.new_empty(logits.shape[0])
         largest = logits.new_empty(logits.shape[0])
         sums = logits.new_empty(logits.shape[0])
-        for outer in _product_blocks(logits.shape[0], products.rows):
+        for outer in _slices(logits.shape[0], products.rows):
             block, biased = products.logits(hidden[outer], weight, bias, logits[outer])
             for inner in _row_blocks(block):
                 part, rows = block[inner], _offset(inner, outer.start)
