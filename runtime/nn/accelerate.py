@@ -127,7 +127,8 @@ def _weight_grad_by_blocks(grad: torch.Tensor, x: torch.Tensor, kernel: int, str
 class DepthwiseConv2d(nn.Conv2d):
     """A depthwise convolution (no dilation) computed by `depthwise_conv2d`. Same parameters,
     same result; its weight gradient equals nn.Conv2d's up to summation order and is faster to
-    compute on the CPU for a 5x5 kernel (README, "Speed")."""
+    compute on the CPU for a 5x5 kernel (benchmarks/RESULTS.md, "the 5×5 depthwise weight
+    gradient")."""
 
     def _conv_forward(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None

@@ -14,9 +14,10 @@ fifth less kept for backward, one pass fewer. Then the setting says how much mor
               stacked phases of the dilated ones, the edge's shared ReLU and every ReLU after
               a BatchNorm (normalised again from the norm's input, which the norm keeps
               anyway): computed again in the backward pass, for more time
-              (benchmarks/search_step.py; README, "Memory"). An average pooling's output is
-              kept: pooling again cost the most time per byte of all these (darts_cnn, batch
-              16: about 5% of a first-order step, for 2% of the reference layout's peak). In
+              (benchmarks/search_step.py; README, "Memory settings"). An average pooling's
+              output is kept: pooling again cost the most time per byte of all these
+              (darts_cnn, batch 16: about 5% of a first-order step, for 2% of the reference
+              layout's peak). In
               an α-only pass (weights that need no gradient) a convolution's input, saved
               only for its weight's gradient, is not made again at all: nothing reads it
               (`_Unread`).
@@ -88,7 +89,7 @@ def recomputed(module: nn.Module, compute: Callable[..., Tensor], args: tuple[An
     the edge's graph in the forward pass (its nodes are what backward replays into), and those
     small nodes, allocated between the edge's freed temporaries, pinned them in glibc's heap:
     on nas_bench_201 at batch 64 a step held 0.93 GiB above its start where this holds 0.40-0.44
-    (README, "Memory"). The checkpoint stays under torch.compile (Dynamo traces it), under
+    (benchmarks/RESULTS.md). The checkpoint stays under torch.compile (Dynamo traces it), under
     autocast (it replays in the forward's precision) and for arguments `_split` cannot see
     into.
     """

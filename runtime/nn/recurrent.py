@@ -720,7 +720,8 @@ class RecurrentLM(nn.Module, abc.ABC):
         again for every sequence length. With `unroll` > 1, runs of that many consecutive
         steps are one compiled graph instead (`cell_steps`), and the steps a sequence has left
         over go one at a time: fewer calls, each of which costs the guards' checks, an autograd
-        node and, in backward, one accumulation of every weight's gradient (README, "Speed").
+        node and, in backward, one accumulation of every weight's gradient
+        (benchmarks/RESULTS.md).
         Idempotent; the parameters are the module's own.
         """
         if unroll < 1:

@@ -159,7 +159,7 @@ class RunConfig:
     # (RecurrentLM.compile_steps; the steps a sequence has left over run one at a time). Default
     # 5 (bptt 35 is 7 such runs): darts_rnn's compiled first-order search step at batch 16 took
     # 0.84 against 0.93 s with one step per graph, for 131 against 22 s of compiling
-    # (benchmarks/rnn_tokens.py --unroll; README, "Speed").
+    # (benchmarks/rnn_tokens.py --unroll; benchmarks/RESULTS.md).
     compile_unroll: int = 5
     # Float32 matrix products of a recurrent network on the CPU (spacec.runtime.nn.gemm): aten
     # (torch.mm: MKL in torch's x86 wheels), onednn, or auto: oneDNN where one timed product at
