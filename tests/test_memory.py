@@ -11,6 +11,7 @@ checked against the fp32 eager path.
 from __future__ import annotations
 
 import gc
+import math
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -328,6 +329,54 @@ def test_bf16_search_weight_step_moves_the_weights_as_fp32_does(tmp_path):
                                                       strict=True)])
     cosine = F.cosine_similarity(moved["fp32"], moved["bf16"], dim=0)
     assert cosine > 0.95
+
+
+def test_bf16_recurrent_node_mix_runs_op_by_op_and_differentiates():
+    """Under autocast a search node mixes op by op (the fused node's written-out backward would
+    meet tensors of mixed precision): its value and gradients are the plain path's."""
+    from spacec.runtime.nn.recurrent import mix_edges, mix_edges_reference
+
+    generator = torch.Generator().manual_seed(0)
+    states, c, h = (torch.randn(3, 4, 6, generator=generator, requires_grad=True)
+                    for _ in range(3))
+    weights = torch.softmax(torch.randn(3, 5, generator=generator), dim=1).requires_grad_()
+    columns = ((1, "tanh"), (2, "relu"), (3, "sigmoid"), (4, "identity"))
+    results = {}
+    for mix in (mix_edges, mix_edges_reference):
+        with session(precision="bf16").autocast():
+            # the cell's products run in bf16 under autocast, and hand the mix bf16 tensors
+            out = mix(states, c, torch.matmul(h, torch.eye(6)), weights, columns)
+        grads = torch.autograd.grad(out.float().square().sum(), (states, c, h, weights))
+        results[mix.__name__] = (out, grads)
+    (out, grads), (expected, expected_grads) = results.values()
+    assert out.dtype == expected.dtype
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("method", "order"), [("darts", 1), ("darts", 2), ("snas", 1)])
+def test_bf16_recurrent_search_steps(tmp_path, method, order):
+    """A recurrent search takes its steps under bf16 (every strategy's: the bilevel one's, and
+    the single-level one's, whose one forward pass is its weight step's and runs under
+    autocast as a weight step does); the loss of the step is finite."""
+    from spacec.runtime.search.config import load_config
+    from spacec.runtime.search.loop import Search
+
+    cfg = load_config("rnn_quick", {
+        "space.name": "darts_rnn", "space.overrides.ninp": 8, "space.overrides.nhid": 8,
+        "data.batch_size": 4, "data.limit": 400, "method.name": method, "arch.order": order,
+        "run.precision": "bf16", "run.out": str(tmp_path)})
+    search = Search.build(cfg)
+    autocast_in_forward = []
+    search.model.register_forward_pre_hook(
+        lambda module, args: autocast_in_forward.append(torch.is_autocast_enabled("cpu")))
+    search._step(next(iter(search.task.batches(0, 0))), cfg.optim.lr, "test")
+    assert all(map(math.isfinite, search.train_meter.means().values()))
+    if method == "snas":  # one forward pass, the weight step's
+        assert autocast_in_forward == [True]
+    else:  # the α step's passes in float32, then the weight step's under autocast
+        assert autocast_in_forward[-1] and not any(autocast_in_forward[:-1])
 
 
 def test_channels_first_gives_the_channels_last_outputs(compiled):

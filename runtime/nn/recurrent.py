@@ -245,11 +245,15 @@ def mix_edges(
     and A_i = Σ_op w[i, op] act(h_i), it is Σ_i W_i s_i + c_i (A_i - W_i s_i), so every
     activation is computed once per source and the ops' weighting is one batched product; the
     backward pass is written out instead of recorded op by op. Equal to the reference up to
-    float rounding (tests/test_recurrent.py).
+    float rounding (tests/test_recurrent.py). Under autocast the reference path runs.
     """
     _check_rows(weights, states)
     if not columns:
         return torch.zeros_like(states[0])
+    if torch.is_autocast_enabled(h.device.type):
+        # Autocast picks each operation's precision (the batched product's in bf16, say); the
+        # written-out backward pass runs outside it, on tensors of mixed precision.
+        return mix_edges_reference(states, c, h, weights, columns)
     return HighwayMix.apply(states, c, h, weights, tuple(columns))
 
 

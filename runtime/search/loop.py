@@ -113,7 +113,7 @@ class Search:
         self.architect = None
         if model.arch_parameters():
             self.architect = Architect(
-                model, self.w_optimizer, strategy.architect_loss(task), cfg.arch,
+                model, self.w_optimizer, strategy.architect_loss(task, session.autocast), cfg.arch,
                 reduce=session.all_reduce_mean if session.distributed else None,
                 wrapped=self.trainable,
             )

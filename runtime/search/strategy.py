@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
@@ -49,8 +50,12 @@ class Strategy:
     plan: ClassVar[BatchPlan]
     orders: ClassVar[tuple[int, ...]] = (1,)  # α-gradient orders the strategy supports
 
-    def architect_loss(self, task: SearchTask) -> Callable[[Callable[..., Tensor], Any], Tensor]:
-        """The loss the architect differentiates (the task's, unless the strategy records it)."""
+    def architect_loss(
+        self, task: SearchTask, forward: Callable[[], AbstractContextManager]
+    ) -> Callable[[Callable[..., Tensor], Any], Tensor]:
+        """The loss the architect differentiates (the task's, unless the strategy records it).
+        `forward` is where a weight step's forward pass runs (run.precision's autocast): the
+        architecture step's own passes stay outside it."""
         return task.loss
 
     def step(self, search: Search, batches: StepBatches, lr: float, where: str) -> None:
@@ -93,14 +98,17 @@ class Coordinate(Bilevel):
 
 
 class _RecordedLoss:
-    """An architect loss that keeps the metrics of its last call (joint_step calls it once)."""
+    """An architect loss that keeps the metrics of its last call (joint_step calls it once).
+    The joint step is a weight step too: its forward pass runs where a weight step's does."""
 
-    def __init__(self, task: SearchTask) -> None:
+    def __init__(self, task: SearchTask, forward: Callable[[], AbstractContextManager]) -> None:
         self.task = task
+        self.forward = forward
         self.last: LossOutput | None = None
 
     def __call__(self, call: Callable[..., Tensor], batch: Any) -> Tensor:
-        out = self.task.loss_and_metrics(call, batch)
+        with self.forward():
+            out = self.task.loss_and_metrics(call, batch)
         self.last = LossOutput(out.loss.detach(), out.metrics, out.weight)
         return out.loss
 
@@ -111,8 +119,10 @@ class Joint(Strategy):
 
     plan = BatchPlan(union=True, arch_stream=False)
 
-    def architect_loss(self, task: SearchTask) -> _RecordedLoss:
-        self.recorded = _RecordedLoss(task)
+    def architect_loss(
+        self, task: SearchTask, forward: Callable[[], AbstractContextManager]
+    ) -> _RecordedLoss:
+        self.recorded = _RecordedLoss(task, forward)
         return self.recorded
 
     def step(self, search: Search, batches: StepBatches, lr: float, where: str) -> None:
