@@ -946,6 +946,23 @@ def test_the_method_option_of_info():
     assert "Traceback" not in refused.output
 
 
+@pytest.mark.parametrize(("option", "message"), [
+    ("k=0", "option k expects a positive integer, got 0"),
+    ("k=-2", "option k expects a positive integer, got -2"),
+    ("k=", "option k expects a positive integer, got ''"),
+    ("k= 4", "option k expects a positive integer, got ' 4'"),
+    ("k=true", "option k expects a positive integer, got True"),
+    ("edge_norm=abc", "option edge_norm expects true or false, got 'abc'"),
+    ("edge_norm=5", "option edge_norm expects true or false, got 5"),
+])
+def test_info_refuses_a_method_option_of_the_wrong_kind(option, message):
+    refused = CliRunner().invoke(main, ["info", "darts_cnn", "--batch-size", "4", "--method",
+                                        "pc_darts", "--method-option", option])
+    assert refused.exit_code == 1
+    assert f"pc_darts: {message}" in refused.output
+    assert "Traceback" not in refused.output and isinstance(refused.exception, SystemExit)
+
+
 @pytest.mark.parametrize("name", sorted(cost.METHODS))
 def test_every_methods_supernet_has_the_predicted_sizes(name, compiled):
     # The cost program of each method against the supernet the runtime builds for it (its

@@ -150,7 +150,21 @@ def method(name: str, **options: object) -> Method:
     if unknown:
         known = ", ".join(defaults) or "none"
         raise CostError(f"{name} has no option {', '.join(unknown)} (its options: {known})")
+    for key, value in options.items():
+        _check_option(name, key, value, defaults[key])
     return dataclasses.replace(found, options=tuple({**defaults, **options}.items()))
+
+
+def _check_option(name: str, key: str, value: object, default: object) -> None:
+    """An option's value is of its default's kind (true/false, a positive integer), as the
+    run's configuration checks it (spacec.arch.methods)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise CostError(f"{name}: option {key} expects true or false, got {value!r}")
+    elif isinstance(default, int) and (
+        isinstance(value, bool) or not isinstance(value, int) or value <= 0
+    ):
+        raise CostError(f"{name}: option {key} expects a positive integer, got {value!r}")
 
 
 # ---- edges -----------------------------------------------------------------------------------
