@@ -694,6 +694,50 @@ def test_alternatives_only_keep_less(compiled):
     assert cost.alternatives(rnn.ir, cost.predict_search(rnn.ir, 4, bptt=5)) == {}
 
 
+def test_alternatives_need_less_than_the_step_they_replace(compiled):
+    """Under GDAS a `balanced` step is predicted to need more than a `fast` one (it recomputes
+    little of the one candidate an edge runs, and its freed temporaries stay resident; measured
+    so too): it is no way to fit, and a refusal does not offer it."""
+    space = compiled("darts_cnn", C=4, layers=3)
+    fast = cost.predict_search(space.ir, 8, method_name="gdas", memory="fast")
+    balanced = cost.predict_search(space.ir, 8, method_name="gdas", memory="balanced")
+    assert balanced.total > fast.total
+    offered = cost.alternatives(space.ir, fast)
+    assert "--memory balanced" not in offered and "--memory low" in offered
+    assert all(other.total < fast.total for other in offered.values())
+    with pytest.raises(cost.NotEnoughMemory) as raised:
+        cost.check_fits(fast, fast.total - 1, space.ir)
+    assert "--memory balanced" not in str(raised.value)
+
+
+def test_no_batch_size_fits_names_what_does_not_fit(compiled):
+    space = compiled("darts_cnn", C=4, layers=3)
+    prediction = cost.predict_search(space.ir, 8)
+    # Room for the weights and the rest, not for one sample more.
+    with pytest.raises(cost.NotEnoughMemory) as raised:
+        cost.check_fits(prediction, prediction.fixed + prediction.per_sample // 2)
+    assert "no batch size fits: one sample adds about" in str(raised.value)
+    with pytest.raises(cost.NotEnoughMemory) as raised:
+        cost.check_fits(prediction, prediction.fixed // 2)
+    assert "what does not grow with the batch" in str(raised.value)
+
+
+def test_an_absurd_batch_still_gets_a_batch_that_fits(compiled):
+    """At a batch of 10**23 the prediction's arithmetic stays in integers, and the batch it
+    offers is what fits, with its figure."""
+    space = compiled("darts_cnn", C=4, layers=3)
+    huge = cost.predict_search(space.ir, 10**23)
+    ordinary = cost.predict_search(space.ir, 8)
+    assert huge.per_sample == ordinary.per_sample
+    available = 4 * cost.GIB
+    with pytest.raises(cost.NotEnoughMemory) as raised:
+        cost.check_fits(huge, available)
+    largest = ordinary.largest_batch(available)
+    fix = raised.value.fixes[0]
+    assert fix.options == f"--batch-size {huge.largest_batch(available)}"
+    assert abs(huge.largest_batch(available) - largest) <= 1 and 0 < fix.total <= available
+
+
 def test_available_ram(tmp_path):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:   12345678 kB\n")

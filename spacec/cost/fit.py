@@ -58,7 +58,9 @@ def gib(nbytes: int) -> str:
 
 def alternatives(ir: irmod.IR, prediction: Prediction) -> dict[str, Prediction]:
     """The same search step under every memory setting that keeps less, and with every method
-    registered as fitting in less memory, keyed by the options that select it."""
+    registered as fitting in less memory, keyed by the options that select it: those predicted
+    to need less at this batch (under a sampling method `balanced` recomputes little and its
+    freed temporaries stay resident: it can need more than `fast`)."""
     if prediction.what != "search":
         return {}
     found: dict[str, Prediction] = {}
@@ -82,7 +84,7 @@ def alternatives(ir: irmod.IR, prediction: Prediction) -> dict[str, Prediction]:
                                                        memory=prediction.memory, **common)
         except ReportedError:
             continue  # a method this space cannot run (PC-DARTS on a recurrent cell, ...)
-    return found
+    return {option: other for option, other in found.items() if other.total < prediction.total}
 
 
 def fixes_for(prediction: Prediction, available: int,
@@ -163,7 +165,7 @@ def _slower(fastest: Prediction, available: int) -> str:
 
 
 def _at_batch(prediction: Prediction, batch: int) -> int:
-    return prediction.total - prediction.per_sample * (prediction.batch - batch)
+    return prediction.fixed + prediction.per_sample * batch
 
 
 def _message(prediction: Prediction, available: int, fixes: tuple[Fix, ...]) -> str:
@@ -174,10 +176,15 @@ def _message(prediction: Prediction, available: int, fixes: tuple[Fix, ...]) -> 
         f"{gib(prediction.total)} on {prediction.device} (predicted, during "
         f"{prediction.peak.name}), but only {gib(available)} is available"
     ]
+    fixed = prediction.fixed
     if fixes:
         lines.append("it would fit with " + _listed(fixes))
+    elif fixed > available or prediction.per_sample <= 0:
+        lines.append(f"no batch size fits: what does not grow with the batch (the weights, their "
+                     f"optimiser states and gradients, the runtime) alone needs {gib(fixed)}")
     else:
-        lines.append("no batch size fits: the weights and their optimiser states alone exceed it")
+        lines.append(f"no batch size fits: one sample adds about {gib(prediction.per_sample)} "
+                     f"to the {gib(fixed)} the weights and the rest need")
     return "\n".join(lines)
 
 

@@ -192,6 +192,11 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def _share(fraction: float, nbytes: int) -> int:
+    """`fraction` of `nbytes` in integers (to a thousandth): exact however large the batch."""
+    return nbytes * round(fraction * 1000) // 1000
+
+
 # c10's CPU allocator aligns every block to 64 bytes (c10/core/alignment.h, gAlignment).
 CPU_ALIGNMENT = 64
 # glibc malloc keeps freed memory in its heap instead of returning it: a step's resident peak
@@ -220,7 +225,7 @@ register_device(
         "cpu",
         lambda n: _round_up(n, CPU_ALIGNMENT),
         lambda live, activations, recompute: (
-            live + int(CPU_RETAINED.get(recompute, max(CPU_RETAINED.values())) * activations)
+            live + _share(CPU_RETAINED.get(recompute, max(CPU_RETAINED.values())), activations)
             + CPU_RUNTIME),
         "peak resident set size of the process, less its size before the model is built",
         "glibc malloc through c10's CPU allocator",
@@ -274,9 +279,16 @@ class Prediction:
     def breakdown(self) -> dict[str, int]:
         return dict(self.peak.terms)
 
+    @property
+    def fixed(self) -> int:
+        """Bytes of the peak that do not grow with the batch (weights, their states, ...). At
+        an absurd batch (10**20) the per-sample growth's alignment rounding, times the batch,
+        outweighs them: never below none."""
+        return max(0, self.total - self.per_sample * self.batch)
+
     def largest_batch(self, available: int) -> int:
         """The largest batch whose predicted peak fits `available` bytes (0: none)."""
-        fixed = self.total - self.per_sample * self.batch
+        fixed = self.fixed
         if self.per_sample <= 0:
             return self.batch if self.total <= available else 0
         return max(0, (available - fixed) // self.per_sample)
