@@ -292,6 +292,22 @@ def test_search_applies_the_run_settings(tmp_path):
     assert stem.is_contiguous() and search.model.memory_format == torch.contiguous_format
 
 
+def test_balanced_under_bf16_says_what_the_weight_steps_keep(tmp_path, caplog):
+    """Under autocast `balanced` runs its edges plainly: a run that asks for both is told so."""
+    from spacec.runtime.search.config import load_config
+    from spacec.runtime.search.loop import Search
+
+    for precision in PRECISIONS:
+        caplog.clear()
+        cfg = load_config("quick", {"space.overrides.C": 4, "space.overrides.layers": 3,
+                                    "data.batch_size": 4, "data.limit": 16,
+                                    "run.memory": BALANCED, "run.precision": precision,
+                                    "run.out": str(tmp_path)})
+        Search.build(cfg)
+        warned = "run.memory balanced with run.precision bf16" in caplog.text
+        assert warned == (precision == "bf16")
+
+
 # ---------------------------------------------------------------- the GPU path, on the CPU
 
 

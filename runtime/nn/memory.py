@@ -43,8 +43,11 @@ handled here:
     module's parameters of the moment.
 
 Recomputation needs nothing but first derivatives (the architect's second-order step uses a
-finite difference, not a double backward). Without gradients (evaluation), and under autocast,
-every setting runs the edge plainly.
+finite difference, not a double backward). Without gradients (evaluation) every setting runs
+the edge plainly, and so does `balanced` under autocast (its saved-tensor hooks would make
+float32 tensors again where autocast saved bf16 casts: a bf16 weight step keeps what `fast`
+keeps); `low` recomputes there through torch.utils.checkpoint, which replays in the forward's
+precision.
 """
 
 from __future__ import annotations

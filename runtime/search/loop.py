@@ -43,7 +43,7 @@ from spacec.load import CompiledSpace
 from spacec.runtime.domains import SearchTask, StepBatches, domain
 from spacec.runtime.errors import CheckpointError, ConfigError
 from spacec.runtime.nn import gemm
-from spacec.runtime.nn.memory import set_memory
+from spacec.runtime.nn.memory import BALANCED, set_memory
 from spacec.runtime.run.checkpoint import load_checkpoint, save_checkpoint
 from spacec.runtime.run.config import resume_view
 from spacec.runtime.run.console import EPOCH_RECORD, SCREEN
@@ -170,6 +170,11 @@ class Search:
         # The backend of a recurrent network's float32 CPU products (run.matmul), one for all
         # the run's processes, decided as the network is built.
         gemm.select_for_run(cfg.run.matmul, session.gather)
+        if memory == BALANCED and session.precision != "fp32":
+            log.warning("run.memory %s with run.precision %s: the weight steps' forward passes "
+                        "run under autocast, where %s recomputes nothing and keeps what fast "
+                        "keeps; the architecture steps' float32 passes recompute", memory,
+                        session.precision, memory)
         relaxation = chosen_method.build_relaxation(cfg.method)
         relaxation.seed(session.seed)
         model = compiled.supernet(relaxation=relaxation, **task.network_kwargs())
