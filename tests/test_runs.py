@@ -82,6 +82,20 @@ def test_an_interrupted_run(tmp_path):
     assert run_status(RunDir(run)) == "interrupted"
 
 
+def test_a_resumed_run_keeps_when_it_started(tmp_path):
+    run = RunDir(tmp_path)
+    with pytest.raises(KeyboardInterrupt), run.tracking("cpu"):
+        raise KeyboardInterrupt
+    first = run.read_status()
+    assert first["status"] == "interrupted" and first["started"] and "resumed" not in first
+    run.write_status("interrupted", started="2026-12-01T10:00:00")  # a day before
+    with run.tracking("cpu"):
+        pass
+    resumed = run.read_status()
+    assert resumed["status"] == "finished" and resumed["started"] == "2026-12-01T10:00:00"
+    assert resumed["resumed"] > resumed["started"]
+
+
 @pytest.mark.slow
 def test_a_killed_run_shows_as_interrupted(tmp_path):
     process = subprocess.Popen(

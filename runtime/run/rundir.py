@@ -206,8 +206,12 @@ class RunDir:
         if not writer:
             yield
             return
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        # A resumed run keeps when it started, and records when it was resumed.
+        started = (self.read_status() or {}).get("started")
+        when = {"started": now} if started is None else {"started": started, "resumed": now}
         self.write_status(RUNNING, device=device, pid=os.getpid(), host=socket.gethostname(),
-                          started=time.strftime("%Y-%m-%dT%H:%M:%S"), error=None)
+                          error=None, **when)
         try:
             yield
         except KeyboardInterrupt:
