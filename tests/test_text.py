@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from spacec.cli import main
 from spacec.runtime.domains.image.data import DataError
 from spacec.runtime.domains.text.corpus import (
+    TRAINING_ROWS,
     BpttStep,
     Corpus,
     Vocabulary,
@@ -106,6 +109,20 @@ def test_batchify_lays_contiguous_chunks_in_columns_and_drops_the_remainder():
         assert batched[:, column].tolist() == list(range(25 * column, 25 * column + 25))
     with pytest.raises(DataError, match="too few"):
         batchify(torch.arange(5), 4)
+
+
+def test_a_training_stream_has_at_least_one_step():
+    """Two rows make an epoch of no step (AWD-LSTM's loop stops two rows before the end): a
+    training stream needs three, and a search or training run with fewer refuses to start."""
+    assert len(list(bptt_lengths(2, 35, seed=0))) == 0
+    assert len(list(bptt_lengths(TRAINING_ROWS, 35, seed=0))) == 1
+    assert batchify(torch.arange(64), 32).shape == (2, 32)  # enough to evaluate
+    with pytest.raises(DataError, match=r"64 tokens are too few for batch size 32: at least 96"):
+        batchify(torch.arange(64), 32, TRAINING_ROWS)
+    for command in (["search", "darts_rnn"], ["train", "darts_rnn", "--genotype", "DARTS"]):
+        result = CliRunner().invoke(main, [*command, "--epochs", "1", "--limit", "64",
+                                           "--batch-size", "32", "--threads", "1", "-q"])
+        assert result.exit_code == 1 and "at least 96 (3 rows of 32)" in result.output
 
 
 def test_get_batch_targets_are_the_inputs_shifted_by_one():

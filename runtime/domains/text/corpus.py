@@ -150,14 +150,21 @@ def sample_corpus_dir() -> Path:
 # ---------------------------------------------------------------- batching
 
 
-def batchify(data: torch.Tensor, batch_size: int) -> torch.Tensor:
+# Rows a training stream needs for one step: AWD-LSTM's epoch (``BpttLengths``) ends when fewer
+# than two rows remain after the position, so two rows would give an epoch of no step.
+TRAINING_ROWS = 3
+
+
+def batchify(data: torch.Tensor, batch_size: int, min_rows: int = 2) -> torch.Tensor:
     """Lay a 1-d token stream out as ``batch_size`` columns: [nbatch, batch_size].
 
     Column j holds the j-th contiguous chunk; the remainder that does not fill a row is dropped.
+    At least `min_rows` rows (an input and its next token: 2; a training stream: TRAINING_ROWS).
     """
     rows = data.size(0) // batch_size
-    if rows < 2:
-        raise DataError(f"{data.size(0)} tokens are too few for batch size {batch_size}")
+    if rows < min_rows:
+        raise DataError(f"{data.size(0)} tokens are too few for batch size {batch_size}: "
+                        f"at least {min_rows * batch_size} ({min_rows} rows of {batch_size})")
     return data[: rows * batch_size].view(batch_size, rows).t().contiguous()
 
 

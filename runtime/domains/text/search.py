@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from spacec.runtime.domains.base import BatchPlan, LossOutput, SearchTask, StepBatches
-from spacec.runtime.domains.text.corpus import BpttStep, batchify
+from spacec.runtime.domains.text.corpus import TRAINING_ROWS, BpttStep, batchify
 from spacec.runtime.domains.text.data import (
     TASK,
     HiddenCarry,
@@ -65,9 +65,11 @@ class LanguageSearchTask(SearchTask):
             if plan.arch_stream:
                 arch_text = torch.roll(weights_text, -(weights_text.numel() // 2))
         what = "data.batch_size"
-        self.weights_source = training_columns(batchify(weights_text, batch), shard, what).to(device)
-        self.arch_source = (None if arch_text is None else
-                            training_columns(batchify(arch_text, batch), shard, what).to(device))
+        def columns(text: torch.Tensor) -> torch.Tensor:
+            return training_columns(batchify(text, batch, TRAINING_ROWS), shard, what).to(device)
+
+        self.weights_source = columns(weights_text)
+        self.arch_source = None if arch_text is None else columns(arch_text)
         eval_source, self.eval_shard = evaluation_columns(
             batchify(corpus.valid, cfg.eval_batch_size), shard)
         self.eval_source = eval_source.to(device)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from spacec.runtime.domains.base import LossOutput, StepBatches, TrainTask
-from spacec.runtime.domains.text.corpus import BpttStep, Corpus, batchify
+from spacec.runtime.domains.text.corpus import TRAINING_ROWS, BpttStep, Corpus, batchify
 from spacec.runtime.domains.text.data import (
     TASK,
     HiddenCarry,
@@ -62,7 +62,8 @@ class TrainingText:
     def from_corpus(cls, corpus: Corpus, cfg: LanguageData, device: torch.device,
                     shard: Shard | None = None) -> TrainingText:
         shard = shard or Shard()
-        train = training_columns(batchify(corpus.train, cfg.batch_size), shard, "data.batch_size")
+        train = training_columns(batchify(corpus.train, cfg.batch_size, TRAINING_ROWS), shard,
+                                 "data.batch_size")
         valid, valid_shard = evaluation_columns(batchify(corpus.valid, cfg.eval_batch_size), shard)
         test, test_shard = evaluation_columns(batchify(corpus.test, cfg.test_batch_size), shard)
         return cls(corpus_label(cfg), len(corpus.vocabulary), train.to(device), valid.to(device),
