@@ -314,6 +314,15 @@ def _defaults(cfg: Any) -> dict[str, Any]:
     return defaults
 
 
+def given(assembled: Assembled, keys: Sequence[str]) -> dict[str, Any]:
+    """Of the dotted `keys`, those an option or override set away from what the preset or file
+    (and the defaults under it) gives, with their values."""
+    preset = {**_defaults(assembled.cfg), **_flatten(assembled.raw)}
+    final = _flatten(yaml_config.to_dict(assembled.cfg))
+    return {key: final[key] for key in keys
+            if key in final and yaml_config.plain_data(preset.get(key)) != final[key]}
+
+
 def preset_changes(assembled: Assembled) -> list[str]:
     """``key=value`` for what the preset or file sets away from the defaults (DARTS' settings),
     the space and the method apart (their parameters are shown with their origins)."""

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 import spacec
@@ -135,6 +136,22 @@ def test_a_method_steps_resumes_and_derives_on_a_space(space, method, tmp_path):
 
     genotype = search.genotype(final=True)
     assert check_genotype(genotype, search.compiled.rules) == []
+
+
+def test_random_trains_its_samples_at_the_batch_epochs_and_limit_given(tmp_path):
+    """--batch-size, --epochs and --limit of a `random` search set each sample's training (the
+    rest is the selection protocol's): they were ignored, and a memory refusal's suggested
+    batch with them."""
+    result = CliRunner().invoke(main, [
+        "search", "nas_bench_201", "--method", "random", "--cfg", "method.samples=1",
+        "--set", "C=2", "--set", "N=1", "--batch-size", "4", "--epochs", "1", "--limit", "8",
+        "--out", str(tmp_path / "runs"), "--threads", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "runs").iterdir()
+    sample = yaml.safe_load((run / "0-sample" / "config.yaml").read_text())
+    assert sample["data"]["batch_size"] == 4 and sample["data"]["limit"] == 8
+    assert sample["optim"]["epochs"] == 1
+    assert len((run / "0-sample" / "metrics.jsonl").read_text().splitlines()) == 1
 
 
 def test_random_trains_its_samples_from_scratch_and_keeps_the_best(tmp_path):

@@ -129,10 +129,17 @@ class RandomSearchResult:
     summary: dict[str, Any]
 
 
-def random_search(cfg: Any, quiet: bool = True) -> RandomSearchResult:
+# What a `random` search's options set for the training of every sample (the rest of that
+# training is the selection protocol's): the batch, the images, the epochs.
+SELECTION_KEYS = ("data.batch_size", "data.limit", "optim.epochs")
+
+
+def random_search(cfg: Any, quiet: bool = True,
+                  given: dict[str, Any] | None = None) -> RandomSearchResult:
     """The `random` method of a search configuration (spacec.runtime.search.config): draw
     ``method.samples`` genotypes from the space's rule, train each by the selection protocol
-    (``method.select``'s preset or file, at the space's sizes there), keep the best.
+    (``method.select``'s preset or file, at the space's sizes there, with the search's `given`
+    SELECTION_KEYS: what its options set), keep the best.
 
     The run directory holds config.yaml, space.json, method.json, one training run directory per
     sample, selection.json and the winner as genotype.json.
@@ -147,7 +154,7 @@ def random_search(cfg: Any, quiet: bool = True) -> RandomSearchResult:
     exclude = params.derive != "official"  # official: `none` may be sampled
     genotypes = [sample_genotype(compiled.name, compiled.rules, rng, exclude=exclude)
                  for _ in range(params.samples)]
-    train_cfg = _selection_config(cfg, compiled.params)
+    train_cfg = _selection_config(cfg, compiled.params, given or {})
     folder = RunDir.create(Path(cfg.run.out), compiled.name)
     log.info("run directory %s", folder.path)
     write_config(cfg, folder.config_path)
@@ -162,10 +169,13 @@ def random_search(cfg: Any, quiet: bool = True) -> RandomSearchResult:
                               summary)
 
 
-def _selection_config(cfg: Any, declared: dict[str, Any]) -> TrainConfig:
+def _selection_config(cfg: Any, declared: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
     """The selection preset for the search's space: its sizes where the space declares them,
-    the search's own explicit overrides, device and threads."""
-    train_cfg = load_select_config(cfg.method.select, {"run.device": cfg.run.device})
+    the search's own explicit overrides, `given` (SELECTION_KEYS), device and threads."""
+    unknown = sorted(set(given) - set(SELECTION_KEYS))
+    if unknown:
+        raise ValueError(f"not selection settings: {', '.join(unknown)}")
+    train_cfg = load_select_config(cfg.method.select, {"run.device": cfg.run.device, **given})
     space = train_cfg.space
     sizes = {k: v for k, v in {**space.optional_overrides, **space.overrides}.items()
              if k in declared}
