@@ -746,6 +746,14 @@ def test_available_ram(tmp_path):
 
 
 # ---- spacec info -----------------------------------------------------------------------------
+def test_info_says_a_recurrent_training_step_is_not_predicted():
+    result = CliRunner().invoke(main, ["info", "darts_rnn", "--set", "ninp=8", "--set", "nhid=8",
+                                       "--genotype", "DARTS", "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    assert "the training step of a recurrent network is not predicted" in result.output
+    assert "predicted peak memory of a training step" not in result.output
+
+
 def test_info_reports_costs_and_memory():
     import json
 

@@ -266,6 +266,8 @@ def info_lines(report: dict) -> list[str]:
         )
         if "memory" in derived:
             lines += memory_lines(derived["memory"], "training step")
+        if "memory_note" in derived:
+            lines.append(f"  {derived['memory_note']}")
     return lines
 
 
@@ -350,6 +352,9 @@ def derived_report(
     if batch_size is not None and image:
         prediction = cost.predict_train(compiled.ir, genotype, batch_size, device=device)
         report["memory"] = prediction.to_dict()
+    elif batch_size is not None:
+        report["memory_note"] = ("the training step of a recurrent network is not predicted "
+                                 "(the cost model predicts image networks' training)")
     return report
 
 
