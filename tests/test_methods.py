@@ -10,6 +10,7 @@ training and ranking; the method section of the configuration and `spacec method
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from spacec.runtime.relax.partial import PartialChannels, PartialEdge, channel_s
 from spacec.runtime.relax.perturbed import PerturbedSoftmax, clip_rows
 from spacec.runtime.relax.sampled import SampledEdge, SampledRows, mix_sampled
 from spacec.runtime.relax.softmax import Softmax
+from spacec.runtime.run.rundir import RunDir
 from spacec.runtime.search.config import from_dict, load_config, method_settings, presets
 from spacec.runtime.search.loop import Search
 from spacec.runtime.search.methods import (
@@ -500,6 +502,37 @@ def test_random_ws_ranking_keeps_the_best_of_the_finalists(tmp_path):
     quick = sorted(range(4), key=lambda i: (-accuracy(samples[i], 1), i))[:2]
     best = max(quick, key=lambda i: (accuracy(samples[i], None), -i))
     assert dict(chosen.cells) == samples[best]
+
+
+def test_random_ws_ranks_a_diverging_path_last_and_goes_on(tmp_path, caplog):
+    """A path whose validation is not finite (a random architecture on shared weights may
+    diverge where others do not) ranks last, and, as the path an epoch validates, is left out
+    of that epoch's figures with a warning instead of stopping the search (the reference
+    validates no path between epochs)."""
+    search = tiny_search(tmp_path, "random_ws", **{"method.samples": 3, "method.eval_batches": 1,
+                                                    "method.top": 3, "optim.epochs": 1})
+    relaxation, rules = search.model.relaxation, search.model.RULES
+    state = relaxation.state_dict()
+    samples = [relaxation.sample(rules) for _ in range(3)]
+    relaxation.load_state_dict(state)  # the ranking draws these three again
+    evaluate = search.task.evaluate
+    scores = iter([])
+
+    def diverging_first(model, max_batches=None):
+        figures = evaluate(model, max_batches=max_batches)
+        if relaxation.cells == samples[0] or next(scores, None) == "nan":
+            return {key: math.nan for key in figures}
+        return figures
+
+    search.task.evaluate = diverging_first
+    winner = search.genotype(final=True)
+    assert dict(winner.cells) != samples[0]  # NaN accuracy would not have sorted last
+    scores = iter(["nan"])  # the epoch's own validation diverges
+    with caplog.at_level(logging.INFO, logger="spacec.runtime.search.loop"):
+        search._finish_epoch(RunDir.create(tmp_path / "runs", "x"), 0.025)
+    assert "does not give finite validation figures" in caplog.text
+    (epoch_line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1/1")]
+    assert "lr=" in epoch_line and "val_" not in epoch_line and search.epoch == 1
 
 
 def test_single_level_moves_alpha_and_w_from_one_training_batch(tmp_path):

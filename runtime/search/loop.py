@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -365,6 +366,12 @@ class Search:
         self.session.sync_buffers(self.model)  # every process evaluates rank 0's network
         val = self.task.evaluate(self.model)
         self.epoch_seconds += time.perf_counter() - evaluated
+        if self.strategy.validates_a_sample and not all(map(math.isfinite, val.values())):
+            log.warning("%s: the architecture trained last does not give finite validation "
+                        "figures (%s); it is one sample of many and the shared weights are "
+                        "finite, so the search goes on without the epoch's validation figures",
+                        where, format_metrics(val))
+            val = {}
         record = record_of(val)
         self.guard.check_epoch({}, record, where, self.events)
         genotype = self.genotype(final=number == self.cfg.optim.epochs)

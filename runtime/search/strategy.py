@@ -25,6 +25,7 @@ frozen (`Search.arch_updates`), steps move w alone. A new strategy is one class 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -49,6 +50,9 @@ class Strategy:
     name: ClassVar[str] = ""
     plan: ClassVar[BatchPlan]
     orders: ClassVar[tuple[int, ...]] = (1,)  # α-gradient orders the strategy supports
+    # Whether an epoch's validation runs one architecture of many (the path trained last), whose
+    # divergence says nothing of the shared weights: then it is left out, not a stop.
+    validates_a_sample: ClassVar[bool] = False
 
     def architect_loss(
         self, task: SearchTask, forward: Callable[[], AbstractContextManager]
@@ -148,6 +152,7 @@ class Sample(Strategy):
     architecture (the relaxation's `resample`); after the last epoch `rank` picks the result."""
 
     plan = BatchPlan(union=False, arch_stream=False)
+    validates_a_sample = True
 
     def step(self, search: Search, batches: StepBatches, lr: float, where: str) -> None:
         search.model.relaxation.resample(search.model.RULES)
@@ -179,6 +184,8 @@ def rank(search: Search) -> Genotype:
 
     def key(entry: tuple[float, int]) -> tuple[float, int]:
         value, index = entry
+        if not math.isfinite(value):  # a path that diverges ranks last (NaN would not sort)
+            return (math.inf, index)
         return (-value if best.higher else value, index)  # the earlier sample wins ties
 
     samples = [relaxation.sample(rules) for _ in range(params.samples)]
