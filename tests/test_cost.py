@@ -668,8 +668,8 @@ def test_check_fits(compiled):
             assert options not in fixes
     assert {"--memory low", "--method pc_darts"} <= set(fixes)
     message = str(error)
-    assert message.startswith("one second-order search step of darts_cnn at batch 64 needs "
-                              f"about {prediction.total / cost.GIB:.2f} GiB on cpu")
+    assert message.startswith("one second-order search step of darts_cnn at batch 64 (memory "
+                              f"fast) needs about {prediction.total / cost.GIB:.2f} GiB on cpu")
     assert f"but only {available / cost.GIB:.2f} GiB is available" in message
     assert f"--batch-size {largest} (" in message and "--memory low (" in message
     assert message == cost.fit_message(prediction, available,

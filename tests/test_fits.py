@@ -37,7 +37,8 @@ def test_a_search_that_cannot_fit_is_refused_before_anything_is_written(free_mem
                                        "--out", str(out)])
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
-    assert "one first-order search step of darts_cnn at batch 8 needs about" in result.output
+    assert ("one first-order search step of darts_cnn at batch 8 (memory fast) needs about"
+            in result.output)
     assert "but only 0.06 GiB is available" in result.output
     assert "it would fit with --batch-size" in result.output
     assert not out.exists()
@@ -274,7 +275,9 @@ def test_auto_refuses_what_no_setting_fits_and_offers_the_rest(free_memory, tmp_
     result = CliRunner().invoke(main, ["search", "darts_cnn", *TINY, "--out", str(out / "x")])
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output and not (out / "x").exists()
-    assert "one first-order search step of darts_cnn at batch 8 needs about" in result.output
+    # auto refuses for the leanest setting, and says which it is
+    assert ("one first-order search step of darts_cnn at batch 8 (memory low) needs about"
+            in result.output)
 
 
 def test_the_cli_prints_what_auto_chose_and_why(free_memory, tmp_path):

@@ -171,9 +171,10 @@ def _at_batch(prediction: Prediction, batch: int) -> int:
 def _message(prediction: Prediction, available: int, fixes: tuple[Fix, ...]) -> str:
     label = {"weights": "weights-only search", "first": "first-order search",
              "second": "second-order search", "train": "training"}[prediction.step]
+    setting = f" (memory {prediction.memory})" if prediction.what == "search" else ""
     lines = [
-        f"one {label} step of {prediction.space} at batch {prediction.batch} needs about "
-        f"{gib(prediction.total)} on {prediction.device} (predicted, during "
+        f"one {label} step of {prediction.space} at batch {prediction.batch}{setting} needs "
+        f"about {gib(prediction.total)} on {prediction.device} (predicted, during "
         f"{prediction.peak.name}), but only {gib(available)} is available"
     ]
     fixed = prediction.fixed
