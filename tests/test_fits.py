@@ -201,6 +201,9 @@ def test_auto_chooses_the_fastest_setting_that_fits_with_the_margin_to_spare():
     between = int(low.total * (1 + cost.MARGIN)) + 1
     if between < balanced.total * (1 + cost.MARGIN):
         assert choose(between).memory == "low"
+        # why not each faster setting: fast's figure and balanced's
+        assert ("fast's predicted peak" in choose(between).reason
+                and "balanced's predicted peak" in choose(between).reason)
     # none with the margin: of those that fit, the one that needs least
     assert choose(low.total).memory == "low"
     assert "does not fit in" in choose(low.total).reason

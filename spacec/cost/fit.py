@@ -152,15 +152,17 @@ def choose_memory(predict: Callable[[str], Prediction], available: int | None,
     fitting = [p for p in predictions if p.total <= available]
     if roomy or fitting:
         chosen = roomy[0] if roomy else min(fitting, key=lambda p: p.total)
-        return MemoryChoice(chosen, "" if chosen is fastest else _slower(fastest, available))
+        skipped = predictions[:predictions.index(chosen)]
+        return MemoryChoice(chosen, "; ".join(_slower(faster, available) for faster in skipped))
     least = min(predictions, key=lambda p: p.total)
     others = alternatives(ir, least) if ir is not None else {}
     raise NotEnoughMemory(least, available, fixes_for(least, available, others))
 
 
-def _slower(fastest: Prediction, available: int) -> str:
-    fits = "does not fit in" if fastest.total > available else f"leaves less than {MARGIN:.0%} of"
-    return (f"{fastest.memory}'s predicted peak, {gib(fastest.total)}, {fits} the "
+def _slower(faster: Prediction, available: int) -> str:
+    """Why `auto` did not choose the faster setting of `faster`."""
+    fits = "does not fit in" if faster.total > available else f"leaves less than {MARGIN:.0%} of"
+    return (f"{faster.memory}'s predicted peak, {gib(faster.total)}, {fits} the "
             f"{gib(available)} available")
 
 
