@@ -94,6 +94,16 @@ def test_the_effective_configuration_shows_the_prediction(free_memory, tmp_path)
     assert "per search step at batch 8 (memory auto: fast) (1024.00 GiB available)" in result.output
 
 
+def test_the_prediction_is_for_the_batch_the_data_fills(free_memory, tmp_path):
+    """16 images give splits of 8: at --batch-size 400 a step holds 8, and the prediction (and
+    a refusal) is for 8, not for 400."""
+    free_memory(1 << 40)
+    options = [option if option != "8" else "400" for option in TINY]
+    result = CliRunner().invoke(main, ["search", "darts_cnn", *options, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "per search step at batch 8 (memory auto: fast)" in result.output
+
+
 def test_a_training_run_that_cannot_fit_is_refused(free_memory, tmp_path):
     from spacec.cost.memory import CPU_RUNTIME
 

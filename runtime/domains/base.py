@@ -130,6 +130,11 @@ class SearchTask(Task):
     def train_loss(self, model: nn.Module, batch: Any) -> LossOutput:
         return self.loss_and_metrics(model, batch)
 
+    def largest_batch(self, batch: int) -> int:
+        """The most samples one of this process's steps holds, for a configured per-process
+        `batch` (fewer where the data has fewer: what the memory prediction is made for)."""
+        return batch
+
 
 class TrainTask(Task):
     """A domain's data for training a derived network from scratch."""

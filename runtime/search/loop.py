@@ -158,7 +158,8 @@ class Search:
         # The predicted peak of a step against the free memory, before the supernet exists.
         def check(memory: str) -> Fit | None:
             return check_search_memory(
-                compiled.ir, session.shard.per_rank(cfg.data.batch_size, "data.batch_size"),
+                compiled.ir,
+                task.largest_batch(session.shard.per_rank(cfg.data.batch_size, "data.batch_size")),
                 cfg.arch.order, cfg.method.name, dataclasses.asdict(cfg.method), memory,
                 getattr(cfg.data, "bptt", None), session.device, session.local_world_size)
 

@@ -60,6 +60,11 @@ class _Stream:
                 step += 1
 
 
+def _samples(sampler: EpochSampler) -> int:
+    """The samples a pass of `sampler` gives this process."""
+    return len(getattr(sampler, "positions", sampler.indices))
+
+
 def full_length(loader: DataLoader) -> int:
     """Batches in one whole pass of a shuffled loader, whatever its sampler has skipped."""
     sampler = loader.sampler
@@ -122,6 +127,11 @@ class ImageSearchTask(SearchTask):
 
     def steps_in_epoch(self, epoch: int) -> int:
         return self._steps
+
+    def largest_batch(self, batch: int) -> int:
+        streams = (self.train_stream, self.val_stream)
+        held = [_samples(stream.loader.sampler) for stream in streams if stream is not None]
+        return min(batch, max(held))
 
     def batches(self, epoch: int, start_step: int) -> Iterator[StepBatches]:
         train = self.train_stream.iterate(epoch, start_step)
