@@ -114,7 +114,8 @@ class Search:
         self.architect = None
         if model.arch_parameters():
             self.architect = Architect(
-                model, self.w_optimizer, strategy.architect_loss(task, session.autocast), cfg.arch,
+                model, self.w_optimizer, strategy.architect_loss(task, session.autocast),
+                cfg.arch,
                 reduce=session.all_reduce_mean if session.distributed else None,
                 wrapped=self.trainable,
             )
@@ -157,9 +158,9 @@ class Search:
         task.check_space(compiled)
         # The predicted peak of a step against the free memory, before the supernet exists.
         def check(memory: str) -> Fit | None:
+            per_rank = session.shard.per_rank(cfg.data.batch_size, "data.batch_size")
             return check_search_memory(
-                compiled.ir,
-                task.largest_batch(session.shard.per_rank(cfg.data.batch_size, "data.batch_size")),
+                compiled.ir, task.largest_batch(per_rank),
                 cfg.arch.order, cfg.method.name, dataclasses.asdict(cfg.method), memory,
                 getattr(cfg.data, "bptt", None), session.device, session.local_world_size)
 
