@@ -40,7 +40,7 @@ def test_a_search_that_cannot_fit_is_refused_before_anything_is_written(free_mem
     assert ("one first-order search step of darts_cnn at batch 8 (memory fast) needs about"
             in result.output)
     assert "but only 0.06 GiB is available" in result.output
-    assert "it would fit with --batch-size" in result.output
+    assert "it would fit with 20% to spare with --batch-size" in result.output
     assert not out.exists()
 
 
@@ -57,6 +57,19 @@ def test_the_largest_batch_offered_fits_and_one_more_does_not(free_memory, tmp_p
     assert 1 <= largest < 8
     assert cost.predict_search(compiled.ir, largest).total <= budget
     assert cost.predict_search(compiled.ir, largest + 1).total > budget
+
+
+def test_a_fix_without_the_margin_is_offered_when_none_has_it(free_memory):
+    free_memory(None)
+    from spacec.load import compile_file, locate
+
+    compiled = compile_file(locate("darts_cnn"), {"C": 4, "layers": 3})
+    prediction = cost.predict_search(compiled.ir, 8)
+    one = cost.predict_search(compiled.ir, 1).total
+    with pytest.raises(cost.NotEnoughMemory) as raised:
+        cost.check_fits(prediction, one)  # batch 1 fits, not with 20% to spare
+    assert [fix.options for fix in raised.value.fixes] == ["--batch-size 1"]
+    assert "it would fit with --batch-size 1 (" in str(raised.value)
 
 
 def test_a_run_logs_its_prediction_and_goes_on_when_it_fits(free_memory, tmp_path):

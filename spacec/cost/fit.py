@@ -87,6 +87,15 @@ def alternatives(ir: irmod.IR, prediction: Prediction) -> dict[str, Prediction]:
     return {option: other for option, other in found.items() if other.total < prediction.total}
 
 
+def refusal_fixes(prediction: Prediction, available: int,
+                  others: Mapping[str, Prediction] = ()) -> tuple[Fix, ...]:
+    """The ways to fit a refused step: those that leave `MARGIN` of `available` to spare
+    (a run that follows one then starts without the warning of `close_call`), else those
+    that fit at all."""
+    return (fixes_for(prediction, int(available / (1 + MARGIN)), others)
+            or fixes_for(prediction, available, others))
+
+
 def fixes_for(prediction: Prediction, available: int,
               others: Mapping[str, Prediction] = ()) -> tuple[Fix, ...]:
     """Every way among a smaller batch and `others` that brings the peak under `available`."""
@@ -121,7 +130,11 @@ class MemoryChoice:
 
 def _spares_margin(prediction: Prediction, available: int) -> bool:
     """Whether the step fits `available` bytes even if its peak lies `MARGIN` above prediction."""
-    return prediction.total * (1 + MARGIN) <= available
+    return _spares_margin_bytes(prediction.total, available)
+
+
+def _spares_margin_bytes(total: int, available: int) -> bool:
+    return total * (1 + MARGIN) <= available
 
 
 def settings_by_level() -> list[str]:
@@ -156,7 +169,7 @@ def choose_memory(predict: Callable[[str], Prediction], available: int | None,
         return MemoryChoice(chosen, "; ".join(_slower(faster, available) for faster in skipped))
     least = min(predictions, key=lambda p: p.total)
     others = alternatives(ir, least) if ir is not None else {}
-    raise NotEnoughMemory(least, available, fixes_for(least, available, others))
+    raise NotEnoughMemory(least, available, refusal_fixes(least, available, others))
 
 
 def _slower(faster: Prediction, available: int) -> str:
@@ -181,7 +194,9 @@ def _message(prediction: Prediction, available: int, fixes: tuple[Fix, ...]) -> 
     ]
     fixed = prediction.fixed
     if fixes:
-        lines.append("it would fit with " + _listed(fixes))
+        spare = all(_spares_margin_bytes(fix.total, available) for fix in fixes)
+        lines.append(f"it would fit{f' with {MARGIN:.0%} to spare' if spare else ''} with "
+                     + _listed(fixes))
     elif fixed > available or prediction.per_sample <= 0:
         lines.append(f"no batch size fits: what does not grow with the batch (the weights, their "
                      f"optimiser states and gradients, the runtime) alone needs {gib(fixed)}")
@@ -220,7 +235,7 @@ def fit_message(prediction: Prediction, available: int,
     """None when the predicted peak fits in `available` bytes; else what `check_fits` says."""
     if prediction.total <= available:
         return None
-    return _message(prediction, available, fixes_for(prediction, available, others))
+    return _message(prediction, available, refusal_fixes(prediction, available, others))
 
 
 def check_fits(prediction: Prediction, available: int, ir: irmod.IR | None = None
@@ -230,7 +245,7 @@ def check_fits(prediction: Prediction, available: int, ir: irmod.IR | None = Non
     if prediction.total <= available:
         return prediction
     others = alternatives(ir, prediction) if ir is not None else {}
-    raise NotEnoughMemory(prediction, available, fixes_for(prediction, available, others))
+    raise NotEnoughMemory(prediction, available, refusal_fixes(prediction, available, others))
 
 
 def available_ram(meminfo: str = "/proc/meminfo") -> int | None:
