@@ -45,6 +45,7 @@ from spacec.runtime.configure import (
     OPTION_KEYS,
     Assembled,
     assemble,
+    device_line,
     effective_lines,
     given,
     header_text,
@@ -222,8 +223,9 @@ def _resume_search(run: Path, options: Mapping[str, Any], overrides: Mapping[str
 
     def restored(found: Search) -> None:
         built.append(found)
-        screen_info(log, "resuming %s at epoch %d, step %d on %s", run, found.epoch + 1,
-                    found.step, found.device)
+        screen_info(log, "resuming %s at epoch %d, step %d on %s\n  device   %s", run,
+                    found.epoch + 1, found.step, found.device,
+                    device_line(found.cfg.run, found.device))
 
     result = resume_search(run, options.get("device"), not progress, on_step, restored)
     return _search_run(result.run_dir, result.genotype, built[0], ())
@@ -398,8 +400,9 @@ def _resume_training(run: Path, options: Mapping[str, Any], overrides: Mapping[s
 
     def restored(found: Trainer) -> None:
         built.append(found)
-        screen_info(log, "resuming %s at epoch %d, step %d on %s", run, found.epoch + 1,
-                    found.step, found.device)
+        screen_info(log, "resuming %s at epoch %d, step %d on %s\n  device   %s", run,
+                    found.epoch + 1, found.step, found.device,
+                    device_line(found.cfg.run, found.device))
 
     result = resume_training(run, options.get("device"), not progress, restored)
     return _train_run(result.run_dir, result.report, built[0], ())

@@ -364,7 +364,9 @@ def param_origins(compiled: CompiledSpace, assembled: Assembled,
     return origins
 
 
-def _device_line(run_cfg: Any, device: torch.device) -> str:
+def device_line(run_cfg: Any, device: torch.device) -> str:
+    """Where a run computes and with what: the effective configuration's device line (a
+    resumed run prints it too: its machine, threads and products' backend may be new)."""
     if run_cfg.device == "auto":
         why = "auto: CUDA is available" if device.type == "cuda" else "auto: no CUDA device"
     else:
@@ -404,7 +406,7 @@ def effective_lines(command: str, assembled: Assembled, compiled: CompiledSpace,
             ("method" if command == "search" else "training", method)]
     if command == "search":
         rows.append(("", method_origins(cfg, assembled.method)))
-    rows += [("device", _device_line(cfg.run, device)), ("seed", str(cfg.run.seed))]
+    rows += [("device", device_line(cfg.run, device)), ("seed", str(cfg.run.seed))]
     lines = [f"spacec {command}: the effective configuration",
              *(f"  {label:<8} {text}" for label, text in rows)]
     changes = preset_changes(assembled)

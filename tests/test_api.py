@@ -253,14 +253,14 @@ def test_the_run_directory_records_the_device(found):
 
 
 def test_the_device_line_names_the_speed_switches_that_are_not_defaults():
-    from spacec.runtime.configure import _device_line
+    from spacec.runtime.configure import device_line
 
     cpu = torch.device("cpu")
-    assert _device_line(RunConfig(threads=1), cpu).endswith("(run.threads)")
-    line = _device_line(RunConfig(precision="bf16", channels_last=False, compile=True), cpu)
+    assert device_line(RunConfig(threads=1), cpu).endswith("(run.threads)")
+    line = device_line(RunConfig(precision="bf16", channels_last=False, compile=True), cpu)
     assert line.endswith("; bf16 autocast (run.precision); NCHW (run.channels_last: false); "
                          "torch.compile (run.compile)")
-    line = _device_line(RunConfig(compile=True, compile_mode="reduce-overhead"), cpu)
+    line = device_line(RunConfig(compile=True, compile_mode="reduce-overhead"), cpu)
     assert line.endswith("; torch.compile (run.compile, mode reduce-overhead)")
 
 

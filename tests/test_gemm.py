@@ -347,15 +347,15 @@ def test_the_derived_network_copies_the_plain_products():
 
 
 def test_the_device_line_of_a_recurrent_search_names_the_products_backend(backend):
-    from spacec.runtime.configure import _device_line
+    from spacec.runtime.configure import device_line
 
     backend(gemm.ATEN)  # as a recurrent network's build decides it
     cpu = torch.device("cpu")
-    line = _device_line(run_config.RunConfig(threads=1, matmul="aten"), cpu)
+    line = device_line(run_config.RunConfig(threads=1, matmul="aten"), cpu)
     assert line.endswith("(run.threads); float32 products aten (torch.mm, as asked) (run.matmul)")
-    assert "products" not in _device_line(run_config.RunConfig(), torch.device("meta"))
+    assert "products" not in device_line(run_config.RunConfig(), torch.device("meta"))
     gemm.select_for_run(gemm.AUTO, lambda value: [value])  # a run whose network needs none
-    assert "products" not in _device_line(run_config.RunConfig(), cpu)
+    assert "products" not in device_line(run_config.RunConfig(), cpu)
 
 
 def test_a_search_selects_the_run_sections_backend(backend):
