@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -245,6 +246,49 @@ def test_a_nan_batchnorm_buffer_stops_training_and_it_resumes(tmp_path, monkeypa
     assert result.report["epochs"] == 2
     assert [r["epoch"] for r in strict_records(run)] == [1, 2]
     assert not any("nonfinite" in r for r in strict_records(run))
+
+
+@pytest.mark.parametrize("kind", ["search", "train"])
+def test_a_nan_weight_gradient_stops_the_step_naming_the_parameter(tmp_path, kind):
+    """A non-finite weight gradient stops the step before the optimiser moves, naming the
+    parameter (clipping by a NaN norm would make every weight NaN, and the next loss would
+    be blamed with the advice to lower the learning rate)."""
+    poisoned = {}
+
+    def poison_gradient(network: torch.nn.Module) -> None:
+        name, weight = first_named(network, "weight")
+        weight.register_hook(lambda grad: torch.full_like(grad, NAN))
+        poisoned["name"] = name
+
+    if kind == "search":
+        search = Search.build(tiny_search(tmp_path / "runs"))
+        poison_gradient(search.model)
+        before = [w.detach().clone() for w in search.model.weights()]
+        with pytest.raises(TrainingError) as stopped:
+            search.weight_step(next(iter(search.task.batches(0, 0))).train, "epoch 1, step 1")
+        after = list(search.model.weights())
+    else:
+        cfg = load_train_config("quick", {
+            "space.overrides": {"C": 4, "layers": 3}, "data.limit": 16, "data.batch_size": 8,
+            "optim.epochs": 1, "run.threads": 1, "run.out": str(tmp_path / "runs")})
+        original = train_loop.Trainer._step
+
+        def poisoned_step(trainer, *args):
+            if not poisoned:
+                poison_gradient(trainer.network)
+                poisoned["before"] = [p.detach().clone() for p in trainer.network.parameters()]
+                poisoned["trainer"] = trainer
+            return original(trainer, *args)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(train_loop.Trainer, "_step", poisoned_step)
+            with pytest.raises(TrainingError) as stopped:
+                start_training(cfg, "DARTS_V2")
+        before, after = poisoned["before"], list(poisoned["trainer"].network.parameters())
+    message = str(stopped.value)
+    assert re.search(r"the weights' gradient is not finite at epoch 1,? step 1 \(", message)
+    assert f"({poisoned['name']}); " in message  # that one alone: named before clipping
+    assert all(torch.equal(b, a) for b, a in zip(before, after, strict=True))  # no step taken
 
 
 # ---------------------------------------------------------------- strict JSON

@@ -21,12 +21,12 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from spacec.runtime.errors import TrainingError
 from spacec.runtime.run.rundir import CHECKPOINT_NAME
@@ -120,6 +120,28 @@ class Guard:
                       f"on process {', '.join(ranks)} of {self.session.world_size}")
         raise TrainingError(f"{detail}; {self.aftermath()}")
 
+    def clip_gradients(self, named: Iterable[tuple[str, Tensor]], max_norm: float | None,
+                       where: str) -> None:
+        """Clip the weights' gradient to `max_norm` (None: no clipping), as
+        ``torch.nn.utils.clip_grad_norm_`` does; but first, TrainingError when the gradient is
+        not finite on any process, naming the parameters whose gradient is: clipping by a NaN
+        norm would spread it to every weight, and the next loss would be blamed."""
+        named = [(name, p) for name, p in named if p.grad is not None]
+        if not named:
+            return
+        params = [p for _, p in named]
+        total = _total_norm([p.grad for p in params])
+        bad = not math.isfinite(float(total))
+        if self.session.any_process(bad):
+            names = [name for name, p in named if not bool(torch.isfinite(p.grad).all())]
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5
+                                            else "")
+            detail = (f"the weights' gradient is not finite at {where}"
+                      + (f" ({shown})" if names else " (on another process)"))
+            raise TrainingError(f"{detail}; {self.aftermath()}")
+        if max_norm is not None:
+            _clip_with_norm(params, max_norm, total)
+
     def inspect(self, state: Mapping[str, Any], record: Mapping[str, Any] | None = None,
                 optimisers: Mapping[str, Sequence[str]] | None = None) -> list[str]:
         """What is non-finite in `record` (an epoch's figures, by key) and in `state` (a
@@ -164,6 +186,22 @@ class Guard:
                 f"({position(*self.kept)}) is kept in {self.run_dir / CHECKPOINT_NAME}: "
                 f"`spacec {self.command} --resume {self.run_dir}` continues from it (if it "
                 "fails the same way, start a new run with a lower learning rate)")
+
+
+def _total_norm(grads: list[Tensor]) -> Tensor:
+    """The gradients' total 2-norm, as clip_grad_norm_ computes it."""
+    get_total_norm = getattr(nn.utils, "get_total_norm", None)  # torch >= 2.6
+    if get_total_norm is not None:
+        return get_total_norm(grads)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def _clip_with_norm(params: list[Tensor], max_norm: float, total: Tensor) -> None:
+    clip = getattr(nn.utils, "clip_grads_with_norm_", None)  # torch >= 2.6
+    if clip is not None:
+        clip(params, max_norm, total)
+    else:  # computes the same norm again
+        nn.utils.clip_grad_norm_(params, max_norm)
 
 
 # Figures computed as exp(another figure): a finite but large loss overflows its perplexity to

@@ -334,8 +334,7 @@ class Search:
             if self.terms.weights is not None:
                 loss = loss + self.terms.weights(self.epoch, self.model.arch_parameters())
             loss.backward()
-        if self.cfg.optim.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.model.weights(), self.cfg.optim.grad_clip)
+        self.guard.clip_gradients(self.model.named_weights(), self.cfg.optim.grad_clip, where)
         self.w_optimizer.step()
         self.train_meter.update(out.metrics, out.weight)
 

@@ -302,8 +302,8 @@ class Trainer:
             out = self.task.train_loss(self.trainable, batch.train)
         self.guard.check_loss(out.metrics["loss"], "the training loss", where)
         out.loss.backward()
-        if self.cfg.optim.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.network.parameters(), self.cfg.optim.grad_clip)
+        self.guard.clip_gradients(self.network.named_parameters(), self.cfg.optim.grad_clip,
+                                  where)
         self.optimizer.step()
         self.meter.update(out.metrics, out.weight)
 
