@@ -395,6 +395,41 @@ def test_bf16_recurrent_search_steps(tmp_path, method, order):
         assert autocast_in_forward[-1] and not any(autocast_in_forward[:-1])
 
 
+def test_a_dilated_depthwise_convolution_keeps_float32_under_cpu_autocast(tmp_path):
+    """torch's CPU bf16 weight gradient of a dilated depthwise convolution can be NaN where
+    float32's is finite: under CPU autocast a derived network computes those in float32 (the
+    same values as a float32 convolution of the autocast input), and only under autocast."""
+    from spacec.arch.genotype import resolve
+    from spacec.runtime.nn.accelerate import (
+        Float32DilatedConv2d,
+        float32_dilated_under_cpu_autocast,
+    )
+    from spacec.runtime.train.config import load_train_config
+    from spacec.runtime.train.loop import Trainer
+
+    conv = torch.nn.Conv2d(4, 4, 5, padding=4, dilation=2, groups=4, bias=False)
+    plain = torch.nn.Conv2d(4, 4, 5, padding=4, dilation=2, groups=4, bias=False)
+    plain.load_state_dict(conv.state_dict())
+    float32_dilated_under_cpu_autocast(conv)
+    assert type(conv) is Float32DilatedConv2d
+    x = torch.randn(2, 4, 16, 16).to(torch.bfloat16)
+    with session(precision="bf16").autocast():
+        got = conv(x)
+        assert plain(x).dtype == torch.bfloat16
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, plain(x.float()), rtol=0, atol=0)
+    torch.testing.assert_close(conv(x.float()), plain(x.float()), rtol=0, atol=0)  # no autocast
+    got.sum().backward()
+    assert conv.weight.grad.dtype == torch.float32 and torch.isfinite(conv.weight.grad).all()
+    for precision in PRECISIONS:
+        cfg = load_train_config("quick", {
+            "space.overrides": {"C": 4, "layers": 3}, "data.limit": 16, "data.batch_size": 8,
+            "run.precision": precision, "run.threads": 1, "run.out": str(tmp_path)})
+        network = Trainer.build(cfg, resolve("DARTS_V2", "darts_cnn")).network
+        kinds = {type(m) for m in network.modules()}
+        assert (Float32DilatedConv2d in kinds) == (precision == "bf16")
+
+
 def test_channels_first_gives_the_channels_last_outputs(compiled):
     images, _ = batch()
     expected = supernet(compiled, FAST)(images)

@@ -45,7 +45,7 @@ from spacec.load import CompiledSpace, locate
 from spacec.runtime.domains import StepBatches, TrainTask, domain
 from spacec.runtime.errors import CheckpointError, ConfigError
 from spacec.runtime.nn import gemm
-from spacec.runtime.nn.accelerate import accelerate_network
+from spacec.runtime.nn.accelerate import accelerate_network, float32_dilated_under_cpu_autocast
 from spacec.runtime.nn.flops import count_parameters
 from spacec.runtime.nn.memory import set_memory
 from spacec.runtime.run.checkpoint import load_checkpoint, save_checkpoint
@@ -167,6 +167,8 @@ class Trainer:
         # the run's processes, decided as the network is built.
         gemm.select_for_run(cfg.run.matmul, session.gather)
         network = accelerate_network(compiled.discrete_network(genotype, **task.network_kwargs()))
+        if session.precision != "fp32" and session.device.type == "cpu":
+            float32_dilated_under_cpu_autocast(network)
         # No mixed edge: `auto` keeps everything; a setting that recomputes is refused.
         set_memory(network, resolved_memory(cfg.run.memory, None))
         task.bind(network)
