@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import stat
 import warnings
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,19 @@ def test_predict_refuses_what_it_cannot_read(own_run, tmp_path):
         torch.jit.save(torch.jit.script(torch.nn.Identity()), str(plain))
     with pytest.raises(Exception, match="holds no spacec metadata"):
         predict(plain, [small])
+    # Files that are not what their name says, or damaged: the file and the loader's reason.
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a protobuf")
+    broken = tmp_path / "broken.pt"  # a zip with TorchScript's code folder and nothing else
+    with zipfile.ZipFile(broken, "w") as archive:
+        archive.writestr("broken/code/x.py", "")
+    bad_meta = tmp_path / "bad_meta.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(torch.nn.Identity()), str(bad_meta),
+                       _extra_files={"spacec.json": "{not json"})
+    for path, what in ((junk, "ONNX"), (broken, "TorchScript"), (bad_meta, "TorchScript")):
+        result = CliRunner().invoke(main, ["predict", str(path), str(small)])
+        assert result.exit_code == 1, result.output
+        assert f"{path}: not a readable {what} model (" in result.stderr
+        assert "Traceback" not in result.output and result.stderr.count("spacec: error:") == 1
