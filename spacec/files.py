@@ -107,6 +107,8 @@ def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     if path.is_dir():
         raise FileError(f"cannot write {visible(str(path))}: it is a folder")
+    if path.exists() and not path.is_file():  # a device, a pipe, a socket: not replaced
+        raise FileError(f"cannot write {visible(str(path))}: it is not a regular file")
     created = make_dirs(path.parent)
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -5,6 +5,7 @@ spacec.runtime.tools.predict)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import stat
 import warnings
 import zipfile
@@ -130,6 +131,20 @@ def test_cli_torchscript_and_errors(trained, tmp_path):
                                str(tmp_path / "y.pt")])
     assert bad.exit_code == 1
     assert "unreadable checkpoint" in bad.output and "Traceback" not in bad.output
+    # Never over the weights it is made of, nor over what is not a regular file.
+    for name in ("best.pt", "checkpoint.pt"):
+        kept = trained / name
+        before = kept.read_bytes()
+        over = runner.invoke(main, ["export", str(trained), "--format", "torchscript", "-o",
+                                    str(kept)])
+        assert over.exit_code == 1 and "would replace the checkpoint it is made from" in over.output
+        assert kept.read_bytes() == before
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    piped = runner.invoke(main, ["export", str(trained), "--format", "torchscript", "-o",
+                                 str(fifo)])
+    assert piped.exit_code == 1 and "it is not a regular file" in piped.output
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
 
 
 # ---------------------------------------------------------------- raw files in, classes out

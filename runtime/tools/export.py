@@ -264,11 +264,24 @@ def export(source: Path, fmt: str, output: Path, which: str = "best") -> ExportR
     checkpoint.pt: the last) or checkpoint file to `output`, its metadata inside."""
     if fmt not in EXPORTERS:
         raise ExportError(f"unknown format {fmt!r}; formats: {', '.join(EXPORTERS)}")
+    _check_not_a_source(Path(source), Path(output))
     classifier, meta = load_classifier(source, which)
     shape = tuple(meta["input_shape"])
     result = EXPORTERS[fmt](classifier, shape, Path(output), meta)
     log.info("wrote %s (%s, max |Δ| %s)", result.path, fmt, result.max_abs_diff)
     return result
+
+
+def _check_not_a_source(source: Path, output: Path) -> None:
+    """ExportError when `output` is the checkpoint exported from, or one its run keeps: the
+    export would replace the weights it is made of."""
+    source = source.expanduser()
+    kept = ([source / name for name in (BEST_NAME, CHECKPOINT_NAME)] if source.is_dir()
+            else [source])
+    target = output.expanduser().resolve()
+    if any(target == path.resolve() for path in kept):
+        raise ExportError(f"{output}: the export would replace the checkpoint it is made from; "
+                          "write it elsewhere (-o)")
 
 
 def read_metadata(path: Path) -> dict | None:
