@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import queue as queue_module
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -190,6 +191,23 @@ def test_process_environment_and_sync_bn_on_the_cpu():
 def test_nproc_per_node_is_left_out_of_the_relaunched_command():
     argv = ["search", "--nproc-per-node", "2", "--epochs", "1", "--nproc-per-node=3", "-q"]
     assert without_option(argv) == ["search", "--epochs", "1", "-q"]
+
+
+@pytest.mark.parametrize(("signum", "code", "said"), [
+    (signal.SIGINT, 130, "spacec: interrupted"), (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_a_signal_to_the_processes_ends_as_one_process_would(monkeypatch, signum, code, said):
+    """Ctrl-C reaches torchrun's agent as a SignalException once the processes stopped (each
+    has said what it left): the command ends as one process's Ctrl-C does, no traceback."""
+    import torch.distributed.run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    def stopped(args):
+        raise SignalException(f"Process got signal: {signum}", sigval=signum)
+
+    monkeypatch.setattr(torchrun, "run", stopped)
+    result = CliRunner().invoke(main, ["search", "--nproc-per-node", "2", "--epochs", "1"])
+    assert result.exit_code == code, result.output
+    assert said in result.output and "Traceback" not in result.output
 
 
 def test_resume_takes_nproc_per_node_but_not_sync_bn(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Sequence
 
 import click
@@ -50,6 +51,7 @@ def start_processes(nproc: int | None, argv: Sequence[str]) -> bool:
         raise click.BadParameter(f"{nproc} is not a number of processes", param_hint=OPTION)
     if under_torchrun():
         raise click.UsageError(f"{OPTION} starts torchrun; under torchrun, leave it out")
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -63,4 +65,11 @@ def start_processes(nproc: int | None, argv: Sequence[str]) -> bool:
                            for rank, failure in sorted(error.failures.items()))
         raise UserError(f"{nproc} processes under torchrun: {failed} failed; their messages "
                         "are above") from None
+    except SignalException as error:
+        # Ctrl-C (or a kill) reached torchrun's agent, which stopped the processes; each has
+        # said what it left (an interrupted run resumes). As one process's Ctrl-C ends.
+        if error.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        click.echo(f"spacec: stopped by {signal.Signals(error.sigval).name}", err=True)
+        raise SystemExit(128 + int(error.sigval)) from None
     return True
