@@ -61,7 +61,7 @@ from spacec.runtime.errors import ConfigError
 from spacec.runtime.run import config as yaml_config
 from spacec.runtime.run.console import screen_info, showing
 from spacec.runtime.run.fits import Fit
-from spacec.runtime.run.rundir import RunDir, is_run_dir, open_run_dir
+from spacec.runtime.run.rundir import METHOD_RECORD, RunDir, is_run_dir, open_run_dir
 from spacec.runtime.search.config import SearchConfig
 from spacec.runtime.search.loop import Search, resume_search, start_search
 from spacec.runtime.tools.select import SELECTION_KEYS, random_search
@@ -396,6 +396,8 @@ def _resume_training(run: Path, options: Mapping[str, Any], overrides: Mapping[s
                      params: Mapping[str, Any] | None, progress: bool) -> TrainRun:
     _only_device(options, overrides, params)
     open_run_dir(run)
+    if (run / METHOD_RECORD).is_file():
+        raise ConfigError(f"{run} is a search run: `spacec search --resume {run}` continues it")
     built: list[Trainer] = []
 
     def restored(found: Trainer) -> None:

@@ -147,6 +147,26 @@ def test_cli_torchscript_and_errors(trained, tmp_path):
     assert stat.S_ISFIFO(fifo.stat().st_mode)
 
 
+def test_a_search_run_is_named_as_such(tmp_path):
+    """A search run given where a trained network is asked for (export, predict, train
+    --resume) is named a search run, with the command that does what was meant."""
+    run = tmp_path / "search-run"
+    run.mkdir()
+    (run / "config.yaml").write_text("task: image\n")
+    (run / "method.json").write_text('{"name": "darts"}')
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(image)
+    for command, said in ((["export", str(run), "--format", "torchscript", "-o",
+                            str(tmp_path / "x.pt")], "train its cell"),
+                          (["predict", str(run), str(image)], "train its cell"),
+                          (["train", "--resume", str(run)], f"spacec search --resume {run}")):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1, result.output
+        assert f"{run} is a search run" in result.output and said in result.output
+
+
 # ---------------------------------------------------------------- raw files in, classes out
 
 
