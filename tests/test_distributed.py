@@ -210,6 +210,20 @@ def test_a_signal_to_the_processes_ends_as_one_process_would(monkeypatch, signum
     assert said in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("command", [
+    ["search", "nas_bench_201"], ["train", "darts_cnn", "--genotype", "DARTS_V2"]])
+def test_a_batch_the_processes_cannot_split_is_refused_once_before_they_start(monkeypatch,
+                                                                              command):
+    import torch.distributed.run as torchrun
+
+    monkeypatch.setattr(torchrun, "run", lambda args: pytest.fail("processes were started"))
+    result = CliRunner().invoke(main, [*command, "--batch-size", "7", "--nproc-per-node", "2",
+                                       "--epochs", "1"])
+    assert result.exit_code == 1, result.output
+    assert result.output.count("data.batch_size 7 is the global batch, split evenly over the "
+                               "2 processes: make it a multiple of 2") == 1
+
+
 def test_resume_takes_nproc_per_node_but_not_sync_bn(tmp_path):
     result = CliRunner().invoke(main, ["search", "--resume", str(tmp_path), "--sync-bn"])
     assert result.exit_code == 2 and "drop --sync-bn" in result.output

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -37,6 +38,14 @@ def without_option(argv: Sequence[str]) -> list[str]:
         elif not arg.startswith(f"{OPTION}="):
             kept.append(arg)
     return kept
+
+
+def split_batch(cfg: Any, nproc: int) -> None:
+    """ConfigError, before any process starts, unless the `nproc` processes can split the
+    configuration's global batch evenly (each would report it otherwise)."""
+    from spacec.runtime.run.distributed import Shard
+
+    Shard(0, nproc).per_rank(cfg.data.batch_size, "data.batch_size")
 
 
 def start_processes(nproc: int | None, argv: Sequence[str]) -> bool:

@@ -15,7 +15,7 @@ import click
 
 from spacec.arch.methods import method_names
 from spacec.cli.app import main, user_errors
-from spacec.cli.launch import start_processes
+from spacec.cli.launch import split_batch, start_processes
 from spacec.cli.options import (
     assignments_of,
     given,
@@ -60,7 +60,7 @@ def search(ctx: click.Context, space: str | None, config_name: str, sets: tuple[
     if resume is not None:
         reject_with_resume(ctx)
     elif nproc not in (None, 1):  # the configuration's errors reported once, not per process
-        search_config(space, config_name, sets, assignments, options)
+        split_batch(search_config(space, config_name, sets, assignments, options), nproc)
     if start_processes(nproc, sys.argv[1:]):
         return
     with logging_redirect_tqdm():

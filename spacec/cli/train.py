@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from spacec.cli.app import main, user_errors
-from spacec.cli.launch import start_processes
+from spacec.cli.launch import split_batch, start_processes
 from spacec.cli.options import (
     assignments_of,
     config_overrides,
@@ -85,7 +85,8 @@ def train(
         raise click.UsageError("give --genotype GENOTYPE (and a SPACE unless the genotype is a "
                                "search run), or --resume RUN_DIR")
     elif nproc not in (None, 1) and space is not None:  # errors reported once, not per process
-        assemble("train", space, config_name, given(options), params, overrides, "--set")
+        split_batch(assemble("train", space, config_name, given(options), params, overrides,
+                             "--set").cfg, nproc)
     if start_processes(nproc, sys.argv[1:]):
         return
     with logging_redirect_tqdm():
