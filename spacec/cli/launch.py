@@ -45,7 +45,8 @@ def split_batch(cfg: Any, nproc: int) -> None:
     configuration's global batch evenly (each would report it otherwise)."""
     from spacec.runtime.run.distributed import Shard
 
-    Shard(0, nproc).per_rank(cfg.data.batch_size, "data.batch_size")
+    if nproc > 1:  # start_processes refuses the rest
+        Shard(0, nproc).per_rank(cfg.data.batch_size, "data.batch_size")
 
 
 def start_processes(nproc: int | None, argv: Sequence[str]) -> bool:
