@@ -92,7 +92,7 @@ def refusal_fixes(prediction: Prediction, available: int,
     """The ways to fit a refused step: those that leave `MARGIN` of `available` to spare
     (a run that follows one then starts without the warning of `close_call`), else those
     that fit at all."""
-    return (fixes_for(prediction, int(available / (1 + MARGIN)), others)
+    return (fixes_for(prediction, _budget(available), others)
             or fixes_for(prediction, available, others))
 
 
@@ -128,13 +128,15 @@ class MemoryChoice:
         return self.prediction.memory
 
 
-def _spares_margin(prediction: Prediction, available: int) -> bool:
-    """Whether the step fits `available` bytes even if its peak lies `MARGIN` above prediction."""
-    return _spares_margin_bytes(prediction.total, available)
-
-
-def _spares_margin_bytes(total: int, available: int) -> bool:
+def _spares_margin(total: int, available: int) -> bool:
+    """Whether a predicted peak of `total` bytes fits `available` bytes even if the peak lies
+    `MARGIN` above its prediction."""
     return total * (1 + MARGIN) <= available
+
+
+def _budget(available: int) -> int:
+    """The largest predicted peak that `_spares_margin` of `available` bytes."""
+    return int(available / (1 + MARGIN))
 
 
 def settings_by_level() -> list[str]:
@@ -161,7 +163,7 @@ def choose_memory(predict: Callable[[str], Prediction], available: int | None,
     fastest = predictions[0]
     if available is None:
         return MemoryChoice(fastest)
-    roomy = [p for p in predictions if _spares_margin(p, available)]
+    roomy = [p for p in predictions if _spares_margin(p.total, available)]
     fitting = [p for p in predictions if p.total <= available]
     if roomy or fitting:
         chosen = roomy[0] if roomy else min(fitting, key=lambda p: p.total)
@@ -194,7 +196,7 @@ def _message(prediction: Prediction, available: int, fixes: tuple[Fix, ...]) -> 
     ]
     fixed = prediction.fixed
     if fixes:
-        spare = all(_spares_margin_bytes(fix.total, available) for fix in fixes)
+        spare = all(_spares_margin(fix.total, available) for fix in fixes)
         lines.append(f"it would fit{f' with {MARGIN:.0%} to spare' if spare else ''} with "
                      + _listed(fixes))
     elif fixed > available or prediction.per_sample <= 0:
@@ -215,9 +217,9 @@ def close_call(prediction: Prediction, available: int, ir: irmod.IR | None = Non
     """None unless the predicted peak fits in `available` bytes with less than `MARGIN` of it
     to spare; then a warning naming both figures and the options that would leave the margin
     (other memory settings and methods too when the space's `ir` is given)."""
-    if prediction.total > available or _spares_margin(prediction, available):
+    if prediction.total > available or _spares_margin(prediction.total, available):
         return None
-    budget = int(available / (1 + MARGIN))
+    budget = _budget(available)
     others = alternatives(ir, prediction) if ir is not None else {}
     fixes = fixes_for(prediction, budget, others)
     lines = [
