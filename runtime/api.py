@@ -61,7 +61,7 @@ from spacec.runtime.errors import ConfigError
 from spacec.runtime.run import config as yaml_config
 from spacec.runtime.run.console import screen_info, showing
 from spacec.runtime.run.fits import Fit
-from spacec.runtime.run.rundir import METHOD_RECORD, RunDir, is_run_dir, open_run_dir
+from spacec.runtime.run.rundir import RunDir, is_run_dir, is_search_run, open_run_dir
 from spacec.runtime.search.config import SearchConfig
 from spacec.runtime.search.loop import Search, resume_search, start_search
 from spacec.runtime.tools.select import SELECTION_KEYS, random_search
@@ -223,12 +223,17 @@ def _resume_search(run: Path, options: Mapping[str, Any], overrides: Mapping[str
 
     def restored(found: Search) -> None:
         built.append(found)
-        screen_info(log, "resuming %s at epoch %d, step %d on %s\n  device   %s", run,
-                    found.epoch + 1, found.step, found.device,
-                    device_line(found.cfg.run, found.device))
+        _say_resuming(run, found)
 
     result = resume_search(run, options.get("device"), not progress, on_step, restored)
     return _search_run(result.run_dir, result.genotype, built[0], ())
+
+
+def _say_resuming(run: Path, found: Search | Trainer) -> None:
+    """Where a resumed run goes on, and on what (its machine, threads and the products'
+    backend may be new)."""
+    screen_info(log, "resuming %s at epoch %d, step %d on %s\n  device   %s", run,
+                found.epoch + 1, found.step, found.device, device_line(found.cfg.run, found.device))
 
 
 def _only_device(options: Mapping[str, Any], overrides: Mapping[str, Any],
@@ -396,15 +401,13 @@ def _resume_training(run: Path, options: Mapping[str, Any], overrides: Mapping[s
                      params: Mapping[str, Any] | None, progress: bool) -> TrainRun:
     _only_device(options, overrides, params)
     open_run_dir(run)
-    if (run / METHOD_RECORD).is_file():
+    if is_search_run(run):
         raise ConfigError(f"{run} is a search run: `spacec search --resume {run}` continues it")
     built: list[Trainer] = []
 
     def restored(found: Trainer) -> None:
         built.append(found)
-        screen_info(log, "resuming %s at epoch %d, step %d on %s\n  device   %s", run,
-                    found.epoch + 1, found.step, found.device,
-                    device_line(found.cfg.run, found.device))
+        _say_resuming(run, found)
 
     result = resume_training(run, options.get("device"), not progress, restored)
     return _train_run(result.run_dir, result.report, built[0], ())

@@ -266,6 +266,12 @@ def is_run_dir(path: str | Path) -> bool:
     return RunDir(Path(path).expanduser()).config_path.is_file()
 
 
+def is_search_run(path: str | Path) -> bool:
+    """Whether `path` is a search's run directory (it records its method; a training run's
+    does not)."""
+    return RunDir(Path(path).expanduser()).method_record_path.is_file()
+
+
 def run_status(run_dir: RunDir) -> str:
     """finished, failed, interrupted or running; ``unknown`` without a status file.
 

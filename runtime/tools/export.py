@@ -36,7 +36,7 @@ from torch import nn
 from spacec.errors import ReportedError
 from spacec.files import atomic_write_with
 from spacec.runtime.run.checkpoint import load_checkpoint
-from spacec.runtime.run.rundir import BEST_NAME, CHECKPOINT_NAME, METHOD_RECORD
+from spacec.runtime.run.rundir import BEST_NAME, CHECKPOINT_NAME, is_search_run
 from spacec.runtime.train.loop import CHECKPOINT_KEYS, CHECKPOINT_KIND, network_from_checkpoint
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class ExportResult:
 def checkpoint_path(source: Path, which: str = "last") -> Path:
     """A run directory's checkpoint (`which`: last or best), or `source` itself if a file."""
     source = Path(source).expanduser()
-    if source.is_dir() and (source / METHOD_RECORD).is_file():
+    if source.is_dir() and is_search_run(source):
         raise ExportError(f"{source} is a search run: it holds a supernet, not a trained "
                           f"network; train its cell first (spacec train --genotype {source})")
     if source.is_dir():

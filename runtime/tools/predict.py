@@ -64,11 +64,11 @@ def open_model(source: Path) -> tuple[Runner, dict, str]:
         raise PredictError(f"{source}: no such file or directory")
     if source.suffix == ".onnx":
         onnx = exporting.require_onnx()
-        meta, (run, runner) = _readable(source, "an ONNX model", lambda: (
+        meta, (run, runner) = _readable(source, "ONNX", lambda: (
             exporting.read_metadata(source), exporting.onnx_runner(onnx, source)))
         return run, _require(meta, source), f"ONNX model ({runner})"
     if source.is_file() and _is_torchscript(source):
-        meta, module = _readable(source, "a TorchScript model", lambda: (
+        meta, module = _readable(source, "TorchScript", lambda: (
             exporting.read_metadata(source),
             exporting.quietly(lambda: torch.jit.load(str(source), map_location="cpu"))))
         return module, _require(meta, source), "TorchScript model"
@@ -76,17 +76,17 @@ def open_model(source: Path) -> tuple[Runner, dict, str]:
     return classifier, _require(meta, source), "training checkpoint"
 
 
-def _readable(source: Path, what: str, load: Callable[[], Any]) -> Any:
-    """`load()`, or PredictError naming `source` when it is not a readable `what` (onnx's and
-    torch's loaders raise their own parse errors: a truncated or corrupt file, another format
-    under the name, metadata that is not JSON)."""
+def _readable(source: Path, kind: str, load: Callable[[], Any]) -> Any:
+    """`load()`, or PredictError naming `source` when it is not a readable `kind` model
+    (onnx's and torch's loaders raise their own parse errors: a truncated or corrupt file,
+    another format under the name, metadata that is not JSON)."""
     try:
         return load()
     except ReportedError:
         raise
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise PredictError(f"{source}: not a readable {what.split(' ', 1)[1]} "
+        raise PredictError(f"{source}: not a readable {kind} model "
                            f"({type(error).__name__}{': ' + reason if reason else ''})") from None
 
 
