@@ -248,7 +248,7 @@ def test_a_nan_batchnorm_buffer_stops_training_and_it_resumes(tmp_path, monkeypa
     assert not any("nonfinite" in r for r in strict_records(run))
 
 
-@pytest.mark.parametrize("kind", ["search", "train"])
+@pytest.mark.parametrize("kind", ["search", "joint", "train"])
 def test_a_nan_weight_gradient_stops_the_step_naming_the_parameter(tmp_path, kind):
     """A non-finite weight gradient stops the step before the optimiser moves, naming the
     parameter (clipping by a NaN norm would make every weight NaN, and the next loss would
@@ -260,13 +260,18 @@ def test_a_nan_weight_gradient_stops_the_step_naming_the_parameter(tmp_path, kin
         weight.register_hook(lambda grad: torch.full_like(grad, NAN))
         poisoned["name"] = name
 
-    if kind == "search":
-        search = Search.build(tiny_search(tmp_path / "runs"))
+    if kind in ("search", "joint"):  # DARTS's weight step; SNAS's joint step
+        method = {"method.name": "snas"} if kind == "joint" else {}
+        search = Search.build(tiny_search(tmp_path / "runs", **method))
         poison_gradient(search.model)
-        before = [w.detach().clone() for w in search.model.weights()]
+        before = [w.detach().clone() for w in search.model.parameters()]
+        batches = next(iter(search.task.batches(0, 0)))
         with pytest.raises(TrainingError) as stopped:
-            search.weight_step(next(iter(search.task.batches(0, 0))).train, "epoch 1, step 1")
-        after = list(search.model.weights())
+            if kind == "joint":
+                search._step(batches, 0.025, "epoch 1, step 1")
+            else:
+                search.weight_step(batches.train, "epoch 1, step 1")
+        after = list(search.model.parameters())  # α too: the joint step moves it after w's clip
     else:
         cfg = load_train_config("quick", {
             "space.overrides": {"C": 4, "layers": 3}, "data.limit": 16, "data.batch_size": 8,

@@ -144,13 +144,17 @@ class Architect:
         return self._arch_gradient(train_batch, val_batch, lr)[0]
 
     def joint_step(self, batch: Any, w_grad_clip: float | None = None,
-                   update_arch: bool = True) -> dict[str, float]:
+                   update_arch: bool = True,
+                   clip: Callable[[list[tuple[str, Tensor]], float | None], None] | None = None,
+                   ) -> dict[str, float]:
         """Joint optimisation: one backward on `batch` at (w, α), then the α and the w step.
 
         This is a real training step: the model's own forward runs (BatchNorm statistics update
         as in any training step). `w_grad_clip` clips the weight gradient's total norm first,
-        as the search loop does for its w step (DARTS: --grad_clip 5). Without `update_arch`
-        (a method's warm-up) only w moves.
+        as the search loop does for its w step (DARTS: --grad_clip 5), by
+        ``clip(named weights, w_grad_clip)`` where given (the search loop's
+        Guard.clip_gradients, which first stops on a gradient that is not finite), else by
+        clip_grad_norm_. Without `update_arch` (a method's warm-up) only w moves.
         """
         self.w_optimizer.zero_grad(set_to_none=True)
         self.optimizer.zero_grad(set_to_none=True)
@@ -158,9 +162,12 @@ class Architect:
         if self.arch_penalty is not None and update_arch:
             loss = loss + self.arch_penalty(self.model.arch_parameters())
         loss.backward()
-        if w_grad_clip is not None:
-            named = dict(self.model.named_parameters())
-            nn.utils.clip_grad_norm_([named[n] for n in self._weight_names], w_grad_clip)
+        named = dict(self.model.named_parameters())
+        weights = [(n, named[n]) for n in self._weight_names]
+        if clip is not None:
+            clip(weights, w_grad_clip)
+        elif w_grad_clip is not None:
+            nn.utils.clip_grad_norm_([p for _, p in weights], w_grad_clip)
         if update_arch:
             self.optimizer.step()
         self.w_optimizer.step()

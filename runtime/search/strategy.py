@@ -130,8 +130,11 @@ class Joint(Strategy):
         return self.recorded
 
     def step(self, search: Search, batches: StepBatches, lr: float, where: str) -> None:
-        search.architect.joint_step(batches.train, w_grad_clip=search.cfg.optim.grad_clip,
-                                    update_arch=search.arch_updates())
+        search.architect.joint_step(
+            batches.train, w_grad_clip=search.cfg.optim.grad_clip,
+            update_arch=search.arch_updates(),
+            # as the weight step clips: stopping first on a gradient that is not finite
+            clip=lambda weights, max_norm: search.guard.clip_gradients(weights, max_norm, where))
         out = self.recorded.last
         search.guard.check_loss(out.metrics["loss"], "the training loss (joint step)", where)
         search.train_meter.update(out.metrics, out.weight)
