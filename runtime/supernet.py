@@ -20,7 +20,7 @@ from torch import nn
 from spacec.arch.derive import ALPHA, RULE, CellRule, DeriveOptions, derive
 from spacec.arch.genotype import Genotype
 from spacec.arch.layout import CellInput
-from spacec.runtime.nn import blocks
+from spacec.runtime.nn import blocks, state
 from spacec.runtime.nn.accelerate import accelerate_network
 from spacec.runtime.relax import Relaxation, relaxation_of
 
@@ -61,7 +61,10 @@ class SearchSpaceMixin:
                 for cell, tensors in self.arch.items() for name, tensor in tensors.items()}
 
     def named_weights(self) -> Iterator[tuple[str, nn.Parameter]]:
-        return ((n, p) for n, p in self.named_parameters() if not n.startswith(f"{ARCH}."))
+        # state.parameters: named_parameters() without walking the module tree (every step
+        # clips by these).
+        return ((n, p) for n, p in state.parameters(self).items()
+                if not n.startswith(f"{ARCH}."))
 
     def weights(self) -> list[nn.Parameter]:
         return [p for _, p in self.named_weights()]

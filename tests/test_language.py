@@ -33,6 +33,7 @@ from spacec.runtime.domains.text.data import (
 )
 from spacec.runtime.domains.text.search import LanguageSearchTask
 from spacec.runtime.errors import DataError
+from spacec.runtime.nn import state
 from spacec.runtime.nn.recurrent import HighwayInit, SharedHighway
 from spacec.runtime.run.checkpoint import load_checkpoint
 from spacec.runtime.run.rundir import RunDir
@@ -149,14 +150,19 @@ def test_k1_derivation_keeps_one_earlier_non_zero_input_per_node(seed):
 
 def test_the_unrolled_model_substitutes_the_tied_embedding_and_decoder_together():
     # The reference's unrolled RNN keeps the old decoder copy of the tied weight; the
-    # architect's functional_call must not: with a zero embedding every word is equally likely.
+    # architect's functional call must not (as torch.func.functional_call does not): with a zero
+    # embedding every word is equally likely.
     model = tiny_supernet(ntoken=30).eval()
     names = [name for name, _ in model.named_parameters()]
     assert "encoder.weight" in names and "decoder.weight" not in names  # listed once
     words = torch.randint(30, (4, 2))
     zero = torch.zeros_like(model.encoder.weight)
+    uniform = torch.full((4, 2, 30), -math.log(30))
     log_prob, _ = functional_call(model, {"encoder.weight": zero}, (words, model.init_hidden(2)))
-    assert torch.allclose(log_prob, torch.full_like(log_prob, -math.log(30)))
+    assert torch.allclose(log_prob, uniform)
+    log_prob, _ = state.call_with(model, {"encoder.weight": zero}, words, model.init_hidden(2))
+    assert torch.allclose(log_prob, uniform)
+    assert model.decoder.weight is model.encoder.weight and model.encoder.weight.abs().sum() > 0
 
 
 # ---------------------------------------------------------------- data

@@ -65,6 +65,7 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint, get_device_states, set_device_states
 
 from spacec.runtime.errors import ConfigError
+from spacec.runtime.nn import state
 
 FAST, BALANCED, LOW = "fast", "balanced", "low"
 # The run section validates these names (spacec.runtime.run.config.MEMORY_SETTINGS, below this
@@ -84,8 +85,9 @@ def recomputed(module: nn.Module, compute: Callable[..., Tensor], args: tuple[An
     """`compute(*args)`, keeping only what it is given for the backward pass.
 
     `compute` runs on `module`'s parameters and buffers without recording a graph; the replay
-    in the backward pass is ``module(*args, **kwargs)`` through ``functional_call`` on the
-    parameters of this call and on copies of the buffers (module docstring), so `kwargs` must
+    in the backward pass is ``module(*args, **kwargs)`` on the parameters of this call and on
+    copies of the buffers (module docstring; spacec.runtime.nn.state.call_with, and
+    ``functional_call`` where torch's checkpoint replays, which Dynamo traces), so `kwargs` must
     make the module's call do what `compute` does, without recomputation of its own.
 
     Why not ``torch.utils.checkpoint(use_reentrant=False)``, which this replaced: it records
@@ -97,21 +99,20 @@ def recomputed(module: nn.Module, compute: Callable[..., Tensor], args: tuple[An
     into.
     """
     # Made here, outside the recomputed region (whose operations a replay must repeat).
-    params, buffers = _slots(module)
-    names = [name for name, _, _ in params]
-    weights = [getattr(owner, attr) for _, owner, attr in params]
-    copies = {name: getattr(owner, attr).clone() for name, owner, attr in buffers}
+    named = state.parameters(module)
+    names, weights = list(named), list(named.values())
+    copies = {name: buffer.clone() for name, buffer in state.buffers(module).items()}
 
-    def state(given_weights: Sequence[Tensor]) -> dict[str, Tensor]:
+    def given_state(given_weights: Sequence[Tensor]) -> dict[str, Tensor]:
         return {**dict(zip(names, given_weights, strict=True)), **copies}
 
     tensors, rebuilt = _split(args)
     device_type = tensors[0].device.type if tensors else "cpu"
     if rebuilt is None or torch.compiler.is_compiling() or autocast_enabled(device_type):
-        return _checkpointed(module, compute, args, kwargs, state(weights))
+        return _checkpointed(module, compute, args, kwargs, given_state(weights))
 
     def replay(given: tuple[Tensor, ...], given_weights: tuple[Tensor, ...]) -> Tensor:
-        return functional_call(module, state(given_weights), rebuilt(iter(given)), kwargs)
+        return state.call_with(module, given_state(given_weights), *rebuilt(iter(given)), **kwargs)
 
     return _Recomputed.apply(lambda *given: compute(*rebuilt(iter(given))), replay,
                              len(tensors), *tensors, *weights)
@@ -198,25 +199,6 @@ class _Recomputed(torch.autograd.Function):
         wanted = [t for t, need in zip(inputs, needs, strict=True) if need]
         found = iter(torch.autograd.grad(out, wanted, grad, allow_unused=True))
         return (None, None, None, *(next(found) if need else None for need in needs))
-
-
-Slot = tuple[str, nn.Module, str]  # (name in the module's state_dict, owner, attribute)
-
-
-def _slots(module: nn.Module) -> tuple[list[Slot], list[Slot]]:
-    """Where `module`'s parameters and buffers live (found once per module: walking the module
-    tree on every call costs more Python time than the rest of the bookkeeping)."""
-    slots = module.__dict__.get("_memory_slots")
-    if slots is None:
-        params, buffers = [], []
-        for prefix, sub in module.named_modules():
-            dot = f"{prefix}." if prefix else ""
-            params += [(dot + attr, sub, attr) for attr, p in sub._parameters.items()
-                       if p is not None]
-            buffers += [(dot + attr, sub, attr) for attr, b in sub._buffers.items()
-                        if b is not None]
-        slots = module.__dict__["_memory_slots"] = (params, buffers)
-    return slots
 
 
 class MemoryNotApplicable(ConfigError):

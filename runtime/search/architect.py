@@ -5,7 +5,7 @@ Model interface (what the generated supernets provide):
     type, and any other a relaxation owns), registered parameters of the model;
   - every other parameter is a weight and is trained by the caller's SGD ``w_optimizer``.
   - ``loss_fn(call, batch) -> Tensor``: ``call(*inputs)`` runs the forward pass. It is the model
-    itself for a real training step and a ``torch.func.functional_call`` on substituted tensors
+    itself for a real training step and a functional call on substituted tensors
     inside the architect, which is what keeps this module independent of CNN vs RNN. The
     second-order step calls it four times per step, so it must not carry state between calls
     (an RNN's hidden state travels in the batch, not in the closure).
@@ -29,7 +29,8 @@ clipped gradient, so the chain rule carries the same factor. The reference RNN c
 by the unclamped coefficient, which inflates the implicit term whenever no clipping happens.
 
 Unlike the reference, nothing is deep-copied and nothing of the real model changes except α:
-every forward pass of the architect is a ``functional_call`` on detached weight tensors and on
+every forward pass of the architect is a functional call (spacec.runtime.nn.state.call_with,
+as ``torch.func.functional_call`` computes it) on detached weight tensors and on
 fresh clones of the buffers, so BatchNorm running statistics and ``num_batches_tracked`` stay
 as they were (the reference's first-order step updated them on validation data), and neither
 w, w.grad, nor the w optimizer's momentum buffers are touched. The model's train/eval mode is
@@ -39,7 +40,7 @@ On several processes (spacec.runtime.run.distributed) every process holds its sh
 batch, and `reduce` (the session's all-reduce mean) makes every gradient the architect uses the
 mean over the processes before it is used: the first-order ∇α; in the second-order step g (so
 that w' is the same everywhere), dα and v (so that R = fd_scale / ‖v‖ is taken of the mean v)
-and the finite difference. These steps run on the unwrapped model through ``functional_call``,
+and the finite difference. These steps run on the unwrapped model through the functional call,
 never through DistributedDataParallel (which does not support double backward, pytorch#63812;
 the finite-difference product needs none). The joint step is a training step: it runs through
 `wrapped` (the DDP replica), whose backward averages the gradients of w and α alike.
@@ -54,7 +55,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
+
+from spacec.runtime.nn import state
 
 LossFn = Callable[[Callable[..., Tensor], Any], Tensor]
 TensorDict = dict[str, Tensor]
@@ -162,7 +164,7 @@ class Architect:
         if self.arch_penalty is not None and update_arch:
             loss = loss + self.arch_penalty(self.model.arch_parameters())
         loss.backward()
-        named = dict(self.model.named_parameters())
+        named = state.parameters(self.model)
         weights = [(n, named[n]) for n in self._weight_names]
         if clip is not None:
             clip(weights, w_grad_clip)
@@ -247,7 +249,7 @@ class Architect:
 
     def _virtual_step(self, weights: TensorDict, grads: TensorDict, lr: float) -> TensorDict:
         """The update SGD (momentum, weight decay, no dampening) would apply next, unapplied."""
-        named = dict(self.model.named_parameters())
+        named = state.parameters(self.model)
         stepped = {}
         for name, w in weights.items():
             group = self._weight_groups[name]
@@ -294,20 +296,20 @@ class Architect:
 
     def _loss_at(self, weights: TensorDict, alphas: TensorDict, batch: Any) -> Tensor:
         """loss_fn at substituted weights and α, on fresh buffer clones (the model stays as is)."""
-        buffers = _copies(dict(self.model.named_buffers()))
+        buffers = _copies(state.buffers(self.model))
         tensors = {**weights, **alphas, **buffers}
 
         def call(*inputs: Any) -> Tensor:
-            return functional_call(self.model, tensors, inputs)
+            return state.call_with(self.model, tensors, *inputs)
 
         return self.loss_fn(call, batch)
 
     def _weights(self) -> TensorDict:
-        named = dict(self.model.named_parameters())
+        named = state.parameters(self.model)
         return {n: named[n].detach() for n in self._weight_names}
 
     def _alphas(self) -> TensorDict:
-        named = dict(self.model.named_parameters())
+        named = state.parameters(self.model)
         return {full: named[full].detach() for full in self._alpha_names.values()}
 
     def _keyed(self, by_full_name: TensorDict) -> TensorDict:
