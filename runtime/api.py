@@ -231,9 +231,16 @@ def _resume_search(run: Path, options: Mapping[str, Any], overrides: Mapping[str
 
 def _say_resuming(run: Path, found: Search | Trainer) -> None:
     """Where a resumed run goes on, and on what (its machine, threads and the products'
-    backend may be new)."""
+    backend may be new); or that it had finished, and only its results are made again."""
+    epochs = found.cfg.optim.epochs
+    device = device_line(found.cfg.run, found.device)
+    if found.epoch >= epochs:
+        screen_info(log, "%s finished all its %d epoch%s: nothing to continue; its results "
+                    "again, on %s\n  device   %s", run, epochs, "" if epochs == 1 else "s",
+                    found.device, device)
+        return
     screen_info(log, "resuming %s at epoch %d, step %d on %s\n  device   %s", run,
-                found.epoch + 1, found.step, found.device, device_line(found.cfg.run, found.device))
+                found.epoch + 1, found.step, found.device, device)
 
 
 def _only_device(options: Mapping[str, Any], overrides: Mapping[str, Any],

@@ -394,7 +394,8 @@ def test_cli_order_2_and_resume(tmp_path):
     assert "order: 2" in config and "seed: 3" in config
     resumed = runner.invoke(main, ["search", "--resume", str(run), "--device", "cpu", "--quiet"])
     assert resumed.exit_code == 0 and resumed.stdout == result.stdout
-    assert f"resuming {run} at epoch 2, step 0 on cpu" in resumed.stderr
+    assert (f"{run} finished all its 1 epoch: nothing to continue; its results again, on cpu"
+            in resumed.stderr)
     # where it runs now (another machine's threads or products' backend, say): the device line
     assert "\n  device   cpu (asked for); " in resumed.stderr
 

@@ -428,6 +428,8 @@ def test_cli_train_and_resume(tmp_path):
     (folder,) = (tmp_path / "runs").iterdir()
     resumed = runner.invoke(main, ["train", "--resume", str(folder), "-q"])
     assert resumed.exit_code == 0, resumed.output
+    assert "finished all its 1 epoch: nothing to continue; its results again" in resumed.output
+    assert "resuming" not in resumed.output
     rejected = runner.invoke(main, ["train", "--resume", str(folder), "--epochs", "3"])
     assert rejected.exit_code == 2
     assert "--epochs" in rejected.output
@@ -466,3 +468,43 @@ def test_cli_select_prints_each_candidates_epochs(tmp_path):
     assert [line.split(":")[0] for line in result.stderr.splitlines()
             if line.startswith("epoch ")] == ["epoch 1/1"]
     assert "DARTS_V2" in result.stdout and "<- selected" in result.stdout
+
+
+def test_a_last_batch_of_one_image_the_auxiliary_head_cannot_normalise_is_refused(tmp_path):
+    # quick preset: train_portion 0.8 of 32 images leaves 25 to train on; at batch 8 the last
+    # batch holds one image, whose auxiliary head's BatchNorm sees one value per channel.
+    out = tmp_path / "runs"
+
+    def train(batch: int, *extra: str):
+        return CliRunner().invoke(main, [
+            "train", "darts_cnn", "--genotype", "DARTS_V2", "--out", str(out), "--set", "C=4",
+            "--set", "layers=3", "--limit", "32", "--batch-size", str(batch), "--epochs", "1",
+            "--threads", "1", "-q", *extra])
+
+    result = train(8)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert ("the last training batch of every epoch holds 1 image (25 training images at "
+            "batch 8)") in result.output
+    assert "BatchNorm auxiliary_head.features.6" in result.output
+    assert "(e.g. 7, 9)" in result.output and "optim.auxiliary_weight=0" in result.output
+    assert not out.exists()  # refused before the run directory is made
+    for batch, extra in ((7, ()), (8, ("--cfg", "data.drop_last=true")),
+                         (8, ("--cfg", "optim.auxiliary_weight=0"))):
+        fixed = train(batch, *extra)
+        assert fixed.exit_code == 0, (batch, extra, fixed.output)
+
+
+def test_the_smallest_training_batch_counts_the_last_one():
+    from types import SimpleNamespace
+
+    from spacec.runtime.domains.image.train import smallest_batch
+
+    def loader(count: int, batch: int, drop_last: bool = False):
+        return SimpleNamespace(sampler=SimpleNamespace(indices=range(count)), batch_size=batch,
+                               drop_last=drop_last)
+
+    assert smallest_batch(loader(25, 8)) == 1
+    assert smallest_batch(loader(24, 8)) == 8
+    assert smallest_batch(loader(5, 8)) == 5
+    assert smallest_batch(loader(25, 8, drop_last=True)) == 8

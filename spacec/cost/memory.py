@@ -58,7 +58,7 @@ class Phase:
     name: str
     activations: Pass | None  # the pass whose saved activations are alive; None: an update
     copies: tuple[tuple[str, int], ...] = ()  # weight-sized tensors alive: (what, how many)
-    buffer_clones: int = 0  # functional_call clones every buffer (runtime/search/architect.py)
+    buffer_clones: int = 0  # the architect clones every buffer (runtime/search/architect.py)
 
 
 _W_STEP = (

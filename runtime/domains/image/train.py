@@ -13,6 +13,7 @@ evaluation splits; the reported figures are added up over all of them.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -32,6 +33,7 @@ from spacec.runtime.domains.image.data import (
     start_epoch,
     training_loaders,
 )
+from spacec.runtime.errors import DataError
 from spacec.runtime.nn.flops import multiply_adds
 from spacec.runtime.run.distributed import Shard
 from spacec.runtime.run.meter import Meter
@@ -43,6 +45,50 @@ TOP5 = 5  # top-5 accuracy is reported for more than 5 classes only
 
 def input_shape(info: ImageInfo) -> tuple[int, int, int]:
     return (info.in_channels, info.image_size, info.image_size)
+
+
+def _count(loader: DataLoader) -> int:
+    """The images this process reads in a whole pass of `loader`."""
+    sampler = loader.sampler
+    return len(getattr(sampler, "positions", getattr(sampler, "indices", ())))
+
+
+def smallest_batch(loader: DataLoader) -> int:
+    """The fewest images a training batch of `loader` holds in a pass (the last one's)."""
+    count, batch = _count(loader), loader.batch_size
+    if loader.drop_last or count < batch:
+        return batch if loader.drop_last else count
+    return count % batch or batch
+
+
+def _batch_sizes_near(loader: DataLoader, wanted: int = 2) -> list[int]:
+    """Batch sizes near `loader`'s whose last batch holds more than one image."""
+    count, batch = _count(loader), loader.batch_size
+    found = [b for distance in range(1, batch) for b in (batch - distance, batch + distance)
+             if 1 < b <= count and count % b != 1]
+    return sorted(found[:wanted])
+
+
+def norm_refusing_one_image(model: nn.Module, shape: tuple[int, ...]) -> str | None:
+    """The name of a BatchNorm that cannot normalise a batch of one image of `shape` in
+    training (it would see one value per channel: torch refuses that), or None.
+
+    Found on a copy of `model` on the meta device: shapes only, no arithmetic and no memory,
+    and the model's own statistics untouched. A network the meta device cannot run is not
+    judged (None)."""
+    probe = copy.deepcopy(model).to("meta").train()
+    entered: list[str] = []
+    for name, module in probe.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.register_forward_pre_hook(lambda module, args, name=name: entered.append(name))
+    try:
+        probe.forward_with_auxiliary(torch.empty(1, *shape, device="meta"))
+    except ValueError as error:
+        if "more than 1 value per channel" in str(error) and entered:
+            return entered[-1]
+    except Exception:  # noqa: BLE001 - an operation without a meta kernel: nothing to tell
+        return None
+    return None
 
 
 class ImageTrainTask(TrainTask):
@@ -79,6 +125,29 @@ class ImageTrainTask(TrainTask):
             log.warning("the space has no auxiliary head; auxiliary_weight %g is ignored",
                         self.auxiliary_weight)
             self.auxiliary_weight = 0.0
+        if smallest_batch(self.train_loader) == 1:
+            self._check_one_image(model)
+
+    def _check_one_image(self, model: nn.Module) -> None:
+        """Refuse, before the run starts, a network that cannot train on the one image of this
+        process's last batch (it would stop at the end of the first epoch)."""
+        norm = norm_refusing_one_image(model, input_shape(self.info))
+        if norm is None:
+            return
+        loader = self.train_loader
+        fixes = ["data.drop_last: true (--cfg data.drop_last=true: each epoch then leaves out "
+                 "its last image, another one each epoch)"]
+        if not self.shard.distributed:
+            fixes.insert(0, "a batch size that leaves more than one (e.g. "
+                         f"{', '.join(map(str, _batch_sizes_near(loader)))})")
+        if norm.startswith("auxiliary_head."):
+            fixes.append("train without the auxiliary head (--cfg optim.auxiliary_weight=0)")
+        where = "this process's" if self.shard.distributed else "the"
+        raise DataError(
+            f"data: {where} last training batch of every epoch holds 1 image "
+            f"({_count(loader)} training images at batch {loader.batch_size}), and the network "
+            f"cannot train on one image: its BatchNorm {norm} would normalise a single value per "
+            f"channel (a 1x1 map). Use {', '.join(fixes[:-1])} or {fixes[-1]}")
 
     def check_space(self, compiled: Any) -> None:
         check_against_space(self.info, compiled, self.cfg)
