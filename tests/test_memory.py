@@ -10,6 +10,7 @@ checked against the fp32 eager path.
 
 from __future__ import annotations
 
+import copy
 import gc
 import math
 import weakref
@@ -428,6 +429,27 @@ def test_a_dilated_depthwise_convolution_keeps_float32_under_cpu_autocast(tmp_pa
         network = Trainer.build(cfg, resolve("DARTS_V2", "darts_cnn")).network
         kinds = {type(m) for m in network.modules()}
         assert (Float32DilatedConv2d in kinds) == (precision == "bf16")
+
+
+def test_the_supernets_dilated_convolution_keeps_float32_where_it_is_not_polyphase():
+    """Where the polyphase form does not apply (a side not divisible by the dilation), the
+    supernet's dilated depthwise convolution is the dilated one torch computes, and under CPU
+    autocast it keeps float32, as a derived network's (Float32DilatedConv2d)."""
+    from spacec.runtime.nn.accelerate import DilatedDepthwiseConv2d, accelerate
+
+    torch.manual_seed(0)
+    plain = torch.nn.Conv2d(4, 4, 5, padding=4, dilation=2, groups=4, bias=False)
+    conv = accelerate(copy.deepcopy(plain))
+    assert type(conv) is DilatedDepthwiseConv2d
+    odd, even = (torch.randn(2, 4, side, side).to(torch.bfloat16) for side in (7, 8))
+    assert not conv.polyphase(odd.shape) and conv.polyphase(even.shape)
+    with session(precision="bf16").autocast():
+        got = conv(odd)
+        assert conv(even).dtype == plain(odd).dtype == torch.bfloat16
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, plain(odd.float()), rtol=0, atol=0)
+    got.sum().backward()
+    assert conv.weight.grad.dtype == torch.float32 and torch.isfinite(conv.weight.grad).all()
 
 
 def test_channels_first_gives_the_channels_last_outputs(compiled):

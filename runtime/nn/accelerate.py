@@ -163,6 +163,11 @@ class DilatedDepthwiseConv2d(nn.Conv2d):
         # it with the weight a recomputation captured.
         phases = self.phases(x)
         if phases is None:
+            if x.device.type == "cpu" and autocast_enabled("cpu"):
+                # The dilated convolution itself, whose CPU bf16 weight gradient can be NaN
+                # (Float32DilatedConv2d): in float32, as a derived network computes it.
+                with torch.autocast("cpu", enabled=False):
+                    return super()._conv_forward(x.float(), weight, bias)
             return super()._conv_forward(x, weight, bias)
         return self.from_phases(phases, weight, bias, x.shape)
 
