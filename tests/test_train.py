@@ -331,6 +331,7 @@ def test_select_never_reads_the_test_set(tmp_path, monkeypatch):
     assert [row["reference"] for row in rows] == [str(search_run), "DARTS_V2"]
     best = max(rows, key=lambda row: row["last_val_acc"])
     assert summary["winner"]["reference"] == best["reference"]
+    assert summary["winner"]["space"] == best["space"] == "darts_cnn"
     folder = Path(summary["selection_dir"])
     assert json.loads((folder / "selection.json").read_text()) == summary
     assert resolve(str(folder)).to_dict() == best["genotype"]

@@ -114,7 +114,8 @@ def select_candidates(candidates: Sequence[Candidate], cfg: TrainConfig, folder:
         "criterion": CRITERION,
         "config": config_to_dict(cfg),
         "candidates": results,
-        "winner": {key: winner[key] for key in ("reference", "run_dir", CRITERION, "genotype")},
+        "winner": {key: winner[key]
+                   for key in ("reference", "space", "run_dir", CRITERION, "genotype")},
         "selection_dir": str(folder.path),
     }
     folder.write_json(folder.path / SUMMARY_NAME, summary)  # strict JSON
