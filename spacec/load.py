@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import linecache
+import re
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -38,6 +39,9 @@ def shipped_spaces() -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
+NOT_REGULAR = "is not a regular file (a device, a pipe or a socket), not a .space file"
+
+
 def locate(name_or_path: str) -> Path:
     """A shipped space's path, or the given path; SpaceError when neither exists."""
     path = Path(name_or_path).expanduser()
@@ -48,6 +52,8 @@ def locate(name_or_path: str) -> Path:
         return shipped[name_or_path]
     if path.is_dir():
         raise SpaceError([Diagnostic(_path_span(str(path)), "is a folder, not a .space file")])
+    if path.exists():
+        raise SpaceError([Diagnostic(_path_span(str(path)), NOT_REGULAR)])
     if path.suffix == SUFFIX or "/" in name_or_path:
         raise SpaceError([Diagnostic(_path_span(str(path)), "no such file")])
     raise SpaceError(
@@ -71,12 +77,14 @@ def read_source(path: Path, shown: str | None = None) -> str:
     shown = shown or str(path)
     if path.is_dir():
         raise SpaceError([Diagnostic(_path_span(shown), "is a folder, not a .space file")])
+    if path.exists() and not path.is_file():
+        raise SpaceError([Diagnostic(_path_span(shown), NOT_REGULAR)])
     try:  # bytes, so CRLF files keep their bytes and the header's sha256 is the file's
         data = path.read_bytes()
     except OSError as error:
         raise SpaceError([Diagnostic(_path_span(shown), f"cannot read: {reason(error)}")]) from None
     try:
-        return data.decode("utf-8")
+        return plain_text(data.decode("utf-8"))
     except UnicodeDecodeError as error:
         position, _ = locate_invalid(data, error.start, error.end)
     at = Span(shown, position.line, position.column, 4 * position.length)
@@ -85,6 +93,18 @@ def read_source(path: Path, shown: str | None = None) -> str:
     )
     # The excerpt shows the line with its invalid bytes written \\xNN.
     raise SpaceError([diagnostic], {shown: data.decode("utf-8", "backslashreplace")})
+
+
+_LONE_CR = re.compile("\r(?!\n)")
+
+
+def plain_text(text: str) -> str:
+    """A source's text as the parser reads it: a leading byte-order mark (some Windows editors
+    write one) dropped, and the line ends of classic Mac files (a CR alone) made LF, since lines
+    are counted by LF. A file with neither is taken as it is, byte for byte (its sha256 is the
+    file's; CRLF files keep their CRs, which the line excerpts drop)."""
+    text = text.removeprefix("\ufeff")
+    return _LONE_CR.sub("\n", text) if "\r" in text else text
 
 
 def display_path(path: Path) -> str:
@@ -132,10 +152,15 @@ class _Importer:
             raise SpaceError([Diagnostic(decl.source.span, "import: a path cannot hold a NUL")])
         if decl.is_path:
             path = (base / decl.source.text).resolve()
-            if path.is_dir():
+            if not decl.source.text or path.is_dir():
                 raise SpaceError(
-                    [Diagnostic(decl.source.span, f"import: '{decl.source.text}' is a folder")]
+                    [Diagnostic(decl.source.span, f"import: '{decl.source.text}' is a folder")
+                     if decl.source.text else
+                     Diagnostic(decl.source.span, "import: an empty path names no file")]
                 )
+            if path.exists() and not path.is_file():
+                raise SpaceError([Diagnostic(decl.source.span,
+                                             f"import: '{decl.source.text}' {NOT_REGULAR}")])
             if not path.is_file():
                 raise SpaceError(
                     [Diagnostic(decl.source.span, f"import: no such file '{decl.source.text}'")]

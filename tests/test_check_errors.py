@@ -472,3 +472,40 @@ def test_real_process_check_of_a_bad_space(tmp_path):
     assert done.stdout == ""
     assert done.stderr.startswith("bad.space:6:12: error: unknown primitive 'sep_con'\n")
     assert "Traceback" not in done.stderr
+
+
+def test_a_byte_order_mark_and_classic_mac_line_ends_are_read_as_text(tmp_path):
+    (tmp_path / "bom.space").write_bytes(b"\xef\xbb\xbf" + BASE.encode())
+    (tmp_path / "crlf_bom.space").write_bytes(b"\xef\xbb\xbf" + BASE.replace("\n", "\r\n").encode())
+    for name in ("bom.space", "crlf_bom.space"):
+        assert spacec.load(str(tmp_path / name)).name == "tiny"
+    # A CR alone ends a line too: the error is on the line an editor shows.
+    bad = edit("sep_conv(kernel=3)", "sep_con(kernel=3)").replace("\n", "\r")
+    (tmp_path / "cr.space").write_bytes(bad.encode())
+    result = CliRunner().invoke(main, ["check", str(tmp_path / "cr.space")])
+    assert result.exit_code == 2
+    assert "cr.space:6:12: error: unknown primitive 'sep_con'" in result.stderr
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no named pipes")
+def test_a_path_that_is_not_a_regular_file_is_named_so(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.space")
+    for path in (str(tmp_path / "pipe.space"), os.devnull):
+        result = CliRunner().invoke(main, ["check", path])
+        assert result.exit_code == 2
+        assert f"{path}: error: is not a regular file" in result.stderr
+    (tmp_path / "imports.space").write_text('import o from ""\n' + BASE)
+    result = CliRunner().invoke(main, ["check", str(tmp_path / "imports.space")])
+    assert result.exit_code == 2 and "import: an empty path names no file" in result.stderr
+
+
+def test_compile_refuses_to_write_over_its_own_space(tmp_path):
+    space = tmp_path / "own.space"
+    space.write_text(BASE)
+    for output in (space, tmp_path / "missing" / ".." / "own.space"):
+        result = CliRunner().invoke(main, ["compile", str(space), "-o", str(output)])
+        assert result.exit_code == 2
+        assert "is the space's own file" in result.output
+        assert space.read_text() == BASE

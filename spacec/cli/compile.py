@@ -17,7 +17,7 @@ from spacec import cost, ir, parse
 from spacec.arch.genotype import resolve
 from spacec.cli.app import exit_now, main, user_errors, write_output
 from spacec.cli.options import compile_space, set_option
-from spacec.load import CompiledSpace, shipped_spaces
+from spacec.load import CompiledSpace, locate, shipped_spaces
 
 # Cells `spacec check` names with their α shapes (a generated space may have thousands).
 CELLS_LISTED = 10
@@ -57,6 +57,19 @@ def compiler_only(command):
             exit_now()
 
     return wrapper
+
+
+def _refuse_overwriting_inputs(output: Path | None, space: str, genotype: str | None) -> None:
+    """-o naming the space's own file (or the genotype's) would replace it with the output."""
+    if output is None:
+        return
+    inputs = {"the space": locate(space)}
+    if genotype is not None and Path(genotype).is_file():
+        inputs["the genotype"] = Path(genotype)
+    for what, path in inputs.items():
+        if output.resolve() == path.resolve():
+            raise click.BadParameter(f"{output} is {what}'s own file: writing there would "
+                                     "replace it with the output", param_hint="-o/--output")
 
 
 @main.command()
@@ -111,6 +124,7 @@ def compile_command(
 
     With --genotype, emit the derived network instead: a standalone module importing only torch.
     """
+    _refuse_overwriting_inputs(output, space, genotype)
     compiled = compile_space(space, sets)
     text = {
         "source": lambda: compiled.discrete_source(genotype) if genotype else compiled.source,
