@@ -204,7 +204,7 @@ def _memory_row(fit: Fit | None) -> list[tuple[str, str]]:
 
 def _search_lines(assembled: Assembled, built: Search) -> list[str]:
     plain = compile_file(locate(assembled.cfg.space.name))
-    origins = param_origins(built.compiled, assembled, built.task.space_params(plain.params))
+    origins = param_origins(built.compiled, assembled, built.task.space_params(plain))
     return effective_lines("search", assembled, built.compiled, origins, built.task.describe(),
                            search_method(assembled.cfg), built.device, _memory_row(built.fit))
 
@@ -378,7 +378,7 @@ def _with_run_params(assembled: Assembled, run: _SearchRunRecord | None, space: 
 
 def _train_lines(assembled: Assembled, trainer: Trainer) -> list[str]:
     plain = compile_file(locate(assembled.cfg.space.name))
-    origins = param_origins(trainer.compiled, assembled, trainer.task.space_params(plain.params))
+    origins = param_origins(trainer.compiled, assembled, trainer.task.space_params(plain))
     return effective_lines("train", assembled, trainer.compiled, origins,
                            trainer.task.describe(), train_method(assembled.cfg),
                            trainer.device, [("genotype", _genotype_line(trainer.genotype)),

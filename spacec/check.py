@@ -87,6 +87,9 @@ class _Checker:
         self.cell_decls: dict[str, ast.CellDecl] = {}
         self.fixed_stride_ops: dict[str, list] = {}  # op set -> its candidates with a fixed stride
         self.derive_spans: dict[str, Span] = {}  # cell -> its `derive` statement
+        self.imported: list[spec.Space] = []  # the spaces `import` statements read, in order
+        # cell -> its statements only a recurrent cell takes (`share`, `search_norm`)
+        self.recurrent_spans: dict[str, list[tuple[str, Span]]] = {}
         self.sources: dict[str, str] = {tree.path: tree.text}
         self.params: dict[str, int | float] = {}
         self.opsets: dict[str, spec.OpSet] = {}
@@ -172,12 +175,22 @@ class _Checker:
             name=name,
             path=self.tree.path,
             sha256=hashlib.sha256(self.tree.text.encode()).hexdigest(),
+            digest=self._digest(),
             params=tuple(self.params.items()),
             opsets=tuple(self.opsets.values()),
             cells=tuple(cells.values()),
             network=network,
             method=method,
         )
+
+    def _digest(self) -> str:
+        """The sha256 of the file's text; where it imports spaces, of its text followed by
+        theirs (each their own digest, in import order), so that a run notices an imported file
+        that changed as it notices its own."""
+        digest = hashlib.sha256(self.tree.text.encode())
+        for library in self.imported:
+            digest.update(f"\nimport {library.digest}".encode())
+        return digest.hexdigest()
 
     def _space_name(self, items) -> str:
         decls = [i for i in items if isinstance(i, ast.SpaceDecl)]
@@ -307,6 +320,7 @@ class _Checker:
             return
         try:
             library = self.resolve(decl, self.tree.path)
+            self.imported.append(library)
         except SpaceError as error:
             for diagnostic in error.diagnostics:
                 self.report(diagnostic)
@@ -607,6 +621,10 @@ class _Checker:
         reduce, output = self._output(groups["output"][0], nodes)
         rule = self._rule(groups["derive"][0], groups.get("limit", []), opset, edges, nodes)
         self.derive_spans[decl.name.text] = groups["derive"][0].span
+        for key in ("share", "search_norm"):
+            if groups.get(key):
+                self.recurrent_spans.setdefault(decl.name.text, []).append(
+                    (key, groups[key][0].span))
         share = self._optional_step(
             groups.get("share"), catalog.SHARED_BLOCKS, "shared block", "block"
         )
@@ -703,7 +721,7 @@ class _Checker:
             if src_order >= dst_order:
                 self.error(
                     src_span,
-                    f"edge {src} -> {dst} goes from a later node to an earlier one",
+                    _backward_edge(src, dst),
                     "cells are DAGs of ordered nodes: an edge must leave an earlier node",
                 )
                 return
@@ -733,7 +751,7 @@ class _Checker:
                     for source in stmt.sources:
                         add(known(source), dst, source.span, opset, line)
                 else:
-                    fixed.extend(self._fixed(stmt, known, target, order, strides))
+                    fixed.extend(self._fixed(stmt, known, target, order, strides, inputs))
             except _Invalid:
                 broken = True  # reported already; the cell's edges are incomplete
         if broken:
@@ -814,17 +832,25 @@ class _Checker:
                 self.suggest(name.text, self.opsets, "sets"),
             )
 
-    def _fixed(self, stmt: ast.Fixed, known, target, order, strides) -> list[spec.FixedEdge]:
+    def _fixed(self, stmt: ast.Fixed, known, target, order, strides,
+               inputs: tuple[str, ...]) -> list[spec.FixedEdge]:
         dst = target(stmt.target)
         sources = tuple(known(s) for s in stmt.sources)
         for source, name in zip(sources, stmt.sources, strict=True):
             if order[source] >= order[dst]:
-                self.fail(
-                    name.span, f"edge {source} -> {dst} goes from a later node to an earlier one"
-                )
+                self.fail(name.span, _backward_edge(source, dst))
         if stmt.joint:
             if len(stmt.steps) != 1:
                 self.fail(stmt.span, "a joint fixed edge takes a single operation")
+            if sources != inputs:
+                # The generated cell hands the joint operation the cell's inputs in their
+                # declared order (x_t, h_t-1): any other sources would not be what it reads.
+                self.fail(
+                    stmt.span,
+                    f"a joint fixed edge reads the cell's inputs ({', '.join(inputs)}) in "
+                    f"their declared order; got ({', '.join(sources)})",
+                    f"write `fixed ({', '.join(inputs)}) -> {dst} : ...`",
+                )
             step = self._step(stmt.steps[0], catalog.JOINT_PRIMITIVES, "joint operation")
             stride = max(strides.get(s, 1) for s in sources)
             return [spec.FixedEdge(sources, dst, (step,), True, stride, stmt.span.line)]
@@ -918,7 +944,32 @@ class _Checker:
                 continue
             limited.setdefault(limit.op.text, limit.op.span)
             checked_limits.append((limit.op.text, limit.most))
+        if limits:
+            self._check_limits_can_be_met(step.primitive, k, known - set(exclude),
+                                          dict(checked_limits), edges, limits[0].span)
         return spec.Rule(step.primitive, k, tuple(exclude), tuple(checked_limits))
+
+    def _check_limits_can_be_met(self, kind: str, k: int, allowed: set[str],
+                                 limits: dict[str, int], edges, span: Span) -> None:
+        """Where every op a derivation may choose is limited, the limits must leave as many
+        choices as the derivation makes (topk: k for each node with searched edges; argmax: one
+        for each edge): otherwise no α derives a genotype."""
+        if not allowed or any(op not in limits for op in allowed):
+            return
+        room = sum(limits[op] for op in allowed)
+        if kind == "topk":
+            needed = k * len(set(map(_DESTINATION, edges)))
+            how = f"topk(k={k}) chooses {needed} edges"
+        else:
+            needed = len(edges)
+            how = f"{kind} chooses an op on each of its {needed} edges"
+        if room < needed:
+            self.error(
+                span,
+                f"the limits leave room for {room} chosen edge{'s' if room != 1 else ''} of "
+                f"this cell and its derivation {how}: no α derives a genotype",
+                "raise a limit, or leave an operation unlimited",
+            )
 
     def _known_operations(self, opset: spec.OpSet) -> frozenset[str]:
         """The names of a set, with those whose definition failed (already reported): once per
@@ -1076,7 +1127,26 @@ class _Checker:
         body = self._body(decl, kind, cells)
         self._check_domains(kind, cells, decl)
         self._check_tied_decoder(decl, settings)
-        return spec.Network(kind, tuple(settings.items()), body, decl.span.line)
+        self._check_auxiliary_classes(decl, settings)
+        written_at = tuple((s.key.text, (s.key.span.line, s.key.span.column))
+                           for s in decl.settings)
+        return spec.Network(kind, tuple(settings.items()), body, decl.span.line, written_at)
+
+    def _check_auxiliary_classes(self, decl: ast.NetworkDecl, settings: dict[str, object]) -> None:
+        """The auxiliary head is trained on the same labels as the head: the same classes."""
+        auxiliary, head = settings.get("auxiliary"), settings.get("head")
+        if not isinstance(auxiliary, spec.Step) or not isinstance(head, spec.Step):
+            return
+        ours, theirs = auxiliary.kwargs().get("classes"), head.kwargs().get("classes")
+        if ours is None or theirs is None or ours.value == theirs.value:
+            return
+        where = next(s for s in decl.settings if s.key.text == "auxiliary")
+        self.error(
+            _span_of(where.value),
+            f"the auxiliary head has {ours.value} classes and the head {theirs.value}: both "
+            "are trained on the same labels",
+            f"give it the head's: classes={theirs.value}",
+        )
 
     def _check_tied_decoder(self, decl: ast.NetworkDecl, settings: dict[str, object]) -> None:
         """A tied decoder reuses the embedding's weights: it needs embedding == hidden."""
@@ -1182,6 +1252,13 @@ class _Checker:
                     item.span, f"the body reaches {total} items here; at most {catalog.MAX_CELLS}"
                 )
                 break
+        searched = len(items) == len(decl.bodies[0].items)  # an item failed: already reported
+        if searched and not any(isinstance(item, spec.CellRun) for item in items):
+            self.error(
+                decl.bodies[0].span,
+                "the body runs no cell: the network has nothing to search",
+                f"run a cell, e.g. `body {next(iter(cells), 'normal')} * 8`",
+            )
         return tuple(items)
 
     def _body_item(self, item: ast.BodyItem, cells) -> spec.CellRun | spec.FixedBlock:
@@ -1264,6 +1341,13 @@ class _Checker:
                             f"primitive; cell '{cell.name}' belongs to {_article(kind)}",
                         )
             self.owner = None
+            if domain != "sequence":
+                self.owner = cell.name  # an inherited statement is reported once
+                for key, span in self.recurrent_spans.get(cell.name, ()):
+                    self.error(span, f"`{_STATEMENT_WORDS[key]}` is a statement of recurrent "
+                               f"cells; cell '{cell.name}' belongs to {_article(kind)}, whose "
+                               "cells would ignore it", "remove it")
+                self.owner = None
             if domain == "sequence":
                 if any(not edge.joint for edge in cell.fixed):
                     self.error(
@@ -1318,6 +1402,16 @@ _METHOD_KINDS = {
     str: "a name",
     type(None): "none",
 }
+
+
+# A cell statement's words, as written, in messages.
+_STATEMENT_WORDS = {"share": "share", "search_norm": "search_norm"}
+
+
+def _backward_edge(src: str, dst: str) -> str:
+    if src == dst:
+        return f"edge {src} -> {dst} loops from a node to itself"
+    return f"edge {src} -> {dst} goes from a later node to an earlier one"
 
 
 def _article(noun: str) -> str:

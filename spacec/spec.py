@@ -130,9 +130,15 @@ class Network:
     settings: tuple[tuple[str, object], ...]
     body: tuple[CellRun | FixedBlock, ...]
     line: int
+    # key -> (line, column) of each setting as written (messages point there)
+    written_at: tuple[tuple[str, tuple[int, int]], ...] = ()
 
     def get(self, key: str, default=None):
         return dict(self.settings).get(key, default)
+
+    def place(self, key: str) -> tuple[int, int]:
+        """(line, column) of setting `key` as written; the network's line where it is not."""
+        return dict(self.written_at).get(key, (self.line, 1))
 
 
 MethodValue = int | float | bool | str | None
@@ -169,12 +175,15 @@ def _written(value: MethodValue) -> str:
 class Space:
     name: str
     path: str
-    sha256: str
+    sha256: str  # of the file's text (the generated code's header names it)
     params: tuple[tuple[str, int | float], ...]  # resolved values in declaration order
     opsets: tuple[OpSet, ...]
     cells: tuple[Cell, ...]
     network: Network
     method: MethodDefault | None = None  # `method ...`: the space's default search method
+    # What a run records and compares to notice a changed space: the file's sha256 where it
+    # imports nothing, else of its text and the imported spaces' (spacec.check `_digest`).
+    digest: str = ""
 
     def cell(self, name: str) -> Cell:
         return self._cells_by_name[name]

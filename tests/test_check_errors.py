@@ -137,7 +137,7 @@ CASES = [
     Case("edge-from-later-node", edit(EDGES, EDGES + "  edge n1 -> n0 : o"),
          "edge n1 -> n0 goes from a later node to an earlier one", 11, 27),
     Case("edge-to-itself", edit(EDGES, EDGES + "  edge n0 -> n0 : o"),
-         "edge n0 -> n0 goes from a later node", 11, 27),
+         "edge n0 -> n0 loops from a node to itself", 11, 27),
     Case("edge-into-input", edit(EDGES, EDGES + "  edge n0 -> a : o"),
          "edge into input node 'a'", 11, 33),
     Case("duplicate-edge", edit(EDGES, EDGES + "  edge a -> n0 : o"), "duplicate edge a -> n0", 11, 27),
@@ -237,6 +237,28 @@ CASES = [
 # A candidate from the wrong domain should be flagged at the primitive, like every other call.
 DOMAIN_CASE = Case("primitive-of-another-domain", edit(CONV, "    conv = activation(fn=tanh)"),
                    "'activation' is a sequence primitive", 6, 12)
+CASES += [
+    Case("auxiliary-classes-differ",
+         edit("    head classifier(classes=10)", "    head classifier(classes=10)\n"
+              "    auxiliary auxiliary_cifar(after=1, classes=7)"),
+         "the auxiliary head has 7 classes and the head 10", 20, 15),
+    Case("body-without-a-cell", edit(BODY, "    body res_block(stride=2)"),
+         "the body runs no cell: the network has nothing to search", 18, 5),
+    Case("recurrent-statement-in-an-image-cell", edit(OUTPUT, OUTPUT + "\n    share highway per node"),
+         "`share` is a statement of recurrent cells", 13, 5),
+    Case("limits-leave-no-room", edit(DERIVE, DERIVE + "\n    limit conv <= 0\n    limit skip <= 1"),
+         "the limits leave room for 1 chosen edge of this cell and its derivation topk(k=2) "
+         "chooses 4 edges", 14, 5),
+    Case("method-option-against-the-sizes", "method pc_darts(k=3)\n" + BASE,
+         "pc_darts: k=3 must divide the edge's 8 channels", 19, 10),
+]
+# The joint initial-state edge reads the cell's inputs as declared (x_t, h_t-1).
+JOINT_CASE = Case(
+    "joint-edge-sources",
+    spacec.shipped_spaces()["darts_rnn"].read_text(encoding="utf-8").replace(
+        "fixed    (x, h_prev) -> s0", "fixed    (h_prev, x) -> s0"),
+    "a joint fixed edge reads the cell's inputs (x, h_prev) in their declared order; got "
+    "(h_prev, x)", 25, 5)
 # A method that does not apply to the space's domain (PC-DARTS splits image channels).
 METHOD_DOMAIN_CASE = Case(
     "method-of-another-domain",
@@ -250,6 +272,7 @@ TABLE = [pytest.param(case, id=case.id) for case in CASES] + [
         id=DOMAIN_CASE.id,
     ),
     pytest.param(METHOD_DOMAIN_CASE, id=METHOD_DOMAIN_CASE.id),
+    pytest.param(JOINT_CASE, id=JOINT_CASE.id),
 ]
 
 
@@ -509,3 +532,25 @@ def test_compile_refuses_to_write_over_its_own_space(tmp_path):
         assert result.exit_code == 2
         assert "is the space's own file" in result.output
         assert space.read_text() == BASE
+
+
+def test_the_digest_covers_the_imported_files(tmp_path):
+    """A run compares the space's digest with the one it recorded: an imported file that
+    changed must change it, as the file's own text does; where nothing is imported it is the
+    file's own sha256."""
+    import hashlib
+
+    library = tmp_path / "lib.space"
+    library.write_text(OPSET)
+    (tmp_path / "t.space").write_text(importing('"lib.space"'))
+    first = spacec.load(str(tmp_path / "t.space")).spec
+    assert spacec.load(str(tmp_path / "t.space")).spec.digest == first.digest
+    library.write_text(OPSET.replace("sep_conv(kernel=3)", "max_pool(kernel=3)"))
+    changed = spacec.load(str(tmp_path / "t.space")).spec
+    assert changed.digest != first.digest
+    # The generated code's header names the file's own sha256, which did not change.
+    own = hashlib.sha256((tmp_path / "t.space").read_bytes()).hexdigest()
+    assert changed.sha256 == first.sha256 == own != first.digest
+    (tmp_path / "plain.space").write_text(BASE)
+    plain = spacec.load(str(tmp_path / "plain.space")).spec
+    assert plain.digest == plain.sha256 == hashlib.sha256(BASE.encode()).hexdigest()

@@ -626,6 +626,11 @@ def test_an_auxiliary_head_that_does_not_fit_is_reported(write_space):
     assert ("the auxiliary head auxiliary_cifar after body item 5 (reading 16x16): a linear "
             "layer of 768 inputs gets 6912 features; the input is 64x64 (image_size)"
             in result.output)
+    # The caret is under the `auxiliary` setting, not the network's first line.
+    line = next(number for number, source in enumerate(path.read_text().splitlines(), 1)
+                if source.strip().startswith("auxiliary"))
+    column = path.read_text().splitlines()[line - 1].index("auxiliary") + 1
+    assert f"{path.name}:{line}:{column}: error: the auxiliary head" in result.output
 
 
 def test_check_and_info_report_the_size_error(write_space):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -495,7 +496,7 @@ def test_ptb_gives_the_reference_vocabulary_and_the_papers_models():
     plan = STRATEGIES["bilevel"].builder.plan
     task = LanguageSearchTask(LanguageData(name="ptb", data_dir=str(PTB)), plan, 0, CPU)
     assert task.vocabulary_size == 10_000
-    assert task.space_params({"ntoken": 1}) == {"ntoken": 10_000}
+    assert task.space_params(spacec.load("darts_rnn")) == {"ntoken": 10_000}
     cfg = load_train_config("rnn_paper", {"data.name": "ptb", "data.data_dir": str(PTB)})
     trainer = Trainer.build(cfg, resolve_darts())
     assert sum(p.numel() for p in trainer.network.parameters()) == 22_960_000
@@ -564,3 +565,25 @@ def test_nt_asgd_switches_and_a_killed_run_resumes_to_the_same_result(tmp_path, 
     resumed = resume_training(killed)
     assert RunDir(killed).read_metrics()[-1]["val_loss"] == records[-1]["val_loss"]
     assert resumed.report["test_loss"] == whole.report["test_loss"]
+
+
+def test_the_data_sets_the_parameter_tokens_names_and_a_written_size_must_match(tmp_path):
+    """`tokens` may name any parameter (the data sets it) or be written as a number (the data
+    must have that many words): never an embedding smaller than the vocabulary."""
+    text = spacec.shipped_spaces()["darts_rnn"].read_text(encoding="utf-8")
+    renamed = tmp_path / "renamed.space"
+    renamed.write_text(re.sub(r"\bntoken\b", "vocab", text))
+    written = tmp_path / "written.space"
+    written.write_text(re.sub(r"tokens\s+ntoken", "tokens 500", text))
+    corpus = write_corpus(tmp_path / "corpus", " ".join(f"w{i % 40}" for i in range(400)))
+    args = ["--data", "wikitext2", "--data-dir", str(corpus), "--set", "ninp=8", "--set",
+            "nhid=8", "--epochs", "1", "--batch-size", "4", "--threads", "1", "-q"]
+    result = CliRunner().invoke(main, ["search", str(renamed), *args, "--out",
+                                       str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert "vocab=41 (the data)" in result.output  # 40 words and the end of line
+    refused = CliRunner().invoke(main, ["search", str(written), *args, "--out",
+                                        str(tmp_path / "refused")])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "the network's tokens is 500, and the data" in refused.output
+    assert "has 41 words" in refused.output and not (tmp_path / "refused").exists()

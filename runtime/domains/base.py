@@ -61,9 +61,10 @@ class Task(abc.ABC):
     domain: ClassVar[str]
 
     @abc.abstractmethod
-    def space_params(self, declared: Mapping[str, int | float]) -> dict[str, int | float]:
-        """Space parameters the data determines, among the `declared` ones (text: the
-        vocabulary's size); an image's classes and size are the space's (`check_space`)."""
+    def space_params(self, space: Any) -> dict[str, int | float]:
+        """Parameters of `space` (the compiled space as written) that the data determines
+        (text: the one the network's `tokens` names, the vocabulary's size); an image's classes
+        and size are the space's (`check_space`)."""
 
     def network_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the network beyond the space's parameters (text: dropouts)."""

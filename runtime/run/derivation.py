@@ -101,7 +101,7 @@ def run_space(run_dir: RunDir) -> CompiledSpace:
                               "training run directory)")
     record = _read_json(record_path)
     compiled = compile_file(locate(record["source"]), dict(record["params"]))
-    if compiled.spec.sha256 != record["sha256"]:
+    if compiled.spec.digest != record["sha256"]:
         log.warning("%s changed since the run; deriving with its current rules",
                     record["source"])
     return compiled

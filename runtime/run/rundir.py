@@ -165,7 +165,7 @@ class RunDir:
         record = {
             "name": space.name,
             "source": source,
-            "sha256": space.sha256,
+            "sha256": space.digest,
             "params": dict(space.params),
         }
         if space.method is not None:

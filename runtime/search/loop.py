@@ -154,7 +154,7 @@ class Search:
         task = domain(cfg.task).search_task(cfg.data, chosen.plan, session.seed, session.device,
                                             shard=session.shard)
         session.describe_batch(cfg.data.batch_size, "data.batch_size")
-        compiled = session.compile_run_space(cfg.space, task.space_params(plain.params))
+        compiled = session.compile_run_space(cfg.space, task.space_params(plain))
         task.check_space(compiled)
         # The predicted peak of a step against the free memory, before the supernet exists.
         def check(memory: str) -> Fit | None:
@@ -195,7 +195,7 @@ class Search:
         return {
             "kind": CHECKPOINT_KIND,
             "config": to_dict(self.cfg),
-            "space_sha256": self.compiled.spec.sha256,
+            "space_sha256": self.compiled.spec.digest,
             "epoch": self.epoch,
             "step": self.step,
             "model": self.model.state_dict(),
@@ -211,7 +211,7 @@ class Search:
         }
 
     def load_state_dict(self, state: Mapping[str, Any], where: Path) -> None:
-        if state["space_sha256"] != self.compiled.spec.sha256:
+        if state["space_sha256"] != self.compiled.spec.digest:
             raise CheckpointError(f"{where}: the space {self.compiled.spec.path} changed since the "
                                   "checkpoint was written (its sha256 differs)")
         try:

@@ -154,8 +154,8 @@ class Trainer:
         task = kind.train_task(cfg.data, cfg.optim, split, session.seed, session.device,
                                shard=session.shard)
         session.describe_batch(cfg.data.batch_size, "data.batch_size")
-        declared = session.compile(cfg.space.name).params
-        compiled = session.compile_run_space(cfg.space, task.space_params(declared))
+        compiled = session.compile_run_space(
+            cfg.space, task.space_params(session.compile(cfg.space.name)))
         task.check_space(compiled)
         # The predicted peak of a step against the free memory, before the network exists.
         fit = check_train_memory(compiled.ir, genotype,
@@ -186,7 +186,7 @@ class Trainer:
             "config": config_to_dict(self.cfg),
             "genotype": self.genotype.to_dict(),
             "split": self.split,
-            "space_sha256": self.compiled.spec.sha256,
+            "space_sha256": self.compiled.spec.digest,
             "space_source": str(locate(self.cfg.space.name).resolve()),
             "space_params": dict(self.compiled.spec.params),
             "data": self.task.data_record(),
@@ -204,7 +204,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: Mapping[str, Any], where: Path) -> None:
-        if state["space_sha256"] != self.compiled.spec.sha256:
+        if state["space_sha256"] != self.compiled.spec.digest:
             raise CheckpointError(f"{where}: the space {self.compiled.spec.path} changed since "
                                   "the checkpoint was written (its sha256 differs)")
         if state["split"] != self.split:
@@ -461,7 +461,7 @@ def network_from_checkpoint(state: Mapping[str, Any], auxiliary: bool = False) -
     if not source.is_file():  # written on another machine: the space by its configured name
         source = locate(cfg.space.name)
     compiled = compile_file(source, dict(state["space_params"]))
-    if compiled.spec.sha256 != state["space_sha256"]:
+    if compiled.spec.digest != state["space_sha256"]:
         log.warning("%s changed since the checkpoint was written; rebuilding from it anyway",
                     source)
     network = compiled.discrete_network(genotype, auxiliary=auxiliary, drop_path_prob=0.0)

@@ -16,7 +16,7 @@ import re
 from spacec import ir as irmod
 from spacec import spec
 from spacec.arch.genotype import Genotype
-from spacec.cost.methods import method
+from spacec.cost.methods import METHODS, known_options, method
 from spacec.cost.network import DerivedWalk, PlacedError, Record, SupernetWalk
 from spacec.cost.tracer import Tracer
 from spacec.errors import Diagnostic, SpaceError, Span
@@ -41,11 +41,19 @@ def shapes(ir: irmod.IR, genotype: Genotype | None = None) -> list[Record]:
 
 # ---- compile-time check of the sizes ---------------------------------------------------------
 def check_shapes(ir: irmod.IR, text: str | None = None) -> None:
-    """SpaceError at the `body` item whose sizes torch would refuse, at the space's image_size."""
+    """SpaceError at the `body` item whose sizes torch would refuse, at the space's image_size:
+    the supernet's, with the search method the space names (its edges may need sizes of their
+    own: PC-DARTS' k divides the channels). Not the derived network's auxiliary head, which a
+    search does not build (`spacec train` and `spacec info --genotype` check it; training
+    without it, optim.auxiliary_weight 0, needs no fit)."""
     if not _is_image(ir) or not ir.layout:
         return
+    named = ir.space.method
+    walked = method("darts")
+    if named is not None and named.name in METHODS:
+        walked = method(named.name, **known_options(named.name, named.values()))
     try:
-        SupernetWalk(ir, Tracer(weights_grad=False), 1, method("darts"), False).forward()
+        SupernetWalk(ir, Tracer(weights_grad=False), 1, walked, False).forward()
     except PlacedError as error:
         raise space_error(ir, error, text) from None
 
@@ -81,6 +89,8 @@ def _diagnostic(ir: irmod.IR, error: PlacedError, text: str | None) -> Diagnosti
     what += f"; the input is {size}x{size} (image_size)"
     if error.where == "body":
         line, column, length = _body_caret(ir.space, error.index, error.name, text)
+    elif error.where == "auxiliary":
+        (line, column), length = network.place("auxiliary"), len("auxiliary")
     else:
         line, column, length = network.line, 1, 1
     return Diagnostic(Span(ir.space.path, line, column, length), what)

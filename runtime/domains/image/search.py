@@ -11,7 +11,7 @@ and the evaluation its part of the split, its figures added up over the processe
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -119,7 +119,7 @@ class ImageSearchTask(SearchTask):
         )
         pin_for(device, train_loader, val_loader, self.eval_loader)
 
-    def space_params(self, declared: Mapping[str, int | float]) -> dict[str, int | float]:
+    def space_params(self, space: Any) -> dict[str, int | float]:
         return {}  # the space decides classes and input size; `check_space` holds the data to it
 
     def check_space(self, compiled: Any) -> None:

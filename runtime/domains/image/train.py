@@ -114,7 +114,7 @@ class ImageTrainTask(TrainTask):
 
             raise ConfigError("optim.nonmono (NT-ASGD) applies to language models; set it to null")
 
-    def space_params(self, declared: Mapping[str, int | float]) -> dict[str, int | float]:
+    def space_params(self, space: Any) -> dict[str, int | float]:
         return {}  # the space decides classes and input size; `check_space` holds the data to it
 
     def network_kwargs(self) -> dict[str, Any]:

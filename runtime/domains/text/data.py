@@ -189,6 +189,26 @@ register_corpus_source("wikitext2", CorpusSource(
     "WikiText-2 (tokenized, wiki.{train,valid,test}.tokens)", needs_data_dir=True))
 
 
+def vocabulary_param(space: Any, vocabulary: int) -> dict[str, int]:
+    """The parameter the network's `tokens` setting names (`tokens ntoken`, whatever the name),
+    set to the data's vocabulary; none where `tokens` is a number or an expression, which
+    `check_vocabulary` then holds to the data."""
+    tokens = dict(space.spec.network.settings).get("tokens")
+    name = getattr(tokens, "py", "")
+    return {name: vocabulary} if name in space.params else {}
+
+
+def check_vocabulary(space: Any, vocabulary: int, data: str) -> None:
+    """A network whose `tokens` the data could not set must have the data's vocabulary: its
+    embedding would be indexed past its end, or have rows no word reads."""
+    tokens = dict(space.spec.network.settings)["tokens"].value
+    if tokens != vocabulary:
+        raise DataError(
+            f"{space.spec.path}: the network's tokens is {tokens}, and the data ({data}) has "
+            f"{vocabulary} words: name a parameter there (`param ntoken = {tokens}` ... "
+            f"`tokens ntoken`) for the data to set, or give data of {tokens} words")
+
+
 def open_corpus(cfg: LanguageData) -> Corpus:
     """The configured corpus, its splits cut to ``limit`` tokens; DataError names any problem."""
     source = corpus_source(cfg.name)

@@ -16,6 +16,7 @@ from spacec.runtime.domains.text.data import (
     InitHidden,
     LanguageData,
     TextBatch,
+    check_vocabulary,
     corpus_label,
     epoch_steps,
     evaluate_nll,
@@ -29,6 +30,7 @@ from spacec.runtime.domains.text.data import (
     text_batch,
     training_columns,
     training_loss,
+    vocabulary_param,
     with_perplexity,
 )
 from spacec.runtime.run.distributed import Shard
@@ -78,8 +80,11 @@ class LanguageSearchTask(SearchTask):
         self._init_hidden: InitHidden | None = None
         self._steps: dict[int, tuple[BpttStep, ...]] = {}
 
-    def space_params(self, declared: Mapping[str, int | float]) -> dict[str, int | float]:
-        return {"ntoken": self.vocabulary_size} if "ntoken" in declared else {}
+    def space_params(self, space: Any) -> dict[str, int | float]:
+        return vocabulary_param(space, self.vocabulary_size)
+
+    def check_space(self, compiled: Any) -> None:
+        check_vocabulary(compiled, self.vocabulary_size, corpus_label(self.cfg))
 
     def network_kwargs(self) -> dict[str, Any]:
         return self.cfg.dropouts()

@@ -23,6 +23,7 @@ from spacec.runtime.domains.text.data import (
     TASK,
     HiddenCarry,
     LanguageData,
+    check_vocabulary,
     corpus_label,
     epoch_steps,
     evaluate_nll,
@@ -34,6 +35,7 @@ from spacec.runtime.domains.text.data import (
     text_batch,
     training_columns,
     training_loss,
+    vocabulary_param,
     with_perplexity,
 )
 from spacec.runtime.run.distributed import Shard
@@ -93,8 +95,11 @@ class LanguageTrainTask(TrainTask):
         if ignored:
             log.warning("optim.%s apply to image training; ignored", ", optim.".join(ignored))
 
-    def space_params(self, declared: Mapping[str, int | float]) -> dict[str, int | float]:
-        return {"ntoken": self.text.vocabulary_size} if "ntoken" in declared else {}
+    def space_params(self, space: Any) -> dict[str, int | float]:
+        return vocabulary_param(space, self.text.vocabulary_size)
+
+    def check_space(self, compiled: Any) -> None:
+        check_vocabulary(compiled, self.text.vocabulary_size, self.text.label)
 
     def network_kwargs(self) -> dict[str, Any]:
         return self.cfg.dropouts()
