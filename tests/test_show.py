@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from spacec.arch.genotype import resolve
+from spacec.arch.genotype import Genotype, resolve
 from spacec.cli import main
 from spacec.runtime.tools import show
 from spacec.runtime.tools.show import (
@@ -62,6 +62,21 @@ def test_matplotlib_drawing(tmp_path, no_dot, suffix):
         for label in ("sep_conv_3x3", "dil_conv_3x3", "max_pool_3x3", "c_k2", "output (concat)",
                       "cell normal", "cell reduce"):
             assert label in text
+
+
+def test_a_cell_whose_nodes_have_no_chosen_edge_draws(tmp_path, no_dot):
+    """FairDARTS' official rule keeps only the edges over its threshold: a cell may have none,
+    and its nodes are drawn unconnected (a KeyError traceback ended the search before)."""
+    data = resolve("DARTS_V2").to_dict()
+    for cell in data["cells"].values():
+        cell["edges"] = cell["edges"][:2]  # n0's edges only: n1..n3 have none
+    genotype = Genotype.from_dict(data)
+    assert cell_layout(genotype.cell("normal")).nodes == ("n0", "n1", "n2", "n3")
+    assert draw_genotype(genotype, tmp_path / "sparse.svg").read_bytes().startswith(b"<?xml")
+    for cell in data["cells"].values():
+        cell["edges"] = []
+    assert "n3" in genotype_dot(Genotype.from_dict(data))
+    assert draw_genotype(Genotype.from_dict(data), tmp_path / "empty.png").stat().st_size > 0
 
 
 def test_recurrent_genotype_draws(tmp_path, no_dot):

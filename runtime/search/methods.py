@@ -141,10 +141,11 @@ def fair_darts_terms(params: Any, space: Any) -> Terms:
     zero = sorted({f"{cell}: {ops[i]}" for cell, mask in (masks or {}).items()
                    for ops in [space.rules[cell].ops] for i in range(len(ops)) if mask[i]})
     if zero:
+        rule = ("" if getattr(params, "derive", None) == "official"
+                else "; derivation follows the space's rule")
         log.warning("fair_darts: FairDARTS's op set has no zero op (fairdarts/genotypes.py:8-16); "
                     "this space's (%s) adds nothing to an edge whatever its σ(α), and is left "
-                    "out of the zero-one loss; derivation follows the space's rule",
-                    ", ".join(zero))
+                    "out of the zero-one loss%s", ", ".join(zero), rule)
 
     def zero_one(epoch: int, alphas: Mapping[str, Tensor]) -> Tensor:
         return zero_one_loss(params.zero_one_weight, alphas, masks)

@@ -66,7 +66,9 @@ class CellLayout:
 
 
 def cell_layout(cell: CellGenotype) -> CellLayout:
-    nodes = cell.nodes()
+    # The output's nodes too: a node without a chosen edge (FairDARTS' official rule keeps
+    # only the edges over its threshold) is drawn, unconnected.
+    nodes = tuple(dict.fromkeys((*cell.nodes(), *cell.output)))
     inputs = tuple(dict.fromkeys(src for _, src, _ in cell.edges if src not in nodes))
     output = OUTPUT_NAME
     while output in nodes or output in inputs:
@@ -210,7 +212,7 @@ def draw_cell(ax, name: str, cell: CellGenotype) -> None:
 
 
 def _cell_figure(cells: Sequence[tuple[str, CellGenotype]]) -> Figure:
-    widest = max(len(cell_layout(cell).inputs) + len(cell.nodes()) + 1 for _, cell in cells)
+    widest = max(len(cell_layout(cell).inputs) + len(cell_layout(cell).nodes) + 1 for _, cell in cells)
     figure = Figure(figsize=(1.0 + 1.3 * widest, 3.6 * len(cells)), layout="constrained")
     axes = figure.subplots(len(cells), 1, squeeze=False)[:, 0]
     for ax, (name, cell) in zip(axes, cells, strict=True):
