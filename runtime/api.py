@@ -47,7 +47,6 @@ from spacec.runtime.configure import (
     assemble,
     device_line,
     effective_lines,
-    given,
     header_text,
     param_origins,
     search_config,
@@ -64,7 +63,7 @@ from spacec.runtime.run.fits import Fit
 from spacec.runtime.run.rundir import RunDir, is_run_dir, is_search_run, open_run_dir
 from spacec.runtime.search.config import SearchConfig
 from spacec.runtime.search.loop import Search, resume_search, start_search
-from spacec.runtime.tools.select import SELECTION_KEYS, random_search
+from spacec.runtime.tools.select import random_search
 from spacec.runtime.train.config import TrainConfig
 from spacec.runtime.train.loop import Trainer, resume_training, start_training
 
@@ -192,8 +191,7 @@ def search(space: str | None = None, *, config: str | Path | Mapping = "quick",
 
 def _random_search(assembled: Assembled, progress: bool) -> SearchRun:
     """A method without weight sharing: candidates trained by the selection protocol."""
-    result = random_search(assembled.cfg, quiet=not progress,
-                           given=given(assembled, SELECTION_KEYS))
+    result = random_search(assembled.cfg, quiet=not progress, given=assembled.explicit)
     return SearchRun(Path(result.run_dir), result.genotype, [], assembled.cfg,
                      compile_file(locate(assembled.cfg.space.name)), None)
 

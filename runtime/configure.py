@@ -115,6 +115,8 @@ class Assembled:
     # A search's method: "name" and each parameter -> who set it (absent: the method's default)
     method: dict[str, str] = dataclasses.field(default_factory=dict)
     method_note: str = ""  # why the space's `method` statement was not applied
+    # What the options, --set and --cfg (or the API's arguments) set, as dotted keys
+    explicit: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def space_reference(space: str) -> str:
@@ -176,7 +178,7 @@ def assemble(kind_name: str, space: str | None, config: str | Path | Mapping = "
     where = f"{source} with your options" if dotted else source
     cfg = kind.from_dict(merged, where)
     return Assembled(cfg, label, raw, {name: params_label for name in params or {}},
-                     method=method, method_note=note)
+                     method=method, method_note=note, explicit=dotted)
 
 
 def _space_method(checked: Space | None, raw: Mapping[str, Any], dotted: Mapping[str, Any]
@@ -312,15 +314,6 @@ def _defaults(cfg: Any) -> dict[str, Any]:
                 continue
             defaults[f"{section}.{item.name}"] = yaml_config.plain_data(value)
     return defaults
-
-
-def given(assembled: Assembled, keys: Sequence[str]) -> dict[str, Any]:
-    """Of the dotted `keys`, those an option or override set away from what the preset or file
-    (and the defaults under it) gives, with their values."""
-    preset = {**_defaults(assembled.cfg), **_flatten(assembled.raw)}
-    final = _flatten(yaml_config.to_dict(assembled.cfg))
-    return {key: final[key] for key in keys
-            if key in final and yaml_config.plain_data(preset.get(key)) != final[key]}
 
 
 def preset_changes(assembled: Assembled) -> list[str]:

@@ -138,20 +138,30 @@ def test_a_method_steps_resumes_and_derives_on_a_space(space, method, tmp_path):
     assert check_genotype(genotype, search.compiled.rules) == []
 
 
-def test_random_trains_its_samples_at_the_batch_epochs_and_limit_given(tmp_path):
-    """--batch-size, --epochs and --limit of a `random` search set each sample's training (the
-    rest is the selection protocol's): they were ignored, and a memory refusal's suggested
-    batch with them."""
-    result = CliRunner().invoke(main, [
-        "search", "nas_bench_201", "--method", "random", "--cfg", "method.samples=1",
-        "--set", "C=2", "--set", "N=1", "--batch-size", "4", "--epochs", "1", "--limit", "8",
-        "--out", str(tmp_path / "runs"), "--threads", "1", "-q"])
+def test_random_trains_its_samples_with_every_data_run_and_optimiser_setting_given(tmp_path):
+    """What a `random` search is told about the data, the run and the weights' optimiser sets
+    each sample's training (the rest is the selection protocol's). Only the batch, the limit
+    and the epochs were passed on, and those only where they differed from the search preset:
+    --epochs 2 (the search preset's) trained the samples for the selection preset's 5, the
+    seed, the data folder and the image size were ignored."""
+    command = ["search", "nas_bench_201", "--method", "random", "--cfg", "method.samples=1",
+               "--set", "C=2", "--set", "N=1", "--batch-size", "4", "--epochs", "2",
+               "--limit", "8", "--seed", "3", "--cfg", "data.cutout=0", "--cfg",
+               "optim.lr=0.05", "--threads", "1", "-q"]
+    result = CliRunner().invoke(main, [*command, "--out", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     (run,) = (tmp_path / "runs").iterdir()
     sample = yaml.safe_load((run / "0-sample" / "config.yaml").read_text())
     assert sample["data"]["batch_size"] == 4 and sample["data"]["limit"] == 8
-    assert sample["optim"]["epochs"] == 1
-    assert len((run / "0-sample" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert sample["data"]["cutout"] == 0 and sample["optim"]["lr"] == 0.05
+    assert sample["optim"]["epochs"] == 2 and sample["run"]["seed"] == 3
+    assert len((run / "0-sample" / "metrics.jsonl").read_text().splitlines()) == 2
+    # No α: the α step's settings are refused, not recorded as if they applied.
+    refused = CliRunner().invoke(main, [*command, "--order", "2", "--out",
+                                        str(tmp_path / "refused")])
+    assert refused.exit_code == 1, refused.output
+    assert "has no α: arch.order does not apply" in refused.output
+    assert not (tmp_path / "refused").exists()
 
 
 def test_random_trains_its_samples_from_scratch_and_keeps_the_best(tmp_path):
@@ -183,3 +193,23 @@ def test_random_trains_its_samples_from_scratch_and_keeps_the_best(tmp_path):
     assert (run / "cell_normal.png").is_file()
     with pytest.raises(ConfigError, match="trains its candidates from scratch"):
         Search.build(load_config("quick", {"method.name": "random", "run.threads": 1}))
+
+
+def test_a_random_search_records_its_status_and_lists_its_samples(tmp_path):
+    """A random search run has a status, `spacec runs` counts its samples and shows the
+    winner's accuracy, and --resume says why it cannot continue (it said 'no checkpoint')."""
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(main, [
+        "search", "nas_bench_201", "--method", "random", "--cfg", "method.samples=2",
+        "--set", "C=2", "--set", "N=1", "--batch-size", "4", "--epochs", "1", "--limit", "8",
+        "--out", str(out), "--threads", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    (run,) = out.iterdir()
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    listed = CliRunner().invoke(main, ["runs", str(out)])
+    assert listed.exit_code == 0, listed.output
+    row = listed.output.splitlines()[1]
+    winner = json.loads((run / "selection.json").read_text())["winner"]["last_val_acc"]
+    assert "2/2 samples" in row and f"val acc {100 * winner:.2f}%" in row and "finished" in row
+    resumed = CliRunner().invoke(main, ["search", "--resume", str(run)])
+    assert resumed.exit_code == 1 and "keeps no checkpoint of the search" in resumed.output

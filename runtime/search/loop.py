@@ -40,6 +40,7 @@ from torch import nn
 
 from spacec.arch.derive import check_genotype
 from spacec.arch.genotype import Genotype
+from spacec.arch.methods import describe
 from spacec.load import CompiledSpace
 from spacec.runtime.domains import SearchTask, StepBatches, domain
 from spacec.runtime.errors import CheckpointError, ConfigError
@@ -441,6 +442,11 @@ def resume_search(path: Path, device: str | None = None, quiet: bool = True,
     """
     run_dir = open_run_dir(path)
     cfg = read_config(run_dir.config_path)
+    if not describe(cfg.method.name).shares_weights:
+        raise CheckpointError(
+            f"{run_dir.path}: a {cfg.method.name} search trains each sample as a run of its own "
+            f"and keeps no checkpoint of the search: resume a sample's training (spacec train "
+            f"--resume {run_dir.path}/N-sample) or search again")
     if device is not None:
         cfg = replace(cfg, run=replace(cfg.run, device=device))
     session = Session.start(cfg.run)

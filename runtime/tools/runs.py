@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 DEPTH = 2  # run directories are children of the folder, or of a selection folder in it
 GENOTYPE_WIDTH = 60  # characters of the genotype shown in the table
+# A random search's record of its samples (spacec.runtime.tools.select.SUMMARY_NAME).
+SELECTION_SUMMARY = "selection.json"
 
 
 class RunsError(ReportedError):
@@ -49,6 +51,13 @@ class RunSummary:
     best: float | None
     genotype: str  # one line
     status: str
+    unit: str = ""  # what epochs_done counts, where not epochs: "samples" (a random search)
+
+    @property
+    def progress(self) -> str:
+        done = f"{self.epochs_done}/{self.epochs}" if self.epochs is not None \
+            else str(self.epochs_done)
+        return f"{done} {self.unit}" if self.unit else done
 
     @property
     def best_text(self) -> str:
@@ -125,9 +134,16 @@ def summarise(path: Path) -> RunSummary:
     status = run_status(run)
     if status == "unknown" and run.report_path.is_file():
         status = FINISHED  # written before run directories recorded their status
-    return RunSummary(run.path, kind, space, method, len(records),
-                      epochs if isinstance(epochs, int) else None, metric, best,
-                      genotype_line(_json(run.genotype_path)), status)
+    done, planned, unit = len(records), epochs if isinstance(epochs, int) else None, ""
+    samples = (config.get("method") or {}).get("samples")
+    if kind == "search" and isinstance(samples, int):  # a random search: samples trained
+        unit, planned = "samples", samples
+        done = sum(1 for child in run.path.glob("*-sample") if RunDir(child).report_path.is_file())
+        chosen = (_json(run.path / SELECTION_SUMMARY) or {}).get("winner") or {}
+        if isinstance(chosen.get("last_val_acc"), (int, float)):
+            metric, best = "val acc", chosen["last_val_acc"]
+    return RunSummary(run.path, kind, space, method, done, planned, metric, best,
+                      genotype_line(_json(run.genotype_path)), status, unit)
 
 
 def describe_runs(summaries: Sequence[RunSummary], relative_to: Path | None = None) -> list[str]:
@@ -142,7 +158,7 @@ def describe_runs(summaries: Sequence[RunSummary], relative_to: Path | None = No
 
     rows = [("run", "kind", "space", "method", "epochs", "best", "status", "genotype")]
     for s in summaries:
-        epochs = f"{s.epochs_done}/{s.epochs}" if s.epochs is not None else str(s.epochs_done)
+        epochs = s.progress
         genotype = s.genotype if len(s.genotype) <= GENOTYPE_WIDTH else \
             s.genotype[:GENOTYPE_WIDTH - 1] + "…"
         rows.append((name(s), s.kind, s.space, s.method, epochs, s.best_text, s.status, genotype))
@@ -197,7 +213,7 @@ def write_report(paths: Sequence[Path], output: Path) -> Path:
         ("space", [s.space for s in summaries]),
         ("method", [s.method for s in summaries]),
         ("status", [s.status for s in summaries]),
-        ("epochs", [f"{s.epochs_done}/{s.epochs}" for s in summaries]),
+        ("epochs", [s.progress for s in summaries]),
         ("best", [s.best_text for s in summaries]),
     ]
     figures = sorted({key for record in last for key in record

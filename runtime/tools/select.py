@@ -130,17 +130,21 @@ class RandomSearchResult:
     summary: dict[str, Any]
 
 
-# What a `random` search's options set for the training of every sample (the rest of that
-# training is the selection protocol's): the batch, the images, the epochs.
-SELECTION_KEYS = ("data.batch_size", "data.limit", "optim.epochs")
+# The sections of a `random` search's configuration whose explicit settings (options, --set,
+# --cfg) its samples' training takes: the data, the run, the weights' optimiser, the space's
+# sizes; the rest of that training is the selection protocol's. A search's keys there are all
+# keys of a training's too.
+SELECTION_SECTIONS = ("data.", "run.", "optim.", "space.overrides.")
+# Explicit settings that do not apply to a search without α, refused rather than recorded.
+NO_ALPHA_SECTIONS = ("arch.",)
 
 
 def random_search(cfg: Any, quiet: bool = True,
                   given: dict[str, Any] | None = None) -> RandomSearchResult:
     """The `random` method of a search configuration (spacec.runtime.search.config): draw
     ``method.samples`` genotypes from the space's rule, train each by the selection protocol
-    (``method.select``'s preset or file, at the space's sizes there, with the search's `given`
-    SELECTION_KEYS: what its options set), keep the best.
+    (``method.select``'s preset or file, at the space's sizes there, with what the search's
+    `given` settings set in SELECTION_SECTIONS), keep the best.
 
     The run directory holds config.yaml, space.json, method.json, one training run directory per
     sample, selection.json and the winner as genotype.json.
@@ -150,6 +154,10 @@ def random_search(cfg: Any, quiet: bool = True,
     if info.shares_weights or cfg.task not in info.domains:
         raise ConfigError(f"random_search runs the `random` method on image spaces, not "
                           f"{params.name!r} on a {cfg.task} space")
+    not_applied = sorted(key for key in given or {} if key.startswith(NO_ALPHA_SECTIONS))
+    if not_applied:
+        raise ConfigError(f"{params.name} trains sampled architectures from scratch and has no "
+                          f"α: {', '.join(not_applied)} does not apply (--order, --cfg arch.*)")
     compiled = compile_file(locate(cfg.space.name))
     rng = random.Random(stream_seed(cfg.run.seed, "random"))
     exclude = params.derive != "official"  # official: `none` may be sampled
@@ -165,18 +173,18 @@ def random_search(cfg: Any, quiet: bool = True,
         "derive": info.derive_options(params).to_dict()})
     candidates = [Candidate(f"sample {index}", f"{index}-sample", genotype, cfg.space.name)
                   for index, genotype in enumerate(genotypes)]
-    summary = select_candidates(candidates, train_cfg, folder, quiet)
+    with folder.tracking(train_cfg.run.device):
+        summary = select_candidates(candidates, train_cfg, folder, quiet)
     return RandomSearchResult(folder.path, Genotype.from_dict(summary["winner"]["genotype"]),
                               summary)
 
 
 def _selection_config(cfg: Any, declared: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
     """The selection preset for the search's space: its sizes where the space declares them,
-    the search's own explicit overrides, `given` (SELECTION_KEYS), device and threads."""
-    unknown = sorted(set(given) - set(SELECTION_KEYS))
-    if unknown:
-        raise ValueError(f"not selection settings: {', '.join(unknown)}")
-    train_cfg = load_select_config(cfg.method.select, {"run.device": cfg.run.device, **given})
+    the search's own explicit overrides, what `given` sets in SELECTION_SECTIONS, device and
+    threads."""
+    applied = {key: value for key, value in given.items() if key.startswith(SELECTION_SECTIONS)}
+    train_cfg = load_select_config(cfg.method.select, {"run.device": cfg.run.device, **applied})
     space = train_cfg.space
     sizes = {k: v for k, v in {**space.optional_overrides, **space.overrides}.items()
              if k in declared}
