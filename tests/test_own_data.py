@@ -246,3 +246,56 @@ def test_a_corrupt_image_found_mid_run_marks_the_run_failed(tmp_path, space, spl
     assert status["status"] == "failed" and "unreadable image" in status["error"]
     table = CliRunner().invoke(main, ["runs", str(tmp_path / "runs")])
     assert table.exit_code == 0 and "failed" in table.stdout.splitlines()[1]
+
+
+# ---------------------------------------------------------------- what a folder may hold
+
+
+def test_a_16_bit_grey_image_is_scaled_not_clipped(tmp_path):
+    from spacec.runtime.domains.image.folders import load_rgb
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as opened:
+        assert opened.mode.startswith("I")  # Pillow opens it as 16-bit (I;16 or I)
+    loaded = np.asarray(load_rgb(str(tmp_path / "deep.png")))
+    assert loaded.shape == (64, 64, 3) and (loaded[..., 0] == loaded[..., 2]).all()
+    expected = np.rint(ramp / 257).astype(np.uint8)
+    assert (loaded[..., 0] == expected).all()  # clipped, 99.7% of them were 255
+    Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(Exception, match="images of 8 or 16 bits a channel"):
+        load_rgb(str(tmp_path / "float.tiff"))
+
+
+def test_hidden_entries_and_what_is_not_a_file_are_no_images(tmp_path):
+    import os
+
+    from spacec.runtime.domains.image.folders import load_image_folder
+
+    root = tmp_path / "data"
+    write_images(root, 2)
+    write_images(root / ".ipynb_checkpoints", 1, classes=("cat",))  # a hidden folder: no class
+    write_images(root / "cat" / ".ipynb_checkpoints", 1, classes=("cat",))
+    (root / "dog" / "._0.png").write_bytes(b"macOS metadata")
+    os.mkfifo(root / "owl" / "pipe.png")  # reading it would block forever
+    dataset = load_image_folder(root)
+    assert dataset.classes == list(CLASSES)
+    assert len(dataset.samples) == 6
+
+
+def test_an_image_reached_twice_through_a_link_is_refused(tmp_path):
+    from spacec.runtime.domains.image.folders import load_image_folder
+    from spacec.runtime.errors import DataError
+
+    root = tmp_path / "data"
+    write_images(root, 2)
+    (root / "cat" / "again").symlink_to("..", target_is_directory=True)  # back up to data/
+    with pytest.raises(DataError, match="reached twice through symbolic links"):
+        load_image_folder(root)
+
+
+def test_an_image_larger_than_pillows_limit_is_named(tmp_path, space, splits, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64x64 = 4096 > 2 x 1000: refused
+    result = spacec(tmp_path, "search", str(space), "--data", "imagefolder", "--data-dir",
+                    str(splits))
+    refused(result, "unreadable image", "decompression bomb")

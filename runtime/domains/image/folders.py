@@ -19,13 +19,16 @@ large sets) and counts the image sizes, which the run checks against its space.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torchvision import datasets
 
@@ -97,13 +100,58 @@ def _explicit(folder: str | None) -> Path | None:
     return path
 
 
+# What Pillow raises for a file it cannot read: a broken or unknown file, a size it refuses
+# (DecompressionBombError: more pixels than Image.MAX_IMAGE_PIXELS), an image of more than 8
+# bits a channel that spacec does not read (`_eight_bits`).
+UNREADABLE = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
+# Single-channel modes of 16 bits (PNG, TIFF): `convert("RGB")` clips them at 255 instead of
+# scaling, which turns nearly every pixel white.
+SIXTEEN_BITS = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
 def load_rgb(path: str) -> Image.Image:
-    """An image file as RGB; DataError naming the file when it cannot be read."""
+    """An image file as RGB (8 bits a channel); DataError naming the file when it cannot be
+    read."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as error:
+            return _eight_bits(image).convert("RGB")
+    except UNREADABLE as error:
         raise DataError(f"{path}: unreadable image ({error})") from None
+
+
+def _eight_bits(image: Image.Image) -> Image.Image:
+    """`image` with 8 bits a channel: a 16-bit grey image scaled (0-65535 to 0-255, rounded),
+    as a 32-bit integer one whose values lie in 16 bits (how Pillow opens some 16-bit PNGs);
+    a float or wider image is refused (ValueError), its range unknown."""
+    if image.mode not in (*SIXTEEN_BITS, "I", "F"):
+        return image
+    values = np.asarray(image)
+    if image.mode == "F" or values.min() < 0 or values.max() > 65535:
+        raise ValueError(f"a {image.mode} image of values {values.min()}..{values.max()}: "
+                         "spacec reads images of 8 or 16 bits a channel")
+    return Image.fromarray(np.rint(values.astype(np.float64) / 257).astype(np.uint8), "L")
+
+
+class _ImageFolder(datasets.ImageFolder):
+    """torchvision's ImageFolder without hidden entries (a `.ipynb_checkpoints` folder is no
+    class, `._x.png` no image) and with regular files only (a pipe named x.png would block the
+    scan forever)."""
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes, _ = super().find_classes(directory)
+        classes = [name for name in classes if not name.startswith(".")]
+        if not classes:
+            raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
+        return classes, {name: index for index, name in enumerate(classes)}
+
+
+def _is_image_file(root: Path, path: str) -> bool:
+    """An image file as ImageFolder counts one, not hidden nor in a hidden folder under
+    `root`, and a regular file."""
+    file = Path(path)
+    return (file.name.lower().endswith(datasets.folder.IMG_EXTENSIONS)
+            and not any(part.startswith(".") for part in file.relative_to(root).parts)
+            and file.is_file())
 
 
 def load_image_folder(folder: Path, transform=None) -> datasets.ImageFolder:
@@ -112,9 +160,31 @@ def load_image_folder(folder: Path, transform=None) -> datasets.ImageFolder:
     if not folder.is_dir():
         raise DataError(f"{folder}: missing directory")
     try:
-        return datasets.ImageFolder(str(folder), transform=transform, loader=load_rgb)
+        dataset = _ImageFolder(str(folder), transform=transform, loader=load_rgb,
+                               is_valid_file=functools.partial(_is_image_file, folder))
     except FileNotFoundError as error:  # no class folders, or class folders without images
         raise DataError(f"{folder}: empty folder ({error})") from None
+    _refuse_linked_twice(folder, dataset.samples)
+    return dataset
+
+
+def _refuse_linked_twice(folder: Path, samples: Sequence[tuple[str, int]]) -> None:
+    """One file reached by two paths (a symbolic link to a folder of the data, or back up to
+    its own) would be read as two images, perhaps of two classes and in both splits."""
+    seen: dict[str, str] = {}
+    twice: list[str] = []
+    for path, _ in samples:
+        real = os.path.realpath(path)
+        if real in seen:
+            twice.append(f"{path} (also {seen[real]})")
+        else:
+            seen[real] = path
+    if twice:
+        shown = "; ".join(twice[:SHOWN]) + (f"; and {len(twice) - SHOWN} more"
+                                            if len(twice) > SHOWN else "")
+        raise DataError(f"{folder}: {len(twice)} image{'s are' if len(twice) != 1 else ' is'} "
+                        f"reached twice through symbolic links: {shown} (a link to a folder of "
+                        "the data, or back up to its own, reads its images again)")
 
 
 # ---------------------------------------------------------------- the scan
@@ -157,8 +227,9 @@ def scan_folder(dataset: datasets.ImageFolder, how: str) -> FolderScan:
             with Image.open(path) as image:
                 if how == "decode":
                     image.load()
+                    _eight_bits(image)  # a float image is refused now, not mid-run
                 size = image.size
-        except (OSError, UnidentifiedImageError, ValueError) as error:
+        except UNREADABLE as error:
             bad.append(f"{path} ({error})")
             continue
         sizes[size] += 1
