@@ -18,6 +18,7 @@ overrides, ...) are shown escaped, never sent to the terminal as they are.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -124,6 +125,26 @@ class ReportedError(Exception):
     (data, configuration, checkpoints, genotypes, ...)."""
 
     exit_code = 1
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(_unwrapped(arg) for arg in args))
+
+
+# torch's DataLoader raises an error of a worker process again in the main one, as the same class
+# with a message of its own: "Caught DataError in DataLoader worker process 0.", then the
+# worker's whole traceback, ending in "module.DataError: the original message".
+_WORKER = re.compile(r"Caught \w+ in DataLoader (worker process \d+)\.\n"
+                     r"Original Traceback \(most recent call last\):\n.*?^[\w.]+: (.*)\Z",
+                     re.DOTALL | re.MULTILINE)
+
+
+def _unwrapped(arg: object) -> object:
+    """The original message of an error raised again by torch's DataLoader, without the
+    worker's traceback."""
+    found = _WORKER.match(arg) if isinstance(arg, str) else None
+    if found is None:
+        return arg
+    return f"{found.group(2).rstrip()} (in the data loader's {found.group(1)})"
 
 
 class SpaceError(ReportedError):

@@ -104,7 +104,16 @@ def test_exponent_without_dot_reads_as_a_number(tmp_path):
         ("arch:\n  order: 3\n", "arch: unknown order 3"),
         ("arch:\n  betas: [0.5]\n", "arch.betas: expected a list of 2 values"),
         ("data:\n  name: cifar10\n", "data: dataset 'cifar10' needs a data directory: --data-dir DIR"),
-        ("data:\n  batch_size: 0\n", "data: batch_size must be >= 1"),
+        ("data:\n  batch_size: 0\n", "data: batch_size must lie in [1, 2147483647], got 0"),
+        # What torch would refuse with a traceback, mid-run or at the start:
+        ("data:\n  batch_size: 100000000000000000000\n", "data: batch_size must lie in"),
+        ("run:\n  seed: 100000000000000000000000\n", "run: seed must lie in [0, 2**63 - 1]"),
+        ("run:\n  threads: 100000\n", "run: threads must lie in [1, 1024]"),
+        ("optim:\n  lr: 1.0e+300\n", "optim: lr must be a finite number below 3.4e+38"),
+        ("optim:\n  weight_decay: 1.0e+300\n", "optim: weight_decay must be a finite number"),
+        ("arch:\n  lr: -0.1\n", "arch: lr must be a finite number > 0, got -0.1"),
+        ("arch:\n  weight_decay: -1\n", "arch: weight_decay must be a finite number >= 0"),
+        ("arch:\n  betas: [1.5, 0.999]\n", "arch: betas must be two numbers in [0, 1)"),
         ("run:\n  device: gpu\n", "run: device must be auto, cpu, cuda, cuda:N or mps"),
         ("space:\n  overrides: {C: big}\n", "space.overrides.C: expected a number"),
         ("task: video\n", "task: unknown task 'video'; valid: image"),
@@ -201,3 +210,21 @@ def test_a_strategy_must_exist_and_support_the_order(arch, message):
 def test_an_unknown_method_is_rejected():
     with pytest.raises(ConfigError, match="unknown method 'dartz'; known: beta_darts, darts, "):
         from_dict({"method": {"name": "dartz"}})
+
+
+def test_an_error_of_a_data_loader_worker_keeps_its_own_message():
+    """torch raises a worker's error again as the same class with the worker's traceback as its
+    message; the user reads the error, once."""
+    from torch._utils import ExceptionWrapper
+
+    from spacec.runtime.errors import DataError
+
+    try:
+        raise DataError("data/cat/3.png: unreadable image (broken PNG file)")
+    except DataError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(DataError) as caught:
+        wrapped.reraise()
+    assert str(caught.value) == ("data/cat/3.png: unreadable image (broken PNG file) (in the data "
+                                 "loader's worker process 0)")
+    assert str(DataError("a plain message")) == "a plain message"

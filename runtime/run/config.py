@@ -94,10 +94,28 @@ def is_shipped_space(name: str) -> bool:
     return locate(name).resolve() in shipped
 
 
+# The largest float32: a setting an optimiser turns into a float32 tensor must stay below it
+# (1e300 overflowed in the first SGD step, after the run directory was made).
+FLOAT32_MAX = 3.4028234663852886e38
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds
+MAX_THREADS = 1024
+MAX_BATCH = 2**31 - 1
+
+
+def check_float32(name: str, value: float) -> None:
+    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{name} must be a finite number below {FLOAT32_MAX:.3g} (float32), "
+                         f"got {value}")
+
+
 def check_sgd_settings(cfg: Any, schedules: Iterable[str]) -> None:
     """The checks every SGD section shares (search and training): ValueError on a bad value."""
     if cfg.epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {cfg.epochs}")
+    for name in ("lr", "lr_min", "weight_decay"):
+        check_float32(name, getattr(cfg, name))
+    if cfg.grad_clip is not None:
+        check_float32("grad_clip", cfg.grad_clip)
     if cfg.lr <= 0:
         raise ValueError(f"lr must be > 0, got {cfg.lr}")
     if not 0 <= cfg.lr_min <= cfg.lr:
@@ -169,8 +187,8 @@ class RunConfig:
     matmul: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must lie in [0, 2**63 - 1], got {self.seed}")
         if not _DEVICE.match(self.device):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         if not self.out:
@@ -179,8 +197,9 @@ class RunConfig:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise ValueError(f"threads must lie in [1, {MAX_THREADS}] or be null, got "
+                             f"{self.threads}")
         if self.dist_timeout <= 0:
             raise ValueError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
         if not isinstance(self.tensorboard, bool) and self.tensorboard != "auto":

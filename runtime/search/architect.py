@@ -49,6 +49,7 @@ the finite-difference product needs none). The joint step is a training step: it
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,7 @@ import torch
 from torch import Tensor, nn
 
 from spacec.runtime.nn import state
+from spacec.runtime.run.config import FLOAT32_MAX
 
 LossFn = Callable[[Callable[..., Tensor], Any], Tensor]
 TensorDict = dict[str, Tensor]
@@ -89,6 +91,14 @@ class ArchConfig:
             raise ValueError(f"fd_scale must be positive, got {self.fd_scale}")
         if self.unrolled_clip is not None and self.unrolled_clip <= 0:
             raise ValueError(f"unrolled_clip must be positive or None, got {self.unrolled_clip}")
+        # What torch.optim.Adam would refuse with a traceback, refused as a setting.
+        if not (math.isfinite(self.lr) and 0 < self.lr <= FLOAT32_MAX):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and 0 <= self.weight_decay <= FLOAT32_MAX):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got "
+                             f"{self.weight_decay}")
+        if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
 
 
 class Architect:

@@ -59,6 +59,7 @@ from spacec.runtime.domains.image.folders import (
     scan_folder,
 )
 from spacec.runtime.errors import DataError
+from spacec.runtime.run.config import MAX_BATCH
 from spacec.runtime.run.distributed import Shard
 from spacec.runtime.samples import sample_path
 
@@ -129,8 +130,8 @@ class ImageData:
             raise DataError(f"train_portion must lie in (0, 1], got {self.train_portion}")
         if self.cutout < 0:
             raise DataError(f"cutout must be >= 0, got {self.cutout}")
-        if self.batch_size < 1:
-            raise DataError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise DataError(f"batch_size must lie in [1, {MAX_BATCH}], got {self.batch_size}")
         if self.num_workers < 0:
             raise DataError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.limit is not None and self.limit < 1:

@@ -87,6 +87,7 @@ from spacec.runtime.domains.text.corpus import (
 )
 from spacec.runtime.errors import DataError
 from spacec.runtime.nn.recurrent import repackage_hidden
+from spacec.runtime.run.config import MAX_BATCH
 from spacec.runtime.run.distributed import Shard
 
 log = logging.getLogger(__name__)
@@ -137,8 +138,9 @@ class LanguageData:
         if not source.needs_data_dir and self.data_dir is not None:
             raise DataError(f"corpus {self.name!r} ships with the package; data_dir must be unset")
         for name in ("batch_size", "eval_batch_size", "test_batch_size", "bptt"):
-            if getattr(self, name) < 1:
-                raise DataError(f"{name} must be >= 1, got {getattr(self, name)}")
+            if not 1 <= getattr(self, name) <= MAX_BATCH:
+                raise DataError(f"{name} must lie in [1, {MAX_BATCH}], got "
+                                f"{getattr(self, name)}")
         if not 0 <= self.bptt_half_probability <= 1:
             raise DataError("bptt_half_probability must lie in [0, 1], "
                             f"got {self.bptt_half_probability}")
