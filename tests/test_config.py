@@ -119,7 +119,11 @@ def test_exponent_without_dot_reads_as_a_number(tmp_path):
         ("task: video\n", "task: unknown task 'video'; valid: image"),
         ("optim: 3\n", "optim: expected a mapping"),
         ("- 1\n", "expected a mapping of sections"),
-        ("optim: [\n", "not valid YAML"),
+        ("optim: [\n", ":2:1: not valid YAML: expected the node content"),
+        # A key given twice was taken as its last value (a second section dropped the first's).
+        ("optim:\n  epochs: 1\noptim:\n  lr: 0.05\n",
+         ":3:1: not valid YAML: the key 'optim' is given twice (first on line 1)"),
+        ("optim:\n  epochs: 1\n  epochs: 3\n", ":3:3: not valid YAML: the key 'epochs' is given"),
     ],
 )
 def test_errors_name_the_file_and_the_key(tmp_path, text, expected):

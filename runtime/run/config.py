@@ -475,6 +475,37 @@ def locate_config(name_or_path: str, prefix: str) -> Path:
     raise ConfigError(f"{name_or_path}: no such preset or file; presets: {', '.join(shipped)}")
 
 
+def _yaml_message(where: str, error: yaml.MarkedYAMLError) -> str:
+    """`where:line:col: not valid YAML: problem (context, line N)`: the position in the file,
+    not PyYAML's "<unicode string>"."""
+    mark = error.problem_mark or error.context_mark
+    at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark is not None else where
+    message = f"{at}: not valid YAML: {error.problem or error.context}"
+    if error.problem and error.context:
+        line = f", line {error.context_mark.line + 1}" if error.context_mark else ""
+        message += f" ({error.context}{line})"
+    return message
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping, which it would take
+    silently as the last one (a second `optim:` section dropped the first one's epochs)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in first:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"the key {key!r} is given twice (first on line {first[key].line + 1})",
+                    key_node.start_mark)
+            first[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: Path) -> Any:
     """A YAML file's data; FileError (file:line:col of a non-UTF-8 byte) or ConfigError."""
     return _load_yaml(read_text(path), str(path))
@@ -482,7 +513,9 @@ def read_yaml(path: Path) -> Any:
 
 def _load_yaml(text: str, where: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeys)  # noqa: S506 - a SafeLoader
+    except yaml.MarkedYAMLError as error:
+        raise ConfigError(_yaml_message(where, error)) from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{where}: not valid YAML ({error})") from None
     except RecursionError:  # PyYAML's composer recurses once per nesting level
