@@ -68,6 +68,21 @@ def _folder(value: Any) -> str:
     return str(Path(value).expanduser().resolve())
 
 
+# The data's folders, as --data-dir and the others write them: absolute (a relative one in a
+# configuration file is taken from the working directory, as on the command line), so that the
+# run's config.yaml names the same folders from wherever it is resumed.
+FOLDER_KEYS = ("data_dir", "val_dir", "test_dir")
+
+
+def _folders_resolved(merged: Mapping[str, Any]) -> dict[str, Any]:
+    data = merged.get("data")
+    if not isinstance(data, Mapping):
+        return dict(merged)
+    folders = {key: _folder(data[key]) for key in FOLDER_KEYS
+               if isinstance(data.get(key), str) and data[key]}
+    return {**merged, "data": {**data, **folders}} if folders else dict(merged)
+
+
 # How an option's value is written into the configuration.
 _CONVERT: dict[str, Callable[[Any], Any]] = {
     "order": int,
@@ -176,7 +191,7 @@ def assemble(kind_name: str, space: str | None, config: str | Path | Mapping = "
     merged = yaml_config.apply_overrides(layered, dotted,
                                          (yaml_config.TASK, *yaml_config.sections(kind.cls)))
     where = f"{source} with your options" if dotted else source
-    cfg = kind.from_dict(merged, where)
+    cfg = kind.from_dict(_folders_resolved(merged), where)
     return Assembled(cfg, label, raw, {name: params_label for name in params or {}},
                      method=method, method_note=note, explicit=dotted)
 

@@ -232,3 +232,18 @@ def test_an_error_of_a_data_loader_worker_keeps_its_own_message():
     assert str(caught.value) == ("data/cat/3.png: unreadable image (broken PNG file) (in the data "
                                  "loader's worker process 0)")
     assert str(DataError("a plain message")) == "a plain message"
+
+
+def test_a_configuration_files_relative_data_folders_are_taken_from_the_working_directory(
+        tmp_path, monkeypatch):
+    """As --data-dir is: the run's config.yaml then names the same folders from wherever it is
+    resumed (a relative one read other images when resumed from another folder)."""
+    from spacec.runtime.configure import search_config, train_config
+
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, "data:\n  name: imagefolder\n  data_dir: images\n  val_dir: ../val\n")
+    for read in (search_config, train_config):
+        cfg = read("nas_bench_201", config=str(path))
+        assert cfg.data.data_dir == str(tmp_path / "images")
+        assert cfg.data.val_dir == str(tmp_path.parent / "val")
+        assert cfg.data.test_dir is None
