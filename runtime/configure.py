@@ -278,14 +278,23 @@ def assemble_overrides(space: str | None, options: Mapping[str, Any],
     """Dotted overrides of a configuration: `overrides` (--cfg) first, then the space, the
     options (`OPTION_KEYS`) and the space's parameters (--set)."""
     dotted: dict[str, Any] = dict(overrides or {})
+
+    def put(key: str, value: Any, given_as: str) -> None:
+        # An option and an override of the same key that disagree: neither wins silently.
+        if key in (overrides or {}) and yaml_config.plain_data(overrides[key]) != value:
+            raise ConfigError(f"{given_as} and --cfg {key}={overrides[key]} set {key} twice, "
+                              "differently: give one")
+        dotted[key] = value
+
     if space is not None:
-        dotted["space.name"] = space_reference(space)
+        put("space.name", space_reference(space), f"the space {space!r}")
     for option, key in OPTION_KEYS.items():
         value = options.get(option)
         if value is not None:
-            dotted[key] = _CONVERT.get(option, lambda v: v)(value)
+            put(key, _CONVERT.get(option, lambda v: v)(value),
+                f"--{option.replace('_', '-')} {value}")
     for name, value in (params or {}).items():
-        dotted[f"space.overrides.{name}"] = value
+        put(f"space.overrides.{name}", value, f"--set {name}={value}")
     return dotted
 
 

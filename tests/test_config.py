@@ -247,3 +247,20 @@ def test_a_configuration_files_relative_data_folders_are_taken_from_the_working_
         assert cfg.data.data_dir == str(tmp_path / "images")
         assert cfg.data.val_dir == str(tmp_path.parent / "val")
         assert cfg.data.test_dir is None
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--cfg", "optim.epochs=3", "--epochs", "1"],
+     "--epochs 1 and --cfg optim.epochs=3 set optim.epochs twice, differently"),
+    (["--cfg", "arch.order=2", "--order", "1"], "--order 1 and --cfg arch.order=2 set arch.order"),
+    (["nas_bench_201", "--cfg", "space.overrides.C=4", "--set", "C=2"],
+     "--set C=2 and --cfg space.overrides.C=4 set space.overrides.C twice"),
+])
+def test_an_option_and_an_override_that_disagree_are_refused(args, message, tmp_path):
+    from click.testing import CliRunner
+
+    from spacec.cli import main
+
+    result = CliRunner().invoke(main, ["search", *args, "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert not (tmp_path / "runs").exists()
