@@ -377,8 +377,9 @@ def _with_run_params(assembled: Assembled, run: _SearchRunRecord | None, space: 
 def _train_lines(assembled: Assembled, trainer: Trainer) -> list[str]:
     plain = compile_file(locate(assembled.cfg.space.name))
     origins = param_origins(trainer.compiled, assembled, trainer.task.space_params(plain))
+    used = getattr(trainer.task, "auxiliary_weight", None)  # 0: the space has no such head
     return effective_lines("train", assembled, trainer.compiled, origins,
-                           trainer.task.describe(), train_method(assembled.cfg),
+                           trainer.task.describe(), train_method(assembled.cfg, used),
                            trainer.device, [("genotype", _genotype_line(trainer.genotype)),
                                             *_memory_row(trainer.fit)])
 

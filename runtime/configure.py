@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from spacec.arch.methods import describe
 from spacec.load import CompiledSpace, compile_file, locate
 from spacec.runtime.errors import ConfigError
 from spacec.runtime.nn import gemm
@@ -460,18 +461,25 @@ def header_text(lines: Sequence[str]) -> str:
 
 
 def search_method(cfg: SearchConfig) -> str:
-    order = {1: "first order", 2: "second order"}.get(cfg.arch.order, f"order {cfg.arch.order}")
     optim = cfg.optim
-    return (f"{cfg.method.name}: {cfg.arch.mode}, {order}; {plural(optim.epochs, 'epoch')}, "
-            f"batch {cfg.data.batch_size}, lr {optim.lr:g} ({optim.schedule}), α lr "
-            f"{cfg.arch.lr:g}")
+    weights = (f"{plural(optim.epochs, 'epoch')}, batch {cfg.data.batch_size}, lr {optim.lr:g} "
+               f"({optim.schedule})")
+    if describe(cfg.method.name).strengths is None:  # no α (random_ws): no α step to describe
+        return f"{cfg.method.name}: {cfg.arch.mode}, no α; {weights}"
+    order = {1: "first order", 2: "second order"}.get(cfg.arch.order, f"order {cfg.arch.order}")
+    return f"{cfg.method.name}: {cfg.arch.mode}, {order}; {weights}, α lr {cfg.arch.lr:g}"
 
 
-def train_method(cfg: TrainConfig) -> str:
+def train_method(cfg: TrainConfig, auxiliary_weight: float | None = None) -> str:
+    """The training line; `auxiliary_weight`: the one the task uses (0 where the space has no
+    auxiliary head), where known."""
     optim = cfg.optim
     text = (f"{plural(optim.epochs, 'epoch')}, batch {cfg.data.batch_size}, lr {optim.lr:g} "
             f"({optim.schedule})")
     if cfg.task == "image":
-        text += (f", cutout {cfg.data.cutout}, auxiliary weight {optim.auxiliary_weight:g}, "
-                 f"drop path {optim.drop_path_prob:g}")
+        used = optim.auxiliary_weight if auxiliary_weight is None else auxiliary_weight
+        auxiliary = f"auxiliary weight {used:g}" if used or not optim.auxiliary_weight else \
+            f"no auxiliary head (the space has none; auxiliary weight {optim.auxiliary_weight:g} " \
+            "unused)"
+        text += f", cutout {cfg.data.cutout}, {auxiliary}, drop path {optim.drop_path_prob:g}"
     return text

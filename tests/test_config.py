@@ -264,3 +264,12 @@ def test_an_option_and_an_override_that_disagree_are_refused(args, message, tmp_
     result = CliRunner().invoke(main, ["search", *args, "--out", str(tmp_path / "runs")])
     assert result.exit_code == 1 and message in result.output, result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_method_line_of_a_search_without_alpha_names_no_alpha_step():
+    from spacec.runtime.configure import search_method
+    from spacec.runtime.search.config import load_config as load_search_config
+
+    line = search_method(load_search_config("quick", {"method.name": "random_ws"}))
+    assert line.startswith("random_ws: sample, no α; ") and "α lr" not in line
+    assert "first order" in search_method(load_search_config("quick"))

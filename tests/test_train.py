@@ -509,3 +509,18 @@ def test_the_smallest_training_batch_counts_the_last_one():
     assert smallest_batch(loader(24, 8)) == 8
     assert smallest_batch(loader(5, 8)) == 5
     assert smallest_batch(loader(25, 8, drop_last=True)) == 8
+
+
+def test_the_training_line_says_when_the_space_has_no_auxiliary_head(tmp_path):
+    """nas_bench_201 has none: the preset's auxiliary weight is not used, and the effective
+    configuration says so (it printed 'auxiliary weight 0.4' beside a warning that it was
+    ignored)."""
+    from spacec.runtime.configure import train_method
+
+    cfg = tiny_config(tmp_path)
+    assert "auxiliary weight 0.4, drop path" in train_method(cfg)
+    assert "auxiliary weight 0.4, drop path" in train_method(cfg, 0.4)
+    assert ("no auxiliary head (the space has none; auxiliary weight 0.4 unused)"
+            in train_method(cfg, 0.0))
+    without = replace(cfg, optim=replace(cfg.optim, auxiliary_weight=0.0))
+    assert "auxiliary weight 0, drop path" in train_method(without, 0.0)

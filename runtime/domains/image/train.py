@@ -122,8 +122,9 @@ class ImageTrainTask(TrainTask):
 
     def bind(self, model: nn.Module) -> None:
         if self.auxiliary_weight > 0 and getattr(model, "auxiliary_head", None) is None:
-            log.warning("the space has no auxiliary head; auxiliary_weight %g is ignored",
-                        self.auxiliary_weight)
+            # The effective configuration says so ("no auxiliary head").
+            log.info("the space has no auxiliary head; auxiliary_weight %g is not used",
+                     self.auxiliary_weight)
             self.auxiliary_weight = 0.0
         if smallest_batch(self.train_loader) == 1:
             self._check_one_image(model)
