@@ -85,8 +85,16 @@ def test_missing_and_empty_files_name_the_file(tmp_path: Path):
     with pytest.raises(DataError, match=r"valid\.txt: empty file"):
         Corpus.from_dir(folder)
     (folder / "train.txt").write_bytes(b"\xff\xfe")
-    with pytest.raises(DataError, match=r"train\.txt: not UTF-8"):
+    with pytest.raises(DataError, match=r"train\.txt:1:1: not UTF-8 text \(byte 0xff\)"):
         Corpus.from_dir(folder)
+    # Where the bad byte is, past the decoder's first chunk (its own offset counts from that).
+    (folder / "train.txt").write_bytes(b"a b\n" * 5000 + b"c \xe9t\xe9\n")
+    with pytest.raises(DataError, match=r"train\.txt:5001:3: not UTF-8 text \(byte 0xe9\)"):
+        Corpus.from_dir(folder)
+    # A byte-order mark is no part of the first word.
+    (folder / "train.txt").write_bytes(b"\xef\xbb\xbfa b\n")
+    (folder / "valid.txt").write_text("a\n")
+    assert "a" in Corpus.from_dir(folder).vocabulary
 
 
 def test_packaged_wikitext_sample_loads_and_carries_its_licence():

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from spacec.files import locate_invalid
 from spacec.runtime.domains.image.data import DataError
 from spacec.runtime.samples import sample_path
 
@@ -82,14 +83,28 @@ def _read_lines(path: Path) -> Iterator[list[str]]:
         raise DataError(f"{path}: missing file")
     try:
         # Text-mode line iteration, as the reference Corpus: only \n, \r and \r\n end a line.
-        with path.open(encoding="utf-8") as handle:
+        # utf-8-sig: a byte-order mark at the start is no part of the first word.
+        with path.open(encoding="utf-8-sig") as handle:
             lines = [line.split() for line in handle]
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text ({error})") from None
+    except UnicodeDecodeError:
+        raise DataError(_not_utf8(path)) from None
     if not any(lines):
         raise DataError(f"{path}: empty file (no tokens)")
     for tokens in lines:
         yield [*tokens, EOS]
+
+
+def _not_utf8(path: Path) -> str:
+    """Where the first byte that is not UTF-8 is, as line:column (the decoder's own position
+    counts from the start of the chunk it was reading)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        position, _ = locate_invalid(data, error.start, error.end)
+        return (f"{path}:{position.line}:{position.column}: not UTF-8 text (byte "
+                f"0x{position.byte:02x}); save the file as UTF-8")
+    return f"{path}: not UTF-8 text"
 
 
 def encode_file(path: Path, vocabulary: Vocabulary) -> torch.Tensor:
