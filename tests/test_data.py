@@ -230,7 +230,7 @@ def test_unknown_dataset_lists_the_choices():
         ({"train_portion": 1.5}, r"train_portion must lie in \(0, 1\]"),
         ({"train_portion": 0.0}, r"train_portion must lie in \(0, 1\]"),
         ({"cutout": -1}, "cutout must be >= 0"),
-        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"batch_size": 0}, "batch_size must lie in \\[1, 2147483647\\]"),
         ({"limit": 0}, "limit must be None or >= 1"),
         ({"data_dir": "x"}, "ships with the package"),
         ({"name": "cifar10"}, "needs a data directory: --data-dir DIR"),

@@ -197,7 +197,7 @@ def test_unknown_words_become_unk_when_the_corpus_has_it(tmp_path):
     ({"name": "ptb"}, "needs data_dir"),
     ({"name": "sample", "data_dir": "x"}, "ships with the package"),
     ({"name": "penn"}, "unknown corpus 'penn'; known: ptb, sample, wikitext2"),
-    ({"batch_size": 0}, "batch_size must be >= 1"),
+    ({"batch_size": 0}, "batch_size must lie in \\[1, 2147483647\\]"),
     ({"dropoute": 1.0}, "dropoute must lie in"),
 ])
 def test_bad_data_configs(fields, message):
