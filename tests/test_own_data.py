@@ -299,3 +299,28 @@ def test_an_image_larger_than_pillows_limit_is_named(tmp_path, space, splits, mo
     result = spacec(tmp_path, "search", str(space), "--data", "imagefolder", "--data-dir",
                     str(splits))
     refused(result, "unreadable image", "decompression bomb")
+
+
+def test_a_folder_without_class_folders_or_with_an_empty_one_says_which(tmp_path, space):
+    loose = tmp_path / "loose"
+    write_images(loose, 1, classes=("cat",))
+    for image in (loose / "cat").iterdir():
+        image.rename(loose / image.name)
+    (loose / "cat").rmdir()
+    refused(spacec(tmp_path, "search", str(space), "--data", "imagefolder", "--data-dir",
+                   str(loose)), "holds images (0.png, ...) but no class folder")
+    classes = tmp_path / "classes"
+    write_images(classes, 1, classes=("cat", "dog"))
+    (classes / "owl").mkdir()
+    refused(spacec(tmp_path, "search", str(space), "--data", "imagefolder", "--data-dir",
+                   str(classes)), "the class folder owl holds no image")
+
+
+def test_a_search_says_it_reads_no_test_images_and_a_split_that_is_the_training_folder(
+        tmp_path, space, splits):
+    result = spacec(tmp_path, "search", str(space), "--data", "imagefolder", "--data-dir",
+                    str(splits), "--test-dir", str(splits / "test"), "--val-dir",
+                    str(splits / "train"))
+    assert result.exit_code == 0, result.output
+    assert "a search reads no test images" in result.stderr
+    assert f"data.val_dir is the training folder {splits / 'train'}" in result.stderr

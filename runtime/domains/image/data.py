@@ -52,6 +52,7 @@ from torchvision.datasets.utils import download_and_extract_archive
 
 from spacec.runtime.domains.image.folders import (
     SCANS,
+    TRAIN_FOLDER,
     FolderScan,
     check_same_classes,
     folder_layout,
@@ -538,6 +539,7 @@ def open_image_data(cfg: ImageData, test: bool = False) -> ImageSplits:
     Nothing here depends on a space: `check_against_space` compares the result with one.
     """
     source = image_source(cfg.name)
+    _warn_same_folders(cfg)
     opened = {"train": source.open(cfg, "train"), "val": source.open(cfg, "val"),
               "test": source.open(cfg, "test") if test else None}
     origin = {split: _origin(cfg, split, dataset) for split, dataset in opened.items()
@@ -552,6 +554,20 @@ def open_image_data(cfg: ImageData, test: bool = False) -> ImageSplits:
     channels, size, resized = _input_size(cfg, source, opened["train"], scans)
     return ImageSplits(cfg, source, opened["train"], opened["val"], opened["test"], classes,
                        channels, size, resized, origin)
+
+
+def _warn_same_folders(cfg: ImageData) -> None:
+    """A validation (or test) folder that is the training folder: α, or the choice of the
+    best epoch, would be judged on the images the weights are trained on."""
+    if cfg.data_dir is None:
+        return
+    root = Path(cfg.data_dir).expanduser().resolve()
+    training = (root, root / TRAIN_FOLDER)  # DIR/CLASS, or DIR/train/CLASS
+    for key in ("val_dir", "test_dir"):
+        folder = getattr(cfg, key)
+        if folder is not None and Path(folder).expanduser().resolve() in training:
+            log.warning("data.%s is the training folder %s: its figures are the training "
+                        "images'", key, Path(folder).expanduser().resolve())
 
 
 def _classes(dataset: Any) -> tuple[str, ...] | None:
@@ -982,6 +998,9 @@ def search_loaders(
     if not source.searchable:
         raise DataError(f"dataset {cfg.name!r} is for evaluation only; search on cifar10 or sample")
     batch_size = _batch_size(cfg, batch_size)
+    if cfg.test_dir is not None:
+        log.warning("data.test_dir (--test-dir) %s: a search reads no test images (spacec train "
+                    "reports the test set); not opened", cfg.test_dir)
     splits = splits or open_image_data(cfg)
     base, train_indices, val_indices = _split_indices(splits)
     if not train_indices or not val_indices:

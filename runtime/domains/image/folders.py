@@ -163,9 +163,25 @@ def load_image_folder(folder: Path, transform=None) -> datasets.ImageFolder:
         dataset = _ImageFolder(str(folder), transform=transform, loader=load_rgb,
                                is_valid_file=functools.partial(_is_image_file, folder))
     except FileNotFoundError as error:  # no class folders, or class folders without images
-        raise DataError(f"{folder}: empty folder ({error})") from None
+        raise DataError(_why_empty(folder, error)) from None
     _refuse_linked_twice(folder, dataset.samples)
     return dataset
+
+
+def _why_empty(folder: Path, error: Exception) -> str:
+    """What a folder torchvision found no images in holds instead."""
+    loose = [entry.name for entry in folder.iterdir() if entry.is_file()
+             and entry.name.lower().endswith(datasets.folder.IMG_EXTENSIONS)]
+    if loose:
+        return (f"{folder}: holds images ({loose[0]}, ...) but no class folder: put each "
+                f"class's images in a folder of its own ({folder}/CLASS/*.png)")
+    empty = [entry.name for entry in _subfolders(folder)
+             if not any(_is_image_file(folder, str(path)) for path in entry.rglob("*"))]
+    if empty:
+        return (f"{folder}: the class folder{'s' if len(empty) > 1 else ''} "
+                f"{', '.join(empty[:SHOWN])} hold{'' if len(empty) > 1 else 's'} no image "
+                "(remove it, or add its images)")
+    return f"{folder}: empty folder ({error})"
 
 
 def _refuse_linked_twice(folder: Path, samples: Sequence[tuple[str, int]]) -> None:
