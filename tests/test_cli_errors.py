@@ -142,6 +142,7 @@ CASES = [
     # methods
     Bad(("methods", "nope"), "Invalid value for '[NAME]...': 'nope' is not one of", 2),
     Bad(("search", "--resume", "{d}/a_folder", "--epochs", "3"), "drop --epochs", 2),
+    Bad(("search", "--resume", "{d}/a_folder", "--no-tensorboard"), "drop --no-tensorboard (", 2),
     # derive
     Bad(("derive", "{d}/nowhere"), "is not a run directory", 2),
     Bad(("derive", "{d}/a_folder"), "not a run directory (no config.yaml)"),

@@ -165,7 +165,13 @@ def reject_with_resume(ctx: click.Context) -> None:
 
 
 def _option_name(ctx: click.Context, name: str) -> str:
+    """The option as given: a switch's off form where that was given (--no-tensorboard)."""
     for param in ctx.command.params:
         if param.name == name:
-            return param.opts[0] if param.opts[0].startswith("-") else param.name.upper()
+            if not param.opts[0].startswith("-"):
+                return param.name.upper()
+            off = getattr(param, "secondary_opts", [])
+            if off and getattr(param, "is_flag", False) and ctx.params.get(name) is False:
+                return off[0]
+            return param.opts[0]
     return name
