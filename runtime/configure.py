@@ -193,8 +193,10 @@ def assemble(kind_name: str, space: str | None, config: str | Path | Mapping = "
                                          (yaml_config.TASK, *yaml_config.sections(kind.cls)))
     where = f"{source} with your options" if dotted else source
     cfg = kind.from_dict(_folders_resolved(merged), where)
+    explicit = {key: _folder(value) if key.removeprefix("data.") in FOLDER_KEYS
+                and isinstance(value, str) and value else value for key, value in dotted.items()}
     return Assembled(cfg, label, raw, {name: params_label for name in params or {}},
-                     method=method, method_note=note, explicit=dotted)
+                     method=method, method_note=note, explicit=explicit)
 
 
 def _space_method(checked: Space | None, raw: Mapping[str, Any], dotted: Mapping[str, Any]
@@ -288,7 +290,7 @@ def assemble_overrides(space: str | None, options: Mapping[str, Any],
         dotted[key] = value
 
     if space is not None:
-        put("space.name", space_reference(space), f"the space {space!r}")
+        dotted["space.name"] = space_reference(space)  # the SPACE argument names the space
     for option, key in OPTION_KEYS.items():
         value = options.get(option)
         if value is not None:

@@ -1344,7 +1344,7 @@ class _Checker:
             if domain != "sequence":
                 self.owner = cell.name  # an inherited statement is reported once
                 for key, span in self.recurrent_spans.get(cell.name, ()):
-                    self.error(span, f"`{_STATEMENT_WORDS[key]}` is a statement of recurrent "
+                    self.error(span, f"`{key}` is a statement of recurrent "
                                f"cells; cell '{cell.name}' belongs to {_article(kind)}, whose "
                                "cells would ignore it", "remove it")
                 self.owner = None
@@ -1402,10 +1402,6 @@ _METHOD_KINDS = {
     str: "a name",
     type(None): "none",
 }
-
-
-# A cell statement's words, as written, in messages.
-_STATEMENT_WORDS = {"share": "share", "search_norm": "search_norm"}
 
 
 def _backward_edge(src: str, dst: str) -> str:

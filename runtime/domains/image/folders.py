@@ -121,14 +121,17 @@ def load_rgb(path: str) -> Image.Image:
 
 def _eight_bits(image: Image.Image) -> Image.Image:
     """`image` with 8 bits a channel: a 16-bit grey image scaled (0-65535 to 0-255, rounded),
-    as a 32-bit integer one whose values lie in 16 bits (how Pillow opens some 16-bit PNGs);
-    a float or wider image is refused (ValueError), its range unknown."""
+    as is a 32-bit integer one whose values lie in 16 bits (how Pillow opens some 16-bit PNGs;
+    one whose values all lie in 0-255 is taken as 8-bit); a float or wider image is refused
+    (ValueError), its range unknown."""
     if image.mode not in (*SIXTEEN_BITS, "I", "F"):
         return image
     values = np.asarray(image)
     if image.mode == "F" or values.min() < 0 or values.max() > 65535:
         raise ValueError(f"a {image.mode} image of values {values.min()}..{values.max()}: "
                          "spacec reads images of 8 or 16 bits a channel")
+    if image.mode == "I" and values.max() <= 255:
+        return Image.fromarray(values.astype(np.uint8), "L")
     return Image.fromarray(np.rint(values.astype(np.float64) / 257).astype(np.uint8), "L")
 
 
