@@ -1,12 +1,13 @@
 """A module's parameters and buffers by name, found once, and calls on substituted tensors.
 
 The architect reads the supernet's tensors by name and runs it on substituted ones several
-times a step (``torch.func.functional_call``). Each of those walks the module tree: a darts_cnn
-supernet has some 4,900 modules, 1,400 parameters and 2,800 buffers, and every walk costs
-5-10 ms of Python, about a tenth of a search step's time on a GPU, where the step is bound by
-issuing operations. Here the tree is walked once per module: where each tensor lives (its owning
-submodule and attribute) is kept, and reading or substituting the tensors goes to those places
-directly.
+times a step (as ``torch.func.functional_call`` does). Each of those walked the module tree: a
+darts_cnn supernet has some 4,900 modules, 1,400 parameters and 2,800 buffers, and one α-loss
+call's bookkeeping took 30-46 ms of Python (1.3 ms here; the second-order step makes four such
+calls: 0.93x its time on 2 CPU threads, benchmarks/RESULTS.md), the more of a step on a GPU,
+where the step is bound by issuing operations. Here the tree is walked once per module: where
+each tensor lives (its owning submodule and attribute) is kept, and reading or substituting
+the tensors goes to those places directly.
 
 The structure is taken as it is at the first call (which submodule owns which tensor, and which
 parameters are tied, i.e. one tensor under several names); the tensors themselves are read
