@@ -619,6 +619,7 @@ class _Checker:
         )
         combine = self._combine(groups.get("combine"))
         reduce, output = self._output(groups["output"][0], nodes)
+        self._check_every_node_reaches_the_output(nodes, output, edges, fixed, node_spans)
         rule = self._rule(groups["derive"][0], groups.get("limit", []), opset, edges, nodes)
         self.derive_spans[decl.name.text] = groups["derive"][0].span
         for key in ("share", "search_norm"):
@@ -859,6 +860,29 @@ class _Checker:
             spec.FixedEdge((s,), dst, steps, False, strides.get(s, 1), stmt.span.line)
             for s in sources
         ]
+
+    def _check_every_node_reaches_the_output(self, nodes, output, edges, fixed,
+                                             node_spans) -> None:
+        """A node that feeds neither the output nor a node that does is computed for nothing,
+        and the α of its edges gets no gradient: its derived edges would be arbitrary."""
+        feeds: dict[str, set[str]] = {}
+        for edge in edges:
+            feeds.setdefault(edge.dst, set()).add(edge.src)
+        for edge in fixed:
+            feeds.setdefault(edge.dst, set()).update(edge.sources)
+        live, stack = set(output), list(output)
+        while stack:
+            for source in feeds.get(stack.pop(), ()):
+                if source not in live:
+                    live.add(source)
+                    stack.append(source)
+        dead = [node for node in nodes if node not in live]
+        if dead:
+            others = f" (and {len(dead) - 1} more)" if len(dead) > 1 else ""
+            self.error(node_spans[dead[0]],
+                       f"node {dead[0]}{others} reaches no output: it would be computed for "
+                       "nothing, and the α of its edges gets no gradient",
+                       "name it in the output, feed a node that is, or remove it")
 
     def _combine(self, stmts) -> str:
         if not stmts:

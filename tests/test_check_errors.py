@@ -249,6 +249,8 @@ CASES += [
     Case("limits-leave-no-room", edit(DERIVE, DERIVE + "\n    limit conv <= 0\n    limit skip <= 1"),
          "the limits leave room for 1 chosen edge of this cell and its derivation topk(k=2) "
          "chooses 4 edges", 14, 5),
+    Case("dead-node", edit(OUTPUT, "    output n0"),
+         "node n1 reaches no output: it would be computed for nothing", 10, 5),
     Case("method-option-against-the-sizes", "method pc_darts(k=3)\n" + BASE,
          "pc_darts: k=3 must divide the edge's 8 channels", 19, 10),
 ]
