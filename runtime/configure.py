@@ -20,6 +20,7 @@ space that says ``method pc_darts(k=2)`` runs DARTS, without k.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,9 @@ def _folders_resolved(merged: Mapping[str, Any]) -> dict[str, Any]:
     folders = {key: _folder(data[key]) for key in FOLDER_KEYS
                if isinstance(data.get(key), str) and data[key]}
     return {**merged, "data": {**data, **folders}} if folders else dict(merged)
+
+
+log = logging.getLogger(__name__)
 
 
 # How an option's value is written into the configuration.
@@ -156,6 +160,10 @@ def _read_config(kind: _Kind, config: str | Path | Mapping, checked: Space | Non
     if raw is not None and not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     shipped = yaml_config.presets(kind.prefix).get(name) == path
+    if not raw:
+        # An empty file is not the `quick` preset: every setting is the reference code's.
+        log.warning("%s sets nothing: every setting is its default, the DARTS reference code's "
+                    "(a full-size run; the `quick` preset is --config quick)", path)
     label = f"preset {name}" if shipped else f"config {path}"
     return (dict(raw or {}), label, (f"the {name!r} preset" if shipped else str(path)),
             name if shipped else None)

@@ -273,3 +273,13 @@ def test_the_method_line_of_a_search_without_alpha_names_no_alpha_step():
     line = search_method(load_search_config("quick", {"method.name": "random_ws"}))
     assert line.startswith("random_ws: sample, no α; ") and "α lr" not in line
     assert "first order" in search_method(load_search_config("quick"))
+
+
+def test_an_empty_configuration_file_says_it_sets_nothing(tmp_path, caplog):
+    from spacec.runtime.configure import search_config
+
+    path = write(tmp_path, "# nothing yet\n")
+    with caplog.at_level("WARNING"):
+        cfg = search_config(config=str(path))
+    assert cfg.optim.epochs == 50  # the reference code's, not the quick preset's
+    assert f"{path} sets nothing: every setting is its default" in caplog.text
