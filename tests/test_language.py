@@ -587,3 +587,18 @@ def test_the_data_sets_the_parameter_tokens_names_and_a_written_size_must_match(
     assert refused.exit_code == 1 and "Traceback" not in refused.output
     assert "the network's tokens is 500, and the data" in refused.output
     assert "has 41 words" in refused.output and not (tmp_path / "refused").exists()
+
+
+def test_a_search_resumed_on_changed_text_is_refused(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", " ".join(f"w{i % 40}" for i in range(400)))
+    args = ["--data", "wikitext2", "--data-dir", str(corpus), "--set", "ninp=8", "--set",
+            "nhid=8", "--epochs", "1", "--batch-size", "4", "--threads", "1", "-q"]
+    result = CliRunner().invoke(main, ["search", "darts_rnn", *args, "--out",
+                                       str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "runs").iterdir()
+    (corpus / "train.txt").write_text(" ".join(f"w{(i // 2) % 40}" for i in range(400)))
+    refused = CliRunner().invoke(main, ["search", "--resume", str(run), "-q"])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "the data changed since the checkpoint was written (the train split's text)" \
+        in refused.output

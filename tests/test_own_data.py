@@ -324,3 +324,20 @@ def test_a_search_says_it_reads_no_test_images_and_a_split_that_is_the_training_
     assert result.exit_code == 0, result.output
     assert "a search reads no test images" in result.stderr
     assert f"data.val_dir is the training folder {splits / 'train'}" in result.stderr
+
+
+def test_a_run_resumed_on_changed_images_is_refused(tmp_path, space, splits):
+    """Images removed (or added, renamed, replaced) since the checkpoint: resuming would continue
+    another run, on other data (it went on silently, the split reshuffled)."""
+    result = spacec(tmp_path, "search", str(space), "--data", "imagefolder", "--data-dir",
+                    str(splits))
+    assert result.exit_code == 0, result.output
+    (run,) = runs_in(tmp_path)
+    again = CliRunner().invoke(main, ["search", "--resume", str(run), "-q"])
+    assert again.exit_code == 0, again.output  # the same data: the finished run's results
+    (splits / "train" / "cat" / "0.png").unlink()
+    refused(CliRunner().invoke(main, ["search", "--resume", str(run), "-q"]),
+            "the data changed since the checkpoint was written", "train: 18 -> 17")
+    Image.new("RGB", (64, 64)).save(splits / "train" / "cat" / "0.png")  # back, other pixels
+    refused(CliRunner().invoke(main, ["search", "--resume", str(run), "-q"]),
+            "the train split's files (their names or sizes)")

@@ -112,6 +112,11 @@ class Task(abc.ABC):
         """Task state a checkpoint must carry beyond (epoch, step)."""
         return {}
 
+    def data_fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint records of the data, for a resumed run to check it reads the same
+        data again (spacec.runtime.run.checkpoint.check_same_data): sizes, classes, digests."""
+        return {}
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state:
             raise ValueError(f"task {self.domain!r} keeps no state, got keys {sorted(state)}")

@@ -34,6 +34,29 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
+def check_same_data(recorded: Mapping[str, Any] | None, now: Mapping[str, Any],
+                    where: Path) -> None:
+    """The data a checkpoint recorded (the task's `data_fingerprint`) against the data opened
+    to resume it: other data would make the resumed run another run. A checkpoint written
+    before these records (None) is not checked."""
+    if not recorded or dict(recorded) == dict(now):
+        return
+    changed = []
+    for key in sorted(set(recorded) | set(now)):
+        before, after = recorded.get(key), now.get(key)
+        if before == after:
+            continue
+        if key.endswith("_files"):
+            changed.append(f"the {key.split('_')[0]} split's files (their names or sizes)")
+        elif key.endswith("_tokens"):
+            changed.append(f"the {key.split('_')[0]} split's text")
+        else:
+            changed.append(f"{key}: {before} -> {after}")
+    raise CheckpointError(f"{where}: the data changed since the checkpoint was written "
+                          f"({'; '.join(changed)}): resuming would continue on other data. Put "
+                          "the data back as it was, or start a new run")
+
+
 def load_checkpoint(
     path: Path, kind: str, required: Iterable[str] = (), map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:

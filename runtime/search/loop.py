@@ -46,7 +46,7 @@ from spacec.runtime.domains import SearchTask, StepBatches, domain
 from spacec.runtime.errors import CheckpointError, ConfigError
 from spacec.runtime.nn import gemm
 from spacec.runtime.nn.memory import BALANCED, set_memory
-from spacec.runtime.run.checkpoint import load_checkpoint, save_checkpoint
+from spacec.runtime.run.checkpoint import check_same_data, load_checkpoint, save_checkpoint
 from spacec.runtime.run.config import resume_view
 from spacec.runtime.run.console import EPOCH_RECORD, SCREEN
 from spacec.runtime.run.distributed import stopping_cleanly
@@ -208,6 +208,7 @@ class Search:
                        "arch": self.session.reduce_meter(self.arch_meter).state_dict()},
             "epoch_seconds": self.epoch_seconds,
             "task": self.task.state_dict(),
+            "data_fingerprint": self.task.data_fingerprint(),
             "rng": capture_rng(cuda=self.session.cuda),
         }
 
@@ -215,6 +216,7 @@ class Search:
         if state["space_sha256"] != self.compiled.spec.digest:
             raise CheckpointError(f"{where}: the space {self.compiled.spec.path} changed since the "
                                   "checkpoint was written (its sha256 differs)")
+        check_same_data(state.get("data_fingerprint"), self.task.data_fingerprint(), where)
         try:
             self.model.load_state_dict(state["model"])
             self.w_optimizer.load_state_dict(state["w_optimizer"])

@@ -48,7 +48,7 @@ from spacec.runtime.nn import gemm
 from spacec.runtime.nn.accelerate import accelerate_network, float32_dilated_under_cpu_autocast
 from spacec.runtime.nn.flops import count_parameters
 from spacec.runtime.nn.memory import set_memory
-from spacec.runtime.run.checkpoint import load_checkpoint, save_checkpoint
+from spacec.runtime.run.checkpoint import check_same_data, load_checkpoint, save_checkpoint
 from spacec.runtime.run.config import resume_view
 from spacec.runtime.run.console import EPOCH_RECORD, SCREEN
 from spacec.runtime.run.distributed import stopping_cleanly
@@ -199,6 +199,7 @@ class Trainer:
             "wall_seconds": self.wall_seconds,
             "best": {"epoch": self.best.epoch, "scores": self.best.scores},
             "task": self.task.state_dict(),
+            "data_fingerprint": self.task.data_fingerprint(),
             "nt_asgd": {"history": list(self.history), "averaging_since": self.averaging_since},
             "rng": capture_rng(cuda=self.session.cuda),
         }
@@ -210,6 +211,7 @@ class Trainer:
         if state["split"] != self.split:
             raise CheckpointError(f"{where}: a run evaluated on {state['split']!r}, "
                                   f"not {self.split!r}")
+        check_same_data(state.get("data_fingerprint"), self.task.data_fingerprint(), where)
         averaging_since = int(state["nt_asgd"]["averaging_since"])
         if averaging_since and not is_averaging(self.optimizer):
             self.optimizer = self._averaged_sgd()  # so that ASGD's state loads into ASGD

@@ -166,6 +166,7 @@ class ImageInfo:
     resized: bool = False  # image_size comes from resizing (asked for, or ImageNet's crops)
     origin: Mapping[str, str] = field(default_factory=dict)  # split -> where its images are
     preprocessing: Mapping[str, Any] = field(default_factory=dict)  # `preprocessing_record`
+    fingerprint: Mapping[str, Any] = field(default_factory=dict)  # `data_fingerprint`
 
 # ---------------------------------------------------------------- transforms
 
@@ -971,7 +972,30 @@ def _info(splits: ImageSplits, train_count: int, val_count: int, test_count: int
         resized=splits.resized,
         origin=dict(splits.origin),
         preprocessing=preprocessing_record(splits),
+        fingerprint=data_fingerprint(splits),
     )
+
+
+def data_fingerprint(splits: ImageSplits) -> dict[str, Any]:
+    """What a resumed run checks it reads again: each split's number of images and classes and,
+    for files on disk (image folders), a digest of their names and sizes: images added, removed
+    or replaced since the checkpoint would make it another run."""
+    record: dict[str, Any] = {"classes": list(splits.classes or ())}
+    for split in ("train", "val", "test"):
+        dataset = getattr(splits, split)
+        if dataset is None:
+            continue
+        record[split] = len(dataset)
+        samples = getattr(dataset, "samples", None)
+        if samples:
+            root = Path(getattr(dataset, "root", "."))
+            digest = hashlib.sha256()
+            for path, label in samples:
+                file = Path(path)
+                digest.update(f"{file.relative_to(root)}\t{label}\t{file.stat().st_size}\n"
+                              .encode())
+            record[f"{split}_files"] = digest.hexdigest()
+    return record
 
 
 def _plain_loader(dataset: Dataset, batch_size: int, cfg: ImageData,

@@ -125,6 +125,9 @@ class ImageSearchTask(SearchTask):
     def check_space(self, compiled: Any) -> None:
         check_against_space(self.info, compiled, self.cfg)
 
+    def data_fingerprint(self) -> dict[str, Any]:
+        return dict(self.info.fingerprint)
+
     def steps_in_epoch(self, epoch: int) -> int:
         return self._steps
 

@@ -153,6 +153,9 @@ class ImageTrainTask(TrainTask):
     def check_space(self, compiled: Any) -> None:
         check_against_space(self.info, compiled, self.cfg)
 
+    def data_fingerprint(self) -> dict[str, Any]:
+        return dict(self.info.fingerprint)
+
     def steps_in_epoch(self, epoch: int) -> int:
         # A whole pass: len(loader) would count only what a resumed epoch has left.
         loader = self.train_loader

@@ -62,6 +62,7 @@ evaluated at the end with the best weights (lowest validation loss).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -209,6 +210,14 @@ def check_vocabulary(space: Any, vocabulary: int, data: str) -> None:
             f"{space.spec.path}: the network's tokens is {tokens}, and the data ({data}) has "
             f"{vocabulary} words: name a parameter there (`param ntoken = {tokens}` ... "
             f"`tokens ntoken`) for the data to set, or give data of {tokens} words")
+
+
+def corpus_fingerprint(corpus: Corpus) -> dict[str, Any]:
+    """A corpus as a resumed run checks it: its words and each split's tokens, and a digest
+    of the training tokens."""
+    digest = hashlib.sha256(corpus.train.numpy().tobytes()).hexdigest()
+    return {"words": len(corpus.vocabulary), "train": corpus.train.numel(),
+            "valid": corpus.valid.numel(), "test": corpus.test.numel(), "train_tokens": digest}
 
 
 def open_corpus(cfg: LanguageData) -> Corpus:

@@ -17,6 +17,7 @@ from spacec.runtime.domains.text.data import (
     LanguageData,
     TextBatch,
     check_vocabulary,
+    corpus_fingerprint,
     corpus_label,
     epoch_steps,
     evaluate_nll,
@@ -57,6 +58,7 @@ class LanguageSearchTask(SearchTask):
         self.shard = shard = shard or Shard()
         self.vocabulary_size = len(corpus.vocabulary)
         self.corpus_tokens = (corpus.train.numel(), corpus.valid.numel())
+        self.fingerprint = corpus_fingerprint(corpus)
         batch = cfg.batch_size
         if not plan.union:
             weights_text = corpus.train
@@ -147,6 +149,9 @@ class LanguageSearchTask(SearchTask):
         return (f"{corpus_label(self.cfg)}: {self.vocabulary_size} words, {train} tokens "
                 f"train w, {valid} tokens train α, batch {self.cfg.batch_size}, "
                 f"{self.steps_in_epoch(0)} steps in epoch 1")
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        return dict(self.fingerprint)
 
     def state_dict(self) -> dict[str, Any]:
         """The streams' states of every column (on several processes, a collective)."""

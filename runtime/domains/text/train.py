@@ -24,6 +24,7 @@ from spacec.runtime.domains.text.data import (
     HiddenCarry,
     LanguageData,
     check_vocabulary,
+    corpus_fingerprint,
     corpus_label,
     epoch_steps,
     evaluate_nll,
@@ -84,6 +85,7 @@ class LanguageTrainTask(TrainTask):
         self.seed = seed
         self.shard = shard or Shard()
         corpus = open_corpus(cfg)
+        self.fingerprint = corpus_fingerprint(corpus)
         self.text = TrainingText.from_corpus(corpus, cfg, device, self.shard)
         self.carry = HiddenCarry()
         self._steps: dict[int, tuple[BpttStep, ...]] = {}
@@ -145,6 +147,9 @@ class LanguageTrainTask(TrainTask):
 
     def report_fields(self, model: nn.Module) -> dict[str, Any]:
         return {"data": self.text.label}
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        return dict(self.fingerprint)
 
     def state_dict(self) -> dict[str, Any]:
         """The state of every column (on several processes, a collective)."""
