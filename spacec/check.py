@@ -618,8 +618,10 @@ class _Checker:
             decl, groups["edges"], inputs, nodes, order, strides, node_spans
         )
         combine = self._combine(groups.get("combine"))
+        reported = len(self.diagnostics)
         reduce, output = self._output(groups["output"][0], nodes)
-        self._check_every_node_reaches_the_output(nodes, output, edges, fixed, node_spans)
+        if len(self.diagnostics) == reported:  # an output that names no node: reported there
+            self._check_every_node_reaches_the_output(nodes, output, edges, fixed, node_spans)
         rule = self._rule(groups["derive"][0], groups.get("limit", []), opset, edges, nodes)
         self.derive_spans[decl.name.text] = groups["derive"][0].span
         for key in ("share", "search_norm"):
