@@ -1126,3 +1126,9 @@ def test_gdas_bound_is_what_the_heaviest_samples_save(compiled):
     SupernetWalk(space.ir, t, 2, method("gdas"), alpha_grad=True).forward()
     alpha_bytes = 4 * cost.supernet_costs(space.ir, "gdas").alpha
     assert saved - t.saved_bytes == 2 * alpha_bytes
+
+
+def test_multiply_adds_read_in_the_unit_of_their_size():
+    assert cost.multiply_adds_text(300_300_000) == "300.3M"
+    assert cost.multiply_adds_text(7_240_000_000) == "7.2G"
+    assert cost.multiply_adds_text(71_680_008_296_400) == "71.7T"  # was 71680008.3M

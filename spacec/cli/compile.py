@@ -253,8 +253,8 @@ def info_lines(report: dict) -> list[str]:
         f"space {report['space']} ({report['path']})",
         f"parameters: {', '.join(f'{k}={v}' for k, v in report['parameters'].items())}",
         f"supernet weights: {report['supernet_weights']:,}; α: {report['alpha_parameters']:,}",
-        f"multiply-adds: {_millions(report['multiply_adds'])} per {per} (one supernet forward, "
-        f"{report['method']}: {_RUNS.get(report['method_name'], 'every candidate')}; "
+        f"multiply-adds: {cost.multiply_adds_text(report['multiply_adds'])} per {per} (one "
+        f"supernet forward, {report['method']}: {_RUNS.get(report['method_name'], 'every candidate')}; "
         f"{_COUNTED[per]})",
     ]
     if report["space_method"] is not None:
@@ -275,7 +275,7 @@ def info_lines(report: dict) -> list[str]:
         lines.append(
             f"derived network ({derived['genotype']}): {derived['parameters']:,} parameters"
             f"{' (excluding the auxiliary head)' if image else ''}, "
-            f"{_millions(derived['multiply_adds'])} multiply-adds per {per}"
+            f"{cost.multiply_adds_text(derived['multiply_adds'])} multiply-adds per {per}"
             + (f" at {_shape(derived['input_shape'])}" if image else "")
         )
         if "memory" in derived:
@@ -297,10 +297,6 @@ _COUNTED = {
     "image": "convolutions and linear layers",
     "token": "the cell's matrix products and the decoder",
 }
-
-
-def _millions(count: int) -> str:
-    return f"{count / 1e6:.1f}M"
 
 
 def _shape(shape: list[int]) -> str:

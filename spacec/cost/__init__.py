@@ -58,8 +58,16 @@ __all__ = [
     "available_ram", "check_fits", "choose_memory", "close_call",
     "check_shapes", "derived_costs", "fit_message", "gib", "known_options", "predict_search",
     "predict_train",
-    "settings_by_level", "shapes", "supernet_costs",
+    "multiply_adds_text", "settings_by_level", "shapes", "supernet_costs",
 ]  # fmt: skip
+
+
+def multiply_adds_text(count: int | float) -> str:
+    """``300.3M``; ``7.2G``, ``71.7T`` for the sizes a large space reaches."""
+    for scale, unit in ((1e12, "T"), (1e9, "G")):
+        if count >= scale:
+            return f"{count / scale:.1f}{unit}"
+    return f"{count / 1e6:.1f}M"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from spacec.cost import multiply_adds_text
 from spacec.runtime.domains.base import LossOutput, StepBatches, TrainTask
 from spacec.runtime.domains.image.data import (
     ImageData,
@@ -259,6 +260,7 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         chosen,
         test,
         f"parameters: {report['parameters']:,} (excluding the auxiliary head)",
-        f"multiply-adds: {report['multiply_adds'] / 1e6:.1f}M at {tuple(report['input_shape'])}",
+        f"multiply-adds: {multiply_adds_text(report['multiply_adds'])} at "
+        f"{tuple(report['input_shape'])}",
         f"wall time: {report['wall_seconds']:.1f} s",
     ]
