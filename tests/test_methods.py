@@ -761,3 +761,16 @@ def test_spacec_derive_applies_the_runs_recorded_derivation_options(tmp_path, co
     assert epoch == 1
     assert genotype == derive("darts_cnn", alphas, space.rules, "softmax", official)
     assert genotype != derive("darts_cnn", alphas, space.rules)  # some node takes two ops
+
+
+def test_the_data_line_says_which_split_trains_alpha():
+    """A single-level method (SNAS) trains α on the weight batch; the line said 'train α' of
+    the held-out split, which only validates there."""
+    from spacec.runtime.domains.base import BatchPlan
+
+    assert BatchPlan(union=False, arch_stream=True).splits_text("16", "8") == \
+        "16 train w, 8 train α"
+    assert BatchPlan(union=False, arch_stream=False).splits_text("16", "8") == \
+        "16 train w and α, 8 validate"
+    assert BatchPlan(union=True, arch_stream=True).splits_text("16", "8") == \
+        "16 + 8 train w and α"

@@ -54,6 +54,16 @@ class BatchPlan:
     union: bool
     arch_stream: bool
 
+    def splits_text(self, train: str, held_out: str) -> str:
+        """What each split trains, given each split's size (`train`, `held_out`) as text:
+        bilevel ``N train w, M train α``; single-level (α on the weight batch) ``N train w and
+        α, M validate``; on the union of both ``N + M train w and α``."""
+        if self.union:
+            return f"{train} + {held_out} train w and α"
+        if self.arch_stream:
+            return f"{train} train w, {held_out} train α"
+        return f"{train} train w and α, {held_out} validate"
+
 
 class Task(abc.ABC):
     """What both loops ask of a domain's data."""

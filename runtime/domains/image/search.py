@@ -88,6 +88,7 @@ class ImageSearchTask(SearchTask):
         weights_loader, arch_loader, info = search_loaders(cfg, seed, shard=self.shard)
         self.cfg = cfg
         self.info = info
+        self.plan = plan
         self.device = device
         dataset = weights_loader.dataset
         if isinstance(dataset, SeededItems):
@@ -176,5 +177,6 @@ class ImageSearchTask(SearchTask):
 
     def describe(self) -> str:
         info = self.info
-        return describe_images(info, f"{info.train_count} train w, {info.val_count} train α",
+        return describe_images(info, self.plan.splits_text(str(info.train_count),
+                                                           str(info.val_count)),
                                f"{self._steps} step{'s' if self._steps != 1 else ''} per epoch")

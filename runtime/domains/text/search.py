@@ -53,6 +53,7 @@ class LanguageSearchTask(SearchTask):
                  shard: Shard | None = None) -> None:
         corpus = open_corpus(cfg)
         self.cfg = cfg
+        self.plan = plan
         self.seed = seed
         self.device = device
         self.shard = shard = shard or Shard()
@@ -146,9 +147,9 @@ class LanguageSearchTask(SearchTask):
 
     def describe(self) -> str:
         train, valid = self.corpus_tokens
-        return (f"{corpus_label(self.cfg)}: {self.vocabulary_size} words, {train} tokens "
-                f"train w, {valid} tokens train α, batch {self.cfg.batch_size}, "
-                f"{self.steps_in_epoch(0)} steps in epoch 1")
+        splits = self.plan.splits_text(f"{train} tokens", f"{valid} tokens")
+        return (f"{corpus_label(self.cfg)}: {self.vocabulary_size} words, {splits}, batch "
+                f"{self.cfg.batch_size}, {self.steps_in_epoch(0)} steps in epoch 1")
 
     def data_fingerprint(self) -> dict[str, Any]:
         return dict(self.fingerprint)
