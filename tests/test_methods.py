@@ -774,3 +774,5 @@ def test_the_data_line_says_which_split_trains_alpha():
         "16 train w and α, 8 validate"
     assert BatchPlan(union=True, arch_stream=True).splits_text("16", "8") == \
         "16 + 8 train w and α"
+    assert BatchPlan(union=False, arch_stream=False, alpha=False).splits_text("16", "8") == \
+        "16 train w, 8 validate"  # random_ws: no α

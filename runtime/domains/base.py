@@ -53,11 +53,14 @@ class BatchPlan:
 
     union: bool
     arch_stream: bool
+    alpha: bool = True  # False: no α at all (random_ws samples paths)
 
     def splits_text(self, train: str, held_out: str) -> str:
         """What each split trains, given each split's size (`train`, `held_out`) as text:
         bilevel ``N train w, M train α``; single-level (α on the weight batch) ``N train w and
         α, M validate``; on the union of both ``N + M train w and α``."""
+        if not self.alpha:
+            return f"{train} train w, {held_out} validate"
         if self.union:
             return f"{train} + {held_out} train w and α"
         if self.arch_stream:

@@ -154,7 +154,7 @@ class Sample(Strategy):
     random_weight_share.py:72-116): every step trains the path of a new uniformly sampled
     architecture (the relaxation's `resample`); after the last epoch `rank` picks the result."""
 
-    plan = BatchPlan(union=False, arch_stream=False)
+    plan = BatchPlan(union=False, arch_stream=False, alpha=False)
     validates_a_sample = True
 
     def step(self, search: Search, batches: StepBatches, lr: float, where: str) -> None:
