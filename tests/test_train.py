@@ -524,3 +524,15 @@ def test_the_training_line_says_when_the_space_has_no_auxiliary_head(tmp_path):
             in train_method(cfg, 0.0))
     without = replace(cfg, optim=replace(cfg.optim, auxiliary_weight=0.0))
     assert "auxiliary weight 0, drop path" in train_method(without, 0.0)
+
+
+def test_select_refuses_a_sequence_candidate_by_name(tmp_path):
+    run = tmp_path / "darts_rnn-run"
+    run.mkdir()
+    (run / "genotype.json").write_text(resolve("DARTS_RNN").to_json())
+    (run / "space.json").write_text(json.dumps({"name": "darts_rnn", "source": "darts_rnn"}))
+    result = CliRunner().invoke(main, ["select", str(run), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "a sequence space (darts_rnn); the selection protocol's presets train image" in \
+        result.output
+    assert not (tmp_path / "out").exists()

@@ -93,7 +93,13 @@ def select(references: Sequence[str], cfg: TrainConfig, quiet: bool = True) -> d
         raise ConfigError("select needs at least one run directory or genotype")
     candidates = [candidate(ref, index, cfg.space.name) for index, ref in enumerate(references)]
     for entry in candidates:
-        compile_file(locate(entry.space)).discrete_source(entry.genotype)
+        compiled = compile_file(locate(entry.space))
+        if compiled.spec.domain != cfg.task:
+            raise ConfigError(
+                f"{entry.reference}: a {compiled.spec.domain} space ({compiled.name}); the "
+                f"selection protocol's presets train {cfg.task} candidates (a sequence space's: "
+                "train each with spacec train and compare their validation perplexity)")
+        compiled.discrete_source(entry.genotype)
     folder = RunDir.create(Path(cfg.run.out), "select")
     log.info("selection directory %s", folder.path)
     return select_candidates(candidates, cfg, folder, quiet)
