@@ -483,3 +483,15 @@ def test_check_genotype_cell_types_and_argmax_coverage():
         "c: missing edge b -> n0: every searched edge keeps an op",
         "c: missing edge a -> n1: every searched edge keeps an op",
     ]
+
+
+def test_pc_darts_strengths_without_beta_name_what_is_missing():
+    """`spacec derive SPACE --alphas A.json --method pc_darts` with α alone ended in a KeyError
+    traceback."""
+    import spacec
+    from spacec.arch.derive import DerivationError, derive
+
+    compiled = spacec.load("nas_bench_201")
+    alpha = [[0.1] * 5 for _ in range(6)]
+    with pytest.raises(DerivationError, match="need the cell's per-edge 'beta' beside α"):
+        derive("nas_bench_201", {"normal": alpha}, compiled.rules, strengths="edge_normalized")

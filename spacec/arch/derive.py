@@ -257,6 +257,11 @@ EDGE_TENSOR = "beta"  # PC-DARTS's per-edge logits among a cell's tensors
 def edge_normalized_strengths(tensors: Mapping[str, Any], rule: CellRule) -> list[list[float]]:
     """PC-DARTS: softmax(α) of every edge times the edge's weight, a softmax of β over the edges
     entering its node (yuhuixu1993/PC-DARTS model_search.py:197, `W[j,:]=W[j,:]*W2[j]`)."""
+    if EDGE_TENSOR not in tensors:
+        raise DerivationError(f"PC-DARTS' edge-normalised strengths need the cell's per-edge "
+                              f"{EDGE_TENSOR!r} beside α (an α file's 'CELL.{EDGE_TENSOR}'); "
+                              f"the tensors given: "
+                              f"{', '.join(sorted(map(str, tensors))) or 'none'}")
     beta = edge_vector(tensors[EDGE_TENSOR], rule)
     edge_weights = _softmax_by_node(beta, rule)
     return [[weight * edge for weight in softmax(row)]
