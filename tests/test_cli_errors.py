@@ -143,6 +143,8 @@ CASES = [
     Bad(("methods", "nope"), "Invalid value for '[NAME]...': 'nope' is not one of", 2),
     Bad(("search", "--resume", "{d}/a_folder", "--epochs", "3"), "drop --epochs", 2),
     Bad(("search", "--resume", "{d}/a_folder", "--no-tensorboard"), "drop --no-tensorboard (", 2),
+    Bad(("compile", "{d}/tiny.space", "--genotype", "DARTS_V2", "--emit", "dag"),
+        "--emit dag shows the space's IR, which no genotype changes", 2),
     # derive
     Bad(("derive", "{d}/nowhere"), "is not a run directory", 2),
     Bad(("derive", "{d}/a_folder"), "not a run directory (no config.yaml)"),

@@ -125,6 +125,9 @@ def compile_command(
     With --genotype, emit the derived network instead: a standalone module importing only torch.
     """
     _refuse_overwriting_inputs(output, space, genotype)
+    if genotype is not None and emit != "source":
+        raise click.UsageError(f"--genotype gives the derived network's module (--emit source); "
+                               f"--emit {emit} shows the space's IR, which no genotype changes")
     compiled = compile_space(space, sets)
     text = {
         "source": lambda: compiled.discrete_source(genotype) if genotype else compiled.source,
