@@ -275,3 +275,11 @@ def test_from_json_errors():
     with pytest.raises(GenotypeError, match=r"^genotype: expected a mapping"):
         Genotype.from_json("null")
     assert issubclass(GenotypeError, ValueError)
+
+
+def test_a_run_directory_without_a_genotype_is_named_so(tmp_path):
+    from spacec.arch.genotype import resolve
+
+    (tmp_path / "config.yaml").write_text("space: {}\n")  # a search that failed in epoch 1
+    with pytest.raises(GenotypeError, match="a run directory without genotype.json"):
+        resolve(str(tmp_path))

@@ -370,6 +370,11 @@ def resolve(reference: str, space: str | None = None) -> Genotype:
         return PRESETS[reference]
     path = Path(reference).expanduser()
     if path.is_dir():
+        if not (path / GENOTYPE_FILE).is_file() and (path / "config.yaml").is_file():
+            raise GenotypeError(
+                f"{reference}: a run directory without {GENOTYPE_FILE} (a search that did not "
+                f"finish its first epoch, or failed; `spacec runs` shows its status). `spacec "
+                f"derive {reference} --json > g.json` gives the genotype of the α it saved, if any")
         path = path / GENOTYPE_FILE
     if not path.is_file():
         known = ", ".join(PRESETS)
