@@ -217,6 +217,9 @@ def _resume_search(run: Path, options: Mapping[str, Any], overrides: Mapping[str
                    params: Mapping[str, Any] | None, progress: bool,
                    on_step: Callable[[int], None] | None) -> SearchRun:
     _only_device(options, overrides, params)
+    open_run_dir(run)
+    if not is_search_run(run):
+        raise ConfigError(f"{run} is a training run: `spacec train --resume {run}` continues it")
     built: list[Search] = []
 
     def restored(found: Search) -> None:

@@ -431,6 +431,9 @@ def test_cli_train_and_resume(tmp_path):
     assert resumed.exit_code == 0, resumed.output
     assert "finished all its 1 epoch: nothing to continue; its results again" in resumed.output
     assert "resuming" not in resumed.output
+    as_search = runner.invoke(main, ["search", "--resume", str(folder)])
+    assert as_search.exit_code == 1, as_search.output
+    assert f"is a training run: `spacec train --resume {folder}` continues it" in as_search.output
     rejected = runner.invoke(main, ["train", "--resume", str(folder), "--epochs", "3"])
     assert rejected.exit_code == 2
     assert "--epochs" in rejected.output
