@@ -59,6 +59,7 @@ from spacec.runtime.domains.image.data import hold_in_memory
 from spacec.runtime.errors import ConfigError
 from spacec.runtime.run import config as yaml_config
 from spacec.runtime.run.console import screen_info, showing
+from spacec.runtime.run.derivation import saved_alphas
 from spacec.runtime.run.fits import Fit
 from spacec.runtime.run.rundir import RunDir, is_run_dir, is_search_run, open_run_dir
 from spacec.runtime.search.config import SearchConfig
@@ -153,12 +154,9 @@ class SearchRun:
     effective: tuple[str, ...] = ()  # the effective configuration (config.yaml's comments)
 
     def alphas(self, epoch: int | None = None) -> dict[str, Any]:
-        """α after `epoch` (default: the last), as saved in alphas/."""
-        import json
-
-        run = RunDir(self.run_dir)
-        epoch = run.alpha_epochs()[-1] if epoch is None else epoch
-        return json.loads(run.alphas_path(epoch).read_text(encoding="utf-8"))
+        """α after `epoch` (default: the last), as saved in alphas/; DerivationError naming the
+        saved epochs for another."""
+        return saved_alphas(self.run_dir, epoch)
 
 
 def search(space: str | None = None, *, config: str | Path | Mapping = "quick",

@@ -318,3 +318,13 @@ def test_the_readme_example_runs_as_written(tmp_path):
     assert done.stdout == "" and done.stderr == ""  # nothing printed unless asked
     kinds = sorted(path.name.split("-")[0] for path in (tmp_path / "runs").iterdir())
     assert kinds == ["nas_bench_201", "nas_bench_201", "train"]
+
+
+def test_a_search_runs_alphas_of_an_epoch_it_did_not_save_name_the_saved_ones(tmp_path):
+    from spacec.arch.derive import DerivationError
+
+    found = spacec.search("nas_bench_201", out=tmp_path / "runs", **TINY)
+    assert found.alphas() == found.alphas(1)
+    for epoch in (5, -1, "x"):
+        with pytest.raises(DerivationError, match="saved epochs: 0, 1"):
+            found.alphas(epoch)

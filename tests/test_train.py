@@ -539,3 +539,14 @@ def test_select_refuses_a_sequence_candidate_by_name(tmp_path):
     assert "a sequence space (darts_rnn); the selection protocol's presets train image" in \
         result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_derive_names_a_training_run(tmp_path):
+    result = CliRunner().invoke(main, [
+        "train", "darts_cnn", "--genotype", "DARTS_V2", "--out", str(tmp_path / "runs"),
+        "--set", "C=4", "--set", "layers=3", "--limit", "32", "--batch-size", "16",
+        "--epochs", "1", "--threads", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    (folder,) = (tmp_path / "runs").iterdir()
+    derived = CliRunner().invoke(main, ["derive", str(folder)])
+    assert derived.exit_code == 1 and "is a training run" in derived.output, derived.output

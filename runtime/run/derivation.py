@@ -24,9 +24,27 @@ from spacec.runtime.run.rundir import RunDir, open_run_dir
 log = logging.getLogger(__name__)
 
 
+def saved_alphas(path: Path, epoch: int | None = None) -> dict[str, Any]:
+    """A run's α after `epoch` (default: the latest), as saved in alphas/; DerivationError
+    naming the saved epochs for one it did not save."""
+    run_dir = open_run_dir(path)
+    saved = run_dir.alpha_epochs()
+    if not saved:
+        raise DerivationError(f"{run_dir.path}: no α saved yet")
+    chosen = saved[-1] if epoch is None else epoch
+    if isinstance(chosen, bool) or not isinstance(chosen, int) or chosen not in saved:
+        raise DerivationError(f"{run_dir.path}: no α after epoch {chosen!r}; saved epochs: "
+                              f"{', '.join(map(str, saved))}")
+    return read_alphas(run_dir.alphas_path(chosen))
+
+
 def derive_from_run(path: Path, epoch: int | None = None) -> tuple[Genotype, int]:
     """The genotype of a run's α after `epoch` (default: the latest), and that epoch."""
     run_dir = open_run_dir(path)
+    if not run_dir.method_record_path.is_file() and not run_dir.alpha_epochs():
+        # (a search run from before method records kept its α, and derives as DARTS')
+        raise DerivationError(f"{run_dir.path} is a training run: it trains the genotype it was "
+                              f"given ({run_dir.genotype_path.name}), and has no α to derive from")
     if run_strengths(run_dir) is None:
         return _recorded_genotype(run_dir, epoch)
     saved = run_dir.alpha_epochs()
