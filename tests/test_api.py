@@ -328,3 +328,12 @@ def test_a_search_runs_alphas_of_an_epoch_it_did_not_save_name_the_saved_ones(tm
     for epoch in (5, -1, "x"):
         with pytest.raises(DerivationError, match="saved epochs: 0, 1"):
             found.alphas(epoch)
+
+
+def test_the_errors_a_script_catches_are_spacecs_names():
+    assert issubclass(spacec.ConfigError, spacec.ReportedError)
+    assert issubclass(spacec.GenotypeError, spacec.ReportedError)
+    with pytest.raises(spacec.ConfigError, match="epochs must be >= 1"):
+        spacec.search("nas_bench_201", epochs=0)
+    with pytest.raises(spacec.ReportedError):
+        spacec.load("no_such_space")
