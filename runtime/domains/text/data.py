@@ -40,7 +40,8 @@ Second order. `spacec.runtime.search.architect.Architect` with ``unrolled_clip``
 correct unrolled step: plain SGD (no momentum) at the scaled η, the training gradient and v
 clipped to 0.25, the finite difference taken at the ORIGINAL weights w ± R·v, and the tied
 embedding and decoder substituted together (spacec.runtime.nn.state.call_with sets a tied
-tensor in each of its places). Three quirks of the reference's rnn/architect.py are deliberately not reproduced: its unrolled model is rebuilt by
+tensor in each of its places). Three quirks of the reference's rnn/architect.py are
+deliberately not reproduced: its unrolled model is rebuilt by
 ``load_state_dict`` from ``named_parameters()``, which lists the tied weight once as
 ``encoder.weight``, so the stale ``decoder.weight`` entry of the state dict is loaded last and the
 unrolled model keeps the OLD tied embedding; it adds weight decay to v; and it perturbs the
