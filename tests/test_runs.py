@@ -138,3 +138,24 @@ def test_the_table_and_the_report(folder, tmp_path):
     assert "config: optim.epochs" in page  # the settings in which they differ
     empty = CliRunner().invoke(main, ["runs", str(tmp_path / "nowhere")])
     assert empty.exit_code == 1 and "no such folder" in empty.stderr
+
+
+def test_a_report_goes_on_when_one_runs_pictures_cannot_be_drawn(tmp_path, caplog):
+    """A run searched through the API has no pictures; drawn for the report from a space file
+    that lost an operation since, its α no longer fits: that run goes without its α pictures, the
+    report is written (it stopped for every run)."""
+    text = spacec.shipped_spaces()["nas_bench_201"].read_text(encoding="utf-8")
+    space = tmp_path / "mine.space"
+    space.write_text(text)
+    found = spacec.search(str(space), params={"C": 2, "N": 1}, limit=16, batch_size=8,
+                          epochs=1, threads=1, out=tmp_path / "runs")
+    assert not list(found.run_dir.glob("cell_*.png"))
+    lines = text.splitlines()
+    (dropped,) = [i for i, line in enumerate(lines) if "avg_pool_3x3" in line and "=" in line]
+    space.write_text("\n".join(lines[:dropped] + lines[dropped + 1:]) + "\n")
+    with caplog.at_level("WARNING"):
+        report = CliRunner().invoke(main, ["report", str(found.run_dir), "-o",
+                                           str(tmp_path / "r.html")])
+    assert report.exit_code == 0, report.output
+    assert "not every picture could be drawn for the report" in caplog.text
+    assert found.run_dir.name in (tmp_path / "r.html").read_text()

@@ -205,7 +205,11 @@ def write_report(paths: Sequence[Path], output: Path) -> Path:
     summaries = [summarise(path) for path in paths]
     for summary in summaries:
         if not list(summary.path.glob("cell_*.png")) and summary.genotype != "-":
-            draw_run(summary.path)
+            try:
+                draw_run(summary.path)
+            except ReportedError as error:  # one run's pictures: the others' report goes on
+                log.warning("%s: not every picture could be drawn for the report (%s)",
+                            summary.path, error)
     runs = [RunDir(summary.path) for summary in summaries]
     last = [(run.read_metrics() or [{}])[-1] for run in runs]
     rows: list[tuple[str, list[str]]] = [
