@@ -488,8 +488,9 @@ def train_method(cfg: TrainConfig, auxiliary_weight: float | None = None) -> str
             f"({optim.schedule})")
     if cfg.task == "image":
         used = optim.auxiliary_weight if auxiliary_weight is None else auxiliary_weight
-        auxiliary = f"auxiliary weight {used:g}" if used or not optim.auxiliary_weight else \
-            f"no auxiliary head (the space has none; auxiliary weight {optim.auxiliary_weight:g} " \
-            "unused)"
+        auxiliary = f"auxiliary weight {used:g}"
+        if optim.auxiliary_weight and not used:
+            auxiliary = (f"no auxiliary head (the space has none; auxiliary weight "
+                         f"{optim.auxiliary_weight:g} unused)")
         text += f", cutout {cfg.data.cutout}, {auxiliary}, drop path {optim.drop_path_prob:g}"
     return text

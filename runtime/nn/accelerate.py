@@ -15,6 +15,7 @@ giving the modules with the `product` seam their own `product` instead of a new 
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -163,12 +164,9 @@ class DilatedDepthwiseConv2d(nn.Conv2d):
         # it with the weight a recomputation captured.
         phases = self.phases(x)
         if phases is None:
-            if x.device.type == "cpu" and autocast_enabled("cpu"):
-                # The dilated convolution itself, whose CPU bf16 weight gradient can be NaN
-                # (Float32DilatedConv2d): in float32, as a derived network computes it.
-                with torch.autocast("cpu", enabled=False):
-                    return super()._conv_forward(x.float(), weight, bias)
-            return super()._conv_forward(x, weight, bias)
+            # The dilated convolution itself, computed as a derived network's (Float32DilatedConv2d)
+            return float32_under_cpu_autocast(
+                lambda given: nn.Conv2d._conv_forward(self, given, weight, bias), x)
         return self.from_phases(phases, weight, bias, x.shape)
 
     def polyphase(self, shape: torch.Size) -> bool:
@@ -240,10 +238,17 @@ class Float32DilatedConv2d(nn.Conv2d):
     output too: the next operation under autocast casts it as it casts any input)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and autocast_enabled("cpu"):
-            with torch.autocast("cpu", enabled=False):
-                return super().forward(x.float())
-        return super().forward(x)
+        return float32_under_cpu_autocast(super().forward, x)
+
+
+def float32_under_cpu_autocast(convolve: Callable[[torch.Tensor], torch.Tensor],
+                               x: torch.Tensor) -> torch.Tensor:
+    """`convolve(x)`, a dilated depthwise convolution; under CPU autocast in float32 (its
+    output too), where torch's bf16 weight gradient can be NaN (Float32DilatedConv2d)."""
+    if x.device.type == "cpu" and autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return convolve(x.float())
+    return convolve(x)
 
 
 def float32_dilated_under_cpu_autocast(module: nn.Module) -> nn.Module:
