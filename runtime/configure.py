@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from spacec.arch.methods import describe
+from spacec.errors import NO_SPAN, Diagnostic, SpaceError, Span, suggest
 from spacec.load import CompiledSpace, compile_file, locate
 from spacec.runtime.errors import ConfigError
 from spacec.runtime.nn import gemm
@@ -201,10 +202,46 @@ def assemble(kind_name: str, space: str | None, config: str | Path | Mapping = "
                                          (yaml_config.TASK, *yaml_config.sections(kind.cls)))
     where = f"{source} with your options" if dotted else source
     cfg = kind.from_dict(_folders_resolved(merged), where)
+    _check_parameter_names(cfg.space, checked, params, params_label, overrides, source)
     explicit = {key: _folder(value) if key.removeprefix("data.") in FOLDER_KEYS
                 and isinstance(value, str) and value else value for key, value in dotted.items()}
     return Assembled(cfg, label, raw, {name: params_label for name in params or {}},
                      method=method, method_note=note, explicit=explicit)
+
+
+def _check_parameter_names(space_cfg: Any, checked: Space | None,
+                           params: Mapping[str, Any] | None, params_label: str,
+                           overrides: Mapping[str, Any] | None, source: str) -> None:
+    """Every overridden parameter is one the space declares: a SpaceError naming who set an
+    unknown one (--set, --cfg, or the configuration file's ``space.overrides``), as the
+    compiler would for --set, which sees only "an override"."""
+    if not space_cfg.overrides:
+        return
+    declared = _declared(space_cfg.name, checked)
+    cli = params_label == "--set"  # the command line's, else the Python API's arguments
+    given = NO_SPAN.path if cli else "<arguments>"
+    diagnostics = []
+    for name in space_cfg.overrides:
+        if name in declared:
+            continue
+        dotted = f"space.overrides.{name}"
+        if name in (params or {}):
+            where, who = given, f"--set {name}" if cli else f"{params_label}[{name!r}]"
+        elif dotted in (overrides or {}):
+            where, who = given, f"--cfg {dotted}" if cli else f"overrides[{dotted!r}]"
+        else:
+            where, who = source, dotted
+        diagnostics.append(Diagnostic(Span(where, 0, 0, 0), f"{who}: no such parameter",
+                                      suggest(name, declared, "parameters")))
+    if diagnostics:
+        raise SpaceError(diagnostics)
+
+
+def _declared(space: str, checked: Space | None) -> dict[str, Any]:
+    """The parameters `space` declares (`checked`: the space given, when it is that one)."""
+    if checked is not None and locate(space).resolve() == Path(checked.path).resolve():
+        return dict(checked.params)
+    return compile_file(locate(space)).params
 
 
 def _space_method(checked: Space | None, raw: Mapping[str, Any], dotted: Mapping[str, Any]

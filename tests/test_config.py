@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -283,3 +284,35 @@ def test_an_empty_configuration_file_says_it_sets_nothing(tmp_path, caplog):
         cfg = search_config(config=str(path))
     assert cfg.optim.epochs == 50  # the reference code's, not the quick preset's
     assert f"{path} sets nothing: every setting is its default" in caplog.text
+
+
+@pytest.mark.parametrize(("args", "where"), [
+    (["--config", "{yaml}"], "{yaml}: error: space.overrides.Cx: no such parameter"),
+    (["--cfg", "space.overrides.Cx=3"], "<command line>: error: --cfg space.overrides.Cx: no such"),
+    (["--set", "Cx=3"], "<command line>: error: --set Cx: no such parameter"),
+])
+def test_an_unknown_parameter_names_who_set_it(args, where, tmp_path):
+    """A configuration file's `space.overrides` read as '--set' on the command line."""
+    from click.testing import CliRunner
+
+    from spacec.cli import main
+
+    yaml_file = write(tmp_path, "space:\n  overrides:\n    Cx: 3\n")
+    args = [arg.format(yaml=yaml_file) for arg in args]
+    result = CliRunner().invoke(main, ["search", "darts_cnn", *args,
+                                       "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert where.format(yaml=yaml_file) in result.output
+    assert "did you mean 'C'?" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_unknown_parameter_given_to_the_api_names_the_argument(tmp_path):
+    import spacec
+
+    for kwargs, who in (({"params": {"Cx": 3}}, "params['Cx']"),
+                        ({"overrides": {"space.overrides.Cx": 3}},
+                         "overrides['space.overrides.Cx']")):
+        with pytest.raises(spacec.SpaceError, match=re.escape(f"{who}: no such parameter")):
+            spacec.search("darts_cnn", out=tmp_path / "runs", **kwargs)
+    assert not (tmp_path / "runs").exists()
