@@ -102,7 +102,8 @@ def test_your_own_datasets_in_memory(tmp_path):
               "out": tmp_path / "runs"}
     found = spacec.search("nas_bench_201", data=(images(16, 0), images(8, 1)), batch_size=8,
                           **common)
-    assert "memory (your own datasets); 16 train w, 8 train α; classes unknown; 32x32 as stored" in \
+    assert ("memory (your own datasets); 16 train w, 8 train α (your val dataset; "
+            "data.train_portion 0.5 unused); classes unknown; 32x32 as stored") in \
         "\n".join(found.effective)
     loaders = [DataLoader(images(count, seed), batch_size=4) for count, seed in
                ((16, 2), (8, 3), (8, 4))]

@@ -87,7 +87,9 @@ def test_split_folders_are_splits_and_the_space_decides(tmp_path, space, splits)
     text = "\n".join(block)
     assert "C=4 (space file), layers=4 (space file), classes=3 (space file)" in text
     # the weights train on train/, α on val/; test/ is not read by a search
-    assert "18 train w, 6 train α; 3 classes (cat, dog, owl); 64x64 as stored" in text
+    # the held-out part is val/, not data.train_portion's share of train/
+    assert (f"18 train w, 6 train α ({splits / 'val'}; data.train_portion 0.5 unused); "
+            "3 classes (cat, dog, owl); 64x64 as stored") in text
     assert "not applied to yours" in text  # the quick preset's sizes are for shipped spaces
     (run,) = runs_in(tmp_path)
     assert json.loads((run / "space.json").read_text())["params"] == {
@@ -99,7 +101,8 @@ def test_split_folders_are_splits_and_the_space_decides(tmp_path, space, splits)
     trained = spacec(tmp_path, "train", "--genotype", str(run), "--data", "imagefolder",
                      "--data-dir", str(splits))
     assert trained.exit_code == 0, trained.output
-    assert "18 train, 6 validate, 6 test (reported at the end)" in trained.stderr
+    assert (f"18 train, 6 validate ({splits / 'val'}; data.train_portion 0.8 unused), 6 test "
+            "(reported at the end)") in trained.stderr
     assert "val accuracy: best" in trained.stdout and "test accuracy: " in trained.stdout
     assert "top-5" not in trained.stdout  # 3 classes
     report = json.loads((run.parent / next(p.name for p in runs_in(tmp_path)

@@ -167,6 +167,12 @@ class ImageInfo:
     origin: Mapping[str, str] = field(default_factory=dict)  # split -> where its images are
     preprocessing: Mapping[str, Any] = field(default_factory=dict)  # `preprocessing_record`
     fingerprint: Mapping[str, Any] = field(default_factory=dict)  # `data_fingerprint`
+    # Where a validation split of the data's own comes from, for the data line ("" where
+    # train_portion holds part of the training images out)
+    held_out: str = ""
+
+    def held_out_note(self) -> str:
+        return f" ({self.held_out})" if self.held_out else ""
 
 # ---------------------------------------------------------------- transforms
 
@@ -973,7 +979,18 @@ def _info(splits: ImageSplits, train_count: int, val_count: int, test_count: int
         origin=dict(splits.origin),
         preprocessing=preprocessing_record(splits),
         fingerprint=data_fingerprint(splits),
+        held_out=_held_out(splits),
     )
+
+
+def _held_out(splits: ImageSplits) -> str:
+    """The validation images' origin where they are the data's own (a val folder, your val
+    dataset): train_portion then holds nothing out, which the data line says."""
+    if splits.val is None:
+        return ""
+    unused = "" if splits.cfg.train_portion == 1 else \
+        f"; data.train_portion {splits.cfg.train_portion} unused"
+    return f"{splits.origin.get('val', 'the validation set given')}{unused}"
 
 
 def data_fingerprint(splits: ImageSplits) -> dict[str, Any]:

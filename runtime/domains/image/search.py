@@ -177,6 +177,6 @@ class ImageSearchTask(SearchTask):
 
     def describe(self) -> str:
         info = self.info
-        return describe_images(info, self.plan.splits_text(str(info.train_count),
-                                                           str(info.val_count)),
+        counts = self.plan.splits_text(str(info.train_count), str(info.val_count))
+        return describe_images(info, counts + info.held_out_note(),
                                f"{self._steps} step{'s' if self._steps != 1 else ''} per epoch")

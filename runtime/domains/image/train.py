@@ -211,7 +211,8 @@ class ImageTrainTask(TrainTask):
 
     def describe(self) -> str:
         info = self.info
-        validation = (f"{info.val_count} validate" if self.eval_loader is not None
+        validation = (f"{info.val_count} validate{info.held_out_note()}"
+                      if self.eval_loader is not None
                       else "no validation split (the last epoch is kept)")
         test = (f"{info.test_count} test (reported at the end)" if self.test_loader is not None
                 else "no test set" + ("" if not self.cfg.report_test else
