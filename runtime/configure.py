@@ -31,6 +31,7 @@ import torch
 from spacec.arch.methods import describe
 from spacec.errors import NO_SPAN, Diagnostic, SpaceError, Span, suggest
 from spacec.load import CompiledSpace, compile_file, locate
+from spacec.runtime.domains.base import DOMAINS
 from spacec.runtime.errors import ConfigError
 from spacec.runtime.nn import gemm
 from spacec.runtime.run import config as yaml_config
@@ -201,12 +202,48 @@ def assemble(kind_name: str, space: str | None, config: str | Path | Mapping = "
     merged = yaml_config.apply_overrides(layered, dotted,
                                          (yaml_config.TASK, *yaml_config.sections(kind.cls)))
     where = f"{source} with your options" if dotted else source
+    _check_domain_options(merged, options, space, params_label == "--set")
     cfg = kind.from_dict(_folders_resolved(merged), where)
     _check_parameter_names(cfg.space, checked, params, params_label, overrides, source)
     explicit = {key: _folder(value) if key.removeprefix("data.") in FOLDER_KEYS
                 and isinstance(value, str) and value else value for key, value in dotted.items()}
     return Assembled(cfg, label, raw, {name: params_label for name in params or {}},
                      method=method, method_note=note, explicit=explicit)
+
+
+def _check_domain_options(merged: Mapping[str, Any], options: Mapping[str, Any],
+                          space: str | None, cli: bool) -> None:
+    """ConfigError where an option, or the dataset named, belongs to another domain's data than
+    the space's (``--image-size`` or ``--data ptb`` for an image space read "unknown key(s)" or
+    "unknown dataset"); the space's domain is the configuration's task."""
+    task = merged.get(yaml_config.TASK)
+    if not isinstance(task, str) or task not in DOMAINS:
+        return
+    own = DOMAINS[task].builder
+    article = "an" if task[:1] in "aeiou" else "a"
+    what = f"{Path(space).name if space else 'the space'} is {article} {task} space"
+    fields = {f.name for f in dataclasses.fields(own.data_config)}
+    for option, key in OPTION_KEYS.items():
+        if options.get(option) is None or not key.startswith("data."):
+            continue
+        if key.removeprefix("data.") not in fields:
+            named = f"--{option.replace('_', '-')}" if cli else f"{option}="
+            raise ConfigError(f"{named}: {what}, whose data takes no {key} (it is for "
+                              f"{_domains_taking(key)} spaces)")
+    data = merged.get("data")
+    name = data.get("name") if isinstance(data, Mapping) else None
+    if not isinstance(name, str) or name in set(own.datasets()):
+        return
+    for other in DOMAINS.names():
+        if other != task and name in set(DOMAINS[other].builder.datasets()):
+            raise ConfigError(f"dataset {name!r} is for {other} spaces; {what} (its datasets: "
+                              f"{', '.join(sorted(own.datasets()))})")
+
+
+def _domains_taking(key: str) -> str:
+    section = key.removeprefix("data.")
+    return ", ".join(name for name in DOMAINS.names() if section in
+                     {f.name for f in dataclasses.fields(DOMAINS[name].builder.data_config)})
 
 
 def _check_parameter_names(space_cfg: Any, checked: Space | None,

@@ -316,3 +316,25 @@ def test_an_unknown_parameter_given_to_the_api_names_the_argument(tmp_path):
         with pytest.raises(spacec.SpaceError, match=re.escape(f"{who}: no such parameter")):
             spacec.search("darts_cnn", out=tmp_path / "runs", **kwargs)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["darts_rnn", "--image-size", "16"],
+     "--image-size: darts_rnn is a sequence space, whose data takes no data.image_size (it is "
+     "for image spaces)"),
+    (["darts_rnn", "--val-dir", "."], "--val-dir: darts_rnn is a sequence space"),
+    (["darts_cnn", "--data", "ptb"],
+     "dataset 'ptb' is for sequence spaces; darts_cnn is an image space (its datasets: cifar10,"),
+    (["darts_rnn", "--data", "cifar10"], "dataset 'cifar10' is for image spaces; darts_rnn is a "
+     "sequence space (its datasets: ptb, sample, wikitext2)"),
+])
+def test_an_option_of_another_domain_names_the_spaces_domain(args, message, tmp_path):
+    """An image option given to a text space read 'data: unknown key(s) image_size; valid: ...',
+    an image space given --data ptb 'unknown dataset'."""
+    from click.testing import CliRunner
+
+    from spacec.cli import main
+
+    result = CliRunner().invoke(main, ["search", *args, "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert not (tmp_path / "runs").exists()

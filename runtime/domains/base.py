@@ -17,7 +17,7 @@ registers one `Domain`.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -205,6 +205,9 @@ class Domain:
     best: Best  # how training keeps its best epoch
     report_lines: Callable[[Mapping[str, Any]], list[str]]  # a training report for a terminal
     splits: tuple[str, ...] = ("test",)  # evaluation splits training may use every epoch
+    # The dataset names its `data_config` takes (``data.name``), for a message naming the
+    # domain of a dataset given to a space of another
+    datasets: Callable[[], Iterable[str]] = tuple
 
 
 DOMAINS = Registry("domain")

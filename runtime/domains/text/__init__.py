@@ -1,7 +1,7 @@
 """Word-level language modelling: Penn Treebank, WikiText-2 (the packaged slice or the full set)."""
 
 from spacec.runtime.domains.base import Best, Domain, register_domain
-from spacec.runtime.domains.text.data import TASK, LanguageData
+from spacec.runtime.domains.text.data import CORPUS_SOURCES, TASK, LanguageData
 from spacec.runtime.domains.text.search import LanguageSearchTask
 from spacec.runtime.domains.text.train import LanguageTrainTask, report_lines
 
@@ -13,5 +13,6 @@ DOMAIN = register_domain(Domain(
     train_task=LanguageTrainTask,
     best=Best("loss", higher=False),
     report_lines=report_lines,
+    datasets=lambda: CORPUS_SOURCES,
     splits=("val",),
 ))
