@@ -131,6 +131,14 @@ def test_a_training_stream_has_at_least_one_step():
         result = CliRunner().invoke(main, [*command, "--epochs", "1", "--limit", "64",
                                            "--batch-size", "32", "--threads", "1", "-q"])
         assert result.exit_code == 1 and "at least 96 (3 rows of 32)" in result.output
+        # the file and the setting: the message named neither
+        assert ("sample: train.txt (the first 64 tokens of each, data.limit): 64 tokens are too "
+                "few for data.batch_size 32") in result.output
+    result = CliRunner().invoke(main, ["search", "darts_rnn", "--epochs", "1", "--limit", "100",
+                                       "--cfg", "data.eval_batch_size=60", "-q"])
+    assert result.exit_code == 1 and ("sample: valid.txt (the first 100 tokens of each, "
+                                      "data.limit): 100 tokens are too few for "
+                                      "data.eval_batch_size 60") in result.output
 
 
 def test_get_batch_targets_are_the_inputs_shifted_by_one():

@@ -170,15 +170,17 @@ def sample_corpus_dir() -> Path:
 TRAINING_ROWS = 3
 
 
-def batchify(data: torch.Tensor, batch_size: int, min_rows: int = 2) -> torch.Tensor:
+def batchify(data: torch.Tensor, batch_size: int, min_rows: int = 2, what: str = "the text",
+             setting: str = "batch size") -> torch.Tensor:
     """Lay a 1-d token stream out as ``batch_size`` columns: [nbatch, batch_size].
 
     Column j holds the j-th contiguous chunk; the remainder that does not fill a row is dropped.
     At least `min_rows` rows (an input and its next token: 2; a training stream: TRAINING_ROWS).
+    `what` (the file) and `setting` (the batch size's key) name them in the error.
     """
     rows = data.size(0) // batch_size
     if rows < min_rows:
-        raise DataError(f"{data.size(0)} tokens are too few for batch size {batch_size}: "
+        raise DataError(f"{what}: {data.size(0)} tokens are too few for {setting} {batch_size}: "
                         f"at least {min_rows * batch_size} ({min_rows} rows of {batch_size})")
     return data[: rows * batch_size].view(batch_size, rows).t().contiguous()
 

@@ -236,6 +236,13 @@ def corpus_label(cfg: LanguageData) -> str:
     return cfg.name if cfg.data_dir is None else f"{cfg.name} ({cfg.data_dir})"
 
 
+def split_label(cfg: LanguageData, *files: str) -> str:
+    """``wikitext2 (/data/wt2): train.txt + valid.txt (the first 500 tokens of each, data.limit)``:
+    the text a batch layout is made of, for its errors."""
+    limit = "" if cfg.limit is None else f" (the first {cfg.limit} tokens of each, data.limit)"
+    return f"{corpus_label(cfg)}: {' + '.join(files)}{limit}"
+
+
 # ---------------------------------------------------------------- batches and hidden state
 
 

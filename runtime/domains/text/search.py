@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from spacec.runtime.domains.base import BatchPlan, LossOutput, SearchTask, StepBatches
-from spacec.runtime.domains.text.corpus import TRAINING_ROWS, BpttStep, batchify
+from spacec.runtime.domains.text.corpus import SPLIT_FILES, TRAINING_ROWS, BpttStep, batchify
 from spacec.runtime.domains.text.data import (
     TASK,
     HiddenCarry,
@@ -28,6 +28,7 @@ from spacec.runtime.domains.text.data import (
     open_corpus,
     scores,
     segment_loss,
+    split_label,
     text_batch,
     training_columns,
     training_loss,
@@ -61,22 +62,27 @@ class LanguageSearchTask(SearchTask):
         self.corpus_tokens = (corpus.train.numel(), corpus.valid.numel())
         self.fingerprint = corpus_fingerprint(corpus)
         batch = cfg.batch_size
+        train, valid = SPLIT_FILES[:2]
         if not plan.union:
-            weights_text = corpus.train
+            weights_text, weights_files = corpus.train, (train,)
             arch_text = corpus.valid if plan.arch_stream else None
         else:
-            weights_text = torch.cat([corpus.train, corpus.valid])
+            weights_text, weights_files = torch.cat([corpus.train, corpus.valid]), (train, valid)
             arch_text = None
             if plan.arch_stream:
                 arch_text = torch.roll(weights_text, -(weights_text.numel() // 2))
         what = "data.batch_size"
-        def columns(text: torch.Tensor) -> torch.Tensor:
-            return training_columns(batchify(text, batch, TRAINING_ROWS), shard, what).to(device)
 
-        self.weights_source = columns(weights_text)
-        self.arch_source = None if arch_text is None else columns(arch_text)
+        def columns(text: torch.Tensor, *files: str) -> torch.Tensor:
+            laid_out = batchify(text, batch, TRAINING_ROWS, split_label(cfg, *files), what)
+            return training_columns(laid_out, shard, what).to(device)
+
+        self.weights_source = columns(weights_text, *weights_files)
+        self.arch_source = None if arch_text is None else columns(arch_text, *(
+            weights_files if plan.union else (valid,)))
         eval_source, self.eval_shard = evaluation_columns(
-            batchify(corpus.valid, cfg.eval_batch_size), shard)
+            batchify(corpus.valid, cfg.eval_batch_size, what=split_label(cfg, valid),
+                     setting="data.eval_batch_size"), shard)
         self.eval_source = eval_source.to(device)
         self.train_carry = HiddenCarry()
         self.arch_carry = HiddenCarry()

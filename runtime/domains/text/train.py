@@ -18,7 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from spacec.runtime.domains.base import LossOutput, StepBatches, TrainTask
-from spacec.runtime.domains.text.corpus import TRAINING_ROWS, BpttStep, Corpus, batchify
+from spacec.runtime.domains.text.corpus import (
+    SPLIT_FILES,
+    TRAINING_ROWS,
+    BpttStep,
+    Corpus,
+    batchify,
+)
 from spacec.runtime.domains.text.data import (
     TASK,
     HiddenCarry,
@@ -33,6 +39,7 @@ from spacec.runtime.domains.text.data import (
     local_hidden,
     open_corpus,
     scores,
+    split_label,
     text_batch,
     training_columns,
     training_loss,
@@ -65,10 +72,18 @@ class TrainingText:
     def from_corpus(cls, corpus: Corpus, cfg: LanguageData, device: torch.device,
                     shard: Shard | None = None) -> TrainingText:
         shard = shard or Shard()
-        train = training_columns(batchify(corpus.train, cfg.batch_size, TRAINING_ROWS), shard,
-                                 "data.batch_size")
-        valid, valid_shard = evaluation_columns(batchify(corpus.valid, cfg.eval_batch_size), shard)
-        test, test_shard = evaluation_columns(batchify(corpus.test, cfg.test_batch_size), shard)
+        files = dict(zip(("train", "valid", "test"), SPLIT_FILES, strict=True))
+
+        def laid_out(split: str, batch: int, setting: str, rows: int = 2) -> Tensor:
+            return batchify(getattr(corpus, split), batch, rows, split_label(cfg, files[split]),
+                            setting)
+
+        train = training_columns(laid_out("train", cfg.batch_size, "data.batch_size",
+                                          TRAINING_ROWS), shard, "data.batch_size")
+        valid, valid_shard = evaluation_columns(
+            laid_out("valid", cfg.eval_batch_size, "data.eval_batch_size"), shard)
+        test, test_shard = evaluation_columns(
+            laid_out("test", cfg.test_batch_size, "data.test_batch_size"), shard)
         return cls(corpus_label(cfg), len(corpus.vocabulary), train.to(device), valid.to(device),
                    test.to(device), valid_shard, test_shard)
 
