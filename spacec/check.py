@@ -336,6 +336,7 @@ class _Checker:
                     f"'{decl.source.text}' defines no operation set '{name.text}'",
                     self.suggest(name.text, available, "sets"),
                 )
+                self.failed.add(("opset", name.text))
             elif self._claim_opset_name(name):
                 self.opsets[name.text] = available[name.text]
 
@@ -1290,6 +1291,8 @@ class _Checker:
     def _body_item(self, item: ast.BodyItem, cells) -> spec.CellRun | spec.FixedBlock:
         if isinstance(item, ast.Block):
             name = item.call.name.text
+            if ("cell", name) in self.failed and not item.call.args:
+                raise _Invalid  # a cell whose declaration failed: reported there
             if name in cells and not item.call.args:
                 return spec.CellRun(name, spec.Quantity(1, "1"), None, (), item.span.line)
             if name not in catalog.FIXED_BLOCKS:

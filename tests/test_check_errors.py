@@ -446,6 +446,12 @@ CASCADES = [
     pytest.param(edit("param C = 8", "param C = 8 // 0"), id="invalid-parameter-then-used"),
     pytest.param(edit(EDGES, "    edges dense : oo"), id="unknown-op-set-in-a-cell"),
     pytest.param(importing('"missing.space"'), id="failed-import-then-used"),
+    pytest.param(importing("darts_cnn"), id="import-of-an-undefined-set-then-used"),
+    pytest.param(edit(BODY, BODY + ", r") + "cell r extends nrm { stride 2 from inputs }\n",
+                 id="failed-extends-then-cell-run-by-name"),
+    pytest.param(edit(BODY, BODY + ", r, q")
+                 + "cell r extends nrm { stride 2 from inputs }\ncell q extends r { nodes 1 }\n",
+                 id="failed-extends-chain-then-cells-run-by-name"),
 ]
 
 
@@ -455,6 +461,17 @@ def test_one_mistake_gives_one_error(text, tmp_path):
     with pytest.raises(SpaceError) as caught:
         spacec.load(str(tmp_path / "t.space"))
     assert len(caught.value.diagnostics) == 1, str(caught.value)
+
+
+def test_a_failed_import_still_lets_unrelated_errors_through(tmp_path):
+    text = importing('"missing.space"').replace("    channels C", "    channels C  dropout 3")
+    (tmp_path / "t.space").write_text(text)
+    with pytest.raises(SpaceError) as caught:
+        spacec.load(str(tmp_path / "t.space"))
+    assert [d.message.split(" for ")[0] for d in caught.value.diagnostics] == [
+        "import: no such file 'missing.space'",
+        "unknown setting 'dropout'",
+    ]
 
 
 # ---- the command line ------------------------------------------------------------------------
