@@ -92,6 +92,10 @@ class _Checker:
         self.recurrent_spans: dict[str, list[tuple[str, Span]]] = {}
         self.sources: dict[str, str] = {tree.path: tree.text}
         self.params: dict[str, int | float] = {}
+        # Each declared parameter's name, where it is (first) declared: a use before that line
+        # is told so, not called unknown.
+        self.declared_params: dict[str, Span] = {}
+        self.declaring: str | None = None  # the parameter whose value is being evaluated
         self.opsets: dict[str, spec.OpSet] = {}
         self.opset_spans: dict[str, Span] = {}
         # Names whose definition already failed: later uses stay silent, so one mistake gives
@@ -203,7 +207,9 @@ class _Checker:
 
     # -- parameters --
     def _params(self, decls: list[ast.Param], overrides: dict[str, object]) -> None:
-        declared = {d.name.text for d in decls}
+        for decl in decls:
+            self.declared_params.setdefault(decl.name.text, decl.name.span)
+        declared = self.declared_params
         for key in overrides:
             if key not in declared:
                 self.error(
@@ -230,11 +236,14 @@ class _Checker:
                     self.failed.add(("param", decl.name.text))
                     continue
             else:
+                self.declaring = decl.name.text
                 try:
                     value = self._number(decl.value)
                 except _Invalid:
                     self.failed.add(("param", decl.name.text))
                     continue
+                finally:
+                    self.declaring = None
             self.params[decl.name.text] = value
 
     def _legal_parameter_name(self, name: ast.Name) -> bool:
@@ -287,6 +296,17 @@ class _Checker:
         if ("param", name) in self.failed:
             raise _Invalid
         value = self.params.get(name)
+        if value is None and name == self.declaring:
+            self.fail(expr.span, f"parameter '{name}' is defined in terms of itself")
+        if value is None and name in self.declared_params:
+            # Parameters are evaluated in order, each from those declared before it.
+            self.fail(
+                expr.span,
+                f"parameter '{name}' is used before it is declared "
+                f"(at line {self.declared_params[name].line})",
+                "a parameter can use only parameters declared above it: move "
+                f"`param {name}` up",
+            )
         if value is None:
             self.fail(
                 expr.span,

@@ -106,6 +106,10 @@ CASES = [
     # ---- names: parameters, op sets, ops, cells, nodes ----
     Case("unknown-parameter", edit("    channels C", "    channels D"),
          "unknown parameter 'D'", 16, 14),
+    Case("parameter-used-before-its-declaration", edit("param C = 8", "param C = D\nparam D = 8"),
+         "parameter 'D' is used before it is declared (at line 3)", 2, 11),
+    Case("parameter-defined-in-terms-of-itself", edit("param C = 8", "param C = C + 1"),
+         "parameter 'C' is defined in terms of itself", 2, 11),
     Case("duplicate-parameter", edit("param C = 8", "param C = 8  param C = 4"),
          "duplicate parameter 'C'", 2, 20),
     Case("duplicate-op-set", append("ops o { x = zero }"),
