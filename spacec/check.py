@@ -342,7 +342,12 @@ class _Checker:
             library = self.resolve(decl, self.tree.path)
             self.imported.append(library)
         except SpaceError as error:
+            imported_here = (decl.source.span, f"imported from {decl.source.span}")
             for diagnostic in error.diagnostics:
+                if diagnostic.span.path != self.tree.path:  # in the imported file (or deeper)
+                    diagnostic = dataclasses.replace(
+                        diagnostic, related=(*diagnostic.related, imported_here)
+                    )
                 self.report(diagnostic)
             self.omitted += error.omitted
             self.sources.update(error.sources)

@@ -91,18 +91,28 @@ class Diagnostic:
     message: str
     hint: str = ""
     notes: tuple[str, ...] = ()
+    # Notes about other places, each shown with its line and caret: (where, text), e.g. the
+    # import statement that led to a file with an error ("imported from t.space:1:15").
+    related: tuple[tuple[Span, str], ...] = ()
 
     def render(self, sources: Mapping[str, str] | SourceLines) -> str:
         lines = SourceLines(sources) if not isinstance(sources, SourceLines) else sources
         where = str(self.span) if self.span.line else self.span.path
         rendered = [visible(f"{where}: error: {self.message}")]
-        source_line = lines.line(self.span.path, self.span.line) if self.span.line else None
-        if source_line is not None:
-            rendered += excerpt(source_line, self.span.column, self.span.length)
+        rendered += _excerpt_at(lines, self.span)
         if self.hint:
             rendered.append(visible(f"hint: {self.hint}"))
         rendered += [visible(f"note: {note}") for note in self.notes]
+        for span, note in self.related:
+            rendered.append(visible(f"note: {note}"))
+            rendered += _excerpt_at(lines, span)
         return "\n".join(rendered)
+
+
+def _excerpt_at(lines: SourceLines, span: Span) -> list[str]:
+    """The source line of `span` with a caret under it; nothing where the line is unknown."""
+    source_line = lines.line(span.path, span.line) if span.line else None
+    return [] if source_line is None else excerpt(source_line, span.column, span.length)
 
 
 def excerpt(line: str, column: int, length: int) -> list[str]:

@@ -386,6 +386,34 @@ def test_no_statement_no_method_and_an_imported_files_method_stays_there(tmp_pat
     assert spacec.load(str(tmp_path / "t.space")).spec.method is None  # imports take op sets
 
 
+def test_an_error_in_an_imported_file_points_back_at_each_import_on_the_way(tmp_path):
+    (tmp_path / "lib.space").write_text("ops o { none = zero\n    skip = identiti }\n")
+    (tmp_path / "mid.space").write_text('space mid\nimport o from "lib.space"\n')
+    (tmp_path / "t.space").write_text(importing('"mid.space"'))
+    with pytest.raises(SpaceError) as caught:
+        spacec.load(str(tmp_path / "t.space"))
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.span.path.endswith("lib.space")
+    assert [(span.path.rsplit("/", 1)[-1], span.line, span.column)
+            for span, _ in diagnostic.related] == [("mid.space", 2, 15), ("t.space", 1, 15)]
+    rendered = str(caught.value).splitlines()
+    at = rendered.index(f"note: imported from {diagnostic.related[0][0]}")
+    assert rendered[at + 1 : at + 6] == [
+        '    import o from "lib.space"',
+        "                  ^~~~~~~~~~~",
+        f"note: imported from {diagnostic.related[1][0]}",
+        '    import o from "mid.space"',
+        "                  ^~~~~~~~~~~",
+    ]
+
+
+def test_an_error_at_the_import_itself_has_no_imported_from_note(tmp_path):
+    (tmp_path / "t.space").write_text(importing('"missing.space"'))
+    with pytest.raises(SpaceError) as caught:
+        spacec.load(str(tmp_path / "t.space"))
+    assert "imported from" not in str(caught.value)
+
+
 # ---- several errors at once --------------------------------------------------------------------
 def test_all_errors_of_a_file_are_reported_sorted_by_position(tmp_path):
     text = BASE
