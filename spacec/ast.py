@@ -33,6 +33,11 @@ class Ref:
     span: Span
 
 
+# How tightly each binary operator binds (grammars/space.lark); operators of one precedence
+# are left-associative: `a - b + c` is `(a - b) + c`.
+PRECEDENCE = {"+": 1, "-": 1, "*": 2, "//": 2}
+
+
 @dataclass(frozen=True, slots=True)
 class BinOp:
     op: str  # "+", "-", "*", "//"

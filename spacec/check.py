@@ -324,14 +324,37 @@ class _Checker:
         return -value, f"-{_wrap(py)}"
 
     def _evaluate_binop(self, expr: ast.BinOp, integer: bool, rendered: bool):
-        left, left_py = self._evaluate(expr.left, integer, rendered)
-        right, right_py = self._evaluate(expr.right, integer, rendered)
-        op = expr.op
-        if op == "//" and right == 0:
-            self.fail(expr.span, "division by zero")
-        if not rendered:
-            return _OPERATORS[op](left, right), None
-        return _OPERATORS[op](left, right), f"{_wrap(left_py)} {op} {_wrap(right_py)}"
+        """A chain of operations, each the left operand of the next (`1 + 2 - 3 + ...`, as
+        left-associative operators parse), is walked in a loop: the parser lets such a chain be
+        MAX_DEPTH long, and only the right operands (MAX_NESTING levels) recurse. The
+        rendering has parentheses only where the operators' precedence needs them, so that it
+        reads as written and a flat chain stays flat in the generated Python."""
+        chain = []
+        node: ast.Value = expr
+        while node.__class__ is ast.BinOp:
+            chain.append(node)
+            node = node.left
+        value, py = self._evaluate(node, integer, rendered)
+        left_precedence = _ATOM
+        for link in reversed(chain):
+            right, right_py = self._evaluate(link.right, integer, rendered)
+            op = link.op
+            if op == "//" and right == 0:
+                self.fail(link.span, "division by zero")
+            value = _OPERATORS[op](value, right)
+            if not -MAX_INTEGER <= value <= MAX_INTEGER:
+                problem = _out_of_range(value)
+                if problem:
+                    self.fail(link.span, problem)
+            if rendered:
+                precedence = ast.PRECEDENCE[op]
+                if left_precedence < precedence:
+                    py = f"({py})"
+                if _precedence(link.right) <= precedence:
+                    right_py = f"({right_py})"
+                py = f"{py} {op} {right_py}"
+                left_precedence = precedence
+        return value, py
 
     # -- imports and op sets --
     def _import(self, decl: ast.Import) -> None:
@@ -1475,6 +1498,15 @@ _OPERATORS: dict[str, Callable[[int | float, int | float], int | float]] = {
     "*": operator.mul,
     "//": operator.floordiv,
 }
+
+
+# The precedence of a value that is not a binary operation (a number, a name, a negation):
+# above every operator's (spacec.ast.PRECEDENCE), so it is never parenthesised as an operand.
+_ATOM = max(ast.PRECEDENCE.values()) + 1
+
+
+def _precedence(value: ast.Value) -> int:
+    return ast.PRECEDENCE[value.op] if value.__class__ is ast.BinOp else _ATOM
 
 
 def _wrap(py: str) -> str:

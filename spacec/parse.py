@@ -26,10 +26,11 @@ changed:
 * `_Builder` makes the AST nodes as the parser reduces: no parse tree, no second pass, no
   recursion. A node's span runs from its first token to its last, parentheses included where a
   parenthesised expression stands in a larger one.
-* Values nested deeper than `MAX_NESTING` levels (expressions, calls, lists) and integer literals
-  longer than `MAX_DIGITS` digits are refused with a positioned error, so that no later stage
-  (the checker's evaluation, the generated Python, Python's own compiler) meets unbounded
-  recursion or unbounded numbers.
+* Values nested deeper than `MAX_NESTING` levels (expressions, calls, lists; a flat chain of
+  operators, `1 + 1 + ... + 1`, is one level), chains whose AST is deeper than `MAX_DEPTH`, and
+  integer literals longer than `MAX_DIGITS` digits are refused with a positioned error, so that
+  no later stage (the checker's evaluation, the generated Python, Python's own compiler) meets
+  unbounded recursion or unbounded numbers.
 
 Lark's own LALR parser stays the reference: tests/test_parse_reference.py compares the ASTs and
 syntax errors of both on the shipped spaces, large generated ones and generated and mutated input.
@@ -60,10 +61,14 @@ if TYPE_CHECKING:
 
 GRAMMAR_FILE = "space.lark"
 
-# Levels of nesting the parse tree may have (a statement takes about six; each operator, call,
-# argument or list one more). Far beyond any real space, far below Python's recursion limit and
-# the 200 nested parentheses Python's parser accepts in the generated code.
+# Levels of nesting a value may have (each operator, call, argument or list one more; a flat
+# chain of operators of one precedence, `1 + 2 - 3 + ...`, one in all, as it needs no
+# parentheses). Far beyond any real space, far below Python's recursion limit and the 200 nested
+# parentheses Python's parser accepts in the generated code.
 MAX_NESTING = 100
+# Levels of the AST a value may have in all, each operation of a flat chain counted: Python's
+# compiler recurses once per operation of the generated expression (it refuses some 3,000).
+MAX_DEPTH = 1000
 # Digits an integer literal may have: int64 holds 19, and Python refuses to convert strings of
 # more than 4300 digits.
 MAX_DIGITS = 30
@@ -692,19 +697,21 @@ class _Builder:
 
     def _nested(self, node, inside: Iterable, start: int, end: int):
         """`node`, made of the values `inside` and written from offset `start` to `end`, unless
-        it nests more than `MAX_NESTING` levels: then refused there (an argument has no span of
-        its own, so the offsets place it).
+        it nests more than `MAX_NESTING` levels or its AST is more than `MAX_DEPTH` deep: then
+        refused there (an argument has no span of its own, so the offsets place it).
 
         Each level takes at least one character of the text (an operator, a parenthesis, a
         name), so a value written in at most `MAX_NESTING` characters, nearly every value, is
-        within the limit and costs nothing here. A longer one counts its levels (`depth`) and
-        keeps the count (`depths`, by identity: the parse keeps every node alive), so each
-        value is counted once."""
+        within both limits and costs nothing here. A longer one is measured (`_measure`) and
+        keeps its measure (`depths`, by identity: the parse keeps every node alive), so each
+        value is measured once."""
         if end - start > MAX_NESTING:
-            depth = 1 + max(map(self._depth, inside), default=0)
-            if depth > MAX_NESTING:
+            depth, levels = measure = self._measure(node, inside)
+            if levels > MAX_NESTING:
                 raise self._too_deep(self.span(start, end))
-            self.depths[id(node)] = depth
+            if depth > MAX_DEPTH:
+                raise self._too_long(self.span(start, end))
+            self.depths[id(node)] = measure
         return node
 
     @staticmethod
@@ -718,14 +725,36 @@ class _Builder:
             )
         )
 
-    def _depth(self, value) -> int:
-        """How many levels `value` nests: one for a value with nothing inside it. Values that
-        `_nested` did not count are written in at most `MAX_NESTING` characters, so this
-        recursion is as shallow."""
+    @staticmethod
+    def _too_long(span: Span) -> _Refused:
+        return _Refused(
+            Diagnostic(
+                span,
+                f"expression too long: its operations chain more than {MAX_DEPTH} levels deep",
+                "split the expression with `param` declarations",
+            )
+        )
+
+    def _measure(self, node, inside: Iterable) -> tuple[int, int]:
+        """(depth, levels) of `node`, made of the values `inside`: the levels of its AST (one
+        for a value with nothing inside it), and its levels of nesting, where a binary
+        operation whose left operand is an operation of the same precedence continues that
+        operand's chain rather than nesting it (`1 + 2 - 3` is one level of operators, as it
+        reads; `1 - (2 - 3)` two)."""
+        measured = [self._measured(value) for value in inside]
+        depth = 1 + max([d for d, _ in measured], default=0)
+        left = getattr(node, "left", None)
+        if left.__class__ is ast.BinOp and ast.PRECEDENCE[left.op] == ast.PRECEDENCE[node.op]:
+            return depth, max(measured[0][1], 1 + measured[1][1])
+        return depth, 1 + max([levels for _, levels in measured], default=0)
+
+    def _measured(self, value) -> tuple[int, int]:
+        """`_measure` of a value. Values that `_nested` did not measure are written in at most
+        `MAX_NESTING` characters, so this recursion is as shallow."""
         known = self.depths.get(id(value))
         if known is not None:
             return known
-        return 1 + max(map(self._depth, _inside(value)), default=0)
+        return self._measure(value, _inside(value))
 
     def _name(self, token: Token) -> ast.Name:
         text, start = token

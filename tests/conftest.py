@@ -88,7 +88,7 @@ def agrees_with_lark() -> Callable[[str], None]:
     from spacec.errors import SpaceError, Span
 
     lark = parse.lark_parser(propagate_positions=True)
-    limits = ("nested too deeply", "an integer of")
+    limits = ("nested too deeply", "expression too long", "an integer of")
 
     def by_lark(text: str, path: str):
         builder = parse._Builder(path, text)

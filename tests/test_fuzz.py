@@ -249,7 +249,8 @@ def spacec_reading(text: str):
         tree = parse.parse(text, "t.space")
     except SpaceError as error:
         (diagnostic,) = error.diagnostics
-        if diagnostic.message.startswith(("nested too deeply", "an integer of")):
+        if diagnostic.message.startswith((
+                "nested too deeply", "expression too long", "an integer of")):
             return None  # limits the reference does not have
         return ("error", diagnostic.span.line, diagnostic.span.column)
     found = []

@@ -25,7 +25,7 @@ from spacec.arch.genotype import GenotypeError, resolve
 from spacec.cli import main
 from spacec.errors import MAX_DIAGNOSTICS, SpaceError
 from spacec.files import FileError, atomic_write_text, atomic_write_with
-from spacec.parse import MAX_DIGITS, MAX_NESTING
+from spacec.parse import MAX_DEPTH, MAX_DIGITS, MAX_NESTING
 
 
 def load_error(write_space, text: str, name: str = "t.space", **overrides) -> SpaceError:
@@ -83,7 +83,7 @@ def test_the_excerpt_of_a_very_long_line_is_a_window_around_the_error(write_spac
 # ---- 4: nesting, chains and numbers --------------------------------------------------------------
 DEEP = 1000
 NESTED = [
-    pytest.param(f"param x = {' + '.join(['1'] * DEEP)}\n", id="chained-plus"),
+    pytest.param(f"param x = {'1 + (' * DEEP}1{')' * DEEP}\n", id="sums-in-parentheses"),
     pytest.param(f"param x = {'-' * DEEP}1\n", id="unary-minus"),
     pytest.param(f"param x = {'2 * (' * DEEP}1{')' * DEEP}\n", id="parentheses-and-products"),
     pytest.param("network n {\n tags " + "[" * DEEP + "]" * DEEP + "\n}\n", id="nested-lists"),
@@ -105,7 +105,7 @@ def test_deep_nesting_is_a_positioned_error(text, write_space):
 # position (an argument once crashed there: it has no span of its own).
 AROUND_THE_LIMIT = {
     "minus-in-argument": lambda d: "ops o { x = f(k=" + "-" * d + "1) }\n",
-    "plus-in-argument": lambda d: "ops o { x = f(k=" + " + ".join(["1"] * d) + ") }\n",
+    "plus-in-argument": lambda d: "ops o { x = f(k=" + "1 + (" * d + "1" + ")" * d + ") }\n",
     "list-in-argument": lambda d: "ops o { x = f(k=" + "[" * d + "1" + "]" * d + ") }\n",
     "calls": lambda d: "ops o { x = f(" + "a=g(" * (d // 2) + ")" * (d // 2 + 1) + " }\n",
     "minus-in-list": lambda d: "network n {\n tags [" + "-" * d + "1]\n}\n",
@@ -138,7 +138,8 @@ def _spaced(text: str) -> str:
 
 def _deepest(node) -> int:
     """How many levels the deepest value inside `node` nests, counted on the AST (a value with
-    nothing inside it: one level)."""
+    nothing inside it: one level; an operation whose left operand is an operation of the same
+    precedence continues that operand's chain, a level no deeper)."""
     inside = {
         ast.BinOp: lambda v: (v.left, v.right),
         ast.Neg: lambda v: (v.operand,),
@@ -148,6 +149,10 @@ def _deepest(node) -> int:
     }
     if isinstance(node, tuple):
         return max(map(_deepest, node), default=0)
+    if isinstance(node, ast.BinOp) and isinstance(node.left, ast.BinOp) and (
+        ast.PRECEDENCE[node.left.op] == ast.PRECEDENCE[node.op]
+    ):
+        return max(_deepest(node.left), 1 + _deepest(node.right))
     if type(node) in inside:
         return 1 + max(map(_deepest, inside[type(node)](node)), default=0)
     if isinstance(node, (ast.Num, ast.Ref, ast.Name)):
@@ -218,6 +223,37 @@ def test_any_nesting_is_refused_exactly_past_the_limit(wrappers, blanks):
         patched.setattr(parse, "MAX_NESTING", 10 * MAX_NESTING)
         deepest = _deepest(parse.parse(source, "t.space").items)
     assert refused == (deepest > MAX_NESTING), (deepest, source)
+
+
+@pytest.mark.parametrize("operators", [["+"], ["-", "+"], ["*", "//"]])
+def test_a_long_flat_chain_is_one_level_and_stays_flat_in_the_generated_code(operators,
+                                                                               write_space):
+    terms = "".join(f" {operators[i % len(operators)]} 1" for i in range(149))
+    text = BASE.replace("channels C\n", f"channels C{terms}\n")
+    compiled = spacec.load(str(write_space(text)))
+    channels = compiled.spec.network.get("channels")
+    assert channels.py == f"C{terms}"  # as written: no parentheses
+    assert channels.value == eval(f"8{terms}")  # noqa: S307 -- Python reads it as spacec does
+    compile(compiled.source, "supernet.py", "exec")
+
+
+def test_a_chain_past_the_depth_limit_is_a_positioned_error(write_space):
+    longest = f"param x = {' + '.join(['1'] * MAX_DEPTH)}\n"  # MAX_DEPTH levels: the last fits
+    assert spacec.load(str(write_space(longest + BASE))).params["x"] == MAX_DEPTH
+    error = load_error(write_space, f"param x = {' + '.join(['1'] * (MAX_DEPTH + 1))}\n" + BASE)
+    (diagnostic,) = error.diagnostics
+    assert diagnostic.message == (
+        f"expression too long: its operations chain more than {MAX_DEPTH} levels deep"
+    )
+    assert (diagnostic.span.line, diagnostic.span.column) == (1, 11)
+
+
+def test_precedence_keeps_the_parentheses_it_needs_in_the_rendering(write_space):
+    written = "C - (C - 1) + 2 * (C // 2) - -C + (C + 1) // 3 * 2 - -(C * 2)"
+    compiled = spacec.load(str(write_space(BASE.replace("channels C\n", f"channels {written}\n"))))
+    channels = compiled.spec.network.get("channels")
+    # Python reads the rendering as spacec read the text: the same value.
+    assert channels.py == written and channels.value == eval(written, {"C": 8})  # noqa: S307
 
 
 def test_redundant_parentheses_nest_nothing(write_space):
