@@ -140,6 +140,11 @@ def test_rnn_str_lists_the_fixed_init_node_first():
     assert lines[-1] == "  output mean(s1, s2, s3, s4, s5, s6, s7, s8)"
 
 
+def test_a_single_output_node_prints_as_the_space_writes_it():
+    cell = CellGenotype(edges=(("skip", "a", "z"),), output=("z",), reduce="node")
+    assert str(cell).splitlines() == ["z <- skip(a)", "output z"]  # `output z`, not node(z)
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [

@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from spacec.arch.genotype import REDUCTIONS, CellGenotype, Genotype
+from spacec.arch.genotype import REDUCTIONS, CellGenotype, Genotype, output_text
 from spacec.errors import ReportedError
 from spacec.registry import Registry
 
@@ -618,8 +618,8 @@ def _cell_problems(cell: CellGenotype, rule: CellRule) -> list[str]:
     problems.extend(_coverage_problems(rule, seen, inputs_per_node))
     if cell.output != rule.output_nodes or cell.reduce != rule.reduce:
         problems.append(
-            f"output {cell.reduce}({', '.join(cell.output)}) does not match the space's "
-            f"{rule.reduce}({', '.join(rule.output_nodes)})"
+            f"output {cell.output_text()} does not match the space's "
+            f"{output_text(rule.reduce, rule.output_nodes)}"
         )
     return problems
 

@@ -39,6 +39,14 @@ class GenotypeError(ReportedError, ValueError):
     """A genotype (or its dict/JSON form) is malformed, or a preset name is unknown."""
 
 
+def output_text(reduce: str, nodes: Sequence[str]) -> str:
+    """A cell's output as a space file writes it: `concat(n0, n1)`, `mean(s1, s2)`, or the
+    one node `n3` (reduce "node" has no written name)."""
+    if reduce == "node" and len(nodes) == 1:
+        return nodes[0]
+    return f"{reduce}({', '.join(nodes)})"
+
+
 @dataclass(frozen=True)
 class CellGenotype:
     """One derived cell: its chosen edges `(op, src, dst)` and how its output is formed."""
@@ -73,8 +81,11 @@ class CellGenotype:
         for node in self.nodes():
             feeds = ", ".join(f"{op}({src})" for op, src in self.inputs_of(node))
             lines.append(f"{node} <- {feeds}")
-        lines.append(f"output {self.reduce}({', '.join(self.output)})")
+        lines.append(f"output {self.output_text()}")
         return lines
+
+    def output_text(self) -> str:
+        return output_text(self.reduce, self.output)
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
