@@ -175,6 +175,7 @@ class _Checker:
         method = self._method([i for i in items if isinstance(i, ast.MethodDecl)], network)
         if self.diagnostics or self.omitted:
             raise SpaceError(self.folded(), self.sources, self.omitted)
+        warnings = self._unused_cells(cells, network)
         return spec.Space(
             name=name,
             path=self.tree.path,
@@ -185,6 +186,30 @@ class _Checker:
             cells=tuple(cells.values()),
             network=network,
             method=method,
+            warnings=warnings,
+        )
+
+    def _unused_cells(self, cells: dict[str, spec.Cell],
+                      network: spec.Network | None) -> tuple[Diagnostic, ...]:
+        """A warning for each cell the network never runs: it is searched all the same (α rows
+        of its own, a part of the supernet), for nothing."""
+        if network is None:  # an imported file: its cells are not searched
+            return ()
+        schema = catalog.NETWORK_SETTINGS[network.kind]
+        used = {value for key, value in network.settings if schema[key][0] == "cell"}
+        for item in network.body:
+            if isinstance(item, spec.CellRun):
+                used.update(filter(None, (item.cell, item.replace_with)))
+        return tuple(
+            Diagnostic(
+                self.cell_decls[name].name.span,
+                f"cell '{name}' is never run by the network, yet it is searched (α and a part "
+                "of the supernet of its own)",
+                "run it in the network, or remove it",
+                severity="warning",
+            )
+            for name in cells
+            if name not in used
         )
 
     def _digest(self) -> str:

@@ -94,11 +94,12 @@ class Diagnostic:
     # Notes about other places, each shown with its line and caret: (where, text), e.g. the
     # import statement that led to a file with an error ("imported from t.space:1:15").
     related: tuple[tuple[Span, str], ...] = ()
+    severity: str = "error"  # or "warning": the space still compiles
 
     def render(self, sources: Mapping[str, str] | SourceLines) -> str:
         lines = SourceLines(sources) if not isinstance(sources, SourceLines) else sources
         where = str(self.span) if self.span.line else self.span.path
-        rendered = [visible(f"{where}: error: {self.message}")]
+        rendered = [visible(f"{where}: {self.severity}: {self.message}")]
         rendered += _excerpt_at(lines, self.span)
         if self.hint:
             rendered.append(visible(f"hint: {self.hint}"))

@@ -184,6 +184,9 @@ class Space:
     # What a run records and compares to notice a changed space: the file's sha256 where it
     # imports nothing, else of its text and the imported spaces' (spacec.check `_digest`).
     digest: str = ""
+    # What the checker warns about (spacec.errors.Diagnostic, severity "warning"): the space
+    # compiles, but something in it is probably not what was meant (a cell the body never runs).
+    warnings: tuple = ()
 
     def cell(self, name: str) -> Cell:
         return self._cells_by_name[name]

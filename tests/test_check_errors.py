@@ -506,6 +506,32 @@ def test_a_failed_import_still_lets_unrelated_errors_through(tmp_path):
     ]
 
 
+# ---- warnings ------------------------------------------------------------------------------------
+SPARE = "cell spare extends normal { nodes 1 }"
+
+
+def test_a_cell_the_network_never_runs_is_warned_about_where_it_is_declared(tmp_path):
+    (tmp_path / "t.space").write_text(append(SPARE))
+    (warning,) = spacec.load(str(tmp_path / "t.space")).spec.warnings
+    assert (warning.span.line, warning.span.column, warning.severity) == (APPENDED_LINE, 6,
+                                                                           "warning")
+    result = CliRunner().invoke(main, ["check", str(tmp_path / "t.space")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"{warning.span}: warning: cell 'spare' is never run by the network, yet it is searched "
+        "(α and a part of the supernet of its own)",
+        f"    {SPARE}",
+        "         ^~~~~",
+        "hint: run it in the network, or remove it",
+    ]
+
+
+def test_cells_run_in_the_body_or_as_replacements_are_not_warned_about(tmp_path):
+    (tmp_path / "t.space").write_text(append(SPARE).replace(BODY, BODY + " with spare at [1]"))
+    assert spacec.load(str(tmp_path / "t.space")).spec.warnings == ()
+    assert spacec.load("darts_rnn").spec.warnings == ()  # its cell runs as the `step` setting
+
+
 # ---- the command line ------------------------------------------------------------------------
 BAD = edit(CONV, "    conv = sep_con(kernel=3)")
 

@@ -148,7 +148,11 @@ def config_overrides(space: str | None, sets: tuple[str, ...], assignments: tupl
 
 
 def compile_space(space: str, sets: tuple[str, ...]) -> CompiledSpace:
-    return compile_file(locate(space), parse_overrides(sets))
+    """The compiled space, its warnings written to standard error, compiler-style."""
+    compiled = compile_file(locate(space), parse_overrides(sets))
+    for warning in compiled.spec.warnings:
+        click.echo(warning.render({compiled.spec.path: compiled.text}), err=True)
+    return compiled
 
 
 def reject_with_resume(ctx: click.Context) -> None:
