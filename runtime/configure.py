@@ -504,8 +504,11 @@ def effective_lines(command: str, assembled: Assembled, compiled: CompiledSpace,
     cfg = assembled.cfg
     params = ", ".join(f"{name}={value} ({origins.get(name, '?')})"
                        for name, value in compiled.params.items())
-    rows = [("space", f"{compiled.name} ({compiled.spec.path})"), ("", params), ("data", data),
-            ("method" if command == "search" else "training", method)]
+    rows = [("space", f"{compiled.name} ({compiled.spec.path})"), ("", params)]
+    if command == "search":  # the checker's warnings (a cell never run) are about a search
+        rows += [("warning", f"{warning.span}: {warning.message}")
+                 for warning in compiled.spec.warnings]
+    rows += [("data", data), ("method" if command == "search" else "training", method)]
     if command == "search":
         rows.append(("", method_origins(cfg, assembled.method)))
     rows += [("device", device_line(cfg.run, device)), ("seed", str(cfg.run.seed))]

@@ -526,6 +526,20 @@ def test_a_cell_the_network_never_runs_is_warned_about_where_it_is_declared(tmp_
     ]
 
 
+def test_a_search_says_which_cell_it_searches_for_nothing(tmp_path):
+    """The warning was printed by check/compile/info only, not by the search it is about."""
+    (tmp_path / "t.space").write_text(append(SPARE))
+    result = CliRunner().invoke(main, ["search", str(tmp_path / "t.space"), "--epochs", "1",
+                                       "--limit", "8", "--batch-size", "4", "--threads", "1",
+                                       "-q", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    row = (f"  warning  {tmp_path / 't.space'}:{APPENDED_LINE}:6: cell 'spare' is never run by "
+           "the network, yet it is searched")
+    assert row in result.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    assert f"# {row}" in (run / "config.yaml").read_text()  # the run's record says so too
+
+
 def test_cells_run_in_the_body_or_as_replacements_are_not_warned_about(tmp_path):
     (tmp_path / "t.space").write_text(append(SPARE).replace(BODY, BODY + " with spare at [1]"))
     assert spacec.load(str(tmp_path / "t.space")).spec.warnings == ()
