@@ -776,3 +776,15 @@ def test_the_data_line_says_which_split_trains_alpha():
         "16 + 8 train w and α"
     assert BatchPlan(union=False, arch_stream=False, alpha=False).splits_text("16", "8") == \
         "16 train w, 8 validate"  # random_ws: no α
+
+
+@pytest.mark.parametrize(("method", "order"), [
+    ("darts", 2), ("beta_darts", 1), ("fair_darts", 1), ("sdarts_rs", 1), ("darts_minus", 1),
+])
+def test_a_paper_preset_searches_at_the_methods_own_order(method, order):
+    """Each method's official search's α-gradient order, in the image and recurrent paper
+    presets (β-DARTS took DARTS' second order: both its scripts run without --unrolled)."""
+    from spacec.runtime.search.config import load_config
+
+    for preset in ("paper", "rnn_paper"):
+        assert load_config(preset, {"method.name": method}).arch.order == order, preset
