@@ -467,6 +467,8 @@ def test_json_files_that_are_not_utf8_are_reported_at_file_line_col(tmp_path):
     (tmp_path / "t.space").write_text(BASE)
     status, output = run_cli("derive", tmp_path / "t.space", "--alphas", genotype)
     assert status == 1 and f"{genotype}:2:14: error: not UTF-8 text" in output
+    # placed as a compiler's: not 'spacec: error: g.json:2:14: error: ...'
+    assert output.splitlines()[0].startswith(f"{genotype}:2:14: error:")
 
 
 def test_a_yaml_config_that_is_not_utf8_is_reported_at_file_line_col(tmp_path):

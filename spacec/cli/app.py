@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -31,7 +32,14 @@ class UserError(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file=None) -> None:
-        click.echo(f"spacec: error: {self.format_message()}", err=True)
+        message = self.format_message()
+        # A message placed like a compiler's (`file:line:col: error: ...`, e.g. a file that is
+        # not UTF-8) is shown as a space's errors are, not as 'spacec: error: f:1:1: error:'.
+        prefix = "" if _PLACED.match(message) else "spacec: error: "
+        click.echo(f"{prefix}{message}", err=True)
+
+
+_PLACED = re.compile(r"[^\n]*:\d+:\d+: error: ")
 
 
 def user_errors(command):
