@@ -676,3 +676,7 @@ def test_spacec_search_nproc_per_node_runs_under_torchrun(tmp_path):
     assert f"run directory: {run_dir}" in done.stdout
     assert (run_dir / "cell_normal.png").is_file()
     assert [r["epoch"] for r in _run_record(run_dir)["metrics"]] == [1]
+    # the epoch line as one process writes it (its figures were ordered by name: 'train acc
+    # 0.0% loss 2.506' beside one process's 'train loss 2.58 acc 0.0%')
+    (epoch,) = [line for line in done.stderr.splitlines() if line.startswith("epoch 1/1:")]
+    assert epoch.startswith("epoch 1/1: train loss ") and "| val loss " in epoch, epoch

@@ -204,7 +204,10 @@ class Shard:
         """The meter of every process's updates together (a collective)."""
         if not self.distributed:
             return meter
-        names = sorted(set().union(*_all_gather_objects(sorted(meter.sums))))
+        # In the order the meters met them (rank 0's first), as one process's meter keeps
+        # them: the epoch line reads the same on one process and on several.
+        gathered = _all_gather_objects(list(meter.sums))
+        names = list(dict.fromkeys(name for names in gathered for name in names))
         sums = self.sum([meter.sums.get(n, 0.0) for n in names]
                         + [meter.weights.get(n, 0.0) for n in names])
         total = Meter()
