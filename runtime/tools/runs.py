@@ -25,7 +25,7 @@ import yaml
 
 from spacec.errors import ReportedError
 from spacec.files import atomic_write_text
-from spacec.runtime.run.rundir import FINISHED, RunDir, run_status
+from spacec.runtime.run.rundir import FINISHED, RunDir, is_search_run, run_status
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def summarise(path: Path) -> RunSummary:
     if not run.config_path.is_file():
         raise RunsError(f"{path}: not a run directory (no {run.config_path.name})")
     config = _config(run)
-    kind = "search" if "arch" in config or "method" in config else "train"
+    kind = "search" if is_search_run(run.path) else "train"
     space = (_json(run.space_record_path) or {}).get("name") or \
         str((config.get("space") or {}).get("name", "?"))
     method = str((config.get("method") or {}).get("name", "darts")) if kind == "search" else "-"
