@@ -193,9 +193,13 @@ def test_images_of_another_size_are_resized_only_when_asked(tmp_path, space):
     refused(spacec(tmp_path, *common), "are 48x48, but space my_cells takes 64x64 inputs",
             "--image-size 64")
     refused(spacec(tmp_path, *common, "--image-size", "32"),
-            "--image-size 32 resizes the images to 32x32, but space my_cells takes 64x64",
-            "use --image-size 64")
+            "--image-size 32 resizes the images to 32x32, but space my_cells takes 64x64 "
+            "inputs (image_size 64 in its network)", "use --image-size 64")
     assert not runs_in(tmp_path)
+    # a shipped space that leaves it to the default is not said to write it
+    refused(spacec(tmp_path, "search", "darts_cnn", "--image-size", "16"),
+            "space darts_cnn takes 32x32 inputs (its network does not write image_size: 32 is "
+            "the default): use --image-size 32")
     resized = spacec(tmp_path, *common, "--image-size", "64")
     assert resized.exit_code == 0, resized.output
     assert "64x64 resized" in resized.stderr

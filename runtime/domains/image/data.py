@@ -647,6 +647,14 @@ def space_classes(compiled: Any) -> tuple[int, str | None] | None:
     return int(quantity.value), parameter
 
 
+def _network_setting(compiled: Any, key: str, value: int) -> str:
+    """``image_size 32 in its network``, or that the network leaves it to its default."""
+    network = compiled.spec.network
+    if network is not None and key in dict(network.written_at):
+        return f"{key} {value} in its network"
+    return f"its network does not write {key}: {value} is the default"
+
+
 def check_against_space(info: ImageInfo, compiled: Any, cfg: ImageData) -> None:
     """DataError unless the data fits the space: its classes, channels and input size. The
     space decides; the message says what was found and what to do."""
@@ -665,10 +673,11 @@ def check_against_space(info: ImageInfo, compiled: Any, cfg: ImageData) -> None:
             "if a class is missing, add its folder of images")
     if info.in_channels != channels:
         raise DataError(f"the images have {info.in_channels} channels but space {name} takes "
-                        f"{channels} (in_channels {channels} in its network)")
+                        f"{channels} ({_network_setting(compiled, 'in_channels', channels)})")
     if (height, width) == (info.image_size, info.image_size):
         return
-    space_size = f"space {name} takes {height}x{width} inputs (image_size {height} in its network)"
+    space_size = (f"space {name} takes {height}x{width} inputs "
+                  f"({_network_setting(compiled, 'image_size', height)})")
     source = image_source(info.name)
     if cfg.image_size is not None:
         raise DataError(f"--image-size {cfg.image_size} resizes the images to "
