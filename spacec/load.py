@@ -7,6 +7,7 @@ importing file, or by shipped name.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import linecache
 import re
@@ -211,6 +212,9 @@ def compile_file(path: Path, overrides: dict | None = None) -> CompiledSpace:
             cost.check_shapes(built, text)
         except SpaceError as error:
             raise SpaceError(error.diagnostics, {shown: text}, error.omitted) from None
+        sized = cost.auxiliary_warnings(built, text)
+        if sized:
+            checked = dataclasses.replace(checked, warnings=(*checked.warnings, *sized))
     return CompiledSpace(checked, built, text)
 
 

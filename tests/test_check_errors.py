@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import spacec
 from spacec.cli import main
 from spacec.errors import SpaceError
-from spacec.load import parse_overrides
+from spacec.load import parse_overrides, shipped_spaces
 
 BASE = """\
 space tiny
@@ -538,6 +538,28 @@ def test_a_search_says_which_cell_it_searches_for_nothing(tmp_path):
     assert row in result.stderr
     (run,) = (tmp_path / "runs").iterdir()
     assert f"# {row}" in (run / "config.yaml").read_text()  # the run's record says so too
+
+
+def test_an_auxiliary_head_the_derived_network_cannot_run_is_warned_about(tmp_path):
+    """A search does not build the auxiliary head, so check passed a head that `spacec train`
+    refuses (4x4 maps into a 5x5 pooling at image_size 16)."""
+    text = spacec.load("darts_cnn").text.replace("    in_channels   3\n",
+                                                 "    in_channels   3\n    image_size    16\n")
+    (tmp_path / "small.space").write_text(text)
+    (warning,) = spacec.load(str(tmp_path / "small.space")).spec.warnings
+    line = text.splitlines().index(next(x for x in text.splitlines() if "auxiliary     " in x))
+    assert (warning.span.line, warning.span.column) == (line + 1, 5)
+    assert warning.message.startswith("the auxiliary head auxiliary_cifar after body item 5 "
+                                      "(reading 4x4) would reduce 4x4 to 0x0")
+    assert "spacec train would refuse the derived network" in warning.message
+    assert "optim.auxiliary_weight=0" in warning.hint
+    result = CliRunner().invoke(main, ["check", str(tmp_path / "small.space")])
+    assert result.exit_code == 0 and "warning: the auxiliary head" in result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(shipped_spaces()))
+def test_the_shipped_spaces_compile_without_warnings(name):
+    assert spacec.load(name).spec.warnings == ()
 
 
 def test_cells_run_in_the_body_or_as_replacements_are_not_warned_about(tmp_path):

@@ -49,14 +49,14 @@ from spacec.cost.memory import (
 )
 from spacec.cost.methods import METHODS, CostError, known_options, method
 from spacec.cost.network import DerivedWalk, PlacedError, Record, RecurrentWalk, SupernetWalk
-from spacec.cost.shapes import check_shapes, shapes, space_error
+from spacec.cost.shapes import auxiliary_warnings, check_shapes, shapes, space_error
 from spacec.cost.tracer import Tracer
 
 __all__ = [
     "AUTO", "DEVICES", "GIB", "MEMORY_SETTINGS", "METHODS", "STEPS", "CostError", "Costs", "Fix",
     "MARGIN", "MemoryChoice", "NotEnoughMemory", "Prediction", "Record", "alternatives",
-    "available_ram", "check_fits", "choose_memory", "close_call",
-    "check_shapes", "derived_costs", "fit_message", "gib", "known_options", "predict_search",
+    "auxiliary_warnings", "available_ram", "check_fits", "check_shapes", "choose_memory",
+    "close_call", "derived_costs", "fit_message", "gib", "known_options", "predict_search",
     "predict_train",
     "multiply_adds_text", "settings_by_level", "shapes", "supernet_costs",
 ]  # fmt: skip

@@ -11,11 +11,15 @@ a caret under its name, e.g.
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import re
 
 from spacec import ir as irmod
 from spacec import spec
 from spacec.arch.genotype import Genotype
+from spacec.arch.rules import cell_rules
+from spacec.arch.sample import sample_genotype
 from spacec.cost.methods import METHODS, known_options, method
 from spacec.cost.network import DerivedWalk, PlacedError, Record, SupernetWalk
 from spacec.cost.tracer import Tracer
@@ -56,6 +60,28 @@ def check_shapes(ir: irmod.IR, text: str | None = None) -> None:
         SupernetWalk(ir, Tracer(weights_grad=False), 1, walked, False).forward()
     except PlacedError as error:
         raise space_error(ir, error, text) from None
+
+
+def auxiliary_warnings(ir: irmod.IR, text: str | None = None) -> tuple[Diagnostic, ...]:
+    """A warning where the derived network's auxiliary head does not fit the space's sizes (a
+    search does not build it, so `check_shapes` passes; `spacec train` would refuse it): the
+    head reads a cell's output, whose size the space fixes whatever the genotype, so one
+    sampled genotype tells."""
+    if not _is_image(ir) or not ir.layout or ir.space.network.get("auxiliary") is None:
+        return ()
+    genotype = sample_genotype(ir.space.name, cell_rules(ir.space), random.Random(0))
+    try:
+        DerivedWalk(ir, Tracer(weights_grad=False), 1, genotype, True, False).forward()
+    except PlacedError as error:
+        if error.where != "auxiliary":
+            return ()  # the derived network's own sizes: spacec train names them
+        found = _diagnostic(ir, error, text)
+        return (dataclasses.replace(
+            found, severity="warning", message=f"{found.message}: spacec train would refuse "
+            "the derived network",
+            hint="move the head's `after` to an earlier cell, or train without it "
+                 "(--cfg optim.auxiliary_weight=0)"),)
+    return ()
 
 
 def space_error(ir: irmod.IR, error: PlacedError, text: str | None = None) -> SpaceError:
