@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import inspect
 import linecache
 import re
 import sys
@@ -215,7 +216,7 @@ def compile_file(path: Path, overrides: dict | None = None) -> CompiledSpace:
         sized = cost.auxiliary_warnings(built, text)
         if sized:
             checked = dataclasses.replace(checked, warnings=(*checked.warnings, *sized))
-    return CompiledSpace(checked, built, text)
+    return CompiledSpace(checked, built, text, path, dict(overrides or {}))
 
 
 def load(name_or_path: str, **overrides) -> CompiledSpace:
@@ -230,6 +231,8 @@ class CompiledSpace:
     spec: spec.Space
     ir: ir.IR
     text: str
+    file: Path | None = None  # the .space file it was compiled from
+    overrides: dict[str, int | float] = field(default_factory=dict)  # the parameters set
     _module: ModuleType | None = field(default=None, repr=False)
 
     @property
@@ -286,16 +289,74 @@ class CompiledSpace:
                 f"{error}\n  (the genotype was derived for space '{genotype.space}')"
             ) from None
 
+    def with_params(self, **params: int | float) -> CompiledSpace:
+        """The space compiled again with these parameters set (on top of its own), checked as
+        `spacec.load` and `--set` check them; this space where they change nothing."""
+        if self.file is None:
+            raise ValueError(f"space {self.name} was not compiled from a file")
+        if all(self.params.get(name) == value and type(self.params.get(name)) is type(value)
+               for name, value in params.items()):
+            return self
+        return compile_file(self.file, {**self.overrides, **params})
+
     def discrete_network(self, genotype, **kwargs):
-        """An instance of the derived network (imports torch)."""
+        """An instance of the derived network (imports torch). Keywords: the space's
+        parameters (the network is compiled at them) and the network's own options
+        (`auxiliary`, `drop_path_prob`; a language model's dropouts)."""
+        space, options = self._split_keywords("discrete_network", kwargs,
+                                              lambda: self._derived_class(genotype))
+        if space is not self:
+            return space.discrete_network(genotype, **options)
+        return self._derived_class(genotype)(**options)
+
+    def _derived_class(self, genotype):
         source = self.discrete_source(genotype)
-        return load_generated(source, f"{self.name}_derived").Network(**kwargs)
+        return load_generated(source, f"{self.name}_derived").Network
 
     def supernet(self, **kwargs):
-        """An instance of the generated supernet (`nn.Module`), at the compiled parameters."""
+        """An instance of the generated supernet (`nn.Module`), at the compiled parameters.
+        Keywords: the space's parameters (checked as `--set` checks them) and the network's own
+        options (`relaxation`; a language model's dropouts)."""
+        space, options = self._split_keywords("supernet", kwargs, lambda: self.module().Network)
+        if space is not self:
+            return space.supernet(**options)
         network_params = {name for name, _ in codegen._network_params(self.spec)}
         defaults = {k: v for k, v in self.spec.params if k in network_params}
-        return self.module().Network(**{**defaults, **kwargs})
+        return self.module().Network(**defaults, **options)
+
+    def _split_keywords(self, method: str, kwargs: dict, network) -> tuple[CompiledSpace, dict]:
+        """(the space at the keywords' parameters, the network's options among the keywords);
+        SpaceError for a keyword that is neither, listing both."""
+        params = {name: value for name, value in kwargs.items() if name in self.params}
+        rest = {name: value for name, value in kwargs.items() if name not in params}
+        if rest:
+            options = network_options(network(), set(self.params))
+            unknown = [name for name in rest if name not in options]
+            if unknown:
+                known = [*self.params, *options]
+                raise SpaceError([
+                    Diagnostic(NO_SPAN, f"{method}(): {name}: no such parameter or option",
+                               suggest(name, known, "parameters and options"))
+                    for name in unknown
+                ])
+        return (self.with_params(**params) if params else self), rest
+
+
+def network_options(network: type, params: set[str]) -> list[str]:
+    """The keyword options of a generated network's constructor beyond the space's parameters:
+    its own named arguments and, where it passes **keywords on, its base's keyword-only ones."""
+    found: list[str] = []
+    for klass in network.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        arguments = list(inspect.signature(init).parameters.values())[1:]  # less self
+        own = klass is network
+        found += [a.name for a in arguments if a.name not in params and a.name not in found
+                  and (a.kind is a.KEYWORD_ONLY or own and a.kind is a.POSITIONAL_OR_KEYWORD)]
+        if not any(a.kind is a.VAR_KEYWORD for a in arguments):
+            break
+    return found
 
 
 def load_generated(source: str, stem: str) -> ModuleType:

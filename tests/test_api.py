@@ -338,3 +338,41 @@ def test_the_errors_a_script_catches_are_spacecs_names():
         spacec.search("nas_bench_201", epochs=0)
     with pytest.raises(spacec.ReportedError):
         spacec.load("no_such_space")
+
+
+# ---------------------------------------------------------------- the compiled space
+
+
+def test_a_compiled_spaces_networks_check_their_keywords_as_set_does():
+    space = spacec.load("nas_bench_201", C=2, N=1)
+    with pytest.raises(spacec.SpaceError, match="'channels' must be positive, got 0"):
+        space.supernet(C=0)
+    with pytest.raises(spacec.SpaceError, match="--set C: expected a number"):
+        space.discrete_network(_nb201_genotype(space), C="4")
+    with pytest.raises(spacec.SpaceError) as refused:
+        space.supernet(foo=1)
+    assert "supernet(): foo: no such parameter or option" in str(refused.value)
+    assert "known parameters and options: C, N, classes, relaxation" in str(refused.value)
+    with pytest.raises(spacec.SpaceError, match="discrete_network\\(\\): Cc: no such parameter "
+                                                "or option\nhint: did you mean 'C'\\?"):
+        space.discrete_network(_nb201_genotype(space), Cc=4)
+    # The space's parameters compile the space again, on top of the ones it was loaded with.
+    assert _weights(space.supernet(C=4)) > _weights(space.supernet())
+    derived = space.discrete_network(_nb201_genotype(space), C=4, auxiliary=False)
+    assert _weights(derived) > _weights(space.discrete_network(_nb201_genotype(space)))
+
+
+def test_a_language_models_dropouts_are_its_options():
+    space = spacec.load("darts_rnn", ntoken=50, ninp=8, nhid=8)
+    assert space.supernet(dropout=0.1).dropout == 0.1
+    with pytest.raises(spacec.SpaceError, match="hint: known parameters and options: dropout, "
+                                                "dropoute, dropouth, dropouti, dropoutx, nhid"):
+        space.discrete_network("DARTS_V2", tied=False)
+
+
+def _nb201_genotype(space):
+    return space.supernet().genotype()
+
+
+def _weights(network: nn.Module) -> int:
+    return sum(p.numel() for p in network.parameters())

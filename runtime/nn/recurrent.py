@@ -651,6 +651,7 @@ class RecurrentLM(nn.Module, abc.ABC):
         ninp: int,
         nhid: int,
         tied: bool = True,
+        *,  # the dropouts are keyword options
         dropout: float = 0.75,  # --dropout: locked, on the cell's output
         dropouth: float = 0.25,  # --dropouth: h_mask, on h_{t-1} and every state a node map reads
         dropoutx: float = 0.75,  # --dropoutx: x_mask, on x_t entering W0
