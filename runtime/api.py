@@ -40,11 +40,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from spacec.arch.genotype import Genotype, resolve
 from spacec.arch.methods import describe
-from spacec.load import CompiledSpace, compile_file, locate
+from spacec.load import CompiledSpace, compile_file, expect_argument, locate
 from spacec.runtime.configure import (
     OPTION_KEYS,
     Assembled,
     assemble,
+    check_arguments,
     device_line,
     effective_lines,
     header_text,
@@ -171,6 +172,7 @@ def search(space: str | None = None, *, config: str | Path | Mapping = "quick",
     from its checkpoint as recorded (only ``device`` may change; pass your datasets again if the
     run was given some). See the module docstring for the arguments.
     """
+    check_arguments("search", space, config, params, overrides, resume, on_step)
     options = dict(options)
     overrides = _with_user_data(data, options, overrides, resume)
     with showing(screen(verbose)):
@@ -329,6 +331,10 @@ def train(space: str | None = None, genotype: Any = None, *,
     Writes a run directory (config.yaml, genotype.json, metrics.jsonl, checkpoint.pt, best.pt,
     report.json, status.json) and returns a `TrainRun`. See the module docstring.
     """
+    check_arguments("train", space, config, params, overrides, resume)
+    expect_argument("train", "genotype", genotype, (Genotype, SearchRun, str, Path, type(None)),
+                    "a preset's name, a genotype.json, a run directory, a Genotype or a "
+                    "SearchRun")
     options = dict(options)
     overrides = _with_user_data(data, options, overrides, resume)
     with showing(screen(verbose)):

@@ -30,7 +30,7 @@ import torch
 
 from spacec.arch.methods import describe
 from spacec.errors import NO_SPAN, Diagnostic, SpaceError, Span, suggest
-from spacec.load import CompiledSpace, compile_file, locate
+from spacec.load import CompiledSpace, compile_file, expect_argument, locate
 from spacec.runtime.domains.base import DOMAINS
 from spacec.runtime.errors import ConfigError
 from spacec.runtime.nn import gemm
@@ -383,10 +383,29 @@ def assemble_overrides(space: str | None, options: Mapping[str, Any],
     return dotted
 
 
+def check_arguments(function: str, space: Any, config: Any, params: Any, overrides: Any,
+                    resume: Any = None, on_step: Any = None) -> None:
+    """TypeError naming an argument of the wrong kind, before anything is read or written."""
+    path = (str, Path)
+    expect_argument(function, "space", space, (*path, type(None)),
+                    "a shipped space's name or a .space path")
+    expect_argument(function, "config", config, (*path, Mapping),
+                    "a preset's name, a YAML file or a dict")
+    expect_argument(function, "params", params, (Mapping, type(None)),
+                    "a dict of the space's parameters, e.g. {'C': 16}")
+    expect_argument(function, "overrides", overrides, (Mapping, type(None)),
+                    "a dict of dotted configuration keys, e.g. {'optim.lr': 0.05}")
+    expect_argument(function, "resume", resume, (*path, type(None)), "a run directory")
+    if on_step is not None and not callable(on_step):
+        raise TypeError(f"{function}(): on_step must be a function of the step number (or "
+                        f"None), got {type(on_step).__name__} {on_step!r:.60}")
+
+
 def search_config(space: str | None = None, config: str | Path | Mapping = "quick",
                   params: Mapping[str, int | float] | None = None,
                   overrides: Mapping[str, Any] | None = None, **options: Any) -> SearchConfig:
     """The configuration `search` would run with (nothing is opened or written)."""
+    check_arguments("search_config", space, config, params, overrides)
     return assemble("search", space, config, options, params, overrides).cfg
 
 
@@ -394,6 +413,7 @@ def train_config(space: str | None = None, config: str | Path | Mapping = "quick
                  params: Mapping[str, int | float] | None = None,
                  overrides: Mapping[str, Any] | None = None, **options: Any) -> TrainConfig:
     """The configuration `train` would run with, before a search run's parameters."""
+    check_arguments("train_config", space, config, params, overrides)
     return assemble("train", space, config, options, params, overrides).cfg
 
 

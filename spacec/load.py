@@ -219,9 +219,20 @@ def compile_file(path: Path, overrides: dict | None = None) -> CompiledSpace:
     return CompiledSpace(checked, built, text, path, dict(overrides or {}))
 
 
-def load(name_or_path: str, **overrides) -> CompiledSpace:
+def load(name_or_path: str | Path, **overrides) -> CompiledSpace:
     """`spacec.load("darts_cnn", C=16)`: parse, check and compile a space."""
-    return compile_file(locate(name_or_path), overrides)
+    expect_argument("load", "name_or_path", name_or_path, (str, Path),
+                    "a shipped space's name or a .space path")
+    return compile_file(locate(str(name_or_path)), overrides)
+
+
+def expect_argument(function: str, name: str, value: object, kinds: type | tuple[type, ...],
+                    what: str) -> None:
+    """TypeError naming the argument and what it takes, unless `value` is one of `kinds` (the
+    Python API checks its arguments where they come in, not deep inside)."""
+    if not isinstance(value, kinds):
+        raise TypeError(f"{function}(): {name} must be {what}, got {type(value).__name__} "
+                        f"{value!r:.60}")
 
 
 @dataclass

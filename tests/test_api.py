@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -376,3 +377,33 @@ def _nb201_genotype(space):
 
 def _weights(network: nn.Module) -> int:
     return sum(p.numel() for p in network.parameters())
+
+
+@pytest.mark.parametrize("function", ["search", "train", "search_config", "train_config"])
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"params": [("C", 4)]}, "params must be a dict of the space's parameters"),
+    ({"overrides": ["optim.lr=0.1"]}, "overrides must be a dict of dotted configuration keys"),
+    ({"space": 3}, "space must be a shipped space's name or a .space path, got int 3"),
+    ({"config": 5}, "config must be a preset's name, a YAML file or a dict, got int 5"),
+])
+def test_arguments_of_the_wrong_kind_are_named(function, arguments, message, tmp_path):
+    call = getattr(api, function)
+    arguments = dict(arguments)
+    space = arguments.pop("space", "nas_bench_201")
+    with pytest.raises(TypeError, match=re.escape(f"{function}(): {message}")):
+        call(space, **arguments, **({"out": tmp_path} if "config" not in function else {}))
+    assert not any(tmp_path.iterdir())
+
+
+def test_arguments_of_the_wrong_kind_are_refused_before_anything_runs(tmp_path):
+    with pytest.raises(TypeError, match=re.escape("load(): name_or_path must be a shipped "
+                                                  "space's name or a .space path, got int 3")):
+        spacec.load(3)
+    with pytest.raises(TypeError, match="search\\(\\): on_step must be a function"):
+        spacec.search("nas_bench_201", out=tmp_path, on_step=5, **TINY)
+    with pytest.raises(TypeError, match="search\\(\\): resume must be a run directory"):
+        spacec.search(resume=5)
+    with pytest.raises(TypeError, match="train\\(\\): genotype must be a preset's name, .*got "
+                                        "int 5"):
+        spacec.train("nas_bench_201", 5, out=tmp_path)
+    assert not any(tmp_path.iterdir())  # the search given on_step=5 left a failed run
