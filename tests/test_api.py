@@ -349,18 +349,18 @@ def test_a_compiled_spaces_networks_check_their_keywords_as_set_does():
     with pytest.raises(spacec.SpaceError, match="'channels' must be positive, got 0"):
         space.supernet(C=0)
     with pytest.raises(spacec.SpaceError, match="--set C: expected a number"):
-        space.discrete_network(_nb201_genotype(space), C="4")
+        space.discrete_network(_derived_genotype(space), C="4")
     with pytest.raises(spacec.SpaceError) as refused:
         space.supernet(foo=1)
     assert "supernet(): foo: no such parameter or option" in str(refused.value)
     assert "known parameters and options: C, N, classes, relaxation" in str(refused.value)
     with pytest.raises(spacec.SpaceError, match="discrete_network\\(\\): Cc: no such parameter "
                                                 "or option\nhint: did you mean 'C'\\?"):
-        space.discrete_network(_nb201_genotype(space), Cc=4)
+        space.discrete_network(_derived_genotype(space), Cc=4)
     # The space's parameters compile the space again, on top of the ones it was loaded with.
     assert _weights(space.supernet(C=4)) > _weights(space.supernet())
-    derived = space.discrete_network(_nb201_genotype(space), C=4, auxiliary=False)
-    assert _weights(derived) > _weights(space.discrete_network(_nb201_genotype(space)))
+    derived = space.discrete_network(_derived_genotype(space), C=4, auxiliary=False)
+    assert _weights(derived) > _weights(space.discrete_network(_derived_genotype(space)))
 
 
 def test_a_language_models_dropouts_are_its_options():
@@ -371,7 +371,7 @@ def test_a_language_models_dropouts_are_its_options():
         space.discrete_network("DARTS_V2", tied=False)
 
 
-def _nb201_genotype(space):
+def _derived_genotype(space):
     return space.supernet().genotype()
 
 

@@ -170,9 +170,20 @@ class ImageInfo:
     # Where a validation split of the data's own comes from, for the data line ("" where
     # train_portion holds part of the training images out)
     held_out: str = ""
+    # split -> the smallest and largest label of a user's own dataset (memory), checked against
+    # the space's classes before a run starts
+    labels: Mapping[str, LabelRange] = field(default_factory=dict)
 
     def held_out_note(self) -> str:
         return f" ({self.held_out})" if self.held_out else ""
+
+
+@dataclass(frozen=True)
+class LabelRange:
+    """The smallest and the largest label of a dataset, each as (label, its first index)."""
+
+    low: tuple[int, int]
+    high: tuple[int, int]
 
 # ---------------------------------------------------------------- transforms
 
@@ -537,6 +548,7 @@ class ImageSplits:
     image_size: int  # the side of the square images the network receives
     resized: bool  # image_size comes from resizing (data.image_size, or ImageNet's crops)
     origin: dict[str, str]  # split -> where its images are
+    labels: dict[str, LabelRange] = field(default_factory=dict)  # prepared sources (memory)
 
 
 def open_image_data(cfg: ImageData, test: bool = False) -> ImageSplits:
@@ -559,8 +571,36 @@ def open_image_data(cfg: ImageData, test: bool = False) -> ImageSplits:
     scans = ([scan_folder(dataset, cfg.scan) for dataset in opened.values() if dataset is not None]
              if source.scanned else [])
     channels, size, resized = _input_size(cfg, source, opened["train"], scans)
+    labels = ({split: label_range(dataset, _yours(split)) for split, dataset in opened.items()
+               if dataset is not None and len(dataset)} if source.prepared else {})
     return ImageSplits(cfg, source, opened["train"], opened["val"], opened["test"], classes,
-                       channels, size, resized, origin)
+                       channels, size, resized, origin, labels)
+
+
+def label_range(dataset: Dataset, where: str) -> LabelRange:
+    """The smallest and largest label of a user's dataset, read from its label tensor where it
+    has one (TensorDataset, `targets`, a Subset of either), else sample by sample; DataError
+    unless the labels are class indices (one integer per image)."""
+    labels = _labels(dataset)
+    if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype.is_complex \
+            or labels.dtype == torch.bool:
+        raise DataError(f"{where}: its labels are {labels.dtype} of shape "
+                        f"{tuple(labels.shape)}; a label is a class index, one integer per "
+                        "image (cross-entropy's target)")
+    low, high = int(labels.argmin()), int(labels.argmax())
+    return LabelRange((int(labels[low]), low), (int(labels[high]), high))
+
+
+def _labels(dataset: Dataset) -> torch.Tensor:
+    if isinstance(dataset, Subset):
+        return _labels(dataset.dataset)[torch.as_tensor(list(dataset.indices), dtype=torch.long)]
+    if isinstance(dataset, torch.utils.data.TensorDataset) and len(dataset.tensors) == 2:
+        return dataset.tensors[1].reshape(len(dataset), -1).squeeze(1)
+    targets = getattr(dataset, "targets", None)
+    if targets is not None and len(targets) == len(dataset):
+        return torch.as_tensor(targets)
+    return torch.as_tensor([torch.as_tensor(dataset[index][1]).item()
+                            for index in range(len(dataset))])
 
 
 def _warn_same_folders(cfg: ImageData) -> None:
@@ -671,6 +711,8 @@ def check_against_space(info: ImageInfo, compiled: Any, cfg: ImageData) -> None:
             f"the training images ({info.origin.get('train', info.name)}) have "
             f"{info.num_classes} classes{listing}, but space {name} declares {classes}: {fix}; "
             "if a class is missing, add its folder of images")
+    if declared is not None:
+        _check_labels(info, declared[0], name)
     if info.in_channels != channels:
         raise DataError(f"the images have {info.in_channels} channels but space {name} takes "
                         f"{channels} ({_network_setting(compiled, 'in_channels', channels)})")
@@ -698,6 +740,20 @@ def check_against_space(info: ImageInfo, compiled: Any, cfg: ImageData) -> None:
                     f"{info.image_size}x{info.image_size}, but {space_size}: resize them to the "
                     f"space's size with --image-size {height}, or set image_size "
                     f"{info.image_size} in the space's network")
+
+
+def _yours(split: str) -> str:
+    return f"your {dict(train='training', val='validation').get(split, split)} dataset"
+
+
+def _check_labels(info: ImageInfo, classes: int, name: str) -> None:
+    """Every label of a user's own dataset is a class of the space's head."""
+    for split, found in info.labels.items():
+        for label, index in (found.low, found.high):
+            if not 0 <= label < classes:
+                raise DataError(f"{_yours(split)}: the label at index {index} is "
+                                f"{label}, but space {name} has {classes} classes (labels 0 to "
+                                f"{classes - 1})")
 
 
 def describe_images(info: ImageInfo, counts: str, extra: str = "") -> str:
@@ -989,6 +1045,7 @@ def _info(splits: ImageSplits, train_count: int, val_count: int, test_count: int
         preprocessing=preprocessing_record(splits),
         fingerprint=data_fingerprint(splits),
         held_out=_held_out(splits),
+        labels=dict(splits.labels),
     )
 
 
