@@ -130,6 +130,48 @@ def test_your_own_datasets_must_fit_the_space(tmp_path):
         spacec.search("nas_bench_201", data=3, out=tmp_path)
 
 
+def labelled(labels: list[int], dtype: torch.dtype = torch.long) -> TensorDataset:
+    return TensorDataset(torch.zeros(len(labels), 3, 32, 32), torch.tensor(labels, dtype=dtype))
+
+
+class OneByOne(torch.utils.data.Dataset):
+    """A dataset without a label tensor: its labels are read sample by sample."""
+
+    def __init__(self, labels: list[int]):
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return torch.zeros(3, 32, 32), self.labels[index]
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ((labelled([0, 1, 2, 0, 1, 5]), labelled([0, 1])),
+     "your training dataset: the label at index 5 is 5, but space nas_bench_201 has 3 classes "
+     "(labels 0 to 2)"),
+    ((labelled([0, 1]), labelled([0, -1, 2])), "your validation dataset: the label at index 1 "
+                                               "is -1"),
+    ((torch.utils.data.Subset(labelled([0, 1, 2, 3]), [1, 3]), labelled([0, 1])),
+     "your training dataset: the label at index 1 is 3"),
+    ((OneByOne([0, 1, 2, 0, 9]), labelled([0, 1])), "the label at index 4 is 9"),
+    ((labelled([0, 1], torch.float32), labelled([0, 1])),
+     "your training dataset: its labels are torch.float32 of shape (2,); a label is a class "
+     "index"),
+])
+def test_your_own_labels_must_be_classes_of_the_space(data, message, tmp_path):
+    message = re.escape(message)
+    with pytest.raises(DataError, match=message):
+        spacec.search("nas_bench_201", data=data, out=tmp_path,
+                      **{**TINY, "params": {**TINY["params"], "classes": 3}})
+    with pytest.raises(DataError, match=message):
+        spacec.train("nas_bench_201", _derived_genotype(spacec.load("nas_bench_201")), data=data,
+                     out=tmp_path,
+                     **{**TINY, "params": {**TINY["params"], "classes": 3}})
+    assert not any(tmp_path.iterdir())  # torch's IndexError came mid-run, in a failed run
+
+
 def test_the_same_configuration_as_the_command_line(tmp_path):
     settings = {"optim": {"epochs": 3}, "data": {"limit": 16, "batch_size": 8}}
     path = tmp_path / "mine.yaml"
