@@ -184,6 +184,28 @@ def test_info_text():
     assert "cell recurrent: α [36, 5], 9 nodes, 36 searched edges; ops: none, tanh" in out
 
 
+def test_compile_a_run_directorys_network_at_the_runs_sizes(tmp_path):
+    from spacec.arch.genotype import PRESETS
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}\n")
+    (run / "genotype.json").write_text(json.dumps(PRESETS["DARTS_V2"].to_dict()))
+    params = {"C": 8, "layers": 5, "classes": 10, "stem_multiplier": 3}
+    (run / "space.json").write_text(json.dumps({"name": "darts_cnn", "source": "darts_cnn",
+                                                "sha256": "", "params": params}))
+    source = spacec_cli("compile", "darts_cnn", "--genotype", str(run))
+    assert "# parameters: C=8, layers=5, classes=10, stem_multiplier=3" in source
+    assert "body[4]" in source and "body[5]" not in source  # 5 layers, not the space's 8
+    again = spacec_cli("compile", "darts_cnn", "--genotype", str(run), "--set", "layers=8")
+    assert "# parameters: C=8, layers=8, classes=10, stem_multiplier=3" in again  # --set wins
+    # A run of another space gives the genotype only (which must fit, as for any genotype).
+    (run / "space.json").write_text(json.dumps({"name": "x", "source": "nas_bench_201",
+                                                "sha256": "", "params": {"C": 4}}))
+    assert "# parameters: C=16, layers=8" in spacec_cli("compile", "darts_cnn", "--genotype",
+                                                          str(run))
+
+
 def test_set_changes_the_compiled_source():
     source = spacec_cli("compile", "darts_cnn", "--set", "C=8")
     assert "def __init__(self, C=8, layers=8, classes=10, stem_multiplier=3, relaxation=None):" in source

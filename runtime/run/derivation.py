@@ -17,9 +17,10 @@ from typing import Any
 from spacec.arch.derive import DEFAULT_STRENGTHS, RULE, DerivationError, DeriveOptions, derive
 from spacec.arch.genotype import Genotype, GenotypeError
 from spacec.arch.methods import describe
+from spacec.errors import SpaceError
 from spacec.files import FileError, read_text
 from spacec.load import CompiledSpace, compile_file, locate
-from spacec.runtime.run.rundir import RunDir, open_run_dir
+from spacec.runtime.run.rundir import RunDir, is_run_dir, open_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -113,16 +114,37 @@ def _recorded_genotype(run_dir: RunDir, epoch: int | None) -> tuple[Genotype, in
 
 def run_space(run_dir: RunDir) -> CompiledSpace:
     """The space as a run compiled it (from its space record)."""
-    record_path = run_dir.space_record_path
-    if not record_path.is_file():
-        raise DerivationError(f"{run_dir.path}: no {record_path.name} (not a search or "
-                              "training run directory)")
-    record = _read_json(record_path)
+    record = _space_record(run_dir)
     compiled = compile_file(locate(record["source"]), dict(record["params"]))
     if compiled.spec.digest != record["sha256"]:
         log.warning("%s changed since the run; deriving with its current rules",
                     record["source"])
     return compiled
+
+
+def _space_record(run_dir: RunDir) -> dict[str, Any]:
+    record_path = run_dir.space_record_path
+    if not record_path.is_file():
+        raise DerivationError(f"{run_dir.path}: no {record_path.name} (not a search or "
+                              "training run directory)")
+    record = _read_json(record_path)
+    if not isinstance(record, dict) or not isinstance(record.get("params"), dict) \
+            or not isinstance(record.get("source"), str):
+        raise DerivationError(f"{record_path}: not a space record (source, params)")
+    return record
+
+
+def run_params(run: str | Path, space: Path) -> dict[str, int | float]:
+    """The space parameters a run directory recorded, when it ran `space` (the same file);
+    nothing for another space, or for a path that is no run directory."""
+    if not is_run_dir(run):
+        return {}
+    record = _space_record(RunDir(Path(run).expanduser()))
+    try:
+        same = locate(record["source"]).resolve() == space.resolve()
+    except SpaceError:  # the run's space is gone: not this one
+        same = False
+    return dict(record["params"]) if same else {}
 
 
 def derive_from_alphas(space: str, alphas_path: Path,

@@ -17,7 +17,8 @@ from spacec import cost, ir, parse
 from spacec.arch.genotype import resolve
 from spacec.cli.app import exit_now, main, user_errors, write_output
 from spacec.cli.options import compile_space, set_option
-from spacec.load import CompiledSpace, locate, shipped_spaces
+from spacec.load import CompiledSpace, compile_file, locate, parse_overrides, shipped_spaces
+from spacec.runtime.run.derivation import run_params
 
 # Cells `spacec check` names with their α shapes (a generated space may have thousands).
 CELLS_LISTED = 10
@@ -105,7 +106,8 @@ def _check_report(compiled: CompiledSpace) -> str:
     "--genotype",
     metavar="GENOTYPE",
     help="Emit the standalone derived network for this genotype (a preset such as "
-    "DARTS_V2, a genotype.json file or a run directory) instead of the supernet.",
+    "DARTS_V2, a genotype.json file or a run directory, whose network is at the run's "
+    "parameters) instead of the supernet.",
 )
 @click.option(
     "--emit",
@@ -128,7 +130,11 @@ def compile_command(
     if genotype is not None and emit != "source":
         raise click.UsageError(f"--genotype gives the derived network's module (--emit source); "
                                f"--emit {emit} shows the space's IR, which no genotype changes")
-    compiled = compile_space(space, sets)
+    if genotype is not None:  # a run directory's network is at the run's sizes, --set aside
+        path = locate(space)
+        compiled = compile_file(path, {**run_params(genotype, path), **parse_overrides(sets)})
+    else:
+        compiled = compile_space(space, sets)
     text = {
         "source": lambda: compiled.discrete_source(genotype) if genotype else compiled.source,
         "dag": lambda: ir.to_json(compiled.ir),
