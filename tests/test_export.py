@@ -70,6 +70,29 @@ def test_torchscript_round_trip(trained, tmp_path):
     assert (meta["resize"], meta["crop"]) == (None, None)
 
 
+def test_an_exports_archive_is_named_after_the_file(trained, tmp_path):
+    """torch.jit.save names the archive's top folder after the file it writes: the export's
+    own name, not the temporary file's, with nothing left beside it."""
+    path = tmp_path / "net.pt"
+    export(trained, "torchscript", path)
+    with zipfile.ZipFile(path) as archive:
+        assert {name.split("/")[0] for name in archive.namelist()} == {"net"}
+    assert [entry.name for entry in tmp_path.iterdir()] == ["net.pt"]
+
+
+def test_predict_reads_an_exported_model_once(trained, tmp_path, monkeypatch):
+    from spacec.runtime.tools.predict import open_model
+
+    path = tmp_path / "net.pt"
+    export(trained, "torchscript", path)
+    loads = []
+    real = torch.jit.load
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: loads.append(a) or real(*a, **k))
+    _, meta, kind = open_model(path)
+    assert kind == "TorchScript model" and meta["input_shape"] == [3, 32, 32]
+    assert len(loads) == 1
+
+
 def test_best_checkpoint_and_checkpoint_file(trained, tmp_path):
     result = export(trained / "best.pt", "torchscript", tmp_path / "best.pt")
     assert result.max_abs_diff is not None

@@ -24,6 +24,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,8 +169,18 @@ def max_difference(expected: torch.Tensor, actual: torch.Tensor, what: str) -> f
 
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """`write(temp)` then rename over `path`: a failed export leaves no half-written file, and
-    an unwritable path is a FileError naming it (spacec.files)."""
-    atomic_write_with(path, write)
+    an unwritable path is a FileError naming it (spacec.files). The writer's file has the final
+    name, in a temporary folder beside it: torch.jit.save names the archive's top folder after
+    the file (a temporary name would stay inside the export)."""
+    def named(temp: Path) -> None:
+        folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=temp.parent))
+        try:
+            write(folder / path.name)
+            os.replace(folder / path.name, temp)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    atomic_write_with(path, named)
 
 
 def quietly(action: Callable[[], object]) -> object:
@@ -212,18 +225,19 @@ def require_onnx():
     return onnx
 
 
-def onnx_runner(onnx, model_path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
-    """Something that runs the ONNX file: onnxruntime if installed, else onnx's reference."""
+def onnx_runner(onnx, model: Any) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """Something that runs the ONNX model (a ModelProto): onnxruntime if installed, else
+    onnx's reference."""
     if importlib.util.find_spec("onnxruntime") is not None:
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(str(model_path),
+        session = onnxruntime.InferenceSession(model.SerializeToString(),
                                                providers=["CPUExecutionProvider"])
         return (lambda x: torch.from_numpy(session.run(None, {INPUT_NAME: x.numpy()})[0]),
                 "onnxruntime")
     from onnx.reference import ReferenceEvaluator
 
-    evaluator = ReferenceEvaluator(onnx.load(str(model_path)))
+    evaluator = ReferenceEvaluator(model)
     return (lambda x: torch.from_numpy(evaluator.run(None, {INPUT_NAME: x.numpy()})[0]),
             "onnx.reference.ReferenceEvaluator (onnxruntime is not installed)")
 
@@ -249,7 +263,7 @@ def export_onnx(network: nn.Module, shape: tuple[int, int, int], path: Path,
         _write_atomically(path, write)
     except onnx.checker.ValidationError as error:
         raise ExportError(f"{path}: the exported ONNX model is invalid ({error})") from None
-    run, runner = onnx_runner(onnx, path)
+    run, runner = onnx_runner(onnx, onnx.load(str(path)))
     check = random_batch(CHECK_BATCH, shape, seed=1)
     with torch.no_grad():
         difference = max_difference(network(check), run(check), f"{path} (ONNX)")
@@ -291,11 +305,19 @@ def read_metadata(path: Path) -> dict | None:
     """The metadata stored in an exported model (TorchScript or ONNX), or None if it has none."""
     path = Path(path)
     if path.suffix == ".onnx":
-        onnx = require_onnx()
-        props = {prop.key: prop.value for prop in onnx.load(str(path)).metadata_props}
-        text = props.get(ONNX_METADATA_KEY)
-    else:
-        extra = {METADATA: ""}
-        quietly(lambda: torch.jit.load(str(path), map_location="cpu", _extra_files=extra))
-        text = extra[METADATA] or None
+        return onnx_metadata(require_onnx().load(str(path)))
+    return load_torchscript(path)[1]
+
+
+def onnx_metadata(model: Any) -> dict | None:
+    """The metadata stored in an ONNX model (a ModelProto), or None if it has none."""
+    text = {prop.key: prop.value for prop in model.metadata_props}.get(ONNX_METADATA_KEY)
     return None if text is None else json.loads(text)
+
+
+def load_torchscript(path: Path) -> tuple[torch.jit.ScriptModule, dict | None]:
+    """An exported TorchScript model and its metadata (None if it has none), read once."""
+    extra = {METADATA: ""}
+    module = quietly(lambda: torch.jit.load(str(path), map_location="cpu", _extra_files=extra))
+    text = extra[METADATA] or None
+    return module, None if text is None else json.loads(text)

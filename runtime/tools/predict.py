@@ -64,13 +64,13 @@ def open_model(source: Path) -> tuple[Runner, dict, str]:
         raise PredictError(f"{source}: no such file or directory")
     if source.suffix == ".onnx":
         onnx = exporting.require_onnx()
+        model = _readable(source, "ONNX", lambda: onnx.load(str(source)))
         meta, (run, runner) = _readable(source, "ONNX", lambda: (
-            exporting.read_metadata(source), exporting.onnx_runner(onnx, source)))
+            exporting.onnx_metadata(model), exporting.onnx_runner(onnx, model)))
         return run, _require(meta, source), f"ONNX model ({runner})"
     if source.is_file() and _is_torchscript(source):
-        meta, module = _readable(source, "TorchScript", lambda: (
-            exporting.read_metadata(source),
-            exporting.quietly(lambda: torch.jit.load(str(source), map_location="cpu"))))
+        module, meta = _readable(source, "TorchScript",
+                                 lambda: exporting.load_torchscript(source))
         return module, _require(meta, source), "TorchScript model"
     classifier, meta = exporting.load_classifier(source, "best")
     return classifier, _require(meta, source), "training checkpoint"
