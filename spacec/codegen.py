@@ -19,6 +19,7 @@ import json
 import keyword
 import re
 import sys
+import textwrap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -60,7 +61,51 @@ def environment() -> jinja2.Environment:
     env.filters["py_assign"] = py_assign
     env.filters["with_comment"] = with_comment
     env.filters["op_assignment"] = op_assignment
+    env.filters["docstring"] = docstring
+    env.filters["comment_lines"] = comment_lines
+    env.filters["py_string_lines"] = py_string_lines
     return env
+
+
+# Generated lines fit in the project's line length, as hand-written code does (pyproject.toml's
+# ruff line-length; tests/test_codegen.py runs ruff over every shipped space's modules).
+WIDTH = 100
+
+
+def docstring(text: str, indent: int = 0, width: int = WIDTH) -> str:
+    """The text as a docstring: one line when it fits the width, else its words wrapped, with
+    the closing quotes on a line of their own. The first line is not indented (the template
+    places it)."""
+    pad = " " * indent
+    if indent + len(text) + 6 <= width:
+        return f'"""{text}"""'
+    # Wrapped short of the closing quotes' width: at least two lines (ruff format joins a
+    # lone line with its quotes).
+    lines = textwrap.wrap(text, width - indent - 3, initial_indent='"""', break_long_words=False,
+                          break_on_hyphens=False)
+    return "\n".join([lines[0], *(pad + line for line in lines[1:]), pad + '"""'])
+
+
+def comment_lines(text: str, width: int = WIDTH) -> str:
+    """`# text` at the left margin, wrapped to the width (continuations indented)."""
+    return "\n".join(textwrap.wrap(text, width, initial_indent="# ", subsequent_indent="#   ",
+                                    break_long_words=False, break_on_hyphens=False))
+
+
+def py_string_lines(text: str, indent: int, before: str = "", width: int = WIDTH) -> str:
+    """A string literal that follows `before` on its line; when too long, a parenthesised run
+    of literals split after ", ", each line within the width (as one writes it by hand)."""
+    if len(before) + len(py_literal(text)) <= width:
+        return py_literal(text)
+    parts = [part + ", " for part in text.split(", ")]
+    parts[-1] = parts[-1].removesuffix(", ")
+    pieces = [""]
+    for part in parts:
+        if pieces[-1] and indent + len(py_literal(pieces[-1] + part)) > width:
+            pieces.append("")
+        pieces[-1] += part
+    pad = " " * indent
+    return "(\n" + "\n".join(pad + py_literal(piece) for piece in pieces) + "\n)"
 
 
 def sum_lines(terms: list[str], target: str, indent: int, width: int = 100) -> str:
@@ -194,6 +239,8 @@ def _context(ir: irmod.IR, source_label: str) -> dict:
     names = Namespace(MODULE_GLOBALS | {name for name, _ in space.params})
     opsets = [_opset_view(space.opset(name), names) for name in _used_opsets(space)]
     consts = {view["name"]: view for view in opsets}
+    cells = [_cell_view(space.cell(name), ir.cells[name], space, names, consts)
+             for name in ir.cells]
     return {
         "version": __version__,
         "source": source_label,
@@ -204,10 +251,10 @@ def _context(ir: irmod.IR, source_label: str) -> dict:
         "network_params": _network_params(space),
         "body_params": _body_params(space),
         "opsets": opsets,
-        "cells": [
-            _cell_view(space.cell(name), ir.cells[name], space, names, consts) for name in ir.cells
-        ],
+        "cells": cells,
         "network": _network_view(space),
+        # ops.build_op builds the fixed edges: without any, the module does not import ops
+        "fixed_ops": any(node["fixed"] for cell in cells for node in cell["nodes"]),
     }
 
 
@@ -788,7 +835,7 @@ def _recurrent_context(ir: irmod.IR, genotype, source_label: str) -> dict:
         "space": space,
         "params": list(space.params),
         "network_params": _network_params(space),
-        "genotype_literal": py_literal(json.dumps(genotype.to_dict(), separators=(", ", ": "))),
+        "genotype_json": json.dumps(genotype.to_dict(), separators=(", ", ": ")),
         "cells": cells,
         "network": network,
         "step_cls": step_cls,
@@ -904,7 +951,7 @@ def _discrete_context(ir: irmod.IR, genotype, source_label: str) -> dict:
         "space": space,
         "params": list(space.params),
         "params_text": ", ".join(f"{k}={v}" for k, v in space.params),
-        "genotype_literal": py_literal(json.dumps(genotype.to_dict(), separators=(", ", ": "))),
+        "genotype_json": json.dumps(genotype.to_dict(), separators=(", ", ": ")),
         "standalone": standalone_code(used | IMAGE_NETWORK_NEEDS),
         "cells": cells,
         "network": {"line": network.line},

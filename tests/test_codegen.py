@@ -20,7 +20,9 @@ import torch
 
 import spacec
 from spacec import __version__, codegen, ir
+from spacec.arch.genotype import Genotype
 from spacec.errors import SpaceError
+from spacec.load import CompiledSpace
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -91,6 +93,30 @@ def ruff_format_check(path: Path) -> subprocess.CompletedProcess:
         text=True,
         timeout=120,
     )  # fmt: skip
+
+
+def _derived(space: CompiledSpace) -> Genotype:
+    """A genotype of the space, derived (torch-free) from uniform α."""
+    from spacec.arch.derive import derive
+
+    alphas = {cell: [[0.0] * len(space.spec.opset(space.spec.cell(cell).opset).candidates)
+                     for _ in space.spec.cell(cell).edges] for cell in space.rules}
+    return derive(space.name, alphas, space.rules)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_generated_modules_have_no_unused_names_and_no_long_lines(name, tmp_path):
+    """The supernet and a derived network of every shipped space pass ruff's pyflakes rules
+    (F: unused imports and names, undefined names) and the 100-column line length (E501)."""
+    space = spacec.load(name)
+    (tmp_path / f"{name}_supernet.py").write_text(space.source)
+    (tmp_path / f"{name}_derived.py").write_text(space.discrete_source(_derived(space)))
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--isolated", "--no-cache", "--select", "F,E501",
+         "--line-length", "100", "--output-format", "concise", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout
 
 
 @pytest.mark.parametrize(
