@@ -314,43 +314,44 @@ class CompiledSpace:
         """An instance of the derived network (imports torch). Keywords: the space's
         parameters (the network is compiled at them) and the network's own options
         (`auxiliary`, `drop_path_prob`; a language model's dropouts)."""
-        space, options = self._split_keywords("discrete_network", kwargs,
-                                              lambda: self._derived_class(genotype))
-        if space is not self:
-            return space.discrete_network(genotype, **options)
-        return self._derived_class(genotype)(**options)
-
-    def _derived_class(self, genotype):
+        params, options = self._split_keywords(kwargs)
+        if params:
+            return self.with_params(**params).discrete_network(genotype, **options)
         source = self.discrete_source(genotype)
-        return load_generated(source, f"{self.name}_derived").Network
+        network = load_generated(source, f"{self.name}_derived").Network
+        self._check_options("discrete_network", network, options)
+        return network(**options)
 
     def supernet(self, **kwargs):
         """An instance of the generated supernet (`nn.Module`), at the compiled parameters.
         Keywords: the space's parameters (checked as `--set` checks them) and the network's own
         options (`relaxation`; a language model's dropouts)."""
-        space, options = self._split_keywords("supernet", kwargs, lambda: self.module().Network)
-        if space is not self:
-            return space.supernet(**options)
+        params, options = self._split_keywords(kwargs)
+        if params:
+            return self.with_params(**params).supernet(**options)
+        network = self.module().Network
+        self._check_options("supernet", network, options)
         network_params = {name for name, _ in codegen._network_params(self.spec)}
         defaults = {k: v for k, v in self.spec.params if k in network_params}
-        return self.module().Network(**defaults, **options)
+        return network(**defaults, **options)
 
-    def _split_keywords(self, method: str, kwargs: dict, network) -> tuple[CompiledSpace, dict]:
-        """(the space at the keywords' parameters, the network's options among the keywords);
-        SpaceError for a keyword that is neither, listing both."""
+    def _split_keywords(self, kwargs: dict) -> tuple[dict, dict]:
+        """(the space's parameters among the keywords, the rest)."""
         params = {name: value for name, value in kwargs.items() if name in self.params}
-        rest = {name: value for name, value in kwargs.items() if name not in params}
-        if rest:
-            options = network_options(network(), set(self.params))
-            unknown = [name for name in rest if name not in options]
-            if unknown:
-                known = [*self.params, *options]
-                raise SpaceError([
-                    Diagnostic(NO_SPAN, f"{method}(): {name}: no such parameter or option",
-                               suggest(name, known, "parameters and options"))
-                    for name in unknown
-                ])
-        return (self.with_params(**params) if params else self), rest
+        return params, {name: value for name, value in kwargs.items() if name not in params}
+
+    def _check_options(self, method: str, network: type, options: dict) -> None:
+        """SpaceError for a keyword that is neither a parameter of the space nor an option of
+        the network, listing both."""
+        known_options = network_options(network, set(self.params))
+        unknown = [name for name in options if name not in known_options]
+        if unknown:
+            known = [*self.params, *known_options]
+            raise SpaceError([
+                Diagnostic(NO_SPAN, f"{method}(): {name}: no such parameter or option",
+                           suggest(name, known, "parameters and options"))
+                for name in unknown
+            ])
 
 
 def network_options(network: type, params: set[str]) -> list[str]:
