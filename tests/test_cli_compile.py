@@ -206,6 +206,28 @@ def test_compile_a_run_directorys_network_at_the_runs_sizes(tmp_path):
                                                           str(run))
 
 
+def test_info_reports_a_run_directorys_network_at_the_runs_sizes(tmp_path):
+    """info --genotype RUN sized the derived network at the space's defaults (C=16, 8 cells)
+    where the run trained C=8, 5 cells; the supernet lines stay the space's."""
+    from spacec.arch.genotype import PRESETS
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}\n")
+    (run / "genotype.json").write_text(json.dumps(PRESETS["DARTS_V2"].to_dict()))
+    params = {"C": 8, "layers": 5, "classes": 10, "stem_multiplier": 3}
+    (run / "space.json").write_text(json.dumps({"name": "darts_cnn", "source": "darts_cnn",
+                                                "sha256": "", "params": params}))
+    report = json.loads(spacec_cli("info", "darts_cnn", "--genotype", str(run), "--json"))
+    assert report["parameters"]["C"] == 16  # the space's supernet
+    assert report["derived"]["space_parameters"] == params
+    preset = json.loads(spacec_cli("info", "darts_cnn", "--genotype", "DARTS_V2", "--set", "C=8",
+                                   "--set", "layers=5", "--json"))
+    assert report["derived"]["parameters"] == preset["derived"]["parameters"]
+    text = spacec_cli("info", "darts_cnn", "--genotype", str(run))
+    assert "  at the run's parameters: C=8, layers=5, classes=10, stem_multiplier=3" in text
+
+
 def test_set_changes_the_compiled_source():
     source = spacec_cli("compile", "darts_cnn", "--set", "C=8")
     assert "def __init__(self, C=8, layers=8, classes=10, stem_multiplier=3, relaxation=None):" in source

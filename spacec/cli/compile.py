@@ -130,11 +130,8 @@ def compile_command(
     if genotype is not None and emit != "source":
         raise click.UsageError(f"--genotype gives the derived network's module (--emit source); "
                                f"--emit {emit} shows the space's IR, which no genotype changes")
-    if genotype is not None:  # a run directory's network is at the run's sizes, --set aside
-        path = locate(space)
-        compiled = compile_file(path, {**run_params(genotype, path), **parse_overrides(sets)})
-    else:
-        compiled = compile_space(space, sets)
+    compiled = (_at_the_runs_sizes(space, sets, genotype) if genotype is not None
+                else compile_space(space, sets))
     text = {
         "source": lambda: compiled.discrete_source(genotype) if genotype else compiled.source,
         "dag": lambda: ir.to_json(compiled.ir),
@@ -217,11 +214,21 @@ def info(
         report["memory"] = (chosen_memory(predict, device, compiled.ir) if memory == cost.AUTO
                             else predict(memory).to_dict())
     if genotype:
-        report["derived"] = derived_report(compiled, genotype, batch_size, device)
+        at = _at_the_runs_sizes(space, sets, genotype)
+        report["derived"] = derived_report(at, genotype, batch_size, device)
+        if at.params != compiled.params:
+            report["derived"]["space_parameters"] = at.params
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
     click.echo("\n".join(info_lines(report)))
+
+
+def _at_the_runs_sizes(space: str, sets: tuple[str, ...], genotype: str) -> CompiledSpace:
+    """SPACE compiled for the derived network of `genotype`: at the parameters a run directory
+    recorded where it ran this space (--set still wins), as train and derive take them."""
+    path = locate(space)
+    return compile_file(path, {**run_params(genotype, path), **parse_overrides(sets)})
 
 
 def chosen_memory(predict: Callable[[str], cost.Prediction], device: str,
@@ -287,6 +294,9 @@ def info_lines(report: dict) -> list[str]:
             f"{cost.multiply_adds_text(derived['multiply_adds'])} multiply-adds per {per}"
             + (f" at {_shape(derived['input_shape'])}" if image else "")
         )
+        if "space_parameters" in derived:
+            lines.append("  at the run's parameters: " + ", ".join(
+                f"{k}={v}" for k, v in derived["space_parameters"].items()))
         if "memory" in derived:
             lines += memory_lines(derived["memory"], "training step")
         if "memory_note" in derived:
