@@ -43,6 +43,7 @@ from spacec.arch.methods import describe
 from spacec.load import CompiledSpace, compile_file, expect_argument, locate
 from spacec.runtime.configure import (
     OPTION_KEYS,
+    SPACE_FILE,
     Assembled,
     assemble,
     check_arguments,
@@ -50,6 +51,7 @@ from spacec.runtime.configure import (
     effective_lines,
     header_text,
     param_origins,
+    plural,
     search_config,
     search_method,
     train_config,
@@ -63,9 +65,10 @@ from spacec.runtime.run.console import screen_info, showing
 from spacec.runtime.run.derivation import saved_alphas
 from spacec.runtime.run.fits import Fit
 from spacec.runtime.run.rundir import RunDir, is_run_dir, is_search_run, open_run_dir
+from spacec.runtime.run.session import resolve_device
 from spacec.runtime.search.config import SearchConfig
 from spacec.runtime.search.loop import Search, resume_search, start_search
-from spacec.runtime.tools.select import random_search
+from spacec.runtime.tools.select import RandomSearchPlan, plan_random_search, run_random_search
 from spacec.runtime.train.config import TrainConfig
 from spacec.runtime.train.loop import Trainer, resume_training, start_training
 
@@ -191,9 +194,41 @@ def search(space: str | None = None, *, config: str | Path | Mapping = "quick",
 
 def _random_search(assembled: Assembled, progress: bool) -> SearchRun:
     """A method without weight sharing: candidates trained by the selection protocol."""
-    result = random_search(assembled.cfg, quiet=not progress, given=assembled.explicit)
-    return SearchRun(Path(result.run_dir), result.genotype, [], assembled.cfg,
-                     compile_file(locate(assembled.cfg.space.name)), None)
+    plan = plan_random_search(assembled.cfg, given=assembled.explicit)
+    lines = _random_search_lines(assembled, plan)
+    for line in lines:
+        screen_info(log, "%s", line)
+    result = run_random_search(plan, quiet=not progress, header=header_text(lines))
+    return SearchRun(Path(result.run_dir), result.genotype, [], assembled.cfg, plan.compiled,
+                     None, tuple(lines))
+
+
+def _random_search_lines(assembled: Assembled, plan: RandomSearchPlan) -> list[str]:
+    """A random search's effective configuration: the space at the sizes its samples train at
+    and where each came from, the data, how each sample is trained and scored."""
+    cfg, train_cfg = assembled.cfg, plan.train_cfg
+    sized = compile_file(locate(cfg.space.name), dict(train_cfg.space.overrides))
+    origins = {}
+    for name in sized.params:
+        if name in assembled.params:
+            origins[name] = assembled.params[name]
+        elif name in cfg.space.overrides:
+            origins[name] = "overrides"
+        elif name in train_cfg.space.overrides:
+            origins[name] = f"selection preset {cfg.method.select}"
+        else:
+            origins[name] = SPACE_FILE
+    data = train_cfg.data
+    where = f" ({data.data_dir})" if getattr(data, "data_dir", None) else ""
+    limit = f", the first {data.limit} images" if data.limit else ""
+    auxiliary = 0.0 if sized.spec.network.get("auxiliary") is None else None
+    method = (f"random: {plural(len(plan.genotypes), 'genotype')} drawn from the space's rule, "
+              f"each trained from scratch ({train_method(train_cfg, auxiliary)}); the best "
+              "validation "
+              "accuracy wins")
+    return effective_lines("search", assembled, sized, origins,
+                           f"{data.name}{where}{limit}; each sample is scored on its "
+                           "validation split", method, resolve_device(train_cfg.run.device))
 
 
 def _memory_row(fit: Fit | None) -> list[tuple[str, str]]:

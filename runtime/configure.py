@@ -493,7 +493,9 @@ def device_line(run_cfg: Any, device: torch.device) -> str:
         why = "auto: CUDA is available" if device.type == "cuda" else "auto: no CUDA device"
     else:
         why = "asked for"
-    threads = torch.get_num_threads()
+    # The setting where there is one: a run sets it as it starts (a random search's samples
+    # after this line is shown)
+    threads = run_cfg.threads or torch.get_num_threads()
     how = "run.threads" if run_cfg.threads is not None else "torch's default"
     speed = _speed_switches(run_cfg)
     products = gemm.decided()  # decided where the network's products go through gemm

@@ -206,6 +206,16 @@ def test_a_random_search_records_its_status_and_lists_its_samples(tmp_path):
     assert result.exit_code == 0, result.output
     (run,) = out.iterdir()
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    # its effective configuration, printed first and kept in config.yaml (it printed none)
+    lines = result.stderr.splitlines()
+    block = lines[:lines.index(next(x for x in lines if x.startswith("run directory")))]
+    assert block[0] == "spacec search: the effective configuration"
+    assert "C=2 (--set), N=1 (--set), classes=10 (space file)" in block[2]
+    assert ("random: 2 genotypes drawn from the space's rule, each trained from scratch (1 epoch, "
+            "batch 4, ") in block[4] and "no auxiliary head (the space has none" in block[4]
+    assert "1 CPU thread (run.threads)" in "\n".join(block)
+    assert (run / "config.yaml").read_text().startswith("".join(f"# {x}\n" for x in block))
+    assert lines[len(block)] == f"run directory {run}"  # the search's, before its samples'
     listed = CliRunner().invoke(main, ["runs", str(out)])
     assert listed.exit_code == 0, listed.output
     row = listed.output.splitlines()[1]

@@ -34,6 +34,7 @@ from spacec.arch.sample import sample_genotype
 from spacec.load import compile_file, locate
 from spacec.runtime.errors import ConfigError
 from spacec.runtime.relax.base import stream_seed
+from spacec.runtime.run.console import SCREEN
 from spacec.runtime.run.rundir import RunDir
 from spacec.runtime.search.config import write_config
 from spacec.runtime.train.config import (
@@ -145,16 +146,22 @@ SELECTION_SECTIONS = ("data.", "run.", "optim.", "space.overrides.")
 NO_ALPHA_SECTIONS = ("arch.",)
 
 
-def random_search(cfg: Any, quiet: bool = True,
-                  given: dict[str, Any] | None = None) -> RandomSearchResult:
-    """The `random` method of a search configuration (spacec.runtime.search.config): draw
-    ``method.samples`` genotypes from the space's rule, train each by the selection protocol
-    (``method.select``'s preset or file, at the space's sizes there, with what the search's
-    `given` settings set in SELECTION_SECTIONS), keep the best.
+@dataclass(frozen=True)
+class RandomSearchPlan:
+    """What a `random` search will do, before anything is written: the genotypes drawn and the
+    training that scores each (for its effective configuration)."""
 
-    The run directory holds config.yaml, space.json, method.json, one training run directory per
-    sample, selection.json and the winner as genotype.json.
-    """
+    cfg: Any  # the search's configuration
+    compiled: Any  # the space, as its genotypes are drawn from it
+    genotypes: tuple[Genotype, ...]
+    train_cfg: TrainConfig  # the selection protocol's training of each sample
+
+
+def plan_random_search(cfg: Any, given: dict[str, Any] | None = None) -> RandomSearchPlan:
+    """The `random` method of a search configuration (spacec.runtime.search.config): draw
+    ``method.samples`` genotypes from the space's rule, each to be trained by the selection
+    protocol (``method.select``'s preset or file, at the space's sizes there, with what the
+    search's `given` settings set in SELECTION_SECTIONS)."""
     params = cfg.method
     info = describe(params.name)
     if info.shares_weights or cfg.task not in info.domains:
@@ -167,22 +174,37 @@ def random_search(cfg: Any, quiet: bool = True,
     compiled = compile_file(locate(cfg.space.name))
     rng = random.Random(stream_seed(cfg.run.seed, "random"))
     exclude = params.derive != "official"  # official: `none` may be sampled
-    genotypes = [sample_genotype(compiled.name, compiled.rules, rng, exclude=exclude)
-                 for _ in range(params.samples)]
-    train_cfg = _selection_config(cfg, compiled.params, given or {})
+    genotypes = tuple(sample_genotype(compiled.name, compiled.rules, rng, exclude=exclude)
+                      for _ in range(params.samples))
+    return RandomSearchPlan(cfg, compiled, genotypes,
+                            _selection_config(cfg, compiled.params, given or {}))
+
+
+def run_random_search(plan: RandomSearchPlan, quiet: bool = True,
+                      header: str = "") -> RandomSearchResult:
+    """Train every sample of `plan`, keep the best. The run directory holds config.yaml (after
+    `header`, the effective configuration as comment lines), space.json, method.json, one
+    training run directory per sample, selection.json and the winner as genotype.json."""
+    cfg, compiled = plan.cfg, plan.compiled
     folder = RunDir.create(Path(cfg.run.out), compiled.name)
-    log.info("run directory %s", folder.path)
-    write_config(cfg, folder.config_path)
+    log.info("run directory %s", folder.path, extra={SCREEN: True})
+    write_config(cfg, folder.config_path, header)
     folder.write_space_record(compiled.spec, cfg.space.name)
     folder.write_json(folder.method_record_path, {
-        "name": params.name, "relaxation": None, "strengths": None,
-        "derive": info.derive_options(params).to_dict()})
+        "name": cfg.method.name, "relaxation": None, "strengths": None,
+        "derive": describe(cfg.method.name).derive_options(cfg.method).to_dict()})
     candidates = [Candidate(f"sample {index}", f"{index}-sample", genotype, cfg.space.name)
-                  for index, genotype in enumerate(genotypes)]
-    with folder.tracking(train_cfg.run.device):
-        summary = select_candidates(candidates, train_cfg, folder, quiet)
+                  for index, genotype in enumerate(plan.genotypes)]
+    with folder.tracking(plan.train_cfg.run.device):
+        summary = select_candidates(candidates, plan.train_cfg, folder, quiet)
     return RandomSearchResult(folder.path, Genotype.from_dict(summary["winner"]["genotype"]),
                               summary)
+
+
+def random_search(cfg: Any, quiet: bool = True,
+                  given: dict[str, Any] | None = None) -> RandomSearchResult:
+    """`plan_random_search` then `run_random_search`."""
+    return run_random_search(plan_random_search(cfg, given), quiet)
 
 
 def _selection_config(cfg: Any, declared: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
