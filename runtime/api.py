@@ -277,6 +277,9 @@ def _say_resuming(run: Path, found: Search | Trainer) -> None:
         return
     screen_info(log, "resuming %s at epoch %d, step %d on %s\n  device   %s", run,
                 found.epoch + 1, found.step, found.device, device)
+    recorded = RunDir(run).recorded_effective()
+    if recorded:
+        screen_info(log, "%s", "\n".join(["as it started (config.yaml):", *recorded]))
 
 
 def _only_device(options: Mapping[str, Any], overrides: Mapping[str, Any],

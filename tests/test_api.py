@@ -308,6 +308,30 @@ def test_the_device_line_names_the_speed_switches_that_are_not_defaults():
     assert line.endswith("; torch.compile (run.compile, mode reduce-overhead)")
 
 
+def test_a_resumed_run_shows_the_configuration_it_started_with(tmp_path, capsys):
+    """A resumed run printed where it went on and its device line only: now also the effective
+    configuration its config.yaml recorded when it started."""
+    common = {**TINY, "limit": 32, "epochs": 2, "checkpoint_every": 1}
+
+    class Killed(Exception):
+        pass
+
+    def kill(step: int) -> None:
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        spacec.search("nas_bench_201", out=tmp_path, on_step=kill, **common)
+    (run,) = tmp_path.iterdir()
+    capsys.readouterr()
+    spacec.search(resume=run, verbose=True)
+    shown = capsys.readouterr().err
+    recorded = [line[2:] for line in (run / "config.yaml").read_text().splitlines()
+                if line.startswith("# ")]
+    assert recorded[0] == "spacec search: the effective configuration"
+    assert "as it started (config.yaml):\n" + "\n".join(recorded) in shown
+
+
 def test_a_run_from_another_device_resumes_here(tmp_path, monkeypatch):
     """A run started on a GPU (its configuration says cuda, its checkpoint holds CUDA generator
     states) resumes on the CPU with --device cpu, tensors mapped to the CPU, and ends as an

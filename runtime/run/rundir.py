@@ -96,6 +96,20 @@ class RunDir:
     def config_path(self) -> Path:
         return self.path / CONFIG_NAME
 
+    def recorded_effective(self) -> list[str]:
+        """The effective configuration config.yaml opens with (its comment lines), as the run
+        printed it when it started; [] without one."""
+        try:
+            text = self.config_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return []
+        lines = []
+        for line in text.splitlines():
+            if not line.startswith("# "):
+                break
+            lines.append(line[2:])
+        return lines
+
     @property
     def metrics_path(self) -> Path:
         return self.path / METRICS_NAME
